@@ -1,0 +1,3 @@
+module github.com/pkgfleet/pkgfleet
+
+go 1.26.0

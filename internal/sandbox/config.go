@@ -1,0 +1,19 @@
+package sandbox
+
+// Config is what every runner needs to know about the service around it:
+// the directories to hide from builds, where per-build TMPDIRs live, who
+// builds run as, and the default limits.
+type Config struct {
+	DataDir          string   // Server.DataDir: masked
+	BuilderDir       string   // Git.BuilderDir: masked except this build's checkout
+	ConfigDir        string   // directory of the config file: masked
+	SockFileDir      string   // Server.SockFileDir: masked
+	StorageLocations []string // every FileStorage.Location: masked
+	TempDir          string   // Server.TempDir: parent of pkgfleet-workspaces
+	RunAsUser        string   // Server.RunAsUser: name or numeric uid; "" = invoking user
+	Defaults         Limits   // limits for a Spec that sets none
+}
+
+// WorkspacesDir is the directory under TempDir that holds one private
+// TMPDIR per build process; it is masked inside every sandbox.
+const WorkspacesDir = "pkgfleet-workspaces"

@@ -1,0 +1,186 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Direct runs commands without isolation, for Git.AllowUnsandboxedGitBuilds.
+// It still applies the wall-clock and output limits, gives each command its
+// own TMPDIR, and kills the command's whole process group when it ends.
+type Direct struct {
+	cfg Config
+}
+
+// NewDirect returns an unsandboxed runner.
+func NewDirect(cfg Config) *Direct { return &Direct{cfg: cfg} }
+
+// Mode implements Runner.
+func (d *Direct) Mode() string { return "unsandboxed" }
+
+// Run implements Runner.
+func (d *Direct) Run(ctx context.Context, spec Spec) (Result, error) {
+	if len(spec.Args) == 0 {
+		return Result{}, errors.New("sandbox: empty command")
+	}
+	lim := withDefaults(spec.Limits, d.cfg.Defaults)
+	tmp, err := newWorkspace(d.cfg.TempDir)
+	if err != nil {
+		return Result{}, err
+	}
+	defer os.RemoveAll(tmp)
+
+	if lim.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, lim.Timeout)
+		defer cancel()
+	}
+	cmd := exec.Command(spec.Args[0], spec.Args[1:]...)
+	cmd.Env = append(append([]string(nil), spec.Env...), "TMPDIR="+tmp)
+	cmd.Dir = spec.Dir
+	out := &cappedWriter{w: spec.Output, left: lim.Output}
+	if spec.Output == nil {
+		out.w = io.Discard
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	// A process group of its own, so that ending the command ends
+	// everything it forked.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return Result{}, fmt.Errorf("start %s: %w", spec.Args[0], err)
+	}
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		case <-done:
+		}
+	}()
+	waitErr := cmd.Wait()
+	close(done)
+	// Reap stragglers that left the group leader behind.
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+
+	res := Result{Enforcement: "unsandboxed", OutputTruncated: out.truncated(), Duration: time.Since(start)}
+	res.ExitCode, res.Signal = exitStatus(cmd.ProcessState)
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) && lim.Timeout > 0:
+		res.Killed, res.ExitCode = "timeout "+lim.Timeout.String(), -1
+	case ctx.Err() != nil:
+		res.Killed, res.ExitCode = "canceled", -1
+	}
+	var ee *exec.ExitError
+	if waitErr != nil && !errors.As(waitErr, &ee) {
+		return res, fmt.Errorf("wait %s: %w", spec.Args[0], waitErr)
+	}
+	return res, nil
+}
+
+func exitStatus(ps *os.ProcessState) (int, string) {
+	if ps == nil {
+		return -1, ""
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return -1, unixSignalName(ws.Signal())
+	}
+	return ps.ExitCode(), ""
+}
+
+func unixSignalName(s syscall.Signal) string {
+	return fmt.Sprintf("SIG%s", signalNames[s])
+}
+
+var signalNames = map[syscall.Signal]string{
+	syscall.SIGKILL: "KILL", syscall.SIGTERM: "TERM", syscall.SIGSEGV: "SEGV",
+	syscall.SIGABRT: "ABRT", syscall.SIGINT: "INT", syscall.SIGHUP: "HUP",
+	syscall.SIGBUS: "BUS", syscall.SIGXFSZ: "XFSZ", syscall.SIGXCPU: "XCPU",
+	syscall.SIGPIPE: "PIPE", syscall.SIGQUIT: "QUIT", syscall.SIGUSR1: "USR1",
+	syscall.SIGUSR2: "USR2",
+}
+
+// newWorkspace creates a fresh private TMPDIR under
+// TempDir/pkgfleet-workspaces.
+func newWorkspace(tempDir string) (string, error) {
+	if tempDir == "" {
+		tempDir = os.TempDir()
+	}
+	parent := filepath.Join(tempDir, WorkspacesDir)
+	if err := os.MkdirAll(parent, 0o711); err != nil {
+		return "", fmt.Errorf("workspace: %w", err)
+	}
+	dir, err := os.MkdirTemp(parent, "ws-")
+	if err != nil {
+		return "", fmt.Errorf("workspace: %w", err)
+	}
+	return dir, nil // MkdirTemp creates it 0700
+}
+
+func withDefaults(l, d Limits) Limits {
+	if l.Timeout == 0 {
+		l.Timeout = d.Timeout
+	}
+	if l.Memory == 0 {
+		l.Memory = d.Memory
+	}
+	if l.Processes == 0 {
+		l.Processes = d.Processes
+	}
+	if l.Disk == 0 {
+		l.Disk = d.Disk
+	}
+	if l.Output == 0 {
+		l.Output = d.Output
+	}
+	return l
+}
+
+// cappedWriter keeps the first left bytes and drops the rest, so that a
+// build printing without end cannot fill memory or the log store.
+type cappedWriter struct {
+	mu   sync.Mutex
+	w    io.Writer
+	left int64 // <= 0 at start means unlimited
+	cut  bool
+}
+
+func (c *cappedWriter) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := len(p)
+	if c.left == 0 && !c.cut {
+		_, err := c.w.Write(p) // unlimited
+		return n, err
+	}
+	if c.cut {
+		return n, nil
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+		c.cut = true
+	}
+	c.left -= int64(len(p))
+	if c.left == 0 {
+		c.cut = true
+	}
+	if _, err := c.w.Write(p); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+func (c *cappedWriter) truncated() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cut
+}

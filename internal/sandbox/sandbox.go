@@ -1,0 +1,84 @@
+// Package sandbox runs one build command the way pkgfleet runs every build:
+// inside two nested unprivileged user namespaces with a fresh root, the
+// service's private directories masked, and limits on time, memory,
+// processes, disk and output.
+//
+// It owns process isolation and nothing else: it does not know what R or
+// Python are (internal/detect and internal/build do), and it does not
+// decide whether unsandboxed builds are allowed (the worker does, from
+// Git.AllowUnsandboxedGitBuilds, and then uses Direct).
+package sandbox
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// Runner runs one command as a build would run it. Both the namespace
+// sandbox and the unsandboxed Direct runner implement it, so the build
+// recipes and the worker never know which one they were given.
+type Runner interface {
+	// Run starts spec and waits for it. A non-zero exit or a limit is not
+	// an error: it is reported in Result. An error means the command could
+	// not be started or supervised at all.
+	Run(ctx context.Context, spec Spec) (Result, error)
+	// Mode names the isolation for logs and build records:
+	// "user-namespace" or "unsandboxed".
+	Mode() string
+}
+
+// Spec is one command to run.
+type Spec struct {
+	// Args[0] is the program: an absolute path, or a name looked up in PATH.
+	Args []string
+	// Env is the complete environment; the runner adds TMPDIR (a fresh
+	// private directory) and overrides nothing else.
+	Env []string
+	// Dir is the working directory. It must be Source, Dest, or below one.
+	Dir string
+	// Source is the checkout, exposed read-write.
+	Source string
+	// Dest is the build destination, exposed read-write.
+	Dest string
+	// Network gives the command the host network (Git.BuildNetwork).
+	// Without it the command sees only a loopback interface of its own.
+	Network bool
+	// Output receives stdout and stderr, interleaved, up to Limits.Output
+	// bytes; the rest is dropped and Result.OutputTruncated is set.
+	Output io.Writer
+	// Limits for this command; zero fields take the runner's defaults.
+	Limits Limits
+}
+
+// Limits bound one command. A zero field means "the runner's default".
+type Limits struct {
+	Timeout   time.Duration // wall clock; the whole process tree is killed
+	Memory    int64         // bytes
+	Processes int           // live processes (and threads) at once
+	Disk      int64         // bytes written to TMPDIR and Dest together
+	Output    int64         // bytes of combined output kept
+}
+
+// Result says how a command ended.
+type Result struct {
+	// ExitCode is the command's exit status, or -1 when it was killed by a
+	// signal (see Signal) or by a limit (see Killed).
+	ExitCode int
+	// Signal is the name of the signal that ended the command, if any.
+	Signal string
+	// Killed names the limit that ended the command, in the form the build
+	// record shows: "timeout 1h0m0s", "memory limit 2GiB",
+	// "process limit 512", "disk limit 4GiB". Empty when no limit was hit.
+	Killed string
+	// Enforcement says how the limits were applied: "cgroup v2" or
+	// "rlimits" (and, for Direct, "unsandboxed").
+	Enforcement string
+	// OutputTruncated is set when Output hit Limits.Output.
+	OutputTruncated bool
+	// Duration is the wall-clock time the command ran.
+	Duration time.Duration
+}
+
+// Success reports whether the command exited 0 without hitting a limit.
+func (r Result) Success() bool { return r.ExitCode == 0 && r.Killed == "" && r.Signal == "" }
