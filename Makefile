@@ -1,0 +1,42 @@
+# pkgfleet: `make run` starts a local fleet, `make test` checks everything.
+GO      ?= go
+BIN     := bin
+GOFLAGS ?=
+
+.PHONY: all build run test test-go vet lint deps bench bench-sandbox clean settings
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/pkgfleet-api ./cmd/api
+	$(GO) build -o $(BIN)/pkgfleet-worker ./cmd/worker
+
+deps:
+	bash scripts/deps.sh
+
+run:
+	bash scripts/run.sh
+
+# Installs missing tools, then vets and runs every test with the race
+# detector against real redis-server, R, Python and git.
+test: deps
+	bash scripts/test.sh
+
+vet:
+	$(GO) vet ./...
+
+lint: vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+
+bench-sandbox:
+	bash scripts/bench-sandbox.sh
+
+bench: bench-sandbox
+
+# Prints the settings table for the README from the one declaration.
+settings:
+	@$(GO) run ./internal/config/cmd/settings-md
+
+clean:
+	rm -rf $(BIN) var

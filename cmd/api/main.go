@@ -1,0 +1,65 @@
+// Command pkgfleet-api serves pkgfleet's REST API.
+//
+//	pkgfleet-api [-config FILE]
+//	pkgfleet-api token create --name NAME --scope read|write|admin [--expires 2027-06-01]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/pkgfleet/pkgfleet/internal/api"
+	"github.com/pkgfleet/pkgfleet/internal/auth"
+	"github.com/pkgfleet/pkgfleet/internal/config"
+)
+
+func main() {
+	if len(os.Args) > 2 && os.Args[1] == "token" && os.Args[2] == "create" {
+		os.Exit(tokenCreate(os.Args[3:]))
+	}
+	cfg, _, err := config.FromArgs("pkgfleet-api", "pkgfleet-api [-config FILE]\n       pkgfleet-api token create --name NAME --scope read|write|admin [--expires DATE]", os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pkgfleet-api:", err)
+		os.Exit(2)
+	}
+	log := config.Logger(os.Stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := api.Run(ctx, cfg, log); err != nil {
+		log.Error("pkgfleet-api stopped", "error", err)
+		os.Exit(1)
+	}
+}
+
+func tokenCreate(args []string) int {
+	fs := flag.NewFlagSet("pkgfleet-api token create", flag.ContinueOnError)
+	name := fs.String("name", "", "token `name` (shown in logs instead of the token)")
+	scope := fs.String("scope", "read", "read, write or admin")
+	expires := fs.String("expires", "", "expiry `date` (2027-06-01) or RFC 3339 time; empty = never")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	sc, err := auth.ParseScope(*scope)
+	if err == nil && *name == "" {
+		err = errors.New("--name is required")
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pkgfleet-api token create:", err)
+		return 2
+	}
+	token, line, err := auth.New(*name, sc, *expires)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pkgfleet-api token create:", err)
+		return 1
+	}
+	fmt.Printf("token: %s\n\nAdd this line to HTTP.TokensFile (the token itself is not stored):\n%s\n", token, line)
+	return 0
+}

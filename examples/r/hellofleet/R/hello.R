@@ -1,0 +1,5 @@
+#' Say hello
+#' @param who who to greet
+hello <- function(who = "fleet") {
+  paste0("Hello, ", who, "!")
+}

@@ -1,0 +1,215 @@
+// Package api is pkgfleet's HTTP API: JSON over /api/v1 for sources,
+// git-builders and builds, bearer-token auth with scopes, and the health
+// endpoints. It validates every request before anything is stored or
+// queued, and answers errors as {"error": "..."} with the right status.
+//
+// It does not build anything: it records builds and queues them through
+// internal/jobs.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/pkgfleet/pkgfleet/internal/auth"
+	"github.com/pkgfleet/pkgfleet/internal/config"
+	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/jobs"
+	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/store"
+)
+
+// Server holds what the handlers need.
+type Server struct {
+	Config   *config.Config
+	Registry *registry.Registry
+	Enqueuer *jobs.Enqueuer
+	Store    *store.Store
+	Git      *git.Client
+	Tokens   *auth.Tokens // nil: no auth (loopback only)
+	Log      *slog.Logger
+}
+
+// CheckListen refuses a non-loopback address when there are no tokens.
+func CheckListen(addr string, haveTokens bool) error {
+	if haveTokens {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("HTTP.Listen %q: %w", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("HTTP.Listen %q is not a loopback address and HTTP.TokensFile is not set: "+
+		"anyone who can reach it could run builds. Set HTTP.TokensFile (see `pkgfleet-api token create`) or listen on 127.0.0.1", addr)
+}
+
+// Handler returns the API's routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+
+	route := func(pattern string, scope auth.Scope, h func(w http.ResponseWriter, r *http.Request) error) {
+		mux.Handle(pattern, s.authorize(scope, h))
+	}
+	route("POST /api/v1/sources", auth.Write, s.createSource)
+	route("GET /api/v1/sources", auth.Read, s.listSources)
+	route("GET /api/v1/sources/{source}", auth.Read, s.getSource)
+	route("DELETE /api/v1/sources/{source}", auth.Write, s.deleteSource)
+	route("POST /api/v1/sources/{source}/git-builders", auth.Write, s.createBuilder)
+	route("GET /api/v1/sources/{source}/git-builders", auth.Read, s.listBuilders)
+	route("GET /api/v1/sources/{source}/git-builders/{name}", auth.Read, s.getBuilder)
+	route("PATCH /api/v1/sources/{source}/git-builders/{name}", auth.Write, s.editBuilder)
+	route("DELETE /api/v1/sources/{source}/git-builders/{name}", auth.Write, s.deleteBuilder)
+	route("POST /api/v1/sources/{source}/git-builders/{name}/run", auth.Write, s.runBuilder)
+	route("POST /api/v1/sources/{source}/git-builders/{name}/rerun", auth.Write, s.rerunBuilder)
+	route("GET /api/v1/builds", auth.Read, s.listBuilds)
+	route("GET /api/v1/builds/{id}", auth.Read, s.getBuild)
+	route("GET /api/v1/builds/{id}/log", auth.Read, s.buildLog)
+	route("GET /api/v1/builds/{id}/artifacts/{file}", auth.Read, s.artifact)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	return s.limitBody(mux)
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.Registry.Ping(ctx); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "redis is not reachable")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) limitBody(next http.Handler) http.Handler {
+	limit := int64(s.Config.HTTP.MaxBodySize)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && limit > 0 {
+			r.Body = http.MaxBytesReader(w, r.Body, limit)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type tokenKey struct{}
+
+// authorize checks the bearer token's scope, then runs h and maps its
+// error to a status code.
+func (s *Server) authorize(need auth.Scope, h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.Tokens != nil {
+			secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			tok, valid := s.Tokens.Check(strings.TrimSpace(secret))
+			if !ok || !valid {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="pkgfleet"`)
+				writeError(w, http.StatusUnauthorized, "a valid API token is required (Authorization: Bearer TOKEN)")
+				return
+			}
+			if tok.Scope < need {
+				writeError(w, http.StatusForbidden, fmt.Sprintf("token %q has scope %s; this needs %s", tok.Name, tok.Scope, need))
+				return
+			}
+			r = r.WithContext(context.WithValue(r.Context(), tokenKey{}, tok.Name))
+		}
+		if err := h(w, r); err != nil {
+			s.fail(w, r, err)
+		}
+	})
+}
+
+// httpError is an error with a status and a message safe to show.
+type httpError struct {
+	status int
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func errorf(status int, format string, args ...any) error {
+	return &httpError{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var he *httpError
+	var ve *registry.ValidationError
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &he):
+		writeError(w, he.status, he.msg)
+	case errors.As(err, &ve):
+		writeError(w, http.StatusBadRequest, ve.Msg)
+	case errors.As(err, &mbe):
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", mbe.Limit))
+	case errors.Is(err, registry.ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, registry.ErrExists), errors.Is(err, registry.ErrConflict):
+		writeError(w, http.StatusConflict, err.Error())
+	case errors.Is(err, context.Canceled):
+		// the client went away
+	default:
+		s.Log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		writeError(w, http.StatusInternalServerError, "internal error; see the server log")
+	}
+}
+
+// decode reads one JSON object, rejecting unknown fields and trailing data.
+func decode(r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return errorf(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &mbe):
+			return err
+		case errors.Is(err, io.EOF):
+			return errorf(http.StatusBadRequest, "request body is empty; send a JSON object")
+		case errors.As(err, &se):
+			return errorf(http.StatusBadRequest, "malformed JSON at byte %d", se.Offset)
+		case errors.As(err, &te):
+			return errorf(http.StatusBadRequest, "field %q must be %s", te.Field, te.Type)
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			return errorf(http.StatusBadRequest, "unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+		default:
+			return errorf(http.StatusBadRequest, "malformed JSON: %v", err)
+		}
+	}
+	if dec.More() {
+		return errorf(http.StatusBadRequest, "request body must hold one JSON object")
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}

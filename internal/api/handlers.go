@@ -1,0 +1,416 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/pkgfleet/pkgfleet/internal/build"
+	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/registry"
+)
+
+func (s *Server) createSource(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Name string `json:"name"`
+		Type string `json:"type"`
+	}
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	src, err := s.Registry.CreateSource(r.Context(), registry.Source{Name: req.Name, Type: req.Type})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, src)
+	return nil
+}
+
+func (s *Server) listSources(w http.ResponseWriter, r *http.Request) error {
+	list, err := s.Registry.Sources(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sources": list})
+	return nil
+}
+
+func (s *Server) getSource(w http.ResponseWriter, r *http.Request) error {
+	src, err := s.Registry.Source(r.Context(), r.PathValue("source"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, src)
+	return nil
+}
+
+func (s *Server) deleteSource(w http.ResponseWriter, r *http.Request) error {
+	if err := s.Registry.DeleteSource(r.Context(), r.PathValue("source")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// builderFields are the editable fields of a git-builder; nil = unchanged
+// (PATCH) or default (POST).
+type builderFields struct {
+	URL               *string            `json:"url"`
+	Branch            *string            `json:"branch"`
+	BuildTrigger      *string            `json:"build_trigger"`
+	SubDir            *string            `json:"sub_dir"`
+	CloneDepth        *int               `json:"clone_depth"`
+	RecurseSubmodules *int               `json:"recurse_submodules"`
+	TagPattern        *string            `json:"tag_pattern"`
+	PollInterval      *registry.Duration `json:"poll_interval"`
+}
+
+func (f *builderFields) apply(b *registry.Builder) {
+	set := func(dst *string, src *string) {
+		if src != nil {
+			*dst = *src
+		}
+	}
+	set(&b.URL, f.URL)
+	set(&b.Branch, f.Branch)
+	set(&b.BuildTrigger, f.BuildTrigger)
+	set(&b.SubDir, f.SubDir)
+	set(&b.TagPattern, f.TagPattern)
+	if f.CloneDepth != nil {
+		b.CloneDepth = *f.CloneDepth
+	}
+	if f.RecurseSubmodules != nil {
+		b.RecurseSubmodules = *f.RecurseSubmodules
+	}
+	if f.PollInterval != nil {
+		b.PollInterval = *f.PollInterval
+	}
+}
+
+func (s *Server) policy() registry.Policy {
+	return registry.Policy{URLs: s.Git.Policy}
+}
+
+func (s *Server) createBuilder(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Name string `json:"name"`
+		builderFields
+	}
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	ctx := r.Context()
+	src, err := s.Registry.Source(ctx, r.PathValue("source"))
+	if err != nil {
+		return err
+	}
+	b := &registry.Builder{Source: src.Name, Name: req.Name, CloneDepth: 1}
+	req.apply(b)
+	if req.Name == "" {
+		if src.Language() != registry.LangR {
+			return errorf(http.StatusBadRequest, "name is required for Python git-builders")
+		}
+		// R builders take the package's name, as PPM does: validate
+		// everything else first, so no git call sees a bad URL.
+		b.Name = "placeholder"
+		if err := s.policy().ValidateBuilder(b); err != nil {
+			return err
+		}
+		name, err := s.packageName(ctx, b)
+		if err != nil {
+			return errorf(http.StatusBadRequest, "no name given and the package name could not be read from DESCRIPTION: %v", err)
+		}
+		b.Name = name
+	}
+	if err := s.policy().ValidateBuilder(b); err != nil {
+		return err
+	}
+	if err := s.Registry.CreateBuilder(ctx, b); err != nil {
+		return err
+	}
+	s.Log.Info("git-builder created", "source", b.Source, "name", b.Name, "trigger", b.BuildTrigger)
+	writeJSON(w, http.StatusCreated, b)
+	return nil
+}
+
+// packageName reads DESCRIPTION's Package from the builder's branch head.
+func (s *Server) packageName(ctx context.Context, b *registry.Builder) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	refs, err := s.Git.LsRemote(ctx, b.URL)
+	if err != nil {
+		return "", err
+	}
+	_, sha, err := refs.Branch(b.Branch)
+	if err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp(s.Config.Server.TempDir, "pkgfleet-name-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	if err := s.Git.Clone(ctx, dir, git.CloneOptions{URL: b.URL, SHA: sha, Depth: 1}); err != nil {
+		return "", err
+	}
+	name, err := build.PackageName(filepath.Join(dir, filepath.FromSlash(b.SubDir)))
+	if err != nil {
+		return "", err
+	}
+	if err := registry.ValidateName("name", name); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+func (s *Server) listBuilders(w http.ResponseWriter, r *http.Request) error {
+	if _, err := s.Registry.Source(r.Context(), r.PathValue("source")); err != nil {
+		return err
+	}
+	list, err := s.Registry.Builders(r.Context(), r.PathValue("source"))
+	if err != nil {
+		return err
+	}
+	if list == nil {
+		list = []*registry.Builder{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"git_builders": list})
+	return nil
+}
+
+func (s *Server) getBuilder(w http.ResponseWriter, r *http.Request) error {
+	b, err := s.Registry.Builder(r.Context(), r.PathValue("source"), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, b)
+	return nil
+}
+
+func (s *Server) editBuilder(w http.ResponseWriter, r *http.Request) error {
+	var req builderFields
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	b, err := s.Registry.UpdateBuilder(r.Context(), r.PathValue("source"), r.PathValue("name"), func(b *registry.Builder) error {
+		req.apply(b)
+		if b.BuildTrigger == registry.TriggerCommits && req.BuildTrigger != nil && req.TagPattern == nil {
+			b.TagPattern = "" // switching to commits drops the tag filter
+		}
+		return s.policy().ValidateBuilder(b)
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, b)
+	return nil
+}
+
+func (s *Server) deleteBuilder(w http.ResponseWriter, r *http.Request) error {
+	if err := s.Registry.DeleteBuilder(r.Context(), r.PathValue("source"), r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+type runResponse struct {
+	Builds []*registry.Build `json:"builds"`
+	// New counts the builds this request queued; the others already
+	// existed for the same commit.
+	New int `json:"new"`
+}
+
+// runBuilder builds the branch head, or the newest matching tag.
+func (s *Server) runBuilder(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	b, err := s.Registry.Builder(ctx, r.PathValue("source"), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	refs, err := s.lsRemote(ctx, b)
+	if err != nil {
+		return err
+	}
+	var ref, sha string
+	if b.BuildTrigger == registry.TriggerTags {
+		tags, err := refs.MatchingTags(b.TagPattern)
+		if err != nil {
+			return errorf(http.StatusBadRequest, "%v", err)
+		}
+		if len(tags) == 0 {
+			return errorf(http.StatusUnprocessableEntity, "no tag on the remote matches %q", b.TagPattern)
+		}
+		ref, sha = tags[0], refs.Tags[tags[0]]
+	} else {
+		ref, sha, err = refs.Branch(b.Branch)
+		if err != nil {
+			return errorf(http.StatusUnprocessableEntity, "%v", err)
+		}
+	}
+	return s.enqueue(w, r, b, ref, sha, "manual", registry.ReuseUnlessFailed)
+}
+
+// rerunBuilder builds a given tag or commit again.
+func (s *Server) rerunBuilder(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Tag       string `json:"tag"`
+		CommitSHA string `json:"commit_sha"`
+	}
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if (req.Tag == "") == (req.CommitSHA == "") {
+		return errorf(http.StatusBadRequest, `give exactly one of "tag" or "commit_sha"`)
+	}
+	ctx := r.Context()
+	b, err := s.Registry.Builder(ctx, r.PathValue("source"), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	if req.CommitSHA != "" {
+		if err := git.ValidateSHA(req.CommitSHA); err != nil {
+			return errorf(http.StatusBadRequest, "commit_sha %v", err)
+		}
+		return s.enqueue(w, r, b, req.CommitSHA, req.CommitSHA, "rerun", registry.ReuseActive)
+	}
+	if err := git.ValidateRef(req.Tag); err != nil {
+		return errorf(http.StatusBadRequest, "tag %v", err)
+	}
+	refs, err := s.lsRemote(ctx, b)
+	if err != nil {
+		return err
+	}
+	sha, ok := refs.Tags[req.Tag]
+	if !ok {
+		return errorf(http.StatusNotFound, "tag %q not found on the remote", req.Tag)
+	}
+	return s.enqueue(w, r, b, req.Tag, sha, "rerun", registry.ReuseActive)
+}
+
+func (s *Server) lsRemote(ctx context.Context, b *registry.Builder) (*git.Refs, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	refs, err := s.Git.LsRemote(ctx, b.URL)
+	if err != nil {
+		return nil, errorf(http.StatusBadGateway, "%v", err)
+	}
+	return refs, nil
+}
+
+func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, b *registry.Builder, ref, sha, trigger string, mode registry.ClaimMode) error {
+	out, created, err := s.Enqueuer.Enqueue(r.Context(), &registry.Build{
+		Source: b.Source, Builder: b.Name, Language: b.Language, Ref: ref, SHA: sha, Trigger: trigger,
+	}, mode)
+	if err != nil {
+		return err
+	}
+	resp := runResponse{Builds: []*registry.Build{out}}
+	if created {
+		resp.New = 1
+		s.Log.Info("build queued", "build", out.ID, "source", b.Source, "builder", b.Name, "ref", ref, "sha", sha, "trigger", trigger)
+	}
+	writeJSON(w, http.StatusAccepted, resp)
+	return nil
+}
+
+func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	f := registry.Filter{Source: q.Get("source"), Builder: q.Get("builder"), Status: q.Get("status")}
+	switch f.Status {
+	case "", registry.StatusQueued, registry.StatusWaiting, registry.StatusRunning,
+		registry.StatusSucceeded, registry.StatusFailed, registry.StatusCanceled:
+	default:
+		return errorf(http.StatusBadRequest, "status %q is not one of queued, waiting, running, succeeded, failed, canceled", f.Status)
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return errorf(http.StatusBadRequest, "limit must be a number from 1 to 1000")
+		}
+		f.Limit = n
+	}
+	list, err := s.Registry.Builds(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	if list == nil {
+		list = []*registry.Build{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"builds": list})
+	return nil
+}
+
+func (s *Server) build(r *http.Request) (*registry.Build, error) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		return nil, errorf(http.StatusBadRequest, "build id must be a positive number")
+	}
+	return s.Registry.Build(r.Context(), id)
+}
+
+func (s *Server) getBuild(w http.ResponseWriter, r *http.Request) error {
+	b, err := s.build(r)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, b)
+	return nil
+}
+
+// buildLog returns the log from ?offset= on; X-Build-Status and
+// X-Log-Offset let a client follow it.
+func (s *Server) buildLog(w http.ResponseWriter, r *http.Request) error {
+	b, err := s.build(r)
+	if err != nil {
+		return err
+	}
+	var offset int64
+	if v := r.URL.Query().Get("offset"); v != "" {
+		if offset, err = strconv.ParseInt(v, 10, 64); err != nil || offset < 0 {
+			return errorf(http.StatusBadRequest, "offset must be a non-negative number")
+		}
+	}
+	data, err := s.Registry.Log(r.Context(), b.ID, offset)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Build-Status", b.Status)
+	w.Header().Set("X-Log-Offset", strconv.FormatInt(offset+int64(len(data)), 10))
+	_, _ = w.Write(data)
+	return nil
+}
+
+func (s *Server) artifact(w http.ResponseWriter, r *http.Request) error {
+	b, err := s.build(r)
+	if err != nil {
+		return err
+	}
+	name := r.PathValue("file")
+	for _, a := range b.Artifacts {
+		if a.File != name {
+			continue
+		}
+		f, err := s.Store.Open(b.Source, b.Package, b.ID, name)
+		if err != nil {
+			return fmt.Errorf("artifact %s of build %d: %w", name, b.ID, err)
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", name))
+		w.Header().Set("X-Checksum-Sha256", a.SHA256)
+		http.ServeContent(w, r, name, st.ModTime(), f)
+		return nil
+	}
+	return errorf(http.StatusNotFound, "build %d has no artifact %q", b.ID, name)
+}
+

@@ -1,0 +1,283 @@
+// Package build holds pkgfleet's build recipes: how an R package becomes a
+// source tarball (R CMD build) and a Python package an sdist and a wheel
+// (python -m build), and how the results are checked against the package's
+// own metadata.
+//
+// Every command goes through a sandbox.Runner, so a recipe never knows
+// whether it runs sandboxed. Cloning, storing artifacts and retrying are
+// the worker's job, not this package's.
+package build
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/pkgfleet/pkgfleet/internal/detect"
+	"github.com/pkgfleet/pkgfleet/internal/sandbox"
+)
+
+// Input is one checkout to build.
+type Input struct {
+	Checkout string    // the clone's root (exposed read-write)
+	SubDir   string    // the package's directory inside it ("" = root)
+	Dest     string    // empty directory for the results (exposed read-write)
+	Log      io.Writer // the build log
+	Network  bool      // Git.BuildNetwork
+	Limits   sandbox.Limits
+}
+
+// File is one artifact.
+type File struct {
+	Path string
+	Kind string // "source", "sdist" or "wheel"
+}
+
+// Output is what a successful build made.
+type Output struct {
+	Package string
+	Version string
+	Files   []File
+	Result  sandbox.Result
+}
+
+// Failure is a build that ran and failed; Error() is the reason shown on
+// the build record (the tool's last lines).
+type Failure struct {
+	Reason string
+	Result sandbox.Result
+}
+
+func (f *Failure) Error() string { return f.Reason }
+
+// Recipe builds one language's packages.
+type Recipe interface {
+	Build(ctx context.Context, in Input) (*Output, error)
+}
+
+// R runs R CMD build.
+type R struct {
+	Runner sandbox.Runner
+	Tool   detect.Tool
+}
+
+// Build implements Recipe.
+func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
+	dir, err := packageDir(in)
+	if err != nil {
+		return nil, err
+	}
+	pkg, version, err := readDESCRIPTION(dir)
+	if err != nil {
+		return nil, &Failure{Reason: err.Error()}
+	}
+	fmt.Fprintf(in.Log, "==> R CMD build %s (package %s %s, R %s)\n", rel(in, dir), pkg, version, r.Tool.Version)
+	tail := &tailWriter{}
+	res, err := r.Runner.Run(ctx, sandbox.Spec{
+		// Vignettes and the PDF manual need LaTeX, pandoc and the
+		// packages' suggested dependencies; PPM builds plain source bundles.
+		Args:    []string{r.Tool.Command(), "CMD", "build", "--no-build-vignettes", "--no-manual", dir},
+		Env:     baseEnv(in.Dest),
+		Dir:     in.Dest,
+		Source:  in.Checkout,
+		Dest:    in.Dest,
+		Network: in.Network,
+		Output:  io.MultiWriter(in.Log, tail),
+		Limits:  in.Limits,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !res.Success() {
+		return nil, &Failure{Reason: "R CMD build " + describe(res) + tail.last(), Result: res}
+	}
+	tarball := filepath.Join(in.Dest, pkg+"_"+version+".tar.gz")
+	desc, err := tarMember(tarball, pkg+"/DESCRIPTION")
+	if err != nil {
+		return nil, &Failure{Reason: "R CMD build made no " + filepath.Base(tarball) + ": " + err.Error(), Result: res}
+	}
+	f, err := ParseDCF(desc)
+	if err != nil || f["Package"] != pkg || f["Version"] != version {
+		return nil, &Failure{Reason: fmt.Sprintf("%s: its DESCRIPTION does not say Package %s Version %s", filepath.Base(tarball), pkg, version), Result: res}
+	}
+	return &Output{Package: pkg, Version: version, Files: []File{{Path: tarball, Kind: "source"}}, Result: res}, nil
+}
+
+// Python runs python -m build.
+type Python struct {
+	Runner sandbox.Runner
+	Tool   detect.Tool
+}
+
+// Build implements Recipe.
+func (p *Python) Build(ctx context.Context, in Input) (*Output, error) {
+	dir, err := packageDir(in)
+	if err != nil {
+		return nil, err
+	}
+	if !exists(filepath.Join(dir, "pyproject.toml")) && !exists(filepath.Join(dir, "setup.py")) {
+		return nil, &Failure{Reason: fmt.Sprintf("%s has neither pyproject.toml nor setup.py", rel(in, dir))}
+	}
+	args := []string{p.Tool.Command(), "-m", "build", "--sdist", "--wheel", "--outdir", in.Dest}
+	if !in.Network {
+		// Without a network an isolated build cannot install its backend;
+		// use the backends installed with the interpreter.
+		args = append(args, "--no-isolation")
+	}
+	args = append(args, dir)
+	fmt.Fprintf(in.Log, "==> python -m build %s (Python %s)\n", rel(in, dir), p.Tool.Version)
+	tail := &tailWriter{}
+	res, err := p.Runner.Run(ctx, sandbox.Spec{
+		Args: args, Env: baseEnv(in.Dest), Dir: dir, Source: in.Checkout, Dest: in.Dest,
+		Network: in.Network, Output: io.MultiWriter(in.Log, tail), Limits: in.Limits,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !res.Success() {
+		return nil, &Failure{Reason: "python -m build " + describe(res) + tail.last(), Result: res}
+	}
+	return checkPython(in.Dest, res)
+}
+
+func checkPython(dest string, res sandbox.Result) (*Output, error) {
+	fail := func(format string, args ...any) error {
+		return &Failure{Reason: fmt.Sprintf(format, args...), Result: res}
+	}
+	sdists, _ := filepath.Glob(filepath.Join(dest, "*.tar.gz"))
+	wheels, _ := filepath.Glob(filepath.Join(dest, "*.whl"))
+	if len(sdists) != 1 || len(wheels) != 1 {
+		return nil, fail("python -m build should make one sdist and one wheel, made %d and %d", len(sdists), len(wheels))
+	}
+	base := strings.TrimSuffix(filepath.Base(sdists[0]), ".tar.gz")
+	pkgInfo, err := tarMember(sdists[0], base+"/PKG-INFO")
+	if err != nil {
+		return nil, fail("sdist: %v", err)
+	}
+	sf, err := ParsePKGInfo(pkgInfo)
+	if err != nil {
+		return nil, fail("sdist PKG-INFO: %v", err)
+	}
+	meta, err := zipMember(wheels[0], ".dist-info/METADATA")
+	if err != nil {
+		return nil, fail("wheel: %v", err)
+	}
+	wf, err := ParsePKGInfo(meta)
+	if err != nil {
+		return nil, fail("wheel METADATA: %v", err)
+	}
+	name, version := sf["Name"], sf["Version"]
+	if name == "" || version == "" {
+		return nil, fail("sdist PKG-INFO has no Name or Version")
+	}
+	if NormalizeName(wf["Name"]) != NormalizeName(name) || wf["Version"] != version {
+		return nil, fail("sdist says %s %s but wheel says %s %s", name, version, wf["Name"], wf["Version"])
+	}
+	return &Output{Package: name, Version: version, Result: res, Files: []File{
+		{Path: sdists[0], Kind: "sdist"}, {Path: wheels[0], Kind: "wheel"},
+	}}, nil
+}
+
+// packageDir resolves SubDir inside the checkout without leaving it, even
+// through symlinks the repository planted.
+func packageDir(in Input) (string, error) {
+	dir := filepath.Join(in.Checkout, filepath.FromSlash(in.SubDir))
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", &Failure{Reason: fmt.Sprintf("sub_dir %q not found in the repository", in.SubDir)}
+	}
+	root, err := filepath.EvalSymlinks(in.Checkout)
+	if err != nil {
+		return "", err
+	}
+	if real != root && !strings.HasPrefix(real, root+string(filepath.Separator)) {
+		return "", &Failure{Reason: fmt.Sprintf("sub_dir %q leads outside the repository", in.SubDir)}
+	}
+	if st, err := os.Stat(real); err != nil || !st.IsDir() {
+		return "", &Failure{Reason: fmt.Sprintf("sub_dir %q is not a directory", in.SubDir)}
+	}
+	return real, nil
+}
+
+func rel(in Input, dir string) string {
+	root, _ := filepath.EvalSymlinks(in.Checkout)
+	if r, err := filepath.Rel(root, dir); err == nil {
+		return r
+	}
+	return dir
+}
+
+func baseEnv(home string) []string {
+	return []string{
+		"PATH=/usr/local/bin:/usr/bin:/bin",
+		"LANG=C.UTF-8",
+		"HOME=" + home,
+		// Builds are reproducible-ish and never ask questions.
+		"SOURCE_DATE_EPOCH=315532800",
+		"PIP_NO_INPUT=1",
+		"PIP_DISABLE_PIP_VERSION_CHECK=1",
+		"R_BROWSER=false",
+	}
+}
+
+func describe(res sandbox.Result) string {
+	switch {
+	case res.Killed != "":
+		return "was killed: " + res.Killed
+	case res.Signal != "":
+		return "was killed by " + res.Signal
+	default:
+		return fmt.Sprintf("exited with status %d", res.ExitCode)
+	}
+}
+
+func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
+
+// IsFailure reports whether err is a build failure (as opposed to an
+// infrastructure error).
+func IsFailure(err error) bool {
+	var f *Failure
+	return errors.As(err, &f)
+}
+
+// tailWriter keeps the last lines of output for the failure reason.
+type tailWriter struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+const tailBytes = 2048
+
+func (t *tailWriter) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > 2*tailBytes {
+		t.buf = append([]byte(nil), t.buf[len(t.buf)-tailBytes:]...)
+	}
+	return len(p), nil
+}
+
+// last returns ": " and the last few lines, or "".
+func (t *tailWriter) last() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := strings.TrimSpace(string(t.buf))
+	lines := strings.Split(s, "\n")
+	if len(lines) > 8 {
+		lines = lines[len(lines)-8:]
+	}
+	s = strings.Join(lines, "\n")
+	if len(s) > tailBytes {
+		s = s[len(s)-tailBytes:]
+	}
+	if s == "" {
+		return ""
+	}
+	return ":\n" + s
+}

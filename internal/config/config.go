@@ -1,0 +1,296 @@
+// Package config loads pkgfleet's settings: a gcfg file (the format PPM
+// uses), then PKGFLEET_<SECTION>_<KEY> environment overrides, then derived
+// defaults, then validation.
+//
+// Every setting is declared exactly once, in the settings table of
+// settings.go, with its name, default and doc string; the loader, the
+// README's table and each binary's --help are generated from it.
+//
+// It does not watch files or reload: a running process keeps the settings
+// it started with.
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/go-git/gcfg/v2"
+)
+
+// Config is the whole of pkgfleet's settings.
+type Config struct {
+	Server      Server
+	Git         Git
+	Worker      Worker
+	Redis       Redis
+	HTTP        HTTP
+	FileStorage FileStorage
+
+	// File is the config file the settings were read from ("" if none).
+	File string
+}
+
+// Server holds the [Server] section.
+type Server struct {
+	DataDir       string
+	TempDir       string
+	SockFileDir   string
+	RVersion      string
+	PythonVersion string
+	RunAsUser     string
+}
+
+// Git holds the [Git] section.
+type Git struct {
+	BuildConcurrency          int
+	AllowUnsandboxedGitBuilds bool
+	AllowFileURLs             bool
+	BuilderDir                string
+	PollInterval              time.Duration
+	BuildRetries              int
+	BuildTimeout              time.Duration
+	BuildNetwork              bool
+	BuildMemory               Size
+	BuildProcesses            int
+	BuildDiskSize             Size
+	BuildLogSize              Size
+}
+
+// Worker holds the [Worker] section.
+type Worker struct {
+	Concurrency   int
+	ShutdownGrace time.Duration
+}
+
+// Redis holds the [Redis] section.
+type Redis struct {
+	Address  string
+	URL      string
+	Password string
+	DB       int
+}
+
+// HTTP holds the [HTTP] section.
+type HTTP struct {
+	Listen      string
+	TokensFile  string
+	MaxBodySize Size
+}
+
+// FileStorage holds the [FileStorage] section.
+type FileStorage struct {
+	Location string
+}
+
+// Source tells Load where settings come from. The zero value reads no file
+// and the process environment.
+type Source struct {
+	File   string              // gcfg file; "" for none
+	Getenv func(string) string // nil means os.Getenv
+}
+
+// Load reads, overrides, derives and validates the settings.
+func Load(src Source) (*Config, error) {
+	c := Defaults()
+	if src.File != "" {
+		c.File = src.File
+		data, err := os.ReadFile(src.File)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		if err := c.readGcfg(src.File, data); err != nil {
+			return nil, err
+		}
+	}
+	getenv := src.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	for _, s := range settings {
+		name := s.EnvName()
+		if v := getenv(name); v != "" {
+			if err := s.set(c, v); err != nil {
+				return nil, fmt.Errorf("config: environment %s: %w", name, err)
+			}
+		}
+	}
+	if err := c.derive(getenv); err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Defaults returns the settings before any file or environment is read;
+// derived settings (BuilderDir, TempDir, …) are still empty.
+func Defaults() *Config {
+	c := &Config{}
+	for _, s := range settings {
+		if s.Default == "" {
+			continue
+		}
+		if err := s.set(c, s.Default); err != nil {
+			panic(fmt.Sprintf("config: default of %s: %v", s.Name(), err)) // a bug in settings.go
+		}
+	}
+	return c
+}
+
+// readGcfg parses data with the gcfg reader and applies each variable
+// through the settings table, so that unknown keys and bad values are
+// reported with the file, the line and the key.
+func (c *Config) readGcfg(file string, data []byte) error {
+	lines := variableLines(data)
+	n := 0
+	err := gcfg.ReadWithCallback(bytes.NewReader(data), func(section, subsection, key, value string, blank bool) error {
+		if key == "" {
+			if subsection != "" {
+				return fmt.Errorf("config: %s: section [%s %q]: subsections are not supported", file, section, subsection)
+			}
+			if lookupSection(section) == "" {
+				return fmt.Errorf("config: %s: unknown section [%s]", file, section)
+			}
+			return nil
+		}
+		line := 0
+		if n < len(lines) {
+			line = lines[n]
+		}
+		n++
+		where := fmt.Sprintf("%s:%d", file, line)
+		s := lookup(section, key)
+		if s == nil {
+			return fmt.Errorf("config: %s: unknown setting %s.%s", where, section, key)
+		}
+		if blank {
+			if s.kind != kindBool {
+				return fmt.Errorf("config: %s: %s needs a value", where, s.Name())
+			}
+			value = "true"
+		}
+		if err := s.set(c, value); err != nil {
+			return fmt.Errorf("config: %s: %s: %w", where, s.Name(), err)
+		}
+		return nil
+	})
+	if err != nil {
+		if strings.HasPrefix(err.Error(), "config: ") {
+			return err
+		}
+		return fmt.Errorf("config: %s: %w", file, err)
+	}
+	return nil
+}
+
+var variableLine = regexp.MustCompile(`^\s*[A-Za-z][A-Za-z0-9-]*\s*($|=|;|#)`)
+
+// variableLines lists, in order, the line numbers of the lines that define
+// a variable. gcfg reports variables in file order but without positions,
+// so the n-th callback belongs to the n-th such line.
+func variableLines(data []byte) []int {
+	var out []int
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	no, continued := 0, false
+	for sc.Scan() {
+		no++
+		text := sc.Text()
+		wasContinued := continued
+		continued = strings.HasSuffix(strings.TrimRight(text, " \t\r"), `\`)
+		if wasContinued {
+			continue
+		}
+		if variableLine.MatchString(text) {
+			out = append(out, no)
+		}
+	}
+	return out
+}
+
+// derive fills the settings whose defaults depend on others.
+func (c *Config) derive(getenv func(string) string) error {
+	if c.Server.TempDir == "" {
+		c.Server.TempDir = getenv("TMPDIR")
+		if c.Server.TempDir == "" {
+			c.Server.TempDir = "/tmp"
+		}
+	}
+	if c.Git.BuilderDir == "" {
+		c.Git.BuilderDir = filepath.Join(c.Server.DataDir, "builder")
+	}
+	if c.FileStorage.Location == "" {
+		c.FileStorage.Location = filepath.Join(c.Server.DataDir, "packages")
+	}
+	if c.Worker.Concurrency == 0 {
+		c.Worker.Concurrency = runtime.NumCPU()
+	}
+	return nil
+}
+
+// Validate checks values that each parse fine alone but are wrong for
+// pkgfleet.
+func (c *Config) Validate() error {
+	var errs []error
+	abs := func(name, p string) {
+		if p != "" && !filepath.IsAbs(p) {
+			errs = append(errs, fmt.Errorf("%s must be an absolute path, got %q", name, p))
+		}
+	}
+	abs("Server.DataDir", c.Server.DataDir)
+	abs("Server.TempDir", c.Server.TempDir)
+	abs("Server.SockFileDir", c.Server.SockFileDir)
+	abs("Git.BuilderDir", c.Git.BuilderDir)
+	abs("FileStorage.Location", c.FileStorage.Location)
+	if c.Server.DataDir == "" {
+		errs = append(errs, errors.New("Server.DataDir must be set"))
+	}
+	if c.Git.BuildConcurrency < 1 {
+		errs = append(errs, fmt.Errorf("Git.BuildConcurrency must be at least 1, got %d", c.Git.BuildConcurrency))
+	}
+	if c.Git.BuildRetries < 1 {
+		errs = append(errs, fmt.Errorf("Git.BuildRetries must be at least 1 (the first attempt counts), got %d", c.Git.BuildRetries))
+	}
+	if c.Git.BuildTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("Git.BuildTimeout must be positive, got %s", c.Git.BuildTimeout))
+	}
+	if c.Git.PollInterval < time.Second {
+		errs = append(errs, fmt.Errorf("Git.PollInterval must be at least 1s, got %s", c.Git.PollInterval))
+	}
+	if c.Worker.Concurrency < 1 {
+		errs = append(errs, fmt.Errorf("Worker.Concurrency must be at least 1, got %d", c.Worker.Concurrency))
+	}
+	if c.Redis.Address == "" && c.Redis.URL == "" {
+		errs = append(errs, errors.New("Redis.Address or Redis.URL must be set"))
+	}
+	if len(errs) > 0 {
+		where := "config"
+		if c.File != "" {
+			where = "config: " + c.File
+		}
+		return fmt.Errorf("%s: %w", where, errors.Join(errs...))
+	}
+	return nil
+}
+
+// Dir is the directory of the config file, masked in the sandbox ("" when
+// no file was read).
+func (c *Config) Dir() string {
+	if c.File == "" {
+		return ""
+	}
+	abs, err := filepath.Abs(c.File)
+	if err != nil {
+		return filepath.Dir(c.File)
+	}
+	return filepath.Dir(abs)
+}

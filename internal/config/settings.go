@@ -1,0 +1,246 @@
+package config
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+type kind int
+
+const (
+	kindString kind = iota
+	kindInt
+	kindBool
+	kindDuration
+	kindSize
+)
+
+// Setting is one declared setting: its place in the file, its default, its
+// doc string and how to store a value.
+type Setting struct {
+	Section string
+	Key     string
+	Default string // as written in a file; "" = unset or derived (see Doc)
+	Doc     string
+	Secret  bool // never printed back
+	kind    kind
+	field   func(*Config) any // pointer to the field
+}
+
+// Name is the setting's name as PPM writes it, e.g. "Git.BuildConcurrency".
+func (s *Setting) Name() string { return s.Section + "." + s.Key }
+
+// EnvName is the environment variable that overrides the setting.
+func (s *Setting) EnvName() string {
+	return "PKGFLEET_" + strings.ToUpper(s.Section) + "_" + strings.ToUpper(s.Key)
+}
+
+func (s *Setting) set(c *Config, v string) error {
+	v = strings.TrimSpace(v)
+	switch p := s.field(c).(type) {
+	case *string:
+		*p = v
+	case *int:
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", v)
+		}
+		if n < 0 {
+			return fmt.Errorf("%q must not be negative", v)
+		}
+		*p = n
+	case *bool:
+		b, err := parseBool(v)
+		if err != nil {
+			return err
+		}
+		*p = b
+	case *time.Duration:
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration (like 90s, 5m or 1h30m)", v)
+		}
+		if d < 0 {
+			return fmt.Errorf("%q must not be negative", v)
+		}
+		*p = d
+	case *Size:
+		sz, err := ParseSize(v)
+		if err != nil {
+			return err
+		}
+		*p = sz
+	default:
+		return fmt.Errorf("unsupported setting type %T", p)
+	}
+	return nil
+}
+
+func parseBool(v string) (bool, error) {
+	switch strings.ToLower(v) {
+	case "true", "yes", "on", "1":
+		return true, nil
+	case "false", "no", "off", "0":
+		return false, nil
+	}
+	return false, fmt.Errorf("%q is not a boolean (true or false)", v)
+}
+
+func str(sec, key, def, doc string, f func(*Config) *string) *Setting {
+	return &Setting{Section: sec, Key: key, Default: def, Doc: doc, kind: kindString, field: func(c *Config) any { return f(c) }}
+}
+
+func integer(sec, key, def, doc string, f func(*Config) *int) *Setting {
+	return &Setting{Section: sec, Key: key, Default: def, Doc: doc, kind: kindInt, field: func(c *Config) any { return f(c) }}
+}
+
+func boolean(sec, key, def, doc string, f func(*Config) *bool) *Setting {
+	return &Setting{Section: sec, Key: key, Default: def, Doc: doc, kind: kindBool, field: func(c *Config) any { return f(c) }}
+}
+
+func duration(sec, key, def, doc string, f func(*Config) *time.Duration) *Setting {
+	return &Setting{Section: sec, Key: key, Default: def, Doc: doc, kind: kindDuration, field: func(c *Config) any { return f(c) }}
+}
+
+func size(sec, key, def, doc string, f func(*Config) *Size) *Setting {
+	return &Setting{Section: sec, Key: key, Default: def, Doc: doc, kind: kindSize, field: func(c *Config) any { return f(c) }}
+}
+
+// settings is the one place each setting is declared.
+var settings = []*Setting{
+	str("Server", "DataDir", "/var/lib/pkgfleet", "All variable data; masked in the sandbox.", func(c *Config) *string { return &c.Server.DataDir }),
+	str("Server", "TempDir", "", "Parent of pkgfleet-workspaces/, one private TMPDIR per build process (default: $TMPDIR, else /tmp).", func(c *Config) *string { return &c.Server.TempDir }),
+	str("Server", "SockFileDir", "/var/run/pkgfleet", "Sockets; masked in the sandbox.", func(c *Config) *string { return &c.Server.SockFileDir }),
+	str("Server", "RVersion", "", "R installation directory (e.g. /opt/R/4.4.1); unset scans /opt/R/*, /opt/local/R/*, /usr/lib/R … then PATH, newest wins.", func(c *Config) *string { return &c.Server.RVersion }),
+	str("Server", "PythonVersion", "", "Python interpreter path; unset scans /opt/python/*/bin then PATH for a python with the build module.", func(c *Config) *string { return &c.Server.PythonVersion }),
+	str("Server", "RunAsUser", "", "Who build processes run as (default: the invoking user; when that is root, an unprivileged user).", func(c *Config) *string { return &c.Server.RunAsUser }),
+
+	integer("Git", "BuildConcurrency", "25", "Concurrent builds per tag-triggered builder across the fleet (commit builders build one at a time).", func(c *Config) *int { return &c.Git.BuildConcurrency }),
+	boolean("Git", "AllowUnsandboxedGitBuilds", "false", "Run builds without the sandbox (insecure; loudly logged).", func(c *Config) *bool { return &c.Git.AllowUnsandboxedGitBuilds }),
+	boolean("Git", "AllowFileURLs", "false", "Accept file:// repository URLs (for tests and local demos).", func(c *Config) *bool { return &c.Git.AllowFileURLs }),
+	str("Git", "BuilderDir", "", "Clone and work area (default: DataDir/builder); masked in the sandbox.", func(c *Config) *string { return &c.Git.BuilderDir }),
+	duration("Git", "PollInterval", "5m", "Default time between polls of a git-builder's remote.", func(c *Config) *time.Duration { return &c.Git.PollInterval }),
+	integer("Git", "BuildRetries", "3", "Attempts per build before it is marked failed.", func(c *Config) *int { return &c.Git.BuildRetries }),
+	duration("Git", "BuildTimeout", "1h", "Wall-clock limit of one build attempt.", func(c *Config) *time.Duration { return &c.Git.BuildTimeout }),
+	boolean("Git", "BuildNetwork", "false", "false: builds get an empty network namespace and Python builds run --no-isolation; true: host network, isolated PEP 517 builds.", func(c *Config) *bool { return &c.Git.BuildNetwork }),
+	size("Git", "BuildMemory", "4GiB", "Memory limit of one build.", func(c *Config) *Size { return &c.Git.BuildMemory }),
+	integer("Git", "BuildProcesses", "1024", "Process limit of one build.", func(c *Config) *int { return &c.Git.BuildProcesses }),
+	size("Git", "BuildDiskSize", "8GiB", "Limit on what one build writes to its TMPDIR and destination.", func(c *Config) *Size { return &c.Git.BuildDiskSize }),
+	size("Git", "BuildLogSize", "4MiB", "Build log kept per build; the rest is cut with a visible mark.", func(c *Config) *Size { return &c.Git.BuildLogSize }),
+
+	integer("Worker", "Concurrency", "", "Build slots of one worker process (default: number of CPUs).", func(c *Config) *int { return &c.Worker.Concurrency }),
+	duration("Worker", "ShutdownGrace", "30s", "On SIGTERM, how long running builds may finish before they are requeued.", func(c *Config) *time.Duration { return &c.Worker.ShutdownGrace }),
+
+	str("Redis", "Address", "localhost:6379", "Redis host:port, or a unix socket path.", func(c *Config) *string { return &c.Redis.Address }),
+	str("Redis", "URL", "", "Redis URL (redis://, rediss://, unix://); overrides Address.", func(c *Config) *string { return &c.Redis.URL }),
+	secret(str("Redis", "Password", "", "Redis password.", func(c *Config) *string { return &c.Redis.Password })),
+	integer("Redis", "DB", "0", "Redis database number.", func(c *Config) *int { return &c.Redis.DB }),
+
+	str("HTTP", "Listen", "127.0.0.1:4242", "API listen address; without TokensFile only loopback is allowed.", func(c *Config) *string { return &c.HTTP.Listen }),
+	str("HTTP", "TokensFile", "", "File of API tokens with scopes read, write, admin.", func(c *Config) *string { return &c.HTTP.TokensFile }),
+	size("HTTP", "MaxBodySize", "1MiB", "Largest request body accepted.", func(c *Config) *Size { return &c.HTTP.MaxBodySize }),
+
+	str("FileStorage", "Location", "", "Artifacts (default: DataDir/packages); masked in the sandbox.", func(c *Config) *string { return &c.FileStorage.Location }),
+}
+
+func secret(s *Setting) *Setting { s.Secret = true; return s }
+
+func lookup(section, key string) *Setting {
+	for _, s := range settings {
+		if strings.EqualFold(s.Section, section) && strings.EqualFold(s.Key, key) {
+			return s
+		}
+	}
+	return nil
+}
+
+func lookupSection(section string) string {
+	for _, s := range settings {
+		if strings.EqualFold(s.Section, section) {
+			return s.Section
+		}
+	}
+	return ""
+}
+
+// Settings returns the declared settings, in table order.
+func Settings() []Setting {
+	out := make([]Setting, len(settings))
+	for i, s := range settings {
+		out[i] = *s
+	}
+	return out
+}
+
+// WriteHelp prints the settings table for --help.
+func WriteHelp(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SETTING\tDEFAULT\tENVIRONMENT\tMEANING")
+	for _, s := range settings {
+		def := s.Default
+		if def == "" {
+			def = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Name(), def, s.EnvName(), s.Doc)
+	}
+	tw.Flush()
+}
+
+// WriteMarkdown prints the settings as a Markdown table (for the README).
+func WriteMarkdown(w io.Writer) {
+	fmt.Fprintln(w, "| setting | default | environment | meaning |")
+	fmt.Fprintln(w, "|---|---|---|---|")
+	for _, s := range settings {
+		def := s.Default
+		if def == "" {
+			def = "—"
+		}
+		fmt.Fprintf(w, "| %s | %s | `%s` | %s |\n", s.Name(), def, s.EnvName(), s.Doc)
+	}
+}
+
+// Size is a number of bytes, written like 512MiB, 2GiB, 100MB or 1048576.
+type Size int64
+
+var units = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"TB", 1000 * 1000 * 1000 * 1000},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1},
+}
+
+// ParseSize parses a size with an optional unit.
+func ParseSize(v string) (Size, error) {
+	v = strings.TrimSpace(v)
+	num, mult := v, int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(strings.ToUpper(v), strings.ToUpper(u.suffix)) {
+			num, mult = strings.TrimSpace(v[:len(v)-len(u.suffix)]), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || (n > 0 && mult > (1<<62)/n) {
+		return 0, fmt.Errorf("%q is not a size (like 512MiB, 2GiB or a number of bytes)", v)
+	}
+	return Size(n * mult), nil
+}
+
+// String writes the size in the largest binary unit that divides it.
+func (s Size) String() string {
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if s != 0 && int64(s)%u.mult == 0 {
+			return fmt.Sprintf("%d%s", int64(s)/u.mult, u.suffix)
+		}
+	}
+	return fmt.Sprintf("%dB", int64(s))
+}

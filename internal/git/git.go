@@ -1,0 +1,366 @@
+// Package git talks to Git remotes for pkgfleet: it validates repository
+// URLs and refs so that no user string can become a git option or a
+// transport helper, lists a remote's refs with ls-remote, and clones one
+// exact commit.
+//
+// It runs the git command-line client (what every admin already trusts for
+// transports, proxies and ssh), with prompts off and protocols allowlisted.
+// It does not decide what to build; the poller and the API do.
+package git
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// URLPolicy says which repository URLs are acceptable.
+type URLPolicy struct {
+	AllowFile bool // file:// URLs (Git.AllowFileURLs)
+}
+
+var scpLike = regexp.MustCompile(`^([A-Za-z0-9._-]+@)?([A-Za-z0-9.-]+):([A-Za-z0-9._~/+-][A-Za-z0-9._~/+@-]*)$`)
+
+// ValidateURL rejects anything but https, ssh, git (and file when allowed)
+// URLs, and everything that git could read as an option or a transport
+// helper (ext::, fd::, a leading '-', control characters).
+func (p URLPolicy) ValidateURL(raw string) error {
+	if raw == "" {
+		return errors.New("url is required")
+	}
+	if strings.HasPrefix(raw, "-") {
+		return errors.New("url must not start with '-'")
+	}
+	for _, r := range raw {
+		if r < 0x20 || r == 0x7f || r == ' ' {
+			return errors.New("url must not contain spaces or control characters")
+		}
+	}
+	if strings.Contains(raw, "::") {
+		return errors.New("url must not name a git transport helper ('::')")
+	}
+	if m := scpLike.FindStringSubmatch(raw); m != nil && !strings.Contains(raw, "://") {
+		if strings.HasPrefix(m[2], "-") || strings.HasPrefix(m[3], "-") {
+			return errors.New("url host and path must not start with '-'")
+		}
+		return nil // user@host:path, ssh
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("url is not valid: %v", errors.Unwrap(err))
+	}
+	switch u.Scheme {
+	case "https", "ssh", "git":
+		if u.Host == "" {
+			return fmt.Errorf("url %s://… has no host", u.Scheme)
+		}
+		if strings.HasPrefix(u.Host, "-") || strings.HasPrefix(u.Hostname(), "-") {
+			return errors.New("url host must not start with '-'")
+		}
+		if u.User != nil {
+			if _, hasPassword := u.User.Password(); hasPassword || u.Scheme == "https" {
+				return errors.New("url must not contain a user name or password: use a git credential instead")
+			}
+		}
+		if u.Path == "" || u.Path == "/" {
+			return errors.New("url has no repository path")
+		}
+	case "file":
+		if !p.AllowFile {
+			return errors.New("file:// urls are not allowed (set Git.AllowFileURLs = true to allow them)")
+		}
+		if u.Host != "" && u.Host != "localhost" {
+			return errors.New("file:// url must not name a host")
+		}
+		if !path.IsAbs(u.Path) {
+			return errors.New("file:// url needs an absolute path")
+		}
+	case "http":
+		return errors.New("http:// urls are not allowed: use https://")
+	case "":
+		return errors.New("url needs a scheme (https://, ssh://, git://) or the form user@host:path")
+	default:
+		return fmt.Errorf("url scheme %q is not allowed (https, ssh, git)", u.Scheme)
+	}
+	return nil
+}
+
+var refName = regexp.MustCompile(`^[A-Za-z0-9._/+-]+$`)
+
+// ValidateRef rejects branch and tag names that git would refuse or that
+// could be read as options.
+func ValidateRef(name string) error {
+	switch {
+	case name == "":
+		return errors.New("name is empty")
+	case strings.HasPrefix(name, "-"):
+		return errors.New("must not start with '-'")
+	case len(name) > 255:
+		return errors.New("is longer than 255 characters")
+	case !refName.MatchString(name):
+		return errors.New("may contain only letters, digits and . _ / + -")
+	case strings.Contains(name, ".."), strings.Contains(name, "//"), strings.HasSuffix(name, "/"),
+		strings.HasSuffix(name, ".lock"), strings.HasPrefix(name, "/"), strings.HasSuffix(name, "."):
+		return errors.New("is not a valid git ref name")
+	}
+	return nil
+}
+
+var shaRE = regexp.MustCompile(`^[0-9a-f]{40}([0-9a-f]{24})?$`)
+
+// ValidateSHA accepts a full lower-case SHA-1 or SHA-256 object name.
+func ValidateSHA(sha string) error {
+	if !shaRE.MatchString(sha) {
+		return errors.New("must be a full 40-character commit sha")
+	}
+	return nil
+}
+
+// Client runs git.
+type Client struct {
+	Policy URLPolicy
+	// Env is added to git's environment (e.g. GIT_SSH_COMMAND for a
+	// credential). Nil adds nothing.
+	Env []string
+}
+
+// Refs is what a remote advertises.
+type Refs struct {
+	Head     string            // symbolic target of HEAD, e.g. "main"
+	Branches map[string]string // name → sha
+	Tags     map[string]string // name → commit sha (peeled)
+}
+
+// LsRemote lists the remote's HEAD, branches and tags.
+func (c *Client) LsRemote(ctx context.Context, repoURL string) (*Refs, error) {
+	if err := c.Policy.ValidateURL(repoURL); err != nil {
+		return nil, err
+	}
+	out, err := c.run(ctx, "", "ls-remote", "--symref", "--", repoURL, "HEAD", "refs/heads/*", "refs/tags/*")
+	if err != nil {
+		return nil, fmt.Errorf("ls-remote %s: %w", repoURL, err)
+	}
+	refs := &Refs{Branches: map[string]string{}, Tags: map[string]string{}}
+	peeled := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, "ref: "); ok {
+			target, name, _ := strings.Cut(rest, "\t")
+			if name == "HEAD" {
+				refs.Head = strings.TrimPrefix(target, "refs/heads/")
+			}
+			continue
+		}
+		sha, name, ok := strings.Cut(line, "\t")
+		if !ok {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(name, "refs/heads/"):
+			refs.Branches[strings.TrimPrefix(name, "refs/heads/")] = sha
+		case strings.HasSuffix(name, "^{}"):
+			peeled[strings.TrimSuffix(strings.TrimPrefix(name, "refs/tags/"), "^{}")] = sha
+		case strings.HasPrefix(name, "refs/tags/"):
+			refs.Tags[strings.TrimPrefix(name, "refs/tags/")] = sha
+		}
+	}
+	for tag, sha := range peeled {
+		refs.Tags[tag] = sha // annotated tags: the commit, not the tag object
+	}
+	return refs, nil
+}
+
+// Branch resolves a branch name ("" = the remote's default branch).
+func (r *Refs) Branch(name string) (branch, sha string, err error) {
+	if name == "" {
+		name = r.Head
+		if name == "" {
+			return "", "", errors.New("remote has no default branch")
+		}
+	}
+	sha, ok := r.Branches[name]
+	if !ok {
+		return "", "", fmt.Errorf("branch %q not found on the remote", name)
+	}
+	return name, sha, nil
+}
+
+// MatchingTags returns the tags matching the glob pattern ("" matches all),
+// newest version first.
+func (r *Refs) MatchingTags(pattern string) ([]string, error) {
+	var out []string
+	for tag := range r.Tags {
+		ok, err := MatchTag(pattern, tag)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, tag)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return CompareVersions(out[i], out[j]) > 0 })
+	return out, nil
+}
+
+// MatchTag reports whether tag matches the glob pattern ("" matches all).
+func MatchTag(pattern, tag string) (bool, error) {
+	if pattern == "" {
+		return true, nil
+	}
+	ok, err := path.Match(pattern, tag)
+	if err != nil {
+		return false, fmt.Errorf("tag pattern %q: %w", pattern, err)
+	}
+	return ok, nil
+}
+
+// CompareVersions orders tag names as versions: runs of digits compare as
+// numbers, so v1.10.0 is newer than v1.9.2. It returns -1, 0 or 1.
+func CompareVersions(a, b string) int {
+	ta, tb := versionTokens(a), versionTokens(b)
+	for i := 0; i < len(ta) && i < len(tb); i++ {
+		x, y := ta[i], tb[i]
+		xn, xerr := strconv.ParseUint(x, 10, 64)
+		yn, yerr := strconv.ParseUint(y, 10, 64)
+		switch {
+		case xerr == nil && yerr == nil:
+			if xn != yn {
+				if xn < yn {
+					return -1
+				}
+				return 1
+			}
+		case x != y:
+			if x < y {
+				return -1
+			}
+			return 1
+		}
+	}
+	switch {
+	case len(ta) < len(tb):
+		return -1
+	case len(ta) > len(tb):
+		return 1
+	}
+	return strings.Compare(a, b)
+}
+
+func versionTokens(s string) []string {
+	var out []string
+	start := 0
+	digit := func(r byte) bool { return r >= '0' && r <= '9' }
+	for i := 1; i <= len(s); i++ {
+		if i == len(s) || digit(s[i]) != digit(s[i-1]) {
+			tok := s[start:i]
+			if tok != "." && tok != "-" && tok != "_" {
+				out = append(out, tok)
+			}
+			start = i
+		}
+	}
+	return out
+}
+
+// CloneOptions says what to check out.
+type CloneOptions struct {
+	URL               string
+	SHA               string
+	Depth             int // 0 = full history
+	RecurseSubmodules int // submodule recursion depth; 0 = none
+}
+
+// Clone checks out exactly opts.SHA into dir, which must not exist or be
+// empty.
+func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) error {
+	if err := c.Policy.ValidateURL(opts.URL); err != nil {
+		return err
+	}
+	if err := ValidateSHA(opts.SHA); err != nil {
+		return fmt.Errorf("commit %q %w", opts.SHA, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("clone: %w", err)
+	}
+	steps := [][]string{
+		{"init", "--quiet"},
+		{"remote", "add", "origin", "--", opts.URL},
+	}
+	fetch := []string{"fetch", "--quiet", "--no-tags"}
+	if opts.Depth > 0 {
+		fetch = append(fetch, "--depth", strconv.Itoa(opts.Depth))
+	}
+	fetch = append(fetch, "origin", opts.SHA)
+	steps = append(steps, fetch, []string{"-c", "advice.detachedHead=false", "checkout", "--quiet", opts.SHA})
+	if opts.RecurseSubmodules > 0 {
+		sub := []string{"submodule", "update", "--init", "--quiet"}
+		if opts.RecurseSubmodules > 1 {
+			sub = append(sub, "--recursive")
+		}
+		if opts.Depth > 0 {
+			sub = append(sub, "--depth", strconv.Itoa(opts.Depth))
+		}
+		steps = append(steps, sub)
+	}
+	for _, args := range steps {
+		if _, err := c.run(ctx, dir, args...); err != nil {
+			return fmt.Errorf("clone %s at %s: %w", opts.URL, opts.SHA[:12], err)
+		}
+	}
+	return nil
+}
+
+func (c *Client) run(ctx context.Context, dir string, args ...string) ([]byte, error) {
+	protocols := "https:ssh:git"
+	if c.Policy.AllowFile {
+		protocols += ":file"
+	}
+	full := append([]string{
+		// No repository may run code on this host: hooks and fsmonitor off,
+		// protocols allowlisted (also for submodules).
+		"-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
+		"-c", "protocol.allow=never",
+		"-c", "protocol.https.allow=always", "-c", "protocol.ssh.allow=always", "-c", "protocol.git.allow=always",
+	}, args...)
+	if c.Policy.AllowFile {
+		full = append([]string{"-c", "protocol.file.allow=always"}, full...)
+	}
+	cmd := exec.CommandContext(ctx, "git", full...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(),
+		"GIT_TERMINAL_PROMPT=0",
+		"GIT_ASKPASS=/bin/false",
+		"SSH_ASKPASS=/bin/false",
+		"GIT_ALLOW_PROTOCOL="+protocols,
+		"GIT_CONFIG_NOSYSTEM=1",
+		"GIT_SSH_COMMAND=ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
+	)
+	cmd.Env = append(cmd.Env, c.Env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		msg := strings.TrimSpace(stderr.String())
+		if len(msg) > 2000 {
+			msg = msg[len(msg)-2000:]
+		}
+		if msg == "" {
+			msg = err.Error()
+		}
+		return nil, errors.New(msg)
+	}
+	return stdout.Bytes(), nil
+}

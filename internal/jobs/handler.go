@@ -1,0 +1,261 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/pkgfleet/pkgfleet/internal/build"
+	"github.com/pkgfleet/pkgfleet/internal/config"
+	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/sandbox"
+	"github.com/pkgfleet/pkgfleet/internal/store"
+)
+
+// Handler runs build tasks on a worker.
+type Handler struct {
+	Registry   *registry.Registry
+	Store      *store.Store
+	Git        *git.Client
+	Recipes    map[string]build.Recipe // by language; only usable ones
+	Modes      map[string]string       // by language: the runner's Mode, recorded on each build
+	BuilderDir string
+	Network    bool
+	Limits     sandbox.Limits
+	LogLimit   config.Size
+	Worker     string // this worker's name
+	Log        *slog.Logger
+}
+
+// ProcessTask implements asynq.Handler.
+func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	var p Payload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.BuildID <= 0 {
+		return fmt.Errorf("bad build payload %q: %w", t.Payload(), asynq.SkipRetry)
+	}
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	attempt, attempts := retried+1, maxRetry+1
+	log := h.Log.With("build", p.BuildID, "attempt", attempt)
+
+	b, err := h.start(ctx, p.BuildID, attempt)
+	if errors.Is(err, errSkip) {
+		log.Info("build needs no work", "reason", "already finished or canceled")
+		return nil
+	}
+	if err != nil {
+		return err // registry unreachable: let asynq retry
+	}
+	log = log.With("source", b.Source, "builder", b.Builder, "sha", b.SHA)
+	log.Info("build started")
+
+	logw := newLogWriter(ctx, h.Registry, b.ID, int64(h.LogLimit), h.LogLimit.String())
+	fmt.Fprintf(logw, "==> pkgfleet build %d, attempt %d of %d, on worker %s (%s)\n", b.ID, attempt, attempts, h.Worker, b.Sandbox)
+	if b.Sandbox != "user-namespace" {
+		fmt.Fprintln(logw, "WARNING: this build runs WITHOUT a sandbox (Git.AllowUnsandboxedGitBuilds = true)")
+	}
+	out, runErr := h.run(ctx, b, logw)
+	if runErr != nil {
+		fmt.Fprintf(logw, "==> failed: %s\n", runErr)
+	} else {
+		fmt.Fprintf(logw, "==> succeeded: %s %s\n", out.pkg, out.version)
+	}
+	logw.Close()
+
+	final := context.WithoutCancel(ctx)
+	if runErr == nil {
+		_, err := h.Registry.UpdateBuild(final, b.ID, func(b *registry.Build) error {
+			now := time.Now().UTC()
+			b.Status, b.Detail, b.FinishedAt = registry.StatusSucceeded, "", &now
+			b.Package, b.Version, b.Artifacts = out.pkg, out.version, out.artifacts
+			return nil
+		})
+		log.Info("build succeeded", "package", out.pkg, "version", out.version)
+		return err
+	}
+
+	permanent := errors.Is(runErr, asynq.SkipRetry)
+	last := attempt >= attempts || permanent
+	if ctx.Err() != nil && !last {
+		// Shutdown or lease loss: asynq puts the task back; say so.
+		_, _ = h.Registry.UpdateBuild(final, b.ID, func(b *registry.Build) error {
+			b.Status, b.Detail = registry.StatusQueued, "interrupted on worker "+h.Worker+"; requeued"
+			return nil
+		})
+		return runErr
+	}
+	_, _ = h.Registry.UpdateBuild(final, b.ID, func(b *registry.Build) error {
+		if b.Status == registry.StatusCanceled {
+			return nil
+		}
+		if last {
+			now := time.Now().UTC()
+			b.Status, b.FinishedAt = registry.StatusFailed, &now
+			b.Detail = reason(runErr)
+		} else {
+			b.Status = registry.StatusQueued
+			b.Detail = fmt.Sprintf("attempt %d of %d failed, will retry: %s", attempt, attempts, reason(runErr))
+		}
+		return nil
+	})
+	log.Warn("build failed", "error", runErr, "final", last)
+	return runErr
+}
+
+var errSkip = errors.New("skip")
+
+// start marks the build running, or says it needs no work.
+func (h *Handler) start(ctx context.Context, id int64, attempt int) (*registry.Build, error) {
+	b, err := h.Registry.UpdateBuild(ctx, id, func(b *registry.Build) error {
+		if registry.Terminal(b.Status) {
+			return errSkip // canceled, or a duplicate delivery of a finished build
+		}
+		now := time.Now().UTC()
+		b.Status, b.Detail, b.Attempts = registry.StatusRunning, "", attempt
+		b.StartedAt, b.FinishedAt = &now, nil
+		b.Worker, b.Sandbox = h.Worker, h.Modes[b.Language]
+		return nil
+	})
+	if errors.Is(err, registry.ErrNotFound) {
+		return nil, errSkip
+	}
+	return b, err
+}
+
+type result struct {
+	pkg, version string
+	artifacts    []registry.Artifact
+}
+
+func (h *Handler) run(ctx context.Context, b *registry.Build, logw *logWriter) (*result, error) {
+	bl, err := h.Registry.Builder(ctx, b.Source, b.Builder)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	recipe := h.Recipes[b.Language]
+	if recipe == nil {
+		return nil, fmt.Errorf("this worker cannot build %s packages", b.Language)
+	}
+	work := filepath.Join(h.BuilderDir, "work", fmt.Sprintf("build-%d-%d", b.ID, b.Attempts))
+	_ = os.RemoveAll(work) // a crashed earlier run of this very attempt
+	defer os.RemoveAll(work)
+	checkout, dest := filepath.Join(work, "src"), filepath.Join(work, "out")
+	if err := os.MkdirAll(dest, 0o755); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(logw, "==> cloning %s at %s (%s)\n", bl.URL, b.SHA, b.Ref)
+	cloneCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	err = h.Git.Clone(cloneCtx, checkout, git.CloneOptions{
+		URL: bl.URL, SHA: b.SHA, Depth: bl.CloneDepth, RecurseSubmodules: bl.RecurseSubmodules,
+	})
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	out, err := recipe.Build(ctx, build.Input{
+		Checkout: checkout, SubDir: bl.SubDir, Dest: dest, Log: logw,
+		Network: h.Network, Limits: h.Limits,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if out.Result.OutputTruncated {
+		fmt.Fprintln(logw, "==> note: build output exceeded the output limit and was cut")
+	}
+	files := make([]store.File, len(out.Files))
+	for i, f := range out.Files {
+		files[i] = store.File{Path: f.Path, Kind: f.Kind}
+	}
+	arts, err := h.Store.Put(b.Source, out.Package, b.ID, files)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range arts {
+		fmt.Fprintf(logw, "==> stored %s (%d bytes, sha256 %s)\n", a.File, a.Size, a.SHA256)
+	}
+	return &result{pkg: out.Package, version: out.Version, artifacts: arts}, nil
+}
+
+func reason(err error) string {
+	s := err.Error()
+	s = strings.TrimSuffix(s, ": "+asynq.SkipRetry.Error())
+	if len(s) > 4000 {
+		s = s[:4000] + " …"
+	}
+	return s
+}
+
+// logWriter streams build output into the registry: it batches writes and
+// flushes every quarter second, so `logs --follow` sees progress without a
+// Redis call per line.
+type logWriter struct {
+	ctx   context.Context
+	reg   *registry.Registry
+	id    int64
+	limit int64
+	name  string
+
+	mu      sync.Mutex // guards buf
+	flushMu sync.Mutex // keeps appends in write order
+	buf     []byte
+	done    chan struct{}
+	closed  sync.WaitGroup
+}
+
+func newLogWriter(ctx context.Context, reg *registry.Registry, id, limit int64, name string) *logWriter {
+	w := &logWriter{ctx: context.WithoutCancel(ctx), reg: reg, id: id, limit: limit, name: name, done: make(chan struct{})}
+	w.closed.Add(1)
+	go func() {
+		defer w.closed.Done()
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				w.flush()
+			case <-w.done:
+				w.flush()
+				return
+			}
+		}
+	}()
+	return w
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.buf = append(w.buf, p...)
+	full := len(w.buf) >= 64<<10
+	w.mu.Unlock()
+	if full {
+		w.flush()
+	}
+	return len(p), nil
+}
+
+func (w *logWriter) flush() {
+	w.flushMu.Lock()
+	defer w.flushMu.Unlock()
+	w.mu.Lock()
+	p := w.buf
+	w.buf = nil
+	w.mu.Unlock()
+	if len(p) > 0 {
+		_ = w.reg.AppendLog(w.ctx, w.id, p, w.limit, w.name)
+	}
+}
+
+// Close flushes what is left and stops the flusher.
+func (w *logWriter) Close() {
+	close(w.done)
+	w.closed.Wait()
+}

@@ -1,0 +1,102 @@
+// Package jobs turns builds into asynq tasks and back: the task type and
+// payload, the queue of each language, enqueueing with a task id per
+// (source, builder, commit) so a commit is queued once, and the worker's
+// handler that clones, builds, stores and records.
+//
+// It does not poll remotes (the API's run endpoints and the poller decide
+// what to build) and does not isolate builds (internal/sandbox does).
+package jobs
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/pkgfleet/pkgfleet/internal/registry"
+)
+
+// TypeBuild is the asynq task type of a build.
+const TypeBuild = "build"
+
+// Queue is the asynq queue of a language's builds.
+func Queue(lang string) string { return "builds:" + lang }
+
+// Payload is a build task's payload: everything else is read from the
+// registry when the task runs, so an edited builder takes effect.
+type Payload struct {
+	BuildID int64 `json:"build_id"`
+}
+
+// TaskID is the asynq task id of a commit's build: the same commit of the
+// same builder is queued at most once at a time.
+func TaskID(source, builder, sha string) string {
+	h := sha256.Sum256([]byte(source + "\x00" + builder + "\x00" + sha))
+	return "build-" + hex.EncodeToString(h[:12])
+}
+
+// Enqueuer records builds and queues their tasks.
+type Enqueuer struct {
+	Registry  *registry.Registry
+	Client    *asynq.Client
+	Inspector *asynq.Inspector
+	// Timeout of one attempt (Git.BuildTimeout) plus room for cloning and
+	// storing. asynq treats Timeout(0) as 30 minutes, so it is always set.
+	Timeout     time.Duration
+	MaxAttempts int // Git.BuildRetries
+}
+
+// Enqueue records b (Source, Builder, Language, Ref, SHA, Trigger set) and
+// queues it, unless mode finds an existing build of the commit; that build
+// is returned with created == false.
+func (e *Enqueuer) Enqueue(ctx context.Context, b *registry.Build, mode registry.ClaimMode) (*registry.Build, bool, error) {
+	b.MaxAttempts = e.MaxAttempts
+	out, created, err := e.Registry.CreateBuild(ctx, b, mode)
+	if err != nil || !created {
+		return out, created, err
+	}
+	if err := e.queue(ctx, out); err != nil {
+		_, _ = e.Registry.UpdateBuild(context.WithoutCancel(ctx), out.ID, func(b *registry.Build) error {
+			b.Status = registry.StatusFailed
+			b.Detail = "could not be queued: " + err.Error()
+			now := time.Now().UTC()
+			b.FinishedAt = &now
+			return nil
+		})
+		return nil, false, fmt.Errorf("queue build %d: %w", out.ID, err)
+	}
+	return out, true, nil
+}
+
+func (e *Enqueuer) queue(ctx context.Context, b *registry.Build) error {
+	payload, _ := json.Marshal(Payload{BuildID: b.ID})
+	queue := Queue(b.Language)
+	id := TaskID(b.Source, b.Builder, b.SHA)
+	opts := []asynq.Option{
+		asynq.Queue(queue),
+		asynq.TaskID(id),
+		asynq.Timeout(e.Timeout),
+		// MaxRetry counts retries after the first attempt.
+		asynq.MaxRetry(max(e.MaxAttempts-1, 0)),
+	}
+	task := asynq.NewTask(TypeBuild, payload, opts...)
+	_, err := e.Client.EnqueueContext(ctx, task)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		// An earlier build of this commit left its task behind (archived
+		// after its last failed attempt, or finished but not yet deleted):
+		// the registry already decided a new build is due, so clear it.
+		info, ierr := e.Inspector.GetTaskInfo(queue, id)
+		if ierr == nil && info.State == asynq.TaskStateActive {
+			return fmt.Errorf("the previous build of this commit is still stopping; try again shortly")
+		}
+		if derr := e.Inspector.DeleteTask(queue, id); derr != nil && !errors.Is(derr, asynq.ErrTaskNotFound) {
+			return fmt.Errorf("clear previous task %s: %w", id, derr)
+		}
+		_, err = e.Client.EnqueueContext(ctx, task)
+	}
+	return err
+}

@@ -1,0 +1,442 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis keys. Everything pkgfleet stores lives under "pkgfleet:"; asynq's
+// own keys live under "asynq:".
+const (
+	keySources  = "pkgfleet:sources"  // hash name → Source JSON
+	keyBuilders = "pkgfleet:builders" // hash "source/name" → Builder JSON
+	keyBuildSeq = "pkgfleet:build-seq"
+	keyBuilds   = "pkgfleet:builds" // zset of all build ids
+)
+
+func keyBuild(id int64) string         { return "pkgfleet:build:" + strconv.FormatInt(id, 10) }
+func keyBuildLog(id int64) string      { return keyBuild(id) + ":log" }
+func keyBuilderBuilds(k string) string { return "pkgfleet:builder-builds:" + k } // zset of ids
+func keyClaims(k string) string        { return "pkgfleet:claims:" + k }         // hash sha → build id
+
+// Registry is the Redis-backed store. It is safe for concurrent use by any
+// number of processes.
+type Registry struct {
+	rdb redis.UniversalClient
+	now func() time.Time
+}
+
+// New returns a registry on rdb.
+func New(rdb redis.UniversalClient) *Registry {
+	return &Registry{rdb: rdb, now: func() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }}
+}
+
+// Ping checks that Redis answers.
+func (r *Registry) Ping(ctx context.Context) error { return r.rdb.Ping(ctx).Err() }
+
+// CreateSource stores a new source.
+func (r *Registry) CreateSource(ctx context.Context, s Source) (Source, error) {
+	if err := ValidateName("source name", s.Name); err != nil {
+		return Source{}, err
+	}
+	if LanguageOf(s.Type) == "" {
+		return Source{}, invalid("source type %q is not supported (git for R, git-python for Python)", s.Type)
+	}
+	s.CreatedAt = r.now()
+	b, _ := json.Marshal(s)
+	ok, err := r.rdb.HSetNX(ctx, keySources, s.Name, b).Result()
+	if err != nil {
+		return Source{}, fmt.Errorf("create source: %w", err)
+	}
+	if !ok {
+		return Source{}, fmt.Errorf("source %q %w", s.Name, ErrExists)
+	}
+	return s, nil
+}
+
+// Source returns one source.
+func (r *Registry) Source(ctx context.Context, name string) (Source, error) {
+	var s Source
+	err := r.getJSON(ctx, keySources, name, &s)
+	if errors.Is(err, ErrNotFound) {
+		return s, fmt.Errorf("source %q %w", name, ErrNotFound)
+	}
+	return s, err
+}
+
+// Sources lists all sources by name.
+func (r *Registry) Sources(ctx context.Context) ([]Source, error) {
+	vals, err := r.rdb.HVals(ctx, keySources).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list sources: %w", err)
+	}
+	out := make([]Source, 0, len(vals))
+	for _, v := range vals {
+		var s Source
+		if err := json.Unmarshal([]byte(v), &s); err != nil {
+			return nil, fmt.Errorf("list sources: %w", err)
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// DeleteSource removes a source that has no git-builders left.
+func (r *Registry) DeleteSource(ctx context.Context, name string) error {
+	if _, err := r.Source(ctx, name); err != nil {
+		return err
+	}
+	builders, err := r.Builders(ctx, name)
+	if err != nil {
+		return err
+	}
+	if len(builders) > 0 {
+		return fmt.Errorf("source %q still has %d git-builder(s); delete them first: %w", name, len(builders), ErrConflict)
+	}
+	return r.rdb.HDel(ctx, keySources, name).Err()
+}
+
+// CreateBuilder stores a new, already validated builder (see
+// Validator.Builder).
+func (r *Registry) CreateBuilder(ctx context.Context, b *Builder) error {
+	src, err := r.Source(ctx, b.Source)
+	if err != nil {
+		return err
+	}
+	b.Language = src.Language()
+	b.CreatedAt = r.now()
+	b.UpdatedAt = b.CreatedAt
+	data, _ := json.Marshal(b)
+	ok, err := r.rdb.HSetNX(ctx, keyBuilders, b.Key(), data).Result()
+	if err != nil {
+		return fmt.Errorf("create git-builder: %w", err)
+	}
+	if !ok {
+		return fmt.Errorf("git-builder %q in source %q %w", b.Name, b.Source, ErrExists)
+	}
+	return nil
+}
+
+// Builder returns one builder.
+func (r *Registry) Builder(ctx context.Context, source, name string) (*Builder, error) {
+	var b Builder
+	if err := r.getJSON(ctx, keyBuilders, source+"/"+name, &b); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("git-builder %q in source %q %w", name, source, ErrNotFound)
+		}
+		return nil, err
+	}
+	return &b, nil
+}
+
+// Builders lists the builders of one source, or of all sources when source
+// is "".
+func (r *Registry) Builders(ctx context.Context, source string) ([]*Builder, error) {
+	vals, err := r.rdb.HVals(ctx, keyBuilders).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list git-builders: %w", err)
+	}
+	var out []*Builder
+	for _, v := range vals {
+		var b Builder
+		if err := json.Unmarshal([]byte(v), &b); err != nil {
+			return nil, fmt.Errorf("list git-builders: %w", err)
+		}
+		if source == "" || b.Source == source {
+			out = append(out, &b)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	return out, nil
+}
+
+// UpdateBuilder applies edit to a builder atomically; edit validates.
+func (r *Registry) UpdateBuilder(ctx context.Context, source, name string, edit func(*Builder) error) (*Builder, error) {
+	var out *Builder
+	field := source + "/" + name
+	err := r.rdb.Watch(ctx, func(tx *redis.Tx) error {
+		raw, err := tx.HGet(ctx, keyBuilders, field).Result()
+		if errors.Is(err, redis.Nil) {
+			return fmt.Errorf("git-builder %q in source %q %w", name, source, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		var b Builder
+		if err := json.Unmarshal([]byte(raw), &b); err != nil {
+			return err
+		}
+		if err := edit(&b); err != nil {
+			return err
+		}
+		b.Source, b.Name = source, name // identity never changes
+		b.UpdatedAt = r.now()
+		data, _ := json.Marshal(&b)
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HSet(ctx, keyBuilders, field, data)
+			return nil
+		})
+		out = &b
+		return err
+	}, keyBuilders)
+	if errors.Is(err, redis.TxFailedErr) {
+		return nil, fmt.Errorf("git-builder %q changed meanwhile, try again: %w", name, ErrConflict)
+	}
+	return out, err
+}
+
+// DeleteBuilder removes a builder and its commit claims; its builds stay
+// listed as history.
+func (r *Registry) DeleteBuilder(ctx context.Context, source, name string) error {
+	n, err := r.rdb.HDel(ctx, keyBuilders, source+"/"+name).Result()
+	if err != nil {
+		return fmt.Errorf("delete git-builder: %w", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("git-builder %q in source %q %w", name, source, ErrNotFound)
+	}
+	return r.rdb.Del(ctx, keyClaims(source+"/"+name)).Err()
+}
+
+// ClaimMode says when CreateBuild may start a new build for a commit that
+// already has one.
+type ClaimMode int
+
+const (
+	// ReuseUnlessFailed returns the commit's existing build unless it failed
+	// or was canceled (polls, webhooks, run).
+	ReuseUnlessFailed ClaimMode = iota
+	// ReuseActive returns the existing build only while it is still queued,
+	// waiting or running (rerun: build again).
+	ReuseActive
+)
+
+// CreateBuild records a new build of b.SHA for its builder, unless the
+// commit already has a build that mode says to reuse; then that build is
+// returned with created == false. The claim is atomic across processes.
+func (r *Registry) CreateBuild(ctx context.Context, b *Build, mode ClaimMode) (out *Build, created bool, err error) {
+	builderKey := b.Source + "/" + b.Builder
+	claims := keyClaims(builderKey)
+	for range 10 {
+		err = r.rdb.Watch(ctx, func(tx *redis.Tx) error {
+			out, created = nil, false
+			idStr, err := tx.HGet(ctx, claims, b.SHA).Result()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				return err
+			}
+			if err == nil {
+				id, _ := strconv.ParseInt(idStr, 10, 64)
+				prev, err := r.Build(ctx, id)
+				if err != nil && !errors.Is(err, ErrNotFound) {
+					return err
+				}
+				if prev != nil && reuse(prev, mode) {
+					out = prev
+					return nil
+				}
+			}
+			id, err := r.rdb.Incr(ctx, keyBuildSeq).Result()
+			if err != nil {
+				return err
+			}
+			nb := *b
+			nb.ID = id
+			nb.Status = StatusQueued
+			nb.CreatedAt = r.now()
+			if nb.Artifacts == nil {
+				nb.Artifacts = []Artifact{}
+			}
+			data, _ := json.Marshal(&nb)
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.Set(ctx, keyBuild(id), data, 0)
+				p.HSet(ctx, claims, b.SHA, id)
+				p.ZAdd(ctx, keyBuilds, redis.Z{Score: float64(id), Member: id})
+				p.ZAdd(ctx, keyBuilderBuilds(builderKey), redis.Z{Score: float64(id), Member: id})
+				return nil
+			})
+			if err == nil {
+				out, created = &nb, true
+			}
+			return err
+		}, claims)
+		if !errors.Is(err, redis.TxFailedErr) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("create build: %w", err)
+	}
+	return out, created, nil
+}
+
+func reuse(prev *Build, mode ClaimMode) bool {
+	if !Terminal(prev.Status) {
+		return true
+	}
+	return mode == ReuseUnlessFailed && prev.Status == StatusSucceeded
+}
+
+// Build returns one build.
+func (r *Registry) Build(ctx context.Context, id int64) (*Build, error) {
+	raw, err := r.rdb.Get(ctx, keyBuild(id)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("build %d %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get build %d: %w", id, err)
+	}
+	var b Build
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return nil, fmt.Errorf("get build %d: %w", id, err)
+	}
+	return &b, nil
+}
+
+// UpdateBuild applies edit to a build atomically. If edit returns an error
+// nothing is written.
+func (r *Registry) UpdateBuild(ctx context.Context, id int64, edit func(*Build) error) (*Build, error) {
+	var out *Build
+	key := keyBuild(id)
+	var err error
+	for range 20 {
+		err = r.rdb.Watch(ctx, func(tx *redis.Tx) error {
+			raw, err := tx.Get(ctx, key).Bytes()
+			if errors.Is(err, redis.Nil) {
+				return fmt.Errorf("build %d %w", id, ErrNotFound)
+			}
+			if err != nil {
+				return err
+			}
+			var b Build
+			if err := json.Unmarshal(raw, &b); err != nil {
+				return err
+			}
+			if err := edit(&b); err != nil {
+				return err
+			}
+			b.ID = id
+			data, _ := json.Marshal(&b)
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.Set(ctx, key, data, 0)
+				return nil
+			})
+			out = &b
+			return err
+		}, key)
+		if !errors.Is(err, redis.TxFailedErr) {
+			break
+		}
+	}
+	return out, err
+}
+
+// Filter selects builds to list.
+type Filter struct {
+	Source  string
+	Builder string
+	Status  string
+	Limit   int // default 100
+}
+
+// Builds lists builds, newest first.
+func (r *Registry) Builds(ctx context.Context, f Filter) ([]*Build, error) {
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	key := keyBuilds
+	if f.Source != "" && f.Builder != "" {
+		key = keyBuilderBuilds(f.Source + "/" + f.Builder)
+	}
+	var out []*Build
+	const page = 200
+	for start := int64(0); len(out) < f.Limit; start += page {
+		ids, err := r.rdb.ZRevRange(ctx, key, start, start+page-1).Result()
+		if err != nil {
+			return nil, fmt.Errorf("list builds: %w", err)
+		}
+		if len(ids) == 0 {
+			break
+		}
+		keys := make([]string, len(ids))
+		for i, id := range ids {
+			n, _ := strconv.ParseInt(id, 10, 64)
+			keys[i] = keyBuild(n)
+		}
+		vals, err := r.rdb.MGet(ctx, keys...).Result()
+		if err != nil {
+			return nil, fmt.Errorf("list builds: %w", err)
+		}
+		for _, v := range vals {
+			s, ok := v.(string)
+			if !ok {
+				continue
+			}
+			var b Build
+			if err := json.Unmarshal([]byte(s), &b); err != nil {
+				return nil, fmt.Errorf("list builds: %w", err)
+			}
+			if (f.Source != "" && b.Source != f.Source) || (f.Builder != "" && b.Builder != f.Builder) ||
+				(f.Status != "" && b.Status != f.Status) {
+				continue
+			}
+			out = append(out, &b)
+			if len(out) == f.Limit {
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// TruncationMark ends a log that reached its cap.
+const TruncationMark = "\n[pkgfleet: log truncated here: it reached the %s limit (Git.BuildLogSize); later output was dropped]\n"
+
+// appendLog appends up to the cap, then the truncation mark once.
+var appendLog = redis.NewScript(`
+local len = redis.call('STRLEN', KEYS[1])
+local cap = tonumber(ARGV[2])
+if len >= cap then return len end
+local s = ARGV[1]
+if len + #s > cap then
+  s = string.sub(s, 1, cap - len) .. ARGV[3]
+end
+return redis.call('APPEND', KEYS[1], s)
+`)
+
+// AppendLog adds output to a build's log, keeping at most limit bytes plus
+// a visible truncation mark.
+func (r *Registry) AppendLog(ctx context.Context, id int64, p []byte, limit int64, limitName string) error {
+	if len(p) == 0 {
+		return nil
+	}
+	mark := fmt.Sprintf(TruncationMark, limitName)
+	return appendLog.Run(ctx, r.rdb, []string{keyBuildLog(id)}, p, limit, mark).Err()
+}
+
+// Log returns a build's log from byte offset on.
+func (r *Registry) Log(ctx context.Context, id int64, offset int64) ([]byte, error) {
+	b, err := r.rdb.GetRange(ctx, keyBuildLog(id), offset, -1).Bytes()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("build %d log: %w", id, err)
+	}
+	return b, nil
+}
+
+func (r *Registry) getJSON(ctx context.Context, key, field string, v any) error {
+	raw, err := r.rdb.HGet(ctx, key, field).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	return json.Unmarshal(raw, v)
+}

@@ -1,0 +1,123 @@
+// Package store keeps build artifacts on disk under FileStorage.Location,
+// laid out as <source>/<package>/<build id>/<file>, so that every build's
+// files stay reachable by build id and a shared volume can serve a fleet.
+//
+// It copies files in without following symlinks and hands them out by
+// exact name; it does not decide which builds a package index serves.
+package store
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/pkgfleet/pkgfleet/internal/registry"
+)
+
+// Store is a directory of artifacts.
+type Store struct {
+	Root string
+}
+
+// New returns a store rooted at dir, creating it.
+func New(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("artifact store: %w", err)
+	}
+	return &Store{Root: dir}, nil
+}
+
+// Put copies files into the build's directory and describes them.
+func (s *Store) Put(source, pkg string, buildID int64, files []File) ([]registry.Artifact, error) {
+	dir, err := s.dir(source, pkg, buildID)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("artifact store: %w", err)
+	}
+	var out []registry.Artifact
+	for _, f := range files {
+		a, err := copyIn(f.Path, dir)
+		if err != nil {
+			return nil, fmt.Errorf("store %s: %w", filepath.Base(f.Path), err)
+		}
+		a.Kind = f.Kind
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// File names one file to store.
+type File struct {
+	Path string
+	Kind string
+}
+
+// Open returns a stored artifact for reading.
+func (s *Store) Open(source, pkg string, buildID int64, file string) (*os.File, error) {
+	if file == "" || file != filepath.Base(file) || strings.HasPrefix(file, ".") {
+		return nil, fmt.Errorf("artifact %q: %w", file, os.ErrNotExist)
+	}
+	dir, err := s.dir(source, pkg, buildID)
+	if err != nil {
+		return nil, err
+	}
+	return os.OpenFile(filepath.Join(dir, file), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+}
+
+func (s *Store) dir(source, pkg string, buildID int64) (string, error) {
+	for _, part := range []string{source, pkg} {
+		if part == "" || part != filepath.Base(part) || part == "." || part == ".." {
+			return "", fmt.Errorf("artifact store: bad path element %q", part)
+		}
+	}
+	return filepath.Join(s.Root, source, pkg, strconv.FormatInt(buildID, 10)), nil
+}
+
+func copyIn(src, dir string) (registry.Artifact, error) {
+	in, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return registry.Artifact{}, err
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return registry.Artifact{}, err
+	}
+	if !st.Mode().IsRegular() {
+		return registry.Artifact{}, errors.New("not a regular file")
+	}
+	name := filepath.Base(src)
+	tmp, err := os.CreateTemp(dir, ".incoming-")
+	if err != nil {
+		return registry.Artifact{}, err
+	}
+	defer os.Remove(tmp.Name())
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), in)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err == nil {
+		// Rename last, so a reader never sees half a file.
+		err = os.Rename(tmp.Name(), filepath.Join(dir, name))
+	}
+	if err != nil {
+		return registry.Artifact{}, err
+	}
+	return registry.Artifact{File: name, Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+}

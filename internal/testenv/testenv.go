@@ -1,0 +1,203 @@
+// Package testenv holds the fixtures pkgfleet's tests share: a real
+// redis-server per test package on a unix socket in a temp dir, a fresh
+// database per test, required-tool checks, and local git repositories.
+//
+// Only tests import it.
+package testenv
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Require fails the test when tool is missing and CI=true, and skips it
+// otherwise: a missing tool must never let CI pass silently.
+func Require(t testing.TB, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s is required (CI=true): %v", tool, err)
+			}
+			t.Skipf("%s not installed", tool)
+		}
+	}
+}
+
+// Redis is one redis-server started for a test package.
+type Redis struct {
+	Socket string
+	cmd    *exec.Cmd
+	dir    string
+	nextDB atomic.Int32
+}
+
+const databases = 256
+
+// StartRedis starts redis-server on a unix socket in a fresh temp dir. Call
+// it from TestMain and Stop it when m.Run returns.
+func StartRedis() (*Redis, error) {
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("redis-server is required to run these tests (make test installs it): %w", err)
+	}
+	dir, err := os.MkdirTemp("", "pkgfleet-redis-")
+	if err != nil {
+		return nil, err
+	}
+	sock := filepath.Join(dir, "redis.sock")
+	cmd := exec.Command(path,
+		"--port", "0", "--unixsocket", sock, "--unixsocketperm", "700",
+		"--dir", dir, "--save", "", "--appendonly", "no",
+		"--databases", fmt.Sprint(databases), "--maxmemory-policy", "noeviction")
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	ready := make(chan struct{})
+	var logs strings.Builder
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		once := sync.Once{}
+		for sc.Scan() {
+			logs.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "Ready to accept connections") {
+				once.Do(func() { close(ready) })
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("redis-server did not start: %s", logs.String())
+	}
+	return &Redis{Socket: sock, cmd: cmd, dir: dir}, nil
+}
+
+// Stop kills the server and removes its directory.
+func (r *Redis) Stop() {
+	if r == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	os.RemoveAll(r.dir)
+}
+
+// DB hands a test a database of its own, flushed, and closes the client
+// when the test ends.
+func (r *Redis) DB(t testing.TB) (*redis.Client, int) {
+	t.Helper()
+	db := int(r.nextDB.Add(1)) % databases
+	c := redis.NewClient(&redis.Options{Network: "unix", Addr: r.Socket, DB: db})
+	if err := c.FlushDB(context.Background()).Err(); err != nil {
+		t.Fatalf("flush redis db %d: %v", db, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, db
+}
+
+// MainWithRedis is a TestMain body: it starts redis, stores it in *dst, runs
+// the tests and stops redis.
+func MainWithRedis(m *testing.M, dst **Redis) int {
+	r, err := StartRedis()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	*dst = r
+	defer r.Stop()
+	return m.Run()
+}
+
+// Eventually polls cond until it returns true or the deadline passes.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Git runs git in dir and fails the test on error.
+func Git(t testing.TB, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(),
+		"GIT_AUTHOR_NAME=pkgfleet test", "GIT_AUTHOR_EMAIL=test@invalid",
+		"GIT_COMMITTER_NAME=pkgfleet test", "GIT_COMMITTER_EMAIL=test@invalid",
+		"GIT_CONFIG_NOSYSTEM=1", "HOME="+dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// Repo makes a git repository in a temp dir from files (path → content),
+// commits them and returns the directory and the commit sha.
+func Repo(t testing.TB, files map[string]string) (dir, sha string) {
+	t.Helper()
+	Require(t, "git")
+	dir = t.TempDir()
+	Git(t, dir, "init", "--quiet", "--initial-branch=main")
+	return dir, Commit(t, dir, files, "initial")
+}
+
+// Commit writes files into the repository and commits them.
+func Commit(t testing.TB, dir string, files map[string]string, msg string) string {
+	t.Helper()
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	Git(t, dir, "add", "-A")
+	Git(t, dir, "commit", "--quiet", "--allow-empty", "-m", msg)
+	return Git(t, dir, "rev-parse", "HEAD")
+}
+
+// CopyTree copies the regular files of src into a map for Repo/Commit.
+func CopyTree(t testing.TB, src string) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	err := filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		files[rel] = string(b)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}

@@ -1,0 +1,254 @@
+// Package worker assembles a pkgfleet worker process: it picks the runner
+// (the user-namespace sandbox, or unsandboxed only when allowed), detects R
+// and Python through it, and serves the build queues of the languages it
+// can build with an asynq server. cmd/worker only parses flags and calls
+// Run.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/pkgfleet/pkgfleet/internal/build"
+	"github.com/pkgfleet/pkgfleet/internal/config"
+	"github.com/pkgfleet/pkgfleet/internal/detect"
+	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/jobs"
+	"github.com/pkgfleet/pkgfleet/internal/redisconn"
+	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/sandbox"
+	"github.com/pkgfleet/pkgfleet/internal/store"
+)
+
+// Options are what a test or main may change beyond the config.
+type Options struct {
+	Name string // worker name; default host:pid
+	// RetryDelay overrides the delay before retry n (tests use tiny ones).
+	RetryDelay func(n int) time.Duration
+	// TaskCheckInterval is how often an idle worker looks for work.
+	TaskCheckInterval time.Duration
+}
+
+// Worker is a configured worker, ready to Run.
+type Worker struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	opts    Options
+	handler *jobs.Handler
+	queues  map[string]int
+	tools   map[string]detect.Tool
+}
+
+// ErrNothingToBuild is returned when neither R nor Python is usable.
+var ErrNothingToBuild = errors.New(`no language can be built on this worker.
+Remedies:
+  - enable unprivileged user namespaces:
+      RHEL/CentOS:     sysctl -w user.max_user_namespaces=15000 (and in /etc/sysctl.d/ to keep it)
+      Debian <= 10:    sysctl -w kernel.unprivileged_userns_clone=1
+      Ubuntu 24.04:    give pkgfleet-worker an AppArmor profile with "userns," (see docs/sandbox.md),
+                       or sysctl -w kernel.apparmor_restrict_unprivileged_userns=0
+      Docker:          run with --security-opt seccomp=unconfined --security-opt apparmor=unconfined
+      Kubernetes:      seccompProfile: Unconfined and AppArmor unconfined on the worker container
+  - install R (r-base-core) and/or Python with the build module (python3-build)
+  - or set Git.AllowUnsandboxedGitBuilds = true to build without a sandbox (insecure)`)
+
+// New detects what this worker can build. It fails with ErrNothingToBuild
+// when that is nothing.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options) (*Worker, error) {
+	if opts.Name == "" {
+		host, _ := os.Hostname()
+		opts.Name = fmt.Sprintf("%s:%d", host, os.Getpid())
+	}
+	for _, dir := range []string{cfg.Git.BuilderDir, cfg.FileStorage.Location} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+	}
+	scfg := SandboxConfig(cfg)
+	if err := sandbox.CleanStale(scfg); err != nil {
+		log.Warn("could not remove stale build workspaces", "error", err)
+	}
+	st, err := store.New(cfg.FileStorage.Location)
+	if err != nil {
+		return nil, err
+	}
+
+	var ns sandbox.Runner // stays nil (not a typed nil) when unusable
+	if r, err := sandbox.New(scfg); err != nil {
+		log.Warn("the user-namespace sandbox is unusable", "error", err)
+	} else {
+		ns = r
+	}
+	direct := sandbox.NewDirect(scfg)
+	if cfg.Git.AllowUnsandboxedGitBuilds {
+		log.Warn("Git.AllowUnsandboxedGitBuilds = true: a language the sandbox cannot run is built WITHOUT isolation; only build repositories you trust")
+	}
+
+	w := &Worker{cfg: cfg, log: log, opts: opts, queues: map[string]int{}, tools: map[string]detect.Tool{}}
+	recipes := map[string]build.Recipe{}
+	modes := map[string]string{}
+	for _, lang := range []string{registry.LangR, registry.LangPython} {
+		tool, runner, err := w.detect(ctx, lang, ns, direct)
+		if err != nil {
+			continue
+		}
+		w.tools[lang] = tool
+		w.queues[jobs.Queue(lang)] = 1
+		modes[lang] = runner.Mode()
+		switch lang {
+		case registry.LangR:
+			recipes[lang] = &build.R{Runner: runner, Tool: tool}
+		case registry.LangPython:
+			recipes[lang] = &build.Python{Runner: runner, Tool: tool}
+		}
+	}
+	if len(recipes) == 0 {
+		return nil, ErrNothingToBuild
+	}
+	w.handler = &jobs.Handler{
+		Store:      st,
+		Git:        &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs}},
+		Recipes:    recipes,
+		Modes:      modes,
+		BuilderDir: cfg.Git.BuilderDir,
+		Network:    cfg.Git.BuildNetwork,
+		Limits:     scfg.Defaults,
+		LogLimit:   cfg.Git.BuildLogSize,
+		Worker:     opts.Name,
+		Log:        log,
+	}
+	return w, nil
+}
+
+// detect probes lang in the sandbox, and unsandboxed only when allowed.
+func (w *Worker) detect(ctx context.Context, lang string, ns sandbox.Runner, direct sandbox.Runner) (detect.Tool, sandbox.Runner, error) {
+	configured := w.cfg.Server.RVersion
+	if lang == registry.LangPython {
+		configured = w.cfg.Server.PythonVersion
+	}
+	probe := func(r sandbox.Runner) (detect.Tool, error) {
+		d := &detect.Detector{Runner: r, Log: w.log, TempDir: w.cfg.Server.TempDir}
+		if lang == registry.LangR {
+			return d.R(ctx, configured)
+		}
+		return d.Python(ctx, configured)
+	}
+	var err error = errors.New("the sandbox is unusable")
+	if ns != nil {
+		var t detect.Tool
+		if t, err = probe(ns); err == nil {
+			return t, ns, nil
+		}
+	}
+	if !w.cfg.Git.AllowUnsandboxedGitBuilds {
+		return detect.Tool{}, nil, err
+	}
+	t, err := probe(direct)
+	if err != nil {
+		return detect.Tool{}, nil, err
+	}
+	w.log.Warn(fmt.Sprintf("Building Git packages for %s WITHOUT a sandbox (Git.AllowUnsandboxedGitBuilds = true)", langName(lang)))
+	return t, direct, nil
+}
+
+func langName(lang string) string {
+	if lang == registry.LangR {
+		return "R"
+	}
+	return "Python"
+}
+
+// Tools reports the detected tools by language.
+func (w *Worker) Tools() map[string]detect.Tool { return w.tools }
+
+// Run serves builds until ctx ends, then shuts down gracefully: running
+// builds get Worker.ShutdownGrace to finish and are requeued after that.
+func (w *Worker) Run(ctx context.Context) error {
+	rc, err := redisconn.Client(w.cfg.Redis)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if err := redisconn.WaitReady(ctx, rc, w.log, redisconn.Describe(w.cfg.Redis)); err != nil {
+		return err
+	}
+	w.handler.Registry = registry.New(rc)
+	retry := w.opts.RetryDelay
+	if retry == nil {
+		retry = defaultRetryDelay
+	}
+	check := w.opts.TaskCheckInterval
+	if check == 0 {
+		check = 500 * time.Millisecond
+	}
+	srv := asynq.NewServerFromRedisClient(rc, asynq.Config{
+		Concurrency:       w.cfg.Worker.Concurrency,
+		Queues:            w.queues,
+		ShutdownTimeout:   w.cfg.Worker.ShutdownGrace,
+		TaskCheckInterval: check,
+		RetryDelayFunc:    func(n int, _ error, _ *asynq.Task) time.Duration { return retry(n) },
+		Logger:            asynqLogger{w.log.With("component", "asynq")},
+		LogLevel:          asynq.WarnLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.Handle(jobs.TypeBuild, w.handler)
+	if err := srv.Start(mux); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	queues := make([]string, 0, len(w.queues))
+	for q := range w.queues {
+		queues = append(queues, q)
+	}
+	w.log.Info("worker ready", "name", w.opts.Name, "queues", strings.Join(queues, ","), "slots", w.cfg.Worker.Concurrency)
+	<-ctx.Done()
+	w.log.Info("worker stopping: no new builds; running builds may finish", "grace", w.cfg.Worker.ShutdownGrace)
+	srv.Shutdown()
+	return nil
+}
+
+// defaultRetryDelay backs off from about 15s to 10m with jitter.
+func defaultRetryDelay(n int) time.Duration {
+	d := 15 * time.Second << min(n, 6)
+	d = min(d, 10*time.Minute)
+	return d/2 + rand.N(d/2+1)
+}
+
+// SandboxConfig maps the settings onto the sandbox's view of the service.
+func SandboxConfig(cfg *config.Config) sandbox.Config {
+	return sandbox.Config{
+		DataDir:          cfg.Server.DataDir,
+		BuilderDir:       cfg.Git.BuilderDir,
+		ConfigDir:        cfg.Dir(),
+		SockFileDir:      cfg.Server.SockFileDir,
+		StorageLocations: []string{cfg.FileStorage.Location},
+		TempDir:          cfg.Server.TempDir,
+		RunAsUser:        cfg.Server.RunAsUser,
+		Defaults: sandbox.Limits{
+			Timeout:   cfg.Git.BuildTimeout,
+			Memory:    int64(cfg.Git.BuildMemory),
+			Processes: cfg.Git.BuildProcesses,
+			Disk:      int64(cfg.Git.BuildDiskSize),
+			Output:    int64(cfg.Git.BuildLogSize),
+		},
+	}
+}
+
+// WorkDir is where a worker's checkouts live (for docs and tests).
+func WorkDir(cfg *config.Config) string { return filepath.Join(cfg.Git.BuilderDir, "work") }
+
+// asynqLogger sends asynq's logs to slog.
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...)) }
+func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...)) }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...)) }
+func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...)) }
+func (a asynqLogger) Fatal(args ...any) { a.l.Error(fmt.Sprint(args...)) }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what pkgfleet's run and tests need on Debian/Ubuntu, when it is
+# missing: redis-server, R, Python's build module (with setuptools and
+# wheel for --no-isolation builds), git, and bubblewrap (benchmarks only).
+set -euo pipefail
+
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v git >/dev/null || need+=(git)
+[ -x /usr/lib/R/bin/R ] || command -v R >/dev/null || need+=(r-base-core)
+/usr/bin/python3 -c 'import build, setuptools, wheel, venv, ensurepip' 2>/dev/null ||
+  need+=(python3-build python3-setuptools python3-wheel python3-venv python3-pip)
+command -v bwrap >/dev/null || need+=(bubblewrap)
+command -v unshare >/dev/null || need+=(util-linux)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+if ! command -v apt-get >/dev/null; then
+  echo "deps: missing ${need[*]} and no apt-get to install them; install them by hand" >&2
+  exit 1
+fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "deps: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

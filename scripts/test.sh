@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# make test: vet, then every test with the race detector. Tests start their
+# own redis-server processes (one per test package, on unix sockets).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CI=${CI:-}
+go vet ./...
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt needed: $unformatted" >&2
+  exit 1
+fi
+go test -race -count=1 -timeout 30m ./...
