@@ -413,4 +413,3 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) error {
 	}
 	return errorf(http.StatusNotFound, "build %d has no artifact %q", b.ID, name)
 }
-

@@ -18,4 +18,4 @@ func New(cfg Config) (*Namespaces, error) {
 
 // CleanStale removes workspaces left by a killed worker.
 func CleanStale(cfg Config) error { return nil }
-func Init() {}
+func Init()                       {}

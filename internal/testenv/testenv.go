@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -74,7 +75,7 @@ func StartRedis() (*Redis, error) {
 		once := sync.Once{}
 		for sc.Scan() {
 			logs.WriteString(sc.Text() + "\n")
-			if strings.Contains(sc.Text(), "Ready to accept connections") {
+			if strings.Contains(strings.ToLower(sc.Text()), "ready to accept connections") {
 				once.Do(func() { close(ready) })
 			}
 		}
@@ -200,4 +201,16 @@ func CopyTree(t testing.TB, src string) map[string]string {
 		t.Fatal(err)
 	}
 	return files
+}
+
+// Logger returns a logger that writes into the test's log.
+func Logger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }

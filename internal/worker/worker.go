@@ -35,6 +35,9 @@ type Options struct {
 	RetryDelay func(n int) time.Duration
 	// TaskCheckInterval is how often an idle worker looks for work.
 	TaskCheckInterval time.Duration
+	// DelayedTaskCheckInterval is how often retries that are due are
+	// moved back to their queue (asynq's default is 5s).
+	DelayedTaskCheckInterval time.Duration
 }
 
 // Worker is a configured worker, ready to Run.
@@ -67,7 +70,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 		host, _ := os.Hostname()
 		opts.Name = fmt.Sprintf("%s:%d", host, os.Getpid())
 	}
-	for _, dir := range []string{cfg.Git.BuilderDir, cfg.FileStorage.Location} {
+	// The run-as user must be able to reach the checkouts it builds; the
+	// sandbox hides everything else in these directories.
+	for _, dir := range []string{WorkDir(cfg), cfg.FileStorage.Location} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("worker: %w", err)
 		}
@@ -190,13 +195,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		check = 500 * time.Millisecond
 	}
 	srv := asynq.NewServerFromRedisClient(rc, asynq.Config{
-		Concurrency:       w.cfg.Worker.Concurrency,
-		Queues:            w.queues,
-		ShutdownTimeout:   w.cfg.Worker.ShutdownGrace,
-		TaskCheckInterval: check,
-		RetryDelayFunc:    func(n int, _ error, _ *asynq.Task) time.Duration { return retry(n) },
-		Logger:            asynqLogger{w.log.With("component", "asynq")},
-		LogLevel:          asynq.WarnLevel,
+		Concurrency:              w.cfg.Worker.Concurrency,
+		Queues:                   w.queues,
+		ShutdownTimeout:          w.cfg.Worker.ShutdownGrace,
+		TaskCheckInterval:        check,
+		DelayedTaskCheckInterval: w.opts.DelayedTaskCheckInterval,
+		RetryDelayFunc:           func(n int, _ error, _ *asynq.Task) time.Duration { return retry(n) },
+		Logger:                   asynqLogger{w.log.With("component", "asynq")},
+		LogLevel:                 asynq.WarnLevel,
 	})
 	mux := asynq.NewServeMux()
 	mux.Handle(jobs.TypeBuild, w.handler)
