@@ -49,7 +49,9 @@ Address = $redis_addr
 [HTTP]
 Listen = 127.0.0.1:$port
 CFG
-if [ -n "${PKGFLEET_RUN_UNSANDBOXED:-}" ]; then
+# The demo falls back to unsandboxed builds (loudly logged) on a machine
+# whose kernel refuses user namespaces; PKGFLEET_RUN_SANDBOX_ONLY=1 refuses.
+if [ -z "${PKGFLEET_RUN_SANDBOX_ONLY:-}" ]; then
   printf '\n[Git]\nAllowUnsandboxedGitBuilds = true\n' >>"$var/pkgfleet.gcfg"
 fi
 

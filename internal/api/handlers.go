@@ -267,19 +267,20 @@ func (s *Server) rerunBuilder(w http.ResponseWriter, r *http.Request) error {
 	if (req.Tag == "") == (req.CommitSHA == "") {
 		return errorf(http.StatusBadRequest, `give exactly one of "tag" or "commit_sha"`)
 	}
+	if req.CommitSHA != "" {
+		if err := git.ValidateSHA(req.CommitSHA); err != nil {
+			return errorf(http.StatusBadRequest, "commit_sha %v", err)
+		}
+	} else if err := git.ValidateRef(req.Tag); err != nil {
+		return errorf(http.StatusBadRequest, "tag %v", err)
+	}
 	ctx := r.Context()
 	b, err := s.Registry.Builder(ctx, r.PathValue("source"), r.PathValue("name"))
 	if err != nil {
 		return err
 	}
 	if req.CommitSHA != "" {
-		if err := git.ValidateSHA(req.CommitSHA); err != nil {
-			return errorf(http.StatusBadRequest, "commit_sha %v", err)
-		}
 		return s.enqueue(w, r, b, req.CommitSHA, req.CommitSHA, "rerun", registry.ReuseActive)
-	}
-	if err := git.ValidateRef(req.Tag); err != nil {
-		return errorf(http.StatusBadRequest, "tag %v", err)
 	}
 	refs, err := s.lsRemote(ctx, b)
 	if err != nil {
