@@ -13,6 +13,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/auth"
 	"github.com/pkgfleet/pkgfleet/internal/config"
 	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/index"
 	"github.com/pkgfleet/pkgfleet/internal/jobs"
 	"github.com/pkgfleet/pkgfleet/internal/redisconn"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
@@ -49,6 +50,7 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 		Store:  st,
 		Git:    &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs}},
 		Tokens: tokens,
+		Index:  index.New(reg, st),
 		Log:    log,
 	}, nil
 }

@@ -80,9 +80,10 @@ type Redis struct {
 
 // HTTP holds the [HTTP] section.
 type HTTP struct {
-	Listen      string
-	TokensFile  string
-	MaxBodySize Size
+	Listen        string
+	TokensFile    string
+	PublicIndexes bool
+	MaxBodySize   Size
 }
 
 // FileStorage holds the [FileStorage] section.

@@ -142,6 +142,7 @@ var settings = []*Setting{
 
 	str("HTTP", "Listen", "127.0.0.1:4242", "API listen address; without TokensFile only loopback is allowed.", func(c *Config) *string { return &c.HTTP.Listen }),
 	str("HTTP", "TokensFile", "", "File of API tokens with scopes read, write, admin.", func(c *Config) *string { return &c.HTTP.TokensFile }),
+	boolean("HTTP", "PublicIndexes", "true", "Serve the CRAN-like and PyPI-like package indexes without a token (false: they need a read token).", func(c *Config) *bool { return &c.HTTP.PublicIndexes }),
 	size("HTTP", "MaxBodySize", "1MiB", "Largest request body accepted.", func(c *Config) *Size { return &c.HTTP.MaxBodySize }),
 
 	str("FileStorage", "Location", "", "Artifacts (default: DataDir/packages); masked in the sandbox.", func(c *Config) *string { return &c.FileStorage.Location }),
