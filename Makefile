@@ -10,6 +10,7 @@ all: build
 build:
 	$(GO) build -o $(BIN)/pkgfleet-api ./cmd/api
 	$(GO) build -o $(BIN)/pkgfleet-worker ./cmd/worker
+	$(GO) build -o $(BIN)/pkgfleet ./cmd/pkgfleet
 
 deps:
 	bash scripts/deps.sh

@@ -10,6 +10,7 @@ bash scripts/deps.sh
 mkdir -p "$var"/{data,tmp,run,log,redis,repos}
 go build -o bin/pkgfleet-api ./cmd/api
 go build -o bin/pkgfleet-worker ./cmd/worker
+go build -o bin/pkgfleet ./cmd/pkgfleet
 
 pids=()
 cleanup() {

@@ -193,6 +193,13 @@ func versionedRepo(t *testing.T, example string, bump ...string) string {
 	return dir
 }
 
+// versionedRepoFrom makes a one-commit repository of files.
+func versionedRepoFrom(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir, _ := testenv.Repo(t, files)
+	return dir
+}
+
 func TestRBuilderBuildsTheBranchHeadIntoAnInstallableTarball(t *testing.T) {
 	t.Parallel()
 	f := setup(t, nil)
