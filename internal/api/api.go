@@ -21,6 +21,7 @@ import (
 
 	"github.com/pkgfleet/pkgfleet/internal/auth"
 	"github.com/pkgfleet/pkgfleet/internal/config"
+	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/index"
 	"github.com/pkgfleet/pkgfleet/internal/jobs"
@@ -37,6 +38,7 @@ type Server struct {
 	Git      *git.Client
 	Tokens   *auth.Tokens // nil: no auth (loopback only)
 	Index    *index.Index // the CRAN-like and PEP 503 package indexes
+	Creds    *credential.Store
 	Log      *slog.Logger
 }
 
@@ -81,6 +83,9 @@ func (s *Server) Handler() http.Handler {
 	route("DELETE /api/v1/sources/{source}/git-builders/{name}", auth.Write, s.deleteBuilder)
 	route("POST /api/v1/sources/{source}/git-builders/{name}/run", auth.Write, s.runBuilder)
 	route("POST /api/v1/sources/{source}/git-builders/{name}/rerun", auth.Write, s.rerunBuilder)
+	route("POST /api/v1/git-credentials", auth.Admin, s.createCredential)
+	route("GET /api/v1/git-credentials", auth.Read, s.listCredentials)
+	route("DELETE /api/v1/git-credentials/{name}", auth.Admin, s.deleteCredential)
 	route("GET /api/v1/builds", auth.Read, s.listBuilds)
 	route("GET /api/v1/builds/{id}", auth.Read, s.getBuild)
 	route("GET /api/v1/builds/{id}/log", auth.Read, s.buildLog)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/build"
+	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 )
@@ -67,6 +68,7 @@ type builderFields struct {
 	RecurseSubmodules *int               `json:"recurse_submodules"`
 	TagPattern        *string            `json:"tag_pattern"`
 	PollInterval      *registry.Duration `json:"poll_interval"`
+	Credential        *string            `json:"credential"`
 }
 
 func (f *builderFields) apply(b *registry.Builder) {
@@ -80,6 +82,7 @@ func (f *builderFields) apply(b *registry.Builder) {
 	set(&b.BuildTrigger, f.BuildTrigger)
 	set(&b.SubDir, f.SubDir)
 	set(&b.TagPattern, f.TagPattern)
+	set(&b.Credential, f.Credential)
 	if f.CloneDepth != nil {
 		b.CloneDepth = *f.CloneDepth
 	}
@@ -117,7 +120,7 @@ func (s *Server) createBuilder(w http.ResponseWriter, r *http.Request) error {
 		// R builders take the package's name, as PPM does: validate
 		// everything else first, so no git call sees a bad URL.
 		b.Name = "placeholder"
-		if err := s.policy().ValidateBuilder(b); err != nil {
+		if err := s.validateBuilder(ctx, b); err != nil {
 			return err
 		}
 		name, err := s.packageName(ctx, b)
@@ -126,7 +129,7 @@ func (s *Server) createBuilder(w http.ResponseWriter, r *http.Request) error {
 		}
 		b.Name = name
 	}
-	if err := s.policy().ValidateBuilder(b); err != nil {
+	if err := s.validateBuilder(ctx, b); err != nil {
 		return err
 	}
 	if err := s.Registry.CreateBuilder(ctx, b); err != nil {
@@ -137,11 +140,38 @@ func (s *Server) createBuilder(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// validateBuilder checks the builder and that its credential exists and
+// fits its URL's scheme.
+func (s *Server) validateBuilder(ctx context.Context, b *registry.Builder) error {
+	if err := s.policy().ValidateBuilder(b); err != nil {
+		return err
+	}
+	if b.Credential == "" {
+		return nil
+	}
+	info, err := s.Creds.Info(ctx, b.Credential)
+	if err != nil {
+		return err
+	}
+	return credential.MatchesURL(info.Type, b.URL)
+}
+
+// gitFor returns the git client for a builder's remote, with its
+// credential, and the cleanup to run when done.
+func (s *Server) gitFor(ctx context.Context, b *registry.Builder) (*git.Client, func(), error) {
+	return s.Creds.GitClient(ctx, s.Git, b.Credential, s.Config.Server.TempDir)
+}
+
 // packageName reads DESCRIPTION's Package from the builder's branch head.
 func (s *Server) packageName(ctx context.Context, b *registry.Builder) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	refs, err := s.Git.LsRemote(ctx, b.URL)
+	gc, done, err := s.gitFor(ctx, b)
+	if err != nil {
+		return "", err
+	}
+	defer done()
+	refs, err := gc.LsRemote(ctx, b.URL)
 	if err != nil {
 		return "", err
 	}
@@ -154,7 +184,7 @@ func (s *Server) packageName(ctx context.Context, b *registry.Builder) (string, 
 		return "", err
 	}
 	defer os.RemoveAll(dir)
-	if err := s.Git.Clone(ctx, dir, git.CloneOptions{URL: b.URL, SHA: sha, Depth: 1}); err != nil {
+	if err := gc.Clone(ctx, dir, git.CloneOptions{URL: b.URL, SHA: sha, Depth: 1}); err != nil {
 		return "", err
 	}
 	name, err := build.PackageName(filepath.Join(dir, filepath.FromSlash(b.SubDir)))
@@ -201,7 +231,7 @@ func (s *Server) editBuilder(w http.ResponseWriter, r *http.Request) error {
 		if b.BuildTrigger == registry.TriggerCommits && req.BuildTrigger != nil && req.TagPattern == nil {
 			b.TagPattern = "" // switching to commits drops the tag filter
 		}
-		return s.policy().ValidateBuilder(b)
+		return s.validateBuilder(r.Context(), b)
 	})
 	if err != nil {
 		return err
@@ -296,7 +326,12 @@ func (s *Server) rerunBuilder(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) lsRemote(ctx context.Context, b *registry.Builder) (*git.Refs, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	refs, err := s.Git.LsRemote(ctx, b.URL)
+	gc, done, err := s.gitFor(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	refs, err := gc.LsRemote(ctx, b.URL)
 	if err != nil {
 		return nil, errorf(http.StatusBadGateway, "%v", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/pkgfleet/pkgfleet/internal/auth"
 	"github.com/pkgfleet/pkgfleet/internal/config"
+	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/index"
 	"github.com/pkgfleet/pkgfleet/internal/jobs"
@@ -35,6 +36,10 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
+	creds, err := credential.NewStore(rdb, cfg.Git.CredentialKeyFile)
+	if err != nil {
+		return nil, err
+	}
 	reg := registry.New(rdb)
 	return &Server{
 		Config:   cfg,
@@ -51,6 +56,7 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 		Git:    &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs}},
 		Tokens: tokens,
 		Index:  index.New(reg, st),
+		Creds:  creds,
 		Log:    log,
 	}, nil
 }

@@ -53,8 +53,8 @@ func (app *App) deleteSource() *cobra.Command {
 
 // builderFlags are the git-builder settings shared by create and edit.
 type builderFlags struct {
-	url, branch, trigger, subDir, tagPattern, pollInterval string
-	cloneDepth, recurse                                    int
+	url, branch, trigger, subDir, tagPattern, pollInterval, credential string
+	cloneDepth, recurse                                                int
 }
 
 func (f *builderFlags) register(cmd *cobra.Command, prefix string) {
@@ -65,6 +65,7 @@ func (f *builderFlags) register(cmd *cobra.Command, prefix string) {
 	fl.StringVar(&f.subDir, prefix+"sub-dir", "", "package directory inside the repository")
 	fl.StringVar(&f.tagPattern, "tag-pattern", "", "glob of tags to build (tags trigger)")
 	fl.StringVar(&f.pollInterval, "poll-interval", "", "time between polls (default Git.PollInterval)")
+	fl.StringVar(&f.credential, prefix+"credential", "", "name of a git credential for a private repository")
 	fl.IntVar(&f.cloneDepth, "clone-depth", 1, "clone depth; 0 clones the full history")
 	fl.IntVar(&f.recurse, "recurse-submodules", 0, "submodule recursion depth")
 }
@@ -83,6 +84,7 @@ func (f *builderFlags) body(cmd *cobra.Command, prefix string) map[string]any {
 	set(prefix+"sub-dir", "sub_dir", f.subDir)
 	set("tag-pattern", "tag_pattern", f.tagPattern)
 	set("poll-interval", "poll_interval", f.pollInterval)
+	set(prefix+"credential", "credential", f.credential)
 	set("clone-depth", "clone_depth", f.cloneDepth)
 	set("recurse-submodules", "recurse_submodules", f.recurse)
 	return b
@@ -140,6 +142,9 @@ func (app *App) editBuilder() *cobra.Command {
 			if cmd.Flags().Changed("remove-sub-dir") {
 				body["sub_dir"] = ""
 			}
+			if cmd.Flags().Changed("remove-credential") {
+				body["credential"] = ""
+			}
 			if len(body) == 0 {
 				return fmt.Errorf("nothing to change: give at least one --new-… or setting flag")
 			}
@@ -155,6 +160,7 @@ func (app *App) editBuilder() *cobra.Command {
 	cmd.Flags().StringVar(&name, "name", "", "git-builder name")
 	f.register(cmd, "new-")
 	cmd.Flags().Bool("remove-sub-dir", false, "build from the repository root")
+	cmd.Flags().Bool("remove-credential", false, "use no credential")
 	requireFlags(cmd, "source", "name")
 	return cmd
 }

@@ -54,6 +54,7 @@ type Git struct {
 	AllowUnsandboxedGitBuilds bool
 	AllowFileURLs             bool
 	BuilderDir                string
+	CredentialKeyFile         string
 	PollInterval              time.Duration
 	BuildRetries              int
 	BuildTimeout              time.Duration

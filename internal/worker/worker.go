@@ -19,6 +19,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/pkgfleet/pkgfleet/internal/build"
 	"github.com/pkgfleet/pkgfleet/internal/config"
+	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/detect"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/jobs"
@@ -186,6 +187,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	w.handler.Registry = registry.New(rc)
+	if w.handler.Creds, err = credential.NewStore(rc, w.cfg.Git.CredentialKeyFile); err != nil {
+		return err
+	}
 	retry := w.opts.RetryDelay
 	if retry == nil {
 		retry = defaultRetryDelay
