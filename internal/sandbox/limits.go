@@ -76,6 +76,7 @@ type watcher struct {
 
 	mu      sync.Mutex
 	killed  string
+	procHit bool // the build sat at its process limit at least once
 	strikes int
 }
 
@@ -116,6 +117,9 @@ func (w *watcher) sample(disk bool) string {
 	}
 	if w.hc.Processes > 0 {
 		if tasks >= w.hc.Processes {
+			w.mu.Lock()
+			w.procHit = true
+			w.mu.Unlock()
 			w.strikes++
 		} else {
 			w.strikes = 0
@@ -140,6 +144,14 @@ func (w *watcher) verdict(res helperResult) string {
 	}
 	if w.hc.Disk > 0 && (res.Signal == "SIGXFSZ" || res.ExitCode == 128+int(unix.SIGXFSZ) || w.diskUsed() >= w.hc.Disk) {
 		return "disk limit " + formatBytes(w.hc.Disk)
+	}
+	// A failed build that sat at its process limit failed because of it:
+	// fork returned EAGAIN. The main process is reaped already, so it
+	// counts as one more task than the orphans still alive.
+	if failed := res.ExitCode != 0 || res.Signal != ""; failed && w.hc.Processes > 0 {
+		if _, tasks := procTotals(); w.procHit || tasks+1 >= w.hc.Processes {
+			return fmt.Sprintf("process limit %d", w.hc.Processes)
+		}
 	}
 	return ""
 }
