@@ -38,7 +38,9 @@ var initCalled atomic.Bool
 func Init() {
 	switch filepath.Base(os.Args[0]) {
 	case helperArg0:
-		os.Exit(helperMain())
+		// exit_group directly: no deferred runtime work (and under -race no
+		// one-second atexit sleep) between the report and the namespace's end.
+		unix.Exit(helperMain())
 	case execArg0:
 		// Capabilities, no_new_privs and the seccomp filter are per thread:
 		// the thread that applies them must be the one that calls execve.
@@ -337,7 +339,7 @@ func execMain() {
 	errPipe := os.NewFile(4, "setup-error")
 	fail := func(step string, err error) {
 		fmt.Fprintf(errPipe, "%s: %v", step, err)
-		os.Exit(127)
+		unix.Exit(127)
 	}
 	var ec execConfig
 	cfgFile := os.NewFile(3, "config")
@@ -385,7 +387,7 @@ func execMain() {
 		fail("seccomp", err)
 	}
 	if ec.Probe {
-		os.Exit(0)
+		unix.Exit(0)
 	}
 	err = unix.Exec(ec.Path, ec.Args, ec.Env)
 	fail("exec "+ec.Path, err)
