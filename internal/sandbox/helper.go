@@ -86,6 +86,8 @@ type execConfig struct {
 	Dir    string
 	Limits Limits
 	Probe  bool
+
+	RootDev, RootIno uint64 // identity of the sandbox root, checked by stage C
 }
 
 // systemDirs are bound read-only into every sandbox when they exist.
@@ -127,6 +129,12 @@ func runHelper(hc *helperConfig) helperResult {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fail("make / private", err)
 	}
+	// Our own PID namespace's procfs over the host's: /proc/<pid> must name
+	// our children (Go writes the nested uid_map through it), and no host
+	// process may be reachable through /proc from here on.
+	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fail("mount /proc", err)
+	}
 	// Open the build's directories before anything covers their host paths;
 	// a symlink anywhere on the path is refused (planted-link escapes, CVE-2024-42472).
 	type exposure struct {
@@ -152,6 +160,13 @@ func runHelper(hc *helperConfig) helperResult {
 	// Builds may create no user namespace beyond the one made for them below (bwrap --disable-userns).
 	if err := os.WriteFile("/proc/sys/user/max_user_namespaces", []byte("1"), 0); err != nil {
 		return fail("limit nested user namespaces", err)
+	}
+	// Stage C starts now, blocked until it gets its settings, so that its
+	// start-up overlaps the mounts below. pivot_root moves its root along;
+	// it checks that before doing anything else.
+	build, err := startBuild(hc)
+	if err != nil {
+		return fail("start build namespace", err)
 	}
 	// A fresh tmpfs becomes the root: nothing of the host is visible unless bound below.
 	if err := unix.Mount("tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=16m"); err != nil {
@@ -232,36 +247,33 @@ func runHelper(hc *helperConfig) helperResult {
 	if err := unix.Chdir("/"); err != nil {
 		return fail("chdir /", err)
 	}
-	// The build itself: a nested user namespace mapped back to an unprivileged id (stage C).
-	return superviseBuild(hc)
+	// Release the build into the finished root, and supervise it.
+	return build.supervise(hc)
 }
 
-// superviseBuild starts stage C in user namespace 2 and stays PID 1: it
-// reaps orphans, enforces the limits it can watch, and reports how the
-// build's main process ended.
-func superviseBuild(hc *helperConfig) helperResult {
-	fail := func(step string, err error) helperResult {
-		return helperResult{Error: fmt.Sprintf("%s: %v", step, err), NamespaceLimit: errors.Is(err, unix.ENOSPC)}
-	}
-	path := ""
-	if !hc.Probe {
-		var err error
-		if path, err = lookPath(hc.Args[0], hc.Env); err != nil {
-			return fail("find "+hc.Args[0], err)
-		}
-	}
+// build is stage C as the helper sees it.
+type build struct {
+	cmd  *exec.Cmd
+	cfgW *os.File // settings; stage C waits for them
+	errR *os.File // written only if stage C fails before execve
+}
+
+// startBuild starts stage C in user namespace 2, mapped back to an
+// unprivileged id. It waits for its settings before touching anything.
+func startBuild(hc *helperConfig) (*build, error) {
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
-		return fail("pipe", err)
+		return nil, err
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
-		return fail("pipe", err)
+		return nil, err
 	}
 	cmd := &exec.Cmd{
 		Path:       "/proc/self/exe",
 		Args:       []string{execArg0},
 		Env:        []string{},
+		Dir:        "/", // the old root, which pivot_root replaces with the new one
 		Stdin:      os.Stdin,
 		Stdout:     os.Stdout,
 		Stderr:     os.Stderr,
@@ -275,26 +287,46 @@ func superviseBuild(hc *helperConfig) helperResult {
 			// Only CAP_SETPCAP survives into stage C, so that it can empty the bounding set.
 			AmbientCaps: []uintptr{unix.CAP_SETPCAP},
 			// A new session: no controlling terminal to push input into (CVE-2017-5226).
-			Setsid:    true,
-			Pdeathsig: syscall.SIGKILL,
+			Setsid: true,
 		},
 	}
 	if err := cmd.Start(); err != nil {
-		return fail("start build namespace", err)
+		return nil, err
 	}
 	cfgR.Close()
 	errW.Close()
-	ec := execConfig{Path: path, Args: hc.Args, Env: hc.Env, Dir: hc.Dir, Probe: hc.Probe,
-		Limits: Limits{Memory: hc.Memory, Processes: hc.Processes, Disk: hc.Disk}}
-	go func() {
-		_ = json.NewEncoder(cfgW).Encode(&ec)
-		cfgW.Close()
-	}()
-	mainPid := cmd.Process.Pid
+	return &build{cmd: cmd, cfgW: cfgW, errR: errR}, nil
+}
 
-	// Stage C writes here only if it fails before execve; EOF means the exec happened.
-	setupErr, _ := io.ReadAll(errR)
-	errR.Close()
+// supervise sends stage C its settings and stays PID 1: it reaps orphans,
+// enforces the limits it can watch, and reports how the build's main
+// process ended.
+func (b *build) supervise(hc *helperConfig) helperResult {
+	fail := func(step string, err error) helperResult {
+		return helperResult{Error: fmt.Sprintf("%s: %v", step, err), NamespaceLimit: errors.Is(err, unix.ENOSPC)}
+	}
+	ec := execConfig{Args: hc.Args, Env: hc.Env, Dir: hc.Dir, Probe: hc.Probe,
+		Limits: Limits{Memory: hc.Memory, Processes: hc.Processes, Disk: hc.Disk}}
+	if !hc.Probe {
+		var err error
+		if ec.Path, err = lookPath(hc.Args[0], hc.Env); err != nil {
+			return fail("find "+hc.Args[0], err)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/", &st); err != nil {
+		return fail("stat new root", err)
+	}
+	ec.RootDev, ec.RootIno = st.Dev, st.Ino
+	go func() {
+		_ = json.NewEncoder(b.cfgW).Encode(&ec)
+		b.cfgW.Close()
+	}()
+	mainPid := b.cmd.Process.Pid
+
+	// EOF here means the exec happened (the pipe is close-on-exec).
+	setupErr, _ := io.ReadAll(b.errR)
+	b.errR.Close()
 
 	w := newWatcher(hc)
 	stop := make(chan struct{})
@@ -348,6 +380,11 @@ func execMain() {
 	}
 	cfgFile.Close()
 
+	// The settings come after pivot_root: the root must now be the new one.
+	var st unix.Stat_t
+	if err := unix.Stat("/", &st); err != nil || st.Dev != ec.RootDev || st.Ino != ec.RootIno {
+		fail("root check", fmt.Errorf("/ is not the sandbox root (%v)", err))
+	}
 	// Resource limits the kernel enforces per process; the helper watches the totals.
 	if err := applyRlimits(ec.Limits); err != nil {
 		fail("rlimits", err)

@@ -33,7 +33,7 @@ type env struct {
 
 // mkdirOpen makes a directory every user can enter, so that a root test
 // run can hand it to the unprivileged run-as user.
-func mkdirOpen(t *testing.T, p string) string {
+func mkdirOpen(t testing.TB, p string) string {
 	t.Helper()
 	if err := os.MkdirAll(p, 0o755); err != nil {
 		t.Fatal(err)
@@ -101,7 +101,7 @@ func (e *env) sh(script string, mod ...func(*sandbox.Spec)) (sandbox.Result, str
 
 // need returns the path of a host tool a test uses. Missing, it skips the
 // test locally but fails it in CI (CI=true), so CI never passes vacuously.
-func need(t *testing.T, tool string) string {
+func need(t testing.TB, tool string) string {
 	t.Helper()
 	p, err := exec.LookPath(tool)
 	if err != nil {

@@ -175,6 +175,7 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 		// can read /proc/1/cmdline.
 		Args:       []string{helperArg0},
 		Env:        []string{},
+		Dir:        "/",
 		Stdout:     out,
 		Stderr:     out,
 		ExtraFiles: []*os.File{cfgR, resW}, // fd 3: settings in, fd 4: result out
