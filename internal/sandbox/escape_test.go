@@ -468,10 +468,10 @@ func TestNamespaceAccounting(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan sandbox.Result)
+	done := make(chan error)
 	go func() {
-		res, _ := e.sh("cat " + fifo)
-		done <- res
+		_, err := e.r.Run(context.Background(), sandbox.Spec{Args: []string{"cat", fifo}, Dest: e.dest})
+		done <- err
 	}()
 	f, err := os.OpenFile(fifo, os.O_WRONLY, 0) // returns once the build has opened it
 	if err != nil {
@@ -481,7 +481,9 @@ func TestNamespaceAccounting(t *testing.T) {
 		t.Errorf("InUse = %d during one build, want 2", n)
 	}
 	f.Close()
-	<-done
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 	if n := e.r.InUse(); n != 0 {
 		t.Errorf("InUse = %d after the build", n)
 	}
