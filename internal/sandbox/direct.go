@@ -45,7 +45,7 @@ func (d *Direct) Run(ctx context.Context, spec Spec) (Result, error) {
 		defer cancel()
 	}
 	cmd := exec.Command(spec.Args[0], spec.Args[1:]...)
-	cmd.Env = append(append([]string(nil), spec.Env...), "TMPDIR="+tmp)
+	cmd.Env = envWithTMPDIR(spec.Env, tmp)
 	cmd.Dir = spec.Dir
 	out := &cappedWriter{w: spec.Output, left: lim.Output}
 	if spec.Output == nil {

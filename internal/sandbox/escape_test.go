@@ -35,7 +35,8 @@ func TestBuildHoldsNoPrivilege(t *testing.T) {
 	}
 	for _, want := range []string{"CapInh:\t0000000000000000", "CapPrm:\t0000000000000000",
 		"CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "CapAmb:\t0000000000000000",
-		"NoNewPrivs:\t1", "Seccomp:\t2", "setgroups: deny"} {
+		"NoNewPrivs:\t1", "Seccomp:\t2", "setgroups: deny",
+		"SigIgn:\t0000000000000000", "SigBlk:\t0000000000000000"} { // no disposition leaks from the helper
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q in\n%s", want, out)
 		}
@@ -153,12 +154,15 @@ func TestOtherWorkspacesAreHidden(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(other, "secret.txt"), []byte("TOPSECRET\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	res, out := e.sh(`ls -a "$(dirname "$TMPDIR")" | grep -x ws-1-other && echo LISTED; cat ` + other + `/secret.txt; touch "$TMPDIR/mine" && stat -c %a "$TMPDIR"`)
+	res, out := e.sh(`env | grep -c '^TMPDIR='; ls -a "$(dirname "$TMPDIR")" | grep -x ws-1-other && echo LISTED; cat ` + other + `/secret.txt; touch "$TMPDIR/mine" && stat -c %a "$TMPDIR"`)
 	if strings.Contains(out, "LISTED") || strings.Contains(out, "TOPSECRET") {
 		t.Errorf("another build's TMPDIR is visible: %+v\n%s", res, out)
 	}
 	if !strings.Contains(out, "700") {
 		t.Errorf("own TMPDIR is not a private writable 0700 dir:\n%s", out)
+	}
+	if !strings.HasPrefix(out, "1\n") {
+		t.Errorf("TMPDIR set more than once (the caller's must be replaced):\n%s", out)
 	}
 	// Removed afterwards.
 	entries, _ := os.ReadDir(filepath.Join(e.cfg.TempDir, sandbox.WorkspacesDir))

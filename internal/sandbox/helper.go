@@ -122,9 +122,15 @@ func runHelper(hc *helperConfig) helperResult {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return fail("prctl dumpable", err)
 	}
-	// A build can send signals to PID 1 (same host uid); none of them may end the supervisor.
-	signal.Ignore(unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2,
-		unix.SIGPIPE, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU, unix.SIGALRM, unix.SIGVTALRM)
+	// No signal may end the supervisor early (a build can aim F_SETSIG at it). Caught
+	// and dropped rather than ignored: ignored dispositions would leak into the build.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2,
+		unix.SIGPIPE, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU, unix.SIGALRM, unix.SIGVTALRM, unix.SIGIO)
+	go func() {
+		for range sigs {
+		}
+	}()
 	// Mounts made below must never propagate back to the host, nor host mounts in.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fail("make / private", err)

@@ -83,7 +83,7 @@ func (e *env) sh(script string, mod ...func(*sandbox.Spec)) (sandbox.Result, str
 	var out bytes.Buffer
 	spec := sandbox.Spec{
 		Args:   []string{"/bin/sh", "-c", script},
-		Env:    []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/nonexistent"},
+		Env:    []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/nonexistent", "TMPDIR=/tmp"},
 		Source: e.source,
 		Dest:   e.dest,
 		Dir:    e.source,

@@ -147,7 +147,7 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 	}
 
 	hc := helperConfig{
-		Args: spec.Args, Env: append(append([]string(nil), spec.Env...), "TMPDIR="+ws), Dir: dir,
+		Args: spec.Args, Env: envWithTMPDIR(spec.Env, ws), Dir: dir,
 		Source: spec.Source, Dest: spec.Dest, TmpDir: ws, Network: spec.Network, Masks: n.masks,
 		Memory: lim.Memory, Processes: lim.Processes, Disk: lim.Disk,
 		UID: n.runUID, GID: n.runGID, Probe: probe,

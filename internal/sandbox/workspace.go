@@ -96,3 +96,15 @@ func alive(pid int) bool {
 	err := syscall.Kill(pid, 0)
 	return err == nil || errors.Is(err, syscall.EPERM)
 }
+
+// envWithTMPDIR returns env with TMPDIR set to dir, replacing any TMPDIR
+// the caller passed (libc's getenv returns the first match).
+func envWithTMPDIR(env []string, dir string) []string {
+	out := make([]string, 0, len(env)+1)
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "TMPDIR=") {
+			out = append(out, kv)
+		}
+	}
+	return append(out, "TMPDIR="+dir)
+}
