@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -254,6 +255,20 @@ func TestSyscallFilterDeniesEscapes(t *testing.T) {
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s: got %q, want %s", k, got[k], v)
+		}
+	}
+}
+
+func TestForeignSyscallABIsAreKilled(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("i386 and x32 are amd64 ABIs")
+	}
+	e := setup(t)
+	probe := e.probe()
+	for _, abi := range []string{"i386", "x32"} {
+		res, out := e.run([]string{probe, abi})
+		if res.Signal != "SIGSYS" || strings.Contains(out, "survived") {
+			t.Errorf("%s system call: %+v %s, want the process killed by SIGSYS", abi, res, out)
 		}
 	}
 }

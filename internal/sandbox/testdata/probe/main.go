@@ -29,6 +29,9 @@ func main() {
 		}
 		c.Close()
 		fmt.Println("connect: ok")
+	case "i386", "x32":
+		foreignABIs(os.Args[1])
+		fmt.Println(os.Args[1] + ": survived")
 	case "membomb":
 		// Allocate and touch 1 MiB at a time until something stops us.
 		var keep [][]byte
