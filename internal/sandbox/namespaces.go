@@ -123,8 +123,8 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 			return Result{}, fmt.Errorf("sandbox: %q must be an absolute clean path", p)
 		}
 	}
-	dir := spec.Dir
-	if dir == "" {
+	dir := filepath.Clean(spec.Dir)
+	if spec.Dir == "" {
 		dir = firstNonEmpty(spec.Dest, spec.Source, "/")
 	}
 	if !probe && spec.Dir != "" && !within(dir, spec.Source) && !within(dir, spec.Dest) {
