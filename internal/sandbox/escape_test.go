@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -656,4 +657,47 @@ func TestHelperNamespaceLimitWorker(t *testing.T) {
 		t.Fatalf("New with room for one namespace: %v, want ErrNamespaceLimit", err)
 	}
 	fmt.Println("namespace limit reported:", err)
+}
+
+// TestConcurrentBuildTMPDIRIsInvisible runs two builds at once: the first
+// writes a file into its TMPDIR and holds still; the second, given that
+// path, can neither list nor read it.
+func TestConcurrentBuildTMPDIRIsInvisible(t *testing.T) {
+	e := setup(t)
+	fifo := filepath.Join(e.dest, "hold")
+	if err := syscall.Mkfifo(fifo, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.r.Run(context.Background(), sandbox.Spec{
+			Args: []string{"/bin/sh", "-c", `echo TOPSECRET > "$TMPDIR/secret" && echo "tmpdir $TMPDIR" && cat ` + fifo},
+			Dest: e.dest, Output: pw,
+		})
+		pw.Close()
+		done <- err
+	}()
+	var first string
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() {
+		if p, ok := strings.CutPrefix(sc.Text(), "tmpdir "); ok {
+			first = p
+			break
+		}
+	}
+	if first == "" {
+		t.Fatal("first build did not report its TMPDIR")
+	}
+	go io.Copy(io.Discard, pr)
+	res, out := e.sh(`cat ` + first + `/secret; ls -a ` + first + `; ls "$(dirname "$TMPDIR")" | grep -x ` + filepath.Base(first) + ` && echo LISTED`)
+	if strings.Contains(out, "TOPSECRET") || strings.Contains(out, "LISTED") {
+		t.Errorf("second build reached the first build's TMPDIR: %+v\n%s", res, out)
+	}
+	if f, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil { // releases the first build
+		f.Close()
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }
