@@ -252,6 +252,9 @@ func TestSyscallFilterDeniesEscapes(t *testing.T) {
 		"mount_setattr": "ENOSYS", "ioctl-TIOCSTI": "EPERM", "ioctl-TIOCSTI-highbits": "EPERM",
 		"ioctl-TIOCLINUX": "EPERM", "kill-pid1": "EPERM", "io_uring_setup": "EPERM",
 		"setgroups": "EPERM", "setuid0": "EINVAL", "sethostname": "EPERM", "syslog": "EPERM",
+		"socket-unix": "ok", "socket-inet": "ok", "socket-inet6": "ok", "socket-netlink": "ok",
+		"socket-packet": "EAFNOSUPPORT", "socket-alg": "EAFNOSUPPORT", "socket-vsock": "EAFNOSUPPORT",
+		"socket-tipc": "EAFNOSUPPORT",
 	}
 	for k, v := range want {
 		if got[k] != v {

@@ -99,6 +99,17 @@ func seccompProgram() []unix.SockFilter {
 		retAllow,
 		retErrno(unix.EPERM),
 	)
+	// socket: only the families builds use (flatpak's list); the exotic
+	// ones carry most of the unprivileged kernel attack surface.
+	socketChk := block(
+		unix.SockFilter{Code: ld, K: offArg0},
+		unix.SockFilter{Code: jeq, K: unix.AF_UNIX, Jt: 4},
+		unix.SockFilter{Code: jeq, K: unix.AF_INET, Jt: 3},
+		unix.SockFilter{Code: jeq, K: unix.AF_INET6, Jt: 2},
+		unix.SockFilter{Code: jeq, K: unix.AF_NETLINK, Jt: 1},
+		retErrno(unix.EAFNOSUPPORT),
+		retAllow,
+	)
 	// Signals to pid 1 (low word; pid_t is 32 bits).
 	pid1Chk := block(
 		unix.SockFilter{Code: ld, K: offArg0},
@@ -131,7 +142,8 @@ func seccompProgram() []unix.SockFilter {
 	for _, nr := range signalSyscalls {
 		rules = append(rules, rule{nr, pid1Chk})
 	}
-	rules = append(rules, rule{unix.SYS_CLONE, cloneChk}, rule{unix.SYS_IOCTL, ioctlChk})
+	rules = append(rules, rule{unix.SYS_CLONE, cloneChk}, rule{unix.SYS_IOCTL, ioctlChk},
+		rule{unix.SYS_SOCKET, socketChk})
 
 	// After the compares comes a jump to allow, then the tail.
 	n := len(rules)

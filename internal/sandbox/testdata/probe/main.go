@@ -128,6 +128,20 @@ func syscalls() {
 	report("setuid0", raw(unix.SYS_SETUID, 0))
 	report("sethostname", unix.Sethostname([]byte("evil")))
 	report("syslog", raw(unix.SYS_SYSLOG, 3, 0, 0))
+	for _, f := range []struct {
+		name   string
+		family int
+		typ    int
+	}{{"unix", unix.AF_UNIX, unix.SOCK_STREAM}, {"inet", unix.AF_INET, unix.SOCK_DGRAM},
+		{"inet6", unix.AF_INET6, unix.SOCK_DGRAM}, {"netlink", unix.AF_NETLINK, unix.SOCK_RAW},
+		{"packet", unix.AF_PACKET, unix.SOCK_RAW}, {"alg", unix.AF_ALG, unix.SOCK_SEQPACKET},
+		{"vsock", unix.AF_VSOCK, unix.SOCK_STREAM}, {"tipc", unix.AF_TIPC, unix.SOCK_RDM}} {
+		fd, err := unix.Socket(f.family, f.typ, 0)
+		if err == nil {
+			unix.Close(fd)
+		}
+		report("socket-"+f.name, err)
+	}
 }
 
 var atFdcwd = func() uintptr { v := unix.AT_FDCWD; return uintptr(v) }()
