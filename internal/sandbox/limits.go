@@ -20,8 +20,8 @@ import (
 //     namespace and uid, so the count is this build's alone: every build
 //     has its own namespace 2. The helper also counts tasks and ends the
 //     build when it sits at the limit (a fork bomb).
-//   - Memory: the helper sums the resident memory of the build's processes
-//     and ends the build above the limit; RLIMIT_DATA at twice the limit is
+//   - Memory: the helper sums the private resident memory of the build's
+//     processes and ends the build above the limit; RLIMIT_DATA at twice the limit is
 //     a per-process backstop against allocations faster than the watch.
 //   - Disk: RLIMIT_FSIZE caps every single file; the helper sums the blocks
 //     used in Dest and TMPDIR while the build runs and once at the end.
@@ -71,8 +71,7 @@ func applyRlimits(l Limits) error {
 // watcher runs in the helper (PID 1) and samples the build's processes
 // through the namespace's own /proc.
 type watcher struct {
-	hc       *helperConfig
-	pageSize int64
+	hc *helperConfig
 
 	mu      sync.Mutex
 	killed  string
@@ -81,7 +80,7 @@ type watcher struct {
 }
 
 func newWatcher(hc *helperConfig) *watcher {
-	return &watcher{hc: hc, pageSize: int64(os.Getpagesize())}
+	return &watcher{hc: hc}
 }
 
 func (w *watcher) run(stop <-chan struct{}) {
@@ -111,8 +110,8 @@ func (w *watcher) run(stop <-chan struct{}) {
 
 // sample returns the limit exceeded, if any.
 func (w *watcher) sample(disk bool) string {
-	rss, tasks := procTotals()
-	if w.hc.Memory > 0 && rss*w.pageSize > w.hc.Memory {
+	mem, tasks := procTotals()
+	if w.hc.Memory > 0 && mem > w.hc.Memory {
 		return "memory limit " + formatBytes(w.hc.Memory)
 	}
 	if w.hc.Processes > 0 {
@@ -177,8 +176,10 @@ func (w *watcher) diskUsed() int64 {
 	return total
 }
 
-// procTotals sums resident pages and tasks of every process but PID 1.
-func procTotals() (rssPages int64, tasks int) {
+// procTotals sums the private resident memory (RssAnon: heap and stacks,
+// not the shared libraries every process maps) and the tasks of every
+// process but PID 1, from /proc/<pid>/status.
+func procTotals() (anonBytes int64, tasks int) {
 	d, err := os.Open("/proc")
 	if err != nil {
 		return 0, 0
@@ -189,24 +190,24 @@ func procTotals() (rssPages int64, tasks int) {
 		if name == "1" || name[0] < '0' || name[0] > '9' {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + name + "/stat")
+		b, err := os.ReadFile("/proc/" + name + "/status")
 		if err != nil {
 			continue
 		}
-		// Fields after the command name, which may contain spaces: state is
-		// field 3, num_threads 20, rss 24.
-		i := strings.LastIndexByte(string(b), ')')
-		if i < 0 {
-			continue
+		for _, line := range strings.Split(string(b), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if !ok {
+				continue
+			}
+			switch k {
+			case "Threads":
+				n, _ := strconv.Atoi(strings.TrimSpace(v))
+				tasks += n
+			case "RssAnon":
+				kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+				anonBytes += kb << 10
+			}
 		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 22 {
-			continue
-		}
-		n, _ := strconv.Atoi(f[17])
-		r, _ := strconv.ParseInt(f[21], 10, 64)
-		tasks += n
-		rssPages += r
 	}
-	return rssPages, tasks
+	return anonBytes, tasks
 }
