@@ -27,9 +27,9 @@ import (
 //     used in Dest and TMPDIR while the build runs and once at the end.
 //   - Time: the worker kills PID 1 of the namespace (stage A).
 const (
-	watchEvery     = 20 * time.Millisecond
-	diskEveryTicks = 25 // a tree walk every half second
-	procStrikes    = 3  // consecutive samples at the process limit
+	watchEvery     = 50 * time.Millisecond // a /proc scan per tick; frequent enough to catch bombs
+	diskEveryTicks = 10                    // a tree walk every half second
+	procStrikes    = 3                     // consecutive samples at the process limit
 )
 
 // applyRlimits sets the per-process limits in stage C, inherited by the build.
