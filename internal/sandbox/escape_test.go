@@ -387,6 +387,13 @@ func TestExitStatusAndSignalsPassThrough(t *testing.T) {
 		{"kill -ABRT $$", -1, "SIGABRT"},
 	} {
 		res, out := e.sh(c.script)
+		shell := c.code
+		if c.sig != "" {
+			shell = 128 + int(unix.SignalNum(c.sig))
+		}
+		if res.ExitStatus() != shell {
+			t.Errorf("%q: ExitStatus %d, want %d", c.script, res.ExitStatus(), shell)
+		}
 		if res.ExitCode != c.code || res.Signal != c.sig || res.Killed != "" {
 			t.Errorf("%q: got exit %d signal %q killed %q, want %d %q\n%s", c.script, res.ExitCode, res.Signal, res.Killed, c.code, c.sig, out)
 		}
