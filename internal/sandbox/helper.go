@@ -106,7 +106,12 @@ func helperMain() int {
 	} else {
 		res = runHelper(&hc)
 	}
+	// Output first, then the report: the worker returns once it has both,
+	// without waiting for the namespaces to be torn down.
+	os.Stdout.Close()
+	os.Stderr.Close()
 	_ = json.NewEncoder(resFile).Encode(&res)
+	resFile.Close()
 	return 0
 }
 
@@ -366,6 +371,14 @@ func (b *build) supervise(hc *helperConfig) helperResult {
 	res.Killed = w.verdict(res)
 	if res.Killed != "" {
 		res.ExitCode, res.Signal = -1, ""
+	}
+	// Nothing outlives the main process: kill and reap the rest now, so the
+	// output pipe is closed when the worker reads the report.
+	_ = unix.Kill(-1, unix.SIGKILL)
+	for {
+		if _, err := unix.Wait4(-1, nil, 0, nil); err != nil && !errors.Is(err, unix.EINTR) {
+			break
+		}
 	}
 	return res
 }

@@ -169,6 +169,12 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 	if spec.Output == nil {
 		out.w = io.Discard
 	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return Result{}, fmt.Errorf("sandbox: output pipe: %w", err)
+	}
+	defer outR.Close()
+	defer outW.Close()
 	cmd := &exec.Cmd{
 		Path: n.selfPath,
 		// argv[0] marks the helper; it carries nothing else, since builds
@@ -176,10 +182,9 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 		Args:       []string{helperArg0},
 		Env:        []string{},
 		Dir:        "/",
-		Stdout:     out,
-		Stderr:     out,
+		Stdout:     outW, // stdout and stderr interleaved, as Spec.Output promises
+		Stderr:     outW,
 		ExtraFiles: []*os.File{cfgR, resW}, // fd 3: settings in, fd 4: result out
-		WaitDelay:  5 * time.Second,
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
 				syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS,
@@ -211,10 +216,11 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 	start := time.Now()
 	n.inUse.Add(NamespacesPerBuild)
 	defer n.inUse.Add(-NamespacesPerBuild)
-	started, waited := make(chan error, 1), make(chan error, 1)
+	started := make(chan error, 1)
 	go func() {
 		// Pdeathsig fires when the forking thread exits (golang/go#27505):
-		// keep this goroutine on its thread until the helper is reaped.
+		// keep this goroutine on its thread until the helper is reaped,
+		// which may be after Run has returned.
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 		if err := cmd.Start(); err != nil {
@@ -222,7 +228,7 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 			return
 		}
 		started <- nil
-		waited <- cmd.Wait()
+		_ = cmd.Wait()
 	}()
 	if err := <-started; err != nil {
 		if errors.Is(err, syscall.ENOSPC) {
@@ -232,19 +238,39 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 	}
 	cfgR.Close()
 	resW.Close()
+	outW.Close()
 	go func() {
 		_ = json.NewEncoder(cfgW).Encode(&hc)
 		cfgW.Close()
 	}()
+	reported, copied := make(chan []byte, 1), make(chan struct{})
+	go func() {
+		b, _ := io.ReadAll(resR)
+		reported <- b
+	}()
+	go func() {
+		_, _ = io.Copy(out, outR)
+		close(copied)
+	}()
 
-	var waitErr error
+	// The build is over when the helper has reported and every writer of
+	// the output is gone; the helper kills and reaps the build's processes
+	// before it reports. Its own exit, and the kernel's teardown of the
+	// namespaces, are not waited for.
+	var body []byte
 	select {
-	case waitErr = <-waited:
+	case body = <-reported:
 	case <-ctx.Done():
 		// Killing PID 1 of the namespace makes the kernel kill every process
 		// in it, however deep or detached.
 		_ = cmd.Process.Kill()
-		waitErr = <-waited
+		body = <-reported
+	}
+	select {
+	case <-copied:
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		<-copied
 	}
 	res := Result{Enforcement: "rlimits", OutputTruncated: out.truncated(), Duration: time.Since(start)}
 	switch {
@@ -257,9 +283,8 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 	}
 
 	var hr helperResult
-	body, _ := io.ReadAll(resR)
 	if err := json.Unmarshal(body, &hr); err != nil {
-		return res, fmt.Errorf("sandbox: helper ended without a report (%v): %s", waitErr, strings.TrimSpace(string(body)))
+		return res, fmt.Errorf("sandbox: helper ended without a report: %q", body)
 	}
 	if hr.Error != "" {
 		if hr.NamespaceLimit {
