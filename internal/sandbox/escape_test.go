@@ -182,6 +182,10 @@ func TestWritesOutsideOwnDirsFail(t *testing.T) {
 		"chmod 777 /usr/bin", "touch /opt/x", "echo 1 > /proc/sys/kernel/ns_last_pid",
 		"echo x > /proc/sys/kernel/hostname", "echo b > /proc/sysrq-trigger", "touch /dev/x", "touch /proc/x",
 		"touch " + e.cfg.DataDir + "/x",
+		// The read-only covers hold against unmounting, also from a nested namespace.
+		"umount -l /proc/sys; echo 1 > /proc/sys/kernel/ns_last_pid",
+		"unshare -Urm sh -c 'umount -l /proc/sys; echo 1 > /proc/sys/kernel/ns_last_pid'",
+		"mount -o remount,rw /usr; touch /usr/x",
 	} {
 		res, out := e.sh(script)
 		if res.Success() {
