@@ -313,6 +313,42 @@ func TestNoLoopbackReachWithoutNetwork(t *testing.T) {
 	}
 }
 
+// TestHostAbstractSocketsUnreachable: a host service listening on an
+// abstract UNIX socket (containerd-shim, X11, D-Bus) is out of reach, with
+// the network namespace and, when Git.BuildNetwork shares the host's,
+// through Landlock's scope (Linux >= 6.12).
+func TestHostAbstractSocketsUnreachable(t *testing.T) {
+	e := setup(t)
+	probe := e.probe()
+	name := fmt.Sprintf("@pkgfleet-test-%d", os.Getpid())
+	ln, err := net.Listen("unix", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	res, out := e.run([]string{probe, "connect-unix", name})
+	if strings.Contains(out, "connect: ok") {
+		t.Errorf("reached the host's abstract socket without Network: %+v %s", res, out)
+	}
+	abi, _, errno := unix.RawSyscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
+	if errno != 0 || abi < 6 {
+		t.Skipf("Landlock ABI %d < 6 (Linux < 6.12): with Network the host's abstract sockets are reachable", abi)
+	}
+	res, out = e.run([]string{probe, "connect-unix", name}, func(s *sandbox.Spec) { s.Network = true })
+	if strings.Contains(out, "connect: ok") {
+		t.Errorf("reached the host's abstract socket with Network despite Landlock ABI %d: %+v %s", abi, res, out)
+	}
+}
+
 func TestSetuidBinaryGainsNothing(t *testing.T) {
 	rootOnly(t)
 	e := setup(t)

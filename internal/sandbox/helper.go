@@ -438,6 +438,10 @@ func execMain() {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		fail("no_new_privs", err)
 	}
+	// No abstract socket or signal beyond the build's own processes (Landlock, Linux >= 6.12).
+	if _, err := applyLandlockScopes(); err != nil {
+		fail("landlock", err)
+	}
 	// The syscall filter, last before execve (seccomp.go).
 	if err := installSeccomp(); err != nil {
 		fail("seccomp", err)

@@ -21,8 +21,9 @@ func main() {
 		syscalls()
 	case "euid":
 		fmt.Printf("euid=%d uid=%d\n", os.Geteuid(), os.Getuid())
-	case "connect":
-		c, err := net.DialTimeout("tcp", os.Args[2], 2*time.Second)
+	case "connect", "connect-unix":
+		network := map[string]string{"connect": "tcp", "connect-unix": "unix"}[os.Args[1]]
+		c, err := net.DialTimeout(network, os.Args[2], 2*time.Second)
 		if err != nil {
 			fmt.Println("connect:", err)
 			os.Exit(1)
