@@ -16,7 +16,11 @@ import (
 
 func TestMain(m *testing.M) {
 	sandbox.Init()
-	os.Exit(m.Run())
+	code := m.Run()
+	if probeDir != "" {
+		os.RemoveAll(probeDir)
+	}
+	os.Exit(code)
 }
 
 // env is one test's sandbox: a runner whose masked directories each hold a
@@ -126,6 +130,7 @@ func rootOnly(t *testing.T) {
 
 var (
 	probeOnce sync.Once
+	probeDir  string // built here, removed by TestMain
 	probePath string
 	probeErr  error
 )
@@ -146,7 +151,7 @@ func (e *env) probe() string {
 			probeErr = err
 			return
 		}
-		probePath = filepath.Join(dir, "probe")
+		probeDir, probePath = dir, filepath.Join(dir, "probe")
 		cmd := exec.Command("go", "build", "-o", probePath, "./testdata/probe")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
