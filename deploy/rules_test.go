@@ -308,7 +308,7 @@ func TestDashboardShowsBuildsQueueAndNamespaces(t *testing.T) {
 func TestChartCopiesOfRulesAndDashboardAreIdentical(t *testing.T) {
 	t.Parallel()
 	for src, dst := range map[string]string{
-		rulesFile:                               "charts/pkgfleet/files/pkgfleet-rules.yaml",
+		rulesFile:                                "charts/pkgfleet/files/pkgfleet-rules.yaml",
 		"deploy/grafana/pkgfleet-dashboard.json": "charts/pkgfleet/files/pkgfleet-dashboard.json",
 	} {
 		if !bytes.Equal(readRepoFile(t, src), readRepoFile(t, dst)) {
