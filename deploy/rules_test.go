@@ -316,3 +316,8 @@ func TestChartCopiesOfRulesAndDashboardAreIdentical(t *testing.T) {
 		}
 	}
 }
+
+func TestLocalPrometheusConfigIsValid(t *testing.T) {
+	t.Parallel()
+	run(t, nil, promtool(t), "check", "config", repoPath("deploy", "prometheus", "prometheus-local.yml"))
+}
