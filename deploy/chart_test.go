@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -21,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
+	"github.com/pkgfleet/pkgfleet/internal/auth"
 	"github.com/pkgfleet/pkgfleet/internal/config"
 )
 
@@ -81,8 +84,22 @@ var valueSets = []valueSet{
 			if tokens == nil || !regexp.MustCompile(`(?m)^helm-admin admin sha256:[0-9a-f]{64}$`).MatchString(tokens.StringData["tokens"]) {
 				t.Errorf("tokens Secret has no admin line: %v", tokens)
 			}
-			if r.secrets[fullname+"-credential-key"].Annotations["helm.sh/resource-policy"] != "keep" {
+			// The API accepts the generated token as admin.
+			tokensFile := writeTemp(t, tokens.StringData["tokens"])
+			ts, err := auth.Load(tokensFile)
+			if err != nil {
+				t.Fatalf("the API would refuse the rendered tokens file: %v", err)
+			}
+			tok, ok := ts.Check(string(r.secrets[fullname+"-admin-token"].Data["token"]))
+			if !ok || tok.Scope != auth.Admin {
+				t.Errorf("the generated admin token is not an admin token of the tokens file: %+v %v", tok, ok)
+			}
+			key := r.secrets[fullname+"-credential-key"]
+			if key.Annotations["helm.sh/resource-policy"] != "keep" {
 				t.Errorf("the generated credential key is not kept on uninstall")
+			}
+			if n := len(strings.TrimSpace(string(key.Data["credential.key"]))); n < 32 {
+				t.Errorf("the generated credential key has %d bytes; pkgfleet needs 32", n)
 			}
 			if w := r.worker(t); w.Spec.Template.Annotations["container.apparmor.security.beta.kubernetes.io/worker"] != "unconfined" {
 				t.Errorf("worker lacks the AppArmor unconfined annotation")
@@ -132,8 +149,11 @@ var valueSets = []valueSet{
 			if _, ok := r.secrets[fullname+"-admin-token"]; ok {
 				t.Errorf("an admin token is generated although generateAdminToken is false")
 			}
-			if !strings.Contains(r.secrets[fullname+"-tokens"].StringData["tokens"], "\nci-bot write sha256:") {
-				t.Errorf("tokens Secret lacks the line from values")
+			ts, err := auth.Load(writeTemp(t, r.secrets[fullname+"-tokens"].StringData["tokens"]))
+			if err != nil {
+				t.Errorf("the API would refuse the tokens file from api.tokens.lines: %v", err)
+			} else if ts.Len() != 1 {
+				t.Errorf("tokens file from api.tokens.lines holds %d tokens, want 1", ts.Len())
 			}
 			cfg, _ := r.config(t)
 			if cfg.Git.CredentialKeyFile != "" {
@@ -987,4 +1007,13 @@ func ptrString[T any](p *T) string {
 		return "unset"
 	}
 	return fmt.Sprint(*p)
+}
+
+func writeTemp(t *testing.T, content string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(f, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
