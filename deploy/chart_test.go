@@ -189,6 +189,7 @@ var valueSets = []valueSet{
 				!strings.Contains(so.Spec.Triggers[0].Metadata["query"], `namespace="pkgfleet"`) {
 				t.Errorf("ScaledObject trigger %+v: want prometheus, threshold = worker concurrency 4, this namespace", so.Spec.Triggers)
 			}
+			checkPromQL(t, []string{so.Spec.Triggers[0].Metadata["query"]})
 			sm := r.serviceMonitors[fullname+"-api"]
 			if a := sm.Spec.Endpoints[0].Authorization; a == nil || a.Credentials.Name != "pkgfleet-metrics-token" {
 				t.Errorf("API ServiceMonitor sends no token: %+v", sm.Spec.Endpoints[0])

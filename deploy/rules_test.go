@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -320,4 +321,39 @@ func TestChartCopiesOfRulesAndDashboardAreIdentical(t *testing.T) {
 func TestLocalPrometheusConfigIsValid(t *testing.T) {
 	t.Parallel()
 	run(t, nil, promtool(t), "check", "config", repoPath("deploy", "prometheus", "prometheus-local.yml"))
+}
+
+// checkPromQL has promtool parse exprs, written as recording rules with
+// Grafana's interval variables replaced.
+func checkPromQL(t *testing.T, exprs []string) {
+	t.Helper()
+	rf := ruleFile{Groups: []ruleGroup{{Name: "parse"}}}
+	for i, e := range exprs {
+		e = strings.NewReplacer("$__rate_interval", "5m", "$__interval", "1m").Replace(e)
+		rf.Groups[0].Rules = append(rf.Groups[0].Rules, rule{Record: "parse:expr" + strconv.Itoa(i), Expr: e})
+	}
+	data, err := yaml.Marshal(rf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "exprs.yaml")
+	if err := os.WriteFile(file, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(t, nil, promtool(t), "check", "rules", file)
+}
+
+func TestDashboardQueriesAreValidPromQL(t *testing.T) {
+	t.Parallel()
+	var d dashboard
+	if err := json.Unmarshal(readRepoFile(t, "deploy", "grafana", "pkgfleet-dashboard.json"), &d); err != nil {
+		t.Fatal(err)
+	}
+	var exprs []string
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			exprs = append(exprs, tg.Expr)
+		}
+	}
+	checkPromQL(t, exprs)
 }
