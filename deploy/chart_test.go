@@ -61,6 +61,7 @@ var valueSets = []valueSet{
 			r.wantCount(t, "ServiceMonitor", 0)
 			r.wantCount(t, "PrometheusRule", 0)
 			r.wantCount(t, "ScaledObject", 0)
+			r.wantCount(t, "Ingress", 0)
 			if w := r.worker(t); w.Spec.Replicas == nil || *w.Spec.Replicas != 2 {
 				t.Errorf("worker replicas = %v, want 2", w.Spec.Replicas)
 			}
@@ -176,6 +177,7 @@ var valueSets = []valueSet{
 			r.wantCount(t, "ServiceMonitor", 2)
 			r.wantCount(t, "PrometheusRule", 1)
 			r.wantCount(t, "ScaledObject", 1)
+			r.wantCount(t, "Ingress", 1)
 			w := r.worker(t)
 			if w.Spec.Replicas != nil {
 				t.Errorf("worker Deployment sets replicas (%d) while KEDA scales it", *w.Spec.Replicas)
@@ -223,6 +225,7 @@ type rendered struct {
 	statefulSets    map[string]*appsv1.StatefulSet
 	pdbs            map[string]*policyv1.PodDisruptionBudget
 	netpols         map[string]*networkingv1.NetworkPolicy
+	ingresses       map[string]*networkingv1.Ingress
 	serviceMonitors map[string]*serviceMonitor
 	prometheusRules map[string]*prometheusRule
 	scaledObjects   map[string]*scaledObject
@@ -303,6 +306,7 @@ func render(t *testing.T, vs valueSet) *rendered {
 		services: map[string]*corev1.Service{}, pvcs: map[string]*corev1.PersistentVolumeClaim{},
 		deployments: map[string]*appsv1.Deployment{}, statefulSets: map[string]*appsv1.StatefulSet{},
 		pdbs: map[string]*policyv1.PodDisruptionBudget{}, netpols: map[string]*networkingv1.NetworkPolicy{},
+		ingresses:       map[string]*networkingv1.Ingress{},
 		serviceMonitors: map[string]*serviceMonitor{}, prometheusRules: map[string]*prometheusRule{},
 		scaledObjects: map[string]*scaledObject{},
 	}
@@ -333,6 +337,8 @@ func render(t *testing.T, vs valueSet) *rendered {
 			meta = decode(t, doc, r.pdbs)
 		case "networking.k8s.io/v1 NetworkPolicy":
 			meta = decode(t, doc, r.netpols)
+		case "networking.k8s.io/v1 Ingress":
+			meta = decode(t, doc, r.ingresses)
 		case "monitoring.coreos.com/v1 ServiceMonitor":
 			meta = decode(t, doc, r.serviceMonitors)
 		case "monitoring.coreos.com/v1 PrometheusRule":
@@ -658,6 +664,21 @@ func checkServicesAndSelectors(t *testing.T, r *rendered) {
 			for _, from := range in.From {
 				if from.PodSelector != nil && from.NamespaceSelector == nil {
 					one("NetworkPolicy "+name+" peer", from.PodSelector)
+				}
+			}
+		}
+	}
+	for name, ing := range r.ingresses {
+		for _, rule := range ing.Spec.Rules {
+			for _, p := range rule.HTTP.Paths {
+				b := p.Backend.Service
+				s, ok := r.services[b.Name]
+				if !ok {
+					t.Errorf("Ingress %s routes to Service %s, which is not rendered", name, b.Name)
+					continue
+				}
+				if !slices.ContainsFunc(s.Spec.Ports, func(sp corev1.ServicePort) bool { return sp.Name == b.Port.Name }) {
+					t.Errorf("Ingress %s routes to port %q, which Service %s lacks", name, b.Port.Name, b.Name)
 				}
 			}
 		}
@@ -1017,4 +1038,49 @@ func writeTemp(t *testing.T, content string) string {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// NOTES.txt renders for every value set. helm template leaves NOTES out,
+// so a copy of the chart renders it into a ConfigMap.
+func TestChartNotesRender(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "pkgfleet")
+	if err := os.CopyFS(dir, os.DirFS(repoPath(chartDir))); err != nil {
+		t.Fatal(err)
+	}
+	notes, err := os.ReadFile(filepath.Join(dir, "templates", "NOTES.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, "templates", "NOTES.txt")); err != nil {
+		t.Fatal(err)
+	}
+	wrapper := "{{- define \"test.notes\" -}}\n" + string(notes) + "\n{{- end }}\n" +
+		"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: |\n{{ include \"test.notes\" . | indent 4 }}\n"
+	if err := os.WriteFile(filepath.Join(dir, "templates", "zz-notes.yaml"), []byte(wrapper), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, vs := range valueSets {
+		t.Run(vs.name, func(t *testing.T) {
+			t.Parallel()
+			args := []string{"template", release, dir, "--namespace", namespace, "--kube-version", kubeVersion, "--show-only", "templates/zz-notes.yaml"}
+			if vs.file != "" {
+				args = append(args, "-f", repoPath(chartDir, "ci", vs.file))
+			}
+			out := run(t, helmEnv(t), helm(t), args...)
+			var cm corev1.ConfigMap
+			if err := yaml.UnmarshalStrict(out, &cm); err != nil {
+				t.Fatalf("rendered NOTES: %v\n%s", err, out)
+			}
+			text := cm.Data["notes"]
+			for _, want := range []string{"pkgfleet-worker sandbox check", "port-forward svc/" + fullname + "-api", "max_user_namespaces ≥ " + strconv.Itoa(2*vs.concurrency)} {
+				if !strings.Contains(text, want) {
+					t.Errorf("NOTES lack %q:\n%s", want, text)
+				}
+			}
+			if strings.Contains(text, "<no value>") {
+				t.Errorf("NOTES print <no value>:\n%s", text)
+			}
+		})
+	}
 }
