@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -928,33 +929,71 @@ type schemaNode struct {
 	AdditionalProperties any                    `json:"additionalProperties"`
 }
 
-func TestChartSchemaConfigListsEverySetting(t *testing.T) {
-	t.Parallel()
-	var s schemaNode
-	if err := json.Unmarshal(readRepoFile(t, chartDir, "values.schema.json"), &s); err != nil {
-		t.Fatal(err)
-	}
-	inSchema := map[string]bool{}
-	for section, node := range s.Properties["config"].Properties {
-		for key := range node.Properties {
-			inSchema[section+"."+key] = true
-		}
-	}
-	for _, st := range settingsNames() {
-		if slices.Contains(chartManaged, st) {
-			if inSchema[st] {
-				t.Errorf("values.schema.json allows config.%s, which the chart sets itself", st)
-			}
+var update = flag.Bool("update", false, "rewrite the config part of charts/pkgfleet/values.schema.json from internal/config's settings")
+
+// configSchema is the schema of values.config: one closed object per
+// section, one property per setting the chart does not set itself, with
+// the setting's doc string.
+func configSchema() map[string]any {
+	sections := map[string]any{}
+	for _, st := range config.Settings() {
+		if slices.Contains(chartManaged, st.Name()) {
 			continue
 		}
-		if !inSchema[st] {
-			sec, key, _ := strings.Cut(st, ".")
-			t.Errorf("setting %s is missing from values.schema.json: add %q to properties.config.properties.%s.properties", st, key+`": {"type": ["string", "integer", "boolean"]}`, sec)
+		sec, ok := sections[st.Section].(map[string]any)
+		if !ok {
+			sec = map[string]any{"type": "object", "additionalProperties": false, "properties": map[string]any{}}
+			sections[st.Section] = sec
 		}
-		delete(inSchema, st)
+		sec["properties"].(map[string]any)[st.Key] = map[string]any{
+			"type":        []any{"string", "integer", "boolean"},
+			"description": st.Doc,
+		}
 	}
-	for st := range inSchema {
-		t.Errorf("values.schema.json allows config.%s, which is no pkgfleet setting", st)
+	return map[string]any{
+		"type":                 "object",
+		"additionalProperties": false,
+		"description":          "Extra pkgfleet settings by [Section] and Key (pkgfleet-api -help); the keys the chart sets itself are not allowed. Generated: go test ./deploy -run TestChartSchemaConfigListsEverySetting -update",
+		"properties":           sections,
+	}
+}
+
+// values.config accepts exactly the settings of internal/config that the
+// chart does not set itself; -update rewrites it after a setting changes.
+func TestChartSchemaConfigListsEverySetting(t *testing.T) {
+	path := repoPath(chartDir, "values.schema.json")
+	data := readRepoFile(t, chartDir, "values.schema.json")
+	var schema map[string]any
+	if err := json.Unmarshal(data, &schema); err != nil {
+		t.Fatal(err)
+	}
+	props := schema["properties"].(map[string]any)
+	want := configSchema()
+	if *update {
+		props["config"] = want
+		var b strings.Builder
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(schema); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	got, _ := json.Marshal(props["config"])
+	wantJSON, _ := json.Marshal(want)
+	if string(got) != string(wantJSON) {
+		t.Errorf("values.schema.json's config does not list exactly the settings of internal/config that the chart leaves to values (settings changed?); run:\n  go test ./deploy -run TestChartSchemaConfigListsEverySetting -update")
+	}
+	// The chart-managed settings must exist, or the chart writes a key
+	// pkgfleet refuses (pending ones aside, see pendingSettings).
+	for _, name := range chartManaged {
+		if !declared(name) && !slices.Contains(pendingSettings, name) {
+			t.Errorf("the chart sets %s, which internal/config does not declare", name)
+		}
 	}
 }
 
@@ -1014,14 +1053,6 @@ func TestChartValuesEveryKeyCommented(t *testing.T) {
 			t.Errorf("values.yaml:%d: key %s has no comment above it", i+1, m[2])
 		}
 	}
-}
-
-func settingsNames() []string {
-	var out []string
-	for _, s := range config.Settings() {
-		out = append(out, s.Name())
-	}
-	return out
 }
 
 func ptrString[T any](p *T) string {
