@@ -1,0 +1,210 @@
+{{/* Names, labels and shared values of the pkgfleet chart. */}}
+
+{{- define "pkgfleet.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* "<release>-<chart>", or the release alone when it already holds the chart name. */}}
+{{- define "pkgfleet.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A component's resource name: pkgfleet.component (dict "ctx" $ "component" "api"). */}}
+{{- define "pkgfleet.component" -}}
+{{- printf "%s-%s" (include "pkgfleet.fullname" .ctx | trunc 50 | trimSuffix "-") .component }}
+{{- end }}
+
+{{- define "pkgfleet.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "pkgfleet.labels" -}}
+helm.sh/chart: {{ include "pkgfleet.chart" . }}
+{{ include "pkgfleet.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: pkgfleet
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "pkgfleet.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "pkgfleet.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels of one component: pkgfleet.componentLabels (dict "ctx" $ "component" "worker"). */}}
+{{- define "pkgfleet.componentLabels" -}}
+{{ include "pkgfleet.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "pkgfleet.componentSelectorLabels" -}}
+{{ include "pkgfleet.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "pkgfleet.image" -}}
+{{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag) }}
+{{- end }}
+
+{{/* Paths inside the API and worker containers; docker/*.Dockerfile use the same. */}}
+{{- define "pkgfleet.configDir" -}}/etc/pkgfleet{{- end }}
+{{- define "pkgfleet.dataDir" -}}/var/lib/pkgfleet{{- end }}
+{{- define "pkgfleet.artifactDir" -}}/srv/pkgfleet/packages{{- end }}
+{{- define "pkgfleet.sockDir" -}}/var/run/pkgfleet{{- end }}
+
+{{- define "pkgfleet.redisAddress" -}}
+{{- if .Values.redis.external.enabled }}
+{{- .Values.redis.external.address }}
+{{- else }}
+{{- printf "%s:6379" (include "pkgfleet.component" (dict "ctx" . "component" "redis")) }}
+{{- end }}
+{{- end }}
+
+{{- define "pkgfleet.redisPasswordSecret" -}}
+{{- if .Values.redis.existingSecret }}{{ .Values.redis.existingSecret }}{{ else if .Values.redis.password }}{{ include "pkgfleet.component" (dict "ctx" . "component" "redis") }}{{ end }}
+{{- end }}
+
+{{- define "pkgfleet.redisPasswordKey" -}}
+{{- if .Values.redis.existingSecret }}{{ .Values.redis.existingSecretKey }}{{ else }}redis-password{{ end }}
+{{- end }}
+
+{{- define "pkgfleet.tokensSecret" -}}
+{{- default (include "pkgfleet.component" (dict "ctx" . "component" "tokens")) .Values.api.tokens.existingSecret }}
+{{- end }}
+
+{{- define "pkgfleet.tokensKey" -}}
+{{- if .Values.api.tokens.existingSecret }}{{ .Values.api.tokens.existingSecretKey }}{{ else }}tokens{{ end }}
+{{- end }}
+
+{{- define "pkgfleet.credentialKeySecret" -}}
+{{- if .Values.credentialKey.existingSecret }}{{ .Values.credentialKey.existingSecret }}{{ else if .Values.credentialKey.generate }}{{ include "pkgfleet.component" (dict "ctx" . "component" "credential-key") }}{{ end }}
+{{- end }}
+
+{{- define "pkgfleet.credentialKeyKey" -}}
+{{- if .Values.credentialKey.existingSecret }}{{ .Values.credentialKey.existingSecretKey }}{{ else }}credential.key{{ end }}
+{{- end }}
+
+{{- define "pkgfleet.artifactClaim" -}}
+{{- default (include "pkgfleet.component" (dict "ctx" . "component" "artifacts")) .Values.artifacts.existingClaim }}
+{{- end }}
+
+{{/* Environment shared by API and workers: the config file and the Redis password. */}}
+{{- define "pkgfleet.env" -}}
+- name: PKGFLEET_CONFIG
+  value: {{ include "pkgfleet.configDir" . }}/pkgfleet.gcfg
+- name: HOME
+  value: {{ include "pkgfleet.dataDir" . }}
+{{- if include "pkgfleet.redisPasswordSecret" . }}
+- name: PKGFLEET_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "pkgfleet.redisPasswordSecret" . }}
+      key: {{ include "pkgfleet.redisPasswordKey" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The /etc/pkgfleet volume: the config plus, for the API, the tokens file, and
+the credential key. One projected directory, so the sandbox masks all of it.
+pkgfleet.configVolume (dict "ctx" $ "tokens" true)
+*/}}
+{{- define "pkgfleet.configVolume" -}}
+- name: config
+  projected:
+    defaultMode: 0440
+    sources:
+      - configMap:
+          name: {{ include "pkgfleet.fullname" .ctx }}
+          items:
+            - key: pkgfleet.gcfg
+              path: pkgfleet.gcfg
+      {{- if .tokens }}
+      - secret:
+          name: {{ include "pkgfleet.tokensSecret" .ctx }}
+          items:
+            - key: {{ include "pkgfleet.tokensKey" .ctx }}
+              path: tokens
+      {{- end }}
+      {{- if include "pkgfleet.credentialKeySecret" .ctx }}
+      - secret:
+          name: {{ include "pkgfleet.credentialKeySecret" .ctx }}
+          items:
+            - key: {{ include "pkgfleet.credentialKeyKey" .ctx }}
+              path: credential.key
+      {{- end }}
+{{- end }}
+
+{{/* Container securityContext of API and workers: nothing beyond an ordinary user. */}}
+{{- define "pkgfleet.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.podUser.uid }}
+runAsGroup: {{ .Values.podUser.gid }}
+privileged: false
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: [ALL]
+{{- end }}
+
+{{/* Checks of values that the schema cannot express. */}}
+{{- define "pkgfleet.validate" -}}
+{{- $managed := dict
+  "Server" (list "DataDir" "TempDir" "SockFileDir")
+  "Git" (list "CredentialKeyFile")
+  "Worker" (list "Concurrency" "ShutdownGrace" "MetricsListen")
+  "Redis" (list "Address" "URL" "Password" "DB")
+  "HTTP" (list "Listen" "TokensFile")
+  "FileStorage" (list "Location") }}
+{{- range $section, $keys := .Values.config }}
+{{- range $key, $_ := $keys }}
+{{- if has $key (get $managed $section) }}
+{{- fail (printf "config.%s.%s is set by the chart; use its own value instead (see values.yaml)" $section $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and .Values.redis.external.enabled (not (or .Values.redis.external.address .Values.redis.external.url)) }}
+{{- fail "redis.external.enabled needs redis.external.address or redis.external.url" }}
+{{- end }}
+{{- if and (not .Values.api.tokens.existingSecret) (not .Values.api.tokens.lines) (not .Values.api.tokens.generateAdminToken) }}
+{{- fail "the API listens on the pod network and needs tokens: set api.tokens.existingSecret, api.tokens.lines or api.tokens.generateAdminToken" }}
+{{- end }}
+{{- end }}
+
+{{/* Worker container securityContext: an ordinary user with no capabilities
+and no_new_privs; user namespaces need neither privileges nor capabilities. */}}
+{{- define "pkgfleet.workerContainerSecurityContext" -}}
+{{ include "pkgfleet.containerSecurityContext" . }}
+{{- if .Values.worker.userNamespacedPod }}
+procMount: Unmasked
+{{- end }}
+{{- end }}
+
+{{- define "pkgfleet.workerMounts" -}}
+- name: config
+  mountPath: {{ include "pkgfleet.configDir" . }}
+  readOnly: true
+- name: data
+  mountPath: {{ include "pkgfleet.dataDir" . }}
+- name: run
+  mountPath: {{ include "pkgfleet.sockDir" . }}
+- name: tmp
+  mountPath: /tmp
+- name: artifacts
+  mountPath: {{ include "pkgfleet.artifactDir" . }}
+{{- end }}
+
+{{- define "pkgfleet.appArmorAnnotationValue" -}}
+{{- if eq .Values.worker.appArmorProfile.type "Localhost" }}localhost/{{ .Values.worker.appArmorProfile.localhostProfile }}{{ else }}unconfined{{ end }}
+{{- end }}
