@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 GOFLAGS ?=
 
-.PHONY: all build run test vet lint deps bench bench-sandbox clean settings
+.PHONY: all build run test vet lint deps bench bench-sandbox chart-test clean settings
 
 all: build
 
@@ -34,6 +34,9 @@ bench-sandbox:
 	bash scripts/bench-sandbox.sh
 
 bench: bench-sandbox
+
+chart-test:
+	bash scripts/chart-test.sh
 
 # Rewrites the README's settings table from the one declaration.
 settings:
