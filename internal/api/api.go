@@ -81,6 +81,7 @@ func (s *Server) Handler() http.Handler {
 	route("POST /api/v1/sources/{source}/git-builders/{name}/rerun", auth.Write, s.rerunBuilder)
 	route("GET /api/v1/builds", auth.Read, s.listBuilds)
 	route("GET /api/v1/builds/{id}", auth.Read, s.getBuild)
+	route("POST /api/v1/builds/{id}/cancel", auth.Write, s.cancelBuild)
 	route("GET /api/v1/builds/{id}/log", auth.Read, s.buildLog)
 	route("GET /api/v1/builds/{id}/artifacts/{file}", auth.Read, s.artifact)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -42,9 +42,11 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 			Registry:  reg,
 			Client:    asynq.NewClientFromRedisClient(rdb),
 			Inspector: asynq.NewInspectorFromRedisClient(rdb),
-			// Room for the clone and the upload around the build itself.
-			Timeout:     cfg.Git.BuildTimeout + 15*time.Minute,
+			// A wait for a build slot, the clone, the build and the upload.
+			Timeout:     jobs.TaskTimeout(cfg),
 			MaxAttempts: cfg.Git.BuildRetries,
+			Redis:            rdb,
+			BuildConcurrency: cfg.Git.BuildConcurrency,
 		},
 		Store:  st,
 		Git:    &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs}},

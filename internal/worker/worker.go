@@ -22,9 +22,11 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/detect"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/jobs"
+	"github.com/pkgfleet/pkgfleet/internal/notify"
 	"github.com/pkgfleet/pkgfleet/internal/redisconn"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
+	"github.com/pkgfleet/pkgfleet/internal/semaphore"
 	"github.com/pkgfleet/pkgfleet/internal/store"
 )
 
@@ -38,6 +40,12 @@ type Options struct {
 	// DelayedTaskCheckInterval is how often retries that are due are
 	// moved back to their queue (asynq's default is 5s).
 	DelayedTaskCheckInterval time.Duration
+	// Slots, when set, adjusts the build-slot semaphore (tests use short
+	// leases).
+	Slots func(*semaphore.Semaphore)
+	// CancelCheck is how often a running build re-reads its status in
+	// case a cancel notification was lost (default 10s).
+	CancelCheck time.Duration
 }
 
 // Worker is a configured worker, ready to Run.
@@ -186,6 +194,18 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	w.handler.Registry = registry.New(rc)
+	hub := notify.New(rc, w.log, semaphore.WakeChannel, jobs.CancelChannel)
+	defer hub.Close()
+	slots := semaphore.New(rc, hub)
+	if w.opts.Slots != nil {
+		w.opts.Slots(slots)
+	}
+	stopping := make(chan struct{})
+	w.handler.Slots, w.handler.Events, w.handler.Stopping = slots, hub, stopping
+	w.handler.BuildConcurrency = w.cfg.Git.BuildConcurrency
+	w.handler.MaxSlotWait = w.cfg.Git.MaxSlotWait
+	w.handler.RunTimeout = jobs.RunTimeout(w.cfg)
+	w.handler.CancelCheck = w.opts.CancelCheck
 	retry := w.opts.RetryDelay
 	if retry == nil {
 		retry = defaultRetryDelay
@@ -216,9 +236,16 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info("worker ready", "name", w.opts.Name, "queues", strings.Join(queues, ","), "slots", w.cfg.Worker.Concurrency)
 	<-ctx.Done()
 	w.log.Info("worker stopping: no new builds; running builds may finish", "grace", w.cfg.Worker.ShutdownGrace)
+	close(stopping)
 	srv.Shutdown()
+	// asynq has requeued what did not finish in time; let those handlers
+	// record it and release their slots before Redis is closed.
+	if !w.handler.Wait(15 * time.Second) {
+		w.log.Warn("some builds did not stop in time; their slots return when their leases end")
+	}
 	return nil
 }
+
 
 // defaultRetryDelay backs off from about 15s to 10m with jitter.
 func defaultRetryDelay(n int) time.Duration {
