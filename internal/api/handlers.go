@@ -67,6 +67,7 @@ type builderFields struct {
 	RecurseSubmodules *int               `json:"recurse_submodules"`
 	TagPattern        *string            `json:"tag_pattern"`
 	PollInterval      *registry.Duration `json:"poll_interval"`
+	InitialTags       *int               `json:"initial_tags"`
 }
 
 func (f *builderFields) apply(b *registry.Builder) {
@@ -88,6 +89,10 @@ func (f *builderFields) apply(b *registry.Builder) {
 	}
 	if f.PollInterval != nil {
 		b.PollInterval = *f.PollInterval
+	}
+	if f.InitialTags != nil {
+		n := *f.InitialTags
+		b.InitialTags = &n
 	}
 }
 
@@ -178,6 +183,9 @@ func (s *Server) listBuilders(w http.ResponseWriter, r *http.Request) error {
 	if list == nil {
 		list = []*registry.Builder{}
 	}
+	if err := s.withPollStatus(r.Context(), list...); err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"git_builders": list})
 	return nil
 }
@@ -185,6 +193,9 @@ func (s *Server) listBuilders(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) getBuilder(w http.ResponseWriter, r *http.Request) error {
 	b, err := s.Registry.Builder(r.Context(), r.PathValue("source"), r.PathValue("name"))
 	if err != nil {
+		return err
+	}
+	if err := s.withPollStatus(r.Context(), b); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, b)

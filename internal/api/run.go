@@ -43,8 +43,8 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 			Client:    asynq.NewClientFromRedisClient(rdb),
 			Inspector: asynq.NewInspectorFromRedisClient(rdb),
 			// A wait for a build slot, the clone, the build and the upload.
-			Timeout:     jobs.TaskTimeout(cfg),
-			MaxAttempts: cfg.Git.BuildRetries,
+			Timeout:          jobs.TaskTimeout(cfg),
+			MaxAttempts:      cfg.Git.BuildRetries,
 			Redis:            rdb,
 			BuildConcurrency: cfg.Git.BuildConcurrency,
 		},
@@ -84,6 +84,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		auth = "none (loopback only)"
 	}
 	log.Info("pkgfleet-api listening", "address", ln.Addr().String(), "auth", auth, "redis", redisconn.Describe(cfg.Redis))
+	// Every replica campaigns; only the leader polls.
+	pollCtx, stopPolling := context.WithCancel(ctx)
+	polled := make(chan struct{})
+	go func() {
+		defer close(polled)
+		_ = s.Poller().Run(pollCtx)
+	}()
+	defer func() { stopPolling(); <-polled }()
 	select {
 	case err := <-errc:
 		return err

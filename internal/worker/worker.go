@@ -246,7 +246,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-
 // defaultRetryDelay backs off from about 15s to 10m with jitter.
 func defaultRetryDelay(n int) time.Duration {
 	d := 15 * time.Second << min(n, 6)
