@@ -55,7 +55,9 @@ func (e *env) poller(owner string) (*Poller, *redis.Client) {
 		Registry: reg, Enqueuer: enq, Git: &git.Client{Policy: git.URLPolicy{AllowFile: true}},
 		Redis: rdb, Log: testenv.Logger(e.t).With("owner", owner), Owner: owner,
 		Interval: 100 * time.Millisecond, Concurrency: 2, Timeout: 10 * time.Second, Tick: 20 * time.Millisecond,
-		Lease: func(el *leader.Elector) { el.TTL, el.RenewEvery, el.RetryEvery = time.Second, 200*time.Millisecond, 100*time.Millisecond },
+		Lease: func(el *leader.Elector) {
+			el.TTL, el.RenewEvery, el.RetryEvery = time.Second, 200*time.Millisecond, 100*time.Millisecond
+		},
 	}, rdb
 }
 

@@ -1,4 +1,4 @@
-package jobs_test
+package fleettest_test
 
 import (
 	"bytes"
