@@ -84,6 +84,10 @@ func (s *Server) Handler() http.Handler {
 	route("POST /api/v1/builds/{id}/cancel", auth.Write, s.cancelBuild)
 	route("GET /api/v1/builds/{id}/log", auth.Read, s.buildLog)
 	route("GET /api/v1/builds/{id}/artifacts/{file}", auth.Read, s.artifact)
+	// Webhooks carry their builder's secret instead of an API token.
+	for provider := range webhookProviders {
+		mux.Handle("POST /api/v1/hooks/"+provider, s.public(s.webhook(provider)))
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
@@ -130,6 +134,15 @@ func (s *Server) authorize(need auth.Scope, h func(w http.ResponseWriter, r *htt
 			}
 			r = r.WithContext(context.WithValue(r.Context(), tokenKey{}, tok.Name))
 		}
+		if err := h(w, r); err != nil {
+			s.fail(w, r, err)
+		}
+	})
+}
+
+// public runs h without token auth and maps its error to a status code.
+func (s *Server) public(h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {
 			s.fail(w, r, err)
 		}

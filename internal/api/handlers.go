@@ -68,6 +68,8 @@ type builderFields struct {
 	TagPattern        *string            `json:"tag_pattern"`
 	PollInterval      *registry.Duration `json:"poll_interval"`
 	InitialTags       *int               `json:"initial_tags"`
+	// WebhookSecret is write-only: stored apart, never returned.
+	WebhookSecret *string `json:"webhook_secret"`
 }
 
 func (f *builderFields) apply(b *registry.Builder) {
@@ -94,6 +96,18 @@ func (f *builderFields) apply(b *registry.Builder) {
 		n := *f.InitialTags
 		b.InitialTags = &n
 	}
+	if f.WebhookSecret != nil {
+		b.WebhookSecretSet = *f.WebhookSecret != ""
+	}
+}
+
+// storeWebhookSecret saves a secret given in a request, after the builder
+// itself was stored.
+func (s *Server) storeWebhookSecret(r *http.Request, b *registry.Builder, f *builderFields) error {
+	if f.WebhookSecret == nil {
+		return nil
+	}
+	return s.Registry.SetWebhookSecret(r.Context(), b.Source, b.Name, *f.WebhookSecret)
 }
 
 func (s *Server) policy() registry.Policy {
@@ -112,6 +126,11 @@ func (s *Server) createBuilder(w http.ResponseWriter, r *http.Request) error {
 	src, err := s.Registry.Source(ctx, r.PathValue("source"))
 	if err != nil {
 		return err
+	}
+	if req.WebhookSecret != nil {
+		if err := validWebhookSecret(*req.WebhookSecret); err != nil {
+			return err
+		}
 	}
 	b := &registry.Builder{Source: src.Name, Name: req.Name, CloneDepth: 1}
 	req.apply(b)
@@ -135,6 +154,9 @@ func (s *Server) createBuilder(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := s.Registry.CreateBuilder(ctx, b); err != nil {
+		return err
+	}
+	if err := s.storeWebhookSecret(r, b, &req.builderFields); err != nil {
 		return err
 	}
 	s.Log.Info("git-builder created", "source", b.Source, "name", b.Name, "trigger", b.BuildTrigger)
@@ -212,9 +234,20 @@ func (s *Server) editBuilder(w http.ResponseWriter, r *http.Request) error {
 		if b.BuildTrigger == registry.TriggerCommits && req.BuildTrigger != nil && req.TagPattern == nil {
 			b.TagPattern = "" // switching to commits drops the tag filter
 		}
+		if req.WebhookSecret != nil {
+			if err := validWebhookSecret(*req.WebhookSecret); err != nil {
+				return err
+			}
+		}
 		return s.policy().ValidateBuilder(b)
 	})
 	if err != nil {
+		return err
+	}
+	if err := s.storeWebhookSecret(r, b, &req); err != nil {
+		return err
+	}
+	if err := s.withPollStatus(r.Context(), b); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, b)

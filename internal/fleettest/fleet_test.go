@@ -46,6 +46,7 @@ type fleet struct {
 	cfg    *config.Config
 	reg    *registry.Registry
 	api    *httptest.Server
+	srv    *api.Server
 	dir    string
 	recipe *fakeRecipe
 }
@@ -79,7 +80,7 @@ func setup(t *testing.T, buildConcurrency int) *fleet {
 	}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	return &fleet{t: t, db: db, rdb: rdb, cfg: cfg, reg: registry.New(rdb), api: hs, dir: dir,
+	return &fleet{t: t, db: db, rdb: rdb, cfg: cfg, reg: registry.New(rdb), api: hs, srv: srv, dir: dir,
 		recipe: &fakeRecipe{runner: sandbox.NewDirect(sandbox.Config{TempDir: cfg.Server.TempDir}), peak: map[string]int32{}}}
 }
 
