@@ -25,7 +25,7 @@ const secret = "s3cret-webhook-token-0123456789"
 func (f *fleet) poller() {
 	p := f.srv.Poller()
 	p.Tick = 20 * time.Millisecond
-	p.Lease = func(e *leader.Elector) { e.TTL, e.RetryEvery = time.Second, 50 * time.Millisecond }
+	p.Lease = func(e *leader.Elector) { e.TTL, e.RetryEvery = time.Second, 50*time.Millisecond }
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); p.Run(ctx) }()
