@@ -84,6 +84,8 @@ func (s *Server) Handler() http.Handler {
 	route("POST /api/v1/builds/{id}/cancel", auth.Write, s.cancelBuild)
 	route("GET /api/v1/builds/{id}/log", auth.Read, s.buildLog)
 	route("GET /api/v1/builds/{id}/artifacts/{file}", auth.Read, s.artifact)
+	route("GET /api/v1/workers", auth.Read, s.listWorkers)
+	route("GET /api/v1/namespaces", auth.Read, s.namespaces)
 	// Webhooks carry their builder's secret instead of an API token.
 	for provider := range webhookProviders {
 		mux.Handle("POST /api/v1/hooks/"+provider, s.public(s.webhook(provider)))

@@ -385,6 +385,9 @@ func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) error {
 	if list == nil {
 		list = []*registry.Build{}
 	}
+	if err := s.noWorkerDetail(r.Context(), list...); err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"builds": list})
 	return nil
 }
@@ -400,6 +403,9 @@ func (s *Server) build(r *http.Request) (*registry.Build, error) {
 func (s *Server) getBuild(w http.ResponseWriter, r *http.Request) error {
 	b, err := s.build(r)
 	if err != nil {
+		return err
+	}
+	if err := s.noWorkerDetail(r.Context(), b); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, b)

@@ -26,6 +26,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/jobs"
 	"github.com/pkgfleet/pkgfleet/internal/notify"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/roster"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/semaphore"
 	"github.com/pkgfleet/pkgfleet/internal/store"
@@ -120,9 +121,25 @@ func (f *fleet) worker(name string, slots int) (stop func()) {
 	if err := srv.Start(mux); err != nil {
 		f.t.Fatal(err)
 	}
+	report := func() roster.Worker {
+		return roster.Worker{Name: name, Slots: slots, Running: h.Running(), MaxUserNamespaces: 7,
+			NamespacesNeeded: 2 * slots, NamespacesInUse: 2 * h.Running(),
+			Languages: map[string]roster.Language{registry.LangR: {Version: "4.4.1", Sandbox: "user-namespace"}}}
+	}
+	if err := roster.Heartbeat(context.Background(), rdb, report(), 3*time.Second); err != nil {
+		f.t.Fatal(err)
+	}
+	beatCtx, stopBeat := context.WithCancel(context.Background())
+	beating := make(chan struct{})
+	go func() {
+		defer close(beating)
+		roster.Beat(beatCtx, rdb, log, time.Second, report)
+	}()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
+			stopBeat()
+			<-beating
 			close(stopping)
 			srv.Shutdown()
 			h.Wait(10 * time.Second)

@@ -6,6 +6,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/notify"
 	"github.com/pkgfleet/pkgfleet/internal/redisconn"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/roster"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/semaphore"
 	"github.com/pkgfleet/pkgfleet/internal/store"
@@ -46,6 +48,9 @@ type Options struct {
 	// CancelCheck is how often a running build re-reads its status in
 	// case a cancel notification was lost (default 10s).
 	CancelCheck time.Duration
+	// HeartbeatEvery is how often the worker reports itself to the fleet
+	// list (default 10s; it drops off after three missed beats).
+	HeartbeatEvery time.Duration
 }
 
 // Worker is a configured worker, ready to Run.
@@ -56,6 +61,9 @@ type Worker struct {
 	handler *jobs.Handler
 	queues  map[string]int
 	tools   map[string]detect.Tool
+	slots   int // build slots, capped by the user-namespace limit
+	maxNS   int // /proc/sys/user/max_user_namespaces, -1 if unknown
+	started time.Time
 }
 
 // ErrNothingToBuild is returned when neither R nor Python is usable.
@@ -125,6 +133,18 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	}
 	if len(recipes) == 0 {
 		return nil, ErrNothingToBuild
+	}
+	w.slots, w.maxNS, w.started = cfg.Worker.Concurrency, roster.MaxUserNamespaces(), time.Now().UTC()
+	for _, mode := range modes {
+		if mode != "user-namespace" {
+			continue
+		}
+		slots, err := roster.CapSlots(cfg.Worker.Concurrency, w.maxNS)
+		if err != nil {
+			log.Warn("not enough user namespaces for this worker's build slots", "error", err)
+		}
+		w.slots = slots
+		break
 	}
 	w.handler = &jobs.Handler{
 		Store:      st,
@@ -215,7 +235,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		check = 500 * time.Millisecond
 	}
 	srv := asynq.NewServerFromRedisClient(rc, asynq.Config{
-		Concurrency:              w.cfg.Worker.Concurrency,
+		Concurrency:              w.slots,
 		Queues:                   w.queues,
 		ShutdownTimeout:          w.cfg.Worker.ShutdownGrace,
 		TaskCheckInterval:        check,
@@ -233,8 +253,17 @@ func (w *Worker) Run(ctx context.Context) error {
 	for q := range w.queues {
 		queues = append(queues, q)
 	}
-	w.log.Info("worker ready", "name", w.opts.Name, "queues", strings.Join(queues, ","), "slots", w.cfg.Worker.Concurrency)
+	w.log.Info("worker ready", "name", w.opts.Name, "queues", strings.Join(queues, ","), "slots", w.slots)
+	beatCtx, stopBeat := context.WithCancel(context.WithoutCancel(ctx))
+	beating := make(chan struct{})
+	go func() {
+		defer close(beating)
+		roster.Beat(beatCtx, rc, w.log, cmp.Or(w.opts.HeartbeatEvery, 10*time.Second), w.Info)
+	}()
 	<-ctx.Done()
+	// Off the fleet list first: the API stops counting this worker.
+	stopBeat()
+	<-beating
 	w.log.Info("worker stopping: no new builds; running builds may finish", "grace", w.cfg.Worker.ShutdownGrace)
 	close(stopping)
 	srv.Shutdown()
@@ -244,6 +273,27 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.log.Warn("some builds did not stop in time; their slots return when their leases end")
 	}
 	return nil
+}
+
+// Info is what the worker reports to the fleet list.
+func (w *Worker) Info() roster.Worker {
+	host, _ := os.Hostname()
+	info := roster.Worker{
+		Name: w.opts.Name, Host: host, PID: os.Getpid(), Languages: map[string]roster.Language{},
+		Slots: w.slots, MaxUserNamespaces: w.maxNS, StartedAt: w.started,
+	}
+	sandboxed := false
+	for lang, t := range w.tools {
+		mode := w.handler.Modes[lang]
+		info.Languages[lang] = roster.Language{Version: t.Version, Path: t.Path, Sandbox: mode}
+		sandboxed = sandboxed || mode == "user-namespace"
+	}
+	info.Running = w.handler.Running()
+	if sandboxed {
+		info.NamespacesNeeded = roster.NamespacesPerBuild * w.slots
+		info.NamespacesInUse = roster.NamespacesPerBuild * info.Running
+	}
+	return info
 }
 
 // defaultRetryDelay backs off from about 15s to 10m with jitter.
