@@ -36,7 +36,12 @@ import (
 
 var redisServer *testenv.Redis
 
-func TestMain(m *testing.M) { os.Exit(testenv.MainWithRedis(m, &redisServer)) }
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(childWorkerEnv); spec != "" {
+		os.Exit(childWorker(spec)) // this process is a worker started by a test
+	}
+	os.Exit(testenv.MainWithRedis(m, &redisServer))
+}
 
 // fleet is an API and any number of worker servers on one Redis database;
 // the workers build with a fake recipe that records what runs at once.
