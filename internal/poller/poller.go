@@ -37,8 +37,9 @@ import (
 
 // Redis keys of the poller.
 const (
-	keyState   = "pkgfleet:poll:state" // hash builder key → state JSON
-	keyPollNow = "pkgfleet:poll:now"   // set of builder keys a webhook wants polled
+	keySched   = "pkgfleet:poll:schedule" // hash builder key → schedule JSON (small: read every tick)
+	keySeen    = "pkgfleet:poll:seen"     // hash builder key → seen JSON (head, tags: read per poll)
+	keyPollNow = "pkgfleet:poll:now"      // set of builder keys a webhook wants polled
 	keyLease   = "pkgfleet:poll:leader"
 )
 
@@ -61,15 +62,26 @@ type Poller struct {
 	Lease func(*leader.Elector)
 }
 
-// state is what the poller remembers of one builder.
+// state is what the poller remembers of one builder: its schedule
+// (stored under keySched) and what it has seen (under keySeen).
 type state struct {
-	Fingerprint string            `json:"fingerprint"` // what was polled: a change starts afresh
+	schedule
+	Head string            `json:"head,omitempty"`
+	Tags map[string]string `json:"tags,omitempty"` // matching tag → commit sha
+}
+
+type schedule struct {
+	Fingerprint string     `json:"fingerprint"` // what was polled: a change starts afresh
+	LastPollAt  *time.Time `json:"last_poll_at,omitempty"`
+	NextPollAt  time.Time  `json:"next_poll_at"`
+	LastError   string     `json:"last_error,omitempty"`
+	Failures    int        `json:"failures,omitempty"`
+}
+
+type seen struct {
+	Fingerprint string            `json:"fingerprint"`
 	Head        string            `json:"head,omitempty"`
-	Tags        map[string]string `json:"tags,omitempty"` // matching tag → commit sha
-	LastPollAt  *time.Time        `json:"last_poll_at,omitempty"`
-	NextPollAt  time.Time         `json:"next_poll_at"`
-	LastError   string            `json:"last_error,omitempty"`
-	Failures    int               `json:"failures,omitempty"`
+	Tags        map[string]string `json:"tags,omitempty"`
 }
 
 // fingerprint changes when a builder's remote or what it follows does; the
@@ -87,13 +99,13 @@ type Status struct {
 
 // Statuses returns the poller's view of every builder it has polled.
 func Statuses(ctx context.Context, rdb redis.UniversalClient) (map[string]Status, error) {
-	raw, err := rdb.HGetAll(ctx, keyState).Result()
+	raw, err := rdb.HGetAll(ctx, keySched).Result()
 	if err != nil {
 		return nil, fmt.Errorf("poll status: %w", err)
 	}
 	out := make(map[string]Status, len(raw))
 	for k, v := range raw {
-		var st state
+		var st schedule
 		if json.Unmarshal([]byte(v), &st) != nil {
 			continue
 		}
@@ -191,7 +203,7 @@ func (p *Poller) due(ctx context.Context) ([]dueBuilder, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw, err := p.Redis.HGetAll(ctx, keyState).Result()
+	raw, err := p.Redis.HGetAll(ctx, keySched).Result()
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +226,7 @@ func (p *Poller) due(ctx context.Context) ([]dueBuilder, error) {
 		d := dueBuilder{builder: b, trigger: "poll"}
 		if v, ok := raw[key]; ok {
 			var st state
-			if json.Unmarshal([]byte(v), &st) == nil && st.Fingerprint == fingerprint(b) {
+			if json.Unmarshal([]byte(v), &st.schedule) == nil && st.Fingerprint == fingerprint(b) {
 				d.state = &st
 			}
 		}
@@ -229,7 +241,8 @@ func (p *Poller) due(ctx context.Context) ([]dueBuilder, error) {
 	}
 	for key := range raw {
 		if !seen[key] {
-			p.Redis.HDel(ctx, keyState, key)
+			p.Redis.HDel(ctx, keySched, key)
+			p.Redis.HDel(ctx, keySeen, key)
 		}
 	}
 	return out, nil
@@ -241,8 +254,20 @@ func (p *Poller) poll(ctx context.Context, term *leader.Term, d dueBuilder) {
 	log := p.Log.With("source", b.Source, "builder", b.Name)
 	st := d.state
 	first := st == nil
+	if !first {
+		var sn seen
+		raw, err := p.Redis.HGet(ctx, keySeen, b.Key()).Bytes()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			log.Warn("poll: cannot read what was seen", "error", err)
+			return
+		}
+		if json.Unmarshal(raw, &sn) != nil || sn.Fingerprint != st.Fingerprint {
+			first = true
+		}
+		st.Head, st.Tags = sn.Head, sn.Tags
+	}
 	if first {
-		st = &state{Fingerprint: fingerprint(b)}
+		st = &state{schedule: schedule{Fingerprint: fingerprint(b)}}
 	}
 	interval := p.Interval
 	if b.PollInterval > 0 {
@@ -358,13 +383,15 @@ func (p *Poller) enqueue(ctx context.Context, log *slog.Logger, b *registry.Buil
 var saveScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
 return 1
 `)
 
 func (p *Poller) save(ctx context.Context, term *leader.Term, key string, st *state) error {
-	data, _ := json.Marshal(st)
+	sched, _ := json.Marshal(st.schedule)
+	sn, _ := json.Marshal(seen{Fingerprint: st.Fingerprint, Head: st.Head, Tags: st.Tags})
 	lease, value := term.Fence()
-	ok, err := saveScript.Run(context.WithoutCancel(ctx), p.Redis, []string{lease, keyState}, value, key, data).Int()
+	ok, err := saveScript.Run(context.WithoutCancel(ctx), p.Redis, []string{lease, keySched, keySeen}, value, key, sched, sn).Int()
 	if err != nil {
 		return err
 	}

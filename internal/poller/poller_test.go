@@ -281,7 +281,7 @@ func TestStaleLeaderCannotOverwritePollState(t *testing.T) {
 	if err := p.save(context.Background(), old, "src/x", &state{}); err == nil {
 		t.Fatal("a stale leader wrote poll state")
 	}
-	if n := e.rdb.HLen(context.Background(), keyState).Val(); n != 0 {
+	if n := e.rdb.HLen(context.Background(), keySched).Val(); n != 0 {
 		t.Fatalf("%d states written", n)
 	}
 }
