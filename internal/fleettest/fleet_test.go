@@ -93,12 +93,15 @@ func setup(t *testing.T, buildConcurrency int) *fleet {
 // worker starts one worker server with its own Redis connections, as a
 // separate worker process would have, and returns a function that stops it
 // the way SIGTERM does.
-func (f *fleet) worker(name string, slots int) (stop func()) {
+func (f *fleet) worker(name string, slots int, tune ...func(*workerParts)) (stop func()) {
 	f.t.Helper()
+	// asynq and the handler get connections of their own, so a test can
+	// count what the handler sends.
 	rdb := redis.NewClient(&redis.Options{Network: "unix", Addr: redisServer.Socket, DB: f.db})
+	hrdb := redis.NewClient(&redis.Options{Network: "unix", Addr: redisServer.Socket, DB: f.db})
 	log := testenv.Logger(f.t).With("worker", name)
-	hub := notify.New(rdb, log, semaphore.WakeChannel, jobs.CancelChannel)
-	sema := semaphore.New(rdb, hub)
+	hub := notify.New(hrdb, log, semaphore.WakeChannel, jobs.CancelChannel)
+	sema := semaphore.New(hrdb, hub)
 	sema.HoldLease, sema.RenewEvery, sema.CheckEvery = 2*time.Second, 200*time.Millisecond, 500*time.Millisecond
 	st, err := store.New(f.cfg.FileStorage.Location)
 	if err != nil {
@@ -106,7 +109,7 @@ func (f *fleet) worker(name string, slots int) (stop func()) {
 	}
 	stopping := make(chan struct{})
 	h := &jobs.Handler{
-		Registry: registry.New(rdb), Store: st,
+		Registry: registry.New(hrdb), Store: st,
 		Git:        &git.Client{Policy: git.URLPolicy{AllowFile: true}},
 		Recipes:    map[string]build.Recipe{registry.LangR: f.recipe},
 		Modes:      map[string]string{registry.LangR: "unsandboxed"},
@@ -114,6 +117,9 @@ func (f *fleet) worker(name string, slots int) (stop func()) {
 		LogLimit:   1 << 20, Worker: name, Log: log,
 		Slots: sema, BuildConcurrency: f.cfg.Git.BuildConcurrency, Events: hub, Stopping: stopping,
 		CancelCheck: time.Second,
+	}
+	for _, fn := range tune {
+		fn(&workerParts{Handler: h, Slots: sema, Redis: hrdb})
 	}
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency: slots, Queues: map[string]int{jobs.Queue(registry.LangR): 1},
@@ -149,11 +155,19 @@ func (f *fleet) worker(name string, slots int) (stop func()) {
 			srv.Shutdown()
 			h.Wait(10 * time.Second)
 			hub.Close()
+			hrdb.Close()
 			rdb.Close()
 		})
 	}
 	f.t.Cleanup(stop)
 	return stop
+}
+
+// workerParts are what a test may adjust before a worker starts.
+type workerParts struct {
+	Handler *jobs.Handler
+	Slots   *semaphore.Semaphore
+	Redis   *redis.Client // the handler's connection (not asynq's)
 }
 
 // builder makes a source, a repository with n tagged commits and a
@@ -462,4 +476,85 @@ func TestShutdownRequeuesWaitersAndReleasesSlots(t *testing.T) {
 	for _, id := range []int64{first, second} {
 		f.waitStatus(id, registry.StatusSucceeded)
 	}
+}
+
+// A build waiting for a slot costs, per check period, one semaphore
+// script and one status read (the cancel watch); with the defaults (both
+// 15s) that is 8 Redis commands a minute, plus one status write when its
+// place in line changes.
+func TestWaitingBuildCostsFewRedisCommandsPerMinute(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 1)
+	shas := f.builder("cost", registry.TriggerCommits, 2)
+	release := filepath.Join(t.TempDir(), "go")
+	f.recipe.command.Store(fmt.Sprintf("while [ ! -e %s ]; do sleep 0.05; done", release))
+	const period = 100 * time.Millisecond
+	var waiterClient *redis.Client
+	f.worker("holder", 1)
+	first := f.rerun("cost", shas[0])
+	f.waitStatus(first, registry.StatusRunning)
+	f.worker("waiter", 1, func(p *workerParts) {
+		p.Slots.CheckEvery, p.Handler.CancelCheck = period, period
+		waiterClient = p.Redis
+	})
+	second := f.rerun("cost", shas[1])
+	f.waitStatus(second, registry.StatusWaiting)
+	counter := &commandCounter{}
+	waiterClient.AddHook(counter)
+	start := time.Now()
+	time.Sleep(30 * period) // the measurement window, not a synchronisation
+	n, by := counter.total()
+	periods := float64(time.Since(start)) / float64(period)
+	perMinute := float64(n) / periods * float64(time.Minute/(15*time.Second))
+	t.Logf("a waiting build sent %d commands in %.0f check periods %v: %.1f a minute with the 15s defaults", n, periods, by, perMinute)
+	if perMinute > 10 {
+		t.Fatalf("a waiting build costs %.1f commands a minute, want at most 10", perMinute)
+	}
+	os.WriteFile(release, nil, 0o644)
+	f.waitStatus(second, registry.StatusSucceeded)
+}
+
+// commandCounter counts the commands a client sends, by name, leaving out
+// the handshake of new connections.
+type commandCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (c *commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.add(cmd.Name())
+		return next(ctx, cmd)
+	}
+}
+func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			c.add(cmd.Name())
+		}
+		return next(ctx, cmds)
+	}
+}
+func (c *commandCounter) add(name string) {
+	name = strings.ToLower(name)
+	if name == "hello" || name == "client" || name == "select" || name == "auth" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.counts == nil {
+		c.counts = map[string]int{}
+	}
+	c.counts[name]++
+}
+func (c *commandCounter) total() (int, map[string]int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, by := 0, map[string]int{}
+	for k, v := range c.counts {
+		n += v
+		by[k] = v
+	}
+	return n, by
 }

@@ -49,7 +49,7 @@ type Handler struct {
 	RunTimeout time.Duration
 	// Events delivers cancel notifications (CancelChannel); nil: the
 	// handler only notices a cancel by re-reading the build's status
-	// every CancelCheck (default 10s).
+	// every CancelCheck (default 15s).
 	Events      *notify.Hub
 	CancelCheck time.Duration
 	// Stopping is closed when the worker shuts down: builds waiting for a

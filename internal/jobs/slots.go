@@ -126,7 +126,7 @@ func (h *Handler) watchCancel(ctx context.Context, id int64, cancel context.Canc
 	canceled, unlisten := h.Events.Listen(CancelChannel, strconv.FormatInt(id, 10))
 	every := h.CancelCheck
 	if every <= 0 {
-		every = 10 * time.Second
+		every = 15 * time.Second
 	}
 	leases := make(chan *semaphore.Lease, 1)
 	done := make(chan struct{})

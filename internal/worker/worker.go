@@ -46,7 +46,7 @@ type Options struct {
 	// leases).
 	Slots func(*semaphore.Semaphore)
 	// CancelCheck is how often a running build re-reads its status in
-	// case a cancel notification was lost (default 10s).
+	// case a cancel notification was lost (default 15s).
 	CancelCheck time.Duration
 	// HeartbeatEvery is how often the worker reports itself to the fleet
 	// list (default 10s; it drops off after three missed beats).
