@@ -162,3 +162,47 @@ func TestKilledWorkersSlotReturnsAndItsBuildCompletesElsewhere(t *testing.T) {
 		t.Fatalf("slots still held: %v", h)
 	}
 }
+
+func TestTagBuilderConcurrencyHoldsAcrossThreeWorkerProcesses(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 2)
+	shas := f.builder("tags", registry.TriggerTags, 8)
+	events := filepath.Join(t.TempDir(), "events")
+	// Each build appends "+" when it starts and "-" when it ends; small
+	// O_APPEND writes keep their order across processes.
+	for _, name := range []string{"P1", "P2", "P3"} {
+		f.process(name, fmt.Sprintf("echo + >> %s; sleep 0.3; echo - >> %s", events, events))
+	}
+	var ids []int64
+	for _, sha := range shas {
+		ids = append(ids, f.rerun("tags", sha))
+	}
+	for _, id := range ids {
+		if b := f.waitStatus(id, registry.StatusSucceeded); b.Attempts != 1 {
+			t.Fatalf("build %d took %d attempts", id, b.Attempts)
+		}
+	}
+	data, err := os.ReadFile(events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	running, peak, workers := 0, 0, map[string]bool{}
+	for _, ev := range strings.Fields(string(data)) {
+		if ev == "+" {
+			running++
+		} else {
+			running--
+		}
+		peak = max(peak, running)
+	}
+	for _, id := range ids {
+		workers[f.build(id).Worker] = true
+	}
+	t.Logf("8 builds on %d worker processes, observed maximum concurrency %d", len(workers), peak)
+	if peak != 2 || strings.Count(string(data), "+") != 8 {
+		t.Fatalf("observed maximum concurrency %d over %d builds, want exactly 2 over 8:\n%s", peak, strings.Count(string(data), "+"), data)
+	}
+	if len(workers) < 2 {
+		t.Fatalf("all builds ran on %v; the test needs several processes", workers)
+	}
+}
