@@ -57,7 +57,7 @@ type fleet struct {
 	recipe *fakeRecipe
 }
 
-func setup(t *testing.T, buildConcurrency int) *fleet {
+func setup(t *testing.T, buildConcurrency int, settings ...string) *fleet {
 	t.Helper()
 	testenv.Require(t, "git")
 	rdb, db := redisServer.DB(t)
@@ -70,6 +70,9 @@ func setup(t *testing.T, buildConcurrency int) *fleet {
 		"PKGFLEET_GIT_BUILDCONCURRENCY": strconv.Itoa(buildConcurrency),
 		"PKGFLEET_REDIS_ADDRESS":        redisServer.Socket,
 		"PKGFLEET_REDIS_DB":             strconv.Itoa(db),
+	}
+	for i := 0; i+1 < len(settings); i += 2 {
+		env[settings[i]] = settings[i+1]
 	}
 	cfg, err := config.Load(config.Source{Getenv: func(k string) string { return env[k] }})
 	if err != nil {
@@ -557,4 +560,24 @@ func (c *commandCounter) total() (int, map[string]int) {
 		by[k] = v
 	}
 	return n, by
+}
+
+func TestShutdownDuringTheLastAttemptRequeuesTheBuild(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 2, "PKGFLEET_GIT_BUILDRETRIES", "1") // the first attempt is the last
+	shas := f.builder("last", registry.TriggerCommits, 1)
+	release := filepath.Join(t.TempDir(), "go")
+	f.recipe.command.Store(fmt.Sprintf("while [ ! -e %s ]; do sleep 0.05; done", release))
+	stop := f.worker("a", 1)
+	id := f.rerun("last", shas[0])
+	f.waitStatus(id, registry.StatusRunning)
+	stop() // SIGTERM; the build outlives the grace period
+	if b := f.build(id); b.Status != registry.StatusQueued {
+		t.Fatalf("build is %s after the shutdown (%s), want queued: a shutdown costs no attempt", b.Status, b.Detail)
+	}
+	os.WriteFile(release, nil, 0o644)
+	f.worker("b", 1)
+	if b := f.waitStatus(id, registry.StatusSucceeded); b.Worker != "b" {
+		t.Fatalf("finished on %s", b.Worker)
+	}
 }

@@ -175,8 +175,10 @@ func (h *Handler) finish(ctx context.Context, log *slog.Logger, id int64, attemp
 	last := attempt >= attempts || permanent
 	if errors.Is(context.Cause(ctx), semaphore.ErrLost) {
 		runErr = fmt.Errorf("%w (Redis unreachable for too long); another build may have taken the slot", semaphore.ErrLost)
-	} else if ctx.Err() != nil && !last {
-		// Shutdown or lease loss: asynq puts the task back; say so.
+	} else if ctx.Err() != nil && (!last || h.shutdownAbort(ctx)) {
+		// Shutdown or lease loss: asynq puts the task back; say so. A
+		// shutdown requeue costs no attempt, so even a last attempt
+		// runs again.
 		h.requeued(ctx, id, "interrupted on worker "+h.Worker+"; requeued")
 		return runErr
 	}
@@ -196,6 +198,18 @@ func (h *Handler) finish(ctx context.Context, log *slog.Logger, id int64, attemp
 	})
 	log.Warn("build failed", "error", runErr, "final", last)
 	return runErr
+}
+
+// shutdownAbort reports whether ctx ended because the worker is stopping
+// and its grace period ran out: asynq then requeues the task without
+// counting an attempt.
+func (h *Handler) shutdownAbort(ctx context.Context) bool {
+	select {
+	case <-h.Stopping:
+		return errors.Is(ctx.Err(), context.Canceled)
+	default:
+		return false
+	}
 }
 
 // requeued marks a build queued again, unless it was canceled.
