@@ -3,13 +3,14 @@ GO      ?= go
 BIN     := bin
 GOFLAGS ?=
 
-.PHONY: all build run test test-go vet lint deps bench bench-sandbox clean settings
+.PHONY: all build run test vet lint deps bench bench-sandbox clean settings
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/pkgfleet-api ./cmd/api
 	$(GO) build -o $(BIN)/pkgfleet-worker ./cmd/worker
+	$(GO) build -o $(BIN)/pkgfleet ./cmd/pkgfleet
 
 deps:
 	bash scripts/deps.sh
@@ -27,16 +28,16 @@ vet:
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 bench-sandbox:
 	bash scripts/bench-sandbox.sh
 
 bench: bench-sandbox
 
-# Prints the settings table for the README from the one declaration.
+# Rewrites the README's settings table from the one declaration.
 settings:
-	@$(GO) run ./internal/config/cmd/settings-md
+	$(GO) test ./internal/config -run README -update
 
 clean:
 	rm -rf $(BIN) var

@@ -10,6 +10,7 @@ bash scripts/deps.sh
 mkdir -p "$var"/{data,tmp,run,log,redis,repos}
 go build -o bin/pkgfleet-api ./cmd/api
 go build -o bin/pkgfleet-worker ./cmd/worker
+go build -o bin/pkgfleet ./cmd/pkgfleet
 
 pids=()
 cleanup() {
@@ -49,7 +50,9 @@ Address = $redis_addr
 [HTTP]
 Listen = 127.0.0.1:$port
 CFG
-if [ -n "${PKGFLEET_RUN_UNSANDBOXED:-}" ]; then
+# The demo falls back to unsandboxed builds (loudly logged) on a machine
+# whose kernel refuses user namespaces; PKGFLEET_RUN_SANDBOX_ONLY=1 refuses.
+if [ -z "${PKGFLEET_RUN_SANDBOX_ONLY:-}" ]; then
   printf '\n[Git]\nAllowUnsandboxedGitBuilds = true\n' >>"$var/pkgfleet.gcfg"
 fi
 

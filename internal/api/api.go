@@ -21,7 +21,9 @@ import (
 
 	"github.com/pkgfleet/pkgfleet/internal/auth"
 	"github.com/pkgfleet/pkgfleet/internal/config"
+	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/index"
 	"github.com/pkgfleet/pkgfleet/internal/jobs"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/store"
@@ -35,6 +37,8 @@ type Server struct {
 	Store    *store.Store
 	Git      *git.Client
 	Tokens   *auth.Tokens // nil: no auth (loopback only)
+	Index    *index.Index // the CRAN-like and PEP 503 package indexes
+	Creds    *credential.Store
 	Log      *slog.Logger
 }
 
@@ -79,11 +83,26 @@ func (s *Server) Handler() http.Handler {
 	route("DELETE /api/v1/sources/{source}/git-builders/{name}", auth.Write, s.deleteBuilder)
 	route("POST /api/v1/sources/{source}/git-builders/{name}/run", auth.Write, s.runBuilder)
 	route("POST /api/v1/sources/{source}/git-builders/{name}/rerun", auth.Write, s.rerunBuilder)
+	route("POST /api/v1/git-credentials", auth.Admin, s.createCredential)
+	route("GET /api/v1/git-credentials", auth.Read, s.listCredentials)
+	route("DELETE /api/v1/git-credentials/{name}", auth.Admin, s.deleteCredential)
 	route("GET /api/v1/builds", auth.Read, s.listBuilds)
 	route("GET /api/v1/builds/{id}", auth.Read, s.getBuild)
 	route("POST /api/v1/builds/{id}/cancel", auth.Write, s.cancelBuild)
 	route("GET /api/v1/builds/{id}/log", auth.Read, s.buildLog)
 	route("GET /api/v1/builds/{id}/artifacts/{file}", auth.Read, s.artifact)
+	if s.Index != nil {
+		wrap := func(h http.Handler) http.Handler { return h }
+		if !s.Config.HTTP.PublicIndexes {
+			wrap = func(h http.Handler) http.Handler {
+				return s.authorize(auth.Read, func(w http.ResponseWriter, r *http.Request) error {
+					h.ServeHTTP(w, r)
+					return nil
+				})
+			}
+		}
+		s.Index.Routes(mux, wrap)
+	}
 	route("GET /api/v1/workers", auth.Read, s.listWorkers)
 	route("GET /api/v1/namespaces", auth.Read, s.namespaces)
 	// Webhooks carry their builder's secret instead of an API token.
@@ -123,7 +142,7 @@ type tokenKey struct{}
 func (s *Server) authorize(need auth.Scope, h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.Tokens != nil {
-			secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			secret, ok := bearer(r)
 			tok, valid := s.Tokens.Check(strings.TrimSpace(secret))
 			if !ok || !valid {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="pkgfleet"`)
@@ -149,6 +168,18 @@ func (s *Server) public(h func(w http.ResponseWriter, r *http.Request) error) ht
 			s.fail(w, r, err)
 		}
 	})
+}
+
+// bearer returns the request's token: a bearer token, or the password of
+// basic auth, which is what pip and R can send (https://x:TOKEN@host/…).
+func bearer(r *http.Request) (string, bool) {
+	if secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return secret, true
+	}
+	if _, password, ok := r.BasicAuth(); ok {
+		return password, true
+	}
+	return "", false
 }
 
 // httpError is an error with a status and a message safe to show.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/build"
+	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 )
@@ -68,6 +69,7 @@ type builderFields struct {
 	TagPattern        *string            `json:"tag_pattern"`
 	PollInterval      *registry.Duration `json:"poll_interval"`
 	InitialTags       *int               `json:"initial_tags"`
+	Credential        *string            `json:"credential"`
 	// WebhookSecret is write-only: stored apart, never returned.
 	WebhookSecret *string `json:"webhook_secret"`
 }
@@ -83,6 +85,7 @@ func (f *builderFields) apply(b *registry.Builder) {
 	set(&b.BuildTrigger, f.BuildTrigger)
 	set(&b.SubDir, f.SubDir)
 	set(&b.TagPattern, f.TagPattern)
+	set(&b.Credential, f.Credential)
 	if f.CloneDepth != nil {
 		b.CloneDepth = *f.CloneDepth
 	}
@@ -141,7 +144,7 @@ func (s *Server) createBuilder(w http.ResponseWriter, r *http.Request) error {
 		// R builders take the package's name, as PPM does: validate
 		// everything else first, so no git call sees a bad URL.
 		b.Name = "placeholder"
-		if err := s.policy().ValidateBuilder(b); err != nil {
+		if err := s.validateBuilder(ctx, b); err != nil {
 			return err
 		}
 		name, err := s.packageName(ctx, b)
@@ -150,7 +153,7 @@ func (s *Server) createBuilder(w http.ResponseWriter, r *http.Request) error {
 		}
 		b.Name = name
 	}
-	if err := s.policy().ValidateBuilder(b); err != nil {
+	if err := s.validateBuilder(ctx, b); err != nil {
 		return err
 	}
 	if err := s.Registry.CreateBuilder(ctx, b); err != nil {
@@ -164,11 +167,38 @@ func (s *Server) createBuilder(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// validateBuilder checks the builder and that its credential exists and
+// fits its URL's scheme.
+func (s *Server) validateBuilder(ctx context.Context, b *registry.Builder) error {
+	if err := s.policy().ValidateBuilder(b); err != nil {
+		return err
+	}
+	if b.Credential == "" {
+		return nil
+	}
+	info, err := s.Creds.Info(ctx, b.Credential)
+	if err != nil {
+		return err
+	}
+	return credential.MatchesURL(info.Type, b.URL)
+}
+
+// gitFor returns the git client for a builder's remote, with its
+// credential, and the cleanup to run when done.
+func (s *Server) gitFor(ctx context.Context, b *registry.Builder) (*git.Client, func(), error) {
+	return s.Creds.GitClient(ctx, s.Git, b.Credential, s.Config.Server.TempDir)
+}
+
 // packageName reads DESCRIPTION's Package from the builder's branch head.
 func (s *Server) packageName(ctx context.Context, b *registry.Builder) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	refs, err := s.Git.LsRemote(ctx, b.URL)
+	gc, done, err := s.gitFor(ctx, b)
+	if err != nil {
+		return "", err
+	}
+	defer done()
+	refs, err := gc.LsRemote(ctx, b.URL)
 	if err != nil {
 		return "", err
 	}
@@ -181,7 +211,7 @@ func (s *Server) packageName(ctx context.Context, b *registry.Builder) (string, 
 		return "", err
 	}
 	defer os.RemoveAll(dir)
-	if err := s.Git.Clone(ctx, dir, git.CloneOptions{URL: b.URL, SHA: sha, Depth: 1}); err != nil {
+	if err := gc.Clone(ctx, dir, git.CloneOptions{URL: b.URL, SHA: sha, Depth: 1}); err != nil {
 		return "", err
 	}
 	name, err := build.PackageName(filepath.Join(dir, filepath.FromSlash(b.SubDir)))
@@ -239,7 +269,7 @@ func (s *Server) editBuilder(w http.ResponseWriter, r *http.Request) error {
 				return err
 			}
 		}
-		return s.policy().ValidateBuilder(b)
+		return s.validateBuilder(r.Context(), b)
 	})
 	if err != nil {
 		return err
@@ -311,19 +341,20 @@ func (s *Server) rerunBuilder(w http.ResponseWriter, r *http.Request) error {
 	if (req.Tag == "") == (req.CommitSHA == "") {
 		return errorf(http.StatusBadRequest, `give exactly one of "tag" or "commit_sha"`)
 	}
+	if req.CommitSHA != "" {
+		if err := git.ValidateSHA(req.CommitSHA); err != nil {
+			return errorf(http.StatusBadRequest, "commit_sha %v", err)
+		}
+	} else if err := git.ValidateRef(req.Tag); err != nil {
+		return errorf(http.StatusBadRequest, "tag %v", err)
+	}
 	ctx := r.Context()
 	b, err := s.Registry.Builder(ctx, r.PathValue("source"), r.PathValue("name"))
 	if err != nil {
 		return err
 	}
 	if req.CommitSHA != "" {
-		if err := git.ValidateSHA(req.CommitSHA); err != nil {
-			return errorf(http.StatusBadRequest, "commit_sha %v", err)
-		}
 		return s.enqueue(w, r, b, req.CommitSHA, req.CommitSHA, "rerun", registry.ReuseActive)
-	}
-	if err := git.ValidateRef(req.Tag); err != nil {
-		return errorf(http.StatusBadRequest, "tag %v", err)
 	}
 	refs, err := s.lsRemote(ctx, b)
 	if err != nil {
@@ -339,7 +370,12 @@ func (s *Server) rerunBuilder(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) lsRemote(ctx context.Context, b *registry.Builder) (*git.Refs, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	refs, err := s.Git.LsRemote(ctx, b.URL)
+	gc, done, err := s.gitFor(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	refs, err := gc.LsRemote(ctx, b.URL)
 	if err != nil {
 		return nil, errorf(http.StatusBadGateway, "%v", err)
 	}

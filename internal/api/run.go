@@ -12,7 +12,9 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/pkgfleet/pkgfleet/internal/auth"
 	"github.com/pkgfleet/pkgfleet/internal/config"
+	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/index"
 	"github.com/pkgfleet/pkgfleet/internal/jobs"
 	"github.com/pkgfleet/pkgfleet/internal/redisconn"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
@@ -34,6 +36,10 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
+	creds, err := credential.NewStore(rdb, cfg.Git.CredentialKeyFile)
+	if err != nil {
+		return nil, err
+	}
 	reg := registry.New(rdb)
 	return &Server{
 		Config:   cfg,
@@ -51,6 +57,8 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 		Store:  st,
 		Git:    &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs}},
 		Tokens: tokens,
+		Index:  index.New(reg, st),
+		Creds:  creds,
 		Log:    log,
 	}, nil
 }

@@ -141,23 +141,11 @@ func tarMember(file, member string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	gz, err := gzip.NewReader(f)
+	data, err := tarMemberFrom(f, member)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path.Base(file), err)
 	}
-	tr := tar.NewReader(gz)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return nil, fmt.Errorf("%s has no %s", path.Base(file), member)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path.Base(file), err)
-		}
-		if path.Clean(h.Name) == member && h.Typeflag == tar.TypeReg {
-			return io.ReadAll(io.LimitReader(tr, 1<<20))
-		}
-	}
+	return data, nil
 }
 
 // zipMember reads the first member of a zip whose name matches suffix at
@@ -197,4 +185,86 @@ func NormalizeName(name string) string {
 		dash = false
 	}
 	return b.String()
+}
+
+// ReadTarDESCRIPTION reads pkg/DESCRIPTION from an R source tarball.
+func ReadTarDESCRIPTION(r io.Reader, pkg string) (Fields, error) {
+	data, err := tarMemberFrom(r, pkg+"/DESCRIPTION")
+	if err != nil {
+		return nil, err
+	}
+	return ParseDCF(data)
+}
+
+// ReadSdistPKGInfo reads the top-level PKG-INFO of an sdist.
+func ReadSdistPKGInfo(r io.Reader) (Fields, error) {
+	gz, err := gzip.NewReader(r)
+	if err != nil {
+		return nil, err
+	}
+	tr := tar.NewReader(gz)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil, errors.New("sdist has no PKG-INFO")
+		}
+		if err != nil {
+			return nil, err
+		}
+		name := path.Clean(h.Name)
+		if strings.Count(name, "/") == 1 && path.Base(name) == "PKG-INFO" && h.Typeflag == tar.TypeReg {
+			data, err := io.ReadAll(io.LimitReader(tr, 1<<20))
+			if err != nil {
+				return nil, err
+			}
+			return ParsePKGInfo(data)
+		}
+	}
+}
+
+// ReadWheelMetadata reads *.dist-info/METADATA from a wheel.
+func ReadWheelMetadata(f *os.File) (Fields, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	z, err := zip.NewReader(f, st.Size())
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range z.File {
+		if strings.Count(m.Name, "/") == 1 && strings.HasSuffix(m.Name, ".dist-info/METADATA") {
+			rc, err := m.Open()
+			if err != nil {
+				return nil, err
+			}
+			defer rc.Close()
+			data, err := io.ReadAll(io.LimitReader(rc, 1<<20))
+			if err != nil {
+				return nil, err
+			}
+			return ParsePKGInfo(data)
+		}
+	}
+	return nil, errors.New("wheel has no .dist-info/METADATA")
+}
+
+func tarMemberFrom(r io.Reader, member string) ([]byte, error) {
+	gz, err := gzip.NewReader(r)
+	if err != nil {
+		return nil, err
+	}
+	tr := tar.NewReader(gz)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil, fmt.Errorf("no %s", member)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if path.Clean(h.Name) == member && h.Typeflag == tar.TypeReg {
+			return io.ReadAll(io.LimitReader(tr, 1<<20))
+		}
+	}
 }

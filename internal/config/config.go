@@ -54,6 +54,7 @@ type Git struct {
 	AllowUnsandboxedGitBuilds bool
 	AllowFileURLs             bool
 	BuilderDir                string
+	CredentialKeyFile         string
 	PollInterval              time.Duration
 	BuildRetries              int
 	BuildTimeout              time.Duration
@@ -83,9 +84,10 @@ type Redis struct {
 
 // HTTP holds the [HTTP] section.
 type HTTP struct {
-	Listen      string
-	TokensFile  string
-	MaxBodySize Size
+	Listen        string
+	TokensFile    string
+	PublicIndexes bool
+	MaxBodySize   Size
 }
 
 // FileStorage holds the [FileStorage] section.

@@ -123,6 +123,7 @@ var settings = []*Setting{
 	boolean("Git", "AllowUnsandboxedGitBuilds", "false", "Run builds without the sandbox (insecure; loudly logged).", func(c *Config) *bool { return &c.Git.AllowUnsandboxedGitBuilds }),
 	boolean("Git", "AllowFileURLs", "false", "Accept file:// repository URLs (for tests and local demos).", func(c *Config) *bool { return &c.Git.AllowFileURLs }),
 	str("Git", "BuilderDir", "", "Clone and work area (default: DataDir/builder); masked in the sandbox.", func(c *Config) *string { return &c.Git.BuilderDir }),
+	str("Git", "CredentialKeyFile", "", "Secret file (at least 32 random bytes) whose key encrypts git credentials at rest; API and workers need the same file.", func(c *Config) *string { return &c.Git.CredentialKeyFile }),
 	duration("Git", "PollInterval", "5m", "Default time between polls of a git-builder's remote.", func(c *Config) *time.Duration { return &c.Git.PollInterval }),
 	integer("Git", "BuildRetries", "3", "Attempts per build before it is marked failed.", func(c *Config) *int { return &c.Git.BuildRetries }),
 	duration("Git", "BuildTimeout", "1h", "Wall-clock limit of one build attempt.", func(c *Config) *time.Duration { return &c.Git.BuildTimeout }),
@@ -145,6 +146,7 @@ var settings = []*Setting{
 
 	str("HTTP", "Listen", "127.0.0.1:4242", "API listen address; without TokensFile only loopback is allowed.", func(c *Config) *string { return &c.HTTP.Listen }),
 	str("HTTP", "TokensFile", "", "File of API tokens with scopes read, write, admin.", func(c *Config) *string { return &c.HTTP.TokensFile }),
+	boolean("HTTP", "PublicIndexes", "true", "Serve the CRAN-like and PyPI-like package indexes without a token (false: they need a read token).", func(c *Config) *bool { return &c.HTTP.PublicIndexes }),
 	size("HTTP", "MaxBodySize", "1MiB", "Largest request body accepted.", func(c *Config) *Size { return &c.HTTP.MaxBodySize }),
 
 	str("FileStorage", "Location", "", "Artifacts (default: DataDir/packages); masked in the sandbox.", func(c *Config) *string { return &c.FileStorage.Location }),

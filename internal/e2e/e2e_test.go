@@ -24,6 +24,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
 	"github.com/pkgfleet/pkgfleet/internal/worker"
+	"github.com/redis/go-redis/v9"
 )
 
 var redisServer *testenv.Redis
@@ -39,6 +40,11 @@ type fleet struct {
 	api *httptest.Server
 	cfg *config.Config
 	reg *registry.Registry
+	rdb *redis.Client
+	// logs and responses collect everything the fleet said, so a test can
+	// check that no secret ever appears in them.
+	logs      *testenv.Capture
+	responses testenv.Capture
 }
 
 func setup(t *testing.T, settings map[string]string) *fleet {
@@ -76,7 +82,7 @@ func setup(t *testing.T, settings map[string]string) *fleet {
 			t.Fatal(err)
 		}
 	}
-	log := testenv.Logger(t)
+	log, logs := testenv.CapturingLogger(t)
 	srv, err := api.NewServer(cfg, rdb, log)
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +109,7 @@ func setup(t *testing.T, settings map[string]string) *fleet {
 			t.Errorf("worker: %v", err)
 		}
 	})
-	return &fleet{t: t, api: hs, cfg: cfg, reg: registry.New(rdb)}
+	return &fleet{t: t, api: hs, cfg: cfg, reg: registry.New(rdb), rdb: rdb, logs: logs}
 }
 
 func (f *fleet) do(method, path string, body any, want int) []byte {
@@ -121,6 +127,7 @@ func (f *fleet) do(method, path string, body any, want int) []byte {
 	}
 	defer resp.Body.Close()
 	out, _ := io.ReadAll(resp.Body)
+	f.responses.Write(out)
 	if resp.StatusCode != want {
 		f.t.Fatalf("%s %s: status %d, want %d: %s", method, path, resp.StatusCode, want, out)
 	}
@@ -190,6 +197,13 @@ func versionedRepo(t *testing.T, example string, bump ...string) string {
 	}
 	testenv.Commit(t, dir, files, "version 0.2.0")
 	testenv.Git(t, dir, "tag", "v0.2.0")
+	return dir
+}
+
+// versionedRepoFrom makes a one-commit repository of files.
+func versionedRepoFrom(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir, _ := testenv.Repo(t, files)
 	return dir
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/roster"
+	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
 )
 
@@ -26,7 +27,7 @@ func TestWorkerReportsWhatItBuildsToTheFleetList(t *testing.T) {
 	if w.Name != t.Name() || w.Slots < 1 || w.Slots > 2 || r.Version == "" || py.Version == "" || r.Sandbox == "" {
 		t.Fatalf("worker = %+v, want R and Python with versions and the sandbox mode, at most 2 slots", w)
 	}
-	if max := roster.MaxUserNamespaces(); w.MaxUserNamespaces != max {
+	if max, _ := sandbox.MaxUserNamespaces(); w.MaxUserNamespaces != max {
 		t.Fatalf("max_user_namespaces = %d, the host says %d", w.MaxUserNamespaces, max)
 	}
 }

@@ -49,7 +49,11 @@ func (p URLPolicy) ValidateURL(raw string) error {
 	if strings.Contains(raw, "::") {
 		return errors.New("url must not name a git transport helper ('::')")
 	}
-	if m := scpLike.FindStringSubmatch(raw); m != nil && !strings.Contains(raw, "://") {
+	if !strings.Contains(raw, "://") {
+		m := scpLike.FindStringSubmatch(raw)
+		if m == nil {
+			return errors.New("url needs a scheme (https://, ssh://, git://) or the form user@host:path")
+		}
 		if strings.HasPrefix(m[2], "-") || strings.HasPrefix(m[3], "-") {
 			return errors.New("url host and path must not start with '-'")
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/pkgfleet/pkgfleet/internal/build"
 	"github.com/pkgfleet/pkgfleet/internal/config"
+	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/notify"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
@@ -29,6 +30,7 @@ type Handler struct {
 	Registry   *registry.Registry
 	Store      *store.Store
 	Git        *git.Client
+	Creds      *credential.Store       // opens the builder's credential for the clone only
 	Recipes    map[string]build.Recipe // by language; only usable ones
 	Modes      map[string]string       // by language: the runner's Mode, recorded on each build
 	BuilderDir string
@@ -266,9 +268,7 @@ func (h *Handler) run(ctx context.Context, b *registry.Build, logw *logWriter) (
 	}
 	fmt.Fprintf(logw, "==> cloning %s at %s (%s)\n", bl.URL, b.SHA, b.Ref)
 	cloneCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	err = h.Git.Clone(cloneCtx, checkout, git.CloneOptions{
-		URL: bl.URL, SHA: b.SHA, Depth: bl.CloneDepth, RecurseSubmodules: bl.RecurseSubmodules,
-	})
+	err = h.clone(cloneCtx, bl, checkout, b.SHA)
 	cancel()
 	if err != nil {
 		return nil, err
@@ -295,6 +295,19 @@ func (h *Handler) run(ctx context.Context, b *registry.Build, logw *logWriter) (
 		fmt.Fprintf(logw, "==> stored %s (%d bytes, sha256 %s)\n", a.File, a.Size, a.SHA256)
 	}
 	return &result{pkg: out.Package, version: out.Version, artifacts: arts}, nil
+}
+
+// clone checks the commit out with the builder's credential, which lives
+// in a masked directory only while git runs; the build never sees it.
+func (h *Handler) clone(ctx context.Context, bl *registry.Builder, dir, sha string) error {
+	gc, done, err := h.Creds.GitClient(ctx, h.Git, bl.Credential, h.BuilderDir)
+	if err != nil {
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	defer done()
+	return gc.Clone(ctx, dir, git.CloneOptions{
+		URL: bl.URL, SHA: sha, Depth: bl.CloneDepth, RecurseSubmodules: bl.RecurseSubmodules,
+	})
 }
 
 func reason(err error) string {

@@ -99,6 +99,7 @@ type Builder struct {
 	RecurseSubmodules int       `json:"recurse_submodules"`
 	TagPattern        string    `json:"tag_pattern,omitempty"`
 	PollInterval      Duration  `json:"poll_interval,omitempty"`
+	Credential        string    `json:"credential,omitempty"` // a credential's name, never its secret
 	CreatedAt         time.Time `json:"created_at"`
 	UpdatedAt         time.Time `json:"updated_at"`
 

@@ -234,17 +234,20 @@ func (r *Registry) CreateBuild(ctx context.Context, b *Build, mode ClaimMode) (o
 				return err
 			}
 			if err == nil {
+				// Read through tx: a second pool connection per claimer
+				// could exhaust the pool under contention.
 				id, _ := strconv.ParseInt(idStr, 10, 64)
-				prev, err := r.Build(ctx, id)
-				if err != nil && !errors.Is(err, ErrNotFound) {
+				raw, err := tx.Get(ctx, keyBuild(id)).Bytes()
+				if err != nil && !errors.Is(err, redis.Nil) {
 					return err
 				}
-				if prev != nil && reuse(prev, mode) {
-					out = prev
+				var prev Build
+				if err == nil && json.Unmarshal(raw, &prev) == nil && reuse(&prev, mode) {
+					out = &prev
 					return nil
 				}
 			}
-			id, err := r.rdb.Incr(ctx, keyBuildSeq).Result()
+			id, err := tx.Incr(ctx, keyBuildSeq).Result()
 			if err != nil {
 				return err
 			}

@@ -13,13 +13,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"os"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -30,7 +29,7 @@ func keyWorker(name string) string { return "pkgfleet:worker:" + name }
 // NamespacesPerBuild is how many user namespaces a sandboxed build uses:
 // an outer one that sets up the mounts and a nested one for the build, as
 // PPM documents.
-const NamespacesPerBuild = 2
+const NamespacesPerBuild = sandbox.NamespacesPerBuild
 
 // Worker is one worker process as it last reported itself.
 type Worker struct {
@@ -168,20 +167,6 @@ func NoWorkerFor(workers []Worker, lang string) string {
 		return "no worker is running: the build waits in the queue until one starts"
 	}
 	return fmt.Sprintf("no live worker can build %s packages (%d worker(s) running): the build waits in the queue until one that can starts", name, len(workers))
-}
-
-// MaxUserNamespaces reads the host's limit on user namespaces per user, or
-// -1 when it cannot be read.
-func MaxUserNamespaces() int {
-	b, err := os.ReadFile("/proc/sys/user/max_user_namespaces")
-	if err != nil {
-		return -1
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return -1
-	}
-	return n
 }
 
 // CapSlots returns how many build slots a worker may run within its

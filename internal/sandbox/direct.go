@@ -7,10 +7,11 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Direct runs commands without isolation, for Git.AllowUnsandboxedGitBuilds.
@@ -36,7 +37,7 @@ func (d *Direct) Run(ctx context.Context, spec Spec) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	defer os.RemoveAll(tmp)
+	defer removeWorkspace(tmp)
 
 	if lim.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -44,7 +45,7 @@ func (d *Direct) Run(ctx context.Context, spec Spec) (Result, error) {
 		defer cancel()
 	}
 	cmd := exec.Command(spec.Args[0], spec.Args[1:]...)
-	cmd.Env = append(append([]string(nil), spec.Env...), "TMPDIR="+tmp)
+	cmd.Env = envWithTMPDIR(spec.Env, tmp)
 	cmd.Dir = spec.Dir
 	out := &cappedWriter{w: spec.Output, left: lim.Output}
 	if spec.Output == nil {
@@ -97,33 +98,12 @@ func exitStatus(ps *os.ProcessState) (int, string) {
 	return ps.ExitCode(), ""
 }
 
+// unixSignalName names a signal the way Result.Signal shows it: "SIGKILL".
 func unixSignalName(s syscall.Signal) string {
-	return fmt.Sprintf("SIG%s", signalNames[s])
-}
-
-var signalNames = map[syscall.Signal]string{
-	syscall.SIGKILL: "KILL", syscall.SIGTERM: "TERM", syscall.SIGSEGV: "SEGV",
-	syscall.SIGABRT: "ABRT", syscall.SIGINT: "INT", syscall.SIGHUP: "HUP",
-	syscall.SIGBUS: "BUS", syscall.SIGXFSZ: "XFSZ", syscall.SIGXCPU: "XCPU",
-	syscall.SIGPIPE: "PIPE", syscall.SIGQUIT: "QUIT", syscall.SIGUSR1: "USR1",
-	syscall.SIGUSR2: "USR2",
-}
-
-// newWorkspace creates a fresh private TMPDIR under
-// TempDir/pkgfleet-workspaces.
-func newWorkspace(tempDir string) (string, error) {
-	if tempDir == "" {
-		tempDir = os.TempDir()
+	if name := unix.SignalName(s); name != "" {
+		return name
 	}
-	parent := filepath.Join(tempDir, WorkspacesDir)
-	if err := os.MkdirAll(parent, 0o711); err != nil {
-		return "", fmt.Errorf("workspace: %w", err)
-	}
-	dir, err := os.MkdirTemp(parent, "ws-")
-	if err != nil {
-		return "", fmt.Errorf("workspace: %w", err)
-	}
-	return dir, nil // MkdirTemp creates it 0700
+	return fmt.Sprintf("signal %d", int(s))
 }
 
 func withDefaults(l, d Limits) Limits {

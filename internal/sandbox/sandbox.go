@@ -7,6 +7,13 @@
 // Python are (internal/detect and internal/build do), and it does not
 // decide whether unsandboxed builds are allowed (the worker does, from
 // Git.AllowUnsandboxedGitBuilds, and then uses Direct).
+//
+// Use: call Init first thing in main (and in TestMain of packages whose
+// tests run sandboxes), because each sandbox re-executes the running binary
+// for its set-up stages; call CleanStale once at start; then New, and Run
+// per command. The set-up sequence, with what each step protects against,
+// is runHelper in helper.go; the threat model and operator guide are in
+// docs/sandbox.md.
 package sandbox
 
 import (

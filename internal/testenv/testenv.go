@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -213,4 +214,30 @@ type tWriter struct{ t testing.TB }
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// Capture is a concurrency-safe buffer of everything a test's logger wrote.
+type Capture struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (c *Capture) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.Write(p)
+}
+
+// String returns what was captured.
+func (c *Capture) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.String()
+}
+
+// CapturingLogger logs into the test's log and into the returned Capture,
+// so a test can scan what was logged (e.g. for secrets).
+func CapturingLogger(t testing.TB) (*slog.Logger, *Capture) {
+	c := &Capture{}
+	return slog.New(slog.NewTextHandler(io.MultiWriter(tWriter{t}, c), &slog.HandlerOptions{Level: slog.LevelDebug})), c
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/pkgfleet/pkgfleet/internal/build"
 	"github.com/pkgfleet/pkgfleet/internal/config"
+	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/detect"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/jobs"
@@ -64,6 +65,7 @@ type Worker struct {
 	slots   int // build slots, capped by the user-namespace limit
 	maxNS   int // /proc/sys/user/max_user_namespaces, -1 if unknown
 	started time.Time
+	ns      *sandbox.Namespaces // nil when the sandbox is unusable
 }
 
 // ErrNothingToBuild is returned when neither R nor Python is usable.
@@ -103,10 +105,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	}
 
 	var ns sandbox.Runner // stays nil (not a typed nil) when unusable
+	var nsRunner *sandbox.Namespaces
 	if r, err := sandbox.New(scfg); err != nil {
 		log.Warn("the user-namespace sandbox is unusable", "error", err)
 	} else {
-		ns = r
+		ns, nsRunner = r, r
 	}
 	direct := sandbox.NewDirect(scfg)
 	if cfg.Git.AllowUnsandboxedGitBuilds {
@@ -134,7 +137,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	if len(recipes) == 0 {
 		return nil, ErrNothingToBuild
 	}
-	w.slots, w.maxNS, w.started = cfg.Worker.Concurrency, roster.MaxUserNamespaces(), time.Now().UTC()
+	w.slots, w.maxNS, w.started, w.ns = cfg.Worker.Concurrency, -1, time.Now().UTC(), nsRunner
+	if max, err := sandbox.MaxUserNamespaces(); err == nil {
+		w.maxNS = max
+	}
 	for _, mode := range modes {
 		if mode != "user-namespace" {
 			continue
@@ -214,6 +220,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	w.handler.Registry = registry.New(rc)
+	if w.handler.Creds, err = credential.NewStore(rc, w.cfg.Git.CredentialKeyFile); err != nil {
+		return err
+	}
 	hub := notify.New(rc, w.log, semaphore.WakeChannel, jobs.CancelChannel)
 	defer hub.Close()
 	slots := semaphore.New(rc, hub)
@@ -291,7 +300,9 @@ func (w *Worker) Info() roster.Worker {
 	info.Running = w.handler.Running()
 	if sandboxed {
 		info.NamespacesNeeded = roster.NamespacesPerBuild * w.slots
-		info.NamespacesInUse = roster.NamespacesPerBuild * info.Running
+	}
+	if w.ns != nil {
+		info.NamespacesInUse = w.ns.InUse()
 	}
 	return info
 }

@@ -1,0 +1,529 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"net/url"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/spf13/cobra"
+)
+
+func (app *App) createSource() *cobra.Command {
+	var name, typ string
+	cmd := &cobra.Command{
+		Use:   "source",
+		Short: "Create a source (--type git for R, git-python for Python)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var src registry.Source
+			if err := app.client.do(cmd.Context(), "POST", "/api/v1/sources", map[string]string{"name": name, "type": typ}, &src); err != nil {
+				return err
+			}
+			app.print(src, func(w io.Writer) { fmt.Fprintf(w, "Source %s (%s) created.\n", src.Name, src.Type) })
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "source name")
+	cmd.Flags().StringVar(&typ, "type", "git", "git (R packages) or git-python (Python packages)")
+	requireFlags(cmd, "name")
+	return cmd
+}
+
+func (app *App) deleteSource() *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use: "source", Short: "Delete a source that has no git-builders", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := app.client.do(cmd.Context(), "DELETE", "/api/v1/sources/"+url.PathEscape(name), nil, nil); err != nil {
+				return err
+			}
+			app.print(map[string]string{"deleted": name}, func(w io.Writer) { fmt.Fprintf(w, "Source %s deleted.\n", name) })
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "source name")
+	requireFlags(cmd, "name")
+	return cmd
+}
+
+// builderFlags are the git-builder settings shared by create and edit.
+type builderFlags struct {
+	url, branch, trigger, subDir, tagPattern, pollInterval, credential string
+	cloneDepth, recurse                                                int
+}
+
+func (f *builderFlags) register(cmd *cobra.Command, prefix string) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.url, prefix+"url", "", "repository URL (https://, ssh://, git://, user@host:path)")
+	fl.StringVar(&f.branch, prefix+"branch", "", "branch to follow (default: the remote's default branch)")
+	fl.StringVar(&f.trigger, "build-trigger", "", "commits or tags (default commits)")
+	fl.StringVar(&f.subDir, prefix+"sub-dir", "", "package directory inside the repository")
+	fl.StringVar(&f.tagPattern, "tag-pattern", "", "glob of tags to build (tags trigger)")
+	fl.StringVar(&f.pollInterval, "poll-interval", "", "time between polls (default Git.PollInterval)")
+	fl.StringVar(&f.credential, prefix+"credential", "", "name of a git credential for a private repository")
+	fl.IntVar(&f.cloneDepth, "clone-depth", 1, "clone depth; 0 clones the full history")
+	fl.IntVar(&f.recurse, "recurse-submodules", 0, "submodule recursion depth")
+}
+
+// body returns the fields the user set (all given ones for create).
+func (f *builderFlags) body(cmd *cobra.Command, prefix string) map[string]any {
+	b := map[string]any{}
+	set := func(flag, field string, v any) {
+		if cmd.Flags().Changed(flag) {
+			b[field] = v
+		}
+	}
+	set(prefix+"url", "url", f.url)
+	set(prefix+"branch", "branch", f.branch)
+	set("build-trigger", "build_trigger", f.trigger)
+	set(prefix+"sub-dir", "sub_dir", f.subDir)
+	set("tag-pattern", "tag_pattern", f.tagPattern)
+	set("poll-interval", "poll_interval", f.pollInterval)
+	set(prefix+"credential", "credential", f.credential)
+	set("clone-depth", "clone_depth", f.cloneDepth)
+	set("recurse-submodules", "recurse_submodules", f.recurse)
+	return b
+}
+
+func (app *App) createBuilder() *cobra.Command {
+	var source, name string
+	var f builderFlags
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "git-builder",
+		Short: "Create a git-builder and build it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			body := f.body(cmd, "")
+			if name != "" {
+				body["name"] = name
+			}
+			var b registry.Builder
+			if err := app.client.do(cmd.Context(), "POST", "/api/v1/sources/"+url.PathEscape(source)+"/git-builders", body, &b); err != nil {
+				return err
+			}
+			if app.output == "human" {
+				fmt.Fprintf(app.Stdout, "Git-builder %s created in source %s.\n", b.Name, b.Source)
+			}
+			if !wait {
+				app.print(b, func(io.Writer) {})
+				return nil
+			}
+			if app.output == "human" {
+				fmt.Fprintln(app.Stdout, "Cloning repo and waiting for the initial package build...")
+			}
+			return app.startAndWait(cmd, builderPath(b.Source, b.Name)+"/run", map[string]any{}, true)
+		},
+	}
+	cmd.Flags().StringVar(&source, "source", "", "source name")
+	cmd.Flags().StringVar(&name, "name", "", "git-builder name (R builders default to the DESCRIPTION's package name)")
+	f.register(cmd, "")
+	cmd.Flags().BoolVar(&wait, "wait", true, "build now and wait for the build (--wait=false to return at once)")
+	requireFlags(cmd, "source", "url")
+	return cmd
+}
+
+func builderPath(source, name string) string {
+	return "/api/v1/sources/" + url.PathEscape(source) + "/git-builders/" + url.PathEscape(name)
+}
+
+func (app *App) editBuilder() *cobra.Command {
+	var source, name string
+	var f builderFlags
+	cmd := &cobra.Command{
+		Use: "git-builder", Short: "Change a git-builder's settings", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			body := f.body(cmd, "new-")
+			if cmd.Flags().Changed("remove-sub-dir") {
+				body["sub_dir"] = ""
+			}
+			if cmd.Flags().Changed("remove-credential") {
+				body["credential"] = ""
+			}
+			if len(body) == 0 {
+				return fmt.Errorf("nothing to change: give at least one --new-… or setting flag")
+			}
+			var b registry.Builder
+			if err := app.client.do(cmd.Context(), "PATCH", builderPath(source, name), body, &b); err != nil {
+				return err
+			}
+			app.print(b, func(w io.Writer) { fmt.Fprintf(w, "Git-builder %s in source %s updated.\n", b.Name, b.Source) })
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&source, "source", "", "source name")
+	cmd.Flags().StringVar(&name, "name", "", "git-builder name")
+	f.register(cmd, "new-")
+	cmd.Flags().Bool("remove-sub-dir", false, "build from the repository root")
+	cmd.Flags().Bool("remove-credential", false, "use no credential")
+	requireFlags(cmd, "source", "name")
+	return cmd
+}
+
+func (app *App) deleteBuilder() *cobra.Command {
+	var source, name string
+	cmd := &cobra.Command{
+		Use: "git-builder", Short: "Delete a git-builder (its builds stay listed)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := app.client.do(cmd.Context(), "DELETE", builderPath(source, name), nil, nil); err != nil {
+				return err
+			}
+			app.print(map[string]string{"deleted": source + "/" + name}, func(w io.Writer) {
+				fmt.Fprintf(w, "Git-builder %s in source %s deleted.\n", name, source)
+			})
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&source, "source", "", "source name")
+	cmd.Flags().StringVar(&name, "name", "", "git-builder name")
+	requireFlags(cmd, "source", "name")
+	return cmd
+}
+
+func (app *App) runBuilder() *cobra.Command {
+	var source, name string
+	var wait bool
+	cmd := &cobra.Command{
+		Use: "git-builder", Short: "Build the branch head, or the newest matching tag", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return app.startAndWait(cmd, builderPath(source, name)+"/run", map[string]any{}, wait)
+		},
+	}
+	cmd.Flags().StringVar(&source, "source", "", "source name")
+	cmd.Flags().StringVar(&name, "name", "", "git-builder name")
+	cmd.Flags().BoolVar(&wait, "wait", true, "wait for the build and show its progress")
+	requireFlags(cmd, "source", "name")
+	return cmd
+}
+
+func (app *App) rerunBuilder() *cobra.Command {
+	var source, name, tag, sha string
+	var wait bool
+	cmd := &cobra.Command{
+		Use: "git-builder", Short: "Build a given --tag or --commit-sha again", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (tag == "") == (sha == "") {
+				return fmt.Errorf("give exactly one of --tag or --commit-sha")
+			}
+			body := map[string]any{"tag": tag}
+			if sha != "" {
+				body = map[string]any{"commit_sha": sha}
+			}
+			return app.startAndWait(cmd, builderPath(source, name)+"/rerun", body, wait)
+		},
+	}
+	cmd.Flags().StringVar(&source, "source", "", "source name")
+	cmd.Flags().StringVar(&name, "name", "", "git-builder name")
+	cmd.Flags().StringVar(&tag, "tag", "", "tag to build")
+	cmd.Flags().StringVar(&sha, "commit-sha", "", "commit to build")
+	cmd.Flags().BoolVar(&wait, "wait", true, "wait for the build and show its progress")
+	requireFlags(cmd, "source", "name")
+	return cmd
+}
+
+type runResult struct {
+	Builds []*registry.Build `json:"builds"`
+	New    int               `json:"new"`
+}
+
+// startAndWait posts a run or rerun, then follows the builds it names.
+func (app *App) startAndWait(cmd *cobra.Command, path string, body any, wait bool) error {
+	var res runResult
+	if err := app.client.do(cmd.Context(), "POST", path, body, &res); err != nil {
+		return err
+	}
+	if !wait {
+		app.print(res, func(w io.Writer) {
+			for _, b := range res.Builds {
+				fmt.Fprintf(w, "Build %d queued: %s %s at %s.\n", b.ID, b.Builder, b.Ref, short(b.SHA))
+			}
+		})
+		return nil
+	}
+	final, err := app.follow(cmd, res.Builds)
+	if err != nil {
+		return err
+	}
+	if app.output == "json" {
+		app.print(runResult{Builds: final, New: res.New}, nil)
+	}
+	var failed []int64
+	for _, b := range final {
+		if b.Status != registry.StatusSucceeded {
+			failed = append(failed, b.ID)
+		}
+	}
+	if len(failed) > 0 {
+		return &buildFailed{ids: failed}
+	}
+	return nil
+}
+
+// follow polls builds until all are finished, drawing one live line per
+// build on a terminal, or a plain line per change otherwise.
+func (app *App) follow(cmd *cobra.Command, builds []*registry.Build) ([]*registry.Build, error) {
+	human := app.output == "human"
+	last := make([]string, len(builds))
+	start := time.Now()
+	drawn := false
+	for {
+		done := true
+		for i, b := range builds {
+			if !registry.Terminal(b.Status) {
+				var nb registry.Build
+				if err := app.client.do(cmd.Context(), "GET", fmt.Sprintf("/api/v1/builds/%d", b.ID), nil, &nb); err != nil {
+					return nil, err
+				}
+				builds[i] = &nb
+			}
+			if !registry.Terminal(builds[i].Status) {
+				done = false
+			}
+		}
+		if human {
+			if app.IsTerminal {
+				if drawn {
+					fmt.Fprintf(app.Stdout, "\033[%dA", len(builds))
+				}
+				for _, b := range builds {
+					fmt.Fprintf(app.Stdout, "\r\033[K%s\n", progressLine(b, time.Since(start)))
+				}
+				drawn = true
+			} else {
+				for i, b := range builds {
+					line := progressLine(b, 0)
+					if line != last[i] {
+						fmt.Fprintln(app.Stdout, line)
+						last[i] = line
+					}
+				}
+			}
+		}
+		if done {
+			return builds, nil
+		}
+		select {
+		case <-cmd.Context().Done():
+			return nil, cmd.Context().Err()
+		case <-time.After(app.PollInterval):
+		}
+	}
+}
+
+func progressLine(b *registry.Build, elapsed time.Duration) string {
+	s := fmt.Sprintf("Build %d %s@%s (%s): %s", b.ID, b.Builder, b.Ref, short(b.SHA), b.Status)
+	switch b.Status {
+	case registry.StatusSucceeded:
+		files := make([]string, len(b.Artifacts))
+		for i, a := range b.Artifacts {
+			files[i] = a.File
+		}
+		s += fmt.Sprintf(" %s %s → %s", b.Package, b.Version, strings.Join(files, ", "))
+	case registry.StatusFailed, registry.StatusCanceled:
+		if b.Detail != "" {
+			s += ": " + oneLine(b.Detail)
+		}
+		s += fmt.Sprintf(" (pkgfleet logs --build-id %d)", b.ID)
+	case registry.StatusRunning:
+		s += fmt.Sprintf(", attempt %d of %d", b.Attempts, b.MaxAttempts)
+	default:
+		if b.Detail != "" {
+			s += ": " + oneLine(b.Detail)
+		}
+	}
+	if elapsed > 0 && !registry.Terminal(b.Status) {
+		s += fmt.Sprintf(" [%s]", elapsed.Truncate(time.Second))
+	}
+	return s
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
+
+func (app *App) listSources() *cobra.Command {
+	return &cobra.Command{
+		Use: "sources", Short: "List sources", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var res struct {
+				Sources []registry.Source `json:"sources"`
+			}
+			if err := app.client.do(cmd.Context(), "GET", "/api/v1/sources", nil, &res); err != nil {
+				return err
+			}
+			app.print(res, func(w io.Writer) {
+				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tTYPE\tCREATED")
+				for _, s := range res.Sources {
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Name, s.Type, s.CreatedAt.Format(time.RFC3339))
+				}
+				tw.Flush()
+			})
+			return nil
+		},
+	}
+}
+
+func (app *App) listBuilders() *cobra.Command {
+	var source string
+	cmd := &cobra.Command{
+		Use: "git-builders", Short: "List the git-builders of a source", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var res struct {
+				Builders []registry.Builder `json:"git_builders"`
+			}
+			if err := app.client.do(cmd.Context(), "GET", "/api/v1/sources/"+url.PathEscape(source)+"/git-builders", nil, &res); err != nil {
+				return err
+			}
+			app.print(res, func(w io.Writer) {
+				fmt.Fprintln(w, "Git Builders:")
+				for _, b := range res.Builders {
+					fmt.Fprintf(w, "- %s\n    Source: %s\n    URL: %s\n    Trigger: %s\n", b.Name, b.Source, b.URL, b.BuildTrigger)
+					fmt.Fprintf(w, "    Branch: %s\n", b.Branch)
+					if b.TagPattern != "" {
+						fmt.Fprintf(w, "    Tag pattern: %s\n", b.TagPattern)
+					}
+					if b.SubDir != "" {
+						fmt.Fprintf(w, "    Sub-directory: %s\n", b.SubDir)
+					}
+					fmt.Fprintf(w, "    Clone depth: %d\n", b.CloneDepth)
+				}
+			})
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&source, "source", "", "source name")
+	requireFlags(cmd, "source")
+	return cmd
+}
+
+func (app *App) listBuilds() *cobra.Command {
+	var source, name, status string
+	var count int
+	cmd := &cobra.Command{
+		Use: "git-builds", Short: "List builds, newest first", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			q := url.Values{}
+			for k, v := range map[string]string{"source": source, "builder": name, "status": status} {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			q.Set("limit", strconv.Itoa(count))
+			var res struct {
+				Builds []registry.Build `json:"builds"`
+			}
+			if err := app.client.do(cmd.Context(), "GET", "/api/v1/builds?"+q.Encode(), nil, &res); err != nil {
+				return err
+			}
+			app.print(res, func(w io.Writer) {
+				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tSOURCE\tBUILDER\tREF\tCOMMIT\tSTATUS\tVERSION\tATTEMPTS")
+				for _, b := range res.Builds {
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\n", b.ID, b.Source, b.Builder, b.Ref, short(b.SHA), b.Status, dash(b.Version), b.Attempts, b.MaxAttempts)
+				}
+				tw.Flush()
+			})
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&source, "source", "", "only this source")
+	cmd.Flags().StringVar(&name, "name", "", "only this git-builder (with --source)")
+	cmd.Flags().StringVar(&status, "status", "", "only builds in this status")
+	cmd.Flags().IntVar(&count, "count", 100, "how many builds at most")
+	return cmd
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func (app *App) logs() *cobra.Command {
+	var id int64
+	var follow bool
+	cmd := &cobra.Command{
+		Use: "logs", Short: "Print a build's log (--follow to stream it until the build ends)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var offset int64
+			for {
+				data, next, status, err := app.client.logChunk(cmd.Context(), id, offset)
+				if err != nil {
+					return err
+				}
+				_, _ = app.Stdout.Write(data)
+				offset = next
+				if !follow || registry.Terminal(status) {
+					return nil
+				}
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-time.After(app.PollInterval):
+				}
+			}
+		},
+	}
+	cmd.Flags().Int64Var(&id, "build-id", 0, "build (transaction) id")
+	cmd.Flags().Int64Var(&id, "transaction-id", 0, "same as --build-id (PPM's name)")
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the build ends")
+	cmd.MarkFlagsOneRequired("build-id", "transaction-id")
+	return cmd
+}
+
+func (app *App) cancel() *cobra.Command {
+	var id int64
+	cmd := &cobra.Command{
+		Use: "cancel", Short: "Cancel a queued, waiting or running build", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var b registry.Build
+			if err := app.client.do(cmd.Context(), "POST", fmt.Sprintf("/api/v1/builds/%d/cancel", id), map[string]any{}, &b); err != nil {
+				return err
+			}
+			app.print(b, func(w io.Writer) { fmt.Fprintf(w, "Build %d: %s\n", b.ID, b.Status) })
+			return nil
+		},
+	}
+	cmd.Flags().Int64Var(&id, "build-id", 0, "build id")
+	requireFlags(cmd, "build-id")
+	return cmd
+}
+
+// listWorkers and namespaces print what the API returns; their human form
+// is a plain rendering of the JSON fields.
+func (app *App) listWorkers() *cobra.Command {
+	return &cobra.Command{
+		Use: "workers", Short: "List the live workers of the fleet", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return app.printRaw(cmd, "/api/v1/workers")
+		},
+	}
+}
+
+func (app *App) namespaces() *cobra.Command {
+	return &cobra.Command{
+		Use: "namespaces", Short: "Show the user-namespace budget of the fleet", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return app.printRaw(cmd, "/api/v1/namespaces")
+		},
+	}
+}
+
+func (app *App) printRaw(cmd *cobra.Command, path string) error {
+	var raw []byte
+	if err := app.client.do(cmd.Context(), "GET", path, nil, &raw); err != nil {
+		return err
+	}
+	_, err := app.Stdout.Write(raw)
+	return err
+}

@@ -1,0 +1,125 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pkgfleet/pkgfleet/internal/credential"
+	"github.com/spf13/cobra"
+)
+
+// readSecret reads a secret from a file, or from stdin for "-": secrets
+// never travel as command-line arguments, where other users could see them.
+func readSecret(path string, stdin io.Reader) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	var data []byte
+	var err error
+	if path == "-" {
+		data, err = io.ReadAll(io.LimitReader(stdin, 1<<20))
+	} else {
+		data, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read secret: %v", err)
+	}
+	if strings.Contains(string(data), "PRIVATE KEY-----") {
+		return string(data), nil // keys keep their final newline
+	}
+	return strings.TrimRight(string(data), "\r\n"), nil
+}
+
+func (app *App) createCredential() *cobra.Command {
+	var name, typ, username, passwordFile, keyFile, passphraseFile string
+	cmd := &cobra.Command{
+		Use:   "git-credential",
+		Short: "Store an ssh key or an https username and token for private repositories",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			stdin := cmd.InOrStdin()
+			body := map[string]string{"name": name, "type": typ}
+			var err error
+			switch typ {
+			case credential.HTTPS:
+				if passwordFile == "" {
+					return fmt.Errorf("an https credential needs --password-file (a file holding the token, or - for stdin)")
+				}
+				body["username"] = username
+				body["password"], err = readSecret(passwordFile, stdin)
+			case credential.SSH:
+				if keyFile == "" {
+					return fmt.Errorf("an ssh credential needs --private-key-file")
+				}
+				if body["private_key"], err = readSecret(keyFile, stdin); err == nil {
+					body["passphrase"], err = readSecret(passphraseFile, stdin)
+				}
+			default:
+				return fmt.Errorf("--type must be ssh or https")
+			}
+			if err != nil {
+				return err
+			}
+			var info credential.Info
+			if err := app.client.do(cmd.Context(), "POST", "/api/v1/git-credentials", body, &info); err != nil {
+				return err
+			}
+			app.print(info, func(w io.Writer) { fmt.Fprintf(w, "Git credential %s (%s) created.\n", info.Name, info.Type) })
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&name, "name", "", "credential name, used by git-builders' --credential")
+	f.StringVar(&typ, "type", "", "ssh or https")
+	f.StringVar(&username, "username", "", "https: user name")
+	f.StringVar(&passwordFile, "password-file", "", "https: file holding the password or token (- for stdin)")
+	f.StringVar(&keyFile, "private-key-file", "", "ssh: private key file")
+	f.StringVar(&passphraseFile, "passphrase-file", "", "ssh: file holding the key's passphrase")
+	requireFlags(cmd, "name", "type")
+	return cmd
+}
+
+func (app *App) listCredentials() *cobra.Command {
+	return &cobra.Command{
+		Use: "git-credentials", Short: "List git credentials (names and types only)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var res struct {
+				Credentials []credential.Info `json:"git_credentials"`
+			}
+			if err := app.client.do(cmd.Context(), "GET", "/api/v1/git-credentials", nil, &res); err != nil {
+				return err
+			}
+			app.print(res, func(w io.Writer) {
+				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tTYPE\tCREATED")
+				for _, c := range res.Credentials {
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Name, c.Type, c.CreatedAt.Format(time.RFC3339))
+				}
+				tw.Flush()
+			})
+			return nil
+		},
+	}
+}
+
+func (app *App) deleteCredential() *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use: "git-credential", Short: "Delete a git credential no git-builder uses", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := app.client.do(cmd.Context(), "DELETE", "/api/v1/git-credentials/"+url.PathEscape(name), nil, nil); err != nil {
+				return err
+			}
+			app.print(map[string]string{"deleted": name}, func(w io.Writer) { fmt.Fprintf(w, "Git credential %s deleted.\n", name) })
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "credential name")
+	requireFlags(cmd, "name")
+	return cmd
+}

@@ -1,0 +1,253 @@
+// Package credential keeps the Git credentials of private repositories:
+// ssh keys (with an optional passphrase) and https usernames with tokens.
+// They are stored in Redis sealed with AES-256-GCM under a key read from a
+// secret file (Git.CredentialKeyFile), referenced by name from builders,
+// and handed out only to the git client that clones. Listings carry names
+// and types, never secrets.
+package credential
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/redis/go-redis/v9"
+)
+
+// Types.
+const (
+	SSH   = "ssh"
+	HTTPS = "https"
+)
+
+const key = "pkgfleet:credentials" // hash name → sealed record
+
+// Credential is a whole credential, secrets included.
+type Credential struct {
+	Name       string
+	Type       string
+	Username   string // https
+	Password   string // https: the token or password
+	PrivateKey string // ssh: PEM/OpenSSH private key
+	Passphrase string // ssh: optional
+}
+
+// Info is what may be shown about a credential.
+type Info struct {
+	Name      string    `json:"name"`
+	Type      string    `json:"type"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+type record struct {
+	Info
+	Sealed []byte `json:"sealed"` // nonce | AES-GCM(secrets), bound to name and type
+}
+
+type secrets struct {
+	Username   string `json:"u,omitempty"`
+	Password   string `json:"p,omitempty"`
+	PrivateKey string `json:"k,omitempty"`
+	Passphrase string `json:"pp,omitempty"`
+}
+
+// Store seals and opens credentials.
+type Store struct {
+	rdb  redis.UniversalClient
+	aead cipher.AEAD // nil: no key configured
+}
+
+// ErrNoKey is returned when Git.CredentialKeyFile is not set.
+var ErrNoKey = errors.New("git credentials need Git.CredentialKeyFile: a secret file of at least 32 random bytes (e.g. head -c 48 /dev/urandom | base64 > /etc/pkgfleet/credential.key)")
+
+// NewStore returns a store; keyFile "" means credentials cannot be used.
+func NewStore(rdb redis.UniversalClient, keyFile string) (*Store, error) {
+	s := &Store{rdb: rdb}
+	if keyFile == "" {
+		return s, nil
+	}
+	data, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("Git.CredentialKeyFile: %w", err)
+	}
+	material := strings.TrimSpace(string(data))
+	if len(material) < 32 {
+		return nil, fmt.Errorf("Git.CredentialKeyFile %s holds %d bytes; it needs at least 32", keyFile, len(material))
+	}
+	k := sha256.Sum256([]byte("pkgfleet credential key v1\x00" + material))
+	block, err := aes.NewCipher(k[:])
+	if err != nil {
+		return nil, err
+	}
+	s.aead, err = cipher.NewGCM(block)
+	return s, err
+}
+
+// Validate checks a credential before it is stored.
+func Validate(c *Credential) error {
+	if err := registry.ValidateName("credential name", c.Name); err != nil {
+		return err
+	}
+	bad := func(msg string) error { return &registry.ValidationError{Msg: msg} }
+	switch c.Type {
+	case SSH:
+		if !strings.Contains(c.PrivateKey, "PRIVATE KEY-----") {
+			return bad("an ssh credential needs private_key: a PEM or OpenSSH private key")
+		}
+		if c.Username != "" || c.Password != "" {
+			return bad("an ssh credential takes private_key and passphrase, not username or password")
+		}
+	case HTTPS:
+		if c.Username == "" || c.Password == "" {
+			return bad("an https credential needs username and password (or token)")
+		}
+		if strings.ContainsAny(c.Username+c.Password, "\n\r\x00") {
+			return bad("username and password must be one line")
+		}
+		if c.PrivateKey != "" || c.Passphrase != "" {
+			return bad("an https credential takes username and password, not a private key")
+		}
+	default:
+		return bad(fmt.Sprintf("credential type must be %q or %q", SSH, HTTPS))
+	}
+	return nil
+}
+
+func aad(name, typ string) []byte { return []byte("pkgfleet-credential\x00" + name + "\x00" + typ) }
+
+// Create stores a new credential.
+func (s *Store) Create(ctx context.Context, c *Credential) (Info, error) {
+	if s.aead == nil {
+		return Info{}, ErrNoKey
+	}
+	if err := Validate(c); err != nil {
+		return Info{}, err
+	}
+	plain, _ := json.Marshal(secrets{Username: c.Username, Password: c.Password, PrivateKey: c.PrivateKey, Passphrase: c.Passphrase})
+	nonce := make([]byte, s.aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return Info{}, err
+	}
+	rec := record{Info: Info{Name: c.Name, Type: c.Type, CreatedAt: time.Now().UTC().Truncate(time.Second)}}
+	rec.Sealed = s.aead.Seal(nonce, nonce, plain, aad(c.Name, c.Type))
+	data, _ := json.Marshal(rec)
+	ok, err := s.rdb.HSetNX(ctx, key, c.Name, data).Result()
+	if err != nil {
+		return Info{}, fmt.Errorf("store credential: %w", err)
+	}
+	if !ok {
+		return Info{}, fmt.Errorf("credential %q %w", c.Name, registry.ErrExists)
+	}
+	return rec.Info, nil
+}
+
+// List returns every credential's name and type.
+func (s *Store) List(ctx context.Context) ([]Info, error) {
+	vals, err := s.rdb.HVals(ctx, key).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list credentials: %w", err)
+	}
+	out := []Info{}
+	for _, v := range vals {
+		var r record
+		if err := json.Unmarshal([]byte(v), &r); err != nil {
+			return nil, err
+		}
+		out = append(out, r.Info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Info returns one credential's name and type.
+func (s *Store) Info(ctx context.Context, name string) (Info, error) {
+	r, err := s.record(ctx, name)
+	return r.Info, err
+}
+
+func (s *Store) record(ctx context.Context, name string) (record, error) {
+	var r record
+	raw, err := s.rdb.HGet(ctx, key, name).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return r, fmt.Errorf("credential %q %w", name, registry.ErrNotFound)
+	}
+	if err != nil {
+		return r, fmt.Errorf("credential %q: %w", name, err)
+	}
+	return r, json.Unmarshal(raw, &r)
+}
+
+// Open returns the whole credential, for the git client only.
+func (s *Store) Open(ctx context.Context, name string) (*Credential, error) {
+	if s.aead == nil {
+		return nil, ErrNoKey
+	}
+	r, err := s.record(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	n := s.aead.NonceSize()
+	if len(r.Sealed) < n {
+		return nil, fmt.Errorf("credential %q is corrupt", name)
+	}
+	plain, err := s.aead.Open(nil, r.Sealed[:n], r.Sealed[n:], aad(r.Name, r.Type))
+	if err != nil {
+		return nil, fmt.Errorf("credential %q cannot be decrypted: was Git.CredentialKeyFile changed?", name)
+	}
+	var sec secrets
+	if err := json.Unmarshal(plain, &sec); err != nil {
+		return nil, err
+	}
+	return &Credential{Name: r.Name, Type: r.Type, Username: sec.Username, Password: sec.Password,
+		PrivateKey: sec.PrivateKey, Passphrase: sec.Passphrase}, nil
+}
+
+// Delete removes a credential.
+func (s *Store) Delete(ctx context.Context, name string) error {
+	n, err := s.rdb.HDel(ctx, key, name).Result()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("credential %q %w", name, registry.ErrNotFound)
+	}
+	return nil
+}
+
+// MatchesURL checks that a credential type fits a repository URL: https
+// credentials for https:// URLs, ssh keys for ssh:// and user@host:path.
+func MatchesURL(typ, url string) error {
+	isHTTPS := strings.HasPrefix(url, "https://")
+	isSSH := strings.HasPrefix(url, "ssh://") || (!strings.Contains(url, "://") && strings.Contains(url, ":"))
+	switch {
+	case typ == HTTPS && !isHTTPS:
+		return &registry.ValidationError{Msg: "an https credential needs an https:// url"}
+	case typ == SSH && !isSSH:
+		return &registry.ValidationError{Msg: "an ssh credential needs an ssh:// or user@host:path url"}
+	}
+	return nil
+}
+
+// GitClient returns base authenticated with the named credential ("" =
+// none) and a cleanup to call when the git work is done.
+func (s *Store) GitClient(ctx context.Context, base *git.Client, name, tempDir string) (*git.Client, func(), error) {
+	if name == "" {
+		return base, func() {}, nil
+	}
+	c, err := s.Open(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return base.WithAuth(&git.Auth{Username: c.Username, Password: c.Password, PrivateKey: c.PrivateKey, Passphrase: c.Passphrase}, tempDir)
+}

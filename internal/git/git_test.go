@@ -1,0 +1,166 @@
+package git
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pkgfleet/pkgfleet/internal/testenv"
+)
+
+func TestValidateURLAcceptsRealRemotes(t *testing.T) {
+	t.Parallel()
+	p := URLPolicy{}
+	for _, u := range []string{
+		"https://github.com/rstudio/shiny.git",
+		"https://gitlab.example.org/group/sub/pkg",
+		"ssh://git@example.org/r/pkg.git",
+		"ssh://git@example.org:2222/r/pkg.git",
+		"git://example.org/pkg.git",
+		"git@github.com:user/example.git",
+	} {
+		if err := p.ValidateURL(u); err != nil {
+			t.Errorf("ValidateURL(%q) = %v", u, err)
+		}
+	}
+}
+
+func TestValidateURLRejectsInjection(t *testing.T) {
+	t.Parallel()
+	cases := map[string]string{
+		"ext::sh -c touch% /tmp/pwned":       "spaces",
+		"ext::sh":                            "transport helper",
+		"fd::17":                             "transport helper",
+		"-upload-pack=touch /tmp/x":          "start with '-'",
+		"--upload-pack=evil":                 "start with '-'",
+		"ssh://-oProxyCommand=evil/x":        "host must not start with '-'",
+		"git@-oProxyCommand=x:path":          "url needs a scheme",
+		"https://example.org/a\nb":           "control characters",
+		"https://example.org/a\x00b":         "control characters",
+		"file:///srv/repo":                   "file:// urls are not allowed",
+		"http://example.org/x.git":           "use https",
+		"https://user:tok@example.org/x.git": "use a git credential",
+		"https://tok@example.org/x.git":      "use a git credential",
+		"ftp://example.org/x":                "not allowed",
+		"/srv/repo":                          "needs a scheme",
+		"":                                   "required",
+		"https:///x":                         "no host",
+		"https://example.org":                "no repository path",
+	}
+	p := URLPolicy{}
+	for u, want := range cases {
+		err := p.ValidateURL(u)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ValidateURL(%q) = %v, want an error containing %q", u, err, want)
+		}
+	}
+	if err := (URLPolicy{AllowFile: true}).ValidateURL("file:///srv/repo"); err != nil {
+		t.Errorf("file:// with AllowFile: %v", err)
+	}
+	if err := (URLPolicy{AllowFile: true}).ValidateURL("file://otherhost/srv/repo"); err == nil {
+		t.Error("file:// with a host was accepted")
+	}
+}
+
+func TestValidateRefAndSHA(t *testing.T) {
+	t.Parallel()
+	for _, ok := range []string{"main", "release/1.x", "v1.2.3", "feature_x-1"} {
+		if err := ValidateRef(ok); err != nil {
+			t.Errorf("ValidateRef(%q) = %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "-x", "--upload-pack=x", "a..b", "a b", "a\nb", "x.lock", "/abs", "a//b", "a~1", "a^{}"} {
+		if err := ValidateRef(bad); err == nil {
+			t.Errorf("ValidateRef(%q) accepted", bad)
+		}
+	}
+	if err := ValidateSHA(strings.Repeat("a", 40)); err != nil {
+		t.Error(err)
+	}
+	for _, bad := range []string{"abc", strings.Repeat("A", 40), "-" + strings.Repeat("a", 39), strings.Repeat("g", 40)} {
+		if err := ValidateSHA(bad); err == nil {
+			t.Errorf("ValidateSHA(%q) accepted", bad)
+		}
+	}
+}
+
+func TestCompareVersionsOrdersTagsAsVersions(t *testing.T) {
+	t.Parallel()
+	ordered := []string{"v0.9", "v1.2.9", "v1.10.0", "v1.10.1", "v2.0.0"}
+	for i := 1; i < len(ordered); i++ {
+		if CompareVersions(ordered[i-1], ordered[i]) >= 0 || CompareVersions(ordered[i], ordered[i-1]) <= 0 {
+			t.Errorf("%s should be older than %s", ordered[i-1], ordered[i])
+		}
+	}
+	if CompareVersions("4.10.1", "4.9.3") <= 0 {
+		t.Error("4.10.1 should be newer than 4.9.3")
+	}
+}
+
+func TestLsRemoteAndCloneAnExactCommit(t *testing.T) {
+	t.Parallel()
+	dir, first := testenv.Repo(t, map[string]string{"a.txt": "one"})
+	testenv.Git(t, dir, "tag", "v1.0.0")
+	testenv.Git(t, dir, "tag", "-a", "v1.1.0", "-m", "annotated")
+	testenv.Git(t, dir, "tag", "other")
+	second := testenv.Commit(t, dir, map[string]string{"a.txt": "two", "sub/b.txt": "b"}, "second")
+	testenv.Git(t, dir, "tag", "v1.10.0")
+
+	c := &Client{Policy: URLPolicy{AllowFile: true}}
+	ctx := context.Background()
+	refs, err := c.LsRemote(ctx, "file://"+dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	branch, sha, err := refs.Branch("")
+	if err != nil || branch != "main" || sha != second {
+		t.Fatalf("default branch = %q %q %v, want main %s", branch, sha, err, second)
+	}
+	if refs.Tags["v1.1.0"] != first {
+		t.Errorf("annotated tag resolves to %q, want its commit %s", refs.Tags["v1.1.0"], first)
+	}
+	tags, err := refs.MatchingTags("v*")
+	if err != nil || strings.Join(tags, ",") != "v1.10.0,v1.1.0,v1.0.0" {
+		t.Fatalf("MatchingTags(v*) = %v %v", tags, err)
+	}
+	if _, _, err := refs.Branch("nope"); err == nil {
+		t.Error("missing branch resolved")
+	}
+
+	// Clone the older commit even though it is not a branch head.
+	dst := filepath.Join(t.TempDir(), "checkout")
+	if err := c.Clone(ctx, dst, CloneOptions{URL: "file://" + dir, SHA: first, Depth: 1}); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(dst, "a.txt"))
+	if string(b) != "one" {
+		t.Fatalf("checked out a.txt = %q, want the first commit's", b)
+	}
+	if got := testenv.Git(t, dst, "rev-parse", "HEAD"); got != first {
+		t.Fatalf("HEAD = %s, want %s", got, first)
+	}
+}
+
+func TestGitNeverRunsFileURLsUnlessAllowed(t *testing.T) {
+	t.Parallel()
+	dir, _ := testenv.Repo(t, map[string]string{"a": "a"})
+	c := &Client{}
+	if _, err := c.LsRemote(context.Background(), "file://"+dir); err == nil || !strings.Contains(err.Error(), "not allowed") {
+		t.Fatalf("LsRemote(file://) = %v, want refusal", err)
+	}
+	if _, err := c.LsRemote(context.Background(), "ext::sh -c id"); err == nil {
+		t.Fatal("ext:: accepted")
+	}
+}
+
+func TestLsRemoteOfAMissingRepositoryIsAClearError(t *testing.T) {
+	t.Parallel()
+	testenv.Require(t, "git")
+	c := &Client{Policy: URLPolicy{AllowFile: true}}
+	_, err := c.LsRemote(context.Background(), "file:///nonexistent/repo")
+	if err == nil || !strings.Contains(err.Error(), "ls-remote file:///nonexistent/repo") {
+		t.Fatalf("err = %v", err)
+	}
+}

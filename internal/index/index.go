@@ -1,0 +1,114 @@
+// Package index serves what pkgfleet built the way package managers read
+// it: a CRAN-like repository per `git` source (src/contrib/PACKAGES,
+// PACKAGES.gz, the tarballs, Archive/) for R's install.packages, and a
+// PEP 503 simple index (with the PEP 691 JSON form) per `git-python`
+// source for pip.
+//
+// Which builds are served: for each package version, the newest successful
+// build (for commit builders the newest commit wins); older builds stay
+// reachable through the API by build id; a failed build never replaces a
+// good artifact. The index is computed from the registry on each request,
+// with artifact metadata cached by build.
+package index
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/pkgfleet/pkgfleet/internal/build"
+	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/store"
+)
+
+// Index reads builds from the registry and files from the store.
+type Index struct {
+	Registry *registry.Registry
+	Store    *store.Store
+
+	mu    sync.Mutex
+	cache map[string]build.Fields // build id + file → metadata
+}
+
+// New returns an index.
+func New(reg *registry.Registry, st *store.Store) *Index {
+	return &Index{Registry: reg, Store: st, cache: map[string]build.Fields{}}
+}
+
+// maxBuilds bounds how many successful builds one listing considers.
+const maxBuilds = 100000
+
+// served returns, per package, the newest successful build of each
+// version, newest version first.
+func (x *Index) served(ctx context.Context, source string) (map[string][]*registry.Build, error) {
+	builds, err := x.Registry.Builds(ctx, registry.Filter{Source: source, Status: registry.StatusSucceeded, Limit: maxBuilds})
+	if err != nil {
+		return nil, err
+	}
+	type key struct{ pkg, version string }
+	newest := map[key]*registry.Build{}
+	for _, b := range builds {
+		if b.Package == "" || b.Version == "" || len(b.Artifacts) == 0 {
+			continue
+		}
+		k := key{b.Package, b.Version}
+		if cur, ok := newest[k]; !ok || b.ID > cur.ID {
+			newest[k] = b
+		}
+	}
+	out := map[string][]*registry.Build{}
+	for k, b := range newest {
+		out[k.pkg] = append(out[k.pkg], b)
+	}
+	for _, list := range out {
+		sort.Slice(list, func(i, j int) bool {
+			if c := git.CompareVersions(list[i].Version, list[j].Version); c != 0 {
+				return c > 0
+			}
+			return list[i].ID > list[j].ID
+		})
+	}
+	return out, nil
+}
+
+// metadata reads (and caches) the package metadata inside an artifact.
+func (x *Index) metadata(b *registry.Build, a registry.Artifact) (build.Fields, error) {
+	k := fmt.Sprintf("%d/%s", b.ID, a.File)
+	x.mu.Lock()
+	f, ok := x.cache[k]
+	x.mu.Unlock()
+	if ok {
+		return f, nil
+	}
+	fh, err := x.Store.Open(b.Source, b.Package, b.ID, a.File)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	switch a.Kind {
+	case "source":
+		f, err = build.ReadTarDESCRIPTION(fh, b.Package)
+		if err == nil {
+			if _, err = fh.Seek(0, 0); err == nil {
+				f["MD5sum"], err = md5File(fh)
+			}
+		}
+	case "wheel":
+		f, err = build.ReadWheelMetadata(fh)
+	default:
+		f, err = build.ReadSdistPKGInfo(fh)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s of build %d: %w", a.File, b.ID, err)
+	}
+	x.mu.Lock()
+	x.cache[k] = f
+	x.mu.Unlock()
+	return f, nil
+}
+
+func sortStrings(s []string, less func(a, b string) bool) {
+	sort.Slice(s, func(i, j int) bool { return less(s[i], s[j]) })
+}

@@ -1,0 +1,77 @@
+package sandbox_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/pkgfleet/pkgfleet/internal/sandbox"
+)
+
+// The launch benchmarks (issue 3, item 9) time one `/bin/true` three ways:
+// a bare fork+exec, Namespaces.Run, and bubblewrap with the same
+// namespaces (user ×2, mount, PID, IPC, UTS, network) and the same mounts.
+// scripts/bench-sandbox.sh runs them together and prints the ratios.
+
+func benchDirs(b *testing.B) (cfg sandbox.Config, source, dest string) {
+	base := mkdirOpen(b, b.TempDir())
+	mkdirOpen(b, filepath.Dir(base))
+	cfg = sandbox.Config{
+		DataDir:   filepath.Join(base, "data"),
+		ConfigDir: filepath.Join(base, "config"),
+		TempDir:   mkdirOpen(b, filepath.Join(base, "tmp")),
+	}
+	return cfg, mkdirOpen(b, filepath.Join(base, "src")), mkdirOpen(b, filepath.Join(base, "dest"))
+}
+
+func BenchmarkLaunchBare(b *testing.B) {
+	for b.Loop() {
+		if err := exec.Command("/bin/true").Run(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkLaunchSandbox(b *testing.B) {
+	cfg, source, dest := benchDirs(b)
+	r, err := sandbox.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	spec := sandbox.Spec{Args: []string{"/bin/true"}, Source: source, Dest: dest}
+	for b.Loop() {
+		res, err := r.Run(context.Background(), spec)
+		if err != nil || !res.Success() {
+			b.Fatalf("%+v %v", res, err)
+		}
+	}
+}
+
+func BenchmarkLaunchBwrap(b *testing.B) {
+	bwrap := need(b, "bwrap")
+	cfg, source, dest := benchDirs(b)
+	tmp := mkdirOpen(b, filepath.Join(cfg.TempDir, "ws"))
+	args := []string{"--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
+		"--disable-userns", "--die-with-parent", "--new-session"}
+	// The same system directories as the sandbox binds (symlinks stay symlinks).
+	for _, d := range []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt"} {
+		fi, err := os.Lstat(d)
+		switch {
+		case err != nil:
+		case fi.Mode()&os.ModeSymlink != 0:
+			target, _ := os.Readlink(d)
+			args = append(args, "--symlink", target, d)
+		case fi.IsDir():
+			args = append(args, "--ro-bind", d, d)
+		}
+	}
+	args = append(args, "--proc", "/proc", "--dev", "/dev", "--bind", source, source, "--bind", dest, dest,
+		"--bind", tmp, tmp, "--setenv", "TMPDIR", tmp, "--chdir", source, "--", "/bin/true")
+	for b.Loop() {
+		if out, err := exec.Command(bwrap, args...).CombinedOutput(); err != nil {
+			b.Fatalf("bwrap: %v\n%s", err, out)
+		}
+	}
+}

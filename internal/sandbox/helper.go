@@ -1,0 +1,736 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// The re-exec'd stages are recognised by argv[0] alone. Nothing secret is
+// in argv or the environment: builds can read /proc/1/cmdline.
+const (
+	helperArg0 = "pkgfleet-sandbox-helper" // stage B: PID 1, root of user namespace 1
+	execArg0   = "pkgfleet-sandbox-exec"   // stage C: the build, in user namespace 2
+)
+
+// initCalled guards New: without Init in main, the re-exec'd helper would
+// run the worker (or the whole test suite) again instead of a sandbox.
+var initCalled atomic.Bool
+
+// Init must be the first call in main() of any binary that runs sandboxes,
+// and in TestMain of any package whose tests do. In a normal process it
+// returns at once. In a process the sandbox re-executed (/proc/self/exe
+// with a marker argv[0]) it runs that stage and exits: stage B sets up the
+// namespaces and supervises the build, stage C drops everything and execs
+// the build command. Settings reach both through inherited pipes.
+func Init() {
+	switch filepath.Base(os.Args[0]) {
+	case helperArg0:
+		// exit_group directly: no deferred runtime work (and under -race no
+		// one-second atexit sleep) between the report and the namespace's end.
+		unix.Exit(helperMain())
+	case execArg0:
+		// Capabilities, no_new_privs and the seccomp filter are per thread:
+		// the thread that applies them must be the one that calls execve.
+		runtime.LockOSThread()
+		execMain() // never returns
+	}
+	initCalled.Store(true)
+}
+
+// helperConfig travels from stage A to stage B over fd 3.
+type helperConfig struct {
+	Args    []string
+	Env     []string
+	Dir     string
+	Source  string
+	Dest    string
+	TmpDir  string
+	Network bool
+	Masks   []string // host paths to cover wherever they are visible
+
+	Memory    int64
+	Processes int
+	Disk      int64
+
+	UID, GID int // host ids; the build gets the same numbers in namespace 2
+	Probe    bool
+}
+
+// helperResult travels back from stage B to stage A over fd 4.
+type helperResult struct {
+	ExitCode       int
+	Signal         string
+	Killed         string
+	Error          string // set up failed; no build ran
+	NamespaceLimit bool   // the nested namespace hit max_user_namespaces
+}
+
+// execConfig travels from stage B to stage C over fd 3.
+type execConfig struct {
+	Path   string
+	Args   []string
+	Env    []string
+	Dir    string
+	Limits Limits
+	Probe  bool
+
+	RootDev, RootIno uint64 // identity of the sandbox root, checked by stage C
+}
+
+// systemDirs are bound read-only into every sandbox when they exist.
+// Everything else of the host (/home, /root, /var, /srv, /run, /tmp, /mnt,
+// /media, /boot …) is simply absent.
+var systemDirs = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt"}
+
+func helperMain() int {
+	cfgFile, resFile := os.NewFile(3, "config"), os.NewFile(4, "result")
+	var hc helperConfig
+	err := json.NewDecoder(cfgFile).Decode(&hc)
+	cfgFile.Close()
+	var res helperResult
+	if err != nil {
+		res.Error = fmt.Sprintf("read settings: %v", err)
+	} else {
+		res = runHelper(&hc)
+	}
+	// Output first, then the report: the worker returns once it has both,
+	// without waiting for the namespaces to be torn down.
+	os.Stdout.Close()
+	os.Stderr.Close()
+	_ = json.NewEncoder(resFile).Encode(&res)
+	resFile.Close()
+	return 0
+}
+
+// runHelper is stage B, the sandbox set-up, as one linear sequence. It runs
+// as PID 1 of new PID, mount, IPC, UTS (and network) namespaces, as root of
+// user namespace 1 with full capabilities there and none on the host.
+func runHelper(hc *helperConfig) helperResult {
+	fail := func(step string, err error) helperResult {
+		return helperResult{Error: fmt.Sprintf("%s: %v", step, err), NamespaceLimit: errors.Is(err, unix.ENOSPC)}
+	}
+
+	// Builds must not ptrace this process or read its /proc files (CVE-2016-9962 class).
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fail("prctl dumpable", err)
+	}
+	// No signal may end the supervisor early (a build can aim F_SETSIG at it). Caught
+	// and dropped rather than ignored: ignored dispositions would leak into the build.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2,
+		unix.SIGPIPE, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU, unix.SIGALRM, unix.SIGVTALRM, unix.SIGIO)
+	go func() {
+		for range sigs {
+		}
+	}()
+	// Mounts made below must never propagate back to the host, nor host mounts in.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fail("make / private", err)
+	}
+	// Our own PID namespace's procfs over the host's: /proc/<pid> must name
+	// our children (Go writes the nested uid_map through it), and no host
+	// process may be reachable through /proc from here on.
+	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fail("mount /proc", err)
+	}
+	// Open the build's directories before anything covers their host paths;
+	// a symlink anywhere on the path is refused (planted-link escapes, CVE-2024-42472).
+	type exposure struct {
+		path string
+		fd   int
+	}
+	var exposures []exposure
+	for _, p := range []string{hc.Source, hc.Dest, hc.TmpDir} {
+		if p == "" || (len(exposures) > 0 && exposures[len(exposures)-1].path == p) {
+			continue
+		}
+		fd, err := unix.Openat2(unix.AT_FDCWD, p, &unix.OpenHow{
+			Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+		})
+		if err != nil {
+			return fail("open "+p+" without following symlinks", err)
+		}
+		defer unix.Close(fd)
+		exposures = append(exposures, exposure{p, fd})
+	}
+	sort.SliceStable(exposures, func(i, j int) bool { return depth(exposures[i].path) < depth(exposures[j].path) })
+	// Builds may create no user namespace beyond the one made for them below (bwrap --disable-userns).
+	if err := os.WriteFile("/proc/sys/user/max_user_namespaces", []byte("1"), 0); err != nil {
+		return fail("limit nested user namespaces", err)
+	}
+	// Stage C starts now, blocked until it gets its settings, so that its
+	// start-up overlaps the mounts below. pivot_root moves its root along;
+	// it checks that before doing anything else.
+	build, err := startBuild(hc)
+	if err != nil {
+		return fail("start build namespace", err)
+	}
+	// A fresh tmpfs becomes the root: nothing of the host is visible unless bound below.
+	if err := unix.Mount("tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=16m"); err != nil {
+		return fail("mount root tmpfs", err)
+	}
+	root, err := unix.Open("/tmp", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fail("open new root", err)
+	}
+	defer unix.Close(root)
+	// System directories, read-only, nosuid and nodev down to every submount.
+	for _, d := range systemDirs {
+		if err := bindSystemDir(root, d); err != nil {
+			return fail("bind "+d, err)
+		}
+	}
+	// Masked directories that lie inside a bound tree get an empty tmpfs over them.
+	var masks []int
+	for _, m := range hc.Masks {
+		fd, err := openBeneath(root, m, false)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+			continue // not visible at all, or a link whose target is masked itself
+		}
+		if err != nil {
+			return fail("find mask "+m, err)
+		}
+		defer unix.Close(fd)
+		if err := unix.Mount("tmpfs", fdPath(fd), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0755,size=64k"); err != nil {
+			return fail("mask "+m, err)
+		}
+		mfd, err := openBeneath(root, m, false)
+		if err != nil {
+			return fail("reopen mask "+m, err)
+		}
+		defer unix.Close(mfd)
+		masks = append(masks, mfd)
+	}
+	// The build's own directories, read-write, checked to be the very inodes opened above.
+	for _, e := range exposures {
+		if err := bindExposure(root, e.path, e.fd); err != nil {
+			return fail("bind "+e.path, err)
+		}
+	}
+	// A fresh procfs of the PID namespace; kernel knobs and triggers read-only.
+	if err := setupProc(root); err != nil {
+		return fail("set up /proc", err)
+	}
+	// A minimal /dev: a few harmless devices, no host device listing, no ptys.
+	if err := setupDev(root); err != nil {
+		return fail("set up /dev", err)
+	}
+	// Masks and the root tmpfs become read-only now that every mount point exists.
+	for _, fd := range append(masks, root) {
+		if err := setAttr(fd, false, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV); err != nil {
+			return fail("make read-only", err)
+		}
+	}
+	// Only loopback, and up, in the private network namespace.
+	if !hc.Network {
+		if err := loopbackUp(); err != nil {
+			return fail("bring up lo", err)
+		}
+	}
+	// A neutral hostname in the private UTS namespace.
+	if err := unix.Sethostname([]byte("pkgfleet-build")); err != nil {
+		return fail("sethostname", err)
+	}
+	// Switch root and detach the old one, so no host path stays reachable.
+	if err := unix.Fchdir(root); err != nil {
+		return fail("chdir new root", err)
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fail("pivot_root", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fail("detach old root", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fail("chdir /", err)
+	}
+	// Release the build into the finished root, and supervise it.
+	return build.supervise(hc)
+}
+
+// build is stage C as the helper sees it.
+type build struct {
+	cmd  *exec.Cmd
+	cfgW *os.File // settings; stage C waits for them
+	errR *os.File // written only if stage C fails before execve
+}
+
+// startBuild starts stage C in user namespace 2, mapped back to an
+// unprivileged id. It waits for its settings before touching anything.
+func startBuild(hc *helperConfig) (*build, error) {
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd := &exec.Cmd{
+		Path:       "/proc/self/exe",
+		Args:       []string{execArg0},
+		Env:        []string{},
+		Dir:        "/", // the old root, which pivot_root replaces with the new one
+		Stdin:      os.Stdin,
+		Stdout:     os.Stdout,
+		Stderr:     os.Stderr,
+		ExtraFiles: []*os.File{cfgR, errW},
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: syscall.CLONE_NEWUSER,
+			// One line each: the build's id is an unprivileged id that is
+			// root only in the namespace above, which owns all the mounts.
+			UidMappings: []syscall.SysProcIDMap{{ContainerID: hc.UID, HostID: 0, Size: 1}},
+			GidMappings: []syscall.SysProcIDMap{{ContainerID: hc.GID, HostID: 0, Size: 1}},
+			// Only CAP_SETPCAP survives into stage C, so that it can empty the bounding set.
+			AmbientCaps: []uintptr{unix.CAP_SETPCAP},
+			// A new session: no controlling terminal to push input into (CVE-2017-5226).
+			Setsid: true,
+		},
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	cfgR.Close()
+	errW.Close()
+	return &build{cmd: cmd, cfgW: cfgW, errR: errR}, nil
+}
+
+// supervise sends stage C its settings and stays PID 1: it reaps orphans,
+// enforces the limits it can watch, and reports how the build's main
+// process ended.
+func (b *build) supervise(hc *helperConfig) helperResult {
+	fail := func(step string, err error) helperResult {
+		return helperResult{Error: fmt.Sprintf("%s: %v", step, err), NamespaceLimit: errors.Is(err, unix.ENOSPC)}
+	}
+	ec := execConfig{Args: hc.Args, Env: hc.Env, Dir: hc.Dir, Probe: hc.Probe,
+		Limits: Limits{Memory: hc.Memory, Processes: hc.Processes, Disk: hc.Disk}}
+	if !hc.Probe {
+		var err error
+		if ec.Path, err = lookPath(hc.Args[0], hc.Env); err != nil {
+			return fail("find "+hc.Args[0], err)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/", &st); err != nil {
+		return fail("stat new root", err)
+	}
+	ec.RootDev, ec.RootIno = st.Dev, st.Ino
+	go func() {
+		_ = json.NewEncoder(b.cfgW).Encode(&ec)
+		b.cfgW.Close()
+	}()
+	mainPid := b.cmd.Process.Pid
+
+	// EOF here means the exec happened (the pipe is close-on-exec).
+	setupErr, _ := io.ReadAll(b.errR)
+	b.errR.Close()
+
+	w := newWatcher(hc)
+	stop := make(chan struct{})
+	go w.run(stop)
+
+	var res helperResult
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, 0, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fail("wait", err)
+		}
+		if pid != mainPid {
+			continue // an orphan re-parented to us
+		}
+		switch {
+		case ws.Signaled():
+			res.ExitCode, res.Signal = -1, unixSignalName(ws.Signal())
+		default:
+			res.ExitCode = ws.ExitStatus()
+		}
+		break
+	}
+	close(stop)
+	if len(setupErr) > 0 {
+		return helperResult{Error: strings.TrimSpace(string(setupErr))}
+	}
+	res.Killed = w.verdict(res)
+	if res.Killed != "" {
+		res.ExitCode, res.Signal = -1, ""
+	}
+	// Nothing outlives the main process: kill and reap the rest now, so the
+	// output pipe is closed when the worker reads the report.
+	_ = unix.Kill(-1, unix.SIGKILL)
+	for {
+		if _, err := unix.Wait4(-1, nil, 0, nil); err != nil && !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	return res
+}
+
+// execMain is stage C: it runs as an unprivileged id in user namespace 2
+// holding only CAP_SETPCAP, and removes every remaining privilege before
+// it becomes the build.
+func execMain() {
+	errPipe := os.NewFile(4, "setup-error")
+	fail := func(step string, err error) {
+		fmt.Fprintf(errPipe, "%s: %v", step, err)
+		unix.Exit(127)
+	}
+	var ec execConfig
+	cfgFile := os.NewFile(3, "config")
+	if err := json.NewDecoder(cfgFile).Decode(&ec); err != nil {
+		fail("read settings", err)
+	}
+	cfgFile.Close()
+
+	// The settings come after pivot_root: the root must now be the new one.
+	var st unix.Stat_t
+	if err := unix.Stat("/", &st); err != nil || st.Dev != ec.RootDev || st.Ino != ec.RootIno {
+		fail("root check", fmt.Errorf("/ is not the sandbox root (%v)", err))
+	}
+	// Resource limits the kernel enforces per process; the helper watches the totals.
+	if err := applyRlimits(ec.Limits); err != nil {
+		fail("rlimits", err)
+	}
+	if err := unix.Chdir(ec.Dir); err != nil {
+		fail("chdir "+ec.Dir, err)
+	}
+	// Only fds 0-2 reach the build: no leaked pipe, socket or directory (CVE-2024-21626 class).
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		fail("close_range", err)
+	}
+	// An empty bounding set: nothing the build execs can regain a capability.
+	lastCap, err := lastCapability()
+	if err != nil {
+		fail("cap_last_cap", err)
+	}
+	for c := 0; c <= lastCap; c++ {
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
+			fail("drop bounding set", err)
+		}
+	}
+	// No ambient, permitted, effective or inheritable capability either.
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
+		fail("clear ambient capabilities", err)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var none [2]unix.CapUserData // 64 capability bits, all clear
+	if err := unix.Capset(&hdr, &none[0]); err != nil {
+		fail("capset", err)
+	}
+	// setuid and file-capability binaries gain nothing (nosuid mounts too).
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		fail("no_new_privs", err)
+	}
+	// No abstract socket or signal beyond the build's own processes (Landlock, Linux >= 6.12).
+	if _, err := applyLandlockScopes(); err != nil {
+		fail("landlock", err)
+	}
+	// The syscall filter, last before execve (seccomp.go).
+	if err := installSeccomp(); err != nil {
+		fail("seccomp", err)
+	}
+	if ec.Probe {
+		unix.Exit(0)
+	}
+	err = unix.Exec(ec.Path, ec.Args, ec.Env)
+	fail("exec "+ec.Path, err)
+}
+
+// --- set-up steps used by runHelper ---
+
+// bindSystemDir recreates a host system directory inside the new root:
+// symlinks as symlinks (merged /usr), directories as recursive read-only
+// binds with every submount nosuid and nodev.
+func bindSystemDir(root int, dir string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return err
+	}
+	name := strings.TrimPrefix(dir, "/")
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFLNK:
+		target, err := os.Readlink(dir)
+		if err != nil {
+			return err
+		}
+		return unix.Symlinkat(target, root, name)
+	case unix.S_IFDIR:
+	default:
+		return nil
+	}
+	if err := unix.Mkdirat(root, name, 0o755); err != nil {
+		return err
+	}
+	dst, err := openBeneath(root, dir, false)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dst)
+	// MS_REC: a non-recursive bind would expose what submounts cover.
+	if err := unix.Mount(dir, fdPath(dst), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return err
+	}
+	mnt, err := openBeneath(root, dir, false)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(mnt)
+	return setAttr(mnt, true, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
+}
+
+// bindExposure binds an already opened host directory at the same path in
+// the new root, creating the mount point without following any symlink.
+func bindExposure(root int, path string, src int) error {
+	dst, err := openBeneath(root, path, true)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dst)
+	if err := unix.Mount(fdPath(src), fdPath(dst), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return err
+	}
+	mnt, err := openBeneath(root, path, false)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(mnt)
+	// The mounted directory must be the inode opened before: no race swapped it.
+	var a, b unix.Stat_t
+	if err := unix.Fstat(src, &a); err != nil {
+		return err
+	}
+	if err := unix.Fstat(mnt, &b); err != nil {
+		return err
+	}
+	if a.Dev != b.Dev || a.Ino != b.Ino {
+		return fmt.Errorf("mounted %s is not the directory opened", path)
+	}
+	return setAttr(mnt, true, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
+}
+
+func setupProc(root int) error {
+	if err := unix.Mkdirat(root, "proc", 0o555); err != nil {
+		return err
+	}
+	dst, err := openBeneath(root, "/proc", false)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dst)
+	if err := unix.Mount("proc", fdPath(dst), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return err
+	}
+	for _, p := range []string{"/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"} {
+		fd, err := unix.Openat2(root, strings.TrimPrefix(p, "/"), &unix.OpenHow{
+			Flags:   unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW,
+			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS,
+		})
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("open %s: %w", p, err)
+		}
+		err = unix.Mount(fdPath(fd), fdPath(fd), "", unix.MS_BIND|unix.MS_REC, "")
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("cover %s: %w", p, err)
+		}
+		fd, err = unix.Openat2(root, strings.TrimPrefix(p, "/"), &unix.OpenHow{
+			Flags:   unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW,
+			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS,
+		})
+		if err != nil {
+			return fmt.Errorf("reopen %s: %w", p, err)
+		}
+		err = setAttr(fd, true, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("cover %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+func setupDev(root int) error {
+	if err := unix.Mkdirat(root, "dev", 0o755); err != nil {
+		return err
+	}
+	dev, err := openBeneath(root, "/dev", false)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dev)
+	if err := unix.Mount("tmpfs", fdPath(dev), "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755,size=64k"); err != nil {
+		return err
+	}
+	unix.Close(dev)
+	if dev, err = openBeneath(root, "/dev", false); err != nil {
+		return err
+	}
+	for _, name := range []string{"null", "zero", "full", "random", "urandom", "tty"} {
+		fd, err := unix.Openat(dev, name, unix.O_CREAT|unix.O_EXCL|unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o666)
+		if err != nil {
+			return err
+		}
+		unix.Close(fd)
+		dst, err := openBeneath(root, "/dev/"+name, false)
+		if err != nil {
+			return err
+		}
+		err = unix.Mount("/dev/"+name, fdPath(dst), "", unix.MS_BIND, "")
+		unix.Close(dst)
+		if err != nil {
+			return fmt.Errorf("bind /dev/%s: %w", name, err)
+		}
+		if dst, err = openBeneath(root, "/dev/"+name, false); err != nil {
+			return err
+		}
+		err = setAttr(dst, false, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC)
+		unix.Close(dst)
+		if err != nil {
+			return fmt.Errorf("bind /dev/%s: %w", name, err)
+		}
+	}
+	for name, target := range map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
+		"stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
+		if err := unix.Symlinkat(target, dev, name); err != nil {
+			return err
+		}
+	}
+	if err := unix.Mkdirat(dev, "shm", 0o1777); err != nil {
+		return err
+	}
+	shm, err := openBeneath(root, "/dev/shm", false)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(shm)
+	if err := unix.Mount("tmpfs", fdPath(shm), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=64m"); err != nil {
+		return err
+	}
+	return setAttr(dev, false, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC)
+}
+
+// loopbackUp sets IFF_UP on lo, the only interface of a new network namespace.
+func loopbackUp() error {
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(s)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(s, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(s, unix.SIOCSIFFLAGS, ifr)
+}
+
+// openBeneath opens path (absolute, as seen in the new root) below the root
+// fd as an O_PATH directory, never following a symlink and never leaving
+// the root. With create, missing components are made (0755) one by one.
+func openBeneath(root int, path string, create bool) (int, error) {
+	rel := strings.TrimPrefix(filepath.Clean(path), "/")
+	how := &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	if rel == "" {
+		return unix.Openat2(root, ".", how)
+	}
+	if !create {
+		return unix.Openat2(root, rel, how)
+	}
+	dir, err := unix.Openat2(root, ".", how)
+	if err != nil {
+		return -1, err
+	}
+	for _, comp := range strings.Split(rel, "/") {
+		if err := unix.Mkdirat(dir, comp, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+			unix.Close(dir)
+			return -1, fmt.Errorf("mkdir %s: %w", comp, err)
+		}
+		next, err := unix.Openat2(dir, comp, how)
+		unix.Close(dir)
+		if err != nil {
+			return -1, fmt.Errorf("open %s: %w", comp, err)
+		}
+		dir = next
+	}
+	return dir, nil
+}
+
+// setAttr sets mount attributes on the mount at fd (and, recursive, on
+// every mount below it). Flags the host locked (noexec, nosuid …) are kept.
+func setAttr(fd int, recursive bool, set uint64) error {
+	flags := uint(unix.AT_EMPTY_PATH)
+	if recursive {
+		flags |= unix.AT_RECURSIVE
+	}
+	if err := unix.MountSetattr(fd, "", flags, &unix.MountAttr{Attr_set: set}); err != nil {
+		return fmt.Errorf("mount_setattr (Linux >= 5.12): %w", err)
+	}
+	return nil
+}
+
+func fdPath(fd int) string { return fmt.Sprintf("/proc/self/fd/%d", fd) }
+
+func depth(p string) int { return strings.Count(filepath.Clean(p), "/") }
+
+func sortByDepth(p []string) {
+	sort.SliceStable(p, func(i, j int) bool { return depth(p[i]) < depth(p[j]) })
+}
+
+func lastCapability() (int, error) {
+	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	_, err = fmt.Sscanf(string(b), "%d", &n)
+	return n, err
+}
+
+// lookPath finds a program the way the build's own environment would.
+func lookPath(name string, env []string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	path := "/usr/local/bin:/usr/bin:/bin"
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: not found in PATH", name)
+}

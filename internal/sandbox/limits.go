@@ -1,0 +1,213 @@
+package sandbox
+
+import (
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Limits without cgroup v2 delegation (this is what Result.Enforcement
+// "rlimits" means):
+//
+//   - Processes: RLIMIT_NPROC. Since Linux 5.14 it is counted per user
+//     namespace and uid, so the count is this build's alone: every build
+//     has its own namespace 2. The helper also counts tasks and ends the
+//     build when it sits at the limit (a fork bomb).
+//   - Memory: the helper sums the private resident memory of the build's
+//     processes and ends the build above the limit; RLIMIT_DATA at twice the limit is
+//     a per-process backstop against allocations faster than the watch.
+//   - Disk: RLIMIT_FSIZE caps every single file; the helper sums the blocks
+//     used in Dest and TMPDIR while the build runs and once at the end.
+//   - Time: the worker kills PID 1 of the namespace (stage A).
+const (
+	watchEvery     = 50 * time.Millisecond // a /proc scan per tick; frequent enough to catch bombs
+	diskEveryTicks = 10                    // a tree walk every half second
+	procStrikes    = 3                     // consecutive samples at the process limit
+)
+
+// applyRlimits sets the per-process limits in stage C, inherited by the build.
+func applyRlimits(l Limits) error {
+	set := func(res int, v uint64, what string) error {
+		if err := unix.Setrlimit(res, &unix.Rlimit{Cur: v, Max: v}); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		return nil
+	}
+	if err := set(unix.RLIMIT_CORE, 0, "RLIMIT_CORE"); err != nil {
+		return err
+	}
+	if l.Processes > 0 {
+		if err := set(unix.RLIMIT_NPROC, uint64(l.Processes), "RLIMIT_NPROC"); err != nil {
+			return err
+		}
+	}
+	if l.Memory > 0 {
+		backstop := max(2*l.Memory, l.Memory+512<<20)
+		if err := set(unix.RLIMIT_DATA, uint64(backstop), "RLIMIT_DATA"); err != nil {
+			return err
+		}
+	}
+	if l.Disk > 0 {
+		if err := set(unix.RLIMIT_FSIZE, uint64(l.Disk), "RLIMIT_FSIZE"); err != nil {
+			return err
+		}
+	}
+	// Go raised the soft NOFILE limit for itself; builds get the usual default.
+	var nofile unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &nofile); err == nil && nofile.Cur > 1024 {
+		nofile.Cur = 1024
+		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &nofile)
+	}
+	return nil
+}
+
+// watcher runs in the helper (PID 1) and samples the build's processes
+// through the namespace's own /proc.
+type watcher struct {
+	hc *helperConfig
+
+	mu      sync.Mutex
+	killed  string
+	procHit bool // the build sat at its process limit at least once
+	strikes int
+}
+
+func newWatcher(hc *helperConfig) *watcher {
+	return &watcher{hc: hc}
+}
+
+func (w *watcher) run(stop <-chan struct{}) {
+	if w.hc.Memory <= 0 && w.hc.Processes <= 0 && w.hc.Disk <= 0 {
+		return
+	}
+	t := time.NewTicker(watchEvery)
+	defer t.Stop()
+	for tick := 1; ; tick++ {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		if reason := w.sample(tick%diskEveryTicks == 0); reason != "" {
+			w.mu.Lock()
+			if w.killed == "" {
+				w.killed = reason
+			}
+			w.mu.Unlock()
+			// From PID 1, kill(-1) reaches every process of the namespace but itself.
+			_ = unix.Kill(-1, unix.SIGKILL)
+			return
+		}
+	}
+}
+
+// sample returns the limit exceeded, if any.
+func (w *watcher) sample(disk bool) string {
+	mem, tasks := procTotals()
+	if w.hc.Memory > 0 && mem > w.hc.Memory {
+		return "memory limit " + formatBytes(w.hc.Memory)
+	}
+	if w.hc.Processes > 0 {
+		if tasks >= w.hc.Processes {
+			w.mu.Lock()
+			w.procHit = true
+			w.mu.Unlock()
+			w.strikes++
+		} else {
+			w.strikes = 0
+		}
+		if w.strikes >= procStrikes {
+			return fmt.Sprintf("process limit %d", w.hc.Processes)
+		}
+	}
+	if disk && w.hc.Disk > 0 && w.diskUsed() > w.hc.Disk {
+		return "disk limit " + formatBytes(w.hc.Disk)
+	}
+	return ""
+}
+
+// verdict names the limit that ended the build, if one did: the watcher's
+// kill, or a limit the kernel enforced and the exit status betrays.
+func (w *watcher) verdict(res helperResult) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.killed != "" {
+		return w.killed
+	}
+	if w.hc.Disk > 0 && (res.Signal == "SIGXFSZ" || res.ExitCode == 128+int(unix.SIGXFSZ) || w.diskUsed() >= w.hc.Disk) {
+		return "disk limit " + formatBytes(w.hc.Disk)
+	}
+	// A failed build that sat at its process limit failed because of it:
+	// fork returned EAGAIN. The main process is reaped already, so it
+	// counts as one more task than the orphans still alive.
+	if failed := res.ExitCode != 0 || res.Signal != ""; failed && w.hc.Processes > 0 {
+		if _, tasks := procTotals(); w.procHit || tasks+1 >= w.hc.Processes {
+			return fmt.Sprintf("process limit %d", w.hc.Processes)
+		}
+	}
+	return ""
+}
+
+// diskUsed sums the blocks allocated below Dest and TMPDIR.
+func (w *watcher) diskUsed() int64 {
+	var total int64
+	for _, dir := range []string{w.hc.Dest, w.hc.TmpDir} {
+		if dir == "" {
+			continue
+		}
+		_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return nil
+			}
+			var st unix.Stat_t
+			if unix.Lstat(p, &st) == nil {
+				total += st.Blocks * 512
+			}
+			return nil
+		})
+	}
+	return total
+}
+
+// procTotals sums the private resident memory (RssAnon: heap and stacks,
+// not the shared libraries every process maps) and the tasks of every
+// process but PID 1, from /proc/<pid>/status.
+func procTotals() (anonBytes int64, tasks int) {
+	d, err := os.Open("/proc")
+	if err != nil {
+		return 0, 0
+	}
+	names, _ := d.Readdirnames(-1)
+	d.Close()
+	for _, name := range names {
+		if name == "1" || name[0] < '0' || name[0] > '9' {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + name + "/status")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if !ok {
+				continue
+			}
+			switch k {
+			case "Threads":
+				n, _ := strconv.Atoi(strings.TrimSpace(v))
+				tasks += n
+			case "RssAnon":
+				kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+				anonBytes += kb << 10
+			}
+		}
+	}
+	return anonBytes, tasks
+}

@@ -1,0 +1,191 @@
+package sandbox_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pkgfleet/pkgfleet/internal/sandbox"
+)
+
+func TestMain(m *testing.M) {
+	sandbox.Init()
+	code := m.Run()
+	if probeDir != "" {
+		os.RemoveAll(probeDir)
+	}
+	os.Exit(code)
+}
+
+// env is one test's sandbox: a runner whose masked directories each hold a
+// world-readable secret file, and a source and dest the build may write.
+type env struct {
+	t       *testing.T
+	r       *sandbox.Namespaces
+	cfg     sandbox.Config
+	base    string
+	source  string
+	dest    string
+	secrets []string // absolute paths of files no build may read
+}
+
+// mkdirOpen makes a directory every user can enter, so that a root test
+// run can hand it to the unprivileged run-as user.
+func mkdirOpen(t testing.TB, p string) string {
+	t.Helper()
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	// t.TempDir and its per-test parent are 0700: open both for the run-as user.
+	base := mkdirOpen(t, t.TempDir())
+	mkdirOpen(t, filepath.Dir(base))
+	e := &env{t: t, base: base}
+	e.cfg = sandbox.Config{
+		DataDir:          filepath.Join(base, "data"),
+		BuilderDir:       filepath.Join(base, "data", "builder"),
+		ConfigDir:        filepath.Join(base, "config"),
+		SockFileDir:      filepath.Join(base, "run"),
+		TempDir:          mkdirOpen(t, filepath.Join(base, "tmp")),
+		StorageLocations: []string{filepath.Join(base, "storage")},
+		Defaults:         sandbox.Limits{Timeout: 30 * time.Second, Output: 1 << 20},
+	}
+	e.source = mkdirOpen(t, filepath.Join(e.cfg.BuilderDir, "job1", "src"))
+	e.dest = mkdirOpen(t, filepath.Join(e.cfg.BuilderDir, "job1", "dest"))
+	for _, d := range []string{e.cfg.DataDir, e.cfg.BuilderDir, e.cfg.ConfigDir, e.cfg.SockFileDir, e.cfg.StorageLocations[0]} {
+		mkdirOpen(t, d)
+		p := filepath.Join(d, "secret.txt")
+		if err := os.WriteFile(p, []byte("TOPSECRET\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.secrets = append(e.secrets, p)
+	}
+	r, err := sandbox.New(e.cfg)
+	if err != nil {
+		t.Fatalf("sandbox.New: %v", err)
+	}
+	e.r = r
+	return e
+}
+
+// sh runs a shell script in the sandbox and returns its result and output.
+func (e *env) sh(script string, mod ...func(*sandbox.Spec)) (sandbox.Result, string) {
+	e.t.Helper()
+	var out bytes.Buffer
+	spec := sandbox.Spec{
+		Args:   []string{"/bin/sh", "-c", script},
+		Env:    []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/nonexistent", "TMPDIR=/tmp"},
+		Source: e.source,
+		Dest:   e.dest,
+		Dir:    e.source,
+		Output: &out,
+	}
+	for _, m := range mod {
+		m(&spec)
+	}
+	res, err := e.r.Run(context.Background(), spec)
+	if err != nil {
+		e.t.Fatalf("Run(%q): %v\noutput: %s", script, err, out.String())
+	}
+	return res, out.String()
+}
+
+// need returns the path of a host tool a test uses. Missing, it skips the
+// test locally but fails it in CI (CI=true), so CI never passes vacuously.
+func need(t testing.TB, tool string) string {
+	t.Helper()
+	p, err := exec.LookPath(tool)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is required in CI: %v", tool, err)
+		}
+		t.Skipf("%s not installed: %v", tool, err)
+	}
+	return p
+}
+
+// rootOnly skips tests that must plant root-owned files; CI runs as root.
+func rootOnly(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" && os.Getenv("PKGFLEET_TEST_UNPRIVILEGED") == "" {
+			t.Fatal("CI must run this suite as root (set PKGFLEET_TEST_UNPRIVILEGED=1 for the unprivileged pass)")
+		}
+		t.Skip("needs root to plant root-owned files in system directories")
+	}
+}
+
+var (
+	probeOnce sync.Once
+	probeDir  string // built here, removed by TestMain
+	probePath string
+	probeErr  error
+)
+
+// probe builds testdata/probe once and copies it into e's source tree,
+// returning its path as the sandbox sees it.
+func (e *env) probe() string {
+	e.t.Helper()
+	probeOnce.Do(func() {
+		// A prebuilt probe, for runs without a Go toolchain at hand (the
+		// unprivileged CI pass runs the compiled test binary as another user).
+		if p := os.Getenv("PKGFLEET_SANDBOX_PROBE"); p != "" {
+			probePath = p
+			return
+		}
+		dir, err := os.MkdirTemp("", "sandbox-probe-")
+		if err != nil {
+			probeErr = err
+			return
+		}
+		probeDir, probePath = dir, filepath.Join(dir, "probe")
+		cmd := exec.Command("go", "build", "-o", probePath, "./testdata/probe")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			probeErr = fmt.Errorf("build probe: %v\n%s", err, out)
+		}
+	})
+	if probeErr != nil {
+		e.t.Fatal(probeErr)
+	}
+	dst := filepath.Join(e.source, "probe")
+	copyFile(e.t, probePath, dst, 0o755)
+	return dst
+}
+
+func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dst, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// run runs argv in the sandbox.
+func (e *env) run(argv []string, mod ...func(*sandbox.Spec)) (sandbox.Result, string) {
+	e.t.Helper()
+	return e.sh("", append([]func(*sandbox.Spec){func(s *sandbox.Spec) { s.Args = argv }}, mod...)...)
+}
+
+func withLimits(l sandbox.Limits) func(*sandbox.Spec) {
+	return func(s *sandbox.Spec) { s.Limits = l }
+}

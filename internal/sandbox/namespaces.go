@@ -1,0 +1,409 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// NamespacesPerBuild is how many user namespaces one running build holds:
+// the outer one that owns the mount tree and the nested one the build runs
+// in. Size /proc/sys/user/max_user_namespaces with it (docs/sandbox.md).
+const NamespacesPerBuild = 2
+
+// ErrNamespaceLimit is wrapped by Run and New when the kernel refused a new
+// user namespace because /proc/sys/user/max_user_namespaces (or the nesting
+// depth) was exhausted. Callers count these as "namespace_limit" failures.
+var ErrNamespaceLimit = errors.New("user namespace limit reached: raise /proc/sys/user/max_user_namespaces")
+
+// ErrUnavailable is wrapped by New when user namespaces cannot be used at
+// all on this host (disabled, blocked by seccomp or AppArmor, or Init was
+// not called).
+var ErrUnavailable = errors.New("user namespace sandbox unavailable")
+
+// Namespaces is the user-namespace runner. It is safe for concurrent use.
+type Namespaces struct {
+	cfg      Config
+	masks    []string // host paths hidden from every build, symlinks resolved too
+	asRoot   bool     // the worker is root: drop to runUID before any namespace
+	runUID   int      // host uid the sandbox processes run as
+	runGID   int
+	inUse    atomic.Int64
+	selfPath string
+}
+
+// New prepares the namespace runner for cfg and proves it works by running
+// the whole set-up once (without a command). It fails, wrapping
+// ErrUnavailable or ErrNamespaceLimit, when builds could not be sandboxed.
+func New(cfg Config) (*Namespaces, error) {
+	if !initCalled.Load() {
+		return nil, fmt.Errorf("%w: sandbox.Init was not called at the start of main (or TestMain)", ErrUnavailable)
+	}
+	if max, err := MaxUserNamespaces(); err == nil && max == 0 {
+		return nil, fmt.Errorf("%w: /proc/sys/user/max_user_namespaces is 0", ErrUnavailable)
+	}
+	n := &Namespaces{cfg: cfg, runUID: os.Getuid(), runGID: os.Getgid(), selfPath: "/proc/self/exe"}
+	if n.cfg.TempDir == "" {
+		n.cfg.TempDir = os.TempDir()
+	}
+	// Canonical, symlink-free config paths: the helper refuses symlinks on
+	// bind paths, and a mask must cover the directory a link points to.
+	if p, err := filepath.EvalSymlinks(n.cfg.TempDir); err == nil {
+		n.cfg.TempDir = p
+	}
+	n.masks = maskList(n.cfg)
+	if os.Geteuid() == 0 {
+		uid, gid, err := lookupRunAs(cfg.RunAsUser)
+		if err != nil {
+			return nil, err
+		}
+		n.asRoot, n.runUID, n.runGID = true, uid, gid
+	}
+	if _, err := n.run(context.Background(), Spec{}, true); err != nil {
+		if errors.Is(err, ErrNamespaceLimit) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return n, nil
+}
+
+// Mode implements Runner.
+func (n *Namespaces) Mode() string { return "user-namespace" }
+
+// InUse reports how many user namespaces this runner's sandboxes hold now.
+func (n *Namespaces) InUse() int { return int(n.inUse.Load()) }
+
+// RunAs reports the host uid and gid sandbox processes run as.
+func (n *Namespaces) RunAs() (uid, gid int) { return n.runUID, n.runGID }
+
+// MaxUserNamespaces reads /proc/sys/user/max_user_namespaces, the per-user
+// limit the kernel applies to every build's two namespaces.
+func MaxUserNamespaces() (int, error) {
+	b, err := os.ReadFile("/proc/sys/user/max_user_namespaces")
+	if err != nil {
+		return 0, fmt.Errorf("read max_user_namespaces: %w", err)
+	}
+	v, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, fmt.Errorf("parse max_user_namespaces: %w", err)
+	}
+	return v, nil
+}
+
+// Run implements Runner: it runs spec inside a fresh sandbox and waits.
+func (n *Namespaces) Run(ctx context.Context, spec Spec) (Result, error) {
+	if len(spec.Args) == 0 {
+		return Result{}, errors.New("sandbox: empty command")
+	}
+	return n.run(ctx, spec, false)
+}
+
+// run is stage A: it prepares the host side (workspace, ownership, pipes)
+// and starts the helper in its new namespaces. The helper (helper.go) does
+// the rest and reports back how the build ended.
+func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, error) {
+	lim := withDefaults(spec.Limits, n.cfg.Defaults)
+	for _, p := range []string{spec.Source, spec.Dest} {
+		if p != "" && (!filepath.IsAbs(p) || filepath.Clean(p) != p) {
+			return Result{}, fmt.Errorf("sandbox: %q must be an absolute clean path", p)
+		}
+	}
+	dir := filepath.Clean(spec.Dir)
+	if spec.Dir == "" {
+		dir = firstNonEmpty(spec.Dest, spec.Source, "/")
+	}
+	if !probe && spec.Dir != "" && !within(dir, spec.Source) && !within(dir, spec.Dest) {
+		return Result{}, fmt.Errorf("sandbox: Dir %q is not below Source or Dest", dir)
+	}
+
+	ws, err := newWorkspace(n.cfg.TempDir)
+	if err != nil {
+		return Result{}, err
+	}
+	defer removeWorkspace(ws)
+	if n.asRoot {
+		// The sandbox runs as runUID on the host; hand it the directories it
+		// must write, never following a link a previous build planted.
+		for _, p := range []string{ws, spec.Source, spec.Dest} {
+			if err := chownTree(p, n.runUID, n.runGID); err != nil {
+				return Result{}, err
+			}
+		}
+	}
+
+	hc := helperConfig{
+		Args: spec.Args, Env: envWithTMPDIR(spec.Env, ws), Dir: dir,
+		Source: spec.Source, Dest: spec.Dest, TmpDir: ws, Network: spec.Network, Masks: n.masks,
+		Memory: lim.Memory, Processes: lim.Processes, Disk: lim.Disk,
+		UID: n.runUID, GID: n.runGID, Probe: probe,
+	}
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return Result{}, fmt.Errorf("sandbox: config pipe: %w", err)
+	}
+	defer cfgR.Close()
+	defer cfgW.Close()
+	resR, resW, err := os.Pipe()
+	if err != nil {
+		return Result{}, fmt.Errorf("sandbox: result pipe: %w", err)
+	}
+	defer resR.Close()
+	defer resW.Close()
+
+	out := &cappedWriter{w: spec.Output, left: lim.Output}
+	if spec.Output == nil {
+		out.w = io.Discard
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return Result{}, fmt.Errorf("sandbox: output pipe: %w", err)
+	}
+	defer outR.Close()
+	defer outW.Close()
+	cmd := &exec.Cmd{
+		Path: n.selfPath,
+		// argv[0] marks the helper; it carries nothing else, since builds
+		// can read /proc/1/cmdline.
+		Args:       []string{helperArg0},
+		Env:        []string{},
+		Dir:        "/",
+		Stdout:     outW, // stdout and stderr interleaved, as Spec.Output promises
+		Stderr:     outW,
+		ExtraFiles: []*os.File{cfgR, resW}, // fd 3: settings in, fd 4: result out
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
+				syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS,
+			UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: n.runUID, Size: 1}},
+			GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: n.runGID, Size: 1}},
+			Setsid:      true,
+			// With the worker gone nothing may stay: the helper is PID 1 of
+			// the build's PID namespace, so its death kills every build process.
+			Pdeathsig: syscall.SIGKILL,
+		},
+	}
+	if !spec.Network {
+		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNET
+	}
+	if n.asRoot {
+		// Root maps runUID to 0 in the namespace and switches to it there, so
+		// the helper (and everything below it) is runUID on the host from its
+		// first instruction, with root's supplementary groups dropped.
+		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}}
+	}
+
+	if lim.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, lim.Timeout)
+		defer cancel()
+	}
+
+	start := time.Now()
+	n.inUse.Add(NamespacesPerBuild)
+	defer n.inUse.Add(-NamespacesPerBuild)
+	started := make(chan error, 1)
+	go func() {
+		// Pdeathsig fires when the forking thread exits (golang/go#27505):
+		// keep this goroutine on its thread until the helper is reaped,
+		// which may be after Run has returned.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		_ = cmd.Wait()
+	}()
+	if err := <-started; err != nil {
+		if errors.Is(err, syscall.ENOSPC) {
+			return Result{}, fmt.Errorf("sandbox: clone: %w (%v)", ErrNamespaceLimit, err)
+		}
+		return Result{}, fmt.Errorf("sandbox: start helper: %w", err)
+	}
+	cfgR.Close()
+	resW.Close()
+	outW.Close()
+	go func() {
+		_ = json.NewEncoder(cfgW).Encode(&hc)
+		cfgW.Close()
+	}()
+	reported, copied := make(chan []byte, 1), make(chan struct{})
+	go func() {
+		b, _ := io.ReadAll(resR)
+		reported <- b
+	}()
+	go func() {
+		_, _ = io.Copy(out, outR)
+		close(copied)
+	}()
+
+	// The build is over when the helper has reported and every writer of
+	// the output is gone; the helper kills and reaps the build's processes
+	// before it reports. Its own exit, and the kernel's teardown of the
+	// namespaces, are not waited for.
+	var body []byte
+	select {
+	case body = <-reported:
+	case <-ctx.Done():
+		// Killing PID 1 of the namespace makes the kernel kill every process
+		// in it, however deep or detached.
+		_ = cmd.Process.Kill()
+		body = <-reported
+	}
+	select {
+	case <-copied:
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		<-copied
+	}
+	res := Result{Enforcement: "rlimits", OutputTruncated: out.truncated(), Duration: time.Since(start)}
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) && lim.Timeout > 0:
+		res.ExitCode, res.Killed = -1, "timeout "+lim.Timeout.String()
+		return res, nil
+	case ctx.Err() != nil:
+		res.ExitCode, res.Killed = -1, "canceled"
+		return res, nil
+	}
+
+	var hr helperResult
+	if err := json.Unmarshal(body, &hr); err != nil {
+		return res, fmt.Errorf("sandbox: helper ended without a report: %q", body)
+	}
+	if hr.Error != "" {
+		if hr.NamespaceLimit {
+			return res, fmt.Errorf("sandbox: %w: %s", ErrNamespaceLimit, hr.Error)
+		}
+		return res, fmt.Errorf("sandbox: %s", hr.Error)
+	}
+	res.ExitCode, res.Signal, res.Killed = hr.ExitCode, hr.Signal, hr.Killed
+	return res, nil
+}
+
+// lookupRunAs resolves Server.RunAsUser for a root worker. Empty means a
+// dedicated "pkgfleet" account, else "nobody". Root itself is refused:
+// builds never run as host root.
+func lookupRunAs(name string) (uid, gid int, err error) {
+	var u *user.User
+	switch {
+	case name != "":
+		if u, err = user.Lookup(name); err != nil {
+			if _, nerr := strconv.Atoi(name); nerr != nil {
+				return 0, 0, fmt.Errorf("sandbox: RunAsUser %q: %w", name, err)
+			}
+			if u, err = user.LookupId(name); err != nil {
+				// A bare numeric id without a passwd entry is fine.
+				id, _ := strconv.Atoi(name)
+				u = &user.User{Uid: name, Gid: strconv.Itoa(id)}
+			}
+		}
+	default:
+		if u, err = user.Lookup("pkgfleet"); err != nil {
+			if u, err = user.Lookup("nobody"); err != nil {
+				u = &user.User{Uid: "65534", Gid: "65534"}
+			}
+		}
+	}
+	uid, _ = strconv.Atoi(u.Uid)
+	gid, _ = strconv.Atoi(u.Gid)
+	if uid == 0 || gid == 0 {
+		return 0, 0, fmt.Errorf("sandbox: RunAsUser %q is root; builds must run unprivileged", name)
+	}
+	return uid, gid, nil
+}
+
+// chownTree gives uid:gid ownership of root and everything below it,
+// using lchown so that a planted symlink changes only itself.
+func chownTree(root string, uid, gid int) error {
+	if root == "" {
+		return nil
+	}
+	return filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("sandbox: chown %s: %w", p, err)
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return fmt.Errorf("sandbox: chown %s: %w", p, err)
+		}
+		if int(st.Uid) == uid && int(st.Gid) == gid {
+			return nil
+		}
+		if err := os.Lchown(p, uid, gid); err != nil {
+			return fmt.Errorf("sandbox: chown %s: %w", p, err)
+		}
+		return nil
+	})
+}
+
+// maskList is every host directory a build must not see, as configured
+// and with symlinks resolved, longest last so outer masks go first.
+func maskList(c Config) []string {
+	raw := append([]string{c.DataDir, c.BuilderDir, c.ConfigDir, c.SockFileDir,
+		filepath.Join(c.TempDir, WorkspacesDir)}, c.StorageLocations...)
+	seen := map[string]bool{}
+	var out []string
+	for _, p := range raw {
+		if p == "" || !filepath.IsAbs(p) {
+			continue
+		}
+		for _, q := range []string{filepath.Clean(p), resolved(p)} {
+			if q != "" && q != "/" && !seen[q] {
+				seen[q] = true
+				out = append(out, q)
+			}
+		}
+	}
+	sortByDepth(out)
+	return out
+}
+
+func resolved(p string) string {
+	r, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return ""
+	}
+	return r
+}
+
+func within(p, dir string) bool {
+	return dir != "" && (p == dir || strings.HasPrefix(p, dir+"/"))
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// formatBytes renders a limit the way build records show it: "2GiB".
+func formatBytes(b int64) string {
+	for _, u := range []struct {
+		n    int64
+		name string
+	}{{1 << 40, "TiB"}, {1 << 30, "GiB"}, {1 << 20, "MiB"}, {1 << 10, "KiB"}} {
+		if b >= u.n && b%u.n == 0 {
+			return fmt.Sprintf("%d%s", b/u.n, u.name)
+		}
+	}
+	return fmt.Sprintf("%dB", b)
+}
