@@ -10,7 +10,5 @@ if [ -n "$unformatted" ]; then
   echo "gofmt needed: $unformatted" >&2
   exit 1
 fi
-# Until the user-namespace sandbox lands, end-to-end builds run unsandboxed.
-export PKGFLEET_TEST_UNSANDBOXED=1
 go test -race -count=1 -timeout 30m ./...
 bash scripts/fuzz.sh

@@ -23,7 +23,9 @@ func main() {
 	// case Init runs the sandbox stage and never returns.
 	sandbox.Init()
 
-	cfg, _, err := config.FromArgs("pkgfleet-worker", "pkgfleet-worker [-config FILE]", os.Args[1:], os.Stderr)
+	cfg, rest, err := config.FromArgs("pkgfleet-worker", "pkgfleet-worker [-config FILE]\n"+
+		"       pkgfleet-worker [-config FILE] sandbox check\n"+
+		"       pkgfleet-worker [-config FILE] sandbox exec [--source DIR] [--dest DIR] [--network] -- CMD ARGS…", os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}
@@ -31,9 +33,18 @@ func main() {
 		fmt.Fprintln(os.Stderr, "pkgfleet-worker:", err)
 		os.Exit(2)
 	}
-	log := config.Logger(os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(rest) > 0 && rest[0] == "sandbox" {
+		code := worker.SandboxCommand(ctx, cfg, rest[1:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(os.Stderr, "pkgfleet-worker: unknown command %q (try -help)\n", rest[0])
+		os.Exit(2)
+	}
+	log := config.Logger(os.Stderr)
 	w, err := worker.New(ctx, cfg, log, worker.Options{})
 	if err != nil {
 		log.Error("pkgfleet-worker cannot start", "error", err)

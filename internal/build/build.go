@@ -212,6 +212,9 @@ func rel(in Input, dir string) string {
 	return dir
 }
 
+// Env is the environment every build command gets, with HOME at home.
+func Env(home string) []string { return baseEnv(home) }
+
 func baseEnv(home string) []string {
 	return []string{
 		"PATH=/usr/local/bin:/usr/bin:/bin",

@@ -51,11 +51,8 @@ func setup(t *testing.T, settings map[string]string) *fleet {
 	t.Helper()
 	testenv.Require(t, "git", "R", "python3")
 	rdb, db := redisServer.DB(t)
-	dir := t.TempDir()
 	// Builds may run as an unprivileged user, which must reach its checkout.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := testenv.SharedDir(t)
 	env := map[string]string{
 		"PKGFLEET_SERVER_DATADIR":     filepath.Join(dir, "data"),
 		"PKGFLEET_SERVER_TEMPDIR":     filepath.Join(dir, "tmp"),

@@ -241,3 +241,20 @@ func CapturingLogger(t testing.TB) (*slog.Logger, *Capture) {
 	c := &Capture{}
 	return slog.New(slog.NewTextHandler(io.MultiWriter(tWriter{t}, c), &slog.HandlerOptions{Level: slog.LevelDebug})), c
 }
+
+// SharedDir returns a fresh temp dir that an unprivileged user can reach
+// (it and its test-owned parents are 0755): builds run as such a user
+// when the tests run as root.
+func SharedDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	for d := dir; d != os.TempDir() && d != "/" && d != "."; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if filepath.Dir(d) == os.TempDir() {
+			break
+		}
+	}
+	return dir
+}

@@ -95,6 +95,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 			return nil, fmt.Errorf("worker: %w", err)
 		}
 	}
+	// The sandbox binds checkouts by symlink-free paths.
+	if real, err := filepath.EvalSymlinks(WorkDir(cfg)); err == nil {
+		cfg.Git.BuilderDir = filepath.Dir(real)
+	}
 	scfg := SandboxConfig(cfg)
 	if err := sandbox.CleanStale(scfg); err != nil {
 		log.Warn("could not remove stale build workspaces", "error", err)
