@@ -14,7 +14,7 @@ import (
 func (s *Server) Poller() *poller.Poller {
 	host, _ := os.Hostname()
 	return &poller.Poller{
-		Registry: s.Registry, Enqueuer: s.Enqueuer, Git: s.Git, Redis: s.Enqueuer.Redis,
+		Registry: s.Registry, Enqueuer: s.Enqueuer, Git: s.Git, GitFor: s.gitFor, Redis: s.Enqueuer.Redis,
 		Log: s.Log.With("component", "poller"), Owner: fmt.Sprintf("%s:%d", host, os.Getpid()),
 		Interval: s.Config.Git.PollInterval, Concurrency: s.Config.Git.PollConcurrency, Timeout: s.Config.Git.PollTimeout,
 	}

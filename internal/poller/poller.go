@@ -48,9 +48,12 @@ type Poller struct {
 	Registry *registry.Registry
 	Enqueuer *jobs.Enqueuer
 	Git      *git.Client
-	Redis    redis.UniversalClient
-	Log      *slog.Logger
-	Owner    string // this replica's name, for the lease
+	// GitFor, when set, returns the git client for a builder (with its
+	// credential) and a cleanup; otherwise Git is used.
+	GitFor func(ctx context.Context, b *registry.Builder) (*git.Client, func(), error)
+	Redis  redis.UniversalClient
+	Log    *slog.Logger
+	Owner  string // this replica's name, for the lease
 
 	Interval    time.Duration // default poll interval (Git.PollInterval)
 	Concurrency int           // remotes polled at once (Git.PollConcurrency)
@@ -274,7 +277,7 @@ func (p *Poller) poll(ctx context.Context, term *leader.Term, d dueBuilder) {
 		interval = time.Duration(b.PollInterval)
 	}
 	pctx, cancel := context.WithTimeout(ctx, p.Timeout)
-	refs, err := p.Git.LsRemote(pctx, b.URL)
+	refs, err := p.lsRemote(pctx, b)
 	cancel()
 	if ctx.Err() != nil {
 		return // the term ended: leave the state to the next leader
@@ -296,6 +299,18 @@ func (p *Poller) poll(ctx context.Context, term *leader.Term, d dueBuilder) {
 	if err := p.save(ctx, term, b.Key(), st); err != nil && ctx.Err() == nil {
 		log.Warn("poll state not saved", "error", err)
 	}
+}
+
+func (p *Poller) lsRemote(ctx context.Context, b *registry.Builder) (*git.Refs, error) {
+	gc, done := p.Git, func() {}
+	if p.GitFor != nil {
+		var err error
+		if gc, done, err = p.GitFor(ctx, b); err != nil {
+			return nil, err
+		}
+	}
+	defer done()
+	return gc.LsRemote(ctx, b.URL)
 }
 
 // queueNew compares refs with what was seen and queues builds of what is

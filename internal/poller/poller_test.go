@@ -299,3 +299,21 @@ func TestJitterAndBackoffStayInBounds(t *testing.T) {
 		t.Fatalf("backoff = %v, want %v", got, want)
 	}
 }
+
+func TestPollerUsesTheBuildersGitClient(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	repo, _ := testenv.Repo(t, map[string]string{"f": "1"})
+	e.builder(registry.Builder{Name: "private", URL: "file://" + repo, Credential: "deploy-key"})
+	p, _ := e.poller("a")
+	asked := make(chan string, 10)
+	p.GitFor = func(ctx context.Context, b *registry.Builder) (*git.Client, func(), error) {
+		asked <- b.Credential
+		return p.Git, func() {}, nil
+	}
+	e.start(p, nil)
+	testenv.Eventually(t, 20*time.Second, "the head to be built", func() bool { return len(e.builds("private")) == 1 })
+	if cred := <-asked; cred != "deploy-key" {
+		t.Fatalf("git client asked for credential %q", cred)
+	}
+}
