@@ -75,11 +75,12 @@ func childWorker(raw string) int {
 	return 0
 }
 
-// process starts a worker process running command as its build.
-func (f *fleet) process(name, command string) *exec.Cmd {
+// process starts a worker process with slots build slots, running command
+// as its build.
+func (f *fleet) process(name string, slots int, command string) *exec.Cmd {
 	f.t.Helper()
 	spec, _ := json.Marshal(childSpec{
-		Socket: redisServer.Socket, DB: f.db, Name: name, Slots: 2, BuildConcurrency: f.cfg.Git.BuildConcurrency,
+		Socket: redisServer.Socket, DB: f.db, Name: name, Slots: slots, BuildConcurrency: f.cfg.Git.BuildConcurrency,
 		BuilderDir: filepath.Join(f.dir, "builder-"+name), Storage: f.cfg.FileStorage.Location,
 		TempDir: f.cfg.Server.TempDir, Command: command,
 	})
@@ -113,12 +114,13 @@ func TestKilledWorkersSlotReturnsAndItsBuildCompletesElsewhere(t *testing.T) {
 	f := setup(t, 2)
 	shas := f.builder("crash", registry.TriggerCommits, 2) // a commit builder: one slot
 	pidFile := filepath.Join(t.TempDir(), "pid")
-	a := f.process("A", fmt.Sprintf("echo $$ > %s; exec sleep 300", pidFile))
+	// A has one slot, so the second build cannot go to A (and die with it).
+	a := f.process("A", 1, fmt.Sprintf("echo $$ > %s; exec sleep 300", pidFile))
 	first := f.rerun("crash", shas[0])
 	if b := f.waitStatus(first, registry.StatusRunning); b.Worker != "A" {
 		t.Fatalf("build ran on %q", b.Worker)
 	}
-	f.process("B", "sleep 0.1")
+	f.process("B", 2, "sleep 0.1")
 	second := f.rerun("crash", shas[1])
 	if b := f.waitStatus(second, registry.StatusWaiting); !strings.Contains(b.Detail, "1 of 1 in use") {
 		t.Fatalf("second build: %s", b.Detail)
@@ -171,7 +173,7 @@ func TestTagBuilderConcurrencyHoldsAcrossThreeWorkerProcesses(t *testing.T) {
 	// Each build appends "+" when it starts and "-" when it ends; small
 	// O_APPEND writes keep their order across processes.
 	for _, name := range []string{"P1", "P2", "P3"} {
-		f.process(name, fmt.Sprintf("echo + >> %s; sleep 0.3; echo - >> %s", events, events))
+		f.process(name, 2, fmt.Sprintf("echo + >> %s; sleep 0.3; echo - >> %s", events, events))
 	}
 	var ids []int64
 	for _, sha := range shas {
