@@ -150,6 +150,14 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 `)
 
+// leave: ARGV token, limit. Takes token out of the queue only.
+var leaveScript = redis.NewScript(prelude + `
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+` + wake + `
+return 1
+`)
+
 // Wait describes a waiter's place, for its status.
 type Wait struct {
 	Position int // 1 = next in line
@@ -173,19 +181,20 @@ func (s *Semaphore) Acquire(ctx context.Context, key string, limit int, token st
 	for {
 		res, err := acquireScript.Run(ctx, s.rdb, ks, token, limit, order,
 			s.holdLease().Milliseconds(), s.waitLease().Milliseconds()).Int64Slice()
-		if err != nil {
-			if ctx.Err() != nil {
-				s.leave(ctx, key, limit, token)
-				return nil, ctx.Err()
-			}
-			return nil, fmt.Errorf("acquire build slot of %s: %w", key, err)
-		}
-		if res[0] == 1 {
+		switch {
+		case err != nil && ctx.Err() != nil:
+			s.leave(ctx, key, limit, token)
+			return nil, ctx.Err()
+		case err != nil:
+			// Redis unreachable: try again at the next check; the place
+			// in line outlives a few missed checks (WaitLease).
+		case res[0] == 1:
 			return s.hold(key, limit, token), nil
-		}
-		if w := (Wait{Position: int(res[2]) + 1, InUse: int(res[1]), Limit: limit}); w != last && waiting != nil {
-			waiting(w)
-			last = w
+		default:
+			if w := (Wait{Position: int(res[2]) + 1, InUse: int(res[1]), Limit: limit}); w != last && waiting != nil {
+				waiting(w)
+				last = w
+			}
 		}
 		// Jitter spreads the checks of waiters that started together.
 		check := s.checkEvery()
@@ -206,13 +215,15 @@ func (s *Semaphore) Acquire(ctx context.Context, key string, limit int, token st
 func (s *Semaphore) leave(ctx context.Context, key string, limit int, token string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	_ = releaseScript.Run(ctx, s.rdb, keys(key), token, limit).Err()
+	_ = leaveScript.Run(ctx, s.rdb, keys(key), token, limit).Err()
 }
 
-// Leave takes token out of key's queue and releases its slot if it holds
-// one (for a build canceled while it was queued elsewhere).
+// Leave takes token out of key's queue of waiters (for a build canceled
+// while it waits on some worker) and wakes whoever may go instead. A slot
+// token holds stays held until its holder releases it, so a canceled
+// build's processes are gone before another build gets its slot.
 func (s *Semaphore) Leave(ctx context.Context, key string, limit int, token string) error {
-	return releaseScript.Run(ctx, s.rdb, keys(key), token, limit).Err()
+	return leaveScript.Run(ctx, s.rdb, keys(key), token, limit).Err()
 }
 
 // ErrLost means a lease ran out before it was renewed (Redis was

@@ -366,3 +366,22 @@ func TestReleaseWakesTheNextWaiterAtOnce(t *testing.T) {
 		t.Fatal("the waiter was not woken by the release (its periodic check is an hour away)")
 	}
 }
+
+func TestLeaveGivesUpAPlaceButNotAHeldSlot(t *testing.T) {
+	t.Parallel()
+	procs := setup(t, 1, func(s *Semaphore) { s.CheckEvery = time.Hour })
+	ctx := context.Background()
+	held, err := procs[0].sema.Acquire(ctx, "k", 1, "running", 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A build canceled while it runs: its slot stays until its holder has
+	// stopped it and releases.
+	if err := procs[0].sema.Leave(ctx, "k", 1, "running"); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := procs[0].sema.Holders(ctx, "k"); len(h) != 1 {
+		t.Fatalf("holders after Leave: %v", h)
+	}
+	held.Release(ctx)
+}
