@@ -385,3 +385,22 @@ func TestLeaveGivesUpAPlaceButNotAHeldSlot(t *testing.T) {
 	}
 	held.Release(ctx)
 }
+
+// BenchmarkAcquireRelease is one uncontended slot taken and given back:
+// two script calls.
+func BenchmarkAcquireRelease(b *testing.B) {
+	_, db := redisServer.DB(b)
+	rdb := redis.NewClient(&redis.Options{Network: "unix", Addr: redisServer.Socket, DB: db})
+	defer rdb.Close()
+	s := New(rdb, nil)
+	ctx := context.Background()
+	for i := 0; b.Loop(); i++ {
+		l, err := s.Acquire(ctx, "bench", 2, fmt.Sprint(i), int64(i), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := l.Release(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
