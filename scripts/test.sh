@@ -11,4 +11,5 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 go test -race -count=1 -timeout 30m ./...
+bash scripts/test-sandbox-unprivileged.sh
 bash scripts/fuzz.sh

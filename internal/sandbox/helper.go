@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -442,6 +443,9 @@ func execMain() {
 	if _, err := applyLandlockScopes(); err != nil {
 		fail("landlock", err)
 	}
+	// Ignored signals survive execve: a worker started with, say, SIGHUP or
+	// a real-time signal ignored must not hand that to the build.
+	resetIgnoredSignals()
 	// The syscall filter, last before execve (seccomp.go).
 	if err := installSeccomp(); err != nil {
 		fail("seccomp", err)
@@ -733,4 +737,30 @@ func lookPath(name string, env []string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s: not found in PATH", name)
+}
+
+// kernelSigaction is the kernel's struct sigaction (amd64 and arm64 share
+// this layout).
+type kernelSigaction struct {
+	handler  uintptr
+	flags    uint64
+	restorer uintptr
+	mask     uint64
+}
+
+// resetIgnoredSignals sets every signal whose disposition is "ignore" back
+// to the default. Handled signals need nothing: execve resets them.
+func resetIgnoredSignals() {
+	const sigIgn = 1
+	for sig := 1; sig <= 64; sig++ {
+		var old kernelSigaction
+		if _, _, errno := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), 0, uintptr(unsafe.Pointer(&old)), 8, 0, 0); errno != 0 {
+			continue
+		}
+		if old.handler != sigIgn {
+			continue
+		}
+		def := kernelSigaction{}
+		unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&def)), 0, 8, 0, 0)
+	}
 }

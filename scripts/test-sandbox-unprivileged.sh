@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The sandbox's escape suite again, as an unprivileged user (nobody): the
+# sandbox must hold without root too. Run by make test when it runs as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+  echo "test-sandbox-unprivileged: already unprivileged; go test ./internal/sandbox covers it"
+  exit 0
+fi
+dir=$(mktemp -d /tmp/pkgfleet-unpriv-XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+chmod 755 "$dir"
+mkdir -m 1777 "$dir/tmp"
+go test -c -o "$dir/sandbox.test" ./internal/sandbox/
+(cd internal/sandbox && CGO_ENABLED=0 go build -o "$dir/probe" ./testdata/probe)
+chmod 755 "$dir/sandbox.test" "$dir/probe"
+echo "sandbox escape suite as uid 65534:"
+setpriv --reuid=65534 --regid=65534 --clear-groups env -i PATH=/usr/bin:/bin \
+  TMPDIR="$dir/tmp" PKGFLEET_SANDBOX_PROBE="$dir/probe" CI=true PKGFLEET_TEST_UNPRIVILEGED=1 \
+  "$dir/sandbox.test" -test.count=1
