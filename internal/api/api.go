@@ -129,7 +129,7 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 	limit := int64(s.Config.HTTP.MaxBodySize)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil && limit > 0 {
-			r.Body = http.MaxBytesReader(w, r.Body, limit)
+			r.Body = http.MaxBytesReader(w, r.Body, webhookBodyLimit(r, limit))
 		}
 		next.ServeHTTP(w, r)
 	})

@@ -46,6 +46,16 @@ var webhookProviders = map[string]func(r *http.Request, body []byte, secret stri
 	},
 }
 
+// webhookBodyLimit lets webhook payloads be as large as GitHub sends
+// (25 MB: a push of many commits), whatever HTTP.MaxBodySize says; the
+// signature covers the whole body, so it cannot be cut.
+func webhookBodyLimit(r *http.Request, limit int64) int64 {
+	if strings.HasPrefix(r.URL.Path, "/api/v1/hooks/") {
+		return max(limit, 25<<20)
+	}
+	return limit
+}
+
 func equalSecret(got, want string) bool {
 	return want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }

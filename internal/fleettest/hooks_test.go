@@ -125,7 +125,9 @@ func TestWebhooksTriggerABuildOfThePushedCommitOnce(t *testing.T) {
 		payload  any
 		header   map[string]string
 	}{
-		{"github", map[string]any{"repository": map[string]any{"clone_url": "file://" + repo + ".git", "html_url": "https://example.invalid/x"}},
+		// Larger than HTTP.MaxBodySize (1MiB): a push of many commits.
+		{"github", map[string]any{"repository": map[string]any{"clone_url": "file://" + repo + ".git", "html_url": "https://example.invalid/x"},
+			"commits": strings.Repeat("x", 2<<20)},
 			map[string]string{"X-Hub-Signature-256": "SIGN", "X-GitHub-Event": "push"}},
 		{"gitlab", map[string]any{"project": map[string]any{"git_http_url": "file://" + repo}}, map[string]string{"X-Gitlab-Token": secret}},
 		{"generic", map[string]any{"urls": []string{"file://" + repo + "/"}}, map[string]string{"Authorization": "Bearer " + secret}},
