@@ -90,7 +90,11 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err // registry unreachable: let asynq retry
 	}
-	if bl, berr := h.Registry.Builder(ctx, pre.Source, pre.Builder); berr == nil && h.Slots != nil {
+	bl, berr := h.Registry.Builder(ctx, pre.Source, pre.Builder)
+	if berr != nil && !errors.Is(berr, registry.ErrNotFound) {
+		return berr // registry unreachable: let asynq retry (never build without a slot)
+	}
+	if berr == nil && h.Slots != nil {
 		lease, err := h.acquire(ctx, pre, bl, attempt)
 		switch {
 		case errors.Is(err, errSkip) || errors.Is(context.Cause(ctx), errCanceled):
