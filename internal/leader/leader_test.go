@@ -63,8 +63,8 @@ func TestOneLeaderAtATimeWithGrowingTokens(t *testing.T) {
 	stopA()
 	stopped := time.Now()
 	testenv.Eventually(t, 5*time.Second, "a successor", func() bool { return c.count() == 2 })
-	if took := time.Since(stopped); took > 500*time.Millisecond {
-		t.Fatalf("successor after a clean shutdown took %s, want well under the 1s lease", took)
+	if took := time.Since(stopped); took > 900*time.Millisecond {
+		t.Fatalf("successor after a clean shutdown took %s, want less than the 1s lease (it was handed over)", took)
 	}
 	if c.peak.Load() != 1 {
 		t.Fatalf("%d leaders at once", c.peak.Load())
