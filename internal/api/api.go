@@ -88,6 +88,7 @@ func (s *Server) Handler() http.Handler {
 	route("DELETE /api/v1/git-credentials/{name}", auth.Admin, s.deleteCredential)
 	route("GET /api/v1/builds", auth.Read, s.listBuilds)
 	route("GET /api/v1/builds/{id}", auth.Read, s.getBuild)
+	route("POST /api/v1/builds/{id}/cancel", auth.Write, s.cancelBuild)
 	route("GET /api/v1/builds/{id}/log", auth.Read, s.buildLog)
 	route("GET /api/v1/builds/{id}/artifacts/{file}", auth.Read, s.artifact)
 	if s.Index != nil {
@@ -101,6 +102,12 @@ func (s *Server) Handler() http.Handler {
 			}
 		}
 		s.Index.Routes(mux, wrap)
+	}
+	route("GET /api/v1/workers", auth.Read, s.listWorkers)
+	route("GET /api/v1/namespaces", auth.Read, s.namespaces)
+	// Webhooks carry their builder's secret instead of an API token.
+	for provider := range webhookProviders {
+		mux.Handle("POST /api/v1/hooks/"+provider, s.public(s.webhook(provider)))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
@@ -122,7 +129,7 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 	limit := int64(s.Config.HTTP.MaxBodySize)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil && limit > 0 {
-			r.Body = http.MaxBytesReader(w, r.Body, limit)
+			r.Body = http.MaxBytesReader(w, r.Body, webhookBodyLimit(r, limit))
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -148,6 +155,15 @@ func (s *Server) authorize(need auth.Scope, h func(w http.ResponseWriter, r *htt
 			}
 			r = r.WithContext(context.WithValue(r.Context(), tokenKey{}, tok.Name))
 		}
+		if err := h(w, r); err != nil {
+			s.fail(w, r, err)
+		}
+	})
+}
+
+// public runs h without token auth and maps its error to a status code.
+func (s *Server) public(h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {
 			s.fail(w, r, err)
 		}

@@ -68,7 +68,10 @@ type builderFields struct {
 	RecurseSubmodules *int               `json:"recurse_submodules"`
 	TagPattern        *string            `json:"tag_pattern"`
 	PollInterval      *registry.Duration `json:"poll_interval"`
+	InitialTags       *int               `json:"initial_tags"`
 	Credential        *string            `json:"credential"`
+	// WebhookSecret is write-only: stored apart, never returned.
+	WebhookSecret *string `json:"webhook_secret"`
 }
 
 func (f *builderFields) apply(b *registry.Builder) {
@@ -92,6 +95,22 @@ func (f *builderFields) apply(b *registry.Builder) {
 	if f.PollInterval != nil {
 		b.PollInterval = *f.PollInterval
 	}
+	if f.InitialTags != nil {
+		n := *f.InitialTags
+		b.InitialTags = &n
+	}
+	if f.WebhookSecret != nil {
+		b.WebhookSecretSet = *f.WebhookSecret != ""
+	}
+}
+
+// storeWebhookSecret saves a secret given in a request, after the builder
+// itself was stored.
+func (s *Server) storeWebhookSecret(r *http.Request, b *registry.Builder, f *builderFields) error {
+	if f.WebhookSecret == nil {
+		return nil
+	}
+	return s.Registry.SetWebhookSecret(r.Context(), b.Source, b.Name, *f.WebhookSecret)
 }
 
 func (s *Server) policy() registry.Policy {
@@ -110,6 +129,11 @@ func (s *Server) createBuilder(w http.ResponseWriter, r *http.Request) error {
 	src, err := s.Registry.Source(ctx, r.PathValue("source"))
 	if err != nil {
 		return err
+	}
+	if req.WebhookSecret != nil {
+		if err := validWebhookSecret(*req.WebhookSecret); err != nil {
+			return err
+		}
 	}
 	b := &registry.Builder{Source: src.Name, Name: req.Name, CloneDepth: 1}
 	req.apply(b)
@@ -133,6 +157,9 @@ func (s *Server) createBuilder(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := s.Registry.CreateBuilder(ctx, b); err != nil {
+		return err
+	}
+	if err := s.storeWebhookSecret(r, b, &req.builderFields); err != nil {
 		return err
 	}
 	s.Log.Info("git-builder created", "source", b.Source, "name", b.Name, "trigger", b.BuildTrigger)
@@ -208,6 +235,9 @@ func (s *Server) listBuilders(w http.ResponseWriter, r *http.Request) error {
 	if list == nil {
 		list = []*registry.Builder{}
 	}
+	if err := s.withPollStatus(r.Context(), list...); err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"git_builders": list})
 	return nil
 }
@@ -215,6 +245,9 @@ func (s *Server) listBuilders(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) getBuilder(w http.ResponseWriter, r *http.Request) error {
 	b, err := s.Registry.Builder(r.Context(), r.PathValue("source"), r.PathValue("name"))
 	if err != nil {
+		return err
+	}
+	if err := s.withPollStatus(r.Context(), b); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, b)
@@ -231,9 +264,20 @@ func (s *Server) editBuilder(w http.ResponseWriter, r *http.Request) error {
 		if b.BuildTrigger == registry.TriggerCommits && req.BuildTrigger != nil && req.TagPattern == nil {
 			b.TagPattern = "" // switching to commits drops the tag filter
 		}
+		if req.WebhookSecret != nil {
+			if err := validWebhookSecret(*req.WebhookSecret); err != nil {
+				return err
+			}
+		}
 		return s.validateBuilder(r.Context(), b)
 	})
 	if err != nil {
+		return err
+	}
+	if err := s.storeWebhookSecret(r, b, &req); err != nil {
+		return err
+	}
+	if err := s.withPollStatus(r.Context(), b); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, b)
@@ -377,6 +421,9 @@ func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) error {
 	if list == nil {
 		list = []*registry.Build{}
 	}
+	if err := s.noWorkerDetail(r.Context(), list...); err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"builds": list})
 	return nil
 }
@@ -392,6 +439,9 @@ func (s *Server) build(r *http.Request) (*registry.Build, error) {
 func (s *Server) getBuild(w http.ResponseWriter, r *http.Request) error {
 	b, err := s.build(r)
 	if err != nil {
+		return err
+	}
+	if err := s.noWorkerDetail(r.Context(), b); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, b)

@@ -48,9 +48,11 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 			Registry:  reg,
 			Client:    asynq.NewClientFromRedisClient(rdb),
 			Inspector: asynq.NewInspectorFromRedisClient(rdb),
-			// Room for the clone and the upload around the build itself.
-			Timeout:     cfg.Git.BuildTimeout + 15*time.Minute,
-			MaxAttempts: cfg.Git.BuildRetries,
+			// A wait for a build slot, the clone, the build and the upload.
+			Timeout:          jobs.TaskTimeout(cfg),
+			MaxAttempts:      cfg.Git.BuildRetries,
+			Redis:            rdb,
+			BuildConcurrency: cfg.Git.BuildConcurrency,
 		},
 		Store:  st,
 		Git:    &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs}},
@@ -90,6 +92,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		auth = "none (loopback only)"
 	}
 	log.Info("pkgfleet-api listening", "address", ln.Addr().String(), "auth", auth, "redis", redisconn.Describe(cfg.Redis))
+	// Every replica campaigns; only the leader polls.
+	pollCtx, stopPolling := context.WithCancel(ctx)
+	polled := make(chan struct{})
+	go func() {
+		defer close(polled)
+		_ = s.Poller().Run(pollCtx)
+	}()
+	defer func() { stopPolling(); <-polled }()
 	select {
 	case err := <-errc:
 		return err

@@ -55,6 +55,9 @@ func (app *App) deleteSource() *cobra.Command {
 type builderFlags struct {
 	url, branch, trigger, subDir, tagPattern, pollInterval, credential string
 	cloneDepth, recurse                                                int
+
+	webhookSecret string
+	initialTags   int
 }
 
 func (f *builderFlags) register(cmd *cobra.Command, prefix string) {
@@ -68,6 +71,8 @@ func (f *builderFlags) register(cmd *cobra.Command, prefix string) {
 	fl.StringVar(&f.credential, prefix+"credential", "", "name of a git credential for a private repository")
 	fl.IntVar(&f.cloneDepth, "clone-depth", 1, "clone depth; 0 clones the full history")
 	fl.IntVar(&f.recurse, "recurse-submodules", 0, "submodule recursion depth")
+	fl.StringVar(&f.webhookSecret, "webhook-secret", "", "secret that webhooks of this repository must prove (16+ characters; \"\" removes it)")
+	fl.IntVar(&f.initialTags, "initial-tags", 1, "tags trigger: how many of the newest matching tags a new builder builds")
 }
 
 // body returns the fields the user set (all given ones for create).
@@ -87,6 +92,8 @@ func (f *builderFlags) body(cmd *cobra.Command, prefix string) map[string]any {
 	set(prefix+"credential", "credential", f.credential)
 	set("clone-depth", "clone_depth", f.cloneDepth)
 	set("recurse-submodules", "recurse_submodules", f.recurse)
+	set("webhook-secret", "webhook_secret", f.webhookSecret)
+	set("initial-tags", "initial_tags", f.initialTags)
 	return b
 }
 

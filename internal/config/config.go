@@ -63,6 +63,9 @@ type Git struct {
 	BuildProcesses            int
 	BuildDiskSize             Size
 	BuildLogSize              Size
+	MaxSlotWait               time.Duration
+	PollConcurrency           int
+	PollTimeout               time.Duration
 }
 
 // Worker holds the [Worker] section.
@@ -267,6 +270,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Git.PollInterval < time.Second {
 		errs = append(errs, fmt.Errorf("Git.PollInterval must be at least 1s, got %s", c.Git.PollInterval))
+	}
+	if c.Git.PollConcurrency < 1 {
+		errs = append(errs, fmt.Errorf("Git.PollConcurrency must be at least 1, got %d", c.Git.PollConcurrency))
+	}
+	if c.Git.PollTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("Git.PollTimeout must be at least 1s, got %s", c.Git.PollTimeout))
 	}
 	if c.Worker.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("Worker.Concurrency must be at least 1, got %d", c.Worker.Concurrency))

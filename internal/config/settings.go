@@ -132,6 +132,9 @@ var settings = []*Setting{
 	integer("Git", "BuildProcesses", "1024", "Process limit of one build.", func(c *Config) *int { return &c.Git.BuildProcesses }),
 	size("Git", "BuildDiskSize", "8GiB", "Limit on what one build writes to its TMPDIR and destination.", func(c *Config) *Size { return &c.Git.BuildDiskSize }),
 	size("Git", "BuildLogSize", "4MiB", "Build log kept per build; the rest is cut with a visible mark.", func(c *Config) *Size { return &c.Git.BuildLogSize }),
+	duration("Git", "MaxSlotWait", "24h", "How long a build may wait for a free build slot of its builder (BuildConcurrency) before that attempt fails.", func(c *Config) *time.Duration { return &c.Git.MaxSlotWait }),
+	integer("Git", "PollConcurrency", "8", "Remotes the poller queries at once.", func(c *Config) *int { return &c.Git.PollConcurrency }),
+	duration("Git", "PollTimeout", "1m", "Time limit of one poll (ls-remote) of a remote.", func(c *Config) *time.Duration { return &c.Git.PollTimeout }),
 
 	integer("Worker", "Concurrency", "", "Build slots of one worker process (default: number of CPUs).", func(c *Config) *int { return &c.Worker.Concurrency }),
 	duration("Worker", "ShutdownGrace", "30s", "On SIGTERM, how long running builds may finish before they are requeued.", func(c *Config) *time.Duration { return &c.Worker.ShutdownGrace }),

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -17,8 +18,10 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/config"
 	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/notify"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
+	"github.com/pkgfleet/pkgfleet/internal/semaphore"
 	"github.com/pkgfleet/pkgfleet/internal/store"
 )
 
@@ -36,10 +39,33 @@ type Handler struct {
 	LogLimit   config.Size
 	Worker     string // this worker's name
 	Log        *slog.Logger
+
+	// Slots limits each builder's concurrent builds across the fleet
+	// (nil: no limit): BuildConcurrency for tag builders, one for commit
+	// builders. A build waits at most MaxSlotWait (default 24h).
+	Slots            *semaphore.Semaphore
+	BuildConcurrency int
+	MaxSlotWait      time.Duration
+	// RunTimeout bounds one attempt once it has its slot (0: none; the
+	// asynq task timeout also counts the wait).
+	RunTimeout time.Duration
+	// Events delivers cancel notifications (CancelChannel); nil: the
+	// handler only notices a cancel by re-reading the build's status
+	// every CancelCheck (default 15s).
+	Events      *notify.Hub
+	CancelCheck time.Duration
+	// Stopping is closed when the worker shuts down: builds waiting for a
+	// slot stop waiting (running ones may finish).
+	Stopping <-chan struct{}
+
+	running  atomic.Int32
+	inflight sync.WaitGroup
 }
 
 // ProcessTask implements asynq.Handler.
 func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	h.inflight.Add(1)
+	defer h.inflight.Done()
 	var p Payload
 	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.BuildID <= 0 {
 		return fmt.Errorf("bad build payload %q: %w", t.Payload(), asynq.SkipRetry)
@@ -48,6 +74,52 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	attempt, attempts := retried+1, maxRetry+1
 	log := h.Log.With("build", p.BuildID, "attempt", attempt)
+
+	// A user's cancel (or a lost slot lease) ends this context; asynq's
+	// own (shutdown, deadline) ends it too.
+	ctx, cancelBuild := context.WithCancelCause(ctx)
+	defer cancelBuild(nil)
+	setLease, stopWatch := h.watchCancel(ctx, p.BuildID, cancelBuild)
+	defer stopWatch()
+
+	pre, err := h.Registry.Build(ctx, p.BuildID)
+	if errors.Is(err, registry.ErrNotFound) || (err == nil && registry.Terminal(pre.Status)) {
+		log.Info("build needs no work", "reason", "already finished or canceled")
+		return nil
+	}
+	if err != nil {
+		return err // registry unreachable: let asynq retry
+	}
+	bl, berr := h.Registry.Builder(ctx, pre.Source, pre.Builder)
+	if berr != nil && !errors.Is(berr, registry.ErrNotFound) {
+		return berr // registry unreachable: let asynq retry (never build without a slot)
+	}
+	if berr == nil && h.Slots != nil {
+		lease, err := h.acquire(ctx, pre, bl, attempt)
+		switch {
+		case errors.Is(err, errSkip) || errors.Is(context.Cause(ctx), errCanceled):
+			log.Info("build canceled while it waited for a build slot")
+			return nil
+		case err != nil && ctx.Err() != nil:
+			h.requeued(ctx, pre.ID, "interrupted on worker "+h.Worker+" while waiting for a build slot; requeued")
+			return err
+		case err != nil:
+			return h.finish(ctx, log, pre.ID, attempt, attempts, nil, err)
+		}
+		if lease != nil {
+			defer func() {
+				if err := lease.Release(context.WithoutCancel(ctx)); err != nil {
+					log.Warn("could not release the build slot", "error", err)
+				}
+			}()
+			setLease(lease)
+		}
+	}
+	if h.RunTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, h.RunTimeout)
+		defer cancel()
+	}
 
 	b, err := h.start(ctx, p.BuildID, attempt)
 	if errors.Is(err, errSkip) {
@@ -65,37 +137,58 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if b.Sandbox != "user-namespace" {
 		fmt.Fprintln(logw, "WARNING: this build runs WITHOUT a sandbox (Git.AllowUnsandboxedGitBuilds = true)")
 	}
+	h.running.Add(1)
 	out, runErr := h.run(ctx, b, logw)
-	if runErr != nil {
+	h.running.Add(-1)
+	switch {
+	case errors.Is(context.Cause(ctx), errCanceled):
+		fmt.Fprintln(logw, "==> canceled")
+	case runErr != nil:
 		fmt.Fprintf(logw, "==> failed: %s\n", runErr)
-	} else {
+	default:
 		fmt.Fprintf(logw, "==> succeeded: %s %s\n", out.pkg, out.version)
 	}
 	logw.Close()
+	return h.finish(ctx, log, b.ID, attempt, attempts, out, runErr)
+}
 
+// finish records how an attempt ended and tells asynq whether to retry.
+// It never overwrites a cancel.
+func (h *Handler) finish(ctx context.Context, log *slog.Logger, id int64, attempt, attempts int, out *result, runErr error) error {
 	final := context.WithoutCancel(ctx)
+	if errors.Is(context.Cause(ctx), errCanceled) {
+		log.Info("build canceled; its processes were stopped")
+		return nil // no retry
+	}
 	if runErr == nil {
-		_, err := h.Registry.UpdateBuild(final, b.ID, func(b *registry.Build) error {
+		_, err := h.Registry.UpdateBuild(final, id, func(b *registry.Build) error {
+			if b.Status == registry.StatusCanceled {
+				return errSkip
+			}
 			now := time.Now().UTC()
 			b.Status, b.Detail, b.FinishedAt = registry.StatusSucceeded, "", &now
 			b.Package, b.Version, b.Artifacts = out.pkg, out.version, out.artifacts
 			return nil
 		})
 		log.Info("build succeeded", "package", out.pkg, "version", out.version)
+		if errors.Is(err, errSkip) {
+			return nil
+		}
 		return err
 	}
 
 	permanent := errors.Is(runErr, asynq.SkipRetry)
 	last := attempt >= attempts || permanent
-	if ctx.Err() != nil && !last {
-		// Shutdown or lease loss: asynq puts the task back; say so.
-		_, _ = h.Registry.UpdateBuild(final, b.ID, func(b *registry.Build) error {
-			b.Status, b.Detail = registry.StatusQueued, "interrupted on worker "+h.Worker+"; requeued"
-			return nil
-		})
+	if errors.Is(context.Cause(ctx), semaphore.ErrLost) {
+		runErr = fmt.Errorf("%w (Redis unreachable for too long); another build may have taken the slot", semaphore.ErrLost)
+	} else if ctx.Err() != nil && (!last || h.shutdownAbort(ctx)) {
+		// Shutdown or lease loss: asynq puts the task back; say so. A
+		// shutdown requeue costs no attempt, so even a last attempt
+		// runs again.
+		h.requeued(ctx, id, "interrupted on worker "+h.Worker+"; requeued")
 		return runErr
 	}
-	_, _ = h.Registry.UpdateBuild(final, b.ID, func(b *registry.Build) error {
+	_, _ = h.Registry.UpdateBuild(final, id, func(b *registry.Build) error {
 		if b.Status == registry.StatusCanceled {
 			return nil
 		}
@@ -111,6 +204,29 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	})
 	log.Warn("build failed", "error", runErr, "final", last)
 	return runErr
+}
+
+// shutdownAbort reports whether ctx ended because the worker is stopping
+// and its grace period ran out: asynq then requeues the task without
+// counting an attempt.
+func (h *Handler) shutdownAbort(ctx context.Context) bool {
+	select {
+	case <-h.Stopping:
+		return errors.Is(ctx.Err(), context.Canceled)
+	default:
+		return false
+	}
+}
+
+// requeued marks a build queued again, unless it was canceled.
+func (h *Handler) requeued(ctx context.Context, id int64, detail string) {
+	_, _ = h.Registry.UpdateBuild(context.WithoutCancel(ctx), id, func(b *registry.Build) error {
+		if registry.Terminal(b.Status) {
+			return errSkip
+		}
+		b.Status, b.Detail = registry.StatusQueued, detail
+		return nil
+	})
 }
 
 var errSkip = errors.New("skip")

@@ -14,10 +14,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/semaphore"
+	"github.com/redis/go-redis/v9"
 )
 
 // TypeBuild is the asynq task type of a build.
@@ -48,6 +51,9 @@ type Enqueuer struct {
 	// storing. asynq treats Timeout(0) as 30 minutes, so it is always set.
 	Timeout     time.Duration
 	MaxAttempts int // Git.BuildRetries
+	// Redis, when set, lets Cancel reach running builds and slot queues.
+	Redis            redis.UniversalClient
+	BuildConcurrency int // Git.BuildConcurrency, for Cancel
 }
 
 // Enqueue records b (Source, Builder, Language, Ref, SHA, Trigger set) and
@@ -99,4 +105,43 @@ func (e *Enqueuer) queue(ctx context.Context, b *registry.Build) error {
 		_, err = e.Client.EnqueueContext(ctx, task)
 	}
 	return err
+}
+
+// Cancel stops a build that the registry already marks canceled: a queued
+// task is deleted (so it is never retried), a worker running or waiting
+// with it is told at once on CancelChannel (and notices within
+// Handler.CancelCheck anyway), and its place in its builder's slot queue
+// is given up.
+func (e *Enqueuer) Cancel(ctx context.Context, b *registry.Build) error {
+	var errs []error
+	if e.Redis != nil {
+		if err := e.Redis.Publish(ctx, CancelChannel, strconv.FormatInt(b.ID, 10)).Err(); err != nil {
+			errs = append(errs, fmt.Errorf("announce cancel: %w", err))
+		}
+		limit := 1
+		if bl, err := e.Registry.Builder(ctx, b.Source, b.Builder); err == nil {
+			limit = SlotLimit(bl, e.BuildConcurrency)
+		}
+		if err := semaphore.New(e.Redis, nil).Leave(ctx, SlotKey(b.Source, b.Builder), limit, strconv.FormatInt(b.ID, 10)); err != nil {
+			errs = append(errs, fmt.Errorf("leave the slot queue: %w", err))
+		}
+	}
+	queue, id := Queue(b.Language), TaskID(b.Source, b.Builder, b.SHA)
+	info, err := e.Inspector.GetTaskInfo(queue, id)
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+	case err != nil:
+		errs = append(errs, fmt.Errorf("look up task %s: %w", id, err))
+	case info.State == asynq.TaskStateActive:
+		// The handler sees the cancel, stops the build and returns
+		// without error, so asynq neither retries nor keeps it.
+	default:
+		var p Payload
+		if json.Unmarshal(info.Payload, &p) == nil && p.BuildID == b.ID {
+			if err := e.Inspector.DeleteTask(queue, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+				errs = append(errs, fmt.Errorf("delete task %s: %w", id, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

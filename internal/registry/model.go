@@ -102,6 +102,18 @@ type Builder struct {
 	Credential        string    `json:"credential,omitempty"` // a credential's name, never its secret
 	CreatedAt         time.Time `json:"created_at"`
 	UpdatedAt         time.Time `json:"updated_at"`
+
+	// InitialTags is how many of the newest matching tags a new tag
+	// builder builds (nil: 1); older tags are only recorded as seen.
+	InitialTags *int `json:"initial_tags,omitempty"`
+	// WebhookSecretSet says whether webhooks can trigger this builder;
+	// the secret itself is stored apart and never returned.
+	WebhookSecretSet bool `json:"webhook_secret_set"`
+
+	// The poller's view, filled in by the API for output (not stored).
+	LastPollAt *time.Time `json:"last_poll_at,omitempty"`
+	NextPollAt *time.Time `json:"next_poll_at,omitempty"`
+	LastError  string     `json:"last_error,omitempty"`
 }
 
 // Key is the builder's unique "source/name".

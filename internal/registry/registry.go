@@ -203,6 +203,7 @@ func (r *Registry) DeleteBuilder(ctx context.Context, source, name string) error
 	if n == 0 {
 		return fmt.Errorf("git-builder %q in source %q %w", name, source, ErrNotFound)
 	}
+	_ = r.rdb.HDel(ctx, keyWebhookSecrets, source+"/"+name).Err()
 	return r.rdb.Del(ctx, keyClaims(source+"/"+name)).Err()
 }
 
@@ -442,4 +443,26 @@ func (r *Registry) getJSON(ctx context.Context, key, field string, v any) error 
 		return fmt.Errorf("redis: %w", err)
 	}
 	return json.Unmarshal(raw, v)
+}
+
+// keyWebhookSecrets is a hash "source/name" → webhook secret, kept apart
+// from the builder JSON so that no listing or log can include it.
+const keyWebhookSecrets = "pkgfleet:webhook-secrets"
+
+// SetWebhookSecret stores (or, when secret is "", removes) a builder's
+// webhook secret. The caller keeps Builder.WebhookSecretSet in step.
+func (r *Registry) SetWebhookSecret(ctx context.Context, source, name, secret string) error {
+	if secret == "" {
+		return r.rdb.HDel(ctx, keyWebhookSecrets, source+"/"+name).Err()
+	}
+	return r.rdb.HSet(ctx, keyWebhookSecrets, source+"/"+name, secret).Err()
+}
+
+// WebhookSecrets returns the webhook secrets by "source/name".
+func (r *Registry) WebhookSecrets(ctx context.Context) (map[string]string, error) {
+	m, err := r.rdb.HGetAll(ctx, keyWebhookSecrets).Result()
+	if err != nil {
+		return nil, fmt.Errorf("webhook secrets: %w", err)
+	}
+	return m, nil
 }

@@ -51,6 +51,9 @@ func (p Policy) ValidateBuilder(b *Builder) error {
 	if b.RecurseSubmodules < 0 || b.RecurseSubmodules > 10 {
 		return invalid("recurse_submodules must be between 0 and 10")
 	}
+	if b.InitialTags != nil && (*b.InitialTags < 0 || *b.InitialTags > 1000) {
+		return invalid("initial_tags must be between 0 and 1000")
+	}
 	if b.PollInterval != 0 && time.Duration(b.PollInterval) < 10*time.Second {
 		return invalid("poll_interval must be at least 10s")
 	}

@@ -6,6 +6,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -23,9 +24,12 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/detect"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/jobs"
+	"github.com/pkgfleet/pkgfleet/internal/notify"
 	"github.com/pkgfleet/pkgfleet/internal/redisconn"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/roster"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
+	"github.com/pkgfleet/pkgfleet/internal/semaphore"
 	"github.com/pkgfleet/pkgfleet/internal/store"
 )
 
@@ -39,6 +43,15 @@ type Options struct {
 	// DelayedTaskCheckInterval is how often retries that are due are
 	// moved back to their queue (asynq's default is 5s).
 	DelayedTaskCheckInterval time.Duration
+	// Slots, when set, adjusts the build-slot semaphore (tests use short
+	// leases).
+	Slots func(*semaphore.Semaphore)
+	// CancelCheck is how often a running build re-reads its status in
+	// case a cancel notification was lost (default 15s).
+	CancelCheck time.Duration
+	// HeartbeatEvery is how often the worker reports itself to the fleet
+	// list (default 10s; it drops off after three missed beats).
+	HeartbeatEvery time.Duration
 }
 
 // Worker is a configured worker, ready to Run.
@@ -49,6 +62,10 @@ type Worker struct {
 	handler *jobs.Handler
 	queues  map[string]int
 	tools   map[string]detect.Tool
+	slots   int // build slots, capped by the user-namespace limit
+	maxNS   int // /proc/sys/user/max_user_namespaces, -1 if unknown
+	started time.Time
+	ns      *sandbox.Namespaces // nil when the sandbox is unusable
 }
 
 // ErrNothingToBuild is returned when neither R nor Python is usable.
@@ -92,10 +109,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	}
 
 	var ns sandbox.Runner // stays nil (not a typed nil) when unusable
+	var nsRunner *sandbox.Namespaces
 	if r, err := sandbox.New(scfg); err != nil {
 		log.Warn("the user-namespace sandbox is unusable", "error", err)
 	} else {
-		ns = r
+		ns, nsRunner = r, r
 	}
 	direct := sandbox.NewDirect(scfg)
 	if cfg.Git.AllowUnsandboxedGitBuilds {
@@ -122,6 +140,21 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	}
 	if len(recipes) == 0 {
 		return nil, ErrNothingToBuild
+	}
+	w.slots, w.maxNS, w.started, w.ns = cfg.Worker.Concurrency, -1, time.Now().UTC(), nsRunner
+	if max, err := sandbox.MaxUserNamespaces(); err == nil {
+		w.maxNS = max
+	}
+	for _, mode := range modes {
+		if mode != "user-namespace" {
+			continue
+		}
+		slots, err := roster.CapSlots(cfg.Worker.Concurrency, w.maxNS)
+		if err != nil {
+			log.Warn("not enough user namespaces for this worker's build slots", "error", err)
+		}
+		w.slots = slots
+		break
 	}
 	w.handler = &jobs.Handler{
 		Store:      st,
@@ -194,6 +227,18 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.handler.Creds, err = credential.NewStore(rc, w.cfg.Git.CredentialKeyFile); err != nil {
 		return err
 	}
+	hub := notify.New(rc, w.log, semaphore.WakeChannel, jobs.CancelChannel)
+	defer hub.Close()
+	slots := semaphore.New(rc, hub)
+	if w.opts.Slots != nil {
+		w.opts.Slots(slots)
+	}
+	stopping := make(chan struct{})
+	w.handler.Slots, w.handler.Events, w.handler.Stopping = slots, hub, stopping
+	w.handler.BuildConcurrency = w.cfg.Git.BuildConcurrency
+	w.handler.MaxSlotWait = w.cfg.Git.MaxSlotWait
+	w.handler.RunTimeout = jobs.RunTimeout(w.cfg)
+	w.handler.CancelCheck = w.opts.CancelCheck
 	retry := w.opts.RetryDelay
 	if retry == nil {
 		retry = defaultRetryDelay
@@ -203,7 +248,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		check = 500 * time.Millisecond
 	}
 	srv := asynq.NewServerFromRedisClient(rc, asynq.Config{
-		Concurrency:              w.cfg.Worker.Concurrency,
+		Concurrency:              w.slots,
 		Queues:                   w.queues,
 		ShutdownTimeout:          w.cfg.Worker.ShutdownGrace,
 		TaskCheckInterval:        check,
@@ -221,11 +266,49 @@ func (w *Worker) Run(ctx context.Context) error {
 	for q := range w.queues {
 		queues = append(queues, q)
 	}
-	w.log.Info("worker ready", "name", w.opts.Name, "queues", strings.Join(queues, ","), "slots", w.cfg.Worker.Concurrency)
+	w.log.Info("worker ready", "name", w.opts.Name, "queues", strings.Join(queues, ","), "slots", w.slots)
+	beatCtx, stopBeat := context.WithCancel(context.WithoutCancel(ctx))
+	beating := make(chan struct{})
+	go func() {
+		defer close(beating)
+		roster.Beat(beatCtx, rc, w.log, cmp.Or(w.opts.HeartbeatEvery, 10*time.Second), w.Info)
+	}()
 	<-ctx.Done()
+	// Off the fleet list first: the API stops counting this worker.
+	stopBeat()
+	<-beating
 	w.log.Info("worker stopping: no new builds; running builds may finish", "grace", w.cfg.Worker.ShutdownGrace)
+	close(stopping)
 	srv.Shutdown()
+	// asynq has requeued what did not finish in time; let those handlers
+	// record it and release their slots before Redis is closed.
+	if !w.handler.Wait(15 * time.Second) {
+		w.log.Warn("some builds did not stop in time; their slots return when their leases end")
+	}
 	return nil
+}
+
+// Info is what the worker reports to the fleet list.
+func (w *Worker) Info() roster.Worker {
+	host, _ := os.Hostname()
+	info := roster.Worker{
+		Name: w.opts.Name, Host: host, PID: os.Getpid(), Languages: map[string]roster.Language{},
+		Slots: w.slots, MaxUserNamespaces: w.maxNS, StartedAt: w.started,
+	}
+	sandboxed := false
+	for lang, t := range w.tools {
+		mode := w.handler.Modes[lang]
+		info.Languages[lang] = roster.Language{Version: t.Version, Path: t.Path, Sandbox: mode}
+		sandboxed = sandboxed || mode == "user-namespace"
+	}
+	info.Running = w.handler.Running()
+	if sandboxed {
+		info.NamespacesNeeded = roster.NamespacesPerBuild * w.slots
+	}
+	if w.ns != nil {
+		info.NamespacesInUse = w.ns.InUse()
+	}
+	return info
 }
 
 // defaultRetryDelay backs off from about 15s to 10m with jitter.

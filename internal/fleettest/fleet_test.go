@@ -1,0 +1,583 @@
+package fleettest_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/pkgfleet/pkgfleet/internal/api"
+	"github.com/pkgfleet/pkgfleet/internal/build"
+	"github.com/pkgfleet/pkgfleet/internal/config"
+	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/jobs"
+	"github.com/pkgfleet/pkgfleet/internal/notify"
+	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/roster"
+	"github.com/pkgfleet/pkgfleet/internal/sandbox"
+	"github.com/pkgfleet/pkgfleet/internal/semaphore"
+	"github.com/pkgfleet/pkgfleet/internal/store"
+	"github.com/pkgfleet/pkgfleet/internal/testenv"
+	"github.com/redis/go-redis/v9"
+)
+
+var redisServer *testenv.Redis
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(childWorkerEnv); spec != "" {
+		os.Exit(childWorker(spec)) // this process is a worker started by a test
+	}
+	os.Exit(testenv.MainWithRedis(m, &redisServer))
+}
+
+// fleet is an API and any number of worker servers on one Redis database;
+// the workers build with a fake recipe that records what runs at once.
+type fleet struct {
+	t      *testing.T
+	db     int
+	rdb    *redis.Client
+	cfg    *config.Config
+	reg    *registry.Registry
+	api    *httptest.Server
+	srv    *api.Server
+	dir    string
+	recipe *fakeRecipe
+}
+
+func setup(t *testing.T, buildConcurrency int, settings ...string) *fleet {
+	t.Helper()
+	testenv.Require(t, "git")
+	rdb, db := redisServer.DB(t)
+	dir := t.TempDir()
+	env := map[string]string{
+		"PKGFLEET_SERVER_DATADIR":       filepath.Join(dir, "data"),
+		"PKGFLEET_SERVER_TEMPDIR":       filepath.Join(dir, "tmp"),
+		"PKGFLEET_GIT_ALLOWFILEURLS":    "true",
+		"PKGFLEET_GIT_BUILDRETRIES":     "2",
+		"PKGFLEET_GIT_BUILDCONCURRENCY": strconv.Itoa(buildConcurrency),
+		"PKGFLEET_REDIS_ADDRESS":        redisServer.Socket,
+		"PKGFLEET_REDIS_DB":             strconv.Itoa(db),
+	}
+	for i := 0; i+1 < len(settings); i += 2 {
+		env[settings[i]] = settings[i+1]
+	}
+	cfg, err := config.Load(config.Source{Getenv: func(k string) string { return env[k] }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{cfg.Server.TempDir, cfg.Server.DataDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, err := api.NewServer(cfg, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	return &fleet{t: t, db: db, rdb: rdb, cfg: cfg, reg: registry.New(rdb), api: hs, srv: srv, dir: dir,
+		recipe: &fakeRecipe{runner: sandbox.NewDirect(sandbox.Config{TempDir: cfg.Server.TempDir}), peak: map[string]int32{}}}
+}
+
+// worker starts one worker server with its own Redis connections, as a
+// separate worker process would have, and returns a function that stops it
+// the way SIGTERM does.
+func (f *fleet) worker(name string, slots int, tune ...func(*workerParts)) (stop func()) {
+	f.t.Helper()
+	// asynq and the handler get connections of their own, so a test can
+	// count what the handler sends.
+	rdb := redis.NewClient(&redis.Options{Network: "unix", Addr: redisServer.Socket, DB: f.db})
+	hrdb := redis.NewClient(&redis.Options{Network: "unix", Addr: redisServer.Socket, DB: f.db})
+	log := testenv.Logger(f.t).With("worker", name)
+	hub := notify.New(hrdb, log, semaphore.WakeChannel, jobs.CancelChannel)
+	sema := semaphore.New(hrdb, hub)
+	sema.HoldLease, sema.RenewEvery, sema.CheckEvery = 2*time.Second, 200*time.Millisecond, 500*time.Millisecond
+	st, err := store.New(f.cfg.FileStorage.Location)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	stopping := make(chan struct{})
+	h := &jobs.Handler{
+		Registry: registry.New(hrdb), Store: st,
+		Git:        &git.Client{Policy: git.URLPolicy{AllowFile: true}},
+		Recipes:    map[string]build.Recipe{registry.LangR: f.recipe},
+		Modes:      map[string]string{registry.LangR: "unsandboxed"},
+		BuilderDir: filepath.Join(f.dir, "builder-"+name),
+		LogLimit:   1 << 20, Worker: name, Log: log,
+		Slots: sema, BuildConcurrency: f.cfg.Git.BuildConcurrency, Events: hub, Stopping: stopping,
+		CancelCheck: time.Second,
+	}
+	for _, fn := range tune {
+		fn(&workerParts{Handler: h, Slots: sema, Redis: hrdb})
+	}
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency: slots, Queues: map[string]int{jobs.Queue(registry.LangR): 1},
+		TaskCheckInterval: 50 * time.Millisecond, DelayedTaskCheckInterval: 100 * time.Millisecond,
+		RetryDelayFunc:  func(int, error, *asynq.Task) time.Duration { return 100 * time.Millisecond },
+		ShutdownTimeout: 2 * time.Second, LogLevel: asynq.ErrorLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.Handle(jobs.TypeBuild, h)
+	if err := srv.Start(mux); err != nil {
+		f.t.Fatal(err)
+	}
+	report := func() roster.Worker {
+		return roster.Worker{Name: name, Slots: slots, Running: h.Running(), MaxUserNamespaces: 7,
+			NamespacesNeeded: 2 * slots, NamespacesInUse: 2 * h.Running(),
+			Languages: map[string]roster.Language{registry.LangR: {Version: "4.4.1", Sandbox: "user-namespace"}}}
+	}
+	if err := roster.Heartbeat(context.Background(), rdb, report(), 3*time.Second); err != nil {
+		f.t.Fatal(err)
+	}
+	beatCtx, stopBeat := context.WithCancel(context.Background())
+	beating := make(chan struct{})
+	go func() {
+		defer close(beating)
+		roster.Beat(beatCtx, rdb, log, time.Second, report)
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			stopBeat()
+			<-beating
+			close(stopping)
+			srv.Shutdown()
+			h.Wait(10 * time.Second)
+			hub.Close()
+			hrdb.Close()
+			rdb.Close()
+		})
+	}
+	f.t.Cleanup(stop)
+	return stop
+}
+
+// workerParts are what a test may adjust before a worker starts.
+type workerParts struct {
+	Handler *jobs.Handler
+	Slots   *semaphore.Semaphore
+	Redis   *redis.Client // the handler's connection (not asynq's)
+}
+
+// builder makes a source, a repository with n tagged commits and a
+// builder of it; it returns the tags' shas, oldest first.
+func (f *fleet) builder(name, trigger string, n int) []string {
+	f.t.Helper()
+	dir, _ := testenv.Repo(f.t, map[string]string{"DESCRIPTION": "Package: " + name + "\nVersion: 0.0.1\n"})
+	var shas []string
+	for i := range n {
+		sha := testenv.Commit(f.t, dir, map[string]string{"DESCRIPTION": fmt.Sprintf("Package: %s\nVersion: 1.%d\n", name, i)}, fmt.Sprint("v", i))
+		testenv.Git(f.t, dir, "tag", fmt.Sprintf("v1.%d", i))
+		shas = append(shas, sha)
+	}
+	ctx := context.Background()
+	if _, err := f.reg.CreateSource(ctx, registry.Source{Name: "src", Type: registry.TypeGit}); err != nil && !strings.Contains(err.Error(), "exists") {
+		f.t.Fatal(err)
+	}
+	b := &registry.Builder{Source: "src", Name: name, URL: "file://" + dir, BuildTrigger: trigger, CloneDepth: 1}
+	if err := (registry.Policy{URLs: git.URLPolicy{AllowFile: true}}).ValidateBuilder(b); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := f.reg.CreateBuilder(ctx, b); err != nil {
+		f.t.Fatal(err)
+	}
+	return shas
+}
+
+func (f *fleet) do(method, path string, body any, want int) []byte {
+	f.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, f.api.URL+path, rd)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		f.t.Fatalf("%s %s: status %d, want %d: %s", method, path, resp.StatusCode, want, out)
+	}
+	return out
+}
+
+// rerun queues a build of one commit through the API.
+func (f *fleet) rerun(builder, sha string) int64 {
+	f.t.Helper()
+	var resp struct{ Builds []registry.Build }
+	json.Unmarshal(f.do("POST", "/api/v1/sources/src/git-builders/"+builder+"/rerun", map[string]string{"commit_sha": sha}, 202), &resp)
+	return resp.Builds[0].ID
+}
+
+func (f *fleet) build(id int64) *registry.Build {
+	f.t.Helper()
+	b, err := f.reg.Build(context.Background(), id)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return b
+}
+
+func (f *fleet) waitStatus(id int64, status string) *registry.Build {
+	f.t.Helper()
+	var b *registry.Build
+	testenv.Eventually(f.t, 30*time.Second, fmt.Sprintf("build %d to be %s", id, status), func() bool {
+		b = f.build(id)
+		return b.Status == status
+	})
+	return b
+}
+
+// fakeRecipe "builds" by running a shell command (sleep by default) and
+// records how many builds of each builder run at once.
+type fakeRecipe struct {
+	runner  sandbox.Runner
+	command atomic.Value // string: shell command; "" = sleep 0.2
+	mu      sync.Mutex
+	running map[string]int32
+	peak    map[string]int32
+	calls   atomic.Int32
+}
+
+func (r *fakeRecipe) Build(ctx context.Context, in build.Input) (*build.Output, error) {
+	r.calls.Add(1)
+	desc, err := os.ReadFile(filepath.Join(in.Checkout, "DESCRIPTION"))
+	if err != nil {
+		return nil, err
+	}
+	pkg := strings.TrimSpace(strings.TrimPrefix(strings.Split(string(desc), "\n")[0], "Package:"))
+	r.mu.Lock()
+	if r.running == nil {
+		r.running = map[string]int32{}
+	}
+	r.running[pkg]++
+	r.peak[pkg] = max(r.peak[pkg], r.running[pkg])
+	r.mu.Unlock()
+	defer func() { r.mu.Lock(); r.running[pkg]--; r.mu.Unlock() }()
+
+	cmd, _ := r.command.Load().(string)
+	if cmd == "" {
+		cmd = "sleep 0.2"
+	}
+	res, err := r.runner.Run(ctx, sandbox.Spec{Args: []string{"/bin/sh", "-c", cmd}, Dir: in.Checkout,
+		Source: in.Checkout, Dest: in.Dest, Output: in.Log, Env: []string{"PATH=/usr/bin:/bin", "OUT=" + in.Dest}})
+	if err != nil {
+		return nil, err
+	}
+	if !res.Success() {
+		return nil, &build.Failure{Reason: fmt.Sprintf("fake build: exit %d %s %s", res.ExitCode, res.Signal, res.Killed)}
+	}
+	file := filepath.Join(in.Dest, pkg+".tar.gz")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		return nil, err
+	}
+	return &build.Output{Package: pkg, Version: "1", Files: []build.File{{Path: file, Kind: "source"}}}, nil
+}
+
+func (r *fakeRecipe) peakOf(pkg string) int32 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.peak[pkg]
+}
+
+func TestTagBuilderRunsAtMostBuildConcurrencyAcrossThreeWorkers(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 2)
+	shas := f.builder("tagged", registry.TriggerTags, 8)
+	for i := range 3 {
+		f.worker(fmt.Sprint("w", i), 2) // 6 worker slots for a limit of 2
+	}
+	var ids []int64
+	for _, sha := range shas {
+		ids = append(ids, f.rerun("tagged", sha))
+	}
+	sawWaiting := ""
+	testenv.Eventually(t, time.Minute, "all eight builds to finish", func() bool {
+		done := 0
+		for _, id := range ids {
+			b := f.build(id)
+			if b.Status == registry.StatusWaiting && sawWaiting == "" {
+				sawWaiting = b.Detail
+			}
+			if registry.Terminal(b.Status) {
+				done++
+			}
+		}
+		return done == len(ids)
+	})
+	for _, id := range ids {
+		if b := f.build(id); b.Status != registry.StatusSucceeded || b.Attempts != 1 {
+			t.Fatalf("build %d: %s after %d attempts (%s)", id, b.Status, b.Attempts, b.Detail)
+		}
+	}
+	if got := f.recipe.peakOf("tagged"); got != 2 {
+		t.Fatalf("observed maximum concurrency %d, want exactly Git.BuildConcurrency = 2", got)
+	}
+	if !strings.Contains(sawWaiting, "waiting for a build slot (2 of 2 in use") {
+		t.Fatalf("no build was seen waiting with the slot detail (saw %q)", sawWaiting)
+	}
+	t.Logf("a waiting build said: %s", sawWaiting)
+}
+
+func TestCommitBuilderNeverOverlapsItself(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 5)
+	shas := f.builder("head", registry.TriggerCommits, 4)
+	f.worker("a", 2)
+	f.worker("b", 2)
+	var ids []int64
+	for _, sha := range shas {
+		ids = append(ids, f.rerun("head", sha))
+	}
+	for _, id := range ids {
+		if b := f.waitStatus(id, registry.StatusSucceeded); b.Attempts != 1 {
+			t.Fatalf("build %d took %d attempts", id, b.Attempts)
+		}
+	}
+	if got := f.recipe.peakOf("head"); got != 1 {
+		t.Fatalf("a commit builder ran %d builds at once, want 1", got)
+	}
+}
+
+func TestCancelQueuedBuildDeletesItsTask(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 2)
+	shas := f.builder("q", registry.TriggerCommits, 1)
+	id := f.rerun("q", shas[0]) // no worker is running: it stays queued
+	var b registry.Build
+	json.Unmarshal(f.do("POST", fmt.Sprintf("/api/v1/builds/%d/cancel", id), nil, 200), &b)
+	if b.Status != registry.StatusCanceled || b.FinishedAt == nil {
+		t.Fatalf("cancel answered %+v", b)
+	}
+	insp := asynq.NewInspectorFromRedisClient(f.rdb)
+	if _, err := insp.GetTaskInfo(jobs.Queue(registry.LangR), jobs.TaskID("src", "q", shas[0])); err == nil {
+		t.Fatal("the canceled build's task is still queued")
+	}
+	// A second cancel is a conflict; a worker started now builds nothing.
+	f.do("POST", fmt.Sprintf("/api/v1/builds/%d/cancel", id), nil, 409)
+	f.worker("late", 1)
+	// Another build of the same builder shows the worker is up.
+	other := f.rerun("q", testenv.Git(t, strings.TrimPrefix(f.builderURL("q"), "file://"), "rev-parse", "HEAD~1"))
+	f.waitStatus(other, registry.StatusSucceeded)
+	if got := f.build(id); got.Status != registry.StatusCanceled || got.Attempts != 0 {
+		t.Fatalf("canceled build became %s after %d attempts", got.Status, got.Attempts)
+	}
+	if n := f.recipe.calls.Load(); n != 1 {
+		t.Fatalf("recipe ran %d times, want 1 (only the other build)", n)
+	}
+}
+
+func (f *fleet) builderURL(name string) string {
+	b, err := f.reg.Builder(context.Background(), "src", name)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return b.URL
+}
+
+func TestCancelRunningBuildKillsItsProcessesAndIsNotRetried(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 2)
+	shas := f.builder("long", registry.TriggerCommits, 1)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	f.recipe.command.Store(fmt.Sprintf("sleep 300 & echo $! > %s; wait", pidFile))
+	f.worker("w", 1)
+	id := f.rerun("long", shas[0])
+	f.waitStatus(id, registry.StatusRunning)
+	var pid int
+	testenv.Eventually(t, 30*time.Second, "the build's process to start", func() bool {
+		b, err := os.ReadFile(pidFile)
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil && pid > 0
+	})
+	f.do("POST", fmt.Sprintf("/api/v1/builds/%d/cancel", id), nil, 200)
+	testenv.Eventually(t, 10*time.Second, "the build's sleep process to be killed", func() bool {
+		return syscall.Kill(pid, 0) != nil
+	})
+	insp := asynq.NewInspectorFromRedisClient(f.rdb)
+	testenv.Eventually(t, 10*time.Second, "the task to leave asynq (not retried)", func() bool {
+		_, err := insp.GetTaskInfo(jobs.Queue(registry.LangR), jobs.TaskID("src", "long", shas[0]))
+		return err != nil
+	})
+	b := f.build(id)
+	if b.Status != registry.StatusCanceled || b.Attempts != 1 || f.recipe.calls.Load() != 1 {
+		t.Fatalf("build %s after %d attempts, %d recipe runs; want canceled after 1", b.Status, b.Attempts, f.recipe.calls.Load())
+	}
+	if h, _ := semaphore.New(f.rdb, nil).Holders(context.Background(), jobs.SlotKey("src", "long")); len(h) != 0 {
+		t.Fatalf("the canceled build still holds its slot: %v", h)
+	}
+}
+
+func TestCancelWaitingBuildGivesUpItsPlace(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 2)
+	shas := f.builder("serial", registry.TriggerCommits, 2)
+	release := filepath.Join(t.TempDir(), "go")
+	f.recipe.command.Store(fmt.Sprintf("while [ ! -e %s ]; do sleep 0.05; done", release))
+	f.worker("w", 2)
+	first := f.rerun("serial", shas[0])
+	f.waitStatus(first, registry.StatusRunning)
+	second := f.rerun("serial", shas[1])
+	if b := f.waitStatus(second, registry.StatusWaiting); !strings.Contains(b.Detail, "1 of 1 in use") {
+		t.Fatalf("waiting detail = %q", b.Detail)
+	}
+	f.do("POST", fmt.Sprintf("/api/v1/builds/%d/cancel", second), nil, 200)
+	os.WriteFile(release, nil, 0o644)
+	f.waitStatus(first, registry.StatusSucceeded)
+	insp := asynq.NewInspectorFromRedisClient(f.rdb)
+	testenv.Eventually(t, 10*time.Second, "the canceled task to leave asynq", func() bool {
+		_, err := insp.GetTaskInfo(jobs.Queue(registry.LangR), jobs.TaskID("src", "serial", shas[1]))
+		return err != nil
+	})
+	if b := f.build(second); b.Status != registry.StatusCanceled || f.recipe.calls.Load() != 1 {
+		t.Fatalf("canceled waiting build is %s; recipe ran %d times, want 1", b.Status, f.recipe.calls.Load())
+	}
+}
+
+func TestShutdownRequeuesWaitersAndReleasesSlots(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 2)
+	shas := f.builder("grace", registry.TriggerCommits, 2)
+	release := filepath.Join(t.TempDir(), "go")
+	f.recipe.command.Store(fmt.Sprintf("while [ ! -e %s ]; do sleep 0.05; done", release))
+	stopA := f.worker("a", 2)
+	first := f.rerun("grace", shas[0])
+	f.waitStatus(first, registry.StatusRunning)
+	second := f.rerun("grace", shas[1])
+	f.waitStatus(second, registry.StatusWaiting)
+	// SIGTERM: the running build gets the grace period (2s here) and is
+	// then requeued; the waiter is requeued too. Nothing may keep a slot.
+	stopA()
+	if h, _ := semaphore.New(f.rdb, nil).Holders(context.Background(), jobs.SlotKey("src", "grace")); len(h) != 0 {
+		t.Fatalf("slots still held after shutdown: %v", h)
+	}
+	for _, id := range []int64{first, second} {
+		if b := f.build(id); b.Status != registry.StatusQueued {
+			t.Fatalf("build %d is %s after shutdown (%s), want queued", id, b.Status, b.Detail)
+		}
+	}
+	os.WriteFile(release, nil, 0o644)
+	f.worker("b", 2)
+	for _, id := range []int64{first, second} {
+		f.waitStatus(id, registry.StatusSucceeded)
+	}
+}
+
+// A build waiting for a slot costs, per check period, one semaphore
+// script and one status read (the cancel watch); with the defaults (both
+// 15s) that is 8 Redis commands a minute, plus one status write when its
+// place in line changes.
+func TestWaitingBuildCostsFewRedisCommandsPerMinute(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 1)
+	shas := f.builder("cost", registry.TriggerCommits, 2)
+	release := filepath.Join(t.TempDir(), "go")
+	f.recipe.command.Store(fmt.Sprintf("while [ ! -e %s ]; do sleep 0.05; done", release))
+	const period = 100 * time.Millisecond
+	var waiterClient *redis.Client
+	f.worker("holder", 1)
+	first := f.rerun("cost", shas[0])
+	f.waitStatus(first, registry.StatusRunning)
+	f.worker("waiter", 1, func(p *workerParts) {
+		p.Slots.CheckEvery, p.Handler.CancelCheck = period, period
+		waiterClient = p.Redis
+	})
+	second := f.rerun("cost", shas[1])
+	f.waitStatus(second, registry.StatusWaiting)
+	counter := &commandCounter{}
+	waiterClient.AddHook(counter)
+	start := time.Now()
+	time.Sleep(30 * period) // the measurement window, not a synchronisation
+	n, by := counter.total()
+	periods := float64(time.Since(start)) / float64(period)
+	perMinute := float64(n) / periods * float64(time.Minute/(15*time.Second))
+	t.Logf("a waiting build sent %d commands in %.0f check periods %v: %.1f a minute with the 15s defaults", n, periods, by, perMinute)
+	if perMinute > 10 {
+		t.Fatalf("a waiting build costs %.1f commands a minute, want at most 10", perMinute)
+	}
+	os.WriteFile(release, nil, 0o644)
+	f.waitStatus(second, registry.StatusSucceeded)
+}
+
+// commandCounter counts the commands a client sends, by name, leaving out
+// the handshake of new connections.
+type commandCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (c *commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.add(cmd.Name())
+		return next(ctx, cmd)
+	}
+}
+func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			c.add(cmd.Name())
+		}
+		return next(ctx, cmds)
+	}
+}
+func (c *commandCounter) add(name string) {
+	name = strings.ToLower(name)
+	if name == "hello" || name == "client" || name == "select" || name == "auth" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.counts == nil {
+		c.counts = map[string]int{}
+	}
+	c.counts[name]++
+}
+func (c *commandCounter) total() (int, map[string]int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, by := 0, map[string]int{}
+	for k, v := range c.counts {
+		n += v
+		by[k] = v
+	}
+	return n, by
+}
+
+func TestShutdownDuringTheLastAttemptRequeuesTheBuild(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 2, "PKGFLEET_GIT_BUILDRETRIES", "1") // the first attempt is the last
+	shas := f.builder("last", registry.TriggerCommits, 1)
+	release := filepath.Join(t.TempDir(), "go")
+	f.recipe.command.Store(fmt.Sprintf("while [ ! -e %s ]; do sleep 0.05; done", release))
+	stop := f.worker("a", 1)
+	id := f.rerun("last", shas[0])
+	f.waitStatus(id, registry.StatusRunning)
+	stop() // SIGTERM; the build outlives the grace period
+	if b := f.build(id); b.Status != registry.StatusQueued {
+		t.Fatalf("build is %s after the shutdown (%s), want queued: a shutdown costs no attempt", b.Status, b.Detail)
+	}
+	os.WriteFile(release, nil, 0o644)
+	f.worker("b", 1)
+	if b := f.waitStatus(id, registry.StatusSucceeded); b.Worker != "b" {
+		t.Fatalf("finished on %s", b.Worker)
+	}
+}

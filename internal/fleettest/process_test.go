@@ -1,0 +1,210 @@
+package fleettest_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/pkgfleet/pkgfleet/internal/build"
+	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/jobs"
+	"github.com/pkgfleet/pkgfleet/internal/notify"
+	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/sandbox"
+	"github.com/pkgfleet/pkgfleet/internal/semaphore"
+	"github.com/pkgfleet/pkgfleet/internal/store"
+	"github.com/pkgfleet/pkgfleet/internal/testenv"
+	"github.com/redis/go-redis/v9"
+)
+
+// childWorkerEnv makes the test binary run as a worker process (see
+// TestMain), so a test can SIGKILL a real worker mid-build.
+const childWorkerEnv = "PKGFLEET_FLEETTEST_WORKER"
+
+type childSpec struct {
+	Socket, Name, BuilderDir, Storage, TempDir, Command string
+	DB, Slots, BuildConcurrency                         int
+}
+
+// childWorker serves builds until it is killed.
+func childWorker(raw string) int {
+	var spec childSpec
+	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("worker", spec.Name)
+	rdb := redis.NewClient(&redis.Options{Network: "unix", Addr: spec.Socket, DB: spec.DB})
+	hub := notify.New(rdb, log, semaphore.WakeChannel, jobs.CancelChannel)
+	sema := semaphore.New(rdb, hub)
+	sema.HoldLease, sema.RenewEvery, sema.CheckEvery = 2*time.Second, 200*time.Millisecond, 500*time.Millisecond
+	st, err := store.New(spec.Storage)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	recipe := &fakeRecipe{runner: sandbox.NewDirect(sandbox.Config{TempDir: spec.TempDir}), peak: map[string]int32{}}
+	recipe.command.Store(spec.Command)
+	h := &jobs.Handler{
+		Registry: registry.New(rdb), Store: st, Git: &git.Client{Policy: git.URLPolicy{AllowFile: true}},
+		Recipes: map[string]build.Recipe{registry.LangR: recipe}, Modes: map[string]string{registry.LangR: "unsandboxed"},
+		BuilderDir: spec.BuilderDir, LogLimit: 1 << 20, Worker: spec.Name, Log: log,
+		Slots: sema, BuildConcurrency: spec.BuildConcurrency, Events: hub, CancelCheck: time.Second,
+	}
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency: spec.Slots, Queues: map[string]int{jobs.Queue(registry.LangR): 1},
+		TaskCheckInterval: 50 * time.Millisecond, DelayedTaskCheckInterval: 100 * time.Millisecond,
+		RetryDelayFunc: func(int, error, *asynq.Task) time.Duration { return 100 * time.Millisecond },
+		LogLevel:       asynq.WarnLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.Handle(jobs.TypeBuild, h)
+	if err := srv.Run(mux); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// process starts a worker process with slots build slots, running command
+// as its build.
+func (f *fleet) process(name string, slots int, command string) *exec.Cmd {
+	f.t.Helper()
+	spec, _ := json.Marshal(childSpec{
+		Socket: redisServer.Socket, DB: f.db, Name: name, Slots: slots, BuildConcurrency: f.cfg.Git.BuildConcurrency,
+		BuilderDir: filepath.Join(f.dir, "builder-"+name), Storage: f.cfg.FileStorage.Location,
+		TempDir: f.cfg.Server.TempDir, Command: command,
+	})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childWorkerEnv+"="+string(spec))
+	logf, err := os.Create(filepath.Join(f.dir, name+".log"))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		logf.Close()
+		if f.t.Failed() {
+			out, _ := os.ReadFile(logf.Name())
+			f.t.Logf("log of worker process %s:\n%s", name, out)
+		}
+	})
+	return cmd
+}
+
+func TestKilledWorkersSlotReturnsAndItsBuildCompletesElsewhere(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for asynq's recoverer (about 1-2 minutes)")
+	}
+	t.Parallel()
+	f := setup(t, 2)
+	shas := f.builder("crash", registry.TriggerCommits, 2) // a commit builder: one slot
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	// A has one slot, so the second build cannot go to A (and die with it).
+	a := f.process("A", 1, fmt.Sprintf("echo $$ > %s; exec sleep 300", pidFile))
+	first := f.rerun("crash", shas[0])
+	if b := f.waitStatus(first, registry.StatusRunning); b.Worker != "A" {
+		t.Fatalf("build ran on %q", b.Worker)
+	}
+	f.process("B", 2, "sleep 0.1")
+	second := f.rerun("crash", shas[1])
+	if b := f.waitStatus(second, registry.StatusWaiting); !strings.Contains(b.Detail, "1 of 1 in use") {
+		t.Fatalf("second build: %s", b.Detail)
+	}
+	var buildPid int
+	testenv.Eventually(t, 30*time.Second, "the build's process", func() bool {
+		b, err := os.ReadFile(pidFile)
+		fmt.Sscan(string(b), &buildPid)
+		return err == nil && buildPid > 0
+	})
+
+	// SIGKILL worker A mid-build: no handler runs, nothing is released.
+	if err := a.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	a.Wait()
+	killed := time.Now()
+	// Its slot comes back when its lease (2s here, 60s by default) ends,
+	// and the waiting build on B takes it.
+	b := f.waitStatus(second, registry.StatusSucceeded)
+	t.Logf("the waiting build got the killed worker's slot and finished %s after the kill", time.Since(killed).Round(time.Millisecond))
+	if b.Worker != "B" || time.Since(killed) > 10*time.Second {
+		t.Fatalf("second build finished on %s after %s", b.Worker, time.Since(killed))
+	}
+	testenv.Eventually(t, 10*time.Second, "the killed build's process to die with its worker", func() bool {
+		return syscall.Kill(buildPid, 0) != nil
+	})
+
+	// asynq's recoverer hands the killed build to B (lease 30s, then up
+	// to a minute for the recoverer's tick).
+	var done *registry.Build
+	testenv.Eventually(t, 3*time.Minute, "the killed build to complete elsewhere", func() bool {
+		done = f.build(first)
+		return registry.Terminal(done.Status)
+	})
+	t.Logf("the killed build was recovered and finished %s after the kill", time.Since(killed).Round(time.Second))
+	if done.Status != registry.StatusSucceeded || done.Worker != "B" || done.Attempts != 2 {
+		t.Fatalf("killed build: %s on %s after %d attempts (%s)", done.Status, done.Worker, done.Attempts, done.Detail)
+	}
+	if h, _ := semaphore.New(f.rdb, nil).Holders(context.Background(), jobs.SlotKey("src", "crash")); len(h) != 0 {
+		t.Fatalf("slots still held: %v", h)
+	}
+}
+
+func TestTagBuilderConcurrencyHoldsAcrossThreeWorkerProcesses(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 2)
+	shas := f.builder("tags", registry.TriggerTags, 8)
+	events := filepath.Join(t.TempDir(), "events")
+	// Each build appends "+" when it starts and "-" when it ends; small
+	// O_APPEND writes keep their order across processes.
+	for _, name := range []string{"P1", "P2", "P3"} {
+		f.process(name, 2, fmt.Sprintf("echo + >> %s; sleep 0.3; echo - >> %s", events, events))
+	}
+	var ids []int64
+	for _, sha := range shas {
+		ids = append(ids, f.rerun("tags", sha))
+	}
+	for _, id := range ids {
+		if b := f.waitStatus(id, registry.StatusSucceeded); b.Attempts != 1 {
+			t.Fatalf("build %d took %d attempts", id, b.Attempts)
+		}
+	}
+	data, err := os.ReadFile(events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	running, peak, workers := 0, 0, map[string]bool{}
+	for _, ev := range strings.Fields(string(data)) {
+		if ev == "+" {
+			running++
+		} else {
+			running--
+		}
+		peak = max(peak, running)
+	}
+	for _, id := range ids {
+		workers[f.build(id).Worker] = true
+	}
+	t.Logf("8 builds on %d worker processes, observed maximum concurrency %d", len(workers), peak)
+	if peak != 2 || strings.Count(string(data), "+") != 8 {
+		t.Fatalf("observed maximum concurrency %d over %d builds, want exactly 2 over 8:\n%s", peak, strings.Count(string(data), "+"), data)
+	}
+	if len(workers) < 2 {
+		t.Fatalf("all builds ran on %v; the test needs several processes", workers)
+	}
+}

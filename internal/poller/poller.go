@@ -1,0 +1,430 @@
+// Package poller follows git-builders' remotes and queues builds of what
+// is new: each new head of a commit builder's branch (a force-push is a
+// new head), each new tag of a tag builder that matches its tag_pattern.
+// A new tag builder builds only its newest matching tag(s)
+// (initial_tags, default 1); a deleted or moved tag is logged, never
+// rebuilt silently.
+//
+// It runs in every API replica, but only the leader (internal/leader)
+// polls, and its record of what it has seen is written under the leader's
+// fencing token. Each builder is polled on its own interval (poll_interval,
+// default Git.PollInterval) with jitter, at most Concurrency remotes at
+// once, each within Timeout; a remote that fails is retried with backoff
+// and its error is shown on the builder. Webhooks ask for an immediate
+// poll with PollNow.
+//
+// Builds are queued through jobs.Enqueuer with registry.ReuseUnlessFailed,
+// so a poll, a webhook and a manual run of one commit build it once.
+package poller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/jobs"
+	"github.com/pkgfleet/pkgfleet/internal/leader"
+	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis keys of the poller.
+const (
+	keySched   = "pkgfleet:poll:schedule" // hash builder key → schedule JSON (small: read every tick)
+	keySeen    = "pkgfleet:poll:seen"     // hash builder key → seen JSON (head, tags: read per poll)
+	keyPollNow = "pkgfleet:poll:now"      // set of builder keys a webhook wants polled
+	keyLease   = "pkgfleet:poll:leader"
+)
+
+// Poller polls remotes while this process leads.
+type Poller struct {
+	Registry *registry.Registry
+	Enqueuer *jobs.Enqueuer
+	Git      *git.Client
+	// GitFor, when set, returns the git client for a builder (with its
+	// credential) and a cleanup; otherwise Git is used.
+	GitFor func(ctx context.Context, b *registry.Builder) (*git.Client, func(), error)
+	Redis  redis.UniversalClient
+	Log    *slog.Logger
+	Owner  string // this replica's name, for the lease
+
+	Interval    time.Duration // default poll interval (Git.PollInterval)
+	Concurrency int           // remotes polled at once (Git.PollConcurrency)
+	Timeout     time.Duration // per poll (Git.PollTimeout)
+	// Tick is how often the leader looks for due builders and webhook
+	// requests (default 1s).
+	Tick time.Duration
+	// Lease adjusts the leader election (tests use short leases).
+	Lease func(*leader.Elector)
+}
+
+// state is what the poller remembers of one builder: its schedule
+// (stored under keySched) and what it has seen (under keySeen).
+type state struct {
+	schedule
+	Head string            `json:"head,omitempty"`
+	Tags map[string]string `json:"tags,omitempty"` // matching tag → commit sha
+}
+
+type schedule struct {
+	Fingerprint string     `json:"fingerprint"` // what was polled: a change starts afresh
+	LastPollAt  *time.Time `json:"last_poll_at,omitempty"`
+	NextPollAt  time.Time  `json:"next_poll_at"`
+	LastError   string     `json:"last_error,omitempty"`
+	Failures    int        `json:"failures,omitempty"`
+}
+
+type seen struct {
+	Fingerprint string            `json:"fingerprint"`
+	Head        string            `json:"head,omitempty"`
+	Tags        map[string]string `json:"tags,omitempty"`
+}
+
+// fingerprint changes when a builder's remote or what it follows does; the
+// poller then treats it as new (builds its head or newest tags only).
+func fingerprint(b *registry.Builder) string {
+	return fmt.Sprintf("%s\x00%s\x00%s\x00%s\x00%s", b.URL, b.Branch, b.BuildTrigger, b.TagPattern, b.CreatedAt.Format(time.RFC3339Nano))
+}
+
+// Status is the poller's view of a builder, for the API.
+type Status struct {
+	LastPollAt *time.Time
+	NextPollAt *time.Time
+	LastError  string
+}
+
+// Statuses returns the poller's view of every builder it has polled.
+func Statuses(ctx context.Context, rdb redis.UniversalClient) (map[string]Status, error) {
+	raw, err := rdb.HGetAll(ctx, keySched).Result()
+	if err != nil {
+		return nil, fmt.Errorf("poll status: %w", err)
+	}
+	out := make(map[string]Status, len(raw))
+	for k, v := range raw {
+		var st schedule
+		if json.Unmarshal([]byte(v), &st) != nil {
+			continue
+		}
+		next := st.NextPollAt
+		out[k] = Status{LastPollAt: st.LastPollAt, NextPollAt: &next, LastError: st.LastError}
+	}
+	return out, nil
+}
+
+// PollNow asks the active poller to poll these builders ("source/name")
+// at its next tick, with trigger "webhook".
+func PollNow(ctx context.Context, rdb redis.UniversalClient, builders ...string) error {
+	if len(builders) == 0 {
+		return nil
+	}
+	members := make([]any, len(builders))
+	for i, b := range builders {
+		members[i] = b
+	}
+	return rdb.SAdd(ctx, keyPollNow, members...).Err()
+}
+
+// Run takes part in the election and polls while leading, until ctx ends.
+func (p *Poller) Run(ctx context.Context) error {
+	e := leader.New(p.Redis, keyLease, p.Owner, p.Log)
+	if p.Lease != nil {
+		p.Lease(e)
+	}
+	return e.Run(ctx, p.lead)
+}
+
+func (p *Poller) tick() time.Duration {
+	if p.Tick > 0 {
+		return p.Tick
+	}
+	return time.Second
+}
+
+// lead polls due builders until the term ends.
+func (p *Poller) lead(ctx context.Context, term *leader.Term) {
+	p.Log.Info("poller active", "token", term.Token, "interval", p.Interval, "concurrency", p.Concurrency)
+	slots := make(chan struct{}, max(p.Concurrency, 1))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var mu sync.Mutex
+	inFlight := map[string]bool{}
+	t := time.NewTicker(p.tick())
+	defer t.Stop()
+	for {
+		due, err := p.due(ctx)
+		if err != nil && ctx.Err() == nil {
+			p.Log.Warn("poller: cannot list builders", "error", err)
+		}
+		for _, d := range due {
+			key := d.builder.Key()
+			mu.Lock()
+			busy := inFlight[key]
+			inFlight[key] = true
+			mu.Unlock()
+			if busy {
+				continue
+			}
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-slots }()
+				p.poll(ctx, term, d)
+				mu.Lock()
+				delete(inFlight, key)
+				mu.Unlock()
+			}()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+type dueBuilder struct {
+	builder *registry.Builder
+	state   *state // nil: never polled
+	trigger string // "poll" or "webhook"
+}
+
+// due lists the builders to poll now, and forgets builders that are gone.
+func (p *Poller) due(ctx context.Context) ([]dueBuilder, error) {
+	builders, err := p.Registry.Builders(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	raw, err := p.Redis.HGetAll(ctx, keySched).Result()
+	if err != nil {
+		return nil, err
+	}
+	now, err := p.Redis.SMembers(ctx, keyPollNow).Result()
+	if err != nil {
+		return nil, err
+	}
+	if len(now) > 0 {
+		members := make([]any, len(now))
+		for i, k := range now {
+			members[i] = k
+		}
+		p.Redis.SRem(ctx, keyPollNow, members...)
+	}
+	var out []dueBuilder
+	seen := map[string]bool{}
+	for _, b := range builders {
+		key := b.Key()
+		seen[key] = true
+		d := dueBuilder{builder: b, trigger: "poll"}
+		if v, ok := raw[key]; ok {
+			var st state
+			if json.Unmarshal([]byte(v), &st.schedule) == nil && st.Fingerprint == fingerprint(b) {
+				d.state = &st
+			}
+		}
+		switch {
+		case slices.Contains(now, key):
+			d.trigger = "webhook"
+		case d.state == nil, !time.Now().Before(d.state.NextPollAt):
+		default:
+			continue
+		}
+		out = append(out, d)
+	}
+	for key := range raw {
+		if !seen[key] {
+			p.Redis.HDel(ctx, keySched, key)
+			p.Redis.HDel(ctx, keySeen, key)
+		}
+	}
+	return out, nil
+}
+
+// poll queries one remote and queues what is new.
+func (p *Poller) poll(ctx context.Context, term *leader.Term, d dueBuilder) {
+	b := d.builder
+	log := p.Log.With("source", b.Source, "builder", b.Name)
+	st := d.state
+	first := st == nil
+	if !first {
+		var sn seen
+		raw, err := p.Redis.HGet(ctx, keySeen, b.Key()).Bytes()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			log.Warn("poll: cannot read what was seen", "error", err)
+			return
+		}
+		if json.Unmarshal(raw, &sn) != nil || sn.Fingerprint != st.Fingerprint {
+			first = true
+		}
+		st.Head, st.Tags = sn.Head, sn.Tags
+	}
+	if first {
+		st = &state{schedule: schedule{Fingerprint: fingerprint(b)}}
+	}
+	interval := p.Interval
+	if b.PollInterval > 0 {
+		interval = time.Duration(b.PollInterval)
+	}
+	pctx, cancel := context.WithTimeout(ctx, p.Timeout)
+	refs, err := p.lsRemote(pctx, b)
+	cancel()
+	if ctx.Err() != nil {
+		return // the term ended: leave the state to the next leader
+	}
+	now := time.Now().UTC()
+	st.LastPollAt = &now
+	if err == nil {
+		err = p.queueNew(ctx, log, b, st, first, refs, d.trigger)
+	}
+	if err != nil {
+		st.Failures++
+		st.LastError = err.Error()
+		st.NextPollAt = now.Add(jitter(backoff(st.Failures, interval)))
+		log.Warn("poll failed", "error", err, "failures", st.Failures, "next_poll_at", st.NextPollAt)
+	} else {
+		st.Failures, st.LastError = 0, ""
+		st.NextPollAt = now.Add(jitter(interval))
+	}
+	if err := p.save(ctx, term, b.Key(), st); err != nil && ctx.Err() == nil {
+		log.Warn("poll state not saved", "error", err)
+	}
+}
+
+func (p *Poller) lsRemote(ctx context.Context, b *registry.Builder) (*git.Refs, error) {
+	gc, done := p.Git, func() {}
+	if p.GitFor != nil {
+		var err error
+		if gc, done, err = p.GitFor(ctx, b); err != nil {
+			return nil, err
+		}
+	}
+	defer done()
+	return gc.LsRemote(ctx, b.URL)
+}
+
+// queueNew compares refs with what was seen and queues builds of what is
+// new; st records only what was queued, so a failed enqueue is retried at
+// the next poll.
+func (p *Poller) queueNew(ctx context.Context, log *slog.Logger, b *registry.Builder, st *state, first bool, refs *git.Refs, trigger string) error {
+	if b.BuildTrigger != registry.TriggerTags {
+		branch, sha, err := refs.Branch(b.Branch)
+		if err != nil {
+			return err
+		}
+		if sha == st.Head {
+			return nil
+		}
+		if err := p.enqueue(ctx, log, b, branch, sha, trigger); err != nil {
+			return err
+		}
+		st.Head = sha
+		return nil
+	}
+
+	matching, err := refs.MatchingTags(b.TagPattern) // newest first
+	if err != nil {
+		return err
+	}
+	var build []string
+	if first {
+		n := 1
+		if b.InitialTags != nil {
+			n = *b.InitialTags
+		}
+		build = matching[:min(n, len(matching))]
+		st.Tags = map[string]string{}
+		for _, tag := range matching[min(n, len(matching)):] {
+			st.Tags[tag] = refs.Tags[tag] // older tags: seen, not built
+		}
+	} else {
+		current := map[string]bool{}
+		for _, tag := range matching {
+			current[tag] = true
+			seen, ok := st.Tags[tag]
+			switch {
+			case !ok:
+				build = append(build, tag)
+			case seen != refs.Tags[tag]:
+				log.Warn("tag moved; not rebuilt (rerun it to build the new commit)", "tag", tag, "was", seen, "now", refs.Tags[tag])
+				st.Tags[tag] = refs.Tags[tag]
+			}
+		}
+		for tag := range st.Tags {
+			if !current[tag] {
+				log.Warn("tag deleted on the remote; its builds are kept", "tag", tag, "was", st.Tags[tag])
+				delete(st.Tags, tag)
+			}
+		}
+	}
+	if st.Tags == nil {
+		st.Tags = map[string]string{}
+	}
+	var errs []error
+	for _, tag := range slices.Backward(build) { // oldest first: lower build ids
+		if err := p.enqueue(ctx, log, b, tag, refs.Tags[tag], trigger); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		st.Tags[tag] = refs.Tags[tag]
+	}
+	return errors.Join(errs...)
+}
+
+func (p *Poller) enqueue(ctx context.Context, log *slog.Logger, b *registry.Builder, ref, sha, trigger string) error {
+	out, created, err := p.Enqueuer.Enqueue(ctx, &registry.Build{
+		Source: b.Source, Builder: b.Name, Language: b.Language, Ref: ref, SHA: sha, Trigger: trigger,
+	}, registry.ReuseUnlessFailed)
+	if err != nil {
+		return fmt.Errorf("queue build of %s (%s): %w", ref, sha, err)
+	}
+	if created {
+		log.Info("build queued", "build", out.ID, "ref", ref, "sha", sha, "trigger", trigger)
+	}
+	return nil
+}
+
+// save writes st only while term still holds the poller lease.
+var saveScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
+return 1
+`)
+
+func (p *Poller) save(ctx context.Context, term *leader.Term, key string, st *state) error {
+	sched, _ := json.Marshal(st.schedule)
+	sn, _ := json.Marshal(seen{Fingerprint: st.Fingerprint, Head: st.Head, Tags: st.Tags})
+	lease, value := term.Fence()
+	ok, err := saveScript.Run(context.WithoutCancel(ctx), p.Redis, []string{lease, keySched, keySeen}, value, key, sched, sn).Int()
+	if err != nil {
+		return err
+	}
+	if ok == 0 {
+		return errors.New("no longer the active poller")
+	}
+	return nil
+}
+
+// backoff is the wait after n failures in a row: 30s doubling, at most
+// max(interval, 1h).
+func backoff(n int, interval time.Duration) time.Duration {
+	d := 30 * time.Second << min(n-1, 10)
+	return min(d, max(interval, time.Hour))
+}
+
+// jitter spreads polls by ±10% so builders created together do not poll
+// together forever.
+func jitter(d time.Duration) time.Duration {
+	return d - d/10 + rand.N(d/5+1)
+}

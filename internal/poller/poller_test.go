@@ -1,0 +1,319 @@
+package poller
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/jobs"
+	"github.com/pkgfleet/pkgfleet/internal/leader"
+	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/testenv"
+	"github.com/redis/go-redis/v9"
+)
+
+var redisServer *testenv.Redis
+
+func TestMain(m *testing.M) { os.Exit(testenv.MainWithRedis(m, &redisServer)) }
+
+type env struct {
+	t   *testing.T
+	db  int
+	rdb *redis.Client
+	reg *registry.Registry
+	enq *jobs.Enqueuer
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	testenv.Require(t, "git")
+	rdb, db := redisServer.DB(t)
+	reg := registry.New(rdb)
+	if _, err := reg.CreateSource(context.Background(), registry.Source{Name: "src", Type: registry.TypeGit}); err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, db: db, rdb: rdb, reg: reg}
+}
+
+// poller returns a fast poller with its own Redis connection (as another
+// API replica has) on e's database, and that connection.
+func (e *env) poller(owner string) (*Poller, *redis.Client) {
+	rdb := redis.NewClient(&redis.Options{Network: "unix", Addr: redisServer.Socket, DB: e.db})
+	e.t.Cleanup(func() { rdb.Close() })
+	reg := registry.New(rdb)
+	enq := &jobs.Enqueuer{
+		Registry: reg, Client: asynq.NewClientFromRedisClient(rdb), Inspector: asynq.NewInspectorFromRedisClient(rdb),
+		Timeout: time.Hour, MaxAttempts: 1, Redis: rdb,
+	}
+	return &Poller{
+		Registry: reg, Enqueuer: enq, Git: &git.Client{Policy: git.URLPolicy{AllowFile: true}},
+		Redis: rdb, Log: testenv.Logger(e.t).With("owner", owner), Owner: owner,
+		Interval: 100 * time.Millisecond, Concurrency: 2, Timeout: 10 * time.Second, Tick: 20 * time.Millisecond,
+		Lease: func(el *leader.Elector) {
+			el.TTL, el.RenewEvery, el.RetryEvery = time.Second, 200*time.Millisecond, 100*time.Millisecond
+		},
+	}, rdb
+}
+
+func (e *env) start(p *Poller, _ *redis.Client) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); p.Run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	e.t.Cleanup(stop)
+	return stop
+}
+
+func (e *env) builder(b registry.Builder) *registry.Builder {
+	e.t.Helper()
+	b.Source = "src"
+	if err := (registry.Policy{URLs: git.URLPolicy{AllowFile: true}}).ValidateBuilder(&b); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.reg.CreateBuilder(context.Background(), &b); err != nil {
+		e.t.Fatal(err)
+	}
+	return &b
+}
+
+// refs lists "ref@sha" of the builder's builds, oldest first.
+func (e *env) builds(name string) []string {
+	e.t.Helper()
+	list, err := e.reg.Builds(context.Background(), registry.Filter{Source: "src", Builder: name})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []string
+	for i := len(list) - 1; i >= 0; i-- {
+		out = append(out, list[i].Ref+"@"+list[i].SHA[:7]+"/"+list[i].Trigger)
+	}
+	return out
+}
+
+// polls waits until the builder has been polled n more times.
+func (e *env) polls(key string, n int) {
+	e.t.Helper()
+	count, last := 0, ""
+	testenv.Eventually(e.t, 20*time.Second, fmt.Sprintf("%d polls of %s", n, key), func() bool {
+		st, _ := Statuses(context.Background(), e.rdb)
+		if s, ok := st[key]; ok && s.LastPollAt != nil && s.LastPollAt.String() != last {
+			last = s.LastPollAt.String()
+			count++
+		}
+		return count > n
+	})
+}
+
+func short(sha string) string { return sha[:7] }
+
+func TestPollerBuildsEachNewHeadOnce(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	repo, first := testenv.Repo(t, map[string]string{"f": "1"})
+	e.builder(registry.Builder{Name: "head", URL: "file://" + repo, Branch: "main"})
+	e.start(e.poller("a"))
+
+	testenv.Eventually(t, 20*time.Second, "the head to be built", func() bool { return len(e.builds("head")) == 1 })
+	e.polls("src/head", 3)
+	second := testenv.Commit(t, repo, map[string]string{"f": "2"}, "two")
+	testenv.Eventually(t, 20*time.Second, "the new head to be built", func() bool { return len(e.builds("head")) == 2 })
+	// A force-push to a new commit is a new head too.
+	testenv.Git(t, repo, "reset", "--hard", first)
+	forced := testenv.Commit(t, repo, map[string]string{"f": "3"}, "rewritten")
+	testenv.Eventually(t, 20*time.Second, "the force-pushed head to be built", func() bool { return len(e.builds("head")) == 3 })
+	e.polls("src/head", 3)
+	want := []string{"main@" + short(first) + "/poll", "main@" + short(second) + "/poll", "main@" + short(forced) + "/poll"}
+	if got := e.builds("head"); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("builds %v, want %v (each head once)", got, want)
+	}
+}
+
+func TestTagBuilderBuildsNewestTagAtCreationThenEachNewMatchingTag(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	repo, _ := testenv.Repo(t, map[string]string{"f": "0"})
+	sha := map[string]string{}
+	for _, tag := range []string{"v1.0", "v1.9", "v1.10", "other-2.0"} {
+		sha[tag] = testenv.Commit(t, repo, map[string]string{"f": tag}, tag)
+		testenv.Git(t, repo, "tag", tag)
+	}
+	e.builder(registry.Builder{Name: "tags", URL: "file://" + repo, BuildTrigger: registry.TriggerTags, TagPattern: "v*"})
+	e.start(e.poller("a"))
+	testenv.Eventually(t, 20*time.Second, "the newest tag to be built", func() bool { return len(e.builds("tags")) >= 1 })
+	e.polls("src/tags", 2)
+	if got := e.builds("tags"); fmt.Sprint(got) != fmt.Sprint([]string{"v1.10@" + short(sha["v1.10"]) + "/poll"}) {
+		t.Fatalf("at creation built %v, want only the newest matching tag v1.10", got)
+	}
+
+	// A new matching tag is built; a non-matching one is not; a moved
+	// and a deleted tag are logged, not rebuilt.
+	sha["v2.0"] = testenv.Commit(t, repo, map[string]string{"f": "2"}, "two")
+	testenv.Git(t, repo, "tag", "v2.0")
+	testenv.Git(t, repo, "tag", "rc-3")
+	testenv.Git(t, repo, "tag", "-f", "v1.0")
+	testenv.Git(t, repo, "tag", "-d", "v1.9")
+	testenv.Eventually(t, 20*time.Second, "the new tag to be built", func() bool { return len(e.builds("tags")) >= 2 })
+	e.polls("src/tags", 3)
+	want := []string{"v1.10@" + short(sha["v1.10"]) + "/poll", "v2.0@" + short(sha["v2.0"]) + "/poll"}
+	if got := e.builds("tags"); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("builds %v, want %v", got, want)
+	}
+}
+
+func TestInitialTagsBuildsThatManyNewestTags(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	repo, _ := testenv.Repo(t, map[string]string{"f": "0"})
+	for _, tag := range []string{"1.0", "1.1", "1.2", "2.0"} {
+		testenv.Commit(t, repo, map[string]string{"f": tag}, tag)
+		testenv.Git(t, repo, "tag", tag)
+	}
+	three := 3
+	e.builder(registry.Builder{Name: "t", URL: "file://" + repo, BuildTrigger: registry.TriggerTags, InitialTags: &three})
+	e.start(e.poller("a"))
+	testenv.Eventually(t, 20*time.Second, "three builds", func() bool { return len(e.builds("t")) >= 3 })
+	e.polls("src/t", 2)
+	var refs []string
+	for _, b := range e.builds("t") {
+		refs = append(refs, strings.Split(b, "@")[0])
+	}
+	if fmt.Sprint(refs) != "[1.1 1.2 2.0]" {
+		t.Fatalf("built %v, want the three newest tags, oldest first", refs)
+	}
+}
+
+func TestUnreachableRemoteBacksOffAndShowsItsError(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	e.builder(registry.Builder{Name: "gone", URL: "file:///nonexistent/repo"})
+	e.start(e.poller("a"))
+	var st Status
+	testenv.Eventually(t, 20*time.Second, "a failed poll", func() bool {
+		all, _ := Statuses(context.Background(), e.rdb)
+		st = all["src/gone"]
+		return st.LastError != ""
+	})
+	if !strings.Contains(st.LastError, "nonexistent") {
+		t.Fatalf("last error %q does not name the problem", st.LastError)
+	}
+	// The interval is 100ms; the retry after a failure waits ~30s.
+	if wait := st.NextPollAt.Sub(*st.LastPollAt); wait < 25*time.Second {
+		t.Fatalf("next poll after a failure in %s, want a backoff of about 30s", wait)
+	}
+	if n := len(e.builds("gone")); n != 0 {
+		t.Fatalf("%d builds of an unreachable remote", n)
+	}
+}
+
+func TestWebhookRequestIsPolledAtOnce(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	repo, _ := testenv.Repo(t, map[string]string{"f": "1"})
+	b := e.builder(registry.Builder{Name: "hooked", URL: "file://" + repo, PollInterval: registry.Duration(time.Hour)})
+	e.start(e.poller("a"))
+	testenv.Eventually(t, 20*time.Second, "the first build", func() bool { return len(e.builds("hooked")) == 1 })
+	sha := testenv.Commit(t, repo, map[string]string{"f": "2"}, "two")
+	if err := PollNow(context.Background(), e.rdb, b.Key()); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, "the pushed commit to be built before the hour is up", func() bool {
+		got := e.builds("hooked")
+		return len(got) == 2 && got[1] == "main@"+short(sha)+"/webhook"
+	})
+}
+
+func TestOnlyOnePollerIsActiveAndASurvivorTakesOver(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	repo, _ := testenv.Repo(t, map[string]string{"f": "1"})
+	e.builder(registry.Builder{Name: "h", URL: "file://" + repo})
+	pa, rdbA := e.poller("a")
+	e.start(pa, rdbA)
+	testenv.Eventually(t, 10*time.Second, "a to lead", func() bool {
+		v, _ := leader.Holder(context.Background(), e.rdb, keyLease)
+		return strings.HasSuffix(v, ":a")
+	})
+	e.start(e.poller("b"))
+	testenv.Eventually(t, 20*time.Second, "the head to be built", func() bool { return len(e.builds("h")) == 1 })
+	e.polls("src/h", 5)
+	if v, _ := leader.Holder(context.Background(), e.rdb, keyLease); !strings.HasSuffix(v, ":a") {
+		t.Fatalf("leadership moved to %q while a was alive", v)
+	}
+
+	// a crashes (or is cut off from Redis): it can neither renew nor give
+	// its lease up.
+	rdbA.Close()
+	crashed := time.Now()
+	testenv.Eventually(t, 10*time.Second, "b to take over", func() bool {
+		v, _ := leader.Holder(context.Background(), e.rdb, keyLease)
+		return strings.HasSuffix(v, ":b")
+	})
+	took := time.Since(crashed)
+	t.Logf("b took over %s after a crashed (lease 1s, retry 100ms)", took.Round(time.Millisecond))
+	if took > 2500*time.Millisecond {
+		t.Fatalf("takeover took %s, want about the 1s lease (plus a retry)", took)
+	}
+	sha := testenv.Commit(t, repo, map[string]string{"f": "2"}, "two")
+	testenv.Eventually(t, 20*time.Second, "b to build the new head", func() bool {
+		got := e.builds("h")
+		return len(got) == 2 && strings.Contains(got[1], short(sha))
+	})
+	e.polls("src/h", 3)
+	if n := len(e.builds("h")); n != 2 {
+		t.Fatalf("%d builds after failover, want 2 (nothing queued twice)", n)
+	}
+}
+
+func TestStaleLeaderCannotOverwritePollState(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	old := &leader.Term{}
+	// Another replica holds the lease; a write under a stale term fails.
+	e.rdb.Set(context.Background(), keyLease, "7:b", time.Minute)
+	p, _ := e.poller("a")
+	if err := p.save(context.Background(), old, "src/x", &state{}); err == nil {
+		t.Fatal("a stale leader wrote poll state")
+	}
+	if n := e.rdb.HLen(context.Background(), keySched).Val(); n != 0 {
+		t.Fatalf("%d states written", n)
+	}
+}
+
+func TestJitterAndBackoffStayInBounds(t *testing.T) {
+	t.Parallel()
+	for range 1000 {
+		if d := jitter(time.Minute); d < 54*time.Second || d > 66*time.Second {
+			t.Fatalf("jitter(1m) = %s", d)
+		}
+	}
+	got := []time.Duration{backoff(1, 5*time.Minute), backoff(2, 5*time.Minute), backoff(20, 5*time.Minute)}
+	want := []time.Duration{30 * time.Second, time.Minute, time.Hour}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("backoff = %v, want %v", got, want)
+	}
+}
+
+func TestPollerUsesTheBuildersGitClient(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	repo, _ := testenv.Repo(t, map[string]string{"f": "1"})
+	e.builder(registry.Builder{Name: "private", URL: "file://" + repo, Credential: "deploy-key"})
+	p, _ := e.poller("a")
+	asked := make(chan string, 10)
+	p.GitFor = func(ctx context.Context, b *registry.Builder) (*git.Client, func(), error) {
+		asked <- b.Credential
+		return p.Git, func() {}, nil
+	}
+	e.start(p, nil)
+	testenv.Eventually(t, 20*time.Second, "the head to be built", func() bool { return len(e.builds("private")) == 1 })
+	if cred := <-asked; cred != "deploy-key" {
+		t.Fatalf("git client asked for credential %q", cred)
+	}
+}
