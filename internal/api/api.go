@@ -25,6 +25,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/index"
 	"github.com/pkgfleet/pkgfleet/internal/jobs"
+	"github.com/pkgfleet/pkgfleet/internal/metrics"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/store"
 )
@@ -39,6 +40,7 @@ type Server struct {
 	Tokens   *auth.Tokens // nil: no auth (loopback only)
 	Index    *index.Index // the CRAN-like and PEP 503 package indexes
 	Creds    *credential.Store
+	Metrics  *metrics.API
 	Log      *slog.Logger
 }
 
@@ -68,6 +70,12 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
+	if s.Metrics != nil {
+		mux.Handle("GET /metrics", s.Metrics.Handler())
+	}
+	if err := s.dashboard(mux); err != nil {
+		s.Log.Warn("queue dashboard disabled", "error", err)
+	}
 
 	route := func(pattern string, scope auth.Scope, h func(w http.ResponseWriter, r *http.Request) error) {
 		mux.Handle(pattern, s.authorize(scope, h))

@@ -242,3 +242,33 @@ func TestNoTokensMeansLoopbackOnly(t *testing.T) {
 		t.Errorf("with tokens: %v", err)
 	}
 }
+
+func TestDashboardNeedsATokenAndReadIsReadOnly(t *testing.T) {
+	t.Parallel()
+	h := setup(t, true)
+	if code, _ := h.req("GET", "/dashboard/", "", ""); code != 401 {
+		t.Errorf("dashboard without a token: %d, want 401", code)
+	}
+	req := func(method, path, token string) int {
+		r, _ := http.NewRequest(method, h.url+path, nil)
+		r.SetBasicAuth("x", token) // what a browser sends
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := req("GET", "/dashboard/", h.tok["read"]); code != 200 {
+		t.Errorf("read token, dashboard page: %d", code)
+	}
+	if code := req("GET", "/dashboard/api/queues", h.tok["read"]); code != 200 {
+		t.Errorf("read token, queue list: %d", code)
+	}
+	if code := req("POST", "/dashboard/api/queues/builds:r:pause", h.tok["read"]); code < 400 {
+		t.Errorf("read token paused a queue: %d", code)
+	}
+	if code := req("POST", "/dashboard/api/queues/builds:r:pause", h.tok["admin"]); code >= 400 {
+		t.Errorf("admin token could not pause a queue: %d", code)
+	}
+}

@@ -87,12 +87,15 @@ func (s *Server) webhook(provider string) func(w http.ResponseWriter, r *http.Re
 			}
 		}
 		if len(keys) == 0 {
+			s.Metrics.Webhook(provider, "rejected")
 			s.Log.Warn("webhook rejected", "provider", provider, "remote", r.RemoteAddr)
 			return errorf(http.StatusUnauthorized, "the request does not carry the webhook secret of any git-builder of this repository")
 		}
 		if err := poller.PollNow(ctx, s.Enqueuer.Redis, keys...); err != nil {
+			s.Metrics.Webhook(provider, "error")
 			return err
 		}
+		s.Metrics.Webhook(provider, "accepted")
 		s.Log.Info("webhook: polling", "provider", provider, "git_builders", strings.Join(keys, ","))
 		writeJSON(w, http.StatusAccepted, map[string]any{"polling": keys})
 		return nil

@@ -17,6 +17,7 @@ func (s *Server) Poller() *poller.Poller {
 		Registry: s.Registry, Enqueuer: s.Enqueuer, Git: s.Git, GitFor: s.gitFor, Redis: s.Enqueuer.Redis,
 		Log: s.Log.With("component", "poller"), Owner: fmt.Sprintf("%s:%d", host, os.Getpid()),
 		Interval: s.Config.Git.PollInterval, Concurrency: s.Config.Git.PollConcurrency, Timeout: s.Config.Git.PollTimeout,
+		Observe: s.Metrics.Poll,
 	}
 }
 

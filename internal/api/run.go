@@ -41,7 +41,7 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 		return nil, err
 	}
 	reg := registry.New(rdb)
-	return &Server{
+	s := &Server{
 		Config:   cfg,
 		Registry: reg,
 		Enqueuer: &jobs.Enqueuer{
@@ -60,7 +60,9 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 		Index:  index.New(reg, st),
 		Creds:  creds,
 		Log:    log,
-	}, nil
+	}
+	s.Metrics = s.newMetrics()
+	return s, nil
 }
 
 // Run serves the API until ctx ends.

@@ -72,6 +72,7 @@ type Git struct {
 type Worker struct {
 	Concurrency   int
 	ShutdownGrace time.Duration
+	MetricsListen string
 }
 
 // Redis holds the [Redis] section.

@@ -137,6 +137,7 @@ var settings = []*Setting{
 	duration("Git", "PollTimeout", "1m", "Time limit of one poll (ls-remote) of a remote.", func(c *Config) *time.Duration { return &c.Git.PollTimeout }),
 
 	integer("Worker", "Concurrency", "", "Build slots of one worker process (default: number of CPUs).", func(c *Config) *int { return &c.Worker.Concurrency }),
+	str("Worker", "MetricsListen", "", "Address of the worker's /metrics, /healthz and /readyz (e.g. :9464); empty: not served.", func(c *Config) *string { return &c.Worker.MetricsListen }),
 	duration("Worker", "ShutdownGrace", "30s", "On SIGTERM, how long running builds may finish before they are requeued.", func(c *Config) *time.Duration { return &c.Worker.ShutdownGrace }),
 
 	str("Redis", "Address", "localhost:6379", "Redis host:port, or a unix socket path.", func(c *Config) *string { return &c.Redis.Address }),

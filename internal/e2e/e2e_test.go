@@ -41,6 +41,7 @@ type fleet struct {
 	cfg *config.Config
 	reg *registry.Registry
 	rdb *redis.Client
+	wkr *worker.Worker
 	// logs and responses collect everything the fleet said, so a test can
 	// check that no secret ever appears in them.
 	logs      *testenv.Capture
@@ -106,7 +107,7 @@ func setup(t *testing.T, settings map[string]string) *fleet {
 			t.Errorf("worker: %v", err)
 		}
 	})
-	return &fleet{t: t, api: hs, cfg: cfg, reg: registry.New(rdb), rdb: rdb, logs: logs}
+	return &fleet{t: t, api: hs, cfg: cfg, reg: registry.New(rdb), rdb: rdb, wkr: w, logs: logs}
 }
 
 func (f *fleet) do(method, path string, body any, want int) []byte {

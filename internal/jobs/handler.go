@@ -18,6 +18,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/config"
 	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/metrics"
 	"github.com/pkgfleet/pkgfleet/internal/notify"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
@@ -39,6 +40,7 @@ type Handler struct {
 	LogLimit   config.Size
 	Worker     string // this worker's name
 	Log        *slog.Logger
+	Metrics    *metrics.Worker // nil: none
 
 	// Slots limits each builder's concurrent builds across the fleet
 	// (nil: no limit): BuildConcurrency for tag builders, one for commit
@@ -138,8 +140,10 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		fmt.Fprintln(logw, "WARNING: this build runs WITHOUT a sandbox (Git.AllowUnsandboxedGitBuilds = true)")
 	}
 	h.running.Add(1)
+	done := h.Metrics.BuildStarted(b.Language, b.Trigger)
 	out, runErr := h.run(ctx, b, logw)
 	h.running.Add(-1)
+	done(h.result(ctx, runErr, attempt, attempts))
 	switch {
 	case errors.Is(context.Cause(ctx), errCanceled):
 		fmt.Fprintln(logw, "==> canceled")
@@ -150,6 +154,26 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	logw.Close()
 	return h.finish(ctx, log, b.ID, attempt, attempts, out, runErr)
+}
+
+// result names how an attempt ended, for the metrics, and counts sandboxes
+// that could not start.
+func (h *Handler) result(ctx context.Context, runErr error, attempt, attempts int) string {
+	switch {
+	case errors.Is(context.Cause(ctx), errCanceled):
+		return metrics.ResultCanceled
+	case runErr == nil:
+		return metrics.ResultSucceeded
+	}
+	if errors.Is(runErr, sandbox.ErrNamespaceLimit) {
+		h.Metrics.SandboxFailure("namespace_limit")
+	} else if errors.Is(runErr, sandbox.ErrUnavailable) {
+		h.Metrics.SandboxFailure("unavailable")
+	}
+	if attempt < attempts && !errors.Is(runErr, asynq.SkipRetry) || ctx.Err() != nil {
+		return metrics.ResultRetried
+	}
+	return metrics.ResultFailed
 }
 
 // finish records how an attempt ended and tells asynq whether to retry.

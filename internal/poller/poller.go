@@ -63,6 +63,9 @@ type Poller struct {
 	Tick time.Duration
 	// Lease adjusts the leader election (tests use short leases).
 	Lease func(*leader.Elector)
+	// Observe, when set, is told the outcome ("ok", "error") and the
+	// duration of each poll (metrics).
+	Observe func(outcome string, d time.Duration)
 }
 
 // state is what the poller remembers of one builder: its schedule
@@ -276,6 +279,7 @@ func (p *Poller) poll(ctx context.Context, term *leader.Term, d dueBuilder) {
 	if b.PollInterval > 0 {
 		interval = time.Duration(b.PollInterval)
 	}
+	started := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, p.Timeout)
 	refs, err := p.lsRemote(pctx, b)
 	cancel()
@@ -286,6 +290,13 @@ func (p *Poller) poll(ctx context.Context, term *leader.Term, d dueBuilder) {
 	st.LastPollAt = &now
 	if err == nil {
 		err = p.queueNew(ctx, log, b, st, first, refs, d.trigger)
+	}
+	if p.Observe != nil {
+		outcome := "ok"
+		if err != nil {
+			outcome = "error"
+		}
+		p.Observe(outcome, time.Since(started))
 	}
 	if err != nil {
 		st.Failures++

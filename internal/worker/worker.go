@@ -12,9 +12,12 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -24,6 +27,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/detect"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/jobs"
+	"github.com/pkgfleet/pkgfleet/internal/metrics"
 	"github.com/pkgfleet/pkgfleet/internal/notify"
 	"github.com/pkgfleet/pkgfleet/internal/redisconn"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
@@ -31,6 +35,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/semaphore"
 	"github.com/pkgfleet/pkgfleet/internal/store"
+	"github.com/redis/go-redis/v9"
 )
 
 // Options are what a test or main may change beyond the config.
@@ -66,6 +71,16 @@ type Worker struct {
 	maxNS   int // /proc/sys/user/max_user_namespaces, -1 if unknown
 	started time.Time
 	ns      *sandbox.Namespaces // nil when the sandbox is unusable
+	metrics *metrics.Worker
+	ready   atomic.Bool  // serving builds with Redis reachable (readyz)
+	opsAddr atomic.Value // string: where serveOps listens
+}
+
+// OpsAddr is the address of /metrics, /healthz and /readyz once Run has
+// started them ("" when Worker.MetricsListen is empty).
+func (w *Worker) OpsAddr() string {
+	s, _ := w.opsAddr.Load().(string)
+	return s
 }
 
 // ErrNothingToBuild is returned when neither R nor Python is usable.
@@ -138,6 +153,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 			recipes[lang] = &build.Python{Runner: runner, Tool: tool}
 		}
 	}
+	w.metrics = metrics.NewWorker(metrics.WorkerState{
+		Slots:             func() int { return w.slots },
+		NamespacesInUse:   w.namespacesInUse,
+		MaxUserNamespaces: sandbox.MaxUserNamespaces,
+		SandboxUsable:     nsRunner != nil,
+	})
+	for _, lang := range []string{registry.LangR, registry.LangPython} {
+		w.metrics.LanguageUsable(lang, recipes[lang] != nil)
+	}
 	if len(recipes) == 0 {
 		return nil, ErrNothingToBuild
 	}
@@ -167,8 +191,51 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 		LogLimit:   cfg.Git.BuildLogSize,
 		Worker:     opts.Name,
 		Log:        log,
+		Metrics:    w.metrics,
 	}
 	return w, nil
+}
+
+func (w *Worker) namespacesInUse() int {
+	if w.ns == nil {
+		return 0
+	}
+	return w.ns.InUse()
+}
+
+// serveOps serves /metrics, /healthz and /readyz on Worker.MetricsListen
+// until ctx ends. It starts before Redis is reached, so that readiness
+// says "not ready" while the worker waits for it.
+func (w *Worker) serveOps(ctx context.Context, rc *redis.Client) error {
+	addr := w.cfg.Worker.MetricsListen
+	if addr == "" {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", w.metrics.Handler())
+	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) { fmt.Fprintln(rw, "ok") })
+	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
+		pctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if !w.ready.Load() || rc.Ping(pctx).Err() != nil {
+			http.Error(rw, "not ready: waiting for Redis or shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(rw, "ready")
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("Worker.MetricsListen: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	w.opsAddr.Store(ln.Addr().String())
+	w.log.Info("worker metrics and health", "address", ln.Addr().String())
+	return nil
 }
 
 // detect probes lang in the sandbox, and unsandboxed only when allowed.
@@ -220,6 +287,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	defer rc.Close()
+	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopOps()
+	if err := w.serveOps(opsCtx, rc); err != nil {
+		return err
+	}
 	if err := redisconn.WaitReady(ctx, rc, w.log, redisconn.Describe(w.cfg.Redis)); err != nil {
 		return err
 	}
@@ -267,6 +339,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		queues = append(queues, q)
 	}
 	w.log.Info("worker ready", "name", w.opts.Name, "queues", strings.Join(queues, ","), "slots", w.slots)
+	w.ready.Store(true)
 	beatCtx, stopBeat := context.WithCancel(context.WithoutCancel(ctx))
 	beating := make(chan struct{})
 	go func() {
@@ -274,6 +347,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		roster.Beat(beatCtx, rc, w.log, cmp.Or(w.opts.HeartbeatEvery, 10*time.Second), w.Info)
 	}()
 	<-ctx.Done()
+	w.ready.Store(false)
 	// Off the fleet list first: the API stops counting this worker.
 	stopBeat()
 	<-beating

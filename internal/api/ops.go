@@ -1,0 +1,98 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	asynqmetrics "github.com/hibiken/asynq/x/metrics"
+	"github.com/hibiken/asynqmon"
+	"github.com/pkgfleet/pkgfleet/internal/auth"
+	"github.com/pkgfleet/pkgfleet/internal/metrics"
+	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/roster"
+	"github.com/redis/go-redis/v9"
+)
+
+// newMetrics builds the API's metrics: its own counters, the fleet's state
+// read from Redis at each scrape, and asynq's queue collector.
+func (s *Server) newMetrics() *metrics.API {
+	fleet := func() (metrics.FleetState, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st := metrics.FleetState{Builders: map[[2]string]int{}, LanguageWorkers: map[string]int{}}
+		builders, err := s.Registry.Builders(ctx, "")
+		if err != nil {
+			return st, err
+		}
+		for _, b := range builders {
+			st.Builders[[2]string{b.Language, b.BuildTrigger}]++
+		}
+		var workers []roster.Worker
+		if s.Enqueuer.Redis != nil {
+			if workers, err = roster.List(ctx, s.Enqueuer.Redis); err != nil {
+				return st, err
+			}
+		}
+		st.Required = roster.NewBudget(builders, s.Config.Git.BuildConcurrency, workers).Required
+		for _, w := range workers {
+			for lang := range w.Languages {
+				st.LanguageWorkers[lang]++
+			}
+		}
+		waiting, err := s.Registry.Builds(ctx, registry.Filter{Status: registry.StatusWaiting, Limit: 100000})
+		if err != nil {
+			return st, err
+		}
+		st.Waiting = len(waiting)
+		return st, nil
+	}
+	return metrics.NewAPI(fleet, asynqmetrics.NewQueueMetricsCollector(s.Enqueuer.Inspector))
+}
+
+// dashboard mounts asynqmon at /dashboard/ behind the API's auth: a read
+// token sees it read-only, an admin token may act (retry, delete, pause).
+func (s *Server) dashboard(mux *http.ServeMux) error {
+	if s.Enqueuer.Redis == nil {
+		return errors.New("no Redis client")
+	}
+	// asynqmon shares the API's Redis client instead of opening pools of
+	// its own; its Close would close that client, so it is never called.
+	opt := sharedClient{s.Enqueuer.Redis}
+	mk := func(readOnly bool) *asynqmon.HTTPHandler {
+		return asynqmon.New(asynqmon.Options{RootPath: "/dashboard", RedisConnOpt: opt, ReadOnly: readOnly})
+	}
+	ro, rw := mk(true), mk(false)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.Tokens == nil {
+			rw.ServeHTTP(w, r) // no tokens: loopback only, full access
+			return
+		}
+		secret, _ := bearer(r)
+		if secret == "" {
+			if c, err := r.Cookie("pkgfleet_token"); err == nil {
+				secret = c.Value // a browser cannot send a bearer header
+			}
+		}
+		tok, ok := s.Tokens.Check(strings.TrimSpace(secret))
+		switch {
+		case !ok:
+			w.Header().Set("WWW-Authenticate", `Basic realm="pkgfleet dashboard"`)
+			writeError(w, http.StatusUnauthorized, "the dashboard needs a read token (basic auth password, bearer or cookie pkgfleet_token)")
+		case tok.Scope >= auth.Admin:
+			rw.ServeHTTP(w, r)
+		case tok.Scope >= auth.Read:
+			ro.ServeHTTP(w, r)
+		}
+	})
+	mux.Handle("/dashboard/", h)
+	mux.Handle("/dashboard", http.RedirectHandler("/dashboard/", http.StatusMovedPermanently))
+	return nil
+}
+
+// sharedClient hands an existing client to asynq's constructors.
+type sharedClient struct{ c redis.UniversalClient }
+
+func (o sharedClient) MakeRedisClient() any { return o.c }

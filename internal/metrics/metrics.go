@@ -1,0 +1,242 @@
+// Package metrics defines pkgfleet's Prometheus metrics, once, for the
+// worker and the API: names, help, labels and buckets. The names are a
+// contract with deploy/prometheus/pkgfleet-rules.yaml and the Grafana
+// dashboard; deploy's tests hold the two together.
+//
+// Every method is safe on a nil receiver, so code paths without metrics
+// (tests, the CLI) need no checks.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Build results, the values of the result label.
+const (
+	ResultSucceeded = "succeeded"
+	ResultFailed    = "failed"
+	ResultCanceled  = "canceled"
+	ResultRetried   = "retried"
+)
+
+// buildBuckets span quick Python wheels to hour-long builds.
+var buildBuckets = []float64{1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 2400, 3600}
+
+// Worker holds a worker's metrics.
+type Worker struct {
+	reg             *prometheus.Registry
+	builds          *prometheus.CounterVec
+	duration        *prometheus.HistogramVec
+	running         *prometheus.GaugeVec
+	sandboxFailures *prometheus.CounterVec
+	languageUsable  *prometheus.GaugeVec
+}
+
+// WorkerState is read at every scrape.
+type WorkerState struct {
+	Slots             func() int
+	NamespacesInUse   func() int
+	MaxUserNamespaces func() (int, error)
+	SandboxUsable     bool
+}
+
+// NewWorker registers a worker's metrics.
+func NewWorker(st WorkerState) *Worker {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &Worker{
+		reg: reg,
+		builds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pkgfleet_builds_total", Help: "Build attempts finished by this worker, by language, trigger and result.",
+		}, []string{"language", "trigger", "result"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "pkgfleet_build_duration_seconds", Help: "Wall-clock time of build attempts (clone, build, store).", Buckets: buildBuckets,
+		}, []string{"language", "result"}),
+		running: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pkgfleet_builds_running", Help: "Builds running on this worker now.",
+		}, []string{"language"}),
+		sandboxFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pkgfleet_sandbox_start_failures_total", Help: "Sandboxes that could not start, by reason (namespace_limit: the kernel refused a user namespace).",
+		}, []string{"reason"}),
+		languageUsable: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pkgfleet_language_usable", Help: "1 when this worker builds the language, 0 when its startup probe disabled it.",
+		}, []string{"language"}),
+	}
+	// Start at 0 so that increase() sees the first failure.
+	m.sandboxFailures.WithLabelValues("namespace_limit")
+	m.sandboxFailures.WithLabelValues("unavailable")
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	usable := 0.0
+	if st.SandboxUsable {
+		usable = 1
+	}
+	reg.MustRegister(m.builds, m.duration, m.running, m.sandboxFailures, m.languageUsable,
+		gauge("pkgfleet_worker_build_slots", "Build slots of this worker.", func() float64 { return float64(call(st.Slots)) }),
+		gauge("pkgfleet_user_namespaces_in_use", "User namespaces held by this worker's running sandboxes.", func() float64 { return float64(call(st.NamespacesInUse)) }),
+		gauge("pkgfleet_user_namespaces_needed", "User namespaces this worker's slots need at most (2 per build).", func() float64 { return float64(2 * call(st.Slots)) }),
+		gauge("pkgfleet_user_namespaces_max", "The host's /proc/sys/user/max_user_namespaces as this worker sees it.", func() float64 {
+			if st.MaxUserNamespaces == nil {
+				return -1
+			}
+			n, err := st.MaxUserNamespaces()
+			if err != nil {
+				return -1
+			}
+			return float64(n)
+		}),
+		gauge("pkgfleet_sandbox_usable", "1 when the user-namespace sandbox passed its startup probe.", func() float64 { return usable }),
+	)
+	return m
+}
+
+func call(f func() int) int {
+	if f == nil {
+		return 0
+	}
+	return f()
+}
+
+// LanguageUsable records the startup probe of a language.
+func (m *Worker) LanguageUsable(lang string, ok bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if ok {
+		v = 1
+	}
+	m.languageUsable.WithLabelValues(lang).Set(v)
+}
+
+// BuildStarted counts a running build; call the returned func when it ends.
+func (m *Worker) BuildStarted(lang, trigger string) func(result string) {
+	if m == nil {
+		return func(string) {}
+	}
+	start := time.Now()
+	m.running.WithLabelValues(lang).Inc()
+	return func(result string) {
+		m.running.WithLabelValues(lang).Dec()
+		m.builds.WithLabelValues(lang, trigger, result).Inc()
+		m.duration.WithLabelValues(lang, result).Observe(time.Since(start).Seconds())
+	}
+}
+
+// SandboxFailure counts a sandbox that could not start.
+func (m *Worker) SandboxFailure(reason string) {
+	if m == nil {
+		return
+	}
+	m.sandboxFailures.WithLabelValues(reason).Inc()
+}
+
+// Handler serves /metrics.
+func (m *Worker) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// API holds the API's metrics.
+type API struct {
+	reg      *prometheus.Registry
+	polls    *prometheus.CounterVec
+	pollTime prometheus.Histogram
+	webhooks *prometheus.CounterVec
+}
+
+// FleetState is computed at every scrape from Redis.
+type FleetState struct {
+	Required        int               // PPM's user-namespace formula
+	Builders        map[[2]string]int // (language, trigger) → count
+	LanguageWorkers map[string]int    // language → live workers able to build it
+	Waiting         int               // builds waiting for a slot
+}
+
+// NewAPI registers the API's metrics; fleet is called at each scrape, and
+// extra collectors (asynq's queue collector) are registered beside them.
+func NewAPI(fleet func() (FleetState, error), extra ...prometheus.Collector) *API {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &API{
+		reg: reg,
+		polls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pkgfleet_polls_total", Help: "Polls of git remotes, by outcome (ok, error).",
+		}, []string{"outcome"}),
+		pollTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "pkgfleet_poll_duration_seconds", Help: "Time to poll one remote (ls-remote and queueing).",
+			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
+		}),
+		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pkgfleet_webhook_deliveries_total", Help: "Webhook deliveries, by provider and outcome (accepted, rejected, error).",
+		}, []string{"provider", "outcome"}),
+	}
+	m.polls.WithLabelValues("ok")
+	m.polls.WithLabelValues("error")
+	reg.MustRegister(m.polls, m.pollTime, m.webhooks, &fleetCollector{fleet: fleet})
+	reg.MustRegister(extra...)
+	return m
+}
+
+// Poll records one poll.
+func (m *API) Poll(outcome string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.polls.WithLabelValues(outcome).Inc()
+	m.pollTime.Observe(d.Seconds())
+}
+
+// Webhook records one delivery.
+func (m *API) Webhook(provider, outcome string) {
+	if m == nil {
+		return
+	}
+	m.webhooks.WithLabelValues(provider, outcome).Inc()
+}
+
+// Handler serves /metrics.
+func (m *API) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+var (
+	descRequired = prometheus.NewDesc("pkgfleet_user_namespaces_required",
+		"User namespaces the fleet needs: ((tag builders × Git.BuildConcurrency) + commit builders) × 2.", nil, nil)
+	descBuilders = prometheus.NewDesc("pkgfleet_git_builders", "Git-builders, by language and trigger.", []string{"language", "trigger"}, nil)
+	descWorkers  = prometheus.NewDesc("pkgfleet_language_workers", "Live workers able to build the language.", []string{"language"}, nil)
+	descWaiting  = prometheus.NewDesc("pkgfleet_builds_waiting", "Builds waiting for a build slot.", nil, nil)
+)
+
+// fleetCollector reads the fleet's state from Redis at each scrape.
+type fleetCollector struct {
+	fleet func() (FleetState, error)
+}
+
+func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descRequired
+	ch <- descBuilders
+	ch <- descWorkers
+	ch <- descWaiting
+}
+
+func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
+	st, err := c.fleet()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(descRequired, err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descRequired, prometheus.GaugeValue, float64(st.Required))
+	ch <- prometheus.MustNewConstMetric(descWaiting, prometheus.GaugeValue, float64(st.Waiting))
+	for k, n := range st.Builders {
+		ch <- prometheus.MustNewConstMetric(descBuilders, prometheus.GaugeValue, float64(n), k[0], k[1])
+	}
+	for _, lang := range []string{"r", "python"} {
+		ch <- prometheus.MustNewConstMetric(descWorkers, prometheus.GaugeValue, float64(st.LanguageWorkers[lang]), lang)
+	}
+}
