@@ -44,6 +44,9 @@ AllowFileURLs = true
 PollInterval = 1m
 BuildRetries = 2
 
+[Worker]
+MetricsListen = 127.0.0.1:${PKGFLEET_WORKER_METRICS_PORT:-9464}
+
 [Redis]
 Address = $redis_addr
 
@@ -95,6 +98,7 @@ cat <<MSG
 
 pkgfleet is running (Ctrl-C stops it):
   API        $api   (try: curl -s $api/api/v1/builds)
+  dashboard  $api/dashboard/   metrics: $api/metrics and http://127.0.0.1:${PKGFLEET_WORKER_METRICS_PORT:-9464}/metrics
   logs       $var/log/{api,worker,redis}.log
   artifacts  $var/data/packages
   config     $var/pkgfleet.gcfg

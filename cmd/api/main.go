@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/api"
 	"github.com/pkgfleet/pkgfleet/internal/auth"
@@ -41,15 +42,17 @@ func main() {
 
 func tokenCreate(args []string) int {
 	fs := flag.NewFlagSet("pkgfleet-api token create", flag.ContinueOnError)
-	name := fs.String("name", "", "token `name` (shown in logs instead of the token)")
+	name := fs.String("name", "", "token `name`, shown in logs instead of the token (default: scope and date)")
 	scope := fs.String("scope", "read", "read, write or admin")
 	expires := fs.String("expires", "", "expiry `date` (2027-06-01) or RFC 3339 time; empty = never")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	sc, err := auth.ParseScope(*scope)
-	if err == nil && *name == "" {
-		err = errors.New("--name is required")
+	if *name == "" {
+		// Tokens are named in logs instead of being printed; default to
+		// the scope and the day it was made.
+		*name = fmt.Sprintf("%s-%s", *scope, time.Now().UTC().Format("20060102-150405"))
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pkgfleet-api token create:", err)
