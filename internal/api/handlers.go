@@ -110,7 +110,12 @@ func (s *Server) storeWebhookSecret(r *http.Request, b *registry.Builder, f *bui
 	if f.WebhookSecret == nil {
 		return nil
 	}
-	return s.Registry.SetWebhookSecret(r.Context(), b.Source, b.Name, *f.WebhookSecret)
+	// Sealed with the credential key when there is one, like credentials.
+	sealed, err := s.Creds.Seal("webhook-secret\x00"+b.Key(), *f.WebhookSecret)
+	if err != nil {
+		return err
+	}
+	return s.Registry.SetWebhookSecret(r.Context(), b.Source, b.Name, sealed)
 }
 
 func (s *Server) policy() registry.Policy {

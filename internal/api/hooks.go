@@ -82,7 +82,15 @@ func (s *Server) webhook(provider string) func(w http.ResponseWriter, r *http.Re
 		}
 		var keys []string
 		for _, b := range builders {
-			if urls[canonicalRepo(b.URL)] && verify(r, body, secrets[b.Key()]) {
+			if !urls[canonicalRepo(b.URL)] || secrets[b.Key()] == "" {
+				continue
+			}
+			secret, err := s.Creds.Unseal("webhook-secret\x00"+b.Key(), secrets[b.Key()])
+			if err != nil {
+				s.Log.Warn("webhook secret unreadable", "builder", b.Key(), "error", err)
+				continue
+			}
+			if verify(r, body, secret) {
 				keys = append(keys, b.Key())
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -250,4 +251,44 @@ func (s *Store) GitClient(ctx context.Context, base *git.Client, name, tempDir s
 		return nil, nil, err
 	}
 	return base.WithAuth(&git.Auth{Username: c.Username, Password: c.Password, PrivateKey: c.PrivateKey, Passphrase: c.Passphrase}, tempDir)
+}
+
+// Seal prepares a small secret (a webhook secret) for storage: encrypted
+// and bound to purpose when a key is configured, as is otherwise.
+func (s *Store) Seal(purpose, secret string) (string, error) {
+	if secret == "" {
+		return "", nil
+	}
+	if s.aead == nil {
+		return "plain:" + secret, nil
+	}
+	nonce := make([]byte, s.aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return "", err
+	}
+	return "v1:" + base64.StdEncoding.EncodeToString(s.aead.Seal(nonce, nonce, []byte(secret), []byte(purpose))), nil
+}
+
+// Unseal returns what Seal stored.
+func (s *Store) Unseal(purpose, stored string) (string, error) {
+	if plain, ok := strings.CutPrefix(stored, "plain:"); ok {
+		return plain, nil
+	}
+	sealed, ok := strings.CutPrefix(stored, "v1:")
+	if !ok {
+		return stored, nil // stored before secrets were sealed
+	}
+	if s.aead == nil {
+		return "", ErrNoKey
+	}
+	raw, err := base64.StdEncoding.DecodeString(sealed)
+	n := s.aead.NonceSize()
+	if err != nil || len(raw) < n {
+		return "", errors.New("sealed secret is corrupt")
+	}
+	plain, err := s.aead.Open(nil, raw[:n], raw[n:], []byte(purpose))
+	if err != nil {
+		return "", errors.New("sealed secret cannot be decrypted: was Git.CredentialKeyFile changed?")
+	}
+	return string(plain), nil
 }

@@ -80,3 +80,27 @@ func TestValidationAndURLMatching(t *testing.T) {
 		t.Error("mismatched URLs accepted")
 	}
 }
+
+func TestSealedSecretsNeedTheKeyAndThePurpose(t *testing.T) {
+	t.Parallel()
+	rdb, _ := redisServer.DB(t)
+	s, _ := NewStore(rdb, keyFile(t, strings.Repeat("k", 40)))
+	sealed, err := s.Seal("webhook/a", "hook-secret")
+	if err != nil || strings.Contains(sealed, "hook-secret") {
+		t.Fatalf("Seal = %q, %v", sealed, err)
+	}
+	if got, err := s.Unseal("webhook/a", sealed); err != nil || got != "hook-secret" {
+		t.Fatalf("Unseal = %q, %v", got, err)
+	}
+	if _, err := s.Unseal("webhook/b", sealed); err == nil {
+		t.Fatal("a secret sealed for one builder opened for another")
+	}
+	none, _ := NewStore(rdb, "")
+	plain, _ := none.Seal("webhook/a", "x")
+	if got, _ := none.Unseal("webhook/a", plain); got != "x" {
+		t.Fatalf("without a key: %q", got)
+	}
+	if _, err := none.Unseal("webhook/a", sealed); err == nil {
+		t.Fatal("opened a sealed secret without the key")
+	}
+}

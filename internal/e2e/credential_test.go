@@ -73,7 +73,8 @@ func TestHTTPSCredentialClonesAPrivateRepoAndNeverShows(t *testing.T) {
 	f.do("POST", "/api/v1/git-credentials", map[string]string{"name": "key", "type": "ssh", "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"}, 201)
 	// The URL scheme and the credential type must match.
 	f.do("POST", "/api/v1/sources/private/git-builders", map[string]any{"name": "mismatch", "url": url, "credential": "key"}, 400)
-	f.do("POST", "/api/v1/sources/private/git-builders", map[string]any{"url": url, "credential": "ci"}, 201)
+	const hookSecret = "whsec-0123456789abcdef"
+	f.do("POST", "/api/v1/sources/private/git-builders", map[string]any{"url": url, "credential": "ci", "webhook_secret": hookSecret}, 201)
 
 	b := f.wait(f.run("/api/v1/sources/private/git-builders/hellofleet/run", nil).ID)
 	if b.Status != registry.StatusSucceeded {
@@ -97,6 +98,15 @@ func TestHTTPSCredentialClonesAPrivateRepoAndNeverShows(t *testing.T) {
 	for _, v := range vals {
 		if strings.Contains(v, token) || strings.Contains(v, "bot") {
 			t.Fatal("the credential is stored in the clear")
+		}
+	}
+	hooks, _ := f.rdb.HVals(t.Context(), "pkgfleet:webhook-secrets").Result()
+	if len(hooks) != 1 || strings.Contains(hooks[0], hookSecret) {
+		t.Fatalf("webhook secret at rest: %q", hooks)
+	}
+	for what, text := range map[string]string{"API responses": f.responses.String(), "logs": f.logs.String()} {
+		if strings.Contains(text, hookSecret) {
+			t.Errorf("the webhook secret appears in the %s", what)
 		}
 	}
 }

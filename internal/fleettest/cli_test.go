@@ -40,7 +40,8 @@ func TestCLISetsWebhookSecretAndInitialTagsAndCancels(t *testing.T) {
 	if err != nil || b.InitialTags == nil || *b.InitialTags != 3 || !b.WebhookSecretSet {
 		t.Fatalf("builder = %+v, %v", b, err)
 	}
-	if secrets, _ := f.reg.WebhookSecrets(context.Background()); secrets["src/c"] != secret {
+	// Without Git.CredentialKeyFile the secret is stored unsealed.
+	if secrets, _ := f.reg.WebhookSecrets(context.Background()); secrets["src/c"] != "plain:"+secret {
 		t.Fatal("the webhook secret was not stored")
 	}
 	if out, code := f.pkgfleet("edit", "git-builder", "--source", "src", "--name", "c", "--webhook-secret", ""); code != 0 {
