@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/roster"
 	"github.com/spf13/cobra"
 )
 
@@ -506,31 +507,72 @@ func (app *App) cancel() *cobra.Command {
 	return cmd
 }
 
-// listWorkers and namespaces print what the API returns; their human form
-// is a plain rendering of the JSON fields.
+// listWorkers shows the live fleet.
 func (app *App) listWorkers() *cobra.Command {
 	return &cobra.Command{
 		Use: "workers", Short: "List the live workers of the fleet", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return app.printRaw(cmd, "/api/v1/workers")
+			var res struct {
+				Workers []roster.Worker `json:"workers"`
+			}
+			if err := app.client.do(cmd.Context(), "GET", "/api/v1/workers", nil, &res); err != nil {
+				return err
+			}
+			app.print(res, func(w io.Writer) {
+				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tLANGUAGES\tSLOTS\tRUNNING\tUSER NAMESPACES (in use/needed/max)")
+				for _, wk := range res.Workers {
+					var langs []string
+					for _, name := range []string{"r", "python"} {
+						if l, ok := wk.Languages[name]; ok {
+							langs = append(langs, fmt.Sprintf("%s %s (%s)", name, l.Version, l.Sandbox))
+						}
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d/%d/%d\n", wk.Name, strings.Join(langs, ", "), wk.Slots, wk.Running,
+						wk.NamespacesInUse, wk.NamespacesNeeded, wk.MaxUserNamespaces)
+				}
+				tw.Flush()
+			})
+			return nil
 		},
 	}
 }
 
+// namespaces shows PPM's user-namespace budget against the live workers.
 func (app *App) namespaces() *cobra.Command {
 	return &cobra.Command{
 		Use: "namespaces", Short: "Show the user-namespace budget of the fleet", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return app.printRaw(cmd, "/api/v1/namespaces")
+			var res struct {
+				Budget  roster.Budget `json:"budget"`
+				Workers []struct {
+					Name              string `json:"name"`
+					Slots             int    `json:"slots"`
+					Needed            int    `json:"needed"`
+					MaxUserNamespaces int    `json:"max_user_namespaces"`
+					InUse             int    `json:"in_use"`
+					OK                bool   `json:"ok"`
+				} `json:"workers"`
+			}
+			if err := app.client.do(cmd.Context(), "GET", "/api/v1/namespaces", nil, &res); err != nil {
+				return err
+			}
+			app.print(res, func(w io.Writer) {
+				b := res.Budget
+				fmt.Fprintf(w, "Required by PPM's formula %s:\n  ((%d × %d) + %d) × 2 = %d user namespaces\n",
+					b.Formula, b.TagBuilders, b.BuildConcurrency, b.CommitBuilders, b.Required)
+				fmt.Fprintf(w, "Sandboxed workers: %d slots, %d user namespaces at most\n", b.FleetSlots, b.FleetNamespaces)
+				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "WORKER\tSLOTS\tNEEDED\tMAX\tIN USE\tFITS")
+				for _, wk := range res.Workers {
+					fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%v\n", wk.Name, wk.Slots, wk.Needed, wk.MaxUserNamespaces, wk.InUse, wk.OK)
+				}
+				tw.Flush()
+				for _, warn := range b.Warnings {
+					fmt.Fprintln(w, "WARNING: "+warn)
+				}
+			})
+			return nil
 		},
 	}
-}
-
-func (app *App) printRaw(cmd *cobra.Command, path string) error {
-	var raw []byte
-	if err := app.client.do(cmd.Context(), "GET", path, nil, &raw); err != nil {
-		return err
-	}
-	_, err := app.Stdout.Write(raw)
-	return err
 }

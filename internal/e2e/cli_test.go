@@ -11,6 +11,7 @@ import (
 
 	"github.com/pkgfleet/pkgfleet/internal/cli"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/testenv"
 )
 
 // pkgfleet runs the CLI against the fleet's API.
@@ -87,6 +88,16 @@ func TestCLIDrivesTheAPI(t *testing.T) {
 	out, _, _ = f.pkgfleet("logs", "--build-id", "1")
 	if !strings.Contains(out, "R CMD build") {
 		t.Fatalf("logs:\n%s", out)
+	}
+
+	// The fleet, in words.
+	testenv.Eventually(t, 10*time.Second, "the worker in `list workers`", func() bool {
+		out, _, _ = f.pkgfleet("list", "workers")
+		return strings.Contains(out, "(user-namespace)") && strings.Contains(out, "r 4.") && strings.Contains(out, "0/4/")
+	})
+	out, _, _ = f.pkgfleet("namespaces")
+	if !strings.Contains(out, "((0 × 25) + 1) × 2 = 2 user namespaces") || !strings.Contains(out, "WORKER") {
+		t.Fatalf("namespaces:\n%s", out)
 	}
 
 	// Errors are one line on stderr and a non-zero exit.
