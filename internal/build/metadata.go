@@ -148,25 +148,19 @@ func tarMember(file, member string) ([]byte, error) {
 	return data, nil
 }
 
-// zipMember reads the first member of a zip whose name matches suffix at
-// depth 2 (e.g. "x-1.0.dist-info/METADATA").
+// zipMember reads the first member of a zip file whose name matches
+// suffix at depth 2 (e.g. "x-1.0.dist-info/METADATA").
 func zipMember(file, suffix string) ([]byte, error) {
 	z, err := zip.OpenReader(file)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path.Base(file), err)
 	}
 	defer z.Close()
-	for _, f := range z.File {
-		if strings.Count(f.Name, "/") == 1 && strings.HasSuffix(f.Name, suffix) {
-			rc, err := f.Open()
-			if err != nil {
-				return nil, err
-			}
-			defer rc.Close()
-			return io.ReadAll(io.LimitReader(rc, 1<<20))
-		}
+	data, err := zipFind(&z.Reader, suffix)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path.Base(file), err)
 	}
-	return nil, fmt.Errorf("%s has no %s", path.Base(file), suffix)
+	return data, nil
 }
 
 // NormalizeName is PEP 503's name normalisation.
@@ -198,28 +192,13 @@ func ReadTarDESCRIPTION(r io.Reader, pkg string) (Fields, error) {
 
 // ReadSdistPKGInfo reads the top-level PKG-INFO of an sdist.
 func ReadSdistPKGInfo(r io.Reader) (Fields, error) {
-	gz, err := gzip.NewReader(r)
+	data, err := tarFind(r, "PKG-INFO", func(name string) bool {
+		return strings.Count(name, "/") == 1 && path.Base(name) == "PKG-INFO"
+	})
 	if err != nil {
 		return nil, err
 	}
-	tr := tar.NewReader(gz)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return nil, errors.New("sdist has no PKG-INFO")
-		}
-		if err != nil {
-			return nil, err
-		}
-		name := path.Clean(h.Name)
-		if strings.Count(name, "/") == 1 && path.Base(name) == "PKG-INFO" && h.Typeflag == tar.TypeReg {
-			data, err := io.ReadAll(io.LimitReader(tr, 1<<20))
-			if err != nil {
-				return nil, err
-			}
-			return ParsePKGInfo(data)
-		}
-	}
+	return ParsePKGInfo(data)
 }
 
 // ReadWheelMetadata reads *.dist-info/METADATA from a wheel.
@@ -232,24 +211,20 @@ func ReadWheelMetadata(f *os.File) (Fields, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, m := range z.File {
-		if strings.Count(m.Name, "/") == 1 && strings.HasSuffix(m.Name, ".dist-info/METADATA") {
-			rc, err := m.Open()
-			if err != nil {
-				return nil, err
-			}
-			defer rc.Close()
-			data, err := io.ReadAll(io.LimitReader(rc, 1<<20))
-			if err != nil {
-				return nil, err
-			}
-			return ParsePKGInfo(data)
-		}
+	data, err := zipFind(z, ".dist-info/METADATA")
+	if err != nil {
+		return nil, err
 	}
-	return nil, errors.New("wheel has no .dist-info/METADATA")
+	return ParsePKGInfo(data)
 }
 
 func tarMemberFrom(r io.Reader, member string) ([]byte, error) {
+	return tarFind(r, member, func(name string) bool { return name == member })
+}
+
+// tarFind reads the first regular file of a .tar.gz whose cleaned name
+// matches; what names it in errors.
+func tarFind(r io.Reader, what string, match func(name string) bool) ([]byte, error) {
 	gz, err := gzip.NewReader(r)
 	if err != nil {
 		return nil, err
@@ -258,13 +233,28 @@ func tarMemberFrom(r io.Reader, member string) ([]byte, error) {
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
-			return nil, fmt.Errorf("no %s", member)
+			return nil, fmt.Errorf("no %s", what)
 		}
 		if err != nil {
 			return nil, err
 		}
-		if path.Clean(h.Name) == member && h.Typeflag == tar.TypeReg {
+		if h.Typeflag == tar.TypeReg && match(path.Clean(h.Name)) {
 			return io.ReadAll(io.LimitReader(tr, 1<<20))
 		}
 	}
+}
+
+// zipFind reads the first member at depth 2 whose name ends in suffix.
+func zipFind(z *zip.Reader, suffix string) ([]byte, error) {
+	for _, m := range z.File {
+		if strings.Count(m.Name, "/") == 1 && strings.HasSuffix(m.Name, suffix) {
+			rc, err := m.Open()
+			if err != nil {
+				return nil, err
+			}
+			defer rc.Close()
+			return io.ReadAll(io.LimitReader(rc, 1<<20))
+		}
+	}
+	return nil, fmt.Errorf("no *%s", suffix)
 }

@@ -3,7 +3,6 @@ package e2e
 import (
 	"archive/tar"
 	"archive/zip"
-	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -112,23 +111,8 @@ func setup(t *testing.T, settings map[string]string) *fleet {
 
 func (f *fleet) do(method, path string, body any, want int) []byte {
 	f.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, f.api.URL+path, rd)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
+	out := testenv.JSON(f.t, method, f.api.URL+path, body, want)
 	f.responses.Write(out)
-	if resp.StatusCode != want {
-		f.t.Fatalf("%s %s: status %d, want %d: %s", method, path, resp.StatusCode, want, out)
-	}
 	return out
 }
 

@@ -1,12 +1,9 @@
 package fleettest_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -200,23 +197,7 @@ func (f *fleet) builder(name, trigger string, n int) []string {
 
 func (f *fleet) do(method, path string, body any, want int) []byte {
 	f.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, f.api.URL+path, rd)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != want {
-		f.t.Fatalf("%s %s: status %d, want %d: %s", method, path, resp.StatusCode, want, out)
-	}
-	return out
+	return testenv.JSON(f.t, method, f.api.URL+path, body, want)
 }
 
 // rerun queues a build of one commit through the API.
