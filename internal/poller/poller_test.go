@@ -27,7 +27,6 @@ type env struct {
 	db  int
 	rdb *redis.Client
 	reg *registry.Registry
-	enq *jobs.Enqueuer
 }
 
 func setup(t *testing.T) *env {

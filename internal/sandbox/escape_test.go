@@ -198,7 +198,7 @@ func TestWritesOutsideOwnDirsFail(t *testing.T) {
 	}
 	// Every mount is nosuid; all but the build's own dirs, /dev/shm and the
 	// device binds are read-only.
-	res, out = e.sh("cat /proc/self/mountinfo")
+	_, out = e.sh("cat /proc/self/mountinfo")
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		f := strings.Fields(line)
 		if len(f) < 6 {
@@ -302,7 +302,7 @@ func TestNoLoopbackReachWithoutNetwork(t *testing.T) {
 	if res.Success() || strings.Contains(out, "connect: ok") {
 		t.Errorf("reached host loopback without Network: %+v\n%s", res, out)
 	}
-	res, out = e.sh("cat /proc/net/dev | grep -c ':'; cat /sys/class/net/lo/operstate 2>/dev/null; ip -o link 2>/dev/null | wc -l")
+	_, out = e.sh("cat /proc/net/dev | grep -c ':'; cat /sys/class/net/lo/operstate 2>/dev/null; ip -o link 2>/dev/null | wc -l")
 	if !strings.HasPrefix(out, "1\n") {
 		t.Errorf("more than lo in the network namespace: %s", out)
 	}
@@ -371,7 +371,7 @@ func TestSetuidBinaryGainsNothing(t *testing.T) {
 		t.Errorf("setuid root binary: %+v %q, want %q", res, out, want)
 	}
 	// And the host's own setuid helpers do not lift the build either.
-	res, out = e.sh("mount -t tmpfs none $TMPDIR && echo MOUNTED; su -c id root </dev/null && echo SU")
+	_, out = e.sh("mount -t tmpfs none $TMPDIR && echo MOUNTED; su -c id root </dev/null && echo SU")
 	if strings.Contains(out, "MOUNTED") || strings.Contains(out, "SU") {
 		t.Errorf("setuid host binary worked: %s", out)
 	}

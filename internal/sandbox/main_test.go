@@ -185,7 +185,3 @@ func (e *env) run(argv []string, mod ...func(*sandbox.Spec)) (sandbox.Result, st
 	e.t.Helper()
 	return e.sh("", append([]func(*sandbox.Spec){func(s *sandbox.Spec) { s.Args = argv }}, mod...)...)
 }
-
-func withLimits(l sandbox.Limits) func(*sandbox.Spec) {
-	return func(s *sandbox.Spec) { s.Limits = l }
-}
