@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make test: vet, then every test with the race detector. Tests start their
+# make test: vet, gofmt and staticcheck, then every test with the race detector. Tests start their
 # own redis-server processes (one per test package, on unix sockets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ if [ -n "$unformatted" ]; then
   echo "gofmt needed: $unformatted" >&2
   exit 1
 fi
+go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 go test -race -count=1 -timeout 30m ./...
 bash scripts/test-sandbox-unprivileged.sh
 bash scripts/fuzz.sh
