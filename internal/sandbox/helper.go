@@ -145,6 +145,12 @@ func runHelper(hc *helperConfig) helperResult {
 	// our children (Go writes the nested uid_map through it), and no host
 	// process may be reachable through /proc from here on.
 	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		if err == unix.EPERM {
+			// The kernel refuses a new procfs while parts of the visible
+			// one are covered, as container runtimes do by default.
+			return fail("mount /proc", fmt.Errorf("%w (the container masks /proc: Docker needs --security-opt systempaths=unconfined; "+
+				"Kubernetes needs hostUsers: false with procMount: Unmasked, the chart's worker.userNamespacedPod=true)", err))
+		}
 		return fail("mount /proc", err)
 	}
 	// Open the build's directories before anything covers their host paths;
