@@ -13,6 +13,13 @@ command -v git >/dev/null || need+=(git)
 command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v unshare >/dev/null || need+=(util-linux)
 
+# As root, builds run as a dedicated unprivileged user (Server.RunAsUser's
+# default): create it once, without a home or a login shell.
+if [ "$(id -u)" -eq 0 ] && ! id pkgfleet >/dev/null 2>&1 && command -v useradd >/dev/null; then
+  echo "deps: creating the system user pkgfleet that builds run as" >&2
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin pkgfleet
+fi
+
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
