@@ -1,0 +1,21 @@
+#!/bin/sh
+# bench.sh: every pkgfleet benchmark in one run, each printed against its
+# anchor measured in the same run (see BENCHMARKS.md). Used by `make bench`.
+#
+#   scripts/bench.sh [noop-builds]      (default 1000 no-op builds)
+set -eu
+cd "$(dirname "$0")/.."
+builds="${1:-1000}"
+
+echo "== sandbox launch: bare exec vs pkgfleet sandbox vs bwrap"
+bash scripts/bench-sandbox.sh
+
+echo
+echo "== no-op builds through pkgfleet (API, registry, queue, slots, clone, record) vs raw asynq"
+PKGFLEET_LOAD_BUILDS="$builds" go test -count 1 -timeout 30m -run '^TestNoopBuildLoad$' -v ./internal/fleettest/ |
+	sed -n 's/.*BENCH //p'
+
+echo
+echo "== example R package: API -> queue -> worker -> sandbox vs R CMD build"
+PKGFLEET_BENCH=1 go test -count 1 -run '^TestBenchRPackageAgainstRCMDBuild$' -v ./internal/e2e/ |
+	sed -n 's/.*BENCH //p'
