@@ -19,3 +19,8 @@ echo
 echo "== example R package: API -> queue -> worker -> sandbox vs R CMD build"
 PKGFLEET_BENCH=1 go test -count 1 -run '^TestBenchRPackageAgainstRCMDBuild$' -v ./internal/e2e/ |
 	sed -n 's/.*BENCH //p'
+
+echo
+echo "== poller: 1000 builders of a local repository, one poller, 10s interval"
+PKGFLEET_POLL_BUILDERS=1000 go test -count 1 -run '^TestManyBuildersArePolledWithinOneInterval$' -v ./internal/poller/ |
+	sed -n 's/.*BENCH //p'
