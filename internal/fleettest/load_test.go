@@ -1,0 +1,96 @@
+package fleettest_test
+
+import (
+	"context"
+	"os"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/pkgfleet/pkgfleet/internal/registry"
+)
+
+// loadBuilds is how many no-op builds TestNoopBuildLoad pushes through:
+// a small number in `go test`, PKGFLEET_LOAD_BUILDS (scripts/bench.sh) for
+// the measured run.
+func loadBuilds() int {
+	if n, err := strconv.Atoi(os.Getenv("PKGFLEET_LOAD_BUILDS")); err == nil && n > 0 {
+		return n
+	}
+	return 40
+}
+
+// TestNoopBuildLoad pushes n no-op builds (the recipe runs /bin/true)
+// through the full path: API, registry, queue, fleet-wide slots, clone,
+// build record. It then runs the same number of no-op tasks through raw
+// asynq on the same Redis and reports both throughputs, the ratio, the
+// enqueue→start latency p50/p99, and the CPU and memory used.
+func TestNoopBuildLoad(t *testing.T) {
+	t.Parallel()
+	n := loadBuilds()
+	f := setup(t, n)
+	f.recipe.command.Store("true")
+	shas := f.builder("load", registry.TriggerTags, n)
+	f.worker("L1", 4)
+	var ru0 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+
+	start := time.Now()
+	ids := make([]int64, len(shas))
+	for i, sha := range shas {
+		ids[i] = f.rerun("load", sha)
+	}
+	var lat []time.Duration
+	for _, id := range ids {
+		b := f.waitStatus(id, registry.StatusSucceeded)
+		lat = append(lat, b.StartedAt.Sub(b.CreatedAt))
+	}
+	pkgfleet := time.Since(start)
+	var ru1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	cpu := time.Duration(ru1.Utime.Nano()+ru1.Stime.Nano()-ru0.Utime.Nano()-ru0.Stime.Nano()) * time.Nanosecond
+
+	// The anchor: raw asynq, enqueue + a no-op handler, same Redis, same
+	// concurrency.
+	rdb, _ := redisServer.DB(t)
+	var done atomic.Int64
+	all := make(chan struct{})
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency: 4, Queues: map[string]int{"raw": 1}, TaskCheckInterval: 50 * time.Millisecond, LogLevel: asynq.ErrorLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.HandleFunc("noop", func(context.Context, *asynq.Task) error {
+		if done.Add(1) == int64(n) {
+			close(all)
+		}
+		return nil
+	})
+	if err := srv.Start(mux); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	client := asynq.NewClientFromRedisClient(rdb)
+	rawStart := time.Now()
+	for i := range n {
+		if _, err := client.Enqueue(asynq.NewTask("noop", []byte(strconv.Itoa(i))), asynq.Queue("raw")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-all:
+	case <-time.After(5 * time.Minute):
+		t.Fatal("raw asynq did not finish")
+	}
+	raw := time.Since(rawStart)
+
+	slices.Sort(lat)
+	p := func(q float64) time.Duration { return lat[min(len(lat)-1, int(q*float64(len(lat))))] }
+	t.Logf("BENCH noop builds=%d pkgfleet=%.1f/s raw-asynq=%.1f/s ratio=%.1fx enqueue->start p50=%s p99=%s api+worker cpu=%s (%.2f ms/build) maxrss=%d MiB",
+		n, float64(n)/pkgfleet.Seconds(), float64(n)/raw.Seconds(), pkgfleet.Seconds()/raw.Seconds(),
+		p(0.50).Round(time.Millisecond), p(0.99).Round(time.Millisecond),
+		cpu.Round(time.Millisecond), float64(cpu.Microseconds())/1000/float64(n), ru1.Maxrss/1024)
+}

@@ -1,0 +1,26 @@
+#!/bin/sh
+# bench.sh: every pkgfleet benchmark in one run, each printed against its
+# anchor measured in the same run (see BENCHMARKS.md). Used by `make bench`.
+#
+#   scripts/bench.sh [noop-builds]      (default 1000 no-op builds)
+set -eu
+cd "$(dirname "$0")/.."
+builds="${1:-1000}"
+
+echo "== sandbox launch: bare exec vs pkgfleet sandbox vs bwrap"
+bash scripts/bench-sandbox.sh
+
+echo
+echo "== no-op builds through pkgfleet (API, registry, queue, slots, clone, record) vs raw asynq"
+PKGFLEET_LOAD_BUILDS="$builds" go test -count 1 -timeout 30m -run '^TestNoopBuildLoad$' -v ./internal/fleettest/ |
+	sed -n 's/.*BENCH //p'
+
+echo
+echo "== example R package: API -> queue -> worker -> sandbox vs R CMD build"
+PKGFLEET_BENCH=1 go test -count 1 -run '^TestBenchRPackageAgainstRCMDBuild$' -v ./internal/e2e/ |
+	sed -n 's/.*BENCH //p'
+
+echo
+echo "== poller: 1000 builders of a local repository, one poller, 10s interval"
+PKGFLEET_POLL_BUILDERS=1000 go test -count 1 -run '^TestManyBuildersArePolledWithinOneInterval$' -v ./internal/poller/ |
+	sed -n 's/.*BENCH //p'
