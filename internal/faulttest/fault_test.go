@@ -512,17 +512,19 @@ func TestAPIRestartDuringBuildsLosesNothing(t *testing.T) {
 
 func TestSIGTERMFinishesShortBuildsAndRequeuesLongOnesWithoutLeaks(t *testing.T) {
 	t.Parallel()
-	f := setup(t) // Worker.ShutdownGrace = 3s
+	// A grace far above the short build's length, so that a loaded CI
+	// machine still finishes it in time, and far below the long one's.
+	f := setup(t, "PKGFLEET_WORKER_SHUTDOWNGRACE", "15s")
 	f.startRedis()
 	f.start("api", "api")
 	w1 := f.start("worker", "w1")
 	testenv.Eventually(t, 30*time.Second, "the API to be ready", f.ready)
 	testenv.Eventually(t, 60*time.Second, "the worker to be ready", func() bool { return w1.logged("worker ready") })
-	f.builders(map[string]string{"short": "1.51", "long": "12.02"})
+	f.builders(map[string]string{"short": "1.51", "long": "40.02"})
 	short, long := f.run("short"), f.run("long")
 	f.waitStatus(short, time.Minute, running, "to run")
 	f.waitStatus(long, time.Minute, running, "to run")
-	testenv.Eventually(t, time.Minute, "both builds' sleeps", func() bool { return sleeping("1.51") && sleeping("12.02") })
+	testenv.Eventually(t, time.Minute, "both builds' sleeps", func() bool { return sleeping("1.51") && sleeping("40.02") })
 
 	w1.stop(t, syscall.SIGTERM)
 	if !w1.cmd.ProcessState.Success() {
@@ -536,7 +538,7 @@ func TestSIGTERMFinishesShortBuildsAndRequeuesLongOnesWithoutLeaks(t *testing.T)
 	if b := f.build(long); registry.Terminal(b.Status) {
 		t.Fatalf("long build after SIGTERM: %s: %s", b.Status, b.Detail)
 	}
-	if sleeping("12.02") {
+	if sleeping("40.02") {
 		t.Fatal("the requeued build's process outlived its worker")
 	}
 	if ws := f.workspaces(); len(ws) != 0 {
