@@ -72,6 +72,10 @@ type Store struct {
 // ErrNoKey is returned when Git.CredentialKeyFile is not set.
 var ErrNoKey = errors.New("git credentials need Git.CredentialKeyFile: a secret file of at least 32 random bytes (e.g. head -c 48 /dev/urandom | base64 > /etc/pkgfleet/credential.key)")
 
+// ErrUndecryptable is returned when a sealed value does not open with the
+// configured key.
+var ErrUndecryptable = errors.New("cannot be decrypted: was Git.CredentialKeyFile changed?")
+
 // NewStore returns a store; keyFile "" means credentials cannot be used.
 func NewStore(rdb redis.UniversalClient, keyFile string) (*Store, error) {
 	s := &Store{rdb: rdb}
@@ -204,7 +208,7 @@ func (s *Store) Open(ctx context.Context, name string) (*Credential, error) {
 	}
 	plain, err := s.aead.Open(nil, r.Sealed[:n], r.Sealed[n:], aad(r.Name, r.Type))
 	if err != nil {
-		return nil, fmt.Errorf("credential %q cannot be decrypted: was Git.CredentialKeyFile changed?", name)
+		return nil, fmt.Errorf("credential %q %w", name, ErrUndecryptable)
 	}
 	var sec secrets
 	if err := json.Unmarshal(plain, &sec); err != nil {
@@ -288,7 +292,7 @@ func (s *Store) Unseal(purpose, stored string) (string, error) {
 	}
 	plain, err := s.aead.Open(nil, raw[:n], raw[n:], []byte(purpose))
 	if err != nil {
-		return "", errors.New("sealed secret cannot be decrypted: was Git.CredentialKeyFile changed?")
+		return "", fmt.Errorf("sealed secret %w", ErrUndecryptable)
 	}
 	return string(plain), nil
 }

@@ -281,7 +281,10 @@ type result struct {
 func (h *Handler) run(ctx context.Context, b *registry.Build, logw *logWriter) (*result, error) {
 	bl, err := h.Registry.Builder(ctx, b.Source, b.Builder)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+		if errors.Is(err, registry.ErrNotFound) {
+			return nil, fmt.Errorf("%w: %w", err, asynq.SkipRetry) // deleted meanwhile: retrying cannot help
+		}
+		return nil, err // Redis unreachable: a retry can
 	}
 	recipe := h.Recipes[b.Language]
 	if recipe == nil {
@@ -330,7 +333,10 @@ func (h *Handler) run(ctx context.Context, b *registry.Build, logw *logWriter) (
 func (h *Handler) clone(ctx context.Context, bl *registry.Builder, dir, sha string) error {
 	gc, done, err := h.Creds.GitClient(ctx, h.Git, bl.Credential, h.BuilderDir)
 	if err != nil {
-		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+		if errors.Is(err, registry.ErrNotFound) || errors.Is(err, credential.ErrNoKey) || errors.Is(err, credential.ErrUndecryptable) {
+			return fmt.Errorf("%w: %w", err, asynq.SkipRetry) // retrying cannot help
+		}
+		return err // Redis unreachable: a retry can
 	}
 	defer done()
 	return gc.Clone(ctx, dir, git.CloneOptions{
