@@ -483,11 +483,11 @@ func TestWaitingBuildCostsFewRedisCommandsPerMinute(t *testing.T) {
 	})
 	second := f.rerun("cost", shas[1])
 	f.waitStatus(second, registry.StatusWaiting)
-	counter := &commandCounter{}
+	counter := &testenv.CommandCounter{}
 	waiterClient.AddHook(counter)
 	start := time.Now()
 	time.Sleep(30 * period) // the measurement window, not a synchronisation
-	n, by := counter.total()
+	n, by := counter.Total()
 	periods := float64(time.Since(start)) / float64(period)
 	perMinute := float64(n) / periods * float64(time.Minute/(15*time.Second))
 	t.Logf("a waiting build sent %d commands in %.0f check periods %v: %.1f a minute with the 15s defaults", n, periods, by, perMinute)
@@ -496,51 +496,6 @@ func TestWaitingBuildCostsFewRedisCommandsPerMinute(t *testing.T) {
 	}
 	os.WriteFile(release, nil, 0o644)
 	f.waitStatus(second, registry.StatusSucceeded)
-}
-
-// commandCounter counts the commands a client sends, by name, leaving out
-// the handshake of new connections.
-type commandCounter struct {
-	mu     sync.Mutex
-	counts map[string]int
-}
-
-func (c *commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.add(cmd.Name())
-		return next(ctx, cmd)
-	}
-}
-func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, cmd := range cmds {
-			c.add(cmd.Name())
-		}
-		return next(ctx, cmds)
-	}
-}
-func (c *commandCounter) add(name string) {
-	name = strings.ToLower(name)
-	if name == "hello" || name == "client" || name == "select" || name == "auth" {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.counts == nil {
-		c.counts = map[string]int{}
-	}
-	c.counts[name]++
-}
-func (c *commandCounter) total() (int, map[string]int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n, by := 0, map[string]int{}
-	for k, v := range c.counts {
-		n += v
-		by[k] = v
-	}
-	return n, by
 }
 
 func TestShutdownDuringTheLastAttemptRequeuesTheBuild(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,7 +23,7 @@ func TestMain(m *testing.M) { os.Exit(testenv.MainWithRedis(m, &redisServer)) }
 type process struct {
 	rdb  *redis.Client
 	sema *Semaphore
-	cmds *commandCounter
+	cmds *testenv.CommandCounter
 }
 
 // setup returns n processes sharing one fresh Redis database.
@@ -34,7 +33,7 @@ func setup(t *testing.T, n int, tune func(*Semaphore)) []*process {
 	var out []*process
 	for range n {
 		rdb := redis.NewClient(&redis.Options{Network: "unix", Addr: redisServer.Socket, DB: db})
-		cc := &commandCounter{}
+		cc := &testenv.CommandCounter{}
 		rdb.AddHook(cc)
 		hub := notify.New(rdb, testenv.Logger(t), WakeChannel)
 		s := New(rdb, hub)
@@ -47,52 +46,6 @@ func setup(t *testing.T, n int, tune func(*Semaphore)) []*process {
 		out = append(out, &process{rdb: rdb, sema: s, cmds: cc})
 	}
 	return out
-}
-
-// commandCounter counts the commands a client sends, by name.
-type commandCounter struct {
-	mu     sync.Mutex
-	counts map[string]int
-}
-
-func (c *commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.add(cmd.Name())
-		return next(ctx, cmd)
-	}
-}
-func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, cmd := range cmds {
-			c.add(cmd.Name())
-		}
-		return next(ctx, cmds)
-	}
-}
-func (c *commandCounter) add(name string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.counts == nil {
-		c.counts = map[string]int{}
-	}
-	c.counts[strings.ToLower(name)]++
-}
-func (c *commandCounter) reset() { c.mu.Lock(); c.counts = nil; c.mu.Unlock() }
-func (c *commandCounter) total() (n int, by map[string]int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	by = map[string]int{}
-	for k, v := range c.counts {
-		by[k] = v
-		switch k {
-		case "hello", "client", "select", "auth":
-			// the handshake of a new pool connection, not the waiter's work
-		default:
-			n += v
-		}
-	}
-	return n, by
 }
 
 func TestConcurrencyLimitHoldsAcrossProcesses(t *testing.T) {
@@ -309,7 +262,7 @@ func TestWaitingBuildCostsFewRedisCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	waiter := procs[1]
-	waiter.cmds.reset()
+	waiter.cmds.Reset()
 	start := time.Now()
 	acquired := make(chan *Lease, 1)
 	go func() {
@@ -322,7 +275,7 @@ func TestWaitingBuildCostsFewRedisCommands(t *testing.T) {
 	// Measure a window of waiting (this sleep is the measurement, not a
 	// synchronisation).
 	time.Sleep(20 * check)
-	n, by := waiter.cmds.total()
+	n, by := waiter.cmds.Total()
 	elapsed := time.Since(start)
 	checks := float64(elapsed) / float64(check)
 	perCheck := float64(n) / checks

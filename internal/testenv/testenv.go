@@ -290,3 +290,60 @@ func JSON(t testing.TB, method, url string, body any, want int) []byte {
 	}
 	return out
 }
+
+// CommandCounter is a go-redis hook that counts the commands a client
+// sends, by name, leaving out the handshake of new pool connections (so a
+// test measures the work, not the pool). Add it with client.AddHook.
+type CommandCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+// DialHook implements redis.Hook.
+func (c *CommandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+// ProcessHook implements redis.Hook.
+func (c *CommandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.add(cmd.Name())
+		return next(ctx, cmd)
+	}
+}
+
+// ProcessPipelineHook implements redis.Hook.
+func (c *CommandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			c.add(cmd.Name())
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func (c *CommandCounter) add(name string) {
+	switch name = strings.ToLower(name); name {
+	case "hello", "client", "select", "auth":
+		return // a new connection's handshake
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.counts == nil {
+		c.counts = map[string]int{}
+	}
+	c.counts[name]++
+}
+
+// Reset forgets what was counted.
+func (c *CommandCounter) Reset() { c.mu.Lock(); c.counts = nil; c.mu.Unlock() }
+
+// Total returns the number of commands and the count of each.
+func (c *CommandCounter) Total() (n int, by map[string]int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	by = map[string]int{}
+	for k, v := range c.counts {
+		n += v
+		by[k] = v
+	}
+	return n, by
+}
