@@ -44,21 +44,7 @@ func TestHostileBuildsFailWithTheirReasonWhileNormalBuildsSucceed(t *testing.T) 
 		"PKGFLEET_GIT_ALLOWFILEURLS":  "true",
 	})
 	// A host service on loopback the build must not reach.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("host service\n"))
-			c.Close()
-		}
-	}()
+	ln := testenv.HostService(t, "host service\n")
 	hostPort := ln.Addr().(*net.TCPAddr).Port
 
 	masked := []string{f.cfg.Server.DataDir, f.cfg.Git.BuilderDir, f.cfg.Server.SockFileDir, f.cfg.FileStorage.Location}

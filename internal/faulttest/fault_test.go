@@ -334,6 +334,18 @@ func (f *fleet) waitStatus(id int64, timeout time.Duration, ok func(*registry.Bu
 	return b
 }
 
+// startFleet starts Redis, an API and a worker "w1", and waits until both
+// are ready.
+func (f *fleet) startFleet() (api, worker *proc) {
+	f.t.Helper()
+	f.startRedis()
+	api = f.start("api", "api")
+	worker = f.start("worker", "w1")
+	testenv.Eventually(f.t, 30*time.Second, "the API to be ready", f.ready)
+	testenv.Eventually(f.t, 60*time.Second, "the worker to be ready", func() bool { return worker.logged("worker ready") })
+	return api, worker
+}
+
 func (f *fleet) waitDone(id int64) *registry.Build {
 	f.t.Helper()
 	return f.waitStatus(id, 3*time.Minute, func(b *registry.Build) bool { return registry.Terminal(b.Status) }, "to finish")
@@ -419,11 +431,7 @@ func tail(s string, n int) string {
 func TestRedisRestartMidRunLosesNothingAndEveryoneReconnects(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	f.startRedis()
-	apiProc := f.start("api", "api")
-	w := f.start("worker", "w1")
-	testenv.Eventually(t, 30*time.Second, "the API to be ready", f.ready)
-	testenv.Eventually(t, 60*time.Second, "the worker to be ready", func() bool { return w.logged("worker ready") })
+	apiProc, w := f.startFleet()
 
 	// Two slots, five builds: two run and three wait in the queue when
 	// Redis goes away.
@@ -489,11 +497,7 @@ func TestProcessesStartedBeforeRedisWaitWithBackoffThenServe(t *testing.T) {
 func TestAPIRestartDuringBuildsLosesNothing(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	f.startRedis()
-	apiProc := f.start("api", "api")
-	w := f.start("worker", "w1")
-	testenv.Eventually(t, 30*time.Second, "the API to be ready", f.ready)
-	testenv.Eventually(t, 60*time.Second, "the worker to be ready", func() bool { return w.logged("worker ready") })
+	apiProc, _ := f.startFleet()
 	names := []string{"a1", "a2", "a3", "a4"}
 	f.builders(map[string]string{"a1": "2.01", "a2": "2.02", "a3": "0.53", "a4": "0.54"})
 	var ids []int64
@@ -515,11 +519,7 @@ func TestSIGTERMFinishesShortBuildsAndRequeuesLongOnesWithoutLeaks(t *testing.T)
 	// A grace far above the short build's length, so that a loaded CI
 	// machine still finishes it in time, and far below the long one's.
 	f := setup(t, "PKGFLEET_WORKER_SHUTDOWNGRACE", "15s")
-	f.startRedis()
-	f.start("api", "api")
-	w1 := f.start("worker", "w1")
-	testenv.Eventually(t, 30*time.Second, "the API to be ready", f.ready)
-	testenv.Eventually(t, 60*time.Second, "the worker to be ready", func() bool { return w1.logged("worker ready") })
+	_, w1 := f.startFleet()
 	f.builders(map[string]string{"short": "1.51", "long": "40.02"})
 	short, long := f.run("short"), f.run("long")
 	f.waitStatus(short, time.Minute, running, "to run")
@@ -559,11 +559,7 @@ func TestSIGTERMFinishesShortBuildsAndRequeuesLongOnesWithoutLeaks(t *testing.T)
 func TestKilledWorkerLeavesNoProcessWorkspaceOrMount(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	f.startRedis()
-	f.start("api", "api")
-	w1 := f.start("worker", "w1")
-	testenv.Eventually(t, 30*time.Second, "the API to be ready", f.ready)
-	testenv.Eventually(t, 60*time.Second, "the worker to be ready", func() bool { return w1.logged("worker ready") })
+	_, w1 := f.startFleet()
 	f.builders(map[string]string{"victim": "300.03"})
 	id := f.run("victim")
 	testenv.Eventually(t, time.Minute, "the build's sleep", func() bool { return sleeping("300.03") })

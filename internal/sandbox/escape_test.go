@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
+	"github.com/pkgfleet/pkgfleet/internal/testenv"
 )
 
 func TestBuildHoldsNoPrivilege(t *testing.T) {
@@ -284,20 +285,7 @@ func TestForeignSyscallABIsAreKilled(t *testing.T) {
 func TestNoLoopbackReachWithoutNetwork(t *testing.T) {
 	e := setup(t)
 	probe := e.probe()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	ln := testenv.HostService(t, "")
 	res, out := e.run([]string{probe, "connect", ln.Addr().String()})
 	if res.Success() || strings.Contains(out, "connect: ok") {
 		t.Errorf("reached host loopback without Network: %+v\n%s", res, out)

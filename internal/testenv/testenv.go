@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -346,4 +347,27 @@ func (c *CommandCounter) Total() (n int, by map[string]int) {
 		by[k] = v
 	}
 	return n, by
+}
+
+// HostService listens on a loopback port for the length of the test and
+// answers every connection with greeting: a host service that sandboxed
+// builds must not reach.
+func HostService(t testing.TB, greeting string) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write([]byte(greeting))
+			c.Close()
+		}
+	}()
+	return ln
 }
