@@ -44,6 +44,7 @@ type Namespaces struct {
 	runGID   int
 	inUse    atomic.Int64
 	selfPath string
+	tier     Tier // what New found working
 }
 
 // New prepares the namespace runner for cfg and proves it works by running
@@ -56,7 +57,7 @@ func New(cfg Config) (*Namespaces, error) {
 	if max, err := MaxUserNamespaces(); err == nil && max == 0 {
 		return nil, fmt.Errorf("%w: /proc/sys/user/max_user_namespaces is 0", ErrUnavailable)
 	}
-	n := &Namespaces{cfg: cfg, runUID: os.Getuid(), runGID: os.Getgid(), selfPath: "/proc/self/exe"}
+	n := &Namespaces{cfg: cfg, runUID: os.Getuid(), runGID: os.Getgid(), selfPath: "/proc/self/exe", tier: TierFull}
 	if n.cfg.TempDir == "" {
 		n.cfg.TempDir = os.TempDir()
 	}
@@ -84,6 +85,15 @@ func New(cfg Config) (*Namespaces, error) {
 
 // Mode implements Runner.
 func (n *Namespaces) Mode() string { return "user-namespace" }
+
+// Tier reports the sandbox tier New found working on this host.
+func (n *Namespaces) Tier() Tier { return n.tier }
+
+// MaxBuilds is how many builds this worker process may run at once for
+// the tier to hold its guarantees: 0 means no limit; 1 when the builds
+// would share a uid and nothing else keeps them out of each other's /proc
+// entries (masked-proc without Landlock).
+func (n *Namespaces) MaxBuilds() int { return 0 }
 
 // InUse reports how many user namespaces this runner's sandboxes hold now.
 func (n *Namespaces) InUse() int { return int(n.inUse.Load()) }

@@ -35,6 +35,27 @@ type Runner interface {
 	Mode() string
 }
 
+// Tier names how much of the isolation the sandbox could set up where the
+// worker runs. Both working tiers keep the user, mount, PID, IPC, UTS and
+// network namespaces, the masks, seccomp, no_new_privs and the limits;
+// they differ only in the /proc a build sees (docs/sandbox.md).
+type Tier string
+
+const (
+	// TierFull gives the build a fresh procfs of its own PID namespace:
+	// bare hosts, Docker with systempaths=unconfined, Kubernetes pods with
+	// hostUsers: false and procMount: Unmasked.
+	TierFull Tier = "full"
+	// TierMaskedProc binds the container's /proc, masks and all, read-only:
+	// a container runtime masks /proc (Docker's and Kubernetes' defaults)
+	// and the kernel refuses a fresh one. The build sees the container's
+	// process table; its own Landlock domain, non-dumpable supervisors and
+	// the PID namespace keep it from reading or signalling those processes.
+	TierMaskedProc Tier = "masked-proc"
+	// TierNone means no build can be sandboxed here.
+	TierNone Tier = "none"
+)
+
 // Spec is one command to run.
 type Spec struct {
 	// Args[0] is the program: an absolute path, or a name looked up in PATH.
