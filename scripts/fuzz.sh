@@ -10,6 +10,7 @@ for target in \
   internal/api:FuzzDecode \
   internal/git:FuzzValidateURL \
   internal/git:FuzzMatchTag \
+  internal/version:FuzzCompare \
   internal/config:FuzzLoad \
   internal/build:FuzzParseDCF; do
   pkg=${target%%:*} name=${target#*:}

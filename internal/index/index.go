@@ -18,9 +18,9 @@ import (
 	"sync"
 
 	"github.com/pkgfleet/pkgfleet/internal/build"
-	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/store"
+	"github.com/pkgfleet/pkgfleet/internal/version"
 )
 
 // Index reads builds from the registry and files from the store.
@@ -64,7 +64,7 @@ func (x *Index) served(ctx context.Context, source string) (map[string][]*regist
 	}
 	for _, list := range out {
 		sort.Slice(list, func(i, j int) bool {
-			if c := git.CompareVersions(list[i].Version, list[j].Version); c != 0 {
+			if c := version.Compare(list[i].Version, list[j].Version); c != 0 {
 				return c > 0
 			}
 			return list[i].ID > list[j].ID
