@@ -26,14 +26,24 @@ import (
 type Fields map[string]string
 
 // ParseDCF parses R's DESCRIPTION format: "Field: value" with indented
-// continuation lines.
-func ParseDCF(data []byte) (Fields, error) {
+// continuation lines, one record up to the first blank line.
+func ParseDCF(data []byte) (Fields, error) { return parseFields(data, false) }
+
+// parseFields reads "Field: value" lines. A line of only spaces ends a DCF
+// record, but in Python's metadata it is a continuation line: setuptools
+// writes a License of several paragraphs exactly so, and every header after
+// it would otherwise be lost (Requires-Python among them).
+func parseFields(data []byte, blankContinues bool) (Fields, error) {
 	f := Fields{}
 	var last string
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 64*1024), 1<<20)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimRight(sc.Text(), "\r")
+		if blankContinues && line != "" && strings.TrimSpace(line) == "" && last != "" {
+			f[last] += "\n"
+			continue
+		}
 		if strings.TrimSpace(line) == "" {
 			if len(f) > 0 {
 				break // one record only
@@ -66,7 +76,7 @@ func ParseDCF(data []byte) (Fields, error) {
 // up to the first blank line.
 func ParsePKGInfo(data []byte) (Fields, error) {
 	head, _, _ := bytes.Cut(bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n")), []byte("\n\n"))
-	return ParseDCF(head)
+	return parseFields(head, true)
 }
 
 // readDESCRIPTION reads dir/DESCRIPTION and checks Package and Version.

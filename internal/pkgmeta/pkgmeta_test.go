@@ -3,6 +3,7 @@ package pkgmeta
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -36,6 +37,23 @@ func TestNormalizeNameIsPEP503(t *testing.T) {
 		if got := NormalizeName(in); got != want {
 			t.Errorf("NormalizeName(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// setuptools writes a multi-paragraph License with whitespace-only
+// continuation lines; the headers after it must survive.
+func TestParsePKGInfoKeepsHeadersAfterAMultiLineLicense(t *testing.T) {
+	t.Parallel()
+	data := "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\nLicense: MIT License\n        \n        Copyright (c) 2024\n        \nRequires-Python: >=3.9\nClassifier: A\n\nlong description\nRequires-Python: >=2.7\n"
+	f, err := ParsePKGInfo([]byte(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f["Requires-Python"] != ">=3.9" || f["Classifier"] != "A" {
+		t.Errorf("headers after the License lost or wrong: %q", f)
+	}
+	if !strings.Contains(f["License"], "Copyright (c) 2024") {
+		t.Errorf("License = %q", f["License"])
 	}
 }
 
