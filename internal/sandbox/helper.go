@@ -69,6 +69,8 @@ type helperConfig struct {
 	UID, GID int  // host ids; the build gets the same numbers in namespace 2
 	Tier     Tier // the tier to set up; empty: full if the kernel allows it, else masked-proc
 	Probe    bool
+
+	MaxLandlockABI int // 0: the kernel's
 }
 
 // helperResult travels back from stage B to stage A over fd 4.
@@ -91,7 +93,8 @@ type execConfig struct {
 	Probe  bool
 	// Landlock must confine the build: in the masked-proc tier it is what
 	// keeps the build out of other processes' /proc entries.
-	Landlock bool
+	Landlock       bool
+	MaxLandlockABI int
 
 	RootDev, RootIno uint64 // identity of the sandbox root, checked by stage C
 }
@@ -366,7 +369,7 @@ func (b *build) supervise(hc *helperConfig, tier Tier) helperResult {
 	}
 	ec := execConfig{Args: hc.Args, Env: hc.Env, Dir: hc.Dir, Probe: hc.Probe,
 		Limits:   Limits{Memory: hc.Memory, Processes: hc.Processes, Disk: hc.Disk},
-		Landlock: tier == TierMaskedProc}
+		Landlock: tier == TierMaskedProc, MaxLandlockABI: hc.MaxLandlockABI}
 	if !hc.Probe {
 		var err error
 		if ec.Path, err = lookPath(hc.Args[0], hc.Env); err != nil {
@@ -489,7 +492,7 @@ func execMain() {
 	}
 	// A Landlock domain of its own: no ptrace-mode access (/proc/<pid>/environ, mem, fd, root,
 	// cwd) to any process outside it, and (Linux >= 6.12) no abstract socket or signal beyond it.
-	if err := applyLandlock(ec.Landlock); err != nil {
+	if err := applyLandlock(ec.Landlock, ec.MaxLandlockABI); err != nil {
 		fail("landlock", err)
 	}
 	// Ignored signals survive execve: a worker started with, say, SIGHUP or

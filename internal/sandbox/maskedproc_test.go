@@ -126,3 +126,48 @@ func TestMaskedProcBuildsCannotReachEachOther(t *testing.T) {
 		t.Errorf("the second build reached the first: %v\n%s", ok, out)
 	}
 }
+
+// Landlock's file rules would make a rename or link across directories
+// fail with EXDEV (setuptools moves its sdist so): builds must not notice
+// their domain, whichever form it takes on this kernel or an older one.
+func TestRenameAcrossDirectoriesWorksInEveryLandlockForm(t *testing.T) {
+	for _, abi := range []int{0, 2, 1} { // the kernel's (scopes), file rules with refer, none
+		t.Run(fmt.Sprintf("abi-%d", abi), func(t *testing.T) {
+			t.Setenv("PKGFLEET_TEST_TIER", "")
+			e := setup(t)
+			e.cfg.MaxLandlockABI = abi
+			r, err := sandbox.New(e.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.r = r
+			res, out := e.sh(`mkdir -p "$TMPDIR/a" "$TMPDIR/b" && echo x > "$TMPDIR/a/f" && mv "$TMPDIR/a/f" "$TMPDIR/b/f" && ln "$TMPDIR/b/f" "$TMPDIR/a/g" && mv "$TMPDIR/b/f" ` + e.dest + `/f && echo RENAMED`)
+			if !res.Success() || !strings.Contains(out, "RENAMED") {
+				t.Errorf("rename across directories failed: %+v\n%q", res, out)
+			}
+		})
+	}
+}
+
+// On kernels whose Landlock lacks scopes (ABI 2 to 5) the domain is made
+// of file rules; it must keep builds out of each other all the same, and
+// ABI 1 must refuse the masked-proc tier rather than break renames.
+func TestMaskedProcOnOlderLandlock(t *testing.T) {
+	t.Setenv("PKGFLEET_TEST_TIER", string(sandbox.TierMaskedProc))
+	e := setup(t)
+	e.cfg.MaxLandlockABI = 2
+	r, err := sandbox.New(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.r = r
+	probe := e.probe()
+	res, out := e.sh(fmt.Sprintf(`%s reach %d`, probe, os.Getpid()))
+	if ok, visible := reached(out); !visible || len(ok) > 0 {
+		t.Errorf("with Landlock ABI 2 a build reached the worker (visible %v): %v\n%+v\n%s", visible, ok, res, out)
+	}
+	e.cfg.MaxLandlockABI = 1
+	if _, err := sandbox.New(e.cfg); err == nil || !strings.Contains(err.Error(), "Landlock") {
+		t.Errorf("masked-proc with Landlock ABI 1: %v, want a refusal naming Landlock", err)
+	}
+}

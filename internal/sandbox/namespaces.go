@@ -163,7 +163,7 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 		Args: spec.Args, Env: envWithTMPDIR(spec.Env, ws), Dir: dir,
 		Source: spec.Source, Dest: spec.Dest, TmpDir: ws, Network: spec.Network, Masks: n.masks,
 		Memory: lim.Memory, Processes: lim.Processes, Disk: lim.Disk,
-		UID: n.runUID, GID: n.runGID, Tier: n.tier, Probe: probe,
+		UID: n.runUID, GID: n.runGID, Tier: n.tier, Probe: probe, MaxLandlockABI: n.cfg.MaxLandlockABI,
 	}
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
