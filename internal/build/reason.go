@@ -1,6 +1,7 @@
 package build
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -32,11 +33,14 @@ var (
 	pipNotFound   = regexp.MustCompile(`No matching distribution found for (\S+)`)
 )
 
-// reasonWriter is an io.Writer over a build's output.
+// reasonWriter is an io.Writer over a build's output. It must keep up
+// with a build that prints a gigabyte: a line is looked at closely only
+// when it holds one of the words the rules below look for.
 type reasonWriter struct {
 	mu        sync.Mutex
-	partial   []byte
-	tail      []string // the last lines, for a failure no rule names
+	partial   []byte   // the start of a line not yet ended (at most maxLine)
+	tail      []byte   // the last tailBytes of output, for a failure no rule names
+	tailCut   bool     // tail starts inside a line
 	compiler  string   // the first compiler error
 	backend   string   // PEP 517 backend that would not import
 	missing   []string // requirements python -m build found missing
@@ -45,40 +49,65 @@ type reasonWriter struct {
 	rMissing  []string // R packages the build needed
 }
 
-const tailLines = 20
+const (
+	tailBytes = 4096
+	maxLine   = 4096
+)
+
+// clues are the words some rule needs; a line without any is skipped.
+var clues = [][]byte{[]byte("rror"), []byte("ERROR"), []byte("not available"), []byte("no package called"),
+	[]byte("No matching distribution"), []byte("vignette builder")}
 
 func (w *reasonWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.partial = append(w.partial, p...)
-	for {
-		i := strings.IndexByte(string(w.partial), '\n')
+	n := len(p)
+	w.tail = append(w.tail, p[max(0, len(p)-tailBytes):]...)
+	w.tailCut = w.tailCut || len(p) > tailBytes
+	if len(w.tail) > 2*tailBytes {
+		w.tail, w.tailCut = append([]byte(nil), w.tail[len(w.tail)-tailBytes:]...), true
+	}
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
+			w.partial = append(w.partial, p[:min(len(p), maxLine-len(w.partial))]...)
 			break
 		}
-		w.line(strings.TrimRight(string(w.partial[:i]), "\r"))
-		w.partial = w.partial[i+1:]
+		line := p[:i]
+		if len(w.partial) > 0 {
+			line = append(w.partial, line[:min(len(line), maxLine-len(w.partial))]...)
+			w.partial = nil
+		}
+		w.line(bytes.TrimRight(line, "\r"))
+		p = p[i+1:]
 	}
-	if len(w.partial) > 4096 { // a line without end: keep its start
-		w.line(string(w.partial[:4096]))
-		w.partial = w.partial[:0]
-	}
-	return len(p), nil
+	return n, nil
 }
 
-func (w *reasonWriter) line(l string) {
+func (w *reasonWriter) line(b []byte) {
 	if w.inMissing {
-		if strings.HasPrefix(l, "\t") || strings.HasPrefix(l, "  ") {
+		if bytes.HasPrefix(b, []byte("\t")) || bytes.HasPrefix(b, []byte("  ")) {
 			if len(w.missing) < 20 {
-				w.missing = append(w.missing, strings.TrimSpace(l))
+				w.missing = append(w.missing, string(bytes.TrimSpace(b)))
 			}
 			return
 		}
 		w.inMissing = false
 	}
+	interesting := false
+	for _, c := range clues {
+		if bytes.Contains(b, c) {
+			interesting = true
+			break
+		}
+	}
+	if !interesting {
+		return
+	}
+	l := string(b)
 	switch {
 	case w.compiler == "" && compilerError.MatchString(l):
-		w.compiler = l
+		w.compiler = clip(l)
 	case strings.HasPrefix(l, "ERROR Missing dependencies:"):
 		w.inMissing, w.missing = true, nil
 	case pyBackend.MatchString(l):
@@ -92,12 +121,6 @@ func (w *reasonWriter) line(l string) {
 	case rDepsMissing.MatchString(l):
 		for _, m := range rQuoted.FindAllStringSubmatch(rDepsMissing.FindStringSubmatch(l)[1], -1) {
 			w.addR(m[1])
-		}
-	}
-	if strings.TrimSpace(l) != "" {
-		w.tail = append(w.tail, l)
-		if len(w.tail) > tailLines {
-			w.tail = w.tail[1:]
 		}
 	}
 }
@@ -158,8 +181,12 @@ func (w *reasonWriter) rReason(res sandbox.Result, rHome string) string {
 // what the package itself said (a setup.py's sys.exit, R's complaint about
 // DESCRIPTION) comes just before them.
 func (w *reasonWriter) lastWords() string {
-	for i := len(w.tail) - 1; i >= 0; i-- {
-		if l := strings.TrimSpace(w.tail[i]); !saysOnlyThatItFailed(l) {
+	lines := strings.Split(string(w.tail), "\n")
+	if w.tailCut {
+		lines = lines[1:]
+	}
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); !saysOnlyThatItFailed(l) {
 			return ": " + clip(l)
 		}
 	}
