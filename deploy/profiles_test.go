@@ -3,9 +3,13 @@ package deploy
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/moby/profiles/seccomp"
@@ -176,5 +180,132 @@ func TestSeccompProfileModuleVersion(t *testing.T) {
 	m := re.FindSubmatch(readRepoFile(t, "go.mod"))
 	if m == nil || string(m[1]) != profiles.MobyProfilesVersion {
 		t.Fatalf("go.mod has github.com/moby/profiles/seccomp %s, profiles.MobyProfilesVersion is %s", m, profiles.MobyProfilesVersion)
+	}
+}
+
+// apparmorProfile is the shipped AppArmor profile's path.
+var apparmorProfile = repoPath("deploy", "profiles", "pkgfleet-worker.apparmor")
+
+// apparmor4 returns the AppArmor 4 parser scripts/deploy-deps.sh unpacks
+// into the user cache, and its own policy directory.
+func apparmor4(t *testing.T) (parser, base string) {
+	t.Helper()
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(cache, "pkgfleet", "tools", "apparmor-4")
+	parser = filepath.Join(dir, "apparmor_parser")
+	if _, err := os.Stat(parser); err != nil {
+		missingTool(t, "AppArmor 4 parser: %v (bash scripts/deploy-deps.sh unpacks it)", err)
+	}
+	return parser, filepath.Join(dir, "root", "etc", "apparmor.d")
+}
+
+// apparmor3 returns the host's apparmor_parser (Debian 12: AppArmor 3).
+func apparmor3(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{"apparmor_parser", "/usr/sbin/apparmor_parser", "/sbin/apparmor_parser"} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	missingTool(t, "apparmor_parser not installed (Debian's apparmor package)")
+	return ""
+}
+
+// compileAppArmor compiles a profile without loading it (this kernel may
+// have AppArmor off) against the features of abi, warnings as errors, and
+// returns the profile names it defines.
+func compileAppArmor(t *testing.T, parser, abi, profile string) ([]string, error) {
+	t.Helper()
+	out, err := exec.Command(parser, "--skip-kernel-load", "--skip-cache", "--features-file", abi,
+		"--Werror", "--names", profile).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v\n%s", parser, err, out)
+	}
+	var names []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if l != "" && !strings.HasPrefix(l, "Cache read/write disabled") {
+			names = append(names, l)
+		}
+	}
+	return names, nil
+}
+
+// TestAppArmorProfileCompilesWithAppArmor4 compiles the shipped profile as
+// a node with AppArmor >= 4.0 (Ubuntu >= 23.10) would load it.
+func TestAppArmorProfileCompilesWithAppArmor4(t *testing.T) {
+	parser, base := apparmor4(t)
+	names, err := compileAppArmor(t, parser, filepath.Join(base, "abi", "4.0"), apparmorProfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(names, []string{"pkgfleet-worker"}) {
+		t.Errorf("profiles %q, want exactly pkgfleet-worker (the name the chart's localhostProfile uses)", names)
+	}
+	// The parser really checks: one unknown rule and it refuses the profile.
+	broken := filepath.Join(t.TempDir(), "broken")
+	text := strings.Replace(string(readRepoFile(t, "deploy", "profiles", "pkgfleet-worker.apparmor")), "pivot_root,", "pivot_root_typo,", 1)
+	if err := os.WriteFile(broken, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := compileAppArmor(t, parser, filepath.Join(base, "abi", "4.0"), broken); err == nil {
+		t.Error("a profile with an unknown rule compiled: the check proves nothing")
+	}
+}
+
+// TestAppArmorProfileCompilesWithAppArmor3 runs the sed line the profile's
+// header gives for AppArmor 3 nodes (Debian 12, Ubuntu 22.04) and compiles
+// the result with the host's parser.
+func TestAppArmorProfileCompilesWithAppArmor3(t *testing.T) {
+	parser := apparmor3(t)
+	text := string(readRepoFile(t, "deploy", "profiles", "pkgfleet-worker.apparmor"))
+	m := regexp.MustCompile(`(?m)^#\s+(sed .*) pkgfleet-worker\.apparmor$`).FindStringSubmatch(text)
+	if m == nil {
+		t.Fatal("no AppArmor 3 sed line in the profile's header")
+	}
+	out, err := exec.Command("sh", "-c", m[1]+` "$1"`, "sh", apparmorProfile).Output()
+	if err != nil {
+		t.Fatalf("%s: %v", m[1], err)
+	}
+	if regexp.MustCompile(`(?m)^\s*userns,`).Match(out) {
+		t.Fatal("the AppArmor 3 variant still has the userns rule")
+	}
+	v3 := filepath.Join(t.TempDir(), "pkgfleet-worker")
+	if err := os.WriteFile(v3, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	names, err := compileAppArmor(t, parser, "/etc/apparmor.d/abi/3.0", v3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(names, []string{"pkgfleet-worker"}) {
+		t.Errorf("profiles %q, want exactly pkgfleet-worker", names)
+	}
+}
+
+// TestAppArmorProfileAddsWhatTheSandboxNeeds: the rules the sandbox needs
+// are there, and docker-default's blanket mount denial is not (a deny
+// would win over every mount rule).
+func TestAppArmorProfileAddsWhatTheSandboxNeeds(t *testing.T) {
+	text := string(readRepoFile(t, "deploy", "profiles", "pkgfleet-worker.apparmor"))
+	var rules []string
+	for _, l := range strings.Split(text, "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			rules = append(rules, l)
+		}
+	}
+	for _, want := range []string{"userns,", "pivot_root,", "umount,", "mount options=(rw, rprivate) -> /,",
+		"mount fstype=proc options=(rw, nosuid, nodev, noexec) proc -> /**,", "mount options=(rw, rbind) -> /**,",
+		"deny @{PROC}/sysrq-trigger rwklx,", "deny /sys/firmware/** rwklx,"} {
+		if !slices.Contains(rules, want) {
+			t.Errorf("no rule %q", want)
+		}
+	}
+	for _, r := range rules {
+		if r == "deny mount," || r == "deny @{PROC}/sys/[^k]** w," {
+			t.Errorf("rule %q would deny what the sandbox needs", r)
+		}
 	}
 }
