@@ -309,3 +309,25 @@ func TestAppArmorProfileAddsWhatTheSandboxNeeds(t *testing.T) {
 		}
 	}
 }
+
+// TestSandboxDocsListTheSeccompAdditions keeps the table in docs/sandbox.md
+// the one profiles.Additions renders. With -update it rewrites it.
+func TestSandboxDocsListTheSeccompAdditions(t *testing.T) {
+	const begin, end = "<!-- seccomp-additions:begin (generated: go test ./deploy -run TestSandboxDocs -update) -->\n", "<!-- seccomp-additions:end -->"
+	path := repoPath("docs", "sandbox.md")
+	doc := string(readRepoFile(t, "docs", "sandbox.md"))
+	i, j := strings.Index(doc, begin), strings.Index(doc, end)
+	if i < 0 || j < i {
+		t.Fatalf("%s has no %q … %q markers", path, strings.TrimSpace(begin), end)
+	}
+	want := doc[:i+len(begin)] + profiles.AdditionsTable() + doc[j:]
+	if *update {
+		if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if doc != want {
+		t.Errorf("the seccomp table in %s is not profiles.AdditionsTable(); run: go test ./deploy -run TestSandboxDocs -update", path)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/moby/profiles/seccomp"
 	"github.com/opencontainers/runtime-spec/specs-go"
@@ -44,6 +45,7 @@ var MinKernel = seccomp.KernelVersion{Kernel: 5, Major: 12}
 type Addition struct {
 	Names []string
 	Args  []specs.LinuxSeccompArg // nil: any arguments
+	When  string                  // Args in words, for the docs ("" with no Args)
 	Step  string                  // set-up step that fails without the rule
 	Why   string
 }
@@ -59,6 +61,7 @@ func Additions() []Addition {
 			// unprivileged process can create other namespaces only inside a
 			// user namespace of its own anyway.
 			Args: []specs.LinuxSeccompArg{{Index: 0, Value: unix.CLONE_NEWUSER, ValueTwo: unix.CLONE_NEWUSER, Op: specs.OpMaskedEqual}},
+			When: "with `CLONE_NEWUSER` among its flags (the default allows clone only without namespace flags)",
 			Step: "start helper",
 			Why:  "the worker clones the sandbox helper into new user, mount, PID, IPC, UTS and network namespaces, and the helper clones the build into a nested user namespace",
 		},
@@ -169,11 +172,10 @@ func resolveDefault() (*profile, error) {
 		if !keep {
 			continue
 		}
-		names := s.Names
-		if s.Name != "" {
-			names = []string{s.Name}
+		if len(s.Names) == 0 {
+			return nil, fmt.Errorf("a default rule without names: %+v", s.LinuxSyscall)
 		}
-		p.Syscalls = append(p.Syscalls, rule{Names: names, Action: s.Action, ErrnoRet: s.ErrnoRet, Args: s.Args})
+		p.Syscalls = append(p.Syscalls, rule{Names: s.Names, Action: s.Action, ErrnoRet: s.ErrnoRet, Args: s.Args})
 	}
 	return p, nil
 }
@@ -206,4 +208,19 @@ func applies(s *seccomp.Syscall) (bool, error) {
 
 func kernelAtLeast(have, want seccomp.KernelVersion) bool {
 	return have.Kernel > want.Kernel || (have.Kernel == want.Kernel && have.Major >= want.Major)
+}
+
+// AdditionsTable is the Markdown table of Additions that docs/sandbox.md
+// shows (deploy's tests keep the two in step).
+func AdditionsTable() string {
+	var b bytes.Buffer
+	b.WriteString("| syscall | allowed | without it the sandbox fails at | why |\n|---|---|---|---|\n")
+	for _, a := range Additions() {
+		when := a.When
+		if when == "" {
+			when = "always"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | `%s` | %s |\n", strings.Join(a.Names, "`, `"), when, a.Step, a.Why)
+	}
+	return b.String()
 }
