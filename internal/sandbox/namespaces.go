@@ -247,7 +247,10 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 		if errors.Is(err, syscall.ENOSPC) {
 			return Result{}, fmt.Errorf("sandbox: clone: %w (%v)", ErrNamespaceLimit, err)
 		}
-		return Result{}, fmt.Errorf("sandbox: start helper: %w%s", err, startRemedy(err))
+		if remedy := startRemedy(err); remedy != "" {
+			return Result{}, fmt.Errorf("sandbox: new user namespaces are refused (%w). %s", err, remedy)
+		}
+		return Result{}, fmt.Errorf("sandbox: start helper: %w", err)
 	}
 	cfgR.Close()
 	resW.Close()

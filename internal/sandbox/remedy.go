@@ -28,7 +28,7 @@ func startRemedy(err error) string {
 	if !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.EACCES) {
 		return ""
 	}
-	return "; new user namespaces are refused. In a container the runtime's default seccomp profile refuses them: " +
+	return "In a container, the runtime's default seccomp profile refuses them: " +
 		dockerSeccomp + "; " + kubeSeccomp + ". On a host: sysctl kernel.unprivileged_userns_clone=1 (Debian <= 10), " +
 		"or an AppArmor profile with \"userns,\" (Ubuntu >= 23.10, see docs/sandbox.md)"
 }
