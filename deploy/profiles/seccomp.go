@@ -46,7 +46,7 @@ type Addition struct {
 	Names []string
 	Args  []specs.LinuxSeccompArg // nil: any arguments
 	When  string                  // Args in words, for the docs ("" with no Args)
-	Step  string                  // set-up step that fails without the rule
+	Step  string                  // how the sandbox's error names the step that fails without it
 	Why   string
 }
 
@@ -62,7 +62,7 @@ func Additions() []Addition {
 			// user namespace of its own anyway.
 			Args: []specs.LinuxSeccompArg{{Index: 0, Value: unix.CLONE_NEWUSER, ValueTwo: unix.CLONE_NEWUSER, Op: specs.OpMaskedEqual}},
 			When: "with `CLONE_NEWUSER` among its flags (the default allows clone only without namespace flags)",
-			Step: "start helper",
+			Step: "new user namespaces are refused",
 			Why:  "the worker clones the sandbox helper into new user, mount, PID, IPC, UTS and network namespaces, and the helper clones the build into a nested user namespace",
 		},
 		{
