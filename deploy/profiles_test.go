@@ -331,3 +331,42 @@ func TestSandboxDocsListTheSeccompAdditions(t *testing.T) {
 		t.Errorf("the seccomp table in %s is not profiles.AdditionsTable(); run: go test ./deploy -run TestSandboxDocs -update", path)
 	}
 }
+
+// TestSeccompProfileReadsTheSameInDockerAndContainerd decodes the file as
+// the two runtimes do: containerd (the kubelet's usual runtime) reads a
+// Localhost profile straight into runtime-spec's LinuxSeccomp, Docker
+// through moby's loader, which would apply includes and excludes for the
+// container. Both must see every rule of the file, and the same ones.
+func TestSeccompProfileReadsTheSameInDockerAndContainerd(t *testing.T) {
+	data := readRepoFile(t, "deploy", "profiles", "pkgfleet-worker.json")
+	var containerd specs.LinuxSeccomp
+	if err := json.Unmarshal(data, &containerd); err != nil {
+		t.Fatal(err)
+	}
+	docker, err := seccomp.LoadProfile(string(data), &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{}}})
+	if err != nil {
+		t.Fatalf("Docker's loader: %v", err)
+	}
+	a, _ := json.Marshal(containerd)
+	b, _ := json.Marshal(docker)
+	if !bytes.Equal(a, b) {
+		t.Errorf("containerd and Docker read different profiles:\ncontainerd: %s\ndocker:     %s", a, b)
+	}
+	// Nothing in the file is lost on containerd's side but the comments.
+	var raw struct {
+		Syscalls []map[string]json.RawMessage `json:"syscalls"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range raw.Syscalls {
+		for k := range r {
+			if !slices.Contains([]string{"names", "action", "errnoRet", "args", "comment"}, k) {
+				t.Errorf("rule %d has %q, which containerd does not read", i, k)
+			}
+		}
+	}
+	if len(containerd.Syscalls) != len(raw.Syscalls) {
+		t.Errorf("containerd reads %d rules of %d", len(containerd.Syscalls), len(raw.Syscalls))
+	}
+}
