@@ -19,6 +19,7 @@ import (
 	"sync"
 
 	"github.com/pkgfleet/pkgfleet/internal/detect"
+	"github.com/pkgfleet/pkgfleet/internal/pkgmeta"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 )
 
@@ -72,7 +73,7 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	pkg, version, err := readDESCRIPTION(dir)
+	pkg, version, err := pkgmeta.ReadDESCRIPTION(dir)
 	if err != nil {
 		return nil, &Failure{Reason: err.Error()}
 	}
@@ -97,11 +98,11 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 		return nil, &Failure{Reason: "R CMD build " + describe(res) + tail.last(), Result: res}
 	}
 	tarball := filepath.Join(in.Dest, pkg+"_"+version+".tar.gz")
-	desc, err := tarMember(tarball, pkg+"/DESCRIPTION")
+	desc, err := pkgmeta.TarMember(tarball, pkg+"/DESCRIPTION")
 	if err != nil {
 		return nil, &Failure{Reason: "R CMD build made no " + filepath.Base(tarball) + ": " + err.Error(), Result: res}
 	}
-	f, err := ParseDCF(desc)
+	f, err := pkgmeta.ParseDCF(desc)
 	if err != nil || f["Package"] != pkg || f["Version"] != version {
 		return nil, &Failure{Reason: fmt.Sprintf("%s: its DESCRIPTION does not say Package %s Version %s", filepath.Base(tarball), pkg, version), Result: res}
 	}
@@ -155,19 +156,19 @@ func checkPython(dest string, res sandbox.Result) (*Output, error) {
 		return nil, fail("python -m build should make one sdist and one wheel, made %d and %d", len(sdists), len(wheels))
 	}
 	base := strings.TrimSuffix(filepath.Base(sdists[0]), ".tar.gz")
-	pkgInfo, err := tarMember(sdists[0], base+"/PKG-INFO")
+	pkgInfo, err := pkgmeta.TarMember(sdists[0], base+"/PKG-INFO")
 	if err != nil {
 		return nil, fail("sdist: %v", err)
 	}
-	sf, err := ParsePKGInfo(pkgInfo)
+	sf, err := pkgmeta.ParsePKGInfo(pkgInfo)
 	if err != nil {
 		return nil, fail("sdist PKG-INFO: %v", err)
 	}
-	meta, err := zipMember(wheels[0], ".dist-info/METADATA")
+	meta, err := pkgmeta.ZipMember(wheels[0], ".dist-info/METADATA")
 	if err != nil {
 		return nil, fail("wheel: %v", err)
 	}
-	wf, err := ParsePKGInfo(meta)
+	wf, err := pkgmeta.ParsePKGInfo(meta)
 	if err != nil {
 		return nil, fail("wheel METADATA: %v", err)
 	}
@@ -175,7 +176,7 @@ func checkPython(dest string, res sandbox.Result) (*Output, error) {
 	if name == "" || version == "" {
 		return nil, fail("sdist PKG-INFO has no Name or Version")
 	}
-	if NormalizeName(wf["Name"]) != NormalizeName(name) || wf["Version"] != version {
+	if pkgmeta.NormalizeName(wf["Name"]) != pkgmeta.NormalizeName(name) || wf["Version"] != version {
 		return nil, fail("sdist says %s %s but wheel says %s %s", name, version, wf["Name"], wf["Version"])
 	}
 	return &Output{Package: name, Version: version, Result: res, Files: []File{

@@ -1,4 +1,11 @@
-package build
+// Package pkgmeta reads what an R or Python package says about itself:
+// R's DESCRIPTION (DCF), Python's PKG-INFO and wheel METADATA (RFC 822
+// headers), from a directory, a tarball or a wheel, never following a
+// symlink out of what it reads. It is a leaf: the recipes check their
+// results with it, the API names R builders with it and the package
+// indexes describe releases with it. It does not build or validate
+// packages beyond the fields those callers need.
+package pkgmeta
 
 import (
 	"archive/tar"
@@ -63,7 +70,7 @@ func ParsePKGInfo(data []byte) (Fields, error) {
 }
 
 // readDESCRIPTION reads dir/DESCRIPTION and checks Package and Version.
-func readDESCRIPTION(dir string) (pkg, version string, err error) {
+func ReadDESCRIPTION(dir string) (pkg, version string, err error) {
 	data, err := readFileNoFollow(path.Join(dir, "DESCRIPTION"), 1<<20)
 	if err != nil {
 		return "", "", fmt.Errorf("DESCRIPTION: %w", err)
@@ -88,7 +95,7 @@ func readDESCRIPTION(dir string) (pkg, version string, err error) {
 // PackageName reads the package name from the DESCRIPTION in dir (used to
 // name R builders that were created without a name).
 func PackageName(dir string) (string, error) {
-	pkg, _, err := readDESCRIPTION(dir)
+	pkg, _, err := ReadDESCRIPTION(dir)
 	return pkg, err
 }
 
@@ -135,7 +142,7 @@ func readFileNoFollow(p string, limit int64) ([]byte, error) {
 }
 
 // tarMember reads one member of a .tar.gz.
-func tarMember(file, member string) ([]byte, error) {
+func TarMember(file, member string) ([]byte, error) {
 	f, err := os.OpenFile(file, os.O_RDONLY|noFollow, 0)
 	if err != nil {
 		return nil, err
@@ -150,7 +157,7 @@ func tarMember(file, member string) ([]byte, error) {
 
 // zipMember reads the first member of a zip file whose name matches
 // suffix at depth 2 (e.g. "x-1.0.dist-info/METADATA").
-func zipMember(file, suffix string) ([]byte, error) {
+func ZipMember(file, suffix string) ([]byte, error) {
 	z, err := zip.OpenReader(file)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path.Base(file), err)
