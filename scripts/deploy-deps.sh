@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the deployment checks (go test ./deploy) need, when it is
-# missing: promtool from Debian's prometheus package; apparmor_parser from
-# Debian's apparmor package (AppArmor 3 on Debian 12) and an AppArmor 4
-# parser in ~/.cache/pkgfleet/tools/apparmor-4/ (below); and helm, built
-# once from the Go module proxy at the version pinned in deploy/tools_test.go
+# missing: promtool from Debian's prometheus package, and helm, built once
+# from the Go module proxy at the version pinned in deploy/tools_test.go
 # into the user cache (~/.cache/pkgfleet/tools/helm-<version>/helm), where
-# the tests find it. Safe to run again: it does nothing when all are there.
+# the tests find it. Safe to run again: it does nothing when both are there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
+# apparmor_parser, to compile (never load) deploy/profiles/pkgfleet-worker.apparmor:
+# Debian's apparmor package (AppArmor 3 on Debian 12), and an AppArmor 4 parser below.
 if ! command -v apparmor_parser >/dev/null && [ ! -x /usr/sbin/apparmor_parser ] && [ ! -x /sbin/apparmor_parser ]; then
   if ! command -v apt-get >/dev/null; then
     echo "deploy-deps: apparmor_parser is missing and there is no apt-get; install AppArmor's parser by hand" >&2
@@ -18,7 +18,7 @@ if ! command -v apparmor_parser >/dev/null && [ ! -x /usr/sbin/apparmor_parser ]
   fi
   echo "deploy-deps: installing apparmor (for apparmor_parser; nothing is loaded)" >&2
   export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
+  $sudo apt-get update -qq >&2
   $sudo apt-get install -y -qq --no-install-recommends apparmor >/dev/null
 fi
 
@@ -45,8 +45,9 @@ if [ ! -x "$aa4/apparmor_parser" ]; then
   echo "deb $mirror trixie main" >"$tmp/sources.list"
   apt_opts=(-o "Dir::Etc::sourcelist=$tmp/sources.list" -o Dir::Etc::sourceparts=- -o "Dir::State::Lists=$tmp/lists"
     -o "Dir::Cache=$tmp/cache" -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
-  apt-get "${apt_opts[@]}" update -qq
-  (cd "$tmp/debs" && apt-get "${apt_opts[@]}" download -qq apparmor/trixie libc6/trixie)
+  # stdout stays clean: callers may capture this script's output.
+  apt-get "${apt_opts[@]}" update -qq >&2
+  (cd "$tmp/debs" && apt-get "${apt_opts[@]}" download -qq apparmor/trixie libc6/trixie) >&2
   rm -rf "$aa4/root"
   for deb in "$tmp"/debs/*.deb; do dpkg-deb -x "$deb" "$aa4/root"; done
   rm -rf "$tmp"
@@ -75,7 +76,7 @@ if ! command -v promtool >/dev/null; then
   fi
   echo "deploy-deps: installing prometheus (for promtool)" >&2
   export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
+  $sudo apt-get update -qq >&2
   # Only the binaries are wanted: keep the packaged service from starting
   # where an init system would start it.
   $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
