@@ -281,8 +281,15 @@ func (w *Worker) Run(ctx context.Context) error {
 		defer close(beating)
 		roster.Beat(beatCtx, rc, w.log, cmp.Or(w.opts.HeartbeatEvery, 10*time.Second), w.Info)
 	}()
-	go w.reprobe(ctx)
+	probeCtx, stopProbes := context.WithCancel(ctx)
+	reprobing := make(chan struct{})
+	go func() {
+		defer close(reprobing)
+		w.reprobe(probeCtx)
+	}()
 	err = w.serve(ctx, rc)
+	stopProbes()
+	<-reprobing // a probe under way ends with its context
 	w.ready.Store(false)
 	// Off the fleet list first: the API stops counting this worker.
 	stopBeat()
