@@ -57,8 +57,11 @@ func TestALanguageRefusedByTheNamespaceLimitComesBackOnReprobe(t *testing.T) {
 	if off < 0 || back < off || strings.Count(logs, "Attempting to detect Python version in a user namespace sandbox.") < 2 {
 		t.Fatalf("want Python disabled at start, then PPM's detection lines again on a re-probe:\n%s", logs)
 	}
+	// Either serve had started with R's queue alone and adds Python's
+	// ("worker takes builds from new queues"), or the re-probe passed
+	// before serve started at all.
 	testenv.Eventually(t, 30*time.Second, "the worker to take the Python queue", func() bool {
-		return strings.Contains(f.logs.String(), "worker takes builds from new queues")
+		return strings.Contains(f.logs.String(), "queues=builds:python,builds:r")
 	})
 	var resp struct{ Workers []roster.Worker }
 	testenv.Eventually(t, 30*time.Second, "the workers list to show Python", func() bool {

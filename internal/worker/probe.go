@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -27,6 +28,7 @@ func (w *Worker) probeSandbox(log *slog.Logger) bool {
 	ns, err := sandbox.New(w.scfg)
 	w.mu.Lock()
 	w.ns, w.sandboxErr = ns, err
+	w.limitRefused = w.limitRefused || errors.Is(err, sandbox.ErrNamespaceLimit)
 	w.mu.Unlock()
 	if err != nil {
 		log.Warn("the user-namespace sandbox is unusable", "error", err)
@@ -86,9 +88,15 @@ func (w *Worker) probeLanguage(ctx context.Context, log *slog.Logger, lang strin
 		return d.Python(ctx, configured)
 	}
 	if ns != nil {
-		if t, err := probe(ns); err == nil {
+		t, err := probe(ns)
+		if err == nil {
 			w.enable(lang, t, ns)
 			return true
+		}
+		if errors.Is(err, sandbox.ErrNamespaceLimit) {
+			w.mu.Lock()
+			w.limitRefused = true
+			w.mu.Unlock()
 		}
 	}
 	if !w.cfg.Git.AllowUnsandboxedGitBuilds {

@@ -80,10 +80,13 @@ type Worker struct {
 	mu         sync.Mutex // guards the fields below, which re-probes change
 	ns         *sandbox.Namespaces
 	sandboxErr error // why ns is nil
-	tools      map[string]detect.Tool
-	runners    map[string]sandbox.Runner // by language: what builds it
-	slots      int                       // build slots, capped by the namespace limit and the tier
-	changed    chan struct{}             // signalled when queues or slots changed (serve restarts asynq)
+	// limitRefused is set when max_user_namespaces refused a probe: a
+	// refusal that may pass later, so New does not give up.
+	limitRefused bool
+	tools        map[string]detect.Tool
+	runners      map[string]sandbox.Runner // by language: what builds it
+	slots        int                       // build slots, capped by the namespace limit and the tier
+	changed      chan struct{}             // signalled when queues or slots changed (serve restarts asynq)
 
 	gate    gate    // the worker's slots, across its asynq servers
 	servers servers // started by serve
@@ -115,8 +118,8 @@ Remedies:
   - or set Git.AllowUnsandboxedGitBuilds = true to build without a sandbox (insecure)`)
 
 // New detects what this worker can build. It fails with ErrNothingToBuild
-// when that is nothing, unless the user-namespace limit was what refused
-// the sandbox: that passes, so the worker stays up and re-probes.
+// when that is nothing, unless the user-namespace limit refused a probe:
+// that passes, so the worker stays up and re-probes.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options) (*Worker, error) {
 	if opts.Name == "" {
 		host, _ := os.Hostname()
@@ -165,7 +168,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 			w.metrics.LanguageUsable(lang, false)
 		}
 	}
-	if len(w.tools) == 0 && !errors.Is(w.sandboxErr, sandbox.ErrNamespaceLimit) {
+	if len(w.tools) == 0 && !w.limitRefused {
 		return nil, ErrNothingToBuild
 	}
 	w.setSlots()
