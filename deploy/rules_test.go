@@ -32,6 +32,7 @@ var contractMetrics = []string{
 	"pkgfleet_sandbox_start_failures_total",
 	"pkgfleet_language_usable",
 	"pkgfleet_sandbox_usable",
+	"pkgfleet_worker_sandbox_tier",
 	// API
 	"pkgfleet_user_namespaces_required",
 	"pkgfleet_git_builders",

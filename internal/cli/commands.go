@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"net/url"
@@ -520,7 +521,7 @@ func (app *App) listWorkers() *cobra.Command {
 			}
 			app.print(res, func(w io.Writer) {
 				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tLANGUAGES\tSLOTS\tRUNNING\tUSER NAMESPACES (in use/needed/max)")
+				fmt.Fprintln(tw, "NAME\tLANGUAGES\tSANDBOX TIER\tSLOTS\tRUNNING\tUSER NAMESPACES (in use/needed/max)")
 				for _, wk := range res.Workers {
 					var langs []string
 					for _, name := range []string{"r", "python"} {
@@ -528,7 +529,7 @@ func (app *App) listWorkers() *cobra.Command {
 							langs = append(langs, fmt.Sprintf("%s %s (%s)", name, l.Version, l.Sandbox))
 						}
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d/%d/%d\n", wk.Name, strings.Join(langs, ", "), wk.Slots, wk.Running,
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d/%d/%d\n", wk.Name, strings.Join(langs, ", "), cmp.Or(wk.SandboxTier, "-"), wk.Slots, wk.Running,
 						wk.NamespacesInUse, wk.NamespacesNeeded, wk.MaxUserNamespaces)
 				}
 				tw.Flush()

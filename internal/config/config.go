@@ -70,9 +70,10 @@ type Git struct {
 
 // Worker holds the [Worker] section.
 type Worker struct {
-	Concurrency   int
-	ShutdownGrace time.Duration
-	MetricsListen string
+	Concurrency     int
+	ShutdownGrace   time.Duration
+	MetricsListen   string
+	ReprobeInterval time.Duration
 }
 
 // Redis holds the [Redis] section.

@@ -139,6 +139,7 @@ var settings = []*Setting{
 	integer("Worker", "Concurrency", "", "Build slots of one worker process (default: number of CPUs).", func(c *Config) *int { return &c.Worker.Concurrency }),
 	str("Worker", "MetricsListen", "", "Address of the worker's /metrics, /healthz and /readyz (e.g. :9464); empty: not served.", func(c *Config) *string { return &c.Worker.MetricsListen }),
 	duration("Worker", "ShutdownGrace", "30s", "On SIGTERM, how long running builds may finish before they are requeued.", func(c *Config) *time.Duration { return &c.Worker.ShutdownGrace }),
+	duration("Worker", "ReprobeInterval", "30s", "First wait before a language or a sandbox whose probe failed is probed again; it doubles up to 5m (0: never re-probe).", func(c *Config) *time.Duration { return &c.Worker.ReprobeInterval }),
 
 	str("Redis", "Address", "localhost:6379", "Redis host:port, or a unix socket path.", func(c *Config) *string { return &c.Redis.Address }),
 	str("Redis", "URL", "", "Redis URL (redis://, rediss://, unix://); overrides Address.", func(c *Config) *string { return &c.Redis.URL }),

@@ -95,6 +95,9 @@ func TestCLIDrivesTheAPI(t *testing.T) {
 		out, _, _ = f.pkgfleet("list", "workers")
 		return strings.Contains(out, "(user-namespace)") && strings.Contains(out, "r 4.") && strings.Contains(out, "0/4/")
 	})
+	if tier := f.wkr.Info().SandboxTier; !strings.Contains(out, "SANDBOX TIER") || !regexp.MustCompile(`\)\s+`+regexp.QuoteMeta(tier)+`\s+2\s`).MatchString(out) {
+		t.Fatalf("list workers should show sandbox tier %q:\n%s", tier, out)
+	}
 	out, _, _ = f.pkgfleet("namespaces")
 	if !strings.Contains(out, "((0 × 25) + 1) × 2 = 2 user namespaces") || !strings.Contains(out, "WORKER") {
 		t.Fatalf("namespaces:\n%s", out)

@@ -47,7 +47,7 @@ type fleet struct {
 	responses testenv.Capture
 }
 
-func setup(t *testing.T, settings map[string]string) *fleet {
+func setup(t *testing.T, settings map[string]string, tune ...func(*worker.Options)) *fleet {
 	t.Helper()
 	testenv.Require(t, "git", "R", "python3")
 	rdb, db := redisServer.DB(t)
@@ -88,12 +88,16 @@ func setup(t *testing.T, settings map[string]string) *fleet {
 	t.Cleanup(hs.Close)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	w, err := worker.New(ctx, cfg, log, worker.Options{
+	opts := worker.Options{
 		Name:                     t.Name(),
 		RetryDelay:               func(int) time.Duration { return 100 * time.Millisecond },
 		TaskCheckInterval:        50 * time.Millisecond,
 		DelayedTaskCheckInterval: 100 * time.Millisecond,
-	})
+	}
+	for _, fn := range tune {
+		fn(&opts)
+	}
+	w, err := worker.New(ctx, cfg, log, opts)
 	if err != nil {
 		cancel()
 		t.Fatalf("worker: %v", err)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"os/exec"
@@ -78,6 +79,8 @@ func TestMetricsOfAPIAndWorkerFollowTheContract(t *testing.T) {
 		`pkgfleet_sandbox_start_failures_total{reason="namespace_limit"} 0`,
 		`pkgfleet_language_usable{language="python"} 1`,
 		"pkgfleet_sandbox_usable 1",
+		fmt.Sprintf("pkgfleet_worker_sandbox_tier{tier=%q} 1", f.wkr.Info().SandboxTier),
+		`pkgfleet_worker_sandbox_tier{tier="none"} 0`,
 	} {
 		if !strings.Contains(worker, want) {
 			t.Errorf("worker metrics lack %q", want)

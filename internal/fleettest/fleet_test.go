@@ -111,8 +111,7 @@ func (f *fleet) worker(name string, slots int, tune ...func(*workerParts)) (stop
 	h := &jobs.Handler{
 		Registry: registry.New(hrdb), Store: st,
 		Git:        &git.Client{Policy: git.URLPolicy{AllowFile: true}},
-		Recipes:    map[string]build.Recipe{registry.LangR: f.recipe},
-		Modes:      map[string]string{registry.LangR: "unsandboxed"},
+		Languages:  jobs.NewLanguages(map[string]jobs.Language{registry.LangR: {Recipe: f.recipe, Sandbox: "unsandboxed", Tier: "unsandboxed"}}),
 		BuilderDir: filepath.Join(f.dir, "builder-"+name),
 		LogLimit:   1 << 20, Worker: name, Log: log,
 		Slots: sema, BuildConcurrency: f.cfg.Git.BuildConcurrency, Events: hub, Stopping: stopping,

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/pkgfleet/pkgfleet/internal/build"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/jobs"
 	"github.com/pkgfleet/pkgfleet/internal/notify"
@@ -56,7 +55,7 @@ func childWorker(raw string) int {
 	recipe.command.Store(spec.Command)
 	h := &jobs.Handler{
 		Registry: registry.New(rdb), Store: st, Git: &git.Client{Policy: git.URLPolicy{AllowFile: true}},
-		Recipes: map[string]build.Recipe{registry.LangR: recipe}, Modes: map[string]string{registry.LangR: "unsandboxed"},
+		Languages:  jobs.NewLanguages(map[string]jobs.Language{registry.LangR: {Recipe: recipe, Sandbox: "unsandboxed", Tier: "unsandboxed"}}),
 		BuilderDir: spec.BuilderDir, LogLimit: 1 << 20, Worker: spec.Name, Log: log,
 		Slots: sema, BuildConcurrency: spec.BuildConcurrency, Events: hub, CancelCheck: time.Second,
 	}

@@ -31,9 +31,8 @@ type Handler struct {
 	Registry   *registry.Registry
 	Store      *store.Store
 	Git        *git.Client
-	Creds      *credential.Store       // opens the builder's credential for the clone only
-	Recipes    map[string]build.Recipe // by language; only usable ones
-	Modes      map[string]string       // by language: the runner's Mode, recorded on each build
+	Creds      *credential.Store // opens the builder's credential for the clone only
+	Languages  *Languages        // what this worker builds now, and how
 	BuilderDir string
 	Network    bool
 	Limits     sandbox.Limits
@@ -74,6 +73,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	// attempts is corrected from the build record below (see spareRetry).
 	attempt, attempts := retried+1, maxRetry+1
 	log := h.Log.With("build", p.BuildID, "attempt", attempt)
 
@@ -92,6 +92,13 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err // registry unreachable: let asynq retry
 	}
+	if pre.MaxAttempts > 0 {
+		// The record, not asynq's MaxRetry, holds Git.BuildRetries: the
+		// task carries a spare retry (see spareRetry). An attempt beyond
+		// it (a worker crashed during the last one) is a last one too.
+		attempts = max(pre.MaxAttempts, attempt)
+	}
+	lang, _ := h.Languages.Get(pre.Language)
 	bl, berr := h.Registry.Builder(ctx, pre.Source, pre.Builder)
 	if berr != nil && !errors.Is(berr, registry.ErrNotFound) {
 		return berr // registry unreachable: let asynq retry (never build without a slot)
@@ -123,7 +130,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		defer cancel()
 	}
 
-	b, err := h.start(ctx, p.BuildID, attempt)
+	b, err := h.start(ctx, p.BuildID, attempt, lang)
 	if errors.Is(err, errSkip) {
 		log.Info("build needs no work", "reason", "already finished or canceled")
 		return nil
@@ -141,12 +148,14 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	h.running.Add(1)
 	done := h.Metrics.BuildStarted(b.Language, b.Trigger)
-	out, runErr := h.run(ctx, b, logw)
+	out, runErr := h.run(ctx, b, lang.Recipe, logw)
 	h.running.Add(-1)
 	done(h.result(ctx, runErr, attempt, attempts))
 	switch {
 	case errors.Is(context.Cause(ctx), errCanceled):
 		fmt.Fprintln(logw, "==> canceled")
+	case backInLine(runErr):
+		fmt.Fprintf(logw, "==> the sandbox could not start: %s\n==> back in line; this attempt is not counted\n", runErr)
 	case runErr != nil:
 		fmt.Fprintf(logw, "==> failed: %s\n", runErr)
 	default:
@@ -170,7 +179,7 @@ func (h *Handler) result(ctx context.Context, runErr error, attempt, attempts in
 	} else if errors.Is(runErr, sandbox.ErrUnavailable) {
 		h.Metrics.SandboxFailure("unavailable")
 	}
-	if attempt < attempts && !errors.Is(runErr, asynq.SkipRetry) || ctx.Err() != nil {
+	if attempt < attempts && !errors.Is(runErr, asynq.SkipRetry) || ctx.Err() != nil || backInLine(runErr) {
 		return metrics.ResultRetried
 	}
 	return metrics.ResultFailed
@@ -201,6 +210,18 @@ func (h *Handler) finish(ctx context.Context, log *slog.Logger, id int64, attemp
 		return err
 	}
 
+	if backInLine(runErr) && ctx.Err() == nil {
+		_, _ = h.Registry.UpdateBuild(final, id, func(b *registry.Build) error {
+			if registry.Terminal(b.Status) {
+				return errSkip
+			}
+			b.Status, b.Attempts = registry.StatusQueued, attempt-1
+			b.Detail = "the user-namespace limit was reached on worker " + h.Worker + "; back in line (no attempt spent)"
+			return nil
+		})
+		log.Warn("build could not start: user-namespace limit reached; back in line without spending an attempt", "error", runErr)
+		return runErr // IsFailure says no: asynq retries it without counting
+	}
 	permanent := errors.Is(runErr, asynq.SkipRetry)
 	last := attempt >= attempts || permanent
 	if errors.Is(context.Cause(ctx), semaphore.ErrLost) {
@@ -227,6 +248,10 @@ func (h *Handler) finish(ctx context.Context, log *slog.Logger, id int64, attemp
 		return nil
 	})
 	log.Warn("build failed", "error", runErr, "final", last)
+	if last && !permanent {
+		// asynq would retry once more on the spare retry.
+		return fmt.Errorf("%w: %w", runErr, asynq.SkipRetry)
+	}
 	return runErr
 }
 
@@ -256,7 +281,7 @@ func (h *Handler) requeued(ctx context.Context, id int64, detail string) {
 var errSkip = errors.New("skip")
 
 // start marks the build running, or says it needs no work.
-func (h *Handler) start(ctx context.Context, id int64, attempt int) (*registry.Build, error) {
+func (h *Handler) start(ctx context.Context, id int64, attempt int, lang Language) (*registry.Build, error) {
 	b, err := h.Registry.UpdateBuild(ctx, id, func(b *registry.Build) error {
 		if registry.Terminal(b.Status) {
 			return errSkip // canceled, or a duplicate delivery of a finished build
@@ -264,7 +289,7 @@ func (h *Handler) start(ctx context.Context, id int64, attempt int) (*registry.B
 		now := time.Now().UTC()
 		b.Status, b.Detail, b.Attempts = registry.StatusRunning, "", attempt
 		b.StartedAt, b.FinishedAt = &now, nil
-		b.Worker, b.Sandbox = h.Worker, h.Modes[b.Language]
+		b.Worker, b.Sandbox, b.SandboxTier = h.Worker, lang.Sandbox, lang.Tier
 		return nil
 	})
 	if errors.Is(err, registry.ErrNotFound) {
@@ -278,7 +303,7 @@ type result struct {
 	artifacts    []registry.Artifact
 }
 
-func (h *Handler) run(ctx context.Context, b *registry.Build, logw *logWriter) (*result, error) {
+func (h *Handler) run(ctx context.Context, b *registry.Build, recipe build.Recipe, logw *logWriter) (*result, error) {
 	bl, err := h.Registry.Builder(ctx, b.Source, b.Builder)
 	if err != nil {
 		if errors.Is(err, registry.ErrNotFound) {
@@ -286,7 +311,6 @@ func (h *Handler) run(ctx context.Context, b *registry.Build, logw *logWriter) (
 		}
 		return nil, err // Redis unreachable: a retry can
 	}
-	recipe := h.Recipes[b.Language]
 	if recipe == nil {
 		return nil, fmt.Errorf("this worker cannot build %s packages", b.Language)
 	}

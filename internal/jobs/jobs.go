@@ -19,6 +19,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/semaphore"
 	"github.com/redis/go-redis/v9"
 )
@@ -86,8 +87,7 @@ func (e *Enqueuer) queue(ctx context.Context, b *registry.Build) error {
 		asynq.Queue(queue),
 		asynq.TaskID(id),
 		asynq.Timeout(e.Timeout),
-		// MaxRetry counts retries after the first attempt.
-		asynq.MaxRetry(max(e.MaxAttempts-1, 0)),
+		asynq.MaxRetry(spareRetry(e.MaxAttempts)),
 	}
 	task := asynq.NewTask(TypeBuild, payload, opts...)
 	_, err := e.Client.EnqueueContext(ctx, task)
@@ -105,6 +105,37 @@ func (e *Enqueuer) queue(ctx context.Context, b *registry.Build) error {
 		_, err = e.Client.EnqueueContext(ctx, task)
 	}
 	return err
+}
+
+// spareRetry is the asynq MaxRetry of a build of maxAttempts attempts:
+// one more than the retries it may spend. A build that could not start
+// because the worker's user-namespace limit was reached goes back in line
+// without spending an attempt (IsFailure), but asynq archives a task whose
+// retry count reached MaxRetry before it asks IsFailure; with the spare
+// one, the last attempt can still go back in line. The handler counts
+// attempts against the build record's MaxAttempts and ends the last one
+// with SkipRetry, so the spare is never spent on a failure.
+func spareRetry(maxAttempts int) int { return max(maxAttempts, 1) }
+
+// IsFailure is the worker's asynq.Config.IsFailure: a build that could not
+// start because the user-namespace limit was reached is no verdict on the
+// build (namespaces are freed lazily, or another process on the node held
+// them), so asynq retries it without counting a retry.
+func IsFailure(err error) bool { return !backInLine(err) }
+
+// backInLine reports whether err sends a build back in line without
+// spending an attempt.
+func backInLine(err error) bool { return errors.Is(err, sandbox.ErrNamespaceLimit) }
+
+// RetryDelay is how long a build that failed with err waits before it is
+// tried again, given the worker's delay for failed attempt n: a build
+// back in line for a user namespace tries again within seconds, as other
+// builds end and the kernel frees theirs.
+func RetryDelay(n int, err error, failed func(n int) time.Duration) time.Duration {
+	if backInLine(err) {
+		return min(failed(0), 5*time.Second)
+	}
+	return failed(n)
 }
 
 // Cancel stops a build that the registry already marks canceled: a queued

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -35,6 +36,8 @@ type Worker struct {
 	running         *prometheus.GaugeVec
 	sandboxFailures *prometheus.CounterVec
 	languageUsable  *prometheus.GaugeVec
+	sandboxTier     *prometheus.GaugeVec
+	sandboxUsable   prometheus.Gauge
 }
 
 // WorkerState is read at every scrape.
@@ -42,7 +45,6 @@ type WorkerState struct {
 	Slots             func() int
 	NamespacesInUse   func() int
 	MaxUserNamespaces func() (int, error)
-	SandboxUsable     bool
 }
 
 // NewWorker registers a worker's metrics.
@@ -64,20 +66,23 @@ func NewWorker(st WorkerState) *Worker {
 			Name: "pkgfleet_sandbox_start_failures_total", Help: "Sandboxes that could not start, by reason (namespace_limit: the kernel refused a user namespace).",
 		}, []string{"reason"}),
 		languageUsable: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "pkgfleet_language_usable", Help: "1 when this worker builds the language, 0 when its startup probe disabled it.",
+			Name: "pkgfleet_language_usable", Help: "1 when this worker builds the language, 0 while its probe fails (it is re-probed).",
 		}, []string{"language"}),
+		sandboxTier: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pkgfleet_worker_sandbox_tier", Help: "1 for the sandbox tier this worker sets up for builds (full, masked-proc, none), 0 for the others.",
+		}, []string{"tier"}),
+		sandboxUsable: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pkgfleet_sandbox_usable", Help: "1 when the user-namespace sandbox passed its probe (at start or a re-probe).",
+		}),
 	}
+	m.SandboxTier(sandbox.TierNone)
 	// Start at 0 so that increase() sees the first failure.
 	m.sandboxFailures.WithLabelValues("namespace_limit")
 	m.sandboxFailures.WithLabelValues("unavailable")
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	usable := 0.0
-	if st.SandboxUsable {
-		usable = 1
-	}
-	reg.MustRegister(m.builds, m.duration, m.running, m.sandboxFailures, m.languageUsable,
+	reg.MustRegister(m.builds, m.duration, m.running, m.sandboxFailures, m.languageUsable, m.sandboxTier, m.sandboxUsable,
 		gauge("pkgfleet_worker_build_slots", "Build slots of this worker.", func() float64 { return float64(call(st.Slots)) }),
 		gauge("pkgfleet_user_namespaces_in_use", "User namespaces held by this worker's running sandboxes.", func() float64 { return float64(call(st.NamespacesInUse)) }),
 		gauge("pkgfleet_user_namespaces_needed", "User namespaces this worker's slots need at most (2 per build).", func() float64 { return float64(2 * call(st.Slots)) }),
@@ -91,7 +96,6 @@ func NewWorker(st WorkerState) *Worker {
 			}
 			return float64(n)
 		}),
-		gauge("pkgfleet_sandbox_usable", "1 when the user-namespace sandbox passed its startup probe.", func() float64 { return usable }),
 	)
 	return m
 }
@@ -103,7 +107,27 @@ func call(f func() int) int {
 	return f()
 }
 
-// LanguageUsable records the startup probe of a language.
+// SandboxTier records the tier of the worker's sandbox (TierNone while it
+// is unusable).
+func (m *Worker) SandboxTier(tier sandbox.Tier) {
+	if m == nil {
+		return
+	}
+	for _, t := range []sandbox.Tier{sandbox.TierFull, sandbox.TierMaskedProc, sandbox.TierNone} {
+		v := 0.0
+		if t == tier {
+			v = 1
+		}
+		m.sandboxTier.WithLabelValues(string(t)).Set(v)
+	}
+	if tier == sandbox.TierNone {
+		m.sandboxUsable.Set(0)
+	} else {
+		m.sandboxUsable.Set(1)
+	}
+}
+
+// LanguageUsable records the probe of a language.
 func (m *Worker) LanguageUsable(lang string, ok bool) {
 	if m == nil {
 		return

@@ -121,20 +121,23 @@ func (b *Builder) Key() string { return b.Source + "/" + b.Name }
 
 // Build is one attempt series at one (builder, ref, commit sha).
 type Build struct {
-	ID          int64      `json:"id"`
-	Source      string     `json:"source"`
-	Builder     string     `json:"builder"`
-	Language    string     `json:"language"`
-	Ref         string     `json:"ref"`
-	SHA         string     `json:"commit_sha"`
-	Trigger     string     `json:"trigger"`
-	Status      string     `json:"status"`
-	Detail      string     `json:"detail,omitempty"`
-	Attempts    int        `json:"attempts"`
-	MaxAttempts int        `json:"max_attempts"`
-	Package     string     `json:"package,omitempty"`
-	Version     string     `json:"version,omitempty"`
-	Sandbox     string     `json:"sandbox,omitempty"`
+	ID          int64  `json:"id"`
+	Source      string `json:"source"`
+	Builder     string `json:"builder"`
+	Language    string `json:"language"`
+	Ref         string `json:"ref"`
+	SHA         string `json:"commit_sha"`
+	Trigger     string `json:"trigger"`
+	Status      string `json:"status"`
+	Detail      string `json:"detail,omitempty"`
+	Attempts    int    `json:"attempts"`
+	MaxAttempts int    `json:"max_attempts"`
+	Package     string `json:"package,omitempty"`
+	Version     string `json:"version,omitempty"`
+	Sandbox     string `json:"sandbox,omitempty"`
+	// SandboxTier is the tier of the sandbox that ran the last attempt
+	// ("full", "masked-proc"), or "unsandboxed"; empty before one started.
+	SandboxTier string     `json:"sandbox_tier"`
 	Worker      string     `json:"worker,omitempty"`
 	Artifacts   []Artifact `json:"artifacts"`
 	CreatedAt   time.Time  `json:"created_at"`

@@ -38,8 +38,11 @@ type Worker struct {
 	Host      string              `json:"host"`
 	PID       int                 `json:"pid"`
 	Languages map[string]Language `json:"languages"` // by language ("r", "python")
-	Slots     int                 `json:"slots"`     // builds at once (Worker.Concurrency, capped)
-	Running   int                 `json:"running_builds"`
+	// SandboxTier is the tier of the worker's sandbox: "full",
+	// "masked-proc", or "none" when it is unusable (docs/sandbox.md).
+	SandboxTier string `json:"sandbox_tier"`
+	Slots       int    `json:"slots"` // builds at once (Worker.Concurrency, capped)
+	Running     int    `json:"running_builds"`
 	// MaxUserNamespaces is /proc/sys/user/max_user_namespaces (-1 when
 	// unreadable).
 	MaxUserNamespaces int `json:"max_user_namespaces"`

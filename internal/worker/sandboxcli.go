@@ -48,9 +48,11 @@ func sandboxCheck(ctx context.Context, cfg *config.Config, out io.Writer) int {
 	scfg := SandboxConfig(cfg)
 	ns, err := sandbox.New(scfg)
 	if err != nil {
+		fmt.Fprintf(out, "sandbox tier: %s (refused: %v)\n", sandbox.TierNone, err)
 		fmt.Fprintf(out, "sandbox: UNUSABLE: %v\n", err)
 		status = 1
 	} else {
+		fmt.Fprintf(out, "sandbox tier: %s (gives up %s)\n", ns.Tier(), givesUp(ns))
 		uid, gid := ns.RunAs()
 		fmt.Fprintf(out, "sandbox: user namespaces usable; builds run as uid %d gid %d\n", uid, gid)
 		usable := 0

@@ -58,12 +58,17 @@ func TestSandboxCheckReportsDetectionAndTheNamespaceBudget(t *testing.T) {
 	t.Parallel()
 	testenv.Require(t, "R", "python3")
 	cfg := testConfig(t)
-	var out bytes.Buffer
-	code := SandboxCommand(context.Background(), cfg, []string{"check"}, &out, &out)
+	out := bytes.NewBufferString("\n")
+	code := SandboxCommand(context.Background(), cfg, []string{"check"}, out, out)
 	if code != 0 {
 		t.Fatalf("sandbox check exit %d:\n%s", code, out.String())
 	}
+	ns, err := sandbox.New(SandboxConfig(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, want := range []string{
+		"\nsandbox tier: " + string(ns.Tier()) + " (gives up ",
 		"Attempting to detect R version in a user namespace sandbox.", "Detected R version",
 		"Attempting to detect Python version in a user namespace sandbox.", "Detected Python version",
 		"this worker's 3 slots need 6 (2 per build): fits",
@@ -72,7 +77,23 @@ func TestSandboxCheckReportsDetectionAndTheNamespaceBudget(t *testing.T) {
 			t.Errorf("check output lacks %q:\n%s", want, out.String())
 		}
 	}
-	if code := SandboxCommand(context.Background(), cfg, []string{"bogus"}, &out, &out); code != 2 {
+	if code := SandboxCommand(context.Background(), cfg, []string{"bogus"}, out, out); code != 2 {
 		t.Errorf("unknown subcommand exit %d", code)
+	}
+}
+
+func TestSandboxCheckNamesTierNoneAndTheRefusalWhenTheSandboxIsUnusable(t *testing.T) {
+	t.Parallel()
+	if !testenv.InUserNamespace(t) {
+		return
+	}
+	testenv.SetMaxUserNamespaces(t, 1) // the sandbox needs two
+	cfg := testConfig(t)
+	out := bytes.NewBufferString("\n")
+	if code := SandboxCommand(context.Background(), cfg, []string{"check"}, out, out); code != 1 {
+		t.Fatalf("sandbox check exit %d, want 1:\n%s", code, out)
+	}
+	if !strings.Contains(out.String(), "\nsandbox tier: none (refused: ") || !strings.Contains(out.String(), "user namespace limit reached") {
+		t.Fatalf("check output should start a line with the tier none and the refusal:\n%s", out)
 	}
 }

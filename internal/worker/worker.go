@@ -11,17 +11,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/hibiken/asynq"
-	"github.com/pkgfleet/pkgfleet/internal/build"
 	"github.com/pkgfleet/pkgfleet/internal/config"
 	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/detect"
@@ -57,6 +56,10 @@ type Options struct {
 	// HeartbeatEvery is how often the worker reports itself to the fleet
 	// list (default 10s; it drops off after three missed beats).
 	HeartbeatEvery time.Duration
+	// BeforeProbe, when set, is called before each probe of a language,
+	// at start and on re-probes (tests lower the user-namespace limit
+	// there to make one probe fail).
+	BeforeProbe func(lang string)
 }
 
 // Worker is a configured worker, ready to Run.
@@ -64,16 +67,29 @@ type Worker struct {
 	cfg     *config.Config
 	log     *slog.Logger
 	opts    Options
+	scfg    sandbox.Config
+	direct  sandbox.Runner
 	handler *jobs.Handler
-	queues  map[string]int
-	tools   map[string]detect.Tool
-	slots   int // build slots, capped by the user-namespace limit
-	maxNS   int // /proc/sys/user/max_user_namespaces, -1 if unknown
+	langs   *jobs.Languages // shared with handler: what it builds now
+	maxNS   int             // /proc/sys/user/max_user_namespaces, -1 if unknown
 	started time.Time
-	ns      *sandbox.Namespaces // nil when the sandbox is unusable
 	metrics *metrics.Worker
 	ready   atomic.Bool  // serving builds with Redis reachable (readyz)
 	opsAddr atomic.Value // string: where serveOps listens
+
+	mu         sync.Mutex // guards the fields below, which re-probes change
+	ns         *sandbox.Namespaces
+	sandboxErr error // why ns is nil
+	// limitRefused is set when max_user_namespaces refused a probe: a
+	// refusal that may pass later, so New does not give up.
+	limitRefused bool
+	tools        map[string]detect.Tool
+	runners      map[string]sandbox.Runner // by language: what builds it
+	slots        int                       // build slots, capped by the namespace limit and the tier
+	changed      chan struct{}             // signalled when queues or slots changed (serve restarts asynq)
+
+	gate    gate    // the worker's slots, across its asynq servers
+	servers servers // started by serve
 }
 
 // OpsAddr is the address of /metrics, /healthz and /readyz once Run has
@@ -86,18 +102,24 @@ func (w *Worker) OpsAddr() string {
 // ErrNothingToBuild is returned when neither R nor Python is usable.
 var ErrNothingToBuild = errors.New(`no language can be built on this worker.
 Remedies:
-  - enable unprivileged user namespaces:
+  - let the worker create unprivileged user namespaces:
       RHEL/CentOS:     sysctl -w user.max_user_namespaces=15000 (and in /etc/sysctl.d/ to keep it)
       Debian <= 10:    sysctl -w kernel.unprivileged_userns_clone=1
       Ubuntu 24.04:    give pkgfleet-worker an AppArmor profile with "userns," (see docs/sandbox.md),
                        or sysctl -w kernel.apparmor_restrict_unprivileged_userns=0
-      Docker:          run with --security-opt seccomp=unconfined --security-opt apparmor=unconfined
-      Kubernetes:      seccompProfile: Unconfined and AppArmor unconfined on the worker container
+      Docker:          Docker's default seccomp profile refuses the sandbox; run with
+                       --security-opt seccomp=deploy/profiles/pkgfleet-worker.json, or with
+                       --security-opt seccomp=unconfined --security-opt apparmor=unconfined
+      Kubernetes:      the chart's defaults (seccomp and AppArmor Unconfined on the worker
+                       container), or its Localhost seccomp/AppArmor profiles
+    A masked /proc (Docker's and Kubernetes' defaults) is not a blocker: the worker then
+    builds in the masked-proc tier (docs/sandbox.md).
   - install R (r-base-core) and/or Python with the build module (python3-build)
   - or set Git.AllowUnsandboxedGitBuilds = true to build without a sandbox (insecure)`)
 
 // New detects what this worker can build. It fails with ErrNothingToBuild
-// when that is nothing.
+// when that is nothing, unless the user-namespace limit refused a probe:
+// that passes, so the worker stays up and re-probes.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options) (*Worker, error) {
 	if opts.Name == "" {
 		host, _ := os.Hostname()
@@ -122,69 +144,38 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	if err != nil {
 		return nil, err
 	}
-
-	var ns sandbox.Runner // stays nil (not a typed nil) when unusable
-	var nsRunner *sandbox.Namespaces
-	if r, err := sandbox.New(scfg); err != nil {
-		log.Warn("the user-namespace sandbox is unusable", "error", err)
-	} else {
-		ns, nsRunner = r, r
+	w := &Worker{
+		cfg: cfg, log: log, opts: opts, scfg: scfg, direct: sandbox.NewDirect(scfg),
+		langs: &jobs.Languages{}, maxNS: -1, started: time.Now().UTC(),
+		tools: map[string]detect.Tool{}, runners: map[string]sandbox.Runner{},
+		slots: cfg.Worker.Concurrency, changed: make(chan struct{}, 1),
 	}
-	direct := sandbox.NewDirect(scfg)
-	if cfg.Git.AllowUnsandboxedGitBuilds {
-		log.Warn("Git.AllowUnsandboxedGitBuilds = true: a language the sandbox cannot run is built WITHOUT isolation; only build repositories you trust")
-	}
-
-	w := &Worker{cfg: cfg, log: log, opts: opts, queues: map[string]int{}, tools: map[string]detect.Tool{}}
-	recipes := map[string]build.Recipe{}
-	modes := map[string]string{}
-	for _, lang := range []string{registry.LangR, registry.LangPython} {
-		tool, runner, err := w.detect(ctx, lang, ns, direct)
-		if err != nil {
-			continue
-		}
-		w.tools[lang] = tool
-		w.queues[jobs.Queue(lang)] = 1
-		modes[lang] = runner.Mode()
-		switch lang {
-		case registry.LangR:
-			recipes[lang] = &build.R{Runner: runner, Tool: tool}
-		case registry.LangPython:
-			recipes[lang] = &build.Python{Runner: runner, Tool: tool}
-		}
-	}
-	w.metrics = metrics.NewWorker(metrics.WorkerState{
-		Slots:             func() int { return w.slots },
-		NamespacesInUse:   w.namespacesInUse,
-		MaxUserNamespaces: sandbox.MaxUserNamespaces,
-		SandboxUsable:     nsRunner != nil,
-	})
-	for _, lang := range []string{registry.LangR, registry.LangPython} {
-		w.metrics.LanguageUsable(lang, recipes[lang] != nil)
-	}
-	if len(recipes) == 0 {
-		return nil, ErrNothingToBuild
-	}
-	w.slots, w.maxNS, w.started, w.ns = cfg.Worker.Concurrency, -1, time.Now().UTC(), nsRunner
 	if max, err := sandbox.MaxUserNamespaces(); err == nil {
 		w.maxNS = max
 	}
-	for _, mode := range modes {
-		if mode != "user-namespace" {
-			continue
-		}
-		slots, err := roster.CapSlots(cfg.Worker.Concurrency, w.maxNS)
-		if err != nil {
-			log.Warn("not enough user namespaces for this worker's build slots", "error", err)
-		}
-		w.slots = slots
-		break
+	w.metrics = metrics.NewWorker(metrics.WorkerState{
+		Slots:             w.Slots,
+		NamespacesInUse:   w.namespacesInUse,
+		MaxUserNamespaces: sandbox.MaxUserNamespaces,
+	})
+	if cfg.Git.AllowUnsandboxedGitBuilds {
+		log.Warn("Git.AllowUnsandboxedGitBuilds = true: a language the sandbox cannot run is built WITHOUT isolation; only build repositories you trust")
 	}
+	w.probeSandbox(log)
+	for _, lang := range languages {
+		w.probeLanguage(ctx, log, lang)
+		if _, ok := w.runners[lang]; !ok {
+			w.metrics.LanguageUsable(lang, false)
+		}
+	}
+	if len(w.tools) == 0 && !w.limitRefused {
+		return nil, ErrNothingToBuild
+	}
+	w.setSlots()
 	w.handler = &jobs.Handler{
 		Store:      st,
 		Git:        &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs}},
-		Recipes:    recipes,
-		Modes:      modes,
+		Languages:  w.langs,
 		BuilderDir: cfg.Git.BuilderDir,
 		Network:    cfg.Git.BuildNetwork,
 		Limits:     scfg.Defaults,
@@ -196,11 +187,21 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	return w, nil
 }
 
+// Slots is how many builds this worker runs at once now.
+func (w *Worker) Slots() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.slots
+}
+
 func (w *Worker) namespacesInUse() int {
-	if w.ns == nil {
+	w.mu.Lock()
+	ns := w.ns
+	w.mu.Unlock()
+	if ns == nil {
 		return 0
 	}
-	return w.ns.InUse()
+	return ns.InUse()
 }
 
 // serveOps serves /metrics, /healthz and /readyz on Worker.MetricsListen
@@ -238,46 +239,12 @@ func (w *Worker) serveOps(ctx context.Context, rc *redis.Client) error {
 	return nil
 }
 
-// detect probes lang in the sandbox, and unsandboxed only when allowed.
-func (w *Worker) detect(ctx context.Context, lang string, ns sandbox.Runner, direct sandbox.Runner) (detect.Tool, sandbox.Runner, error) {
-	configured := w.cfg.Server.RVersion
-	if lang == registry.LangPython {
-		configured = w.cfg.Server.PythonVersion
-	}
-	probe := func(r sandbox.Runner) (detect.Tool, error) {
-		d := &detect.Detector{Runner: r, Log: w.log, TempDir: w.cfg.Server.TempDir}
-		if lang == registry.LangR {
-			return d.R(ctx, configured)
-		}
-		return d.Python(ctx, configured)
-	}
-	var err error = errors.New("the sandbox is unusable")
-	if ns != nil {
-		var t detect.Tool
-		if t, err = probe(ns); err == nil {
-			return t, ns, nil
-		}
-	}
-	if !w.cfg.Git.AllowUnsandboxedGitBuilds {
-		return detect.Tool{}, nil, err
-	}
-	t, err := probe(direct)
-	if err != nil {
-		return detect.Tool{}, nil, err
-	}
-	w.log.Warn(fmt.Sprintf("Building Git packages for %s WITHOUT a sandbox (Git.AllowUnsandboxedGitBuilds = true)", langName(lang)))
-	return t, direct, nil
-}
-
-func langName(lang string) string {
-	if lang == registry.LangR {
-		return "R"
-	}
-	return "Python"
-}
-
 // Tools reports the detected tools by language.
-func (w *Worker) Tools() map[string]detect.Tool { return w.tools }
+func (w *Worker) Tools() map[string]detect.Tool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return maps.Clone(w.tools)
+}
 
 // Run serves builds until ctx ends, then shuts down gracefully: running
 // builds get Worker.ShutdownGrace to finish and are requeued after that.
@@ -311,67 +278,48 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.handler.MaxSlotWait = w.cfg.Git.MaxSlotWait
 	w.handler.RunTimeout = jobs.RunTimeout(w.cfg)
 	w.handler.CancelCheck = w.opts.CancelCheck
-	retry := w.opts.RetryDelay
-	if retry == nil {
-		retry = defaultRetryDelay
-	}
-	check := w.opts.TaskCheckInterval
-	if check == 0 {
-		check = 500 * time.Millisecond
-	}
-	srv := asynq.NewServerFromRedisClient(rc, asynq.Config{
-		Concurrency:              w.slots,
-		Queues:                   w.queues,
-		ShutdownTimeout:          w.cfg.Worker.ShutdownGrace,
-		TaskCheckInterval:        check,
-		DelayedTaskCheckInterval: w.opts.DelayedTaskCheckInterval,
-		RetryDelayFunc:           func(n int, _ error, _ *asynq.Task) time.Duration { return retry(n) },
-		Logger:                   asynqLogger{w.log.With("component", "asynq")},
-		LogLevel:                 asynq.WarnLevel,
-	})
-	mux := asynq.NewServeMux()
-	mux.Handle(jobs.TypeBuild, w.handler)
-	if err := srv.Start(mux); err != nil {
-		return fmt.Errorf("worker: %w", err)
-	}
-	queues := make([]string, 0, len(w.queues))
-	for q := range w.queues {
-		queues = append(queues, q)
-	}
-	w.log.Info("worker ready", "name", w.opts.Name, "queues", strings.Join(queues, ","), "slots", w.slots)
-	w.ready.Store(true)
 	beatCtx, stopBeat := context.WithCancel(context.WithoutCancel(ctx))
 	beating := make(chan struct{})
 	go func() {
 		defer close(beating)
 		roster.Beat(beatCtx, rc, w.log, cmp.Or(w.opts.HeartbeatEvery, 10*time.Second), w.Info)
 	}()
-	<-ctx.Done()
+	probeCtx, stopProbes := context.WithCancel(ctx)
+	reprobing := make(chan struct{})
+	go func() {
+		defer close(reprobing)
+		w.reprobe(probeCtx)
+	}()
+	err = w.serve(ctx, rc)
+	stopProbes()
+	<-reprobing // a probe under way ends with its context
 	w.ready.Store(false)
 	// Off the fleet list first: the API stops counting this worker.
 	stopBeat()
 	<-beating
 	w.log.Info("worker stopping: no new builds; running builds may finish", "grace", w.cfg.Worker.ShutdownGrace)
 	close(stopping)
-	srv.Shutdown()
+	w.shutdown()
 	// asynq has requeued what did not finish in time; let those handlers
 	// record it and release their slots before Redis is closed.
 	if !w.handler.Wait(15 * time.Second) {
 		w.log.Warn("some builds did not stop in time; their slots return when their leases end")
 	}
-	return nil
+	return err
 }
 
 // Info is what the worker reports to the fleet list.
 func (w *Worker) Info() roster.Worker {
 	host, _ := os.Hostname()
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	info := roster.Worker{
 		Name: w.opts.Name, Host: host, PID: os.Getpid(), Languages: map[string]roster.Language{},
-		Slots: w.slots, MaxUserNamespaces: w.maxNS, StartedAt: w.started,
+		SandboxTier: string(sandbox.TierNone), Slots: w.slots, MaxUserNamespaces: w.maxNS, StartedAt: w.started,
 	}
 	sandboxed := false
 	for lang, t := range w.tools {
-		mode := w.handler.Modes[lang]
+		mode := w.runners[lang].Mode()
 		info.Languages[lang] = roster.Language{Version: t.Version, Path: t.Path, Sandbox: mode}
 		sandboxed = sandboxed || mode == "user-namespace"
 	}
@@ -380,6 +328,7 @@ func (w *Worker) Info() roster.Worker {
 		info.NamespacesNeeded = roster.NamespacesPerBuild * w.slots
 	}
 	if w.ns != nil {
+		info.SandboxTier = string(w.ns.Tier())
 		info.NamespacesInUse = w.ns.InUse()
 	}
 	return info
