@@ -137,6 +137,11 @@ func TestRenameAcrossDirectoriesWorksInEveryLandlockForm(t *testing.T) {
 			e := setup(t)
 			e.cfg.MaxLandlockABI = abi
 			r, err := sandbox.New(e.cfg)
+			if abi == 1 && err != nil && strings.Contains(err.Error(), "Landlock") {
+				// Where /proc is masked (a container) only masked-proc works, and it
+				// refuses ABI 1: TestMaskedProcOnOlderLandlock holds that.
+				t.Skipf("masked-proc refuses Landlock ABI 1 here: %v", err)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}

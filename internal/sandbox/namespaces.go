@@ -92,12 +92,6 @@ func (n *Namespaces) Mode() string { return "user-namespace" }
 // Tier reports the sandbox tier New found working on this host.
 func (n *Namespaces) Tier() Tier { return n.tier }
 
-// MaxBuilds is how many builds this worker process may run at once for
-// the tier to hold its guarantees: 0 means no limit; 1 when the builds
-// would share a uid and nothing else keeps them out of each other's /proc
-// entries (masked-proc without Landlock).
-func (n *Namespaces) MaxBuilds() int { return 0 }
-
 // InUse reports how many user namespaces this runner's sandboxes hold now.
 func (n *Namespaces) InUse() int { return int(n.inUse.Load()) }
 

@@ -56,6 +56,22 @@ const (
 	TierNone Tier = "none"
 )
 
+// GivesUp says in words what builds give up in tier t, for the worker's
+// startup line and `sandbox check`.
+func (t Tier) GivesUp() string {
+	switch t {
+	case TierFull:
+		return "nothing: each build gets a fresh /proc of its own PID namespace"
+	case TierMaskedProc:
+		return "a fresh /proc: builds see the container's process table (a read-only bind of its masked /proc), " +
+			"but none of those processes' memory, environment, fds, root or cwd (a Landlock domain per build), " +
+			"and can signal or trace none of them (PID namespace, seccomp)"
+	case TierNone:
+		return "everything: no build can be sandboxed here (the refusal names the settings that fix it; docs/sandbox.md)"
+	}
+	return "unknown tier " + string(t)
+}
+
 // Spec is one command to run.
 type Spec struct {
 	// Args[0] is the program: an absolute path, or a name looked up in PATH.

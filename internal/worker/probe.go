@@ -45,22 +45,9 @@ func (w *Worker) probeSandbox(log *slog.Logger) bool {
 // sandbox).
 func givesUp(ns *sandbox.Namespaces) string {
 	if ns == nil {
-		return "everything: no build can be sandboxed here (see the remedies in docs/sandbox.md)"
+		return sandbox.TierNone.GivesUp()
 	}
-	var s string
-	switch ns.Tier() {
-	case sandbox.TierFull:
-		s = "nothing: each build gets a fresh /proc of its own PID namespace"
-	case sandbox.TierMaskedProc:
-		s = "a fresh /proc: builds see the container's process table through a read-only bind of its masked /proc; " +
-			"other processes' entries stay closed to them (non-dumpable helpers, PID namespace)"
-	default:
-		s = "unknown tier " + string(ns.Tier())
-	}
-	if ns.MaxBuilds() > 0 {
-		s += fmt.Sprintf("; at most %d build(s) per worker process (scale with more workers)", ns.MaxBuilds())
-	}
-	return s
+	return ns.Tier().GivesUp()
 }
 
 // probeLanguage detects lang in the sandbox, and unsandboxed only when
@@ -151,12 +138,6 @@ func (w *Worker) setSlots() {
 			w.log.Warn("not enough user namespaces for this worker's build slots", "error", err)
 		}
 		slots = capped
-		if w.ns != nil && w.ns.MaxBuilds() > 0 && slots > w.ns.MaxBuilds() {
-			max := w.ns.MaxBuilds()
-			w.log.Warn("build slots capped by the sandbox tier: builds in one worker process would share a uid and could reach each other through /proc; scale with more worker pods or processes instead",
-				"tier", w.ns.Tier(), "slots", max, "worker_concurrency", w.cfg.Worker.Concurrency)
-			slots = max
-		}
 	}
 	w.slots = slots
 }
