@@ -243,4 +243,3 @@ func mustRead(t *testing.T, p string) []byte {
 	}
 	return b
 }
-
