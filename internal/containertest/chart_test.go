@@ -24,7 +24,7 @@ var chartVariants = []struct {
 	row  string   // the row of rows the worker pod's settings must map to
 }{
 	{"defaults", nil, "PPM's settings"},
-	{"userNamespacedPod", []string{"worker.userNamespacedPod=true"}, "PPM's settings + unmasked /proc"},
+	{"userNamespacedPod", []string{"worker.userNamespacedPod=true"}, "PPM's settings + systempaths=unconfined"},
 }
 
 // podSecurity is what the test reads of the rendered worker pod.

@@ -35,7 +35,7 @@ var rows = []row{
 	{name: "Docker's defaults", tier: "none",
 		refusal: []string{"seccomp"}, notRefusal: []string{"fork/exec"}},
 	{name: "PPM's settings", security: []string{"seccomp=unconfined", "apparmor=unconfined"}, tier: "masked-proc"},
-	{name: "PPM's settings + unmasked /proc", security: []string{"seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined"}, tier: "full"},
+	{name: "PPM's settings + systempaths=unconfined", security: []string{"seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined"}, tier: "full"},
 	{name: "own seccomp profile", security: []string{"seccomp=" + ownProfile}, tier: "masked-proc", needs: ownProfile},
 }
 
@@ -151,4 +151,41 @@ func rowNamed(t testing.TB, name string) row {
 	}
 	t.Fatalf("no row %q in the table", name)
 	return row{}
+}
+
+// TestDocsTableIsTheRowsTable keeps docs/sandbox.md's "Measured in Docker"
+// table the table above: each row named by its subtest, with its tier.
+func TestDocsTableIsTheRowsTable(t *testing.T) {
+	doc := string(mustRead(t, repoPath("docs", "sandbox.md")))
+	_, section, ok := strings.Cut(doc, "\n## Measured in Docker\n")
+	if !ok {
+		t.Fatal(`docs/sandbox.md has no "## Measured in Docker" section`)
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	var lines []string
+	for _, l := range strings.Split(section, "\n") {
+		if strings.HasPrefix(l, "| ") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != len(rows)+1 {
+		t.Errorf("the table has %d rows, the test %d", len(lines)-1, len(rows))
+	}
+	for _, r := range rows {
+		sub := "`" + strings.ReplaceAll(r.name, " ", "_") + "`"
+		i := slices.IndexFunc(lines, func(l string) bool { return strings.HasSuffix(l, "| "+sub+" |") })
+		if i < 0 {
+			t.Errorf("no table row ends in %s", sub)
+			continue
+		}
+		cells := strings.Split(lines[i], " | ")
+		if len(cells) < 2 || !strings.HasPrefix(cells[1], r.tier) {
+			t.Errorf("the table gives row %s tier %q, the test measures %s", sub, cells[1], r.tier)
+		}
+		for _, s := range r.security {
+			if !strings.Contains(lines[i], s) && !strings.Contains(cells[0], "the same plus") {
+				t.Errorf("the table's row %s does not name %s", sub, s)
+			}
+		}
+	}
 }
