@@ -132,7 +132,7 @@ echo "artifacts:" /tmp/r-dest/* /tmp/py-dest/*
 	}
 	for _, want := range []*regexp.Regexp{
 		regexp.MustCompile(`/tmp/r-dest/hellofleet_[0-9.]+\.tar\.gz`),
-		regexp.MustCompile(`/tmp/py-dest/hellofleet_py-[0-9.]+\.tar\.gz`),
+		regexp.MustCompile(`/tmp/py-dest/hellofleet[-_]py-[0-9.]+\.tar\.gz`),
 		regexp.MustCompile(`/tmp/py-dest/hellofleet_py-[0-9.]+-py3-none-any\.whl`),
 	} {
 		if !want.MatchString(out) {
