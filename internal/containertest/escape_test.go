@@ -67,11 +67,8 @@ func TestEscapeSuiteHoldsInTheWorkerContainer(t *testing.T) {
 				"--entrypoint", "/suite/sandbox.test", workerImage,
 				"-test.count=1", "-test.v", "-test.timeout=15m")
 			out, code := runContainer(t, 16*time.Minute, args...)
-			if code != 0 {
-				t.Fatalf("escape suite in tier %s: exit %d\n%s", r.tier, code, tail(out, 80))
-			}
-			if bad := failedTest.FindAllString(out, -1); len(bad) > 0 {
-				t.Errorf("escape suite in tier %s failed:\n%s", r.tier, strings.Join(bad, "\n"))
+			if bad := failedTest.FindAllString(out, -1); code != 0 || len(bad) > 0 {
+				t.Fatalf("escape suite in tier %s: exit %d, failed:\n%s\n%s", r.tier, code, strings.Join(bad, "\n"), failures(out))
 			}
 			if skips := skippedTest.FindAllString(out, -1); len(skips) != len(rootOnlySkip.FindAllString(out, -1)) {
 				t.Errorf("escape suite in tier %s skipped more than the root-only tests:\n%s", r.tier, strings.Join(skips, "\n"))
@@ -83,6 +80,28 @@ func TestEscapeSuiteHoldsInTheWorkerContainer(t *testing.T) {
 			t.Logf("escape suite in tier %s: %d tests passed", r.tier, n)
 		})
 	}
+}
+
+// failures is what go test -v printed for each failed test (its log lines
+// come before its --- FAIL line), or the output's tail when none failed by
+// name (a panic, a timeout).
+func failures(out string) string {
+	var b strings.Builder
+	var block []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "=== RUN") {
+			block = block[:0]
+		}
+		block = append(block, l)
+		if failedTest.MatchString(l) {
+			b.WriteString(strings.Join(block, "\n") + "\n")
+			block = block[:0]
+		}
+	}
+	if b.Len() == 0 {
+		return tail(out, 80)
+	}
+	return b.String()
 }
 
 // tail is the last n lines of s.
