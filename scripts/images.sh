@@ -40,8 +40,11 @@ done
 export DOCKER_BUILDKIT=0
 build() { # tag dockerfile context base
   echo "images: $1 (on $4)" >&2
+  # The image id goes nowhere; stderr keeps the errors but not the notice
+  # that the classic builder is deprecated.
   docker build -q -f "$2" -t "$1" \
-    --build-arg BUILDER_IMAGE="$4" --build-arg BASE_IMAGE="$4" --build-arg PREBUILT=bin/static "$3" >/dev/null
+    --build-arg BUILDER_IMAGE="$4" --build-arg BASE_IMAGE="$4" --build-arg PREBUILT=bin/static "$3" 2>&1 >/dev/null |
+    { grep -v -e '^DEPRECATED: The legacy builder' -e 'BuildKit is currently disabled' -e 'DOCKER_BUILDKIT=0' -e 'environment-variable' -e '^$' >&2 || true; }
 }
 build pkgfleet-api:local docker/api.Dockerfile . "$api_base"
 build pkgfleet-worker:local docker/worker.Dockerfile . "$worker_base"
