@@ -10,8 +10,9 @@ for target in \
   internal/api:FuzzDecode \
   internal/git:FuzzValidateURL \
   internal/git:FuzzMatchTag \
+  internal/version:FuzzCompare \
   internal/config:FuzzLoad \
-  internal/build:FuzzParseDCF; do
+  internal/pkgmeta:FuzzParseDCF; do
   pkg=${target%%:*} name=${target#*:}
   echo "fuzz: $name ($pkg, $fuzztime)"
   go test -run='^$' -fuzz="^${name}\$" -fuzztime="$fuzztime" "./$pkg" >"$log" 2>&1 ||

@@ -9,9 +9,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/pkgfleet/pkgfleet/internal/build"
 	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/pkgmeta"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 )
 
@@ -219,7 +219,7 @@ func (s *Server) packageName(ctx context.Context, b *registry.Builder) (string, 
 	if err := gc.Clone(ctx, dir, git.CloneOptions{URL: b.URL, SHA: sha, Depth: 1}); err != nil {
 		return "", err
 	}
-	name, err := build.PackageName(filepath.Join(dir, filepath.FromSlash(b.SubDir)))
+	name, err := pkgmeta.PackageName(filepath.Join(dir, filepath.FromSlash(b.SubDir)))
 	if err != nil {
 		return "", err
 	}

@@ -16,9 +16,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	"github.com/pkgfleet/pkgfleet/internal/detect"
+	"github.com/pkgfleet/pkgfleet/internal/pkgmeta"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 )
 
@@ -47,7 +47,7 @@ type Output struct {
 }
 
 // Failure is a build that ran and failed; Error() is the reason shown on
-// the build record (the tool's last lines).
+// the build record: one line, with the remedy where one is known (reason.go).
 type Failure struct {
 	Reason string
 	Result sandbox.Result
@@ -72,12 +72,12 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	pkg, version, err := readDESCRIPTION(dir)
+	pkg, version, err := pkgmeta.ReadDESCRIPTION(dir)
 	if err != nil {
 		return nil, &Failure{Reason: err.Error()}
 	}
 	fmt.Fprintf(in.Log, "==> R CMD build %s (package %s %s, R %s)\n", rel(in, dir), pkg, version, r.Tool.Version)
-	tail := &tailWriter{}
+	why := &reasonWriter{}
 	res, err := r.Runner.Run(ctx, sandbox.Spec{
 		// Vignettes and the PDF manual need LaTeX, pandoc and the
 		// packages' suggested dependencies; PPM builds plain source bundles.
@@ -87,21 +87,21 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 		Source:  in.Checkout,
 		Dest:    in.Dest,
 		Network: in.Network,
-		Output:  io.MultiWriter(in.Log, tail),
+		Output:  io.MultiWriter(in.Log, why),
 		Limits:  in.Limits,
 	})
 	if err != nil {
 		return nil, err
 	}
 	if !res.Success() {
-		return nil, &Failure{Reason: "R CMD build " + describe(res) + tail.last(), Result: res}
+		return nil, &Failure{Reason: why.rReason(res, r.Tool.Path), Result: res}
 	}
 	tarball := filepath.Join(in.Dest, pkg+"_"+version+".tar.gz")
-	desc, err := tarMember(tarball, pkg+"/DESCRIPTION")
+	desc, err := pkgmeta.TarMember(tarball, pkg+"/DESCRIPTION")
 	if err != nil {
 		return nil, &Failure{Reason: "R CMD build made no " + filepath.Base(tarball) + ": " + err.Error(), Result: res}
 	}
-	f, err := ParseDCF(desc)
+	f, err := pkgmeta.ParseDCF(desc)
 	if err != nil || f["Package"] != pkg || f["Version"] != version {
 		return nil, &Failure{Reason: fmt.Sprintf("%s: its DESCRIPTION does not say Package %s Version %s", filepath.Base(tarball), pkg, version), Result: res}
 	}
@@ -131,16 +131,16 @@ func (p *Python) Build(ctx context.Context, in Input) (*Output, error) {
 	}
 	args = append(args, dir)
 	fmt.Fprintf(in.Log, "==> python -m build %s (Python %s)\n", rel(in, dir), p.Tool.Version)
-	tail := &tailWriter{}
+	why := &reasonWriter{}
 	res, err := p.Runner.Run(ctx, sandbox.Spec{
 		Args: args, Env: baseEnv(in.Dest), Dir: dir, Source: in.Checkout, Dest: in.Dest,
-		Network: in.Network, Output: io.MultiWriter(in.Log, tail), Limits: in.Limits,
+		Network: in.Network, Output: io.MultiWriter(in.Log, why), Limits: in.Limits,
 	})
 	if err != nil {
 		return nil, err
 	}
 	if !res.Success() {
-		return nil, &Failure{Reason: "python -m build " + describe(res) + tail.last(), Result: res}
+		return nil, &Failure{Reason: why.pythonReason(res, p.Tool.Command(), dir), Result: res}
 	}
 	return checkPython(in.Dest, res)
 }
@@ -155,19 +155,19 @@ func checkPython(dest string, res sandbox.Result) (*Output, error) {
 		return nil, fail("python -m build should make one sdist and one wheel, made %d and %d", len(sdists), len(wheels))
 	}
 	base := strings.TrimSuffix(filepath.Base(sdists[0]), ".tar.gz")
-	pkgInfo, err := tarMember(sdists[0], base+"/PKG-INFO")
+	pkgInfo, err := pkgmeta.TarMember(sdists[0], base+"/PKG-INFO")
 	if err != nil {
 		return nil, fail("sdist: %v", err)
 	}
-	sf, err := ParsePKGInfo(pkgInfo)
+	sf, err := pkgmeta.ParsePKGInfo(pkgInfo)
 	if err != nil {
 		return nil, fail("sdist PKG-INFO: %v", err)
 	}
-	meta, err := zipMember(wheels[0], ".dist-info/METADATA")
+	meta, err := pkgmeta.ZipMember(wheels[0], ".dist-info/METADATA")
 	if err != nil {
 		return nil, fail("wheel: %v", err)
 	}
-	wf, err := ParsePKGInfo(meta)
+	wf, err := pkgmeta.ParsePKGInfo(meta)
 	if err != nil {
 		return nil, fail("wheel METADATA: %v", err)
 	}
@@ -175,7 +175,7 @@ func checkPython(dest string, res sandbox.Result) (*Output, error) {
 	if name == "" || version == "" {
 		return nil, fail("sdist PKG-INFO has no Name or Version")
 	}
-	if NormalizeName(wf["Name"]) != NormalizeName(name) || wf["Version"] != version {
+	if pkgmeta.NormalizeName(wf["Name"]) != pkgmeta.NormalizeName(name) || wf["Version"] != version {
 		return nil, fail("sdist says %s %s but wheel says %s %s", name, version, wf["Name"], wf["Version"])
 	}
 	return &Output{Package: name, Version: version, Result: res, Files: []File{
@@ -246,41 +246,4 @@ func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
 func IsFailure(err error) bool {
 	var f *Failure
 	return errors.As(err, &f)
-}
-
-// tailWriter keeps the last lines of output for the failure reason.
-type tailWriter struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-const tailBytes = 2048
-
-func (t *tailWriter) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > 2*tailBytes {
-		t.buf = append([]byte(nil), t.buf[len(t.buf)-tailBytes:]...)
-	}
-	return len(p), nil
-}
-
-// last returns ": " and the last few lines, or "".
-func (t *tailWriter) last() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	s := strings.TrimSpace(string(t.buf))
-	lines := strings.Split(s, "\n")
-	if len(lines) > 8 {
-		lines = lines[len(lines)-8:]
-	}
-	s = strings.Join(lines, "\n")
-	if len(s) > tailBytes {
-		s = s[len(s)-tailBytes:]
-	}
-	if s == "" {
-		return ""
-	}
-	return ":\n" + s
 }

@@ -7,63 +7,6 @@ import (
 	"testing"
 )
 
-func TestParseDCFReadsDescription(t *testing.T) {
-	t.Parallel()
-	f, err := ParseDCF([]byte("Package: shiny\nVersion: 1.8.0\nImports: a,\n    b (>= 1.0)\nTitle: x: y\n\nPackage: second-record\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if f["Package"] != "shiny" || f["Version"] != "1.8.0" || f["Imports"] != "a,\nb (>= 1.0)" || f["Title"] != "x: y" {
-		t.Fatalf("fields = %q", f)
-	}
-	for _, bad := range []string{"  continuation first\n", "no colon here\n", "Bad Field: x\n"} {
-		if _, err := ParseDCF([]byte(bad)); err == nil {
-			t.Errorf("ParseDCF(%q) accepted", bad)
-		}
-	}
-}
-
-func TestParsePKGInfoStopsAtTheBody(t *testing.T) {
-	t.Parallel()
-	f, err := ParsePKGInfo([]byte("Metadata-Version: 2.1\r\nName: hello-py\r\nVersion: 0.2.0\r\n\r\nName: not-this\n"))
-	if err != nil || f["Name"] != "hello-py" || f["Version"] != "0.2.0" {
-		t.Fatalf("fields = %q, %v", f, err)
-	}
-}
-
-func TestNormalizeNameIsPEP503(t *testing.T) {
-	t.Parallel()
-	for in, want := range map[string]string{"Hello_World": "hello-world", "a.-_b": "a-b", "Foo--Bar": "foo-bar", "x": "x"} {
-		if got := NormalizeName(in); got != want {
-			t.Errorf("NormalizeName(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
-func TestDESCRIPTIONChecks(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	write := func(s string) {
-		os.WriteFile(filepath.Join(dir, "DESCRIPTION"), []byte(s), 0o644)
-	}
-	write("Package: good.pkg\nVersion: 1.2-3\n")
-	if pkg, v, err := readDESCRIPTION(dir); err != nil || pkg != "good.pkg" || v != "1.2-3" {
-		t.Fatalf("readDESCRIPTION = %q %q %v", pkg, v, err)
-	}
-	for _, bad := range []string{"Package: 1bad\nVersion: 1\n", "Package: ok\nVersion: one\n", "Version: 1\n", "Package: ../x\nVersion: 1\n"} {
-		write(bad)
-		if _, _, err := readDESCRIPTION(dir); err == nil {
-			t.Errorf("readDESCRIPTION accepted %q", bad)
-		}
-	}
-	// A DESCRIPTION that is a symlink to a host file is not followed.
-	os.Remove(filepath.Join(dir, "DESCRIPTION"))
-	os.Symlink("/etc/passwd", filepath.Join(dir, "DESCRIPTION"))
-	if _, _, err := readDESCRIPTION(dir); err == nil {
-		t.Fatal("followed a symlinked DESCRIPTION")
-	}
-}
-
 func TestSubDirCannotLeaveTheCheckout(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()

@@ -20,8 +20,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
+	"github.com/pkgfleet/pkgfleet/internal/version"
 )
 
 // Tool is a usable interpreter.
@@ -216,7 +216,7 @@ func (d *Detector) newest(ctx context.Context, lang string, candidates []string)
 		}
 		return Tool{}, fmt.Errorf("%w: %w", ErrUnusable, errors.Join(errs...))
 	}
-	sort.SliceStable(ok, func(i, j int) bool { return git.CompareVersions(ok[i].Version, ok[j].Version) > 0 })
+	sort.SliceStable(ok, func(i, j int) bool { return version.Compare(ok[i].Version, ok[j].Version) > 0 })
 	return ok[0], nil
 }
 

@@ -30,8 +30,7 @@ func FuzzValidateURL(f *testing.F) {
 	})
 }
 
-// FuzzMatchTag: a pattern either fails cleanly or matches consistently,
-// and tags sort without panicking.
+// FuzzMatchTag: a pattern either fails cleanly or matches consistently.
 func FuzzMatchTag(f *testing.F) {
 	for _, s := range [][2]string{{"v*", "v1.0"}, {"release-[0-9]*", "release-2"}, {"[", "x"}, {"", "anything"}, {"v?.*", "v1.2"}} {
 		f.Add(s[0], s[1])
@@ -41,10 +40,6 @@ func FuzzMatchTag(f *testing.F) {
 		ok2, err2 := MatchTag(pattern, tag)
 		if ok1 != ok2 || (err1 == nil) != (err2 == nil) {
 			t.Fatal("MatchTag is not deterministic")
-		}
-		c := CompareVersions(pattern, tag)
-		if CompareVersions(tag, pattern) != -c {
-			t.Fatalf("CompareVersions(%q, %q) is not antisymmetric", pattern, tag)
 		}
 		_ = ValidateRef(tag)
 	})

@@ -22,6 +22,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/pkgfleet/pkgfleet/internal/version"
 )
 
 // URLPolicy says which repository URLs are acceptable.
@@ -213,7 +215,7 @@ func (r *Refs) MatchingTags(pattern string) ([]string, error) {
 			out = append(out, tag)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return CompareVersions(out[i], out[j]) > 0 })
+	sort.Slice(out, func(i, j int) bool { return version.Compare(out[i], out[j]) > 0 })
 	return out, nil
 }
 
@@ -227,54 +229,6 @@ func MatchTag(pattern, tag string) (bool, error) {
 		return false, fmt.Errorf("tag pattern %q: %w", pattern, err)
 	}
 	return ok, nil
-}
-
-// CompareVersions orders tag names as versions: runs of digits compare as
-// numbers, so v1.10.0 is newer than v1.9.2. It returns -1, 0 or 1.
-func CompareVersions(a, b string) int {
-	ta, tb := versionTokens(a), versionTokens(b)
-	for i := 0; i < len(ta) && i < len(tb); i++ {
-		x, y := ta[i], tb[i]
-		xn, xerr := strconv.ParseUint(x, 10, 64)
-		yn, yerr := strconv.ParseUint(y, 10, 64)
-		switch {
-		case xerr == nil && yerr == nil:
-			if xn != yn {
-				if xn < yn {
-					return -1
-				}
-				return 1
-			}
-		case x != y:
-			if x < y {
-				return -1
-			}
-			return 1
-		}
-	}
-	switch {
-	case len(ta) < len(tb):
-		return -1
-	case len(ta) > len(tb):
-		return 1
-	}
-	return strings.Compare(a, b)
-}
-
-func versionTokens(s string) []string {
-	var out []string
-	start := 0
-	digit := func(r byte) bool { return r >= '0' && r <= '9' }
-	for i := 1; i <= len(s); i++ {
-		if i == len(s) || digit(s[i]) != digit(s[i-1]) {
-			tok := s[start:i]
-			if tok != "." && tok != "-" && tok != "_" {
-				out = append(out, tok)
-			}
-			start = i
-		}
-	}
-	return out
 }
 
 // CloneOptions says what to check out.

@@ -86,19 +86,6 @@ func TestValidateRefAndSHA(t *testing.T) {
 	}
 }
 
-func TestCompareVersionsOrdersTagsAsVersions(t *testing.T) {
-	t.Parallel()
-	ordered := []string{"v0.9", "v1.2.9", "v1.10.0", "v1.10.1", "v2.0.0"}
-	for i := 1; i < len(ordered); i++ {
-		if CompareVersions(ordered[i-1], ordered[i]) >= 0 || CompareVersions(ordered[i], ordered[i-1]) <= 0 {
-			t.Errorf("%s should be older than %s", ordered[i-1], ordered[i])
-		}
-	}
-	if CompareVersions("4.10.1", "4.9.3") <= 0 {
-		t.Error("4.10.1 should be newer than 4.9.3")
-	}
-}
-
 func TestLsRemoteAndCloneAnExactCommit(t *testing.T) {
 	t.Parallel()
 	dir, first := testenv.Repo(t, map[string]string{"a.txt": "one"})

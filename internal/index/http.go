@@ -14,7 +14,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/pkgfleet/pkgfleet/internal/build"
+	"github.com/pkgfleet/pkgfleet/internal/pkgmeta"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 )
 
@@ -193,7 +193,7 @@ func (x *Index) simpleRoot(w http.ResponseWriter, r *http.Request) error {
 	}
 	names := map[string]bool{}
 	for pkg := range served {
-		names[build.NormalizeName(pkg)] = true
+		names[pkgmeta.NormalizeName(pkg)] = true
 	}
 	list := make([]string, 0, len(names))
 	for n := range names {
@@ -224,7 +224,7 @@ func (x *Index) simpleProject(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	project := r.PathValue("project")
-	if norm := build.NormalizeName(project); norm != project {
+	if norm := pkgmeta.NormalizeName(project); norm != project {
 		http.Redirect(w, r, "../"+norm+"/", http.StatusMovedPermanently)
 		return nil
 	}
@@ -240,7 +240,7 @@ func (x *Index) simpleProject(w http.ResponseWriter, r *http.Request) error {
 	}
 	var files []file
 	for pkg, builds := range served {
-		if build.NormalizeName(pkg) != project {
+		if pkgmeta.NormalizeName(pkg) != project {
 			continue
 		}
 		for _, b := range builds {

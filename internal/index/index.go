@@ -8,7 +8,7 @@
 // build (for commit builders the newest commit wins); older builds stay
 // reachable through the API by build id; a failed build never replaces a
 // good artifact. The index is computed from the registry on each request,
-// with artifact metadata cached by build.
+// with artifact metadata cached by pkgmeta.
 package index
 
 import (
@@ -17,10 +17,10 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/pkgfleet/pkgfleet/internal/build"
-	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/pkgmeta"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/store"
+	"github.com/pkgfleet/pkgfleet/internal/version"
 )
 
 // Index reads builds from the registry and files from the store.
@@ -29,12 +29,12 @@ type Index struct {
 	Store    *store.Store
 
 	mu    sync.Mutex
-	cache map[string]build.Fields // build id + file → metadata
+	cache map[string]pkgmeta.Fields // build id + file → metadata
 }
 
 // New returns an index.
 func New(reg *registry.Registry, st *store.Store) *Index {
-	return &Index{Registry: reg, Store: st, cache: map[string]build.Fields{}}
+	return &Index{Registry: reg, Store: st, cache: map[string]pkgmeta.Fields{}}
 }
 
 // maxBuilds bounds how many successful builds one listing considers.
@@ -64,7 +64,7 @@ func (x *Index) served(ctx context.Context, source string) (map[string][]*regist
 	}
 	for _, list := range out {
 		sort.Slice(list, func(i, j int) bool {
-			if c := git.CompareVersions(list[i].Version, list[j].Version); c != 0 {
+			if c := version.Compare(list[i].Version, list[j].Version); c != 0 {
 				return c > 0
 			}
 			return list[i].ID > list[j].ID
@@ -74,7 +74,7 @@ func (x *Index) served(ctx context.Context, source string) (map[string][]*regist
 }
 
 // metadata reads (and caches) the package metadata inside an artifact.
-func (x *Index) metadata(b *registry.Build, a registry.Artifact) (build.Fields, error) {
+func (x *Index) metadata(b *registry.Build, a registry.Artifact) (pkgmeta.Fields, error) {
 	k := fmt.Sprintf("%d/%s", b.ID, a.File)
 	x.mu.Lock()
 	f, ok := x.cache[k]
@@ -89,16 +89,16 @@ func (x *Index) metadata(b *registry.Build, a registry.Artifact) (build.Fields, 
 	defer fh.Close()
 	switch a.Kind {
 	case "source":
-		f, err = build.ReadTarDESCRIPTION(fh, b.Package)
+		f, err = pkgmeta.ReadTarDESCRIPTION(fh, b.Package)
 		if err == nil {
 			if _, err = fh.Seek(0, 0); err == nil {
 				f["MD5sum"], err = md5File(fh)
 			}
 		}
 	case "wheel":
-		f, err = build.ReadWheelMetadata(fh)
+		f, err = pkgmeta.ReadWheelMetadata(fh)
 	default:
-		f, err = build.ReadSdistPKGInfo(fh)
+		f, err = pkgmeta.ReadSdistPKGInfo(fh)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s of build %d: %w", a.File, b.ID, err)

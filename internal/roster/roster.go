@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/registry"
-	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -28,8 +27,10 @@ func keyWorker(name string) string { return "pkgfleet:worker:" + name }
 
 // NamespacesPerBuild is how many user namespaces a sandboxed build uses:
 // an outer one that sets up the mounts and a nested one for the build, as
-// PPM documents.
-const NamespacesPerBuild = sandbox.NamespacesPerBuild
+// PPM documents. It is sandbox.NamespacesPerBuild (a test holds them
+// equal), written out so that the API and the CLI, which read the roster,
+// do not link the sandbox.
+const NamespacesPerBuild = 2
 
 // Worker is one worker process as it last reported itself.
 type Worker struct {

@@ -8,12 +8,19 @@ import (
 	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
 )
 
 var redisServer *testenv.Redis
 
 func TestMain(m *testing.M) { os.Exit(testenv.MainWithRedis(m, &redisServer)) }
+
+func TestNamespacesPerBuildIsTheSandboxs(t *testing.T) {
+	if NamespacesPerBuild != sandbox.NamespacesPerBuild {
+		t.Fatalf("roster counts %d user namespaces per build, the sandbox makes %d", NamespacesPerBuild, sandbox.NamespacesPerBuild)
+	}
+}
 
 func TestWorkersDropOffTheListWhenTheirHeartbeatStops(t *testing.T) {
 	t.Parallel()

@@ -12,6 +12,12 @@ type Config struct {
 	TempDir          string   // Server.TempDir: parent of pkgfleet-workspaces
 	RunAsUser        string   // Server.RunAsUser: name or numeric uid; "" = invoking user
 	Defaults         Limits   // limits for a Spec that sets none
+	// Tier forces a sandbox tier (tests, and operators who want masked-proc
+	// refused); empty means the best the host allows: full, else masked-proc.
+	Tier Tier
+	// MaxLandlockABI caps the Landlock ABI the sandbox uses (tests of the
+	// paths older kernels take); 0 means what the kernel offers.
+	MaxLandlockABI int
 }
 
 // WorkspacesDir is the directory under TempDir that holds one private

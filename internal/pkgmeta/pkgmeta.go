@@ -1,4 +1,11 @@
-package build
+// Package pkgmeta reads what an R or Python package says about itself:
+// R's DESCRIPTION (DCF), Python's PKG-INFO and wheel METADATA (RFC 822
+// headers), from a directory, a tarball or a wheel, never following a
+// symlink out of what it reads. It is a leaf: the recipes check their
+// results with it, the API names R builders with it and the package
+// indexes describe releases with it. It does not build or validate
+// packages beyond the fields those callers need.
+package pkgmeta
 
 import (
 	"archive/tar"
@@ -19,14 +26,24 @@ import (
 type Fields map[string]string
 
 // ParseDCF parses R's DESCRIPTION format: "Field: value" with indented
-// continuation lines.
-func ParseDCF(data []byte) (Fields, error) {
+// continuation lines, one record up to the first blank line.
+func ParseDCF(data []byte) (Fields, error) { return parseFields(data, false) }
+
+// parseFields reads "Field: value" lines. A line of only spaces ends a DCF
+// record, but in Python's metadata it is a continuation line: setuptools
+// writes a License of several paragraphs exactly so, and every header after
+// it would otherwise be lost (Requires-Python among them).
+func parseFields(data []byte, blankContinues bool) (Fields, error) {
 	f := Fields{}
 	var last string
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 64*1024), 1<<20)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimRight(sc.Text(), "\r")
+		if blankContinues && line != "" && strings.TrimSpace(line) == "" && last != "" {
+			f[last] += "\n"
+			continue
+		}
 		if strings.TrimSpace(line) == "" {
 			if len(f) > 0 {
 				break // one record only
@@ -59,11 +76,11 @@ func ParseDCF(data []byte) (Fields, error) {
 // up to the first blank line.
 func ParsePKGInfo(data []byte) (Fields, error) {
 	head, _, _ := bytes.Cut(bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n")), []byte("\n\n"))
-	return ParseDCF(head)
+	return parseFields(head, true)
 }
 
 // readDESCRIPTION reads dir/DESCRIPTION and checks Package and Version.
-func readDESCRIPTION(dir string) (pkg, version string, err error) {
+func ReadDESCRIPTION(dir string) (pkg, version string, err error) {
 	data, err := readFileNoFollow(path.Join(dir, "DESCRIPTION"), 1<<20)
 	if err != nil {
 		return "", "", fmt.Errorf("DESCRIPTION: %w", err)
@@ -88,7 +105,7 @@ func readDESCRIPTION(dir string) (pkg, version string, err error) {
 // PackageName reads the package name from the DESCRIPTION in dir (used to
 // name R builders that were created without a name).
 func PackageName(dir string) (string, error) {
-	pkg, _, err := readDESCRIPTION(dir)
+	pkg, _, err := ReadDESCRIPTION(dir)
 	return pkg, err
 }
 
@@ -135,7 +152,7 @@ func readFileNoFollow(p string, limit int64) ([]byte, error) {
 }
 
 // tarMember reads one member of a .tar.gz.
-func tarMember(file, member string) ([]byte, error) {
+func TarMember(file, member string) ([]byte, error) {
 	f, err := os.OpenFile(file, os.O_RDONLY|noFollow, 0)
 	if err != nil {
 		return nil, err
@@ -150,7 +167,7 @@ func tarMember(file, member string) ([]byte, error) {
 
 // zipMember reads the first member of a zip file whose name matches
 // suffix at depth 2 (e.g. "x-1.0.dist-info/METADATA").
-func zipMember(file, suffix string) ([]byte, error) {
+func ZipMember(file, suffix string) ([]byte, error) {
 	z, err := zip.OpenReader(file)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path.Base(file), err)
