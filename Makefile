@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 GOFLAGS ?=
 
-.PHONY: all build run test vet lint deps bench bench-sandbox chart-test clean settings
+.PHONY: all build run test vet lint deps bench bench-sandbox chart-test clean settings images test-containers
 
 all: build
 
@@ -29,6 +29,18 @@ vet:
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+	$(GO) vet -tags containers ./internal/containertest/
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 -tags containers ./internal/containertest/
+
+# pkgfleet-api:local, pkgfleet-worker:local and pkgfleet-redis:local from
+# docker/, with a local Docker Engine and no registry (scripts/images.sh).
+images:
+	bash scripts/images.sh
+
+# The images, the compose stack and the worker container under each runtime
+# setting (internal/containertest); make test runs it too.
+test-containers:
+	bash scripts/test-containers.sh
 
 bench-sandbox:
 	bash scripts/bench-sandbox.sh

@@ -4,6 +4,7 @@
 # from the Go module proxy at the version pinned in deploy/tools_test.go
 # into the user cache (~/.cache/pkgfleet/tools/helm-<version>/helm), where
 # the tests find it. Safe to run again: it does nothing when both are there.
+# With --print-helm it prints that helm's path on stdout (for PKGFLEET_HELM).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -95,4 +96,7 @@ if [ ! -x "$helm_dir/helm" ]; then
     go install "-ldflags=-X helm.sh/helm/v3/internal/version.version=$helm_version" \
     "helm.sh/helm/v3/cmd/helm@$helm_version")
   mv "$tmp/helm" "$helm_dir/helm"
+fi
+if [ "${1:-}" = --print-helm ]; then
+  echo "$helm_dir/helm"
 fi

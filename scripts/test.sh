@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make test: vet, gofmt and staticcheck, then every test with the race detector. Tests start their
-# own redis-server processes (one per test package, on unix sockets).
+# own redis-server processes (one per test package, on unix sockets); the
+# container tests (scripts/test-containers.sh) start a Docker Engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CI=${CI:-}
@@ -14,4 +15,5 @@ fi
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 go test -race -count=1 -timeout 30m ./...
 bash scripts/test-sandbox-unprivileged.sh
+bash scripts/test-containers.sh
 bash scripts/fuzz.sh

@@ -122,49 +122,8 @@ func runContainer(t testing.TB, timeout time.Duration, args ...string) (string, 
 	return out, code
 }
 
-// startContainer starts a container in the background (docker run -d) and
-// returns its name. When the test ends, its log is shown if the test
-// failed, and it is removed with its anonymous volumes.
-func startContainer(t testing.TB, args ...string) string {
-	t.Helper()
-	name := uniqueName(t)
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _, _ := command(30*time.Second, root, nil, "docker", "logs", "--tail", "100", name)
-			t.Logf("log of %s:\n%s", name, out)
-		}
-		removeContainers(name)
-	})
-	docker(t, append([]string{"run", "-d", "--name", name, "--label", label}, args...)...)
-	return name
-}
-
 func removeContainers(names ...string) {
 	_, _, _ = command(time.Minute, root, nil, "docker", append([]string{"rm", "-f", "-v"}, names...)...)
-}
-
-// newVolume makes a named volume that is removed when the test ends.
-func newVolume(t testing.TB) string {
-	t.Helper()
-	name := uniqueName(t)
-	docker(t, "volume", "create", "--label", label, name)
-	t.Cleanup(func() { _, _, _ = command(time.Minute, root, nil, "docker", "volume", "rm", "-f", name) })
-	return name
-}
-
-// exitCode is the exit status of a stopped container, or -1 while it runs.
-func exitCode(t testing.TB, name string) int {
-	t.Helper()
-	state := docker(t, "inspect", "--format", "{{.State.Running}} {{.State.ExitCode}}", name)
-	var running bool
-	var code int
-	if _, err := fmt.Sscan(state, &running, &code); err != nil {
-		t.Fatalf("inspect %s: %q: %v", name, state, err)
-	}
-	if running {
-		return -1
-	}
-	return code
 }
 
 // waitFor polls cond until it reports done or the deadline passes; then
