@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"net"
@@ -514,8 +515,11 @@ current-context: test
 	if err := os.WriteFile(k.kubeconfig, []byte(kubeconfig), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got := k.kubectl(t, nil, "version", "-o", "json"); !bytes.Contains(got, []byte(`"gitVersion": "`+kubeVer+`"`)) {
-		t.Fatalf("kubectl version does not report the apiserver at %s:\n%s", kubeVer, got)
+	var v struct {
+		ServerVersion struct{ GitVersion string } `json:"serverVersion"`
+	}
+	if err := json.Unmarshal(k.kubectl(t, nil, "version", "-o", "json"), &v); err != nil || v.ServerVersion.GitVersion != kubeVer {
+		t.Fatalf("the apiserver reports version %q (%v), want %s", v.ServerVersion.GitVersion, err, kubeVer)
 	}
 	return k
 }
