@@ -1002,7 +1002,7 @@ type schemaNode struct {
 	AdditionalProperties any                    `json:"additionalProperties"`
 }
 
-var update = flag.Bool("update", false, "rewrite the config part of charts/pkgfleet/values.schema.json from internal/config's settings")
+var update = flag.Bool("update", false, "rewrite generated files: the config part of charts/pkgfleet/values.schema.json, deploy/profiles/pkgfleet-worker.json")
 
 // configSchema is the schema of values.config: one closed object per
 // section, one property per setting the chart does not set itself, with

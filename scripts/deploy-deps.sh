@@ -1,16 +1,71 @@
 #!/usr/bin/env bash
 # Installs what the deployment checks (go test ./deploy) need, when it is
-# missing: promtool from Debian's prometheus package; helm, built once
+# missing: promtool from Debian's prometheus package; apparmor_parser from
+# Debian's apparmor package (AppArmor 3 on Debian 12) and an AppArmor 4
+# parser in ~/.cache/pkgfleet/tools/apparmor-4/ (below); helm, built once
 # from the Go module proxy at the version pinned in deploy/tools_test.go
 # into the user cache (~/.cache/pkgfleet/tools/helm-<version>/helm), where
 # the tests find it; and for the chart's admission test, kube-apiserver and
 # kubectl (deploy/tools/kube/go.mod pins k8s.io/kubernetes) and etcd
 # (deploy/tools/etcd/go.mod pins go.etcd.io/etcd/server/v3), built once into
 # ~/.cache/pkgfleet/tools/<name>-<version>/ (Kubernetes takes about ten
-# minutes cold on two cores). Safe to run again: it does nothing when all of
-# them are there.
+# minutes cold on two cores). Safe to run again: it does nothing when all
+# are there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+if ! command -v apparmor_parser >/dev/null && [ ! -x /usr/sbin/apparmor_parser ] && [ ! -x /sbin/apparmor_parser ]; then
+  if ! command -v apt-get >/dev/null; then
+    echo "deploy-deps: apparmor_parser is missing and there is no apt-get; install AppArmor's parser by hand" >&2
+    exit 1
+  fi
+  echo "deploy-deps: installing apparmor (for apparmor_parser; nothing is loaded)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends apparmor >/dev/null
+fi
+
+cache=${XDG_CACHE_HOME:-$HOME/.cache}
+
+# An AppArmor 4 parser (it knows the userns rule; Debian 12 ships 3.0):
+# Debian 13's apparmor and libc6 packages, unpacked, run with their own
+# loader. Fetched from the mirror this machine's apt already uses, with
+# private package lists: the host's apt configuration is not touched.
+aa4=$cache/pkgfleet/tools/apparmor-4
+if [ ! -x "$aa4/apparmor_parser" ]; then
+  mirror=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\/debian\)[[:space:]]*$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1 || true)
+  if [ -z "$mirror" ] && [ -f /etc/apt/sources.list ]; then
+    mirror=$(awk '$1 == "deb" && $2 !~ /^\[/ && $2 ~ /\/debian\/?$/ {print $2; exit}' /etc/apt/sources.list)
+  fi
+  if [ -z "$mirror" ] || ! command -v apt-get >/dev/null; then
+    echo "deploy-deps: no Debian mirror in /etc/apt/sources.list* (or no apt-get): cannot fetch an AppArmor 4 parser" >&2
+    exit 1
+  fi
+  echo "deploy-deps: unpacking Debian 13's apparmor_parser (AppArmor 4) into $aa4 (once)" >&2
+  mkdir -p "$aa4"
+  tmp=$(mktemp -d "$aa4/fetch-XXXXXX")
+  mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tmp/debs"
+  echo "deb $mirror trixie main" >"$tmp/sources.list"
+  apt_opts=(-o "Dir::Etc::sourcelist=$tmp/sources.list" -o Dir::Etc::sourceparts=- -o "Dir::State::Lists=$tmp/lists"
+    -o "Dir::Cache=$tmp/cache" -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
+  apt-get "${apt_opts[@]}" update -qq
+  (cd "$tmp/debs" && apt-get "${apt_opts[@]}" download -qq apparmor/trixie libc6/trixie)
+  rm -rf "$aa4/root"
+  for deb in "$tmp"/debs/*.deb; do dpkg-deb -x "$deb" "$aa4/root"; done
+  rm -rf "$tmp"
+  loader=$(cd "$aa4/root" && ls usr/lib/*-linux-gnu/ld-linux*.so.* | head -n1)
+  {
+    echo '#!/bin/sh'
+    echo '# Debian 13'"'"'s apparmor_parser with its own libc; includes resolve in its own /etc/apparmor.d.'
+    echo 'root=$(dirname "$0")/root'
+    echo "exec \"\$root/$loader\" --library-path \"\$root/$(dirname "$loader")\" \"\$root/usr/sbin/apparmor_parser\" --base \"\$root/etc/apparmor.d\" \"\$@\""
+  } >"$aa4/apparmor_parser.new"
+  chmod +x "$aa4/apparmor_parser.new"
+  "$aa4/apparmor_parser.new" --version | head -n1 >&2
+  mv "$aa4/apparmor_parser.new" "$aa4/apparmor_parser"
+fi
 
 helm_version=$(sed -n 's/^const helmVersion = "\(v[0-9.]*\)"$/\1/p' deploy/tools_test.go)
 if [ -z "$helm_version" ]; then
@@ -23,8 +78,6 @@ if ! command -v promtool >/dev/null; then
     echo "deploy-deps: promtool is missing and there is no apt-get; install Prometheus' promtool by hand" >&2
     exit 1
   fi
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "deploy-deps: installing prometheus (for promtool)" >&2
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
@@ -36,7 +89,6 @@ if ! command -v promtool >/dev/null; then
   fi
 fi
 
-cache=${XDG_CACHE_HOME:-$HOME/.cache}
 helm_dir=$cache/pkgfleet/tools/helm-$helm_version
 if [ ! -x "$helm_dir/helm" ]; then
   echo "deploy-deps: building helm $helm_version into $helm_dir (once; a few minutes)" >&2

@@ -12,6 +12,9 @@ type Config struct {
 	TempDir          string   // Server.TempDir: parent of pkgfleet-workspaces
 	RunAsUser        string   // Server.RunAsUser: name or numeric uid; "" = invoking user
 	Defaults         Limits   // limits for a Spec that sets none
+	// Tier forces a sandbox tier (tests, and operators who want masked-proc
+	// refused); empty means the best the host allows: full, else masked-proc.
+	Tier Tier
 }
 
 // WorkspacesDir is the directory under TempDir that holds one private

@@ -66,7 +66,8 @@ type helperConfig struct {
 	Processes int
 	Disk      int64
 
-	UID, GID int // host ids; the build gets the same numbers in namespace 2
+	UID, GID int  // host ids; the build gets the same numbers in namespace 2
+	Tier     Tier // the tier to set up; empty: full if the kernel allows it, else masked-proc
 	Probe    bool
 }
 
@@ -77,6 +78,7 @@ type helperResult struct {
 	Killed         string
 	Error          string // set up failed; no build ran
 	NamespaceLimit bool   // the nested namespace hit max_user_namespaces
+	Tier           Tier   // the tier the build ran in
 }
 
 // execConfig travels from stage B to stage C over fd 3.
@@ -87,6 +89,9 @@ type execConfig struct {
 	Dir    string
 	Limits Limits
 	Probe  bool
+	// Landlock must confine the build: in the masked-proc tier it is what
+	// keeps the build out of other processes' /proc entries.
+	Landlock bool
 
 	RootDev, RootIno uint64 // identity of the sandbox root, checked by stage C
 }
@@ -141,18 +146,6 @@ func runHelper(hc *helperConfig) helperResult {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fail("make / private", err)
 	}
-	// Our own PID namespace's procfs over the host's: /proc/<pid> must name
-	// our children (Go writes the nested uid_map through it), and no host
-	// process may be reachable through /proc from here on.
-	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		if err == unix.EPERM {
-			// The kernel refuses a new procfs while parts of the visible
-			// one are covered, as container runtimes do by default.
-			return fail("mount /proc", fmt.Errorf("%w (the container masks /proc: Docker needs --security-opt systempaths=unconfined; "+
-				"Kubernetes needs hostUsers: false with procMount: Unmasked, the chart's worker.userNamespacedPod=true)", err))
-		}
-		return fail("mount /proc", err)
-	}
 	// Open the build's directories before anything covers their host paths;
 	// a symlink anywhere on the path is refused (planted-link escapes, CVE-2024-42472).
 	type exposure struct {
@@ -176,9 +169,9 @@ func runHelper(hc *helperConfig) helperResult {
 	}
 	sort.SliceStable(exposures, func(i, j int) bool { return depth(exposures[i].path) < depth(exposures[j].path) })
 	// Builds may create no user namespace beyond the one made for them below (bwrap --disable-userns).
-	if err := os.WriteFile("/proc/sys/user/max_user_namespaces", []byte("1"), 0); err != nil {
-		return fail("limit nested user namespaces", err)
-	}
+	// A runtime's read-only /proc/sys refuses this (checked below); the seccomp filter
+	// still refuses every namespace-creating call.
+	nestedLimit := os.WriteFile("/proc/sys/user/max_user_namespaces", []byte("1"), 0)
 	// Stage C starts now, blocked until it gets its settings, so that its
 	// start-up overlaps the mounts below. pivot_root moves its root along;
 	// it checks that before doing anything else.
@@ -228,9 +221,14 @@ func runHelper(hc *helperConfig) helperResult {
 			return fail("bind "+e.path, err)
 		}
 	}
-	// A fresh procfs of the PID namespace; kernel knobs and triggers read-only.
-	if err := setupProc(root); err != nil {
+	// A fresh procfs of the PID namespace, kernel knobs and triggers read-only; or, where a
+	// runtime's masks make the kernel refuse one, the existing /proc bound read-only (masked-proc).
+	tier, err := setupProc(root, hc.Tier)
+	if err != nil {
 		return fail("set up /proc", err)
+	}
+	if nestedLimit != nil && !errors.Is(nestedLimit, unix.EROFS) && !errors.Is(nestedLimit, unix.EACCES) {
+		return fail("limit nested user namespaces", nestedLimit)
 	}
 	// A minimal /dev: a few harmless devices, no host device listing, no ptys.
 	if err := setupDev(root); err != nil {
@@ -266,7 +264,9 @@ func runHelper(hc *helperConfig) helperResult {
 		return fail("chdir /", err)
 	}
 	// Release the build into the finished root, and supervise it.
-	return build.supervise(hc)
+	res := build.supervise(hc, tier)
+	res.Tier = tier
+	return res
 }
 
 // build is stage C as the helper sees it.
@@ -298,10 +298,6 @@ func startBuild(hc *helperConfig) (*build, error) {
 		ExtraFiles: []*os.File{cfgR, errW},
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: syscall.CLONE_NEWUSER,
-			// One line each: the build's id is an unprivileged id that is
-			// root only in the namespace above, which owns all the mounts.
-			UidMappings: []syscall.SysProcIDMap{{ContainerID: hc.UID, HostID: 0, Size: 1}},
-			GidMappings: []syscall.SysProcIDMap{{ContainerID: hc.GID, HostID: 0, Size: 1}},
 			// Only CAP_SETPCAP survives into stage C, so that it can empty the bounding set.
 			AmbientCaps: []uintptr{unix.CAP_SETPCAP},
 			// A new session: no controlling terminal to push input into (CVE-2017-5226).
@@ -313,18 +309,64 @@ func startBuild(hc *helperConfig) (*build, error) {
 	}
 	cfgR.Close()
 	errW.Close()
-	return &build{cmd: cmd, cfgW: cfgW, errR: errR}, nil
+	b := &build{cmd: cmd, cfgW: cfgW, errR: errR}
+	// One line each: the build's id is an unprivileged id that is root only
+	// in the namespace above, which owns all the mounts. Written here rather
+	// than by os/exec, which finds the child under /proc by the PID of our
+	// namespace: under a runtime's /proc that names another process.
+	if err := writeIDMaps(cmd.Process.Pid, hc.UID, hc.GID); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("map ids: %w", err)
+	}
+	return b, nil
+}
+
+// writeIDMaps maps uid and gid of the child's user namespace to 0 of ours.
+// The child's PID, as the visible /proc numbers it, comes from its pidfd's
+// fdinfo, which the kernel renders in the PID namespace of the procfs read.
+func writeIDMaps(pid, uid, gid int) error {
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return fmt.Errorf("pidfd_open: %w", err)
+	}
+	defer unix.Close(pidfd)
+	info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", pidfd))
+	if err != nil {
+		return err
+	}
+	procPid := ""
+	for _, line := range strings.Split(string(info), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
+			procPid = strings.TrimSpace(v)
+		}
+	}
+	if procPid == "" || procPid == "0" || procPid == "-1" {
+		return fmt.Errorf("no PID of the build namespace in its pidfd's fdinfo: %q", info)
+	}
+	dir := "/proc/" + procPid + "/"
+	for _, f := range []struct{ name, data string }{
+		{"uid_map", fmt.Sprintf("%d 0 1\n", uid)},
+		{"setgroups", "deny"}, // the build can never drop into, or out of, a group
+		{"gid_map", fmt.Sprintf("%d 0 1\n", gid)},
+	} {
+		if err := os.WriteFile(dir+f.name, []byte(f.data), 0); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // supervise sends stage C its settings and stays PID 1: it reaps orphans,
 // enforces the limits it can watch, and reports how the build's main
 // process ended.
-func (b *build) supervise(hc *helperConfig) helperResult {
+func (b *build) supervise(hc *helperConfig, tier Tier) helperResult {
 	fail := func(step string, err error) helperResult {
 		return helperResult{Error: fmt.Sprintf("%s: %v", step, err), NamespaceLimit: errors.Is(err, unix.ENOSPC)}
 	}
 	ec := execConfig{Args: hc.Args, Env: hc.Env, Dir: hc.Dir, Probe: hc.Probe,
-		Limits: Limits{Memory: hc.Memory, Processes: hc.Processes, Disk: hc.Disk}}
+		Limits:   Limits{Memory: hc.Memory, Processes: hc.Processes, Disk: hc.Disk},
+		Landlock: tier == TierMaskedProc}
 	if !hc.Probe {
 		var err error
 		if ec.Path, err = lookPath(hc.Args[0], hc.Env); err != nil {
@@ -346,7 +388,7 @@ func (b *build) supervise(hc *helperConfig) helperResult {
 	setupErr, _ := io.ReadAll(b.errR)
 	b.errR.Close()
 
-	w := newWatcher(hc)
+	w := newWatcher(hc, tier)
 	stop := make(chan struct{})
 	go w.run(stop)
 
@@ -445,8 +487,9 @@ func execMain() {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		fail("no_new_privs", err)
 	}
-	// No abstract socket or signal beyond the build's own processes (Landlock, Linux >= 6.12).
-	if _, err := applyLandlockScopes(); err != nil {
+	// A Landlock domain of its own: no ptrace-mode access (/proc/<pid>/environ, mem, fd, root,
+	// cwd) to any process outside it, and (Linux >= 6.12) no abstract socket or signal beyond it.
+	if err := applyLandlock(ec.Landlock); err != nil {
 		fail("landlock", err)
 	}
 	// Ignored signals survive execve: a worker started with, say, SIGHUP or
@@ -538,18 +581,52 @@ func bindExposure(root int, path string, src int) error {
 	return setAttr(mnt, true, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
 }
 
-func setupProc(root int) error {
+// setupProc mounts the build's /proc and reports the tier that gave. want
+// is "" (the best the kernel allows), TierFull or TierMaskedProc.
+func setupProc(root int, want Tier) (Tier, error) {
 	if err := unix.Mkdirat(root, "proc", 0o555); err != nil {
-		return err
+		return "", err
 	}
 	dst, err := openBeneath(root, "/proc", false)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer unix.Close(dst)
-	if err := unix.Mount("proc", fdPath(dst), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return err
+	if want != TierMaskedProc {
+		// A fresh procfs of our PID namespace: only the build's processes are in it.
+		err := unix.Mount("proc", fdPath(dst), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+		if errors.Is(err, unix.EPERM) {
+			// The kernel refuses a procfs that would reveal what the runtime's masks
+			// cover; some kernels allow one that holds only processes.
+			err = unix.Mount("proc", fdPath(dst), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "subset=pid")
+		}
+		if err == nil {
+			return TierFull, coverProcKnobs(root)
+		}
+		if !errors.Is(err, unix.EPERM) || want == TierFull {
+			return "", err
+		}
 	}
+	// masked-proc: the runtime's /proc with its masks (locked, they come along), read-only
+	// down to every submount. Other processes' entries are visible; the build's Landlock
+	// domain refuses it their environ, memory, fds, root and cwd, and its PID namespace
+	// and the seccomp filter any signal or ptrace.
+	if err := unix.Mount("/proc", fdPath(dst), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return "", fmt.Errorf("bind the existing /proc: %w", err)
+	}
+	mnt, err := openBeneath(root, "/proc", false)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(mnt)
+	if err := setAttr(mnt, true, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC); err != nil {
+		return "", err
+	}
+	return TierMaskedProc, nil
+}
+
+// coverProcKnobs makes the kernel's knobs and triggers in a fresh procfs read-only.
+func coverProcKnobs(root int) error {
 	for _, p := range []string{"/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"} {
 		fd, err := unix.Openat2(root, strings.TrimPrefix(p, "/"), &unix.OpenHow{
 			Flags:   unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW,

@@ -69,9 +69,10 @@ func applyRlimits(l Limits) error {
 }
 
 // watcher runs in the helper (PID 1) and samples the build's processes
-// through the namespace's own /proc.
+// through the sandbox's /proc.
 type watcher struct {
-	hc *helperConfig
+	hc     *helperConfig
+	masked bool // /proc is the container's: find the build by descent (buildPids)
 
 	mu      sync.Mutex
 	killed  string
@@ -79,8 +80,8 @@ type watcher struct {
 	strikes int
 }
 
-func newWatcher(hc *helperConfig) *watcher {
-	return &watcher{hc: hc}
+func newWatcher(hc *helperConfig, tier Tier) *watcher {
+	return &watcher{hc: hc, masked: tier == TierMaskedProc}
 }
 
 func (w *watcher) run(stop <-chan struct{}) {
@@ -110,7 +111,7 @@ func (w *watcher) run(stop <-chan struct{}) {
 
 // sample returns the limit exceeded, if any.
 func (w *watcher) sample(disk bool) string {
-	mem, tasks := procTotals()
+	mem, tasks := procTotals(w.masked)
 	if w.hc.Memory > 0 && mem > w.hc.Memory {
 		return "memory limit " + formatBytes(w.hc.Memory)
 	}
@@ -148,7 +149,7 @@ func (w *watcher) verdict(res helperResult) string {
 	// fork returned EAGAIN. The main process is reaped already, so it
 	// counts as one more task than the orphans still alive.
 	if failed := res.ExitCode != 0 || res.Signal != ""; failed && w.hc.Processes > 0 {
-		if _, tasks := procTotals(); w.procHit || tasks+1 >= w.hc.Processes {
+		if _, tasks := procTotals(w.masked); w.procHit || tasks+1 >= w.hc.Processes {
 			return fmt.Sprintf("process limit %d", w.hc.Processes)
 		}
 	}
@@ -178,19 +179,10 @@ func (w *watcher) diskUsed() int64 {
 
 // procTotals sums the private resident memory (RssAnon: heap and stacks,
 // not the shared libraries every process maps) and the tasks of every
-// process but PID 1, from /proc/<pid>/status.
-func procTotals() (anonBytes int64, tasks int) {
-	d, err := os.Open("/proc")
-	if err != nil {
-		return 0, 0
-	}
-	names, _ := d.Readdirnames(-1)
-	d.Close()
-	for _, name := range names {
-		if name == "1" || name[0] < '0' || name[0] > '9' {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + name + "/status")
+// build process, from /proc/<pid>/status.
+func procTotals(masked bool) (anonBytes int64, tasks int) {
+	for _, pid := range buildPids(masked) {
+		b, err := os.ReadFile("/proc/" + pid + "/status")
 		if err != nil {
 			continue
 		}
@@ -210,4 +202,49 @@ func procTotals() (anonBytes int64, tasks int) {
 		}
 	}
 	return anonBytes, tasks
+}
+
+// buildPids names the build's processes as the sandbox's /proc numbers
+// them. A fresh procfs holds only our PID namespace: everything but PID 1,
+// the helper. The masked-proc tier's /proc holds the whole container, so
+// the build is found as the helper's descendants instead: PID 1 of the
+// namespace inherits every orphan, so none escapes the walk.
+func buildPids(masked bool) []string {
+	if !masked {
+		d, err := os.Open("/proc")
+		if err != nil {
+			return nil
+		}
+		names, _ := d.Readdirnames(-1)
+		d.Close()
+		var pids []string
+		for _, name := range names {
+			if name != "1" && name[0] >= '0' && name[0] <= '9' {
+				pids = append(pids, name)
+			}
+		}
+		return pids
+	}
+	self, err := os.Readlink("/proc/self")
+	if err != nil {
+		return nil
+	}
+	var pids []string
+	queue := []string{self}
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		if pid != self {
+			pids = append(pids, pid)
+		}
+		// Children are listed per thread that forked them.
+		threads, _ := os.ReadDir("/proc/" + pid + "/task")
+		for _, t := range threads {
+			b, err := os.ReadFile("/proc/" + pid + "/task/" + t.Name() + "/children")
+			if err == nil {
+				queue = append(queue, strings.Fields(string(b))...)
+			}
+		}
+	}
+	return pids
 }

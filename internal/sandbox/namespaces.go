@@ -57,7 +57,7 @@ func New(cfg Config) (*Namespaces, error) {
 	if max, err := MaxUserNamespaces(); err == nil && max == 0 {
 		return nil, fmt.Errorf("%w: /proc/sys/user/max_user_namespaces is 0", ErrUnavailable)
 	}
-	n := &Namespaces{cfg: cfg, runUID: os.Getuid(), runGID: os.Getgid(), selfPath: "/proc/self/exe", tier: TierFull}
+	n := &Namespaces{cfg: cfg, runUID: os.Getuid(), runGID: os.Getgid(), selfPath: "/proc/self/exe", tier: cfg.Tier}
 	if n.cfg.TempDir == "" {
 		n.cfg.TempDir = os.TempDir()
 	}
@@ -74,12 +74,15 @@ func New(cfg Config) (*Namespaces, error) {
 		}
 		n.asRoot, n.runUID, n.runGID = true, uid, gid
 	}
-	if _, err := n.run(context.Background(), Spec{}, true); err != nil {
+	// The probe settles the tier: every build after it is set up the same way.
+	res, err := n.run(context.Background(), Spec{}, true)
+	if err != nil {
 		if errors.Is(err, ErrNamespaceLimit) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
+	n.tier = res.Tier
 	return n, nil
 }
 
@@ -160,7 +163,7 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 		Args: spec.Args, Env: envWithTMPDIR(spec.Env, ws), Dir: dir,
 		Source: spec.Source, Dest: spec.Dest, TmpDir: ws, Network: spec.Network, Masks: n.masks,
 		Memory: lim.Memory, Processes: lim.Processes, Disk: lim.Disk,
-		UID: n.runUID, GID: n.runGID, Probe: probe,
+		UID: n.runUID, GID: n.runGID, Tier: n.tier, Probe: probe,
 	}
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
@@ -244,7 +247,7 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 		if errors.Is(err, syscall.ENOSPC) {
 			return Result{}, fmt.Errorf("sandbox: clone: %w (%v)", ErrNamespaceLimit, err)
 		}
-		return Result{}, fmt.Errorf("sandbox: start helper: %w", err)
+		return Result{}, fmt.Errorf("sandbox: start helper: %w%s", err, startRemedy(err))
 	}
 	cfgR.Close()
 	resW.Close()
@@ -300,9 +303,9 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 		if hr.NamespaceLimit {
 			return res, fmt.Errorf("sandbox: %w: %s", ErrNamespaceLimit, hr.Error)
 		}
-		return res, fmt.Errorf("sandbox: %s", hr.Error)
+		return res, fmt.Errorf("sandbox: %s%s", hr.Error, setupRemedy(hr.Error))
 	}
-	res.ExitCode, res.Signal, res.Killed = hr.ExitCode, hr.Signal, hr.Killed
+	res.ExitCode, res.Signal, res.Killed, res.Tier = hr.ExitCode, hr.Signal, hr.Killed, hr.Tier
 	return res, nil
 }
 

@@ -106,6 +106,8 @@ type Result struct {
 	OutputTruncated bool
 	// Duration is the wall-clock time the command ran.
 	Duration time.Duration
+	// Tier is the sandbox tier the command ran in ("" for Direct).
+	Tier Tier
 }
 
 // Success reports whether the command exited 0 without hitting a limit.

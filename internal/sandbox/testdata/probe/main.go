@@ -43,6 +43,10 @@ func main() {
 			}
 			keep = append(keep, b)
 		}
+	case "reach":
+		for _, pid := range os.Args[2:] {
+			reach(pid)
+		}
 	case "tty":
 		report("open /dev/tty", func() error {
 			f, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
@@ -146,3 +150,55 @@ func syscalls() {
 }
 
 var atFdcwd = func() uintptr { v := unix.AT_FDCWD; return uintptr(v) }()
+
+// reach tries, for a process outside the sandbox named by its number in the
+// visible /proc, every way to read it or to act on it through /proc.
+func reach(pid string) {
+	dir := "/proc/" + pid
+	if _, err := os.Stat(dir + "/cmdline"); err != nil {
+		report(pid+" visible", err) // the attack needs the entry to exist
+		return
+	}
+	// mem is refused at open; the others may open and refuse the read.
+	fh, err := os.Open(dir + "/mem")
+	if err == nil {
+		fh.Close()
+	}
+	report(pid+" open mem", err)
+	for _, f := range []string{"environ", "maps", "auxv", "syscall", "stack", "personality"} {
+		_, err := readSome(dir + "/" + f)
+		report(pid+" read "+f, err)
+	}
+	for _, l := range []string{"root", "cwd"} {
+		_, err := os.ReadDir(dir + "/" + l + "/")
+		report(pid+" "+l, err)
+	}
+	_, err = os.Readlink(dir + "/exe")
+	report(pid+" exe", err)
+	// The numbers of its fds may be listed; what they are may not.
+	fds, _ := os.ReadDir(dir + "/fd")
+	for _, fd := range fds {
+		_, err := os.Readlink(dir + "/fd/" + fd.Name())
+		report(pid+" fd "+fd.Name(), err)
+		_, err = readSome(dir + "/fd/" + fd.Name())
+		report(pid+" open fd "+fd.Name(), err)
+	}
+	// A /proc/<pid> directory fd is a pidfd to pidfd_send_signal and pidfd_getfd.
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		report(pid+" open dir", err)
+		return
+	}
+	defer unix.Close(fd)
+	report(pid+" pidfd_send_signal", raw(unix.SYS_PIDFD_SEND_SIGNAL, uintptr(fd), 0, 0, 0))
+	report(pid+" pidfd_getfd", raw(unix.SYS_PIDFD_GETFD, uintptr(fd), 0, 0))
+}
+
+func readSome(path string) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return f.Read(make([]byte, 64))
+}

@@ -1,0 +1,128 @@
+package sandbox_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/pkgfleet/pkgfleet/internal/sandbox"
+)
+
+// The masked-proc tier binds the container's /proc, so a build sees every
+// process of the container by number. These tests run that tier on any
+// host and prove what docs/sandbox.md promises for it: those processes are
+// visible and unreachable.
+
+func setupMasked(t *testing.T) *env {
+	t.Helper()
+	t.Setenv("PKGFLEET_TEST_TIER", string(sandbox.TierMaskedProc))
+	e := setup(t)
+	if got := e.r.Tier(); got != sandbox.TierMaskedProc {
+		t.Fatalf("Tier() = %q, want %q", got, sandbox.TierMaskedProc)
+	}
+	return e
+}
+
+// reached lists the probe's "reach" lines that succeeded; visible tells
+// whether the target was there to attack at all.
+func reached(out string) (ok []string, visible bool) {
+	visible = true
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasSuffix(line, " visible: ENOENT") {
+			visible = false
+		}
+		if strings.HasSuffix(line, ": ok") {
+			ok = append(ok, line)
+		}
+	}
+	return ok, visible
+}
+
+// The worker (this test process) and the sandbox helpers are in view but
+// none of their environment, memory, fds, root or cwd is.
+func TestMaskedProcKeepsWorkerAndHelpersUnreadable(t *testing.T) {
+	e := setupMasked(t)
+	probe := e.probe()
+	// The helpers are found by argv (PID 1 of each build namespace is one,
+	// this build's included), in the same run that attacks them.
+	res, out := e.sh(fmt.Sprintf(`for d in /proc/[0-9]*; do grep -qa '^pkgfleet-sandbox-helper' $d/cmdline 2>/dev/null && echo HELPER ${d#/proc/} && %s reach ${d#/proc/}; done; %s reach %d`,
+		probe, probe, os.Getpid()))
+	if !strings.Contains(out, "HELPER") {
+		t.Fatalf("no helper visible in the masked /proc: %+v %q", res, out)
+	}
+	ok, visible := reached(out)
+	if !visible {
+		t.Fatalf("the worker is not in view, so nothing was tried: %+v\n%s", res, out)
+	}
+	if len(ok) > 0 {
+		t.Errorf("a build reached the worker or a helper through /proc: %v\n%s", ok, out)
+	}
+	// The same calls on itself succeed: the refusals above are the barrier, not breakage.
+	_, out = e.run([]string{probe, "reach", "self"})
+	if ok, _ := reached(out); len(ok) < 8 {
+		t.Errorf("the build cannot even read its own /proc entries:\n%s", out)
+	}
+}
+
+// Signals and ptrace reach nothing outside the build's PID namespace, even
+// by a /proc/<pid> directory used as a pidfd.
+func TestMaskedProcSignalsAndPtraceStayInside(t *testing.T) {
+	e := setupMasked(t)
+	probe := e.probe()
+	host := os.Getpid()
+	res, out := e.sh(fmt.Sprintf(`kill -0 %d && echo SIGNALLED; %s reach %d`, host, probe, host))
+	if strings.Contains(out, "SIGNALLED") || strings.Contains(out, "pidfd_send_signal: ok") {
+		t.Errorf("a build signalled the worker: %+v\n%s", res, out)
+	}
+	_, out = e.run([]string{probe, "syscalls"})
+	if !strings.Contains(out, "ptrace: EPERM") {
+		t.Errorf("ptrace is not refused:\n%s", out)
+	}
+}
+
+// Two builds at once: the second finds the first in /proc by its argv and
+// can read none of its environment, fds, root or cwd.
+func TestMaskedProcBuildsCannotReachEachOther(t *testing.T) {
+	e := setupMasked(t)
+	probe := e.probe()
+	fifo := filepath.Join(e.dest, "hold")
+	if err := syscall.Mkfifo(fifo, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.r.Run(context.Background(), sandbox.Spec{
+			Args: []string{"/bin/sh", "-c", `echo TOPSECRET > "$TMPDIR/secret"; echo started; cat ` + fifo + ` # FIRST_BUILD_HOLDS`},
+			Env:  []string{"PATH=/usr/bin:/bin", "FIRST_BUILD_TOKEN=TOPSECRET"},
+			Dest: e.dest, Dir: e.dest, Output: pw,
+		})
+		pw.Close()
+		done <- err
+	}()
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() && sc.Text() != "started" {
+	}
+	go io.Copy(io.Discard, pr)
+	// The marker is split so that the second build's own argv does not match it.
+	res, out := e.sh(`m=FIRST_BUILD; for d in /proc/[0-9]*; do grep -qa "${m}_HOLDS" $d/cmdline 2>/dev/null && echo FOUND ${d#/proc/} && ` +
+		probe + ` reach ${d#/proc/}; done; cat /proc/*/environ 2>/dev/null | grep -a TOPSECRET`)
+	if f, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil { // releases the first build
+		f.Close()
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "FOUND") {
+		t.Fatalf("the first build is not in view, so nothing was tried: %+v\n%s", res, out)
+	}
+	if ok, _ := reached(out); len(ok) > 0 || strings.Contains(out, "TOPSECRET") {
+		t.Errorf("the second build reached the first: %v\n%s", ok, out)
+	}
+}
