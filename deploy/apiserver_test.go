@@ -198,13 +198,19 @@ func (k *kubeAPIServer) checkAdmission(t *testing.T, row admissionRow, level str
 			var w struct {
 				metav1.ObjectMeta `json:"metadata"`
 				Spec              struct {
-					Template corev1.PodTemplateSpec `json:"template"`
+					Template             corev1.PodTemplateSpec         `json:"template"`
+					VolumeClaimTemplates []corev1.PersistentVolumeClaim `json:"volumeClaimTemplates"`
 				} `json:"spec"`
 			}
 			if err := yaml.Unmarshal([]byte(doc), &w); err != nil {
 				t.Fatal(err)
 			}
 			spec, meta = &w.Spec.Template, w.ObjectMeta
+			// A StatefulSet's pod gets its claims as the controller names them.
+			for _, c := range w.Spec.VolumeClaimTemplates {
+				spec.Spec.Volumes = append(spec.Spec.Volumes, corev1.Volume{Name: c.Name, VolumeSource: corev1.VolumeSource{
+					PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: c.Name + "-" + meta.Name + "-0"}}})
+			}
 		default:
 			continue
 		}
@@ -304,6 +310,9 @@ func checkTier(t *testing.T, row admissionRow, kind string, pod *corev1.Pod) {
 func (k *kubeAPIServer) checkInstall(t *testing.T, row admissionRow, level, need string) {
 	ns := "psa-" + level
 	args := append([]string{"install", release, repoPath(chartDir), "--namespace", ns, "--dry-run=server"}, row.args...)
+	// helm install will not take over a namespace it did not create, and
+	// checkAdmission needed the node-profiles one: name another.
+	args = append(args, "--set", "nodeProfiles.namespace="+nodeProfilesNamespace+"-"+level)
 	_, err := runErr(append(helmEnv(t), "KUBECONFIG="+k.kubeconfig), helm(t), args...)
 	if row.cells[level] == "admitted" {
 		if err != nil {
