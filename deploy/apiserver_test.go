@@ -405,8 +405,9 @@ func freePort(t *testing.T) int {
 }
 
 // startProcess runs a server until the test ends; its output goes to a
-// log file that a failing test prints the end of.
-func startProcess(t *testing.T, dir, name string, args ...string) {
+// log file that a failing test prints the end of. The channel closes when
+// the server exits.
+func startProcess(t *testing.T, dir, name string, args ...string) <-chan struct{} {
 	t.Helper()
 	log, err := os.Create(filepath.Join(dir, filepath.Base(name)+".log"))
 	if err != nil {
@@ -418,9 +419,11 @@ func startProcess(t *testing.T, dir, name string, args ...string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		<-exited
 		log.Close()
 		if t.Failed() {
 			data, _ := os.ReadFile(log.Name())
@@ -430,6 +433,7 @@ func startProcess(t *testing.T, dir, name string, args ...string) {
 			t.Logf("end of %s's log:\n%s", filepath.Base(name), data)
 		}
 	})
+	return exited
 }
 
 func startKubeAPIServer(t *testing.T) *kubeAPIServer {
@@ -476,7 +480,7 @@ func startKubeAPIServer(t *testing.T) *kubeAPIServer {
 
 	port := freePort(t)
 	certDir := filepath.Join(dir, "certs")
-	startProcess(t, dir, apiserverBin,
+	apiserverExited := startProcess(t, dir, apiserverBin,
 		"--etcd-servers="+etcdURL,
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--secure-port="+strconv.Itoa(port),
 		"--cert-dir="+certDir, // a self-signed serving certificate for 127.0.0.1
@@ -485,11 +489,21 @@ func startKubeAPIServer(t *testing.T) *kubeAPIServer {
 		// A setting the apiserver requires; no traffic goes there.
 		"--service-cluster-ip-range=10.96.0.0/24",
 		"--token-auth-file="+tokens, "--authorization-mode=RBAC",
+		// As kubeadm and managed clusters run it: privileged pods exist
+		// (the node-profiles installer), Pod Security decides where.
+		"--allow-privileged=true",
+		// Only 127.0.0.1 to advertise, which the endpoint reconciler refuses.
+		"--endpoint-reconciler-type=none",
 		"--enable-priority-and-fairness=false", "--profiling=false")
 
 	server := fmt.Sprintf("https://127.0.0.1:%d", port)
 	caFile := filepath.Join(certDir, "apiserver.crt")
 	testenv.Eventually(t, 3*time.Minute, "kube-apiserver ready", func() bool {
+		select {
+		case <-apiserverExited:
+			t.Fatalf("kube-apiserver exited")
+		default:
+		}
 		ca, err := os.ReadFile(caFile)
 		if err != nil {
 			return false
