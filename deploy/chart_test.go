@@ -47,13 +47,14 @@ type valueSet struct {
 	grace       time.Duration // Worker.ShutdownGrace
 	margin      int64         // terminationGracePeriodSeconds - grace
 	seccomp     corev1.SeccompProfileType
+	apparmor    corev1.AppArmorProfileType
 	check       func(t *testing.T, r *rendered)
 }
 
 var valueSets = []valueSet{
 	{
 		name: "defaults", concurrency: 2, grace: 300 * time.Second, margin: 15,
-		seccomp: corev1.SeccompProfileTypeUnconfined,
+		seccomp: corev1.SeccompProfileTypeUnconfined, apparmor: corev1.AppArmorProfileTypeUnconfined,
 		check: func(t *testing.T, r *rendered) {
 			r.wantCount(t, "StatefulSet", 1)
 			r.wantCount(t, "PersistentVolumeClaim", 1)
@@ -112,7 +113,7 @@ var valueSets = []valueSet{
 		name: "external-redis", file: "external-redis-values.yaml",
 		existing:    []string{"pkgfleet-redis", "pkgfleet-tokens", "pkgfleet-credential-key", "pkgfleet-artifacts"},
 		concurrency: 2, grace: 300 * time.Second, margin: 15,
-		seccomp: corev1.SeccompProfileTypeUnconfined,
+		seccomp: corev1.SeccompProfileTypeUnconfined, apparmor: corev1.AppArmorProfileTypeUnconfined,
 		check: func(t *testing.T, r *rendered) {
 			r.wantCount(t, "StatefulSet", 0)
 			r.wantCount(t, "PersistentVolumeClaim", 0)
@@ -140,7 +141,7 @@ var valueSets = []valueSet{
 	{
 		name: "no-monitoring", file: "no-monitoring-values.yaml",
 		concurrency: 2, grace: 300 * time.Second, margin: 15,
-		seccomp: corev1.SeccompProfileTypeUnconfined,
+		seccomp: corev1.SeccompProfileTypeUnconfined, apparmor: corev1.AppArmorProfileTypeUnconfined,
 		check: func(t *testing.T, r *rendered) {
 			for _, kind := range []string{"ServiceMonitor", "PrometheusRule", "ScaledObject", "NetworkPolicy", "PodDisruptionBudget"} {
 				r.wantCount(t, kind, 0)
@@ -173,7 +174,7 @@ var valueSets = []valueSet{
 	{
 		name: "autoscaling", file: "autoscaling-values.yaml",
 		concurrency: 4, grace: 900 * time.Second, margin: 15,
-		seccomp: corev1.SeccompProfileTypeLocalhost,
+		seccomp: corev1.SeccompProfileTypeLocalhost, apparmor: corev1.AppArmorProfileTypeUnconfined,
 		check: func(t *testing.T, r *rendered) {
 			r.wantCount(t, "ServiceMonitor", 2)
 			r.wantCount(t, "PrometheusRule", 1)
@@ -213,6 +214,54 @@ var valueSets = []valueSet{
 			}
 		},
 	},
+	{
+		name: "restricted", file: "restricted-values.yaml",
+		concurrency: 2, grace: 300 * time.Second, margin: 15,
+		seccomp: corev1.SeccompProfileTypeLocalhost, apparmor: corev1.AppArmorProfileTypeLocalhost,
+		check: func(t *testing.T, r *rendered) {
+			checkLocalhostProfiles(t, r)
+			r.wantCount(t, "DaemonSet", 0)
+			pod := r.worker(t).Spec.Template.Spec
+			if len(pod.InitContainers) != 1 {
+				t.Errorf("sandboxCheck: init containers %+v", pod.InitContainers)
+			}
+		},
+	},
+	{
+		name: "node-profiles", file: "node-profiles-values.yaml",
+		concurrency: 2, grace: 300 * time.Second, margin: 15,
+		seccomp: corev1.SeccompProfileTypeLocalhost, apparmor: corev1.AppArmorProfileTypeLocalhost,
+		check: func(t *testing.T, r *rendered) {
+			checkLocalhostProfiles(t, r)
+			checkNodeProfiles(t, r)
+		},
+	},
+}
+
+// checkLocalhostProfiles: the worker uses the profiles of deploy/profiles
+// by the names the node-profiles DaemonSet installs them under.
+func checkLocalhostProfiles(t *testing.T, r *rendered) {
+	t.Helper()
+	w := r.worker(t)
+	psc := w.Spec.Template.Spec.SecurityContext
+	if p := psc.SeccompProfile; p.LocalhostProfile == nil || *p.LocalhostProfile != "profiles/"+seccompProfileFile {
+		t.Errorf("Localhost seccomp profile %+v, want profiles/%s", p, seccompProfileFile)
+	}
+	if p := psc.AppArmorProfile; p.LocalhostProfile == nil || *p.LocalhostProfile != appArmorProfileName {
+		t.Errorf("Localhost AppArmor profile %+v, want %s", p, appArmorProfileName)
+	}
+	if a := w.Spec.Template.Annotations["container.apparmor.security.beta.kubernetes.io/worker"]; a != "localhost/"+appArmorProfileName {
+		t.Errorf("AppArmor annotation %q, want localhost/%s", a, appArmorProfileName)
+	}
+}
+
+// chartValueSets are the valueSets the chart can render: node-profiles
+// only once the chart ships the profiles (TestChartShipsDeployProfiles).
+func chartValueSets() []valueSet {
+	if chartHasProfiles() {
+		return valueSets
+	}
+	return slices.DeleteFunc(slices.Clone(valueSets), func(vs valueSet) bool { return vs.name == "node-profiles" })
 }
 
 // rendered is the output of helm template, decoded.
@@ -223,6 +272,8 @@ type rendered struct {
 	services        map[string]*corev1.Service
 	pvcs            map[string]*corev1.PersistentVolumeClaim
 	deployments     map[string]*appsv1.Deployment
+	daemonSets      map[string]*appsv1.DaemonSet
+	namespaces      map[string]*corev1.Namespace
 	statefulSets    map[string]*appsv1.StatefulSet
 	pdbs            map[string]*policyv1.PodDisruptionBudget
 	netpols         map[string]*networkingv1.NetworkPolicy
@@ -306,6 +357,7 @@ func render(t *testing.T, vs valueSet) *rendered {
 		kinds: map[string]int{}, configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{},
 		services: map[string]*corev1.Service{}, pvcs: map[string]*corev1.PersistentVolumeClaim{},
 		deployments: map[string]*appsv1.Deployment{}, statefulSets: map[string]*appsv1.StatefulSet{},
+		daemonSets: map[string]*appsv1.DaemonSet{}, namespaces: map[string]*corev1.Namespace{},
 		pdbs: map[string]*policyv1.PodDisruptionBudget{}, netpols: map[string]*networkingv1.NetworkPolicy{},
 		ingresses:       map[string]*networkingv1.Ingress{},
 		serviceMonitors: map[string]*serviceMonitor{}, prometheusRules: map[string]*prometheusRule{},
@@ -334,6 +386,10 @@ func render(t *testing.T, vs valueSet) *rendered {
 			meta = decode(t, doc, r.deployments)
 		case "apps/v1 StatefulSet":
 			meta = decode(t, doc, r.statefulSets)
+		case "apps/v1 DaemonSet":
+			meta = decode(t, doc, r.daemonSets)
+		case "v1 Namespace":
+			meta = decode(t, doc, r.namespaces)
 		case "policy/v1 PodDisruptionBudget":
 			meta = decode(t, doc, r.pdbs)
 		case "networking.k8s.io/v1 NetworkPolicy":
@@ -430,7 +486,7 @@ func envValue(c corev1.Container, name string) string {
 
 func TestChartLints(t *testing.T) {
 	t.Parallel()
-	for _, vs := range valueSets {
+	for _, vs := range chartValueSets() {
 		t.Run(vs.name, func(t *testing.T) {
 			t.Parallel()
 			args := []string{"lint", repoPath(chartDir), "--strict", "--namespace", namespace, "--kube-version", kubeVersion}
@@ -444,7 +500,7 @@ func TestChartLints(t *testing.T) {
 
 func TestChartRendersConsistentObjects(t *testing.T) {
 	t.Parallel()
-	for _, vs := range valueSets {
+	for _, vs := range chartValueSets() {
 		t.Run(vs.name, func(t *testing.T) {
 			t.Parallel()
 			r := render(t, vs)
@@ -461,10 +517,17 @@ func TestChartRendersConsistentObjects(t *testing.T) {
 
 func checkMetadata(t *testing.T, r *rendered) {
 	for _, m := range r.metas {
-		if m.Namespace != namespace {
-			t.Errorf("%s: namespace %q, want %q", m.Name, m.Namespace, namespace)
+		want := namespace
+		switch {
+		case r.namespaces[m.Name] != nil && m.Namespace == "":
+			want = "" // the node-profiles namespace itself
+		case m.Labels["app.kubernetes.io/component"] == "node-profiles":
+			want = nodeProfilesNamespace
 		}
-		if !strings.HasPrefix(m.Name, fullname) {
+		if m.Namespace != want {
+			t.Errorf("%s: namespace %q, want %q", m.Name, m.Namespace, want)
+		}
+		if want != "" && !strings.HasPrefix(m.Name, fullname) {
 			t.Errorf("%s: name does not start with %s", m.Name, fullname)
 		}
 		for k, v := range map[string]string{
@@ -584,6 +647,7 @@ func checkWorkloads(t *testing.T, r *rendered, vs valueSet) {
 			if i := strings.LastIndex(c.Image, ":"); i < 0 || i < strings.LastIndex(c.Image, "/") || strings.HasSuffix(c.Image, ":latest") {
 				t.Errorf("%s: image %q has no pinned tag", where, c.Image)
 			}
+			checkImageHasNoRegistryHost(t, where, c.Image)
 			for _, m := range c.VolumeMounts {
 				if _, ok := volumes[m.Name]; !ok && !claimTemplates[m.Name] {
 					t.Errorf("%s: mounts volume %s, which the pod does not have", where, m.Name)
@@ -608,6 +672,15 @@ func checkWorkloads(t *testing.T, r *rendered, vs valueSet) {
 				t.Errorf("%s: capabilities %+v, want drop [ALL] and none added", where, sc.Capabilities)
 			}
 		}
+	}
+}
+
+// checkImageHasNoRegistryHost: the chart's images name no registry, so the
+// cluster's default registry or mirror serves them.
+func checkImageHasNoRegistryHost(t *testing.T, where, image string) {
+	t.Helper()
+	if first, _, ok := strings.Cut(image, "/"); ok && (strings.ContainsAny(first, ".:") || first == "localhost") {
+		t.Errorf("%s: image %q names a registry host", where, image)
 	}
 }
 
@@ -834,8 +907,8 @@ func checkWorkerSandboxSecurity(t *testing.T, r *rendered, vs valueSet) {
 	if psc.SeccompProfile == nil || psc.SeccompProfile.Type != vs.seccomp {
 		t.Errorf("worker pod: seccompProfile %+v, want %s", psc.SeccompProfile, vs.seccomp)
 	}
-	if psc.AppArmorProfile == nil || psc.AppArmorProfile.Type != corev1.AppArmorProfileTypeUnconfined {
-		t.Errorf("worker pod: appArmorProfile %+v, want Unconfined", psc.AppArmorProfile)
+	if psc.AppArmorProfile == nil || psc.AppArmorProfile.Type != vs.apparmor {
+		t.Errorf("worker pod: appArmorProfile %+v, want %s", psc.AppArmorProfile, vs.apparmor)
 	}
 	c := container(t, w, "worker")
 	sc := c.SecurityContext
@@ -845,7 +918,7 @@ func checkWorkerSandboxSecurity(t *testing.T, r *rendered, vs valueSet) {
 	if sc.SeccompProfile != nil && sc.SeccompProfile.Type != vs.seccomp {
 		t.Errorf("worker container overrides seccomp with %+v", sc.SeccompProfile)
 	}
-	if sc.AppArmorProfile != nil && sc.AppArmorProfile.Type != corev1.AppArmorProfileTypeUnconfined {
+	if sc.AppArmorProfile != nil && sc.AppArmorProfile.Type != vs.apparmor {
 		t.Errorf("worker container overrides AppArmor with %+v", sc.AppArmorProfile)
 	}
 	// checkWorkloads already demands: not privileged, no escalation, drop
@@ -1091,7 +1164,7 @@ func TestChartNotesRender(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "templates", "zz-notes.yaml"), []byte(wrapper), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, vs := range valueSets {
+	for _, vs := range chartValueSets() {
 		t.Run(vs.name, func(t *testing.T) {
 			t.Parallel()
 			args := []string{"template", release, dir, "--namespace", namespace, "--kube-version", kubeVersion, "--show-only", "templates/zz-notes.yaml"}
@@ -1104,7 +1177,7 @@ func TestChartNotesRender(t *testing.T) {
 				t.Fatalf("rendered NOTES: %v\n%s", err, out)
 			}
 			text := cm.Data["notes"]
-			for _, want := range []string{"pkgfleet-worker sandbox check", "port-forward svc/" + fullname + "-api", "max_user_namespaces ≥ " + strconv.Itoa(2*vs.concurrency)} {
+			for _, want := range []string{"pkgfleet-worker sandbox check", "sandbox tier: ", "reason=FailedCreate", "the worker pods need level ", "port-forward svc/" + fullname + "-api", "max_user_namespaces ≥ " + strconv.Itoa(2*vs.concurrency)} {
 				if !strings.Contains(text, want) {
 					t.Errorf("NOTES lack %q:\n%s", want, text)
 				}

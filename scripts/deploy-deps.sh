@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the deployment checks (go test ./deploy) need, when it is
-# missing: promtool from Debian's prometheus package, and helm, built once
+# missing: promtool from Debian's prometheus package; apparmor_parser from
+# Debian's apparmor package (AppArmor 3 on Debian 12) and an AppArmor 4
+# parser in ~/.cache/pkgfleet/tools/apparmor-4/ (below); helm, built once
 # from the Go module proxy at the version pinned in deploy/tools_test.go
 # into the user cache (~/.cache/pkgfleet/tools/helm-<version>/helm), where
-# the tests find it. Safe to run again: it does nothing when both are there.
+# the tests find it; and for the chart's admission test, kube-apiserver and
+# kubectl (deploy/tools/kube/go.mod pins k8s.io/kubernetes) and etcd
+# (deploy/tools/etcd/go.mod pins go.etcd.io/etcd/server/v3), built once into
+# ~/.cache/pkgfleet/tools/<name>-<version>/ (Kubernetes takes about ten
+# minutes cold on two cores). Safe to run again: it does nothing when all
+# are there.
 # With --print-helm it prints that helm's path on stdout (for PKGFLEET_HELM).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,6 +104,60 @@ if [ ! -x "$helm_dir/helm" ]; then
     "helm.sh/helm/v3/cmd/helm@$helm_version")
   mv "$tmp/helm" "$helm_dir/helm"
 fi
+
+# mod_version MODDIR MODULE prints the version MODDIR/go.mod requires of
+# MODULE (a tool's module is "// indirect" to go mod tidy).
+mod_version() {
+  sed -n -E "s#^(require)?[[:space:]]*$2 (v[^ ]+)( // indirect)?\$#\\2#p" "$1/go.mod"
+}
+
+# build_tools MODDIR VERSION NAME=PACKAGE... builds each PACKAGE of the tool
+# module MODDIR into $cache/pkgfleet/tools/NAME-VERSION/NAME, unless it is
+# there; all in one go build, so shared packages compile once.
+build_tools() {
+  local moddir=$1 version=$2 ldflags=$3
+  shift 3
+  local names=() pkgs=() spec
+  for spec in "$@"; do
+    if [ ! -x "$cache/pkgfleet/tools/${spec%%=*}-$version/${spec%%=*}" ]; then
+      names+=("${spec%%=*}")
+      pkgs+=("${spec#*=}")
+    fi
+  done
+  [ ${#pkgs[@]} -gt 0 ] || return 0
+  echo "deploy-deps: building ${names[*]} $version into $cache/pkgfleet/tools/ (once)" >&2
+  mkdir -p "$cache/pkgfleet/tools"
+  local tmp
+  tmp=$(mktemp -d "$cache/pkgfleet/tools/build-XXXXXX")
+  (cd "$moddir" && GOWORK=off GOFLAGS=-buildvcs=false CGO_ENABLED=0 \
+    go build -trimpath "-ldflags=-s -w $ldflags" -o "$tmp/" "${pkgs[@]}") || { rm -rf "$tmp"; return 1; }
+  local name
+  for name in "${names[@]}"; do
+    mkdir -p "$cache/pkgfleet/tools/$name-$version"
+    mv "$tmp/$name" "$cache/pkgfleet/tools/$name-$version/$name"
+  done
+  rm -rf "$tmp"
+}
+
+kube_version=$(mod_version deploy/tools/kube k8s.io/kubernetes)
+etcd_version=$(mod_version deploy/tools/etcd go.etcd.io/etcd/server/v3)
+if [ -z "$kube_version" ] || [ -z "$etcd_version" ]; then
+  echo "deploy-deps: no k8s.io/kubernetes in deploy/tools/kube/go.mod or etcd in deploy/tools/etcd/go.mod" >&2
+  exit 1
+fi
+# Without these the binaries report v0.0.0-master, which helm's kubeVersion
+# check and the apiserver's own compatibility version would take literally.
+kube_minor=${kube_version#v1.}
+kube_minor=${kube_minor%%.*}
+kube_ldflags="-X k8s.io/component-base/version.gitVersion=$kube_version"
+kube_ldflags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$kube_minor"
+kube_ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
+kube_ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$kube_version"
+kube_ldflags+=" -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$kube_minor"
+build_tools deploy/tools/kube "$kube_version" "$kube_ldflags" \
+  kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver kubectl=k8s.io/kubernetes/cmd/kubectl
+build_tools deploy/tools/etcd "$etcd_version" "" etcd=.
+
 if [ "${1:-}" = --print-helm ]; then
   echo "$helm_dir/helm"
 fi

@@ -208,3 +208,57 @@ procMount: Unmasked
 {{- define "pkgfleet.appArmorAnnotationValue" -}}
 {{- if eq .Values.worker.appArmorProfile.type "Localhost" }}localhost/{{ .Values.worker.appArmorProfile.localhostProfile }}{{ else }}unconfined{{ end }}
 {{- end }}
+
+{{/*
+The Pod Security level the worker pods need with these values: privileged
+while seccomp or AppArmor is Unconfined; baseline with both profiles
+Localhost and worker.userNamespacedPod (restricted refuses procMount:
+Unmasked); restricted with both Localhost. The API and Redis pods pass
+restricted. deploy/apiserver_test.go holds this to what a real
+kube-apiserver admits, row by row of the chart README's table.
+*/}}
+{{- define "pkgfleet.workerPodSecurityLevel" -}}
+{{- $w := .Values.worker }}
+{{- if or (eq $w.seccompProfile.type "Unconfined") (eq $w.appArmorProfile.type "Unconfined") }}privileged
+{{- else if $w.userNamespacedPod }}baseline
+{{- else }}restricted
+{{- end }}
+{{- end }}
+
+{{/* Why the worker pods need that level, in the words of the values. */}}
+{{- define "pkgfleet.workerPodSecurityReason" -}}
+{{- $w := .Values.worker }}
+{{- $unconfined := list }}
+{{- if eq $w.seccompProfile.type "Unconfined" }}{{ $unconfined = append $unconfined "seccomp" }}{{ end }}
+{{- if eq $w.appArmorProfile.type "Unconfined" }}{{ $unconfined = append $unconfined "AppArmor" }}{{ end }}
+{{- if $unconfined }}{{ join " and " $unconfined }} Unconfined
+{{- else if $w.userNamespacedPod }}procMount: Unmasked of worker.userNamespacedPod
+{{- else }}seccomp and AppArmor Localhost
+{{- end }}
+{{- end }}
+
+{{/*
+Pod Security enforces on Pods only: a Deployment whose pods the namespace
+refuses installs fine, then its ReplicaSet creates no pod. So at install and
+upgrade (lookup answers; under helm template it is empty and this passes),
+a namespace whose enforce label is stricter than the workers need fails the
+install with the way out.
+*/}}
+{{- define "pkgfleet.checkPodSecurity" -}}
+{{- $enforce := "" }}
+{{- with lookup "v1" "Namespace" "" .Release.Namespace }}
+{{- $enforce = get (.metadata.labels | default dict) "pod-security.kubernetes.io/enforce" }}
+{{- end }}
+{{- $need := include "pkgfleet.workerPodSecurityLevel" . }}
+{{- $rank := dict "privileged" 0 "baseline" 1 "restricted" 2 }}
+{{- if and (hasKey $rank $enforce) (gt (get $rank $enforce) (get $rank $need)) }}
+{{- $label := printf "kubectl label namespace %s pod-security.kubernetes.io/enforce=%s --overwrite" .Release.Namespace $need }}
+{{- $other := "" }}
+{{- if eq $need "privileged" }}
+{{- $other = "use pkgfleet's seccomp and AppArmor profiles, which pass restricted: put them on the nodes (nodeProfiles.enabled=true, or by hand) and set worker.seccompProfile and worker.appArmorProfile to Localhost as in the chart's ci/restricted-values.yaml" }}
+{{- else }}
+{{- $other = "set worker.userNamespacedPod=false and keep the Localhost profiles (the masked-proc sandbox tier), which pass restricted" }}
+{{- end }}
+{{- fail (printf "namespace %s enforces Pod Security %q, but the worker pods with these values need %q (%s): Kubernetes would accept the Deployment and then refuse every worker pod. Either label the namespace (%s), or %s." .Release.Namespace $enforce $need (include "pkgfleet.workerPodSecurityReason" .) $label $other) }}
+{{- end }}
+{{- end }}
