@@ -38,7 +38,7 @@ func TestHostileBuildsFailWithTheirReasonWhileNormalBuildsSucceed(t *testing.T) 
 		"PKGFLEET_GIT_BUILDMEMORY":    "512MiB",
 		"PKGFLEET_GIT_BUILDPROCESSES": "48",
 		"PKGFLEET_GIT_BUILDDISKSIZE":  "48MiB",
-		"PKGFLEET_GIT_BUILDTIMEOUT":   "20s",
+		"PKGFLEET_GIT_BUILDTIMEOUT":   "45s",
 		"PKGFLEET_GIT_BUILDLOGSIZE":   "64KiB",
 		"PKGFLEET_GIT_BUILDNETWORK":   "false",
 		"PKGFLEET_GIT_ALLOWFILEURLS":  "true",
@@ -88,7 +88,7 @@ while True:
         time.sleep(0.1)
     i += 1
 `},
-		{name: "endless", detail: []string{"killed", "timeout 20s"}, body: `
+		{name: "endless", detail: []string{"killed", "timeout 45s"}, body: `
 while True:
     pass
 `},

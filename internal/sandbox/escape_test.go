@@ -220,7 +220,7 @@ func TestWritesOutsideOwnDirsFail(t *testing.T) {
 func TestNoHostProcessesVisible(t *testing.T) {
 	e := setup(t)
 	if e.r.Tier() == sandbox.TierMaskedProc {
-		t.Skip("masked-proc shows the container's processes by design; TestMaskedProcReachesNoOtherProcess holds what matters there")
+		t.Skip("masked-proc shows the container's processes by design; the TestMaskedProc tests hold what matters there")
 	}
 	host := os.Getpid()
 	res, out := e.sh(fmt.Sprintf(`ls /proc | grep -c '^[0-9]'; kill -0 %d && echo SIGNALLED; cat /proc/%d/environ && echo READ; cat /proc/1/environ && echo READ1; cat /proc/1/cmdline; echo; ls -l /proc/1/exe && echo EXE; ls /proc/1/root/ && echo ROOT`, host, host))
