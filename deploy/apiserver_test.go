@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -394,16 +393,6 @@ func cachedTool(t *testing.T, name, version string) string {
 	return bin
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // startProcess runs a server until the test ends; its output goes to a
 // log file that a failing test prints the end of. The channel closes when
 // the server exits.
@@ -446,8 +435,8 @@ func startKubeAPIServer(t *testing.T) *kubeAPIServer {
 	helm(t) // before the servers: building it may take minutes
 	dir := t.TempDir()
 
-	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	peerURL := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
+	peerURL := fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
 	startProcess(t, dir, etcdBin, "--name=test", "--data-dir="+filepath.Join(dir, "etcd"),
 		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
 		"--listen-peer-urls="+peerURL, "--initial-advertise-peer-urls="+peerURL,
@@ -478,7 +467,7 @@ func startKubeAPIServer(t *testing.T) *kubeAPIServer {
 		t.Fatal(err)
 	}
 
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	certDir := filepath.Join(dir, "certs")
 	apiserverExited := startProcess(t, dir, apiserverBin,
 		"--etcd-servers="+etcdURL,

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -42,7 +41,7 @@ func TestComposeStackBuildsTheExamplesAndServesThemToRAndPip(t *testing.T) {
 
 	ports := map[string]string{}
 	for _, v := range []string{"PKGFLEET_API_PORT", "PKGFLEET_WORKER_1_METRICS_PORT", "PKGFLEET_WORKER_2_METRICS_PORT"} {
-		ports[v] = strconv.Itoa(freePort(t))
+		ports[v] = strconv.Itoa(testenv.FreePort(t))
 	}
 	// The override only mounts the repositories and allows file:// URLs.
 	override := filepath.Join(t.TempDir(), "override.yaml")
@@ -237,17 +236,6 @@ func exampleRepos(t *testing.T) string {
 		t.Fatalf("chmod: %v %s", err, out)
 	}
 	return dir
-}
-
-// freePort is a TCP port on 127.0.0.1 that nothing listens on now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // apiClient talks to the stack's API with its admin token.

@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -719,40 +718,10 @@ func TestHelperNamespaceLimitWorker(t *testing.T) {
 // path, can neither list nor read it.
 func TestConcurrentBuildTMPDIRIsInvisible(t *testing.T) {
 	e := setup(t)
-	fifo := filepath.Join(e.dest, "hold")
-	if err := syscall.Mkfifo(fifo, 0o666); err != nil {
-		t.Fatal(err)
-	}
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		_, err := e.r.Run(context.Background(), sandbox.Spec{
-			Args: []string{"/bin/sh", "-c", `echo TOPSECRET > "$TMPDIR/secret" && echo "tmpdir $TMPDIR" && cat ` + fifo},
-			Dest: e.dest, Output: pw,
-		})
-		pw.Close()
-		done <- err
-	}()
-	var first string
-	sc := bufio.NewScanner(pr)
-	for sc.Scan() {
-		if p, ok := strings.CutPrefix(sc.Text(), "tmpdir "); ok {
-			first = p
-			break
-		}
-	}
-	if first == "" {
-		t.Fatal("first build did not report its TMPDIR")
-	}
-	go io.Copy(io.Discard, pr)
+	first, release := e.heldBuild(`echo TOPSECRET > "$TMPDIR/secret" && echo "tmpdir $TMPDIR"`, "tmpdir ", nil)
 	res, out := e.sh(`cat ` + first + `/secret; ls -a ` + first + `; ls "$(dirname "$TMPDIR")" | grep -x ` + filepath.Base(first) + ` && echo LISTED`)
+	release()
 	if strings.Contains(out, "TOPSECRET") || strings.Contains(out, "LISTED") {
 		t.Errorf("second build reached the first build's TMPDIR: %+v\n%s", res, out)
-	}
-	if f, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil { // releases the first build
-		f.Close()
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
 	}
 }

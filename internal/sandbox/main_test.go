@@ -1,13 +1,17 @@
 package sandbox_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -187,4 +191,48 @@ func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 func (e *env) run(argv []string, mod ...func(*sandbox.Spec)) (sandbox.Result, string) {
 	e.t.Helper()
 	return e.sh("", append([]func(*sandbox.Spec){func(s *sandbox.Spec) { s.Args = argv }}, mod...)...)
+}
+
+// heldBuild starts a build beside the test that runs script, then waits
+// until release is called. It returns once the build has printed a line
+// starting with ready, and the rest of that line.
+func (e *env) heldBuild(script, ready string, env []string) (rest string, release func()) {
+	e.t.Helper()
+	fifo := filepath.Join(e.dest, "hold")
+	if err := syscall.Mkfifo(fifo, 0o666); err != nil {
+		e.t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.r.Run(context.Background(), sandbox.Spec{
+			Args: []string{"/bin/sh", "-c", script + "; cat " + fifo},
+			Env:  env, Dest: e.dest, Dir: e.dest, Output: pw,
+		})
+		pw.Close()
+		done <- err
+	}()
+	found := false
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() {
+		if r, ok := strings.CutPrefix(sc.Text(), ready); ok {
+			rest, found = r, true
+			break
+		}
+	}
+	go io.Copy(io.Discard, pr)
+	release = func() {
+		e.t.Helper()
+		if f, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+			f.Close()
+		}
+		if err := <-done; err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	if !found {
+		release()
+		e.t.Fatalf("the held build never printed %q", ready)
+	}
+	return rest, release
 }

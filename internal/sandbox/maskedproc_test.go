@@ -1,14 +1,9 @@
 package sandbox_test
 
 import (
-	"bufio"
-	"context"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
@@ -91,34 +86,12 @@ func TestMaskedProcSignalsAndPtraceStayInside(t *testing.T) {
 func TestMaskedProcBuildsCannotReachEachOther(t *testing.T) {
 	e := setupMasked(t)
 	probe := e.probe()
-	fifo := filepath.Join(e.dest, "hold")
-	if err := syscall.Mkfifo(fifo, 0o666); err != nil {
-		t.Fatal(err)
-	}
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		_, err := e.r.Run(context.Background(), sandbox.Spec{
-			Args: []string{"/bin/sh", "-c", `echo TOPSECRET > "$TMPDIR/secret"; echo started; cat ` + fifo + ` # FIRST_BUILD_HOLDS`},
-			Env:  []string{"PATH=/usr/bin:/bin", "FIRST_BUILD_TOKEN=TOPSECRET"},
-			Dest: e.dest, Dir: e.dest, Output: pw,
-		})
-		pw.Close()
-		done <- err
-	}()
-	sc := bufio.NewScanner(pr)
-	for sc.Scan() && sc.Text() != "started" {
-	}
-	go io.Copy(io.Discard, pr)
+	_, release := e.heldBuild(`: FIRST_BUILD_HOLDS; echo TOPSECRET > "$TMPDIR/secret"; echo started`, "started",
+		[]string{"PATH=/usr/bin:/bin", "FIRST_BUILD_TOKEN=TOPSECRET"})
 	// The marker is split so that the second build's own argv does not match it.
 	res, out := e.sh(`m=FIRST_BUILD; for d in /proc/[0-9]*; do grep -qa "${m}_HOLDS" $d/cmdline 2>/dev/null && echo FOUND ${d#/proc/} && ` +
 		probe + ` reach ${d#/proc/}; done; cat /proc/*/environ 2>/dev/null | grep -a TOPSECRET`)
-	if f, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil { // releases the first build
-		f.Close()
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	release()
 	if !strings.Contains(out, "FOUND") {
 		t.Fatalf("the first build is not in view, so nothing was tried: %+v\n%s", res, out)
 	}
