@@ -51,12 +51,19 @@ func TestALanguageRefusedByTheNamespaceLimitComesBackOnReprobe(t *testing.T) {
 		_, ok := f.wkr.Tools()[registry.LangPython]
 		return ok
 	})
-	logs := f.logs.String()
-	off := strings.Index(logs, "Warning: Unable to use Python on this system. Building Git packages for Python will be disabled.")
-	back := strings.LastIndex(logs, "Detected Python version")
-	if off < 0 || back < off || strings.Count(logs, "Attempting to detect Python version in a user namespace sandbox.") < 2 {
-		t.Fatalf("want Python disabled at start, then PPM's detection lines again on a re-probe:\n%s", logs)
-	}
+	// The re-probe's detection lines are replayed once Python is on: wait for them.
+	defer func() {
+		if t.Failed() {
+			t.Logf("worker log:\n%s", f.logs.String())
+		}
+	}()
+	var logs string
+	testenv.Eventually(t, 30*time.Second, "Python disabled at start, then PPM's detection lines again on a re-probe", func() bool {
+		logs = f.logs.String()
+		off := strings.Index(logs, "Warning: Unable to use Python on this system. Building Git packages for Python will be disabled.")
+		back := strings.LastIndex(logs, "Detected Python version")
+		return off >= 0 && back > off && strings.Count(logs, "Attempting to detect Python version in a user namespace sandbox.") >= 2
+	})
 	// Either serve had started with R's queue alone and adds Python's
 	// ("worker takes builds from new queues"), or the re-probe passed
 	// before serve started at all.
