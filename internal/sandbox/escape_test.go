@@ -254,7 +254,7 @@ func TestSyscallFilterDeniesEscapes(t *testing.T) {
 		"pivot_root": "EPERM", "chroot": "EPERM", "setns": "EPERM",
 		"unshare-user": "EPERM", "unshare-mnt": "EPERM", "clone-newuser": "EPERM", "clone3": "ENOSYS",
 		"keyctl": "EPERM", "add_key": "EPERM", "request_key": "EPERM", "ptrace": "EPERM",
-		"perf_event_open": "EPERM", "bpf": "EPERM", "open_tree": "ENOSYS", "move_mount": "ENOSYS",
+		"open_by_handle_at": "EPERM", "perf_event_open": "EPERM", "bpf": "EPERM", "open_tree": "ENOSYS", "move_mount": "ENOSYS",
 		"fsopen": "ENOSYS", "fsconfig": "ENOSYS", "fsmount": "ENOSYS", "fspick": "ENOSYS",
 		"mount_setattr": "ENOSYS", "ioctl-TIOCSTI": "EPERM", "ioctl-TIOCSTI-highbits": "EPERM",
 		"ioctl-TIOCLINUX": "EPERM", "kill-pid1": "EPERM", "io_uring_setup": "EPERM",

@@ -29,6 +29,9 @@ var deniedSyscalls = []uint32{
 	unix.SYS_SETNS, unix.SYS_UNSHARE,
 	// Kernel keyrings are not namespaced.
 	unix.SYS_KEYCTL, unix.SYS_ADD_KEY, unix.SYS_REQUEST_KEY,
+	// File handles name any inode of a mount, beyond the masks and the
+	// binds (the "shocker" escape); Docker's default profile denies it too.
+	unix.SYS_OPEN_BY_HANDLE_AT,
 	// Tracing and kernel-programming interfaces.
 	unix.SYS_PTRACE, unix.SYS_PERF_EVENT_OPEN, unix.SYS_BPF, unix.SYS_USERFAULTFD,
 	// io_uring submits work seccomp never sees.

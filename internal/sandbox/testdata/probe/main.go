@@ -115,6 +115,8 @@ func syscalls() {
 	report("add_key", raw(unix.SYS_ADD_KEY, str("user"), str("x"), str("y"), 1, uintptr(0xfffffffd)))
 	report("request_key", raw(unix.SYS_REQUEST_KEY, str("user"), str("x"), 0, 0))
 	report("ptrace", raw(unix.SYS_PTRACE, unix.PTRACE_TRACEME))
+	// A null handle: EFAULT where the call reaches the kernel.
+	report("open_by_handle_at", raw(unix.SYS_OPEN_BY_HANDLE_AT, atFdcwd, 0, unix.O_RDONLY))
 	report("perf_event_open", raw(unix.SYS_PERF_EVENT_OPEN, 0, 0, ^uintptr(0), ^uintptr(0), 0))
 	report("bpf", raw(unix.SYS_BPF, 0, 0, 0))
 	report("open_tree", raw(unix.SYS_OPEN_TREE, atFdcwd, str("/usr"), unix.OPEN_TREE_CLONE))
