@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure a Docker Engine answers on this machine: installs Debian's
-# docker.io when dockerd is missing, and starts dockerd in the background
+# Docker Engine package when dockerd is missing, and starts dockerd in the background
 # when nothing listens on its socket (CI and fresh machines start with no
 # services). Logs go to ~/.cache/pkgfleet/dockerd.log. Safe to run again.
 set -euo pipefail
@@ -15,7 +15,7 @@ if ! command -v dockerd >/dev/null; then
     echo "dockerd: no Docker Engine and no apt-get to install one; install Docker by hand" >&2
     exit 1
   fi
-  echo "dockerd: installing Debian's docker.io" >&2
+  echo "dockerd: installing Debian's Docker Engine" >&2
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends docker.io containerd runc iptables >/dev/null
