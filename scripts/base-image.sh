@@ -25,17 +25,11 @@ fi
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
+source scripts/apt.sh
 if ! command -v debootstrap >/dev/null; then
-  echo "base-image: installing debootstrap" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+  apt_install base-image debootstrap
 fi
-# The mirror this machine's apt already uses (deb822 or one-line sources).
-mirror=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\/debian\)[[:space:]]*$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1 || true)
-if [ -z "$mirror" ] && [ -f /etc/apt/sources.list ]; then
-  mirror=$(awk '$1 == "deb" && $2 !~ /^\[/ && $3 ~ /^bookworm$/ {print $2; exit}' /etc/apt/sources.list)
-fi
+mirror=$(debian_mirror)
 if [ -z "$mirror" ]; then
   echo "base-image: no Debian mirror found in /etc/apt/sources.list*; cannot debootstrap" >&2
   exit 1

@@ -14,20 +14,14 @@
 # With --print-helm it prints that helm's path on stdout (for PKGFLEET_HELM).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/apt.sh
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 # apparmor_parser, to compile (never load) deploy/profiles/pkgfleet-worker.apparmor:
 # Debian's apparmor package (AppArmor 3 on Debian 12), and an AppArmor 4 parser below.
 if ! command -v apparmor_parser >/dev/null && [ ! -x /usr/sbin/apparmor_parser ] && [ ! -x /sbin/apparmor_parser ]; then
-  if ! command -v apt-get >/dev/null; then
-    echo "deploy-deps: apparmor_parser is missing and there is no apt-get; install AppArmor's parser by hand" >&2
-    exit 1
-  fi
-  echo "deploy-deps: installing apparmor (for apparmor_parser; nothing is loaded)" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq >&2
-  $sudo apt-get install -y -qq --no-install-recommends apparmor >/dev/null
+  apt_install deploy-deps apparmor # for apparmor_parser; nothing is loaded
 fi
 
 cache=${XDG_CACHE_HOME:-$HOME/.cache}
@@ -38,10 +32,7 @@ cache=${XDG_CACHE_HOME:-$HOME/.cache}
 # private package lists: the host's apt configuration is not touched.
 aa4=$cache/pkgfleet/tools/apparmor-4
 if [ ! -x "$aa4/apparmor_parser" ]; then
-  mirror=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\/debian\)[[:space:]]*$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1 || true)
-  if [ -z "$mirror" ] && [ -f /etc/apt/sources.list ]; then
-    mirror=$(awk '$1 == "deb" && $2 !~ /^\[/ && $2 ~ /\/debian\/?$/ {print $2; exit}' /etc/apt/sources.list)
-  fi
+  mirror=$(debian_mirror)
   if [ -z "$mirror" ] || ! command -v apt-get >/dev/null; then
     echo "deploy-deps: no Debian mirror in /etc/apt/sources.list* (or no apt-get): cannot fetch an AppArmor 4 parser" >&2
     exit 1
@@ -78,16 +69,9 @@ if [ -z "$helm_version" ]; then
 fi
 
 if ! command -v promtool >/dev/null; then
-  if ! command -v apt-get >/dev/null; then
-    echo "deploy-deps: promtool is missing and there is no apt-get; install Prometheus' promtool by hand" >&2
-    exit 1
-  fi
-  echo "deploy-deps: installing prometheus (for promtool)" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq >&2
+  apt_install deploy-deps prometheus # for promtool
   # Only the binaries are wanted: keep the packaged service from starting
   # where an init system would start it.
-  $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
   if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
     $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
   fi

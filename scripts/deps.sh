@@ -23,13 +23,5 @@ fi
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
-if ! command -v apt-get >/dev/null; then
-  echo "deps: missing ${need[*]} and no apt-get to install them; install them by hand" >&2
-  exit 1
-fi
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
-echo "deps: installing ${need[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+source "$(dirname "$0")/apt.sh"
+apt_install deps "${need[@]}"

@@ -11,14 +11,8 @@ fi
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 if ! command -v dockerd >/dev/null; then
-  if ! command -v apt-get >/dev/null; then
-    echo "dockerd: no Docker Engine and no apt-get to install one; install Docker by hand" >&2
-    exit 1
-  fi
-  echo "dockerd: installing Debian's Docker Engine" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends docker.io containerd runc iptables >/dev/null
+  source "$(dirname "$0")/apt.sh"
+  apt_install dockerd docker.io containerd runc iptables
 fi
 if ! docker info >/dev/null 2>&1; then
   log=${XDG_CACHE_HOME:-$HOME/.cache}/pkgfleet/dockerd.log

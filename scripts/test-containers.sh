@@ -11,12 +11,8 @@ export CI=${CI:-}
 bash scripts/deps.sh
 bash scripts/dockerd.sh
 if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "test-containers: installing Debian's docker-compose" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+  source scripts/apt.sh
+  apt_install test-containers docker-compose
 fi
 PKGFLEET_HELM=$(bash scripts/deploy-deps.sh --print-helm)
 export PKGFLEET_HELM

@@ -31,6 +31,7 @@ var (
 	rVignetteEng  = regexp.MustCompile(`vignette builder [‘'"]([^’'"]+)[’'"] not found`)
 	pyBackend     = regexp.MustCompile(`^ERROR Backend '([^']+)' is not available`)
 	pipNotFound   = regexp.MustCompile(`No matching distribution found for (\S+)`)
+	quotedString  = regexp.MustCompile(`["']([^"']+)["']`)
 )
 
 // reasonWriter is an io.Writer over a build's output. It must keep up
@@ -260,7 +261,7 @@ func buildRequires(toml string) []string {
 		}
 	}
 	var out []string
-	for _, m := range regexp.MustCompile(`["']([^"']+)["']`).FindAllStringSubmatch(list.String(), -1) {
+	for _, m := range quotedString.FindAllStringSubmatch(list.String(), -1) {
 		out = append(out, strings.TrimSpace(m[1]))
 	}
 	return out

@@ -15,14 +15,15 @@ const landlockScopeABI = 6
 // Landlock domain and the kernel has none to give.
 var errNoLandlock = errors.New("no Landlock on this kernel (Linux >= 5.19 with landlock in the kernel's lsm= list)")
 
-// landlockABI reports the kernel's Landlock ABI version, 0 when Landlock
-// is missing, disabled, or refused by a seccomp profile.
-func landlockABI() int {
+// landlockABI reports the kernel's Landlock ABI version: 0 with ENOSYS
+// (not built in) or EOPNOTSUPP (not enabled), 0 with EPERM when a seccomp
+// profile refuses the call, which needs another remedy.
+func landlockABI() (int, unix.Errno) {
 	abi, _, errno := unix.RawSyscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
 	if errno != 0 {
-		return 0
+		return 0, errno
 	}
-	return int(abi)
+	return int(abi), 0
 }
 
 // applyLandlock puts the calling thread, and what it execs, in a Landlock
@@ -43,15 +44,18 @@ func landlockABI() int {
 // maxABI > 0 caps the ABI used (tests). no_new_privs must already be set;
 // / must be the sandbox's root.
 func applyLandlock(required bool, maxABI int) error {
-	abi := landlockABI()
+	abi, errno := landlockABI()
 	if maxABI > 0 {
 		abi = min(abi, maxABI)
 	}
 	if abi < 2 {
-		if required {
-			return errNoLandlock
+		switch {
+		case !required:
+			return nil
+		case errno == unix.EPERM:
+			return fmt.Errorf("landlock_create_ruleset: %w", errno)
 		}
-		return nil
+		return errNoLandlock
 	}
 	var attr unix.LandlockRulesetAttr
 	if abi >= landlockScopeABI {
