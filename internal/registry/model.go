@@ -143,6 +143,64 @@ type Build struct {
 	CreatedAt   time.Time  `json:"created_at"`
 	StartedAt   *time.Time `json:"started_at,omitempty"`
 	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	// AttemptToken is the token of the attempt that last wrote the
+	// record (see Registry.BeginAttempt); 0 before any attempt.
+	AttemptToken int64 `json:"attempt_token,omitempty"`
+	// WaitingSince is when the build first found no free build slot, while
+	// it waits (parked) for one.
+	WaitingSince *time.Time `json:"waiting_since,omitempty"`
+	// Phases says how long each phase of the build took, in PhaseOrder.
+	Phases []Phase `json:"phases,omitempty"`
+}
+
+// Phase is how long one phase of a build took.
+type Phase struct {
+	Phase string  `json:"phase"`
+	MS    float64 `json:"ms"`
+}
+
+// The phases of a build, in the order Build.Phases lists them.
+const (
+	PhaseQueued       = "queued"        // queued until a worker took it
+	PhaseWaiting      = "waiting"       // parked, waiting for a build slot
+	PhaseClone        = "clone"         // git clone and checkout
+	PhaseSandboxStart = "sandbox_start" // the sandbox until the build tool started
+	PhaseBuild        = "build"         // the build tool (R CMD build, python -m build)
+	PhaseChecks       = "checks"        // checks of the build's result
+	PhaseStore        = "store"         // copying artifacts into the store
+	PhaseRecord       = "record"        // writing the final record and log
+)
+
+// PhaseOrder lists the phases in the order of Build.Phases.
+var PhaseOrder = []string{PhaseQueued, PhaseWaiting, PhaseClone, PhaseSandboxStart, PhaseBuild, PhaseChecks, PhaseStore, PhaseRecord}
+
+// SetPhase records (or replaces) how long phase took, keeping PhaseOrder.
+func (b *Build) SetPhase(phase string, d time.Duration) {
+	ms := float64(d.Microseconds()) / 1000
+	rank := func(p string) int {
+		for i, q := range PhaseOrder {
+			if q == p {
+				return i
+			}
+		}
+		return len(PhaseOrder)
+	}
+	out := make([]Phase, 0, len(b.Phases)+1)
+	added := false
+	for _, p := range b.Phases {
+		switch {
+		case p.Phase == phase:
+			continue
+		case !added && rank(phase) < rank(p.Phase):
+			out = append(out, Phase{Phase: phase, MS: ms})
+			added = true
+		}
+		out = append(out, p)
+	}
+	if !added {
+		out = append(out, Phase{Phase: phase, MS: ms})
+	}
+	b.Phases = out
 }
 
 // Artifact is one file a build produced.

@@ -1,0 +1,129 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func newBuild(t *testing.T, r *Registry) *Build {
+	t.Helper()
+	ctx := context.Background()
+	b, _, err := r.CreateBuild(ctx, &Build{Source: "s", Builder: "b", Language: LangPython, Ref: "main", SHA: "abc"}, ReuseActive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestAStaleAttemptsWritesAreRefusedAndNamedBySuccessor(t *testing.T) {
+	t.Parallel()
+	r, ctx := setup(t), context.Background()
+	b := newBuild(t, r)
+	a1, err := r.BeginAttempt(ctx, b.ID, 1, "A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.UpdateBuildAs(ctx, a1, func(b *Build) error { b.Status = StatusRunning; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.AppendLogAs(ctx, a1, []byte("from A\n"), 1<<20, "1MiB"); err != nil {
+		t.Fatal(err)
+	}
+	a2, _ := r.BeginAttempt(ctx, b.ID, 2, "B")
+	if a2.Token <= a1.Token {
+		t.Fatalf("tokens %d then %d: want increasing", a1.Token, a2.Token)
+	}
+	if _, err := r.UpdateBuildAs(ctx, a2, func(b *Build) error { b.Status, b.Worker = StatusRunning, "B"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+
+	// A comes back: each of its writes is refused and says who took over.
+	_, err = r.UpdateBuildAs(ctx, a1, func(b *Build) error { b.Status, b.Detail = StatusQueued, "interrupted on worker A"; return nil })
+	var se *SupersededError
+	if !errors.As(err, &se) || !errors.Is(err, ErrSuperseded) {
+		t.Fatalf("stale update: %v, want a SupersededError", err)
+	}
+	if want := "superseded by attempt 2 (token 2) on worker B"; err.Error() != want {
+		t.Fatalf("message %q, want %q", err, want)
+	}
+	if err := r.AppendLogAs(ctx, a1, []byte("late line from A\n"), 1<<20, "1MiB"); !errors.Is(err, ErrSuperseded) {
+		t.Fatalf("stale log append: %v", err)
+	}
+	if err := r.ConfirmAttempt(ctx, a1, "", ""); !errors.Is(err, ErrSuperseded) {
+		t.Fatalf("stale confirm: %v", err)
+	}
+	if err := r.ConfirmAttempt(ctx, a2, "", ""); err != nil {
+		t.Fatalf("current confirm: %v", err)
+	}
+	got, _ := r.Build(ctx, b.ID)
+	if got.Status != StatusRunning || got.Worker != "B" || got.AttemptToken != a2.Token {
+		t.Fatalf("record after A's late write: %+v", got)
+	}
+	log, _ := r.Log(ctx, b.ID, 0)
+	if strings.Contains(string(log), "late line") {
+		t.Fatalf("a stale log line was written: %q", log)
+	}
+}
+
+func TestConfirmAttemptSeesALostTaskLease(t *testing.T) {
+	t.Parallel()
+	r, ctx := setup(t), context.Background()
+	b := newBuild(t, r)
+	a, _ := r.BeginAttempt(ctx, b.ID, 1, "A")
+	r.rdb.ZAdd(ctx, "lease", redis.Z{Score: 1, Member: "task-1"})
+	if err := r.ConfirmAttempt(ctx, a, "lease", "task-1"); err != nil {
+		t.Fatal(err)
+	}
+	r.rdb.ZRem(ctx, "lease", "task-1")
+	if err := r.ConfirmAttempt(ctx, a, "lease", "task-1"); !errors.Is(err, ErrTaskLeaseLost) {
+		t.Fatalf("confirm without the task's lease: %v", err)
+	}
+}
+
+func TestFencedUpdatesOfTheCurrentAttemptAllLand(t *testing.T) {
+	t.Parallel()
+	r, ctx := setup(t), context.Background()
+	b := newBuild(t, r)
+	a, _ := r.BeginAttempt(ctx, b.ID, 1, "A")
+	// Concurrent writers of one attempt (log flusher, status) retry on
+	// a changed record instead of losing an edit.
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := r.UpdateBuildAs(ctx, a, func(b *Build) error {
+				b.SetPhase(PhaseOrder[i%len(PhaseOrder)], time.Duration(i)*time.Millisecond)
+				b.Attempts++
+				return nil
+			}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	got, _ := r.Build(ctx, b.ID)
+	if got.Attempts != 20 {
+		t.Fatalf("%d of 20 edits landed", got.Attempts)
+	}
+}
+
+func TestPhasesKeepTheContractOrderAndJSON(t *testing.T) {
+	t.Parallel()
+	var b Build
+	b.SetPhase(PhaseStore, 3*time.Millisecond)
+	b.SetPhase(PhaseQueued, 12500*time.Microsecond)
+	b.SetPhase(PhaseClone, time.Millisecond)
+	b.SetPhase(PhaseQueued, 12500*time.Microsecond) // replaced, not doubled
+	out, _ := json.Marshal(b.Phases)
+	if want := `[{"phase":"queued","ms":12.5},{"phase":"clone","ms":1},{"phase":"store","ms":3}]`; string(out) != want {
+		t.Fatalf("phases %s, want %s", out, want)
+	}
+}
