@@ -41,6 +41,32 @@ func Client(c config.Redis) (*redis.Client, error) {
 	return redis.NewClient(o), nil
 }
 
+// Worker connection bounds: a worker must notice a hung or cut connection
+// in seconds, since its builds stop when their hold goes unconfirmed for
+// the fence's T (20s; internal/fence). go-redis's defaults would block one
+// call for up to 5 dial attempts of 5s, or 5s reads retried 3 times.
+const (
+	WorkerDialTimeout = 2 * time.Second
+	WorkerIOTimeout   = 3 * time.Second // read and write
+	WorkerMaxRetries  = 1
+)
+
+// WorkerClient returns the go-redis client of a worker (its registry,
+// build slots and asynq server): short dial, read and write timeouts, one
+// retry, one dial retry, and contexts' deadlines honoured.
+func WorkerClient(c config.Redis) (*redis.Client, error) {
+	o, err := Options(c)
+	if err != nil {
+		return nil, err
+	}
+	o.DialTimeout, o.DialerRetries = WorkerDialTimeout, 1
+	o.ReadTimeout, o.WriteTimeout = WorkerIOTimeout, WorkerIOTimeout
+	o.PoolTimeout = WorkerIOTimeout + time.Second
+	o.MaxRetries = WorkerMaxRetries
+	o.ContextTimeoutEnabled = true
+	return redis.NewClient(o), nil
+}
+
 // Asynq returns asynq's connection option for the same server.
 func Asynq(c config.Redis) (asynq.RedisClientOpt, error) {
 	o, err := Options(c)

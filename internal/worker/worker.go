@@ -249,7 +249,7 @@ func (w *Worker) Tools() map[string]detect.Tool {
 // Run serves builds until ctx ends, then shuts down gracefully: running
 // builds get Worker.ShutdownGrace to finish and are requeued after that.
 func (w *Worker) Run(ctx context.Context) error {
-	rc, err := redisconn.Client(w.cfg.Redis)
+	rc, err := redisconn.WorkerClient(w.cfg.Redis)
 	if err != nil {
 		return err
 	}
