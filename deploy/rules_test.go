@@ -33,6 +33,10 @@ var contractMetrics = []string{
 	"pkgfleet_language_usable",
 	"pkgfleet_sandbox_usable",
 	"pkgfleet_worker_sandbox_tier",
+	"pkgfleet_builds_fenced_total",
+	"pkgfleet_build_phase_seconds_bucket",
+	"pkgfleet_build_phase_seconds_sum",
+	"pkgfleet_build_phase_seconds_count",
 	// API
 	"pkgfleet_user_namespaces_required",
 	"pkgfleet_git_builders",

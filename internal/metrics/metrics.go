@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -28,6 +29,9 @@ const (
 // buildBuckets span quick Python wheels to hour-long builds.
 var buildBuckets = []float64{1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 2400, 3600}
 
+// phaseBuckets span a millisecond's bookkeeping to an hour's wait.
+var phaseBuckets = []float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1200, 3600}
+
 // Worker holds a worker's metrics.
 type Worker struct {
 	reg             *prometheus.Registry
@@ -38,10 +42,14 @@ type Worker struct {
 	languageUsable  *prometheus.GaugeVec
 	sandboxTier     *prometheus.GaugeVec
 	sandboxUsable   prometheus.Gauge
+	fenced          *prometheus.CounterVec
+	phases          *prometheus.HistogramVec
+	name            string
 }
 
 // WorkerState is read at every scrape.
 type WorkerState struct {
+	Name              string // the worker's name, the worker label of pkgfleet_builds_fenced_total
 	Slots             func() int
 	NamespacesInUse   func() int
 	MaxUserNamespaces func() (int, error)
@@ -74,15 +82,25 @@ func NewWorker(st WorkerState) *Worker {
 		sandboxUsable: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pkgfleet_sandbox_usable", Help: "1 when the user-namespace sandbox passed its probe (at start or a re-probe).",
 		}),
+		fenced: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pkgfleet_builds_fenced_total",
+			Help: "Builds this worker stopped because their hold was lost, by reason (fenced: the worker could not confirm its hold in time, as when Redis is unreachable from it; superseded: a newer attempt of the build took over).",
+		}, []string{"worker", "reason"}),
+		phases: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "pkgfleet_build_phase_seconds", Help: "Time of each phase of a build (queued, waiting, clone, sandbox_start, build, checks, store, record), by language.", Buckets: phaseBuckets,
+		}, []string{"phase", "language"}),
+		name: st.Name,
 	}
 	m.SandboxTier(sandbox.TierNone)
+	m.fenced.WithLabelValues(st.Name, "fenced")
+	m.fenced.WithLabelValues(st.Name, "superseded")
 	// Start at 0 so that increase() sees the first failure.
 	m.sandboxFailures.WithLabelValues("namespace_limit")
 	m.sandboxFailures.WithLabelValues("unavailable")
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	reg.MustRegister(m.builds, m.duration, m.running, m.sandboxFailures, m.languageUsable, m.sandboxTier, m.sandboxUsable,
+	reg.MustRegister(m.builds, m.duration, m.fenced, m.phases, m.running, m.sandboxFailures, m.languageUsable, m.sandboxTier, m.sandboxUsable,
 		gauge("pkgfleet_worker_build_slots", "Build slots of this worker.", func() float64 { return float64(call(st.Slots)) }),
 		gauge("pkgfleet_user_namespaces_in_use", "User namespaces held by this worker's running sandboxes.", func() float64 { return float64(call(st.NamespacesInUse)) }),
 		gauge("pkgfleet_user_namespaces_needed", "User namespaces this worker's slots need at most (2 per build).", func() float64 { return float64(2 * call(st.Slots)) }),
@@ -150,6 +168,25 @@ func (m *Worker) BuildStarted(lang, trigger string) func(result string) {
 		m.running.WithLabelValues(lang).Dec()
 		m.builds.WithLabelValues(lang, trigger, result).Inc()
 		m.duration.WithLabelValues(lang, result).Observe(time.Since(start).Seconds())
+	}
+}
+
+// Fenced counts a build this worker stopped because its hold was lost;
+// reason is fence.ReasonFenced or fence.ReasonSuperseded.
+func (m *Worker) Fenced(reason string) {
+	if m == nil {
+		return
+	}
+	m.fenced.WithLabelValues(m.name, reason).Inc()
+}
+
+// Phases observes the phases of a build of lang.
+func (m *Worker) Phases(lang string, phases []registry.Phase) {
+	if m == nil {
+		return
+	}
+	for _, p := range phases {
+		m.phases.WithLabelValues(p.Phase, lang).Observe(p.MS / 1000)
 	}
 }
 

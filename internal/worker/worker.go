@@ -154,6 +154,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 		w.maxNS = max
 	}
 	w.metrics = metrics.NewWorker(metrics.WorkerState{
+		Name:              opts.Name,
 		Slots:             w.Slots,
 		NamespacesInUse:   w.namespacesInUse,
 		MaxUserNamespaces: sandbox.MaxUserNamespaces,
