@@ -473,7 +473,7 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) error {
 		if a.File != name {
 			continue
 		}
-		f, err := s.Store.Open(b.Source, b.Package, b.ID, name)
+		f, err := s.Store.Open(b.Source, b.Package, b.ID, b.AttemptToken, name)
 		if err != nil {
 			return fmt.Errorf("artifact %s of build %d: %w", name, b.ID, err)
 		}

@@ -67,9 +67,13 @@ func child(role string) int {
 			TaskCheckInterval:        100 * time.Millisecond,
 			DelayedTaskCheckInterval: 200 * time.Millisecond,
 			HeartbeatEvery:           time.Second,
-			CancelCheck:              time.Second,
+			// T and the slot's lease far below the defaults (20s, 60s),
+			// so that the fencing tests take seconds, not minutes.
+			FenceAfter:  4 * time.Second,
+			ParkRecheck: 5 * time.Second,
+			SweepEvery:  time.Second,
 			Slots: func(s *semaphore.Semaphore) {
-				s.HoldLease, s.RenewEvery, s.CheckEvery = 3*time.Second, 300*time.Millisecond, 500*time.Millisecond
+				s.HoldLease, s.RenewEvery, s.CheckEvery = 6*time.Second, 300*time.Millisecond, 500*time.Millisecond
 			},
 		})
 		if err == nil {
@@ -572,7 +576,7 @@ func TestKilledWorkerLeavesNoProcessWorkspaceOrMount(t *testing.T) {
 	if m := f.mounts(); len(m) != 0 {
 		t.Fatalf("mounts left on the host: %v", m)
 	}
-	// The build's slot returns when its lease ends (3s here).
+	// The build's slot returns when its lease ends (6s here).
 	sema := semaphore.New(f.rdb, nil)
 	testenv.Eventually(t, 15*time.Second, "the killed build's slot to return", func() bool {
 		h, err := sema.Holders(context.Background(), queue.SlotKey("py", "victim"))

@@ -136,11 +136,17 @@ func (f *fleet) worker(name string, slots int, tune ...func(*pipeline.Deps)) (st
 		defer close(beating)
 		roster.Beat(beatCtx, rdb, log, time.Second, report)
 	}()
+	sweeping := make(chan struct{})
+	go func() {
+		defer close(sweeping)
+		h.Sweep(beatCtx)
+	}()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
 			stopBeat()
 			<-beating
+			<-sweeping
 			close(stopping)
 			srv.Shutdown()
 			h.Wait(10 * time.Second)
@@ -162,13 +168,15 @@ func workerDeps(cfg *config.Config, name, builderDir string, rdb redis.Universal
 	return pipeline.Deps{
 		Config: &own, Redis: rdb, Events: hub, Worker: name, Log: log,
 		Languages:   pipeline.NewLanguages(map[string]pipeline.Language{registry.LangR: {Recipe: fake, Sandbox: "unsandboxed", Tier: "unsandboxed"}}),
-		CancelCheck: time.Second,
 		Slots:       shortLeases,
+		FenceAfter:  3 * time.Second,
+		ParkRecheck: 3 * time.Second,
+		SweepEvery:  500 * time.Millisecond,
 	}
 }
 
 func shortLeases(s *semaphore.Semaphore) {
-	s.HoldLease, s.RenewEvery, s.CheckEvery = 2*time.Second, 200*time.Millisecond, 500*time.Millisecond
+	s.HoldLease, s.RenewEvery, s.CheckEvery = 4*time.Second, 200*time.Millisecond, 500*time.Millisecond
 }
 
 // asynqConfig is a test worker's asynq server: quick to take tasks and
@@ -177,8 +185,11 @@ func asynqConfig(slots int, level asynq.LogLevel) asynq.Config {
 	return asynq.Config{
 		Concurrency: slots, Queues: map[string]int{queue.Queue(registry.LangR): 1},
 		TaskCheckInterval: 50 * time.Millisecond, DelayedTaskCheckInterval: 100 * time.Millisecond,
-		RetryDelayFunc: func(int, error, *asynq.Task) time.Duration { return 100 * time.Millisecond },
-		LogLevel:       level,
+		IsFailure: pipeline.IsFailure,
+		RetryDelayFunc: func(n int, err error, _ *asynq.Task) time.Duration {
+			return pipeline.RetryDelay(n, err, func(int) time.Duration { return 100 * time.Millisecond })
+		},
+		LogLevel: level,
 	}
 }
 
@@ -474,24 +485,22 @@ func TestShutdownRequeuesWaitersAndReleasesSlots(t *testing.T) {
 	}
 }
 
-// A build waiting for a slot costs, per check period, one semaphore
-// script and one status read (the cancel watch); with the defaults (both
-// 15s) that is 8 Redis commands a minute, plus one status write when its
-// place in line changes.
-func TestWaitingBuildCostsFewRedisCommandsPerMinute(t *testing.T) {
+// A parked build costs its worker nothing while it waits: it comes back
+// once per ParkRecheck (1m by default) to check its place, a handful of
+// Redis commands, unless a release wakes it first.
+func TestParkedBuildCostsFewRedisCommandsPerMinute(t *testing.T) {
 	t.Parallel()
 	f := setup(t, 1)
 	shas := f.builder("cost", registry.TriggerCommits, 2)
 	release := filepath.Join(t.TempDir(), "go")
 	f.recipe.command.Store(fmt.Sprintf("while [ ! -e %s ]; do sleep 0.05; done", release))
-	const period = 100 * time.Millisecond
+	const period = 200 * time.Millisecond
 	var waiterClient redis.UniversalClient
 	f.worker("holder", 1)
 	first := f.rerun("cost", shas[0])
 	f.waitStatus(first, registry.StatusRunning)
 	f.worker("waiter", 1, func(d *pipeline.Deps) {
-		d.CancelCheck = period
-		d.Slots = func(s *semaphore.Semaphore) { shortLeases(s); s.CheckEvery = period }
+		d.ParkRecheck, d.SweepEvery = period, time.Hour
 		waiterClient = d.Redis
 	})
 	second := f.rerun("cost", shas[1])
@@ -501,11 +510,14 @@ func TestWaitingBuildCostsFewRedisCommandsPerMinute(t *testing.T) {
 	start := time.Now()
 	time.Sleep(30 * period) // the measurement window, not a synchronisation
 	n, by := counter.Total()
-	periods := float64(time.Since(start)) / float64(period)
-	perMinute := float64(n) / periods * float64(time.Minute/(15*time.Second))
-	t.Logf("a waiting build sent %d commands in %.0f check periods %v: %.1f a minute with the 15s defaults", n, periods, by, perMinute)
+	rechecks := by["sadd"] // one per return to the line
+	if rechecks < 3 {
+		t.Fatalf("the parked build came back %d times in %s, want several: %v", rechecks, time.Since(start), by)
+	}
+	perMinute := float64(n) / float64(rechecks) // one recheck a minute by default
+	t.Logf("a parked build came back %d times and sent %d commands %v: %.1f a minute with the 1m default", rechecks, n, by, perMinute)
 	if perMinute > 10 {
-		t.Fatalf("a waiting build costs %.1f commands a minute, want at most 10", perMinute)
+		t.Fatalf("a parked build costs %.1f commands per recheck, want at most 10", perMinute)
 	}
 	os.WriteFile(release, nil, 0o644)
 	f.waitStatus(second, registry.StatusSucceeded)

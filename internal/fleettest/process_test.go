@@ -57,6 +57,7 @@ func childWorker(raw string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	go h.Sweep(context.Background())
 	srv := asynq.NewServerFromRedisClient(rdb, asynqConfig(spec.Slots, asynq.WarnLevel))
 	mux := asynq.NewServeMux()
 	mux.Handle(queue.TypeBuild, h)
@@ -162,9 +163,11 @@ func TestTagBuilderConcurrencyHoldsAcrossThreeWorkerProcesses(t *testing.T) {
 	shas := f.builder("tags", registry.TriggerTags, 8)
 	events := filepath.Join(t.TempDir(), "events")
 	// Each build appends "+" when it starts and "-" when it ends; small
-	// O_APPEND writes keep their order across processes.
+	// O_APPEND writes keep their order across processes. One asynq slot
+	// each: three builds could run at once but for the semaphore, and
+	// they must spread over the processes.
 	for _, name := range []string{"P1", "P2", "P3"} {
-		f.process(name, 2, fmt.Sprintf("echo + >> %s; sleep 0.3; echo - >> %s", events, events))
+		f.process(name, 1, fmt.Sprintf("echo + >> %s; sleep 0.3; echo - >> %s", events, events))
 	}
 	var ids []int64
 	for _, sha := range shas {

@@ -148,7 +148,7 @@ func (x *Index) cranFile(archive bool) func(w http.ResponseWriter, r *http.Reque
 }
 
 func (x *Index) serve(w http.ResponseWriter, r *http.Request, b *registry.Build, file string) error {
-	f, err := x.Store.Open(b.Source, b.Package, b.ID, file)
+	f, err := x.Store.Open(b.Source, b.Package, b.ID, b.AttemptToken, file)
 	if err != nil {
 		return notFound("%s is missing from the artifact store", file)
 	}

@@ -82,7 +82,7 @@ func (x *Index) metadata(b *registry.Build, a registry.Artifact) (pkgmeta.Fields
 	if ok {
 		return f, nil
 	}
-	fh, err := x.Store.Open(b.Source, b.Package, b.ID, a.File)
+	fh, err := x.Store.Open(b.Source, b.Package, b.ID, b.AttemptToken, a.File)
 	if err != nil {
 		return nil, err
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/pkgfleet/pkgfleet/internal/config"
 	"github.com/pkgfleet/pkgfleet/internal/credential"
+	"github.com/pkgfleet/pkgfleet/internal/fence"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/metrics"
 	"github.com/pkgfleet/pkgfleet/internal/notify"
@@ -57,12 +58,20 @@ type Deps struct {
 	// Stopping is closed when the worker shuts down: builds waiting for
 	// a slot stop waiting (running ones may finish).
 	Stopping <-chan struct{}
-	// CancelCheck is how often a running build re-reads its status in
-	// case a cancel notification was lost (default 15s).
-	CancelCheck time.Duration
 	// Slots, when set, adjusts the build-slot semaphore (tests use short
 	// leases).
 	Slots func(*semaphore.Semaphore)
+	// FenceAfter is T: a running build whose hold went unconfirmed this
+	// long stops (default fence.DefaultAfter, 20s). Keep it below the
+	// slot's HoldLease and asynq's 30s task lease.
+	FenceAfter time.Duration
+	// ParkRecheck is how long a parked build stays out of its queue
+	// before it checks again by itself (default 1m); a release or a sweep
+	// brings it back sooner.
+	ParkRecheck time.Duration
+	// SweepEvery is how often Sweep looks for parked builds that may take
+	// a free slot (default 15s).
+	SweepEvery time.Duration
 }
 
 // Pipeline runs build tasks on a worker; it is an asynq.Handler.
@@ -90,8 +99,14 @@ type Pipeline struct {
 	// timeout also counts the wait).
 	runTimeout  time.Duration
 	events      *notify.Hub
-	cancelCheck time.Duration
 	stopping    <-chan struct{}
+	inspector   *asynq.Inspector // wakes parked builds
+	fenceAfter  time.Duration
+	parkRecheck time.Duration
+	sweepEvery  time.Duration
+	// lateWrites is how long an attempt keeps trying to record its end
+	// while Redis is unreachable.
+	lateWrites time.Duration
 
 	running  atomic.Int32
 	inflight sync.WaitGroup
@@ -115,6 +130,11 @@ func New(d Deps) (*Pipeline, error) {
 	if d.Slots != nil {
 		d.Slots(slots)
 	}
+	fenceAfter := cmp.Or(d.FenceAfter, fence.DefaultAfter)
+	if hold := cmp.Or(slots.HoldLease, semaphore.DefaultHoldLease); hold <= fenceAfter {
+		// A build must stop before its slot can go to another attempt.
+		return nil, fmt.Errorf("pipeline: the build slot's lease (%s) must be longer than FenceAfter (%s)", hold, fenceAfter)
+	}
 	return &Pipeline{
 		registry:         registry.New(d.Redis),
 		store:            st,
@@ -133,8 +153,12 @@ func New(d Deps) (*Pipeline, error) {
 		maxSlotWait:      cmp.Or(cfg.Git.MaxSlotWait, 24*time.Hour),
 		runTimeout:       queue.RunTimeout(cfg),
 		events:           d.Events,
-		cancelCheck:      cmp.Or(d.CancelCheck, 15*time.Second),
 		stopping:         d.Stopping,
+		inspector:        asynq.NewInspectorFromRedisClient(d.Redis),
+		fenceAfter:       fenceAfter,
+		parkRecheck:      cmp.Or(d.ParkRecheck, time.Minute),
+		sweepEvery:       cmp.Or(d.SweepEvery, 15*time.Second),
+		lateWrites:       2 * time.Minute,
 	}, nil
 }
 
@@ -157,18 +181,18 @@ func (p *Pipeline) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err := json.Unmarshal(t.Payload(), &task); err != nil || task.BuildID <= 0 {
 		return fmt.Errorf("bad build payload %q: %w", t.Payload(), asynq.SkipRetry)
 	}
+	picked := time.Now()
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	// attempts is corrected from the build record below (see queue.spareRetry).
 	attempt, attempts := retried+1, maxRetry+1
 	log := p.log.With("build", task.BuildID, "attempt", attempt)
 
-	// A user's cancel (or a lost slot lease) ends this context; asynq's
-	// own (shutdown, deadline) ends it too.
+	// A user's cancel or a lost hold ends this context; asynq's own
+	// (shutdown, deadline) ends it too.
 	ctx, cancelBuild := context.WithCancelCause(ctx)
 	defer cancelBuild(nil)
-	setLease, stopWatch := p.watchCancel(ctx, task.BuildID, cancelBuild)
-	defer stopWatch()
+	defer p.watchCancel(ctx, task.BuildID, cancelBuild)()
 
 	pre, err := p.registry.Build(ctx, task.BuildID)
 	if errors.Is(err, registry.ErrNotFound) || (err == nil && registry.Terminal(pre.Status)) {
@@ -189,54 +213,62 @@ func (p *Pipeline) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if berr != nil && !errors.Is(berr, registry.ErrNotFound) {
 		return berr // registry unreachable: let asynq retry (never build without a slot)
 	}
+	// From here on, every earlier attempt's writes are refused.
+	at, err := p.registry.BeginAttempt(ctx, pre.ID, attempt, p.worker)
+	if err != nil {
+		return err
+	}
+	log = log.With("attempt_token", at.Token)
+
+	var lease *semaphore.Lease
 	if berr == nil {
-		lease, err := p.acquire(ctx, pre, bl, attempt)
+		lease, err = p.acquire(ctx, log, at, pre, bl, retried < maxRetry)
+		var parked *parkedError
 		switch {
 		case errors.Is(err, errSkip) || errors.Is(context.Cause(ctx), errCanceled):
 			log.Info("build canceled while it waited for a build slot")
 			return nil
+		case errors.As(err, &parked), errors.Is(err, registry.ErrSuperseded):
+			return err
 		case err != nil && ctx.Err() != nil:
-			p.requeued(ctx, pre.ID, "interrupted on worker "+p.worker+" while waiting for a build slot; requeued")
+			p.requeued(ctx, log, at, "interrupted on worker "+p.worker+" while waiting for a build slot; requeued")
 			return err
 		case err != nil:
-			return p.finish(ctx, log, pre.ID, attempt, attempts, nil, err)
+			return p.finish(ctx, log, at, attempts, nil, err)
 		}
-		if lease != nil {
-			defer func() {
-				if err := lease.Release(context.WithoutCancel(ctx)); err != nil {
-					log.Warn("could not release the build slot", "error", err)
-				}
-			}()
-			setLease(lease)
-		}
+		defer p.release(ctx, log, lease, queue.SlotKey(pre.Source, pre.Builder), queue.SlotLimit(bl, p.buildConcurrency))
 	}
+	defer p.hold(ctx, at, lease, cancelBuild)()
 	ctx, cancelRun := context.WithTimeout(ctx, p.runTimeout)
 	defer cancelRun()
 
-	b, err := p.start(ctx, task.BuildID, attempt, lang)
+	b, err := p.start(ctx, log, at, lang, picked)
 	if errors.Is(err, errSkip) {
 		log.Info("build needs no work", "reason", "already finished or canceled")
 		return nil
 	}
 	if err != nil {
-		return err // registry unreachable: let asynq retry
+		return err // registry unreachable or superseded: let asynq decide
 	}
 	log = log.With("source", b.Source, "builder", b.Builder, "sha", b.SHA)
 	log.Info("build started")
 
-	logw := newLogWriter(ctx, p.registry, b.ID, int64(p.logLimit), p.logLimit.String())
-	fmt.Fprintf(logw, "==> pkgfleet build %d, attempt %d of %d, on worker %s (%s)\n", b.ID, attempt, attempts, p.worker, b.Sandbox)
+	logw := newLogWriter(ctx, log, p.registry, at, int64(p.logLimit), p.logLimit.String())
+	fmt.Fprintf(logw, "==> pkgfleet build %d, attempt %d of %d (token %d), on worker %s (%s)\n", b.ID, attempt, attempts, at.Token, p.worker, b.Sandbox)
 	if b.Sandbox != "user-namespace" {
 		fmt.Fprintln(logw, "WARNING: this build runs WITHOUT a sandbox (Git.AllowUnsandboxedGitBuilds = true)")
 	}
 	p.running.Add(1)
 	done := p.metrics.BuildStarted(b.Language, b.Trigger)
-	out, runErr := p.run(ctx, b, lang.Recipe, logw)
+	out, runErr := p.run(ctx, b, at, lang.Recipe, logw)
 	p.running.Add(-1)
 	done(p.result(ctx, runErr, attempt, attempts))
+	var lost *fence.StoppedError
 	switch {
 	case errors.Is(context.Cause(ctx), errCanceled):
 		fmt.Fprintln(logw, "==> canceled")
+	case errors.As(context.Cause(ctx), &lost):
+		fmt.Fprintf(logw, "==> stopped on worker %s: %s\n", p.worker, lost)
 	case backInLine(runErr):
 		fmt.Fprintf(logw, "==> the sandbox could not start: %s\n==> back in line; this attempt is not counted\n", runErr)
 	case runErr != nil:
@@ -245,7 +277,7 @@ func (p *Pipeline) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		fmt.Fprintf(logw, "==> succeeded: %s %s\n", out.pkg, out.version)
 	}
 	logw.Close()
-	return p.finish(ctx, log, b.ID, attempt, attempts, out, runErr)
+	return p.finish(ctx, log, at, attempts, out, runErr)
 }
 
 // result names how an attempt ended, for the metrics, and counts sandboxes
@@ -269,32 +301,53 @@ func (p *Pipeline) result(ctx context.Context, runErr error, attempt, attempts i
 }
 
 // finish records how an attempt ended and tells asynq whether to retry.
-// It never overwrites a cancel.
-func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, id int64, attempt, attempts int, out *result, runErr error) error {
+// It never overwrites a cancel, and writes nothing once a newer attempt
+// took over.
+func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, at registry.Attempt, attempts int, out *result, runErr error) error {
 	final := context.WithoutCancel(ctx)
+	attempt := at.Number
 	if errors.Is(context.Cause(ctx), errCanceled) {
 		log.Info("build canceled; its processes were stopped")
 		return nil // no retry
 	}
+	var lost *fence.StoppedError
+	if errors.As(context.Cause(ctx), &lost) {
+		return p.stopped(ctx, log, at, lost)
+	}
 	if runErr == nil {
-		_, err := p.registry.UpdateBuild(final, id, func(b *registry.Build) error {
+		recordStart := out.recordStart
+		b, err := p.write(final, log, at, func(b *registry.Build) error {
 			if b.Status == registry.StatusCanceled {
 				return errSkip
 			}
 			now := time.Now().UTC()
 			b.Status, b.Detail, b.FinishedAt = registry.StatusSucceeded, "", &now
 			b.Package, b.Version, b.Artifacts = out.pkg, out.version, out.artifacts
+			b.Phases = out.phases
+			b.SetPhase(registry.PhaseRecord, time.Since(recordStart))
 			return nil
 		})
-		log.Info("build succeeded", "package", out.pkg, "version", out.version)
+		if err != nil {
+			// Nothing refers to this attempt's files: the record that
+			// would have published them was refused or never written.
+			_ = p.store.Discard(out.source, out.pkg, at.Build, at.Token)
+		}
 		if errors.Is(err, errSkip) {
 			return nil
+		}
+		if errors.Is(err, registry.ErrSuperseded) {
+			p.metrics.Fenced(fence.ReasonSuperseded)
+			return err
+		}
+		if err == nil {
+			p.metrics.Phases(b.Language, b.Phases)
+			log.Info("build succeeded", "package", out.pkg, "version", out.version)
 		}
 		return err
 	}
 
 	if backInLine(runErr) && ctx.Err() == nil {
-		_, _ = p.registry.UpdateBuild(final, id, func(b *registry.Build) error {
+		_, _ = p.write(final, log, at, func(b *registry.Build) error {
 			if registry.Terminal(b.Status) {
 				return errSkip
 			}
@@ -307,18 +360,16 @@ func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, id int64, attem
 	}
 	permanent := errors.Is(runErr, asynq.SkipRetry)
 	last := attempt >= attempts || permanent
-	if errors.Is(context.Cause(ctx), semaphore.ErrLost) {
-		runErr = fmt.Errorf("%w (Redis unreachable for too long); another build may have taken the slot", semaphore.ErrLost)
-	} else if ctx.Err() != nil && (!last || p.shutdownAbort(ctx)) {
+	if ctx.Err() != nil && (!last || p.shutdownAbort(ctx)) {
 		// Shutdown or lease loss: asynq puts the task back; say so. A
 		// shutdown requeue costs no attempt, so even a last attempt
 		// runs again.
-		p.requeued(ctx, id, "interrupted on worker "+p.worker+"; requeued")
+		p.requeued(ctx, log, at, "interrupted on worker "+p.worker+"; requeued")
 		return runErr
 	}
-	_, _ = p.registry.UpdateBuild(final, id, func(b *registry.Build) error {
+	_, werr := p.write(final, log, at, func(b *registry.Build) error {
 		if b.Status == registry.StatusCanceled {
-			return nil
+			return errSkip
 		}
 		if last {
 			now := time.Now().UTC()
@@ -330,6 +381,9 @@ func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, id int64, attem
 		}
 		return nil
 	})
+	if errors.Is(werr, registry.ErrSuperseded) {
+		return werr
+	}
 	log.Warn("build failed", "error", runErr, "final", last)
 	if last && !permanent {
 		// asynq would retry once more on the spare retry.
@@ -350,9 +404,10 @@ func (p *Pipeline) shutdownAbort(ctx context.Context) bool {
 	}
 }
 
-// requeued marks a build queued again, unless it was canceled.
-func (p *Pipeline) requeued(ctx context.Context, id int64, detail string) {
-	_, _ = p.registry.UpdateBuild(context.WithoutCancel(ctx), id, func(b *registry.Build) error {
+// requeued marks a build queued again, unless it was canceled or a newer
+// attempt took over.
+func (p *Pipeline) requeued(ctx context.Context, log *slog.Logger, at registry.Attempt, detail string) {
+	_, _ = p.write(context.WithoutCancel(ctx), log, at, func(b *registry.Build) error {
 		if registry.Terminal(b.Status) {
 			return errSkip
 		}
@@ -363,14 +418,28 @@ func (p *Pipeline) requeued(ctx context.Context, id int64, detail string) {
 
 var errSkip = errors.New("skip")
 
-// start marks the build running, or says it needs no work.
-func (p *Pipeline) start(ctx context.Context, id int64, attempt int, lang Language) (*registry.Build, error) {
-	b, err := p.registry.UpdateBuild(ctx, id, func(b *registry.Build) error {
+// start marks the build running, or says it needs no work. It records
+// how long the build was queued (first attempt only) and waited for its
+// slot.
+func (p *Pipeline) start(ctx context.Context, log *slog.Logger, at registry.Attempt, lang Language, picked time.Time) (*registry.Build, error) {
+	b, err := p.write(ctx, log, at, func(b *registry.Build) error {
 		if registry.Terminal(b.Status) {
 			return errSkip // canceled, or a duplicate delivery of a finished build
 		}
 		now := time.Now().UTC()
-		b.Status, b.Detail, b.Attempts = registry.StatusRunning, "", attempt
+		if b.Attempts == 0 {
+			b.Phases = nil
+			queued := picked.UTC()
+			if b.WaitingSince != nil {
+				queued = *b.WaitingSince
+			}
+			b.SetPhase(registry.PhaseQueued, max(queued.Sub(b.CreatedAt), 0))
+		}
+		if b.WaitingSince != nil {
+			b.SetPhase(registry.PhaseWaiting, max(now.Sub(*b.WaitingSince), 0))
+			b.WaitingSince = nil
+		}
+		b.Status, b.Detail, b.Attempts = registry.StatusRunning, "", at.Number
 		b.StartedAt, b.FinishedAt = &now, nil
 		b.Worker, b.Sandbox, b.SandboxTier = p.worker, lang.Sandbox, lang.Tier
 		return nil
@@ -382,11 +451,13 @@ func (p *Pipeline) start(ctx context.Context, id int64, attempt int, lang Langua
 }
 
 type result struct {
-	pkg, version string
-	artifacts    []registry.Artifact
+	source, pkg, version string
+	artifacts            []registry.Artifact
+	phases               []registry.Phase // the record's, with this attempt's added
+	recordStart          time.Time
 }
 
-func (p *Pipeline) run(ctx context.Context, b *registry.Build, rc recipe.Recipe, logw *logWriter) (*result, error) {
+func (p *Pipeline) run(ctx context.Context, b *registry.Build, at registry.Attempt, rc recipe.Recipe, logw *logWriter) (*result, error) {
 	bl, err := p.registry.Builder(ctx, b.Source, b.Builder)
 	if err != nil {
 		if errors.Is(err, registry.ErrNotFound) {
@@ -397,7 +468,7 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, rc recipe.Recipe,
 	if rc == nil {
 		return nil, fmt.Errorf("this worker cannot build %s packages", b.Language)
 	}
-	work := filepath.Join(p.builderDir, "work", fmt.Sprintf("build-%d-%d", b.ID, b.Attempts))
+	work := filepath.Join(p.builderDir, "work", fmt.Sprintf("build-%d-%d", b.ID, at.Token))
 	_ = os.RemoveAll(work) // a crashed earlier run of this very attempt
 	defer os.RemoveAll(work)
 	checkout, dest := filepath.Join(work, "src"), filepath.Join(work, "out")
@@ -405,9 +476,12 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, rc recipe.Recipe,
 		return nil, err
 	}
 	fmt.Fprintf(logw, "==> cloning %s at %s (%s)\n", bl.URL, b.SHA, b.Ref)
+	phases := &registry.Build{Phases: b.Phases}
+	began := time.Now()
 	cloneCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	err = p.clone(cloneCtx, bl, checkout, b.SHA)
 	cancel()
+	phases.SetPhase(registry.PhaseClone, time.Since(began))
 	if err != nil {
 		return nil, err
 	}
@@ -418,6 +492,9 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, rc recipe.Recipe,
 	if err != nil {
 		return nil, err
 	}
+	phases.SetPhase(registry.PhaseSandboxStart, out.Timing.SandboxStart)
+	phases.SetPhase(registry.PhaseBuild, out.Timing.Build)
+	phases.SetPhase(registry.PhaseChecks, out.Timing.Checks)
 	if out.Result.OutputTruncated {
 		fmt.Fprintln(logw, "==> note: build output exceeded the output limit and was cut")
 	}
@@ -425,14 +502,17 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, rc recipe.Recipe,
 	for i, f := range out.Files {
 		files[i] = store.File{Path: f.Path, Kind: f.Kind}
 	}
-	arts, err := p.store.Put(b.Source, out.Package, b.ID, files)
+	began = time.Now()
+	arts, err := p.store.Put(b.Source, out.Package, b.ID, at.Token, files)
 	if err != nil {
 		return nil, err
 	}
+	stored := time.Now()
+	phases.SetPhase(registry.PhaseStore, stored.Sub(began))
 	for _, a := range arts {
 		fmt.Fprintf(logw, "==> stored %s (%d bytes, sha256 %s)\n", a.File, a.Size, a.SHA256)
 	}
-	return &result{pkg: out.Package, version: out.Version, artifacts: arts}, nil
+	return &result{source: b.Source, pkg: out.Package, version: out.Version, artifacts: arts, phases: phases.Phases, recordStart: stored}, nil
 }
 
 // clone checks the commit out with the builder's credential, which lives
@@ -462,23 +542,28 @@ func reason(err error) string {
 
 // logWriter streams build output into the registry: it batches writes and
 // flushes every quarter second, so `logs --follow` sees progress without a
-// Redis call per line.
+// Redis call per line. Its appends are fenced by attempt: once a newer
+// attempt took over, it writes nothing more (and says so once).
 type logWriter struct {
 	ctx   context.Context
+	log   *slog.Logger
 	reg   *registry.Registry
-	id    int64
+	at    registry.Attempt
 	limit int64
 	name  string
 
 	mu      sync.Mutex // guards buf
-	flushMu sync.Mutex // keeps appends in write order
+	flushMu sync.Mutex // keeps appends in write order; guards refused, failed
 	buf     []byte
 	done    chan struct{}
 	closed  sync.WaitGroup
+
+	refused bool // a newer attempt took over: append nothing more
+	failed  bool // an append failed (Redis unreachable) and was logged
 }
 
-func newLogWriter(ctx context.Context, reg *registry.Registry, id, limit int64, name string) *logWriter {
-	w := &logWriter{ctx: context.WithoutCancel(ctx), reg: reg, id: id, limit: limit, name: name, done: make(chan struct{})}
+func newLogWriter(ctx context.Context, log *slog.Logger, reg *registry.Registry, at registry.Attempt, limit int64, name string) *logWriter {
+	w := &logWriter{ctx: context.WithoutCancel(ctx), log: log, reg: reg, at: at, limit: limit, name: name, done: make(chan struct{})}
 	w.closed.Add(1)
 	go func() {
 		defer w.closed.Done()
@@ -515,8 +600,21 @@ func (w *logWriter) flush() {
 	p := w.buf
 	w.buf = nil
 	w.mu.Unlock()
-	if len(p) > 0 {
-		_ = w.reg.AppendLog(w.ctx, w.id, p, w.limit, w.name)
+	if len(p) == 0 || w.refused {
+		return
+	}
+	ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
+	defer cancel()
+	err := w.reg.AppendLogAs(ctx, w.at, p, w.limit, w.name)
+	switch {
+	case errors.Is(err, registry.ErrSuperseded):
+		w.refused = true
+		w.log.Warn("stale write refused: log lines dropped", "attempt_token", w.at.Token, "reason", err.Error())
+	case err != nil && !w.failed:
+		w.failed = true
+		w.log.Warn("could not append to the build log; lines are dropped while Redis is unreachable", "error", err)
+	case err == nil:
+		w.failed = false
 	}
 }
 

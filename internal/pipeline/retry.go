@@ -4,14 +4,22 @@ import (
 	"errors"
 	"time"
 
+	"github.com/pkgfleet/pkgfleet/internal/fence"
+	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 )
 
-// IsFailure is the worker's asynq.Config.IsFailure: a build that could not
-// start because the user-namespace limit was reached is no verdict on the
-// build (namespaces are freed lazily, or another process on the node held
-// them), so asynq retries it without counting a retry.
-func IsFailure(err error) bool { return !backInLine(err) }
+// IsFailure is the worker's asynq.Config.IsFailure. None of these is a
+// verdict on the build, so asynq retries them without counting a retry: a
+// build that could not start because the user-namespace limit was reached
+// (namespaces are freed lazily, or another process on the node held
+// them), a parked build (no free slot), and an attempt stopped because
+// its worker lost hold of it.
+func IsFailure(err error) bool {
+	var parked *parkedError
+	var lost *fence.StoppedError
+	return !backInLine(err) && !errors.As(err, &parked) && !errors.As(err, &lost) && !errors.Is(err, registry.ErrSuperseded)
+}
 
 // backInLine reports whether err sends a build back in line without
 // spending an attempt.
@@ -24,6 +32,10 @@ func backInLine(err error) bool { return errors.Is(err, sandbox.ErrNamespaceLimi
 func RetryDelay(n int, err error, failed func(n int) time.Duration) time.Duration {
 	if backInLine(err) {
 		return min(failed(0), 5*time.Second)
+	}
+	var parked *parkedError
+	if errors.As(err, &parked) {
+		return parked.recheck
 	}
 	return failed(n)
 }

@@ -258,3 +258,10 @@ func RunTimeout(cfg *config.Config) time.Duration { return cfg.Git.BuildTimeout 
 // (Git.MaxSlotWait) and one attempt. asynq would otherwise cancel a long
 // wait at its 30-minute default.
 func TaskTimeout(cfg *config.Config) time.Duration { return cfg.Git.MaxSlotWait + RunTimeout(cfg) }
+
+// LeaseKey is the Redis key of asynq's leases of queue qname's active
+// tasks (a sorted set of task ids). A running build confirms that its task
+// is still in it (internal/pipeline's fencing); asynq v0.26 names it so
+// (its internal base.LeaseKey), and the pipeline's tests would see every
+// build fenced at once if that changed.
+func LeaseKey(qname string) string { return "asynq:{" + qname + "}:lease" }

@@ -44,6 +44,7 @@ type Output struct {
 	Version string
 	Files   []File
 	Result  sandbox.Result
+	Timing  Timing
 }
 
 // Failure is a build that ran and failed; Error() is the reason shown on
@@ -78,6 +79,7 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 	}
 	fmt.Fprintf(in.Log, "==> R CMD build %s (package %s %s, R %s)\n", rel(in, dir), pkg, version, r.Tool.Version)
 	why := &reasonWriter{}
+	sw := startStopwatch(io.MultiWriter(in.Log, why))
 	res, err := r.Runner.Run(ctx, sandbox.Spec{
 		// Vignettes and the PDF manual need LaTeX, pandoc and the
 		// packages' suggested dependencies; PPM builds plain source bundles.
@@ -87,9 +89,10 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 		Source:  in.Checkout,
 		Dest:    in.Dest,
 		Network: in.Network,
-		Output:  io.MultiWriter(in.Log, why),
+		Output:  sw,
 		Limits:  in.Limits,
 	})
+	sw.stopped()
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +108,7 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 	if err != nil || f["Package"] != pkg || f["Version"] != version {
 		return nil, &Failure{Reason: fmt.Sprintf("%s: its DESCRIPTION does not say Package %s Version %s", filepath.Base(tarball), pkg, version), Result: res}
 	}
-	return &Output{Package: pkg, Version: version, Files: []File{{Path: tarball, Kind: "source"}}, Result: res}, nil
+	return &Output{Package: pkg, Version: version, Files: []File{{Path: tarball, Kind: "source"}}, Result: res, Timing: sw.timing()}, nil
 }
 
 // Python runs python -m build.
@@ -132,17 +135,23 @@ func (p *Python) Build(ctx context.Context, in Input) (*Output, error) {
 	args = append(args, dir)
 	fmt.Fprintf(in.Log, "==> python -m build %s (Python %s)\n", rel(in, dir), p.Tool.Version)
 	why := &reasonWriter{}
+	sw := startStopwatch(io.MultiWriter(in.Log, why))
 	res, err := p.Runner.Run(ctx, sandbox.Spec{
 		Args: args, Env: baseEnv(in.Dest), Dir: dir, Source: in.Checkout, Dest: in.Dest,
-		Network: in.Network, Output: io.MultiWriter(in.Log, why), Limits: in.Limits,
+		Network: in.Network, Output: sw, Limits: in.Limits,
 	})
+	sw.stopped()
 	if err != nil {
 		return nil, err
 	}
 	if !res.Success() {
 		return nil, &Failure{Reason: why.pythonReason(res, p.Tool.Command(), dir), Result: res}
 	}
-	return checkPython(in.Dest, res)
+	out, err := checkPython(in.Dest, res)
+	if out != nil {
+		out.Timing = sw.timing()
+	}
+	return out, err
 }
 
 func checkPython(dest string, res sandbox.Result) (*Output, error) {

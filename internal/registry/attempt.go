@@ -86,32 +86,43 @@ func (r *Registry) BeginAttempt(ctx context.Context, id int64, number int, worke
 }
 
 var checkAttempt = redis.NewScript(fenceCheck + `
-if KEYS[2] and redis.call('ZSCORE', KEYS[2], ARGV[2]) == false then return {2} end
+local raw = redis.call('GET', KEYS[2])
+if raw and cjson.decode(raw).status == 'canceled' then return {3} end
+if KEYS[3] and redis.call('ZSCORE', KEYS[3], ARGV[2]) == false then return {2} end
 return {1}
 `)
 
-// ErrTaskLeaseLost means the queue no longer leases the attempt's task to
-// its worker (the lease ran out and the task was or will be recovered).
-var ErrTaskLeaseLost = errors.New("task lease lost")
+// Errors of ConfirmAttempt besides a *SupersededError.
+var (
+	// ErrTaskLeaseLost means the queue no longer leases the attempt's
+	// task to its worker (the lease ran out and the task was or will be
+	// recovered).
+	ErrTaskLeaseLost = errors.New("task lease lost")
+	// ErrBuildCanceled means the build was canceled.
+	ErrBuildCanceled = errors.New("build canceled")
+)
 
 // ConfirmAttempt checks, in one script, that a is still the build's
-// current attempt (else a *SupersededError) and, when leaseKey is set,
-// that member is still in the sorted set leaseKey (the queue's lease of
-// the attempt's task; else ErrTaskLeaseLost).
+// current attempt (else a *SupersededError), that the build was not
+// canceled (else ErrBuildCanceled) and, when leaseKey is set, that member
+// is still in the sorted set leaseKey (the queue's lease of the attempt's
+// task; else ErrTaskLeaseLost).
 func (r *Registry) ConfirmAttempt(ctx context.Context, a Attempt, leaseKey, member string) error {
-	keys := []string{keyAttempt(a.Build)}
+	keys := []string{keyAttempt(a.Build), keyBuild(a.Build)}
 	if leaseKey != "" {
 		keys = append(keys, leaseKey)
 	}
 	res, err := checkAttempt.Run(ctx, r.rdb, keys, a.Token, member).Slice()
 	if err != nil {
-		return err
+		return fmt.Errorf("confirm attempt of build %d: %w", a.Build, err)
 	}
 	switch res[0].(int64) {
 	case 0:
 		return superseded(a, res)
 	case 2:
 		return ErrTaskLeaseLost
+	case 3:
+		return ErrBuildCanceled
 	}
 	return nil
 }

@@ -72,7 +72,7 @@ func TestAStaleAttemptsWritesAreRefusedAndNamedBySuccessor(t *testing.T) {
 	}
 }
 
-func TestConfirmAttemptSeesALostTaskLease(t *testing.T) {
+func TestConfirmAttemptSeesALostTaskLeaseAndACancel(t *testing.T) {
 	t.Parallel()
 	r, ctx := setup(t), context.Background()
 	b := newBuild(t, r)
@@ -84,6 +84,10 @@ func TestConfirmAttemptSeesALostTaskLease(t *testing.T) {
 	r.rdb.ZRem(ctx, "lease", "task-1")
 	if err := r.ConfirmAttempt(ctx, a, "lease", "task-1"); !errors.Is(err, ErrTaskLeaseLost) {
 		t.Fatalf("confirm without the task's lease: %v", err)
+	}
+	r.UpdateBuild(ctx, b.ID, func(b *Build) error { b.Status = StatusCanceled; return nil })
+	if err := r.ConfirmAttempt(ctx, a, "", ""); !errors.Is(err, ErrBuildCanceled) {
+		t.Fatalf("confirm of a canceled build: %v", err)
 	}
 }
 

@@ -1,6 +1,10 @@
 // Package store keeps build artifacts on disk under FileStorage.Location,
-// laid out as <source>/<package>/<build id>/<file>, so that every build's
-// files stay reachable by build id and a shared volume can serve a fleet.
+// laid out as <source>/<package>/<build id>/<attempt token>/<file> (builds
+// recorded before attempt tokens: <build id>/<file>), so that every
+// build's files stay reachable by build id, two attempts of one build
+// never write the same file, and a shared volume can serve a fleet. Which
+// attempt's files are served is the build record's choice (its
+// attempt_token), made in one fenced write by internal/registry.
 //
 // It copies files in without following symlinks and hands them out by
 // exact name; it does not decide which builds a package index serves.
@@ -34,9 +38,10 @@ func New(dir string) (*Store, error) {
 	return &Store{Root: dir}, nil
 }
 
-// Put copies files into the build's directory and describes them.
-func (s *Store) Put(source, pkg string, buildID int64, files []File) ([]registry.Artifact, error) {
-	dir, err := s.dir(source, pkg, buildID)
+// Put copies files into the directory of one attempt (token) of a build
+// and describes them.
+func (s *Store) Put(source, pkg string, buildID, token int64, files []File) ([]registry.Artifact, error) {
+	dir, err := s.dir(source, pkg, buildID, token)
 	if err != nil {
 		return nil, err
 	}
@@ -61,25 +66,42 @@ type File struct {
 	Kind string
 }
 
-// Open returns a stored artifact for reading.
-func (s *Store) Open(source, pkg string, buildID int64, file string) (*os.File, error) {
+// Discard removes the files of an attempt whose record was refused (a
+// newer attempt of the build had taken over): nothing refers to them.
+func (s *Store) Discard(source, pkg string, buildID, token int64) error {
+	if token == 0 {
+		return nil
+	}
+	dir, err := s.dir(source, pkg, buildID, token)
+	if err != nil {
+		return err
+	}
+	return os.RemoveAll(dir)
+}
+
+// Open returns an artifact of the attempt (token) a build record names.
+func (s *Store) Open(source, pkg string, buildID, token int64, file string) (*os.File, error) {
 	if file == "" || file != filepath.Base(file) || strings.HasPrefix(file, ".") {
 		return nil, fmt.Errorf("artifact %q: %w", file, os.ErrNotExist)
 	}
-	dir, err := s.dir(source, pkg, buildID)
+	dir, err := s.dir(source, pkg, buildID, token)
 	if err != nil {
 		return nil, err
 	}
 	return os.OpenFile(filepath.Join(dir, file), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 }
 
-func (s *Store) dir(source, pkg string, buildID int64) (string, error) {
+func (s *Store) dir(source, pkg string, buildID, token int64) (string, error) {
 	for _, part := range []string{source, pkg} {
 		if part == "" || part != filepath.Base(part) || part == "." || part == ".." {
 			return "", fmt.Errorf("artifact store: bad path element %q", part)
 		}
 	}
-	return filepath.Join(s.Root, source, pkg, strconv.FormatInt(buildID, 10)), nil
+	dir := filepath.Join(s.Root, source, pkg, strconv.FormatInt(buildID, 10))
+	if token == 0 {
+		return dir, nil
+	}
+	return filepath.Join(dir, strconv.FormatInt(token, 10)), nil
 }
 
 func copyIn(src, dir string) (registry.Artifact, error) {

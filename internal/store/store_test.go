@@ -15,24 +15,39 @@ func TestPutCopiesRegularFilesAndOpenFindsThemByName(t *testing.T) {
 	src := t.TempDir()
 	f := filepath.Join(src, "pkg_1.0.tar.gz")
 	os.WriteFile(f, []byte("tarball"), 0o600)
-	arts, err := s.Put("src", "pkg", 7, []File{{Path: f, Kind: "source"}})
+	arts, err := s.Put("src", "pkg", 7, 3, []File{{Path: f, Kind: "source"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(arts) != 1 || arts[0].Size != 7 || arts[0].SHA256 != "db4b4d0d1cb480bf9aeea253771c00febe627f236765fa37d6a5614f079a3aa0" || arts[0].Kind != "source" {
 		t.Fatalf("artifacts = %+v", arts)
 	}
-	rc, err := s.Open("src", "pkg", 7, "pkg_1.0.tar.gz")
+	rc, err := s.Open("src", "pkg", 7, 3, "pkg_1.0.tar.gz")
 	if err != nil {
 		t.Fatal(err)
 	}
 	rc.Close()
 	for _, bad := range []string{"../x", ".incoming-1", "", "a/b"} {
-		if _, err := s.Open("src", "pkg", 7, bad); err == nil {
+		if _, err := s.Open("src", "pkg", 7, 3, bad); err == nil {
 			t.Errorf("Open(%q) succeeded", bad)
 		}
 	}
-	if _, err := s.Put("..", "pkg", 1, nil); err == nil {
+	// Another attempt's files are apart, and discarding them leaves these.
+	if _, err := s.Put("src", "pkg", 7, 4, []File{{Path: f, Kind: "source"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Discard("src", "pkg", 7, 4); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Open("src", "pkg", 7, 4, "pkg_1.0.tar.gz"); err == nil {
+		t.Error("a discarded attempt's file is still served")
+	}
+	if rc, err := s.Open("src", "pkg", 7, 3, "pkg_1.0.tar.gz"); err != nil {
+		t.Errorf("discarding attempt 4 removed attempt 3's file: %v", err)
+	} else {
+		rc.Close()
+	}
+	if _, err := s.Put("..", "pkg", 1, 1, nil); err == nil {
 		t.Error("a source of .. was accepted")
 	}
 }
@@ -42,7 +57,7 @@ func TestPutRefusesSymlinkedArtifacts(t *testing.T) {
 	s, _ := New(t.TempDir())
 	link := filepath.Join(t.TempDir(), "evil.tar.gz")
 	os.Symlink("/etc/passwd", link)
-	if _, err := s.Put("src", "pkg", 1, []File{{Path: link}}); err == nil {
+	if _, err := s.Put("src", "pkg", 1, 1, []File{{Path: link}}); err == nil {
 		t.Fatal("a symlink planted by the build was followed")
 	}
 }

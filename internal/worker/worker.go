@@ -47,9 +47,9 @@ type Options struct {
 	// Slots, when set, adjusts the build-slot semaphore (tests use short
 	// leases).
 	Slots func(*semaphore.Semaphore)
-	// CancelCheck is how often a running build re-reads its status in
-	// case a cancel notification was lost (default 15s).
-	CancelCheck time.Duration
+	// FenceAfter, ParkRecheck and SweepEvery are the pipeline's (see
+	// pipeline.Deps; tests use short ones).
+	FenceAfter, ParkRecheck, SweepEvery time.Duration
 	// HeartbeatEvery is how often the worker reports itself to the fleet
 	// list (default 10s; it drops off after three missed beats).
 	HeartbeatEvery time.Duration
@@ -255,7 +255,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	pl, err := pipeline.New(pipeline.Deps{
 		Config: w.cfg, Redis: rc, Events: hub, Languages: w.langs,
 		Worker: w.opts.Name, Log: w.log, Metrics: w.metrics, Stopping: stopping,
-		CancelCheck: w.opts.CancelCheck, Slots: w.opts.Slots,
+		Slots: w.opts.Slots, FenceAfter: w.opts.FenceAfter, ParkRecheck: w.opts.ParkRecheck, SweepEvery: w.opts.SweepEvery,
 	})
 	if err != nil {
 		return err
@@ -266,6 +266,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	go func() {
 		defer close(beating)
 		roster.Beat(beatCtx, rc, w.log, cmp.Or(w.opts.HeartbeatEvery, 10*time.Second), w.Info)
+	}()
+	sweeping := make(chan struct{})
+	go func() {
+		defer close(sweeping)
+		pl.Sweep(beatCtx)
 	}()
 	probeCtx, stopProbes := context.WithCancel(ctx)
 	reprobing := make(chan struct{})
@@ -280,6 +285,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	// Off the fleet list first: the API stops counting this worker.
 	stopBeat()
 	<-beating
+	<-sweeping
 	w.log.Info("worker stopping: no new builds; running builds may finish", "grace", w.cfg.Worker.ShutdownGrace)
 	close(stopping)
 	w.shutdown()

@@ -1,0 +1,242 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/pkgfleet/pkgfleet/internal/fence"
+	"github.com/pkgfleet/pkgfleet/internal/queue"
+	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/semaphore"
+)
+
+// An attempt's life on a worker, as docs/fleet.md describes it: it takes
+// a token (registry.BeginAttempt), takes its builder's slot or parks,
+// builds under a fence.Hold, and writes everything through write, which
+// the registry refuses once a newer attempt took over.
+
+// errCanceled is the cause of a build context ended by a user's cancel.
+var errCanceled = errors.New("build canceled")
+
+// parkedError sends a build that found no free slot back to asynq's retry
+// set, without spending an attempt (IsFailure says no), until a release
+// or a sweep wakes it, or recheck passes.
+type parkedError struct {
+	recheck time.Duration
+	wait    semaphore.Wait
+}
+
+func (e *parkedError) Error() string {
+	return fmt.Sprintf("parked: no free build slot (%d of %d in use; %s in line)", e.wait.InUse, e.wait.Limit, ordinal(e.wait.Position))
+}
+
+// acquire takes a build slot of b's builder for attempt at, or parks the
+// build: it keeps its place in line and gives its asynq worker slot back
+// (a *parkedError). canPark is false when asynq has no retry left to park
+// on (it archives such a task): the build then waits here. errSkip means
+// the build was canceled or finished meanwhile.
+func (p *Pipeline) acquire(ctx context.Context, log *slog.Logger, at registry.Attempt, b *registry.Build, bl *registry.Builder, canPark bool) (*semaphore.Lease, error) {
+	key, limit := queue.SlotKey(b.Source, b.Builder), queue.SlotLimit(bl, p.buildConcurrency)
+	waiter, holder := strconv.FormatInt(b.ID, 10), holderToken(at)
+	woken, stop := p.events.Listen(semaphore.WakeChannel, waiter)
+	defer stop()
+	for {
+		lease, w, err := p.slots.TryAcquire(ctx, key, limit, waiter, holder, b.ID, p.parkFor())
+		if err != nil || lease != nil {
+			return lease, err
+		}
+		rec, err := p.write(ctx, log, at, func(b *registry.Build) error {
+			if registry.Terminal(b.Status) {
+				return errSkip
+			}
+			if b.WaitingSince == nil {
+				now := time.Now().UTC()
+				b.WaitingSince = &now
+			}
+			b.Status, b.Worker = registry.StatusWaiting, ""
+			b.Detail = fmt.Sprintf("waiting for a build slot (%d of %d in use; %s in line)", w.InUse, w.Limit, ordinal(w.Position))
+			return nil
+		})
+		if err != nil {
+			if errors.Is(err, errSkip) {
+				_ = p.slots.Leave(context.WithoutCancel(ctx), key, limit, waiter)
+			}
+			return nil, err
+		}
+		if time.Since(*rec.WaitingSince) > p.maxSlotWait {
+			_ = p.slots.Leave(context.WithoutCancel(ctx), key, limit, waiter)
+			return nil, fmt.Errorf("waited longer than Git.MaxSlotWait (%s) for a build slot", p.maxSlotWait)
+		}
+		if canPark {
+			log.Info("build parked: no free build slot", "in_use", w.InUse, "limit", w.Limit, "position", w.Position)
+			return nil, &parkedError{recheck: p.parkRecheck, wait: w}
+		}
+		check := p.slots.CheckEvery
+		if check <= 0 {
+			check = semaphore.DefaultCheckEvery
+		}
+		timer := time.NewTimer(check)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, ctx.Err()
+		case <-p.stopping:
+			timer.Stop()
+			<-ctx.Done() // asynq requeues the task when the grace period ends
+			return nil, ctx.Err()
+		case <-woken:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// holderToken is the slot's holder: one attempt of one build.
+func holderToken(at registry.Attempt) string {
+	return strconv.FormatInt(at.Build, 10) + ":" + strconv.FormatInt(at.Token, 10)
+}
+
+// parkFor is how long a parked build keeps its place without coming back:
+// a few of its own rechecks, so only a build whose task is gone drops out.
+func (p *Pipeline) parkFor() time.Duration { return 3*p.parkRecheck + 30*time.Second }
+
+// release gives the slot back and wakes the waiters that may now go.
+func (p *Pipeline) release(ctx context.Context, log *slog.Logger, lease *semaphore.Lease, key string, limit int) {
+	ctx = context.WithoutCancel(ctx)
+	if err := lease.Release(ctx); err != nil {
+		log.Warn("could not release the build slot", "error", err)
+		return
+	}
+	p.wake(ctx, log, key, limit)
+}
+
+// wake puts the tasks of key's waiters that may take a slot now back in
+// their queue: parked builds sit in asynq's retry set until then.
+func (p *Pipeline) wake(ctx context.Context, log *slog.Logger, key string, limit int) {
+	next, err := p.slots.Next(ctx, key, limit)
+	if err != nil {
+		log.Warn("could not wake the builds waiting for a slot; the sweep will", "slots", key, "error", err)
+		return
+	}
+	for _, w := range next {
+		id, err := strconv.ParseInt(w, 10, 64)
+		if err != nil {
+			continue
+		}
+		b, err := p.registry.Build(ctx, id)
+		if err != nil || registry.Terminal(b.Status) {
+			continue
+		}
+		// A task that is pending or running already needs no wake-up:
+		// asynq refuses those, and that is fine.
+		err = p.inspector.RunTask(queue.Queue(b.Language), queue.TaskID(b.Source, b.Builder, b.SHA))
+		if err == nil {
+			log.Debug("woke a parked build", "woken", id, "slots", key)
+		}
+	}
+}
+
+// Sweep wakes, every SweepEvery until ctx ends, the parked builds that
+// may take a free slot but were not woken: their releaser died between
+// release and wake, or a holder's lease ran out.
+func (p *Pipeline) Sweep(ctx context.Context) {
+	for {
+		d := p.sweepEvery - p.sweepEvery/10 + rand.N(p.sweepEvery/5+1)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+		keys, err := p.slots.WaitingKeys(ctx)
+		if err != nil {
+			continue
+		}
+		for _, key := range keys {
+			source, name, ok := strings.Cut(key, "/")
+			if !ok {
+				continue
+			}
+			limit := 1
+			if bl, err := p.registry.Builder(ctx, source, name); err == nil {
+				limit = queue.SlotLimit(bl, p.buildConcurrency)
+			}
+			p.wake(ctx, p.log, key, limit)
+		}
+	}
+}
+
+// hold confirms, every FenceAfter/4, that attempt at still holds its
+// build: the current attempt, its task leased to this worker, the build
+// not canceled, and its slot lease renewed. A cancel found so ends the
+// build as a cancel; a lost hold as a *fence.StoppedError.
+func (p *Pipeline) hold(ctx context.Context, at registry.Attempt, lease *semaphore.Lease, stop context.CancelCauseFunc) (end func()) {
+	taskID, _ := asynq.GetTaskID(ctx)
+	qname, _ := asynq.GetQueueName(ctx)
+	h := &fence.Hold{After: p.fenceAfter, Confirm: func(cctx context.Context) error {
+		err := p.registry.ConfirmAttempt(cctx, at, queue.LeaseKey(qname), taskID)
+		if errors.Is(err, registry.ErrBuildCanceled) {
+			stop(errCanceled)
+			return nil
+		}
+		if err != nil || lease == nil {
+			return err
+		}
+		return lease.Renew(cctx)
+	}}
+	return h.Run(stop)
+}
+
+// write applies edit to the build as attempt at. A refusal (a newer
+// attempt took over) is logged as such and never applied. While Redis
+// cannot be reached it tries again for up to lateWrites, so an attempt
+// that was cut off still records its end, or learns it was superseded.
+func (p *Pipeline) write(ctx context.Context, log *slog.Logger, at registry.Attempt, edit func(*registry.Build) error) (*registry.Build, error) {
+	deadline := time.Now().Add(p.lateWrites)
+	delay := 200 * time.Millisecond
+	for {
+		b, err := p.registry.UpdateBuildAs(ctx, at, edit)
+		var se *registry.SupersededError
+		switch {
+		case err == nil:
+			return b, nil
+		case errors.As(err, &se):
+			log.Warn("stale write refused", "attempt_token", at.Token, "reason", se.Error())
+			return nil, err
+		case errors.Is(err, errSkip), errors.Is(err, registry.ErrNotFound), errors.Is(err, registry.ErrConflict):
+			return nil, err
+		case ctx.Err() != nil || time.Now().After(deadline):
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// stopped logs and counts a build its hold stopped, and records that it
+// goes back in line (refused when a newer attempt took over).
+func (p *Pipeline) stopped(ctx context.Context, log *slog.Logger, at registry.Attempt, se *fence.StoppedError) error {
+	p.metrics.Fenced(se.Reason)
+	log.Warn("build stopped: its hold was lost", "reason", se.Reason,
+		"unconfirmed", se.Unconfirmed.Round(100*time.Millisecond).String(), "detail", se.Error())
+	if se.Reason != fence.ReasonSuperseded {
+		_, _ = p.write(context.WithoutCancel(ctx), log, at, func(b *registry.Build) error {
+			if registry.Terminal(b.Status) {
+				return errSkip
+			}
+			b.Status, b.Detail = registry.StatusQueued, "stopped on worker "+p.worker+": "+se.Error()+"; requeued"
+			return nil
+		})
+	}
+	return se // IsFailure says no: not the build's fault
+}
