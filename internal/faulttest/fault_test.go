@@ -42,6 +42,8 @@ func TestMain(m *testing.M) {
 	switch os.Getenv(roleEnv) {
 	case "api", "worker":
 		os.Exit(child(os.Getenv(roleEnv)))
+	case "relay":
+		os.Exit(relay(os.Getenv(relayListenEnv), os.Getenv(relayTargetEnv)))
 	}
 	os.Exit(m.Run())
 }
@@ -204,14 +206,16 @@ func (f *fleet) stopRedis(sig syscall.Signal) {
 	}
 }
 
-// start runs the test binary as an API or worker process named name.
-func (f *fleet) start(role, name string) *proc {
+// start runs the test binary as an API or worker process named name;
+// env (key, value pairs) overrides the fleet's settings for this process.
+func (f *fleet) start(role, name string, env ...string) *proc {
 	f.t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), roleEnv+"="+role, nameEnv+"="+name)
 	for k, v := range f.env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
+	cmd.Env = append(cmd.Env, pairs(env)...)
 	logPath := filepath.Join(f.dir, name+".log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -421,6 +425,14 @@ func (f *fleet) mounts() []string {
 		if strings.Contains(line, f.dir) {
 			out = append(out, line)
 		}
+	}
+	return out
+}
+
+func pairs(kv []string) []string {
+	var out []string
+	for i := 0; i+1 < len(kv); i += 2 {
+		out = append(out, kv[i]+"="+kv[i+1])
 	}
 	return out
 }

@@ -456,7 +456,7 @@ func TestCancelWaitingBuildGivesUpItsPlace(t *testing.T) {
 	}
 }
 
-func TestShutdownRequeuesWaitersAndReleasesSlots(t *testing.T) {
+func TestShutdownRequeuesRunningBuildsLeavesParkedOnesInLineAndReleasesSlots(t *testing.T) {
 	t.Parallel()
 	f := setup(t, 2)
 	shas := f.builder("grace", registry.TriggerCommits, 2)
@@ -468,15 +468,17 @@ func TestShutdownRequeuesWaitersAndReleasesSlots(t *testing.T) {
 	second := f.rerun("grace", shas[1])
 	f.waitStatus(second, registry.StatusWaiting)
 	// SIGTERM: the running build gets the grace period (2s here) and is
-	// then requeued; the waiter is requeued too. Nothing may keep a slot.
+	// then requeued. The parked one belongs to no worker: it keeps its
+	// place in line. Nothing may keep a slot.
 	stopA()
 	if h, _ := semaphore.New(f.rdb, nil).Holders(context.Background(), queue.SlotKey("src", "grace")); len(h) != 0 {
 		t.Fatalf("slots still held after shutdown: %v", h)
 	}
-	for _, id := range []int64{first, second} {
-		if b := f.build(id); b.Status != registry.StatusQueued {
-			t.Fatalf("build %d is %s after shutdown (%s), want queued", id, b.Status, b.Detail)
-		}
+	if b := f.build(first); b.Status != registry.StatusQueued {
+		t.Fatalf("running build %d is %s after shutdown (%s), want queued", first, b.Status, b.Detail)
+	}
+	if b := f.build(second); b.Status != registry.StatusWaiting || !strings.Contains(b.Detail, "1st in line") {
+		t.Fatalf("parked build %d is %s after shutdown (%s), want waiting, 1st in line", second, b.Status, b.Detail)
 	}
 	os.WriteFile(release, nil, 0o644)
 	f.worker("b", 2)

@@ -1,0 +1,223 @@
+package faulttest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pkgfleet/pkgfleet/internal/queue"
+	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/testenv"
+)
+
+// The fencing tests (issue 18): a worker cut off from Redis, or paused,
+// for longer than asynq's lease must never leave its copy of a build
+// running beside the copy of the worker that took the build over, and its
+// late writes must not touch the live attempt. The workers run with T
+// (FenceAfter) 4s and a 6s slot lease; asynq's own lease (30s) and its
+// recoverer's 30s grace are fixed, so each test takes about two minutes.
+
+const (
+	relayListenEnv = "PKGFLEET_FAULTTEST_RELAY_LISTEN"
+	relayTargetEnv = "PKGFLEET_FAULTTEST_RELAY_TARGET"
+)
+
+// relay is a process that forwards TCP connections on listen to the unix
+// socket target: the link of one worker to Redis, which the test cuts by
+// freezing the process (SIGSTOP), so connections hang rather than reset.
+func relay(listen, target string) int {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println("relay ready")
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return 1
+		}
+		go func() {
+			defer c.Close()
+			r, err := net.Dial("unix", target)
+			if err != nil {
+				return
+			}
+			defer r.Close()
+			go func() { _, _ = io.Copy(r, c) }()
+			_, _ = io.Copy(c, r)
+		}()
+	}
+}
+
+// copies counts, every 50ms until the test ends, the processes on the host
+// that run `sleep secs` (a build's copy), and keeps the most seen at once.
+type copies struct {
+	max, now atomic.Int32
+}
+
+func countCopies(t *testing.T, secs string) *copies {
+	c := &copies{}
+	want := "sleep\x00" + secs + "\x00"
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			n := int32(0)
+			ents, _ := os.ReadDir("/proc")
+			for _, e := range ents {
+				if b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && string(b) == want {
+					n++
+				}
+			}
+			c.now.Store(n)
+			if n > c.max.Load() {
+				c.max.Store(n)
+			}
+			time.Sleep(50 * time.Millisecond) // the sampling period, not a synchronisation
+		}
+	}()
+	t.Cleanup(func() { stop(); wg.Wait() })
+	return c
+}
+
+// waitLeaseRecoverable waits until asynq's recoverer (which re-queues a
+// task whose lease ended more than 30s ago) would take the build's task
+// over: a worker started then recovers it at once.
+func (f *fleet) waitLeaseRecoverable(b *registry.Build) {
+	f.t.Helper()
+	key, id := queue.LeaseKey(queue.Queue(b.Language)), queue.TaskID(b.Source, b.Builder, b.SHA)
+	testenv.Eventually(f.t, 3*time.Minute, "the frozen worker's task lease to be recoverable", func() bool {
+		exp, err := f.rdb.ZScore(context.Background(), key, id).Result()
+		return err == nil && time.Now().Unix() > int64(exp)+31
+	})
+}
+
+// fencedFleet starts Redis, the API, and worker w1 (with env), and makes
+// builder "long", whose build sleeps secs once, and builder "after".
+func fencedFleet(t *testing.T, secs string, env ...string) (*fleet, *proc) {
+	f := setup(t)
+	f.startRedis()
+	f.start("api", "api")
+	testenv.Eventually(t, 30*time.Second, "the API to be ready", f.ready)
+	w1 := f.start("worker", "w1", env...)
+	testenv.Eventually(t, 60*time.Second, "w1 to be ready", func() bool { return w1.logged("worker ready") })
+	f.builders(map[string]string{"long": secs, "after": "0.2"})
+	return f, w1
+}
+
+// takeOver starts worker w2 once w1's lease of build id is recoverable,
+// and waits until w2's copy of the build runs.
+func (f *fleet) takeOver(id int64, secs string, c *copies) *proc {
+	f.t.Helper()
+	f.waitLeaseRecoverable(f.build(id))
+	w2 := f.start("worker", "w2")
+	f.waitStatus(id, 2*time.Minute, func(b *registry.Build) bool { return b.Status == registry.StatusRunning && b.Worker == "w2" }, "to run on w2")
+	testenv.Eventually(f.t, time.Minute, "w2's copy of the build", func() bool { return sleeping(secs) })
+	return w2
+}
+
+// checkFenced asserts what both tests promise once w1 is back: one copy at
+// most, one final record by w2, w1's late writes refused, and w1 serving
+// builds again.
+func (f *fleet) checkFenced(id int64, c *copies, w1, w2 *proc) {
+	f.t.Helper()
+	b := f.waitDone(id)
+	if b.Status != registry.StatusSucceeded || b.Worker != "w2" {
+		f.t.Fatalf("build %d: %s on %s after %d attempts: %s", id, b.Status, b.Worker, b.Attempts, b.Detail)
+	}
+	if b.Attempts != 2 {
+		// Attempt 1 is w1's, recovered by asynq; w2's must need no retry.
+		f.t.Errorf("the build succeeded on attempt %d, want 2 (the live attempt unharmed)", b.Attempts)
+	}
+	if n := c.max.Load(); n != 1 {
+		f.t.Fatalf("%d copies of the build ran at once, want 1", n)
+	}
+	testenv.Eventually(f.t, 3*time.Minute, "w1 to log its refused late write", func() bool {
+		return w1.logged("stale write refused") && w1.logged("superseded by attempt 2 (token 2) on worker w2")
+	})
+	log, err := f.rdb.Get(context.Background(), fmt.Sprintf("pkgfleet:build:%d:log", id)).Result()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if n := strings.Count(log, "==> succeeded"); n != 1 || strings.Contains(log, "stopped on worker w1") {
+		f.t.Fatalf("the log has %d success lines, or w1's late lines:\n%s", n, log)
+	}
+	if after := f.build(id); after.Status != registry.StatusSucceeded || after.Worker != "w2" || after.AttemptToken != b.AttemptToken {
+		f.t.Fatalf("w1's late writes changed the record: %+v", after)
+	}
+	// w1 serves again: with w2 gone, the next build is w1's.
+	w2.stop(f.t, syscall.SIGTERM)
+	next := f.run("after")
+	if nb := f.waitDone(next); nb.Status != registry.StatusSucceeded || nb.Worker != "w1" {
+		f.t.Fatalf("after the heal, build %d: %s on %s: %s", next, nb.Status, nb.Worker, nb.Detail)
+	}
+}
+
+func TestAPartitionedWorkerFencesItselfAndItsLateWritesAreRefused(t *testing.T) {
+	t.Parallel()
+	const secs = "75.01"
+	// w1 reaches Redis through a relay; w2 (started later) directly.
+	relayAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	setupRelay := func(f *fleet) *proc {
+		r := f.start("relay", "relay", relayListenEnv, relayAddr, relayTargetEnv, f.sock)
+		testenv.Eventually(t, 30*time.Second, "the relay to listen", func() bool { return r.logged("relay ready") })
+		return r
+	}
+	var r *proc
+	f := setup(t)
+	f.startRedis()
+	r = setupRelay(f)
+	f.start("api", "api")
+	testenv.Eventually(t, 30*time.Second, "the API to be ready", f.ready)
+	w1 := f.start("worker", "w1", "PKGFLEET_REDIS_ADDRESS", relayAddr)
+	testenv.Eventually(t, 60*time.Second, "w1 to be ready", func() bool { return w1.logged("worker ready") })
+	f.builders(map[string]string{"long": secs, "after": "0.2"})
+	c := countCopies(t, secs)
+	id := f.run("long")
+	testenv.Eventually(t, time.Minute, "w1's copy of the build", func() bool { return sleeping(secs) })
+
+	// Cut w1 off: its connections hang. It must stop its copy by itself.
+	r.cmd.Process.Signal(syscall.SIGSTOP)
+	cut := time.Now()
+	testenv.Eventually(t, 30*time.Second, "w1 to stop its own copy", func() bool { return c.now.Load() == 0 })
+	t.Logf("w1 stopped its copy %s after the cut", time.Since(cut).Round(100*time.Millisecond))
+	testenv.Eventually(t, 10*time.Second, "w1's WARN line", func() bool {
+		return w1.logged(`msg="build stopped: its hold was lost"`) && w1.logged("hold unconfirmed for")
+	})
+
+	w2 := f.takeOver(id, secs, c)
+	r.cmd.Process.Signal(syscall.SIGCONT) // heal while w2's copy runs
+	t.Logf("healed after %s", time.Since(cut).Round(time.Second))
+	f.checkFenced(id, c, w1, w2)
+}
+
+func TestAPausedWorkersBuildIsStoppedByItsSandboxAndItsLateWritesAreRefused(t *testing.T) {
+	t.Parallel()
+	const secs = "75.02"
+	f, w1 := fencedFleet(t, secs)
+	c := countCopies(t, secs)
+	id := f.run("long")
+	testenv.Eventually(t, time.Minute, "w1's copy of the build", func() bool { return sleeping(secs) })
+
+	// Pause w1 itself: none of its goroutines can fence anything; the
+	// sandbox's helper, a process of its own, must stop the build.
+	w1.cmd.Process.Signal(syscall.SIGSTOP)
+	paused := time.Now()
+	testenv.Eventually(t, 30*time.Second, "the sandbox to stop the paused worker's copy", func() bool { return c.now.Load() == 0 })
+	t.Logf("the paused worker's copy stopped %s after the pause", time.Since(paused).Round(100*time.Millisecond))
+
+	w2 := f.takeOver(id, secs, c)
+	w1.cmd.Process.Signal(syscall.SIGCONT)
+	f.checkFenced(id, c, w1, w2)
+}
