@@ -435,9 +435,9 @@ func (app *App) listBuilds() *cobra.Command {
 			}
 			app.print(res, func(w io.Writer) {
 				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tSOURCE\tBUILDER\tREF\tCOMMIT\tSTATUS\tVERSION\tATTEMPTS")
+				fmt.Fprintln(tw, "ID\tSOURCE\tBUILDER\tREF\tCOMMIT\tSTATUS\tVERSION\tATTEMPTS\tPHASES")
 				for _, b := range res.Builds {
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\n", b.ID, b.Source, b.Builder, b.Ref, short(b.SHA), b.Status, dash(b.Version), b.Attempts, b.MaxAttempts)
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\n", b.ID, b.Source, b.Builder, b.Ref, short(b.SHA), b.Status, dash(b.Version), b.Attempts, b.MaxAttempts, dash(phases(b.Phases)))
 				}
 				tw.Flush()
 			})
@@ -449,6 +449,22 @@ func (app *App) listBuilds() *cobra.Command {
 	cmd.Flags().StringVar(&status, "status", "", "only builds in this status")
 	cmd.Flags().IntVar(&count, "count", 100, "how many builds at most")
 	return cmd
+}
+
+// phases says how long each phase of a build took, in one line.
+func phases(ps []registry.Phase) string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		d := time.Duration(p.MS * float64(time.Millisecond))
+		switch {
+		case d >= time.Second:
+			d = d.Round(100 * time.Millisecond)
+		case d >= time.Millisecond:
+			d = d.Round(time.Millisecond)
+		}
+		out[i] = p.Phase + " " + d.String()
+	}
+	return strings.Join(out, ", ")
 }
 
 func dash(s string) string {
@@ -472,6 +488,13 @@ func (app *App) logs() *cobra.Command {
 				}
 				_, _ = app.Stdout.Write(data)
 				offset = next
+				if registry.Terminal(status) {
+					// Where the time went, once the build is over.
+					var b registry.Build
+					if err := app.client.do(cmd.Context(), "GET", fmt.Sprintf("/api/v1/builds/%d", id), nil, &b); err == nil && len(b.Phases) > 0 {
+						fmt.Fprintf(app.Stdout, "==> phases: %s\n", phases(b.Phases))
+					}
+				}
 				if !follow || registry.Terminal(status) {
 					return nil
 				}

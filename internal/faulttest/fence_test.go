@@ -104,7 +104,7 @@ func (f *fleet) waitLeaseRecoverable(b *registry.Build) {
 }
 
 // fencedFleet starts Redis, the API, and worker w1 (with env), and makes
-// builder "long", whose build sleeps secs once, and builder "after".
+// builder "long", whose build sleeps secs once.
 func fencedFleet(t *testing.T, secs string, env ...string) (*fleet, *proc) {
 	f := setup(t)
 	f.startRedis()
@@ -112,7 +112,7 @@ func fencedFleet(t *testing.T, secs string, env ...string) (*fleet, *proc) {
 	testenv.Eventually(t, 30*time.Second, "the API to be ready", f.ready)
 	w1 := f.start("worker", "w1", env...)
 	testenv.Eventually(t, 60*time.Second, "w1 to be ready", func() bool { return w1.logged("worker ready") })
-	f.builders(map[string]string{"long": secs, "after": "0.2"})
+	f.builders(map[string]string{"long": secs})
 	return f, w1
 }
 
@@ -123,7 +123,7 @@ func (f *fleet) takeOver(id int64, secs string, c *copies) *proc {
 	f.waitLeaseRecoverable(f.build(id))
 	w2 := f.start("worker", "w2")
 	f.waitStatus(id, 2*time.Minute, func(b *registry.Build) bool { return b.Status == registry.StatusRunning && b.Worker == "w2" }, "to run on w2")
-	testenv.Eventually(f.t, time.Minute, "w2's copy of the build", func() bool { return sleeping(secs) })
+	testenv.Eventually(f.t, time.Minute, "w2's copy of the build", func() bool { return c.now.Load() >= 1 })
 	return w2
 }
 
@@ -158,7 +158,8 @@ func (f *fleet) checkFenced(id int64, c *copies, w1, w2 *proc) {
 	}
 	// w1 serves again: with w2 gone, the next build is w1's.
 	w2.stop(f.t, syscall.SIGTERM)
-	next := f.run("after")
+	f.addBuilder("again", "0.2")
+	next := f.run("again")
 	if nb := f.waitDone(next); nb.Status != registry.StatusSucceeded || nb.Worker != "w1" {
 		f.t.Fatalf("after the heal, build %d: %s on %s: %s", next, nb.Status, nb.Worker, nb.Detail)
 	}
@@ -182,10 +183,10 @@ func TestAPartitionedWorkerFencesItselfAndItsLateWritesAreRefused(t *testing.T) 
 	testenv.Eventually(t, 30*time.Second, "the API to be ready", f.ready)
 	w1 := f.start("worker", "w1", "PKGFLEET_REDIS_ADDRESS", relayAddr)
 	testenv.Eventually(t, 60*time.Second, "w1 to be ready", func() bool { return w1.logged("worker ready") })
-	f.builders(map[string]string{"long": secs, "after": "0.2"})
+	f.builders(map[string]string{"long": secs})
 	c := countCopies(t, secs)
 	id := f.run("long")
-	testenv.Eventually(t, time.Minute, "w1's copy of the build", func() bool { return sleeping(secs) })
+	testenv.Eventually(t, time.Minute, "w1's copy of the build", func() bool { return c.now.Load() == 1 })
 
 	// Cut w1 off: its connections hang. It must stop its copy by itself.
 	r.cmd.Process.Signal(syscall.SIGSTOP)
@@ -208,7 +209,7 @@ func TestAPausedWorkersBuildIsStoppedByItsSandboxAndItsLateWritesAreRefused(t *t
 	f, w1 := fencedFleet(t, secs)
 	c := countCopies(t, secs)
 	id := f.run("long")
-	testenv.Eventually(t, time.Minute, "w1's copy of the build", func() bool { return sleeping(secs) })
+	testenv.Eventually(t, time.Minute, "w1's copy of the build", func() bool { return c.now.Load() == 1 })
 
 	// Pause w1 itself: none of its goroutines can fence anything; the
 	// sandbox's helper, a process of its own, must stop the build.

@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 // fleet is an API and any number of worker servers on one Redis database;
 // the workers build with a fake recipe that records what runs at once.
 type fleet struct {
-	t      *testing.T
+	t      testing.TB
 	db     int
 	rdb    *redis.Client
 	env    map[string]string // the settings cfg was loaded from
@@ -56,7 +56,7 @@ type fleet struct {
 	recipe *fakeRecipe
 }
 
-func setup(t *testing.T, buildConcurrency int, settings ...string) *fleet {
+func setup(t testing.TB, buildConcurrency int, settings ...string) *fleet {
 	t.Helper()
 	testenv.Require(t, "git")
 	rdb, db := redisServer.DB(t)
@@ -242,8 +242,13 @@ func (f *fleet) build(id int64) *registry.Build {
 
 func (f *fleet) waitStatus(id int64, status string) *registry.Build {
 	f.t.Helper()
+	return f.waitStatusFor(id, status, 30*time.Second)
+}
+
+func (f *fleet) waitStatusFor(id int64, status string, timeout time.Duration) *registry.Build {
+	f.t.Helper()
 	var b *registry.Build
-	testenv.Eventually(f.t, 30*time.Second, fmt.Sprintf("build %d to be %s", id, status), func() bool {
+	testenv.Eventually(f.t, timeout, fmt.Sprintf("build %d to be %s", id, status), func() bool {
 		b = f.build(id)
 		return b.Status == status
 	})
