@@ -7,10 +7,12 @@
 //
 // Waiters queue in order (the build id, so older builds go first), and
 // only the first free-slots waiters of the queue may take a slot. A waiter
-// does not spin: it sleeps until a release wakes it by pub/sub (see
-// internal/notify) or its periodic check comes round. The periodic check
-// also renews the waiter's place, so a waiter that died drops out of the
-// queue after WaitLease.
+// either parks (TryAcquire: it keeps its place for a while and goes away;
+// Next names whom to bring back when a slot frees) or waits in a
+// goroutine (Acquire): it does not spin, it sleeps until a release wakes
+// it by pub/sub (see internal/notify) or its periodic check comes round.
+// Each check renews the waiter's place, so a waiter that died drops out of
+// the queue after its place lapses.
 //
 // Cost of one waiting build, in Redis commands: one EVALSHA per
 // CheckEvery (15s by default: 4 a minute), plus one each time a release
