@@ -103,13 +103,18 @@ func (f *fleet) waitLeaseRecoverable(b *registry.Build) {
 	})
 }
 
-// fencedFleet starts Redis, the API, and worker w1 (with env), and makes
-// builder "long", whose build sleeps secs once.
-func fencedFleet(t *testing.T, secs string, env ...string) (*fleet, *proc) {
+// fencedFleet starts Redis, the API, and worker w1 (with the settings
+// w1Env returns, when not nil), and makes builder "long", whose build
+// sleeps secs once.
+func fencedFleet(t *testing.T, secs string, w1Env func(*fleet) []string) (*fleet, *proc) {
 	f := setup(t)
 	f.startRedis()
 	f.start("api", "api")
 	testenv.Eventually(t, 30*time.Second, "the API to be ready", f.ready)
+	var env []string
+	if w1Env != nil {
+		env = w1Env(f)
+	}
 	w1 := f.start("worker", "w1", env...)
 	testenv.Eventually(t, 60*time.Second, "w1 to be ready", func() bool { return w1.logged("worker ready") })
 	f.builders(map[string]string{"long": secs})
@@ -169,21 +174,13 @@ func TestAPartitionedWorkerFencesItselfAndItsLateWritesAreRefused(t *testing.T) 
 	t.Parallel()
 	const secs = "75.01"
 	// w1 reaches Redis through a relay; w2 (started later) directly.
-	relayAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	setupRelay := func(f *fleet) *proc {
-		r := f.start("relay", "relay", relayListenEnv, relayAddr, relayTargetEnv, f.sock)
-		testenv.Eventually(t, 30*time.Second, "the relay to listen", func() bool { return r.logged("relay ready") })
-		return r
-	}
 	var r *proc
-	f := setup(t)
-	f.startRedis()
-	r = setupRelay(f)
-	f.start("api", "api")
-	testenv.Eventually(t, 30*time.Second, "the API to be ready", f.ready)
-	w1 := f.start("worker", "w1", "PKGFLEET_REDIS_ADDRESS", relayAddr)
-	testenv.Eventually(t, 60*time.Second, "w1 to be ready", func() bool { return w1.logged("worker ready") })
-	f.builders(map[string]string{"long": secs})
+	f, w1 := fencedFleet(t, secs, func(f *fleet) []string {
+		addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+		r = f.start("relay", "relay", relayListenEnv, addr, relayTargetEnv, f.sock)
+		testenv.Eventually(t, 30*time.Second, "the relay to listen", func() bool { return r.logged("relay ready") })
+		return []string{"PKGFLEET_REDIS_ADDRESS", addr}
+	})
 	c := countCopies(t, secs)
 	id := f.run("long")
 	testenv.Eventually(t, time.Minute, "w1's copy of the build", func() bool { return c.now.Load() == 1 })
@@ -206,7 +203,7 @@ func TestAPartitionedWorkerFencesItselfAndItsLateWritesAreRefused(t *testing.T) 
 func TestAPausedWorkersBuildIsStoppedByItsSandboxAndItsLateWritesAreRefused(t *testing.T) {
 	t.Parallel()
 	const secs = "75.02"
-	f, w1 := fencedFleet(t, secs)
+	f, w1 := fencedFleet(t, secs, nil)
 	c := countCopies(t, secs)
 	id := f.run("long")
 	testenv.Eventually(t, time.Minute, "w1's copy of the build", func() bool { return c.now.Load() == 1 })
