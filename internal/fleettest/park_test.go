@@ -28,11 +28,11 @@ func TestABusyBuildersWaitersDoNotKeepOtherBuildersWaiting(t *testing.T) {
 	// at once.
 	f.recipe.command.Store(fmt.Sprintf(`if grep -q busy DESCRIPTION; then while [ ! -e %s ]; do sleep 0.05; done; fi`, release))
 	f.worker("w", 2) // two worker slots: one for busy's running build, one spare
-	var busy []int64
-	for _, sha := range a {
+	busy := []int64{f.rerun("busy", a[0])}
+	f.waitStatus(busy[0], registry.StatusRunning)
+	for _, sha := range a[1:] {
 		busy = append(busy, f.rerun("busy", sha))
 	}
-	f.waitStatus(busy[0], registry.StatusRunning)
 	for _, id := range busy[1:] {
 		f.waitStatus(id, registry.StatusWaiting)
 	}
@@ -61,11 +61,13 @@ func TestParkedBuildsOfABuilderStartInOrderOfTheirIDs(t *testing.T) {
 	// Two workers, so the parked builds come back through either.
 	f.worker("a", 2)
 	f.worker("b", 2)
-	var ids []int64
-	for _, sha := range shas {
+	// The first build holds the slot; the others reach the workers in
+	// whatever order asynq hands them out, and must start by build id.
+	ids := []int64{f.rerun("fifo", shas[0])}
+	f.waitStatus(ids[0], registry.StatusRunning)
+	for _, sha := range shas[1:] {
 		ids = append(ids, f.rerun("fifo", sha))
 	}
-	f.waitStatus(ids[0], registry.StatusRunning)
 	for _, id := range ids[1:] {
 		f.waitStatus(id, registry.StatusWaiting)
 	}
