@@ -58,16 +58,16 @@ func TestParkedBuildsOfABuilderStartInOrderOfTheirIDs(t *testing.T) {
 	shas := f.builder("fifo", registry.TriggerCommits, 5)
 	release := filepath.Join(t.TempDir(), "go")
 	f.recipe.command.Store(fmt.Sprintf("while [ ! -e %s ]; do sleep 0.05; done", release))
-	// Two workers, so the parked builds come back through either.
-	f.worker("a", 2)
-	f.worker("b", 2)
-	// The first build holds the slot; the others reach the workers in
-	// whatever order asynq hands them out, and must start by build id.
-	ids := []int64{f.rerun("fifo", shas[0])}
-	f.waitStatus(ids[0], registry.StatusRunning)
-	for _, sha := range shas[1:] {
+	// All five are queued before any worker runs; four worker slots then
+	// take them at once, in whatever order asynq hands them out. The
+	// line holds them from their queueing on, so they start by build id.
+	var ids []int64
+	for _, sha := range shas {
 		ids = append(ids, f.rerun("fifo", sha))
 	}
+	f.worker("a", 2)
+	f.worker("b", 2)
+	f.waitStatus(ids[0], registry.StatusRunning)
 	for _, id := range ids[1:] {
 		f.waitStatus(id, registry.StatusWaiting)
 	}

@@ -165,6 +165,13 @@ func (e *Enqueuer) queue(ctx context.Context, b *registry.Build) error {
 		asynq.Timeout(e.Timeout),
 		asynq.MaxRetry(spareRetry(e.MaxAttempts)),
 	}
+	if e.Redis != nil {
+		// In its builder's line before any worker can see it, so that a
+		// newer build of the builder cannot take a slot ahead of it.
+		if err := semaphore.New(e.Redis, nil).Join(ctx, SlotKey(b.Source, b.Builder), strconv.FormatInt(b.ID, 10), b.ID, PlaceInLine); err != nil {
+			return err
+		}
+	}
 	task := asynq.NewTask(TypeBuild, payload, opts...)
 	_, err := e.Client.EnqueueContext(ctx, task)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
@@ -258,6 +265,11 @@ func RunTimeout(cfg *config.Config) time.Duration { return cfg.Git.BuildTimeout 
 // (Git.MaxSlotWait) and one attempt. asynq would otherwise cancel a long
 // wait at its 30-minute default.
 func TaskTimeout(cfg *config.Config) time.Duration { return cfg.Git.MaxSlotWait + RunTimeout(cfg) }
+
+// PlaceInLine is how long a queued build keeps its place in its builder's
+// line before a worker takes it: a place that lapses only lets a newer
+// build of the builder go first, never loses the build (it joins again).
+const PlaceInLine = 10 * time.Minute
 
 // LeaseKey is the Redis key of asynq's leases of queue qname's active
 // tasks (a sorted set of task ids). A running build confirms that its task

@@ -121,3 +121,22 @@ func (s *Semaphore) Next(ctx context.Context, key string, limit int) ([]string, 
 func (s *Semaphore) WaitingKeys(ctx context.Context) ([]string, error) {
 	return s.rdb.SMembers(ctx, waitingKeys).Result()
 }
+
+// join: ARGV waiter, order, place lease ms.
+var joinScript = redis.NewScript(prelude + `
+redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1])
+if (tonumber(redis.call('ZSCORE', KEYS[3], ARGV[1]) or 0)) < now + tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[1])
+end
+return 1
+`)
+
+// Join puts waiter in key's line (by order) before it asks for a slot, so
+// that a newer waiter that asks first cannot take a slot ahead of it. Its
+// place lasts at least placeFor.
+func (s *Semaphore) Join(ctx context.Context, key, waiter string, order int64, placeFor time.Duration) error {
+	if err := joinScript.Run(ctx, s.rdb, keys(key), waiter, order, placeFor.Milliseconds()).Err(); err != nil {
+		return fmt.Errorf("join the line of %s: %w", key, err)
+	}
+	return s.rdb.SAdd(ctx, waitingKeys, key).Err()
+}

@@ -110,3 +110,22 @@ func TestAnUnrenewedLeaseIsLostAndAParkedPlaceLapses(t *testing.T) {
 		t.Fatal("build 3 is kept out by a lapsed place")
 	}
 }
+
+func TestAJoinedWaiterKeepsANewerOneFromJumpingAhead(t *testing.T) {
+	t.Parallel()
+	s, ctx := setup(t, 1, nil)[0].sema, context.Background()
+	if err := s.Join(ctx, "k", "1", 1, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// Build 2 reaches a worker first: the slot is free, but build 1 is
+	// ahead of it in line.
+	if l, w, _ := s.TryAcquire(ctx, "k", 1, "2", "2:1", 2, time.Minute); l != nil || w.Position != 2 {
+		t.Fatalf("build 2 jumped the line (lease %v, wait %+v)", l, w)
+	}
+	if next, _ := s.Next(ctx, "k", 1); !slices.Equal(next, []string{"1"}) {
+		t.Fatalf("Next = %v, want [1]", next)
+	}
+	if l, _, _ := s.TryAcquire(ctx, "k", 1, "1", "1:1", 1, time.Minute); l == nil {
+		t.Fatal("build 1 did not get the slot it was first in line for")
+	}
+}
