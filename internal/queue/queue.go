@@ -155,7 +155,7 @@ func (e *Enqueuer) record(ctx context.Context, b *registry.Build, mode registry.
 	return out, true, nil
 }
 
-func (e *Enqueuer) queue(ctx context.Context, b *registry.Build) error {
+func (e *Enqueuer) queue(ctx context.Context, b *registry.Build) (err error) {
 	payload, _ := json.Marshal(Payload{BuildID: b.ID})
 	queue := Queue(b.Language)
 	id := TaskID(b.Source, b.Builder, b.SHA)
@@ -168,12 +168,18 @@ func (e *Enqueuer) queue(ctx context.Context, b *registry.Build) error {
 	if e.Redis != nil {
 		// In its builder's line before any worker can see it, so that a
 		// newer build of the builder cannot take a slot ahead of it.
-		if err := semaphore.New(e.Redis, nil).Join(ctx, SlotKey(b.Source, b.Builder), strconv.FormatInt(b.ID, 10), b.ID, PlaceInLine); err != nil {
+		sema, key, waiter := semaphore.New(e.Redis, nil), SlotKey(b.Source, b.Builder), strconv.FormatInt(b.ID, 10)
+		if err := sema.Join(ctx, key, waiter, b.ID, PlaceInLine); err != nil {
 			return err
 		}
+		defer func() {
+			if err != nil { // never queued: keep no one waiting behind it
+				_ = sema.Leave(context.WithoutCancel(ctx), key, 1, waiter)
+			}
+		}()
 	}
 	task := asynq.NewTask(TypeBuild, payload, opts...)
-	_, err := e.Client.EnqueueContext(ctx, task)
+	_, err = e.Client.EnqueueContext(ctx, task)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
 		// An earlier build of this commit left its task behind (archived
 		// after its last failed attempt, or finished but not yet deleted):
