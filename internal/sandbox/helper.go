@@ -128,9 +128,6 @@ func helperMain() int {
 // as PID 1 of new PID, mount, IPC, UTS (and network) namespaces, as root of
 // user namespace 1 with full capabilities there and none on the host.
 func runHelper(hc *helperConfig) helperResult {
-	fail := func(step string, err error) helperResult {
-		return helperResult{Error: fmt.Sprintf("%s: %v", step, err), NamespaceLimit: errors.Is(err, unix.ENOSPC)}
-	}
 
 	// Builds must not ptrace this process or read its /proc files (CVE-2016-9962 class).
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
@@ -272,6 +269,12 @@ func runHelper(hc *helperConfig) helperResult {
 	return res
 }
 
+// fail is how a set-up step of stage B fails: the report names the step,
+// and says whether the kernel's namespace limit was the cause.
+func fail(step string, err error) helperResult {
+	return helperResult{Error: fmt.Sprintf("%s: %v", step, err), NamespaceLimit: errors.Is(err, unix.ENOSPC)}
+}
+
 // build is stage C as the helper sees it.
 type build struct {
 	cmd  *exec.Cmd
@@ -364,9 +367,6 @@ func writeIDMaps(pid, uid, gid int) error {
 // enforces the limits it can watch, and reports how the build's main
 // process ended.
 func (b *build) supervise(hc *helperConfig, tier Tier) helperResult {
-	fail := func(step string, err error) helperResult {
-		return helperResult{Error: fmt.Sprintf("%s: %v", step, err), NamespaceLimit: errors.Is(err, unix.ENOSPC)}
-	}
 	ec := execConfig{Args: hc.Args, Env: hc.Env, Dir: hc.Dir, Probe: hc.Probe,
 		Limits:   Limits{Memory: hc.Memory, Processes: hc.Processes, Disk: hc.Disk},
 		Landlock: tier == TierMaskedProc, MaxLandlockABI: hc.MaxLandlockABI}

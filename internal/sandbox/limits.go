@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -247,4 +248,86 @@ func buildPids(masked bool) []string {
 		}
 	}
 	return pids
+}
+
+// withDefaults fills the zero fields of l from the runner's defaults d.
+func withDefaults(l, d Limits) Limits {
+	if l.Timeout == 0 {
+		l.Timeout = d.Timeout
+	}
+	if l.Memory == 0 {
+		l.Memory = d.Memory
+	}
+	if l.Processes == 0 {
+		l.Processes = d.Processes
+	}
+	if l.Disk == 0 {
+		l.Disk = d.Disk
+	}
+	if l.Output == 0 {
+		l.Output = d.Output
+	}
+	return l
+}
+
+// cappedWriter keeps the first left bytes and drops the rest, so that a
+// build printing without end cannot fill memory or the log store.
+type cappedWriter struct {
+	mu   sync.Mutex
+	w    io.Writer
+	left int64 // <= 0 at start means unlimited
+	cut  bool
+}
+
+// newCappedWriter keeps the first limit bytes written for w (nil: none),
+// all of them when limit is 0.
+func newCappedWriter(w io.Writer, limit int64) *cappedWriter {
+	if w == nil {
+		w = io.Discard
+	}
+	return &cappedWriter{w: w, left: limit}
+}
+
+func (c *cappedWriter) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := len(p)
+	if c.left == 0 && !c.cut {
+		_, err := c.w.Write(p) // unlimited
+		return n, err
+	}
+	if c.cut {
+		return n, nil
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+		c.cut = true
+	}
+	c.left -= int64(len(p))
+	if c.left == 0 {
+		c.cut = true
+	}
+	if _, err := c.w.Write(p); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+func (c *cappedWriter) truncated() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cut
+}
+
+// formatBytes renders a limit the way build records show it: "2GiB".
+func formatBytes(b int64) string {
+	for _, u := range []struct {
+		n    int64
+		name string
+	}{{1 << 40, "TiB"}, {1 << 30, "GiB"}, {1 << 20, "MiB"}, {1 << 10, "KiB"}} {
+		if b >= u.n && b%u.n == 0 {
+			return fmt.Sprintf("%d%s", b/u.n, u.name)
+		}
+	}
+	return fmt.Sprintf("%dB", b)
 }
