@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -71,6 +72,12 @@ type helperConfig struct {
 	Probe    bool
 
 	MaxLandlockABI int // 0: the kernel's
+
+	// DeadMan: kill the build when the worker has sent no keepalive for
+	// this long (Spec.DeadMan); 0: off.
+	DeadMan time.Duration
+	// keepalives is fd 3 after the settings: the worker's renewals.
+	keepalives io.Reader
 }
 
 // helperResult travels back from stage B to stage A over fd 4.
@@ -78,6 +85,7 @@ type helperResult struct {
 	ExitCode       int
 	Signal         string
 	Killed         string
+	Detail         string
 	Error          string // set up failed; no build ran
 	NamespaceLimit bool   // the nested namespace hit max_user_namespaces
 	Tier           Tier   // the tier the build ran in
@@ -107,8 +115,10 @@ var systemDirs = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "
 func helperMain() int {
 	cfgFile, resFile := os.NewFile(3, "config"), os.NewFile(4, "result")
 	var hc helperConfig
-	err := json.NewDecoder(cfgFile).Decode(&hc)
-	cfgFile.Close()
+	dec := json.NewDecoder(cfgFile)
+	err := dec.Decode(&hc)
+	// The worker's keepalives follow the settings on the same pipe.
+	hc.keepalives = io.MultiReader(dec.Buffered(), cfgFile)
 	var res helperResult
 	if err != nil {
 		res.Error = fmt.Sprintf("read settings: %v", err)
@@ -394,6 +404,9 @@ func (b *build) supervise(hc *helperConfig, tier Tier) helperResult {
 	w := newWatcher(hc, tier)
 	stop := make(chan struct{})
 	go w.run(stop)
+	if hc.DeadMan > 0 {
+		go w.deadMan(hc.keepalives, hc.DeadMan, stop)
+	}
 
 	var res helperResult
 	for {
@@ -420,7 +433,7 @@ func (b *build) supervise(hc *helperConfig, tier Tier) helperResult {
 	if len(setupErr) > 0 {
 		return helperResult{Error: strings.TrimSpace(string(setupErr))}
 	}
-	res.Killed = w.verdict(res)
+	res.Killed, res.Detail = w.verdict(res)
 	if res.Killed != "" {
 		res.ExitCode, res.Signal = -1, ""
 	}

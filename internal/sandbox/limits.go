@@ -77,7 +77,8 @@ type watcher struct {
 
 	mu      sync.Mutex
 	killed  string
-	procHit bool // the build sat at its process limit at least once
+	detail  string // why, in words, where killed needs it
+	procHit bool   // the build sat at its process limit at least once
 	strikes int
 }
 
@@ -98,13 +99,52 @@ func (w *watcher) run(stop <-chan struct{}) {
 		case <-t.C:
 		}
 		if reason := w.sample(tick%diskEveryTicks == 0); reason != "" {
-			w.mu.Lock()
-			if w.killed == "" {
-				w.killed = reason
+			w.kill(reason, "")
+			return
+		}
+	}
+}
+
+// kill ends the whole build, naming the first reason it was ended for.
+func (w *watcher) kill(reason, detail string) {
+	w.mu.Lock()
+	if w.killed == "" {
+		w.killed, w.detail = reason, detail
+	}
+	w.mu.Unlock()
+	// From PID 1, kill(-1) reaches every process of the namespace but itself.
+	_ = unix.Kill(-1, unix.SIGKILL)
+}
+
+// deadMan is the helper's side of the dead man's switch (Spec.DeadMan):
+// every read from keepalives renews the build, and the build is killed
+// once none has come for d. The timer runs on this process's monotonic
+// clock, so a stopped or hung worker cannot hold it back. After EOF (the
+// worker closed its end) nothing renews the build any more.
+func (w *watcher) deadMan(keepalives io.Reader, d time.Duration, stop <-chan struct{}) {
+	renewed := make(chan struct{}, 1)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			if _, err := keepalives.Read(buf); err != nil {
+				return
 			}
-			w.mu.Unlock()
-			// From PID 1, kill(-1) reaches every process of the namespace but itself.
-			_ = unix.Kill(-1, unix.SIGKILL)
+			select {
+			case renewed <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-renewed:
+			timer.Reset(d)
+		case <-timer.C:
+			w.kill("deadman", fmt.Sprintf("the worker stopped renewing this build for %s", d))
 			return
 		}
 	}
@@ -135,26 +175,27 @@ func (w *watcher) sample(disk bool) string {
 	return ""
 }
 
-// verdict names the limit that ended the build, if one did: the watcher's
-// kill, or a limit the kernel enforced and the exit status betrays.
-func (w *watcher) verdict(res helperResult) string {
+// verdict names the limit that ended the build, if one did, and why in
+// words where that needs saying: the watcher's or the dead man's kill,
+// or a limit the kernel enforced and the exit status betrays.
+func (w *watcher) verdict(res helperResult) (killed, detail string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.killed != "" {
-		return w.killed
+		return w.killed, w.detail
 	}
 	if w.hc.Disk > 0 && (res.Signal == "SIGXFSZ" || res.ExitCode == 128+int(unix.SIGXFSZ) || w.diskUsed() >= w.hc.Disk) {
-		return "disk limit " + formatBytes(w.hc.Disk)
+		return "disk limit " + formatBytes(w.hc.Disk), ""
 	}
 	// A failed build that sat at its process limit failed because of it:
 	// fork returned EAGAIN. The main process is reaped already, so it
 	// counts as one more task than the orphans still alive.
 	if failed := res.ExitCode != 0 || res.Signal != ""; failed && w.hc.Processes > 0 {
 		if _, tasks := procTotals(w.masked); w.procHit || tasks+1 >= w.hc.Processes {
-			return fmt.Sprintf("process limit %d", w.hc.Processes)
+			return fmt.Sprintf("process limit %d", w.hc.Processes), ""
 		}
 	}
-	return ""
+	return "", ""
 }
 
 // diskUsed sums the blocks allocated below Dest and TMPDIR.

@@ -45,6 +45,8 @@ type Namespaces struct {
 	inUse    atomic.Int64
 	selfPath string
 	tier     Tier // what New found working
+
+	keepalivesPaused atomic.Bool // tests: the worker side stops renewing builds
 }
 
 // New prepares the namespace runner for cfg and proves it works by running
@@ -159,6 +161,7 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 		Source: spec.Source, Dest: spec.Dest, TmpDir: ws, Network: spec.Network, Masks: n.masks,
 		Memory: lim.Memory, Processes: lim.Processes, Disk: lim.Disk,
 		UID: n.runUID, GID: n.runGID, Tier: n.tier, Probe: probe, MaxLandlockABI: n.cfg.MaxLandlockABI,
+		DeadMan: spec.DeadMan,
 	}
 	// The wall clock covers the whole build, set-up included.
 	if lim.Timeout > 0 {
@@ -176,7 +179,11 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 		return Result{}, err
 	}
 	// Hand over the settings; the helper does nothing before it has them.
-	go p.send(&hc)
+	// With a dead man's switch, the same goroutine then renews the build
+	// until Run returns.
+	done := make(chan struct{})
+	defer close(done)
+	go p.send(&hc, done, &n.keepalivesPaused)
 	// Collect the output, capped so a build printing without end cannot
 	// fill memory or the log store, and the report.
 	out := newCappedWriter(spec.Output, lim.Output)
@@ -268,10 +275,29 @@ func (p *helperPipes) handedOver() {
 	p.outW.Close()
 }
 
-// send writes the settings and closes the pipe.
-func (p *helperPipes) send(hc *helperConfig) {
-	_ = json.NewEncoder(p.cfgW).Encode(hc)
-	p.cfgW.Close()
+// send writes the settings. With a dead man's switch (hc.DeadMan) it then
+// writes a keepalive byte every DeadMan/4 until done, skipping those while
+// paused. It closes the pipe last.
+func (p *helperPipes) send(hc *helperConfig, done <-chan struct{}, paused *atomic.Bool) {
+	defer p.cfgW.Close()
+	if err := json.NewEncoder(p.cfgW).Encode(hc); err != nil || hc.DeadMan <= 0 {
+		return
+	}
+	t := time.NewTicker(hc.DeadMan / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		if paused.Load() {
+			continue
+		}
+		if _, err := p.cfgW.Write([]byte{'.'}); err != nil {
+			return
+		}
+	}
 }
 
 // collect copies the output to out and reads the report, each in the
@@ -366,7 +392,7 @@ func readReport(body []byte, res *Result) error {
 		}
 		return fmt.Errorf("sandbox: %s%s", hr.Error, setupRemedy(hr.Error))
 	}
-	res.ExitCode, res.Signal, res.Killed, res.Tier = hr.ExitCode, hr.Signal, hr.Killed, hr.Tier
+	res.ExitCode, res.Signal, res.Killed, res.Detail, res.Tier = hr.ExitCode, hr.Signal, hr.Killed, hr.Detail, hr.Tier
 	return nil
 }
 
