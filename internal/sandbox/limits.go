@@ -33,40 +33,26 @@ const (
 	procStrikes    = 3                     // consecutive samples at the process limit
 )
 
-// applyRlimits sets the per-process limits in stage C, inherited by the build.
-func applyRlimits(l Limits) error {
-	set := func(res int, v uint64, what string) error {
-		if err := unix.Setrlimit(res, &unix.Rlimit{Cur: v, Max: v}); err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		return nil
-	}
-	if err := set(unix.RLIMIT_CORE, 0, "RLIMIT_CORE"); err != nil {
-		return err
-	}
+// buildRlimits lists the per-process limits stage C sets, inherited by the build.
+func buildRlimits(l Limits) []rlimit {
+	rl := []rlimit{{unix.RLIMIT_CORE, unix.Rlimit{}}}
 	if l.Processes > 0 {
-		if err := set(unix.RLIMIT_NPROC, uint64(l.Processes), "RLIMIT_NPROC"); err != nil {
-			return err
-		}
+		rl = append(rl, rlimit{unix.RLIMIT_NPROC, unix.Rlimit{Cur: uint64(l.Processes), Max: uint64(l.Processes)}})
 	}
 	if l.Memory > 0 {
-		backstop := max(2*l.Memory, l.Memory+512<<20)
-		if err := set(unix.RLIMIT_DATA, uint64(backstop), "RLIMIT_DATA"); err != nil {
-			return err
-		}
+		backstop := uint64(max(2*l.Memory, l.Memory+512<<20))
+		rl = append(rl, rlimit{unix.RLIMIT_DATA, unix.Rlimit{Cur: backstop, Max: backstop}})
 	}
 	if l.Disk > 0 {
-		if err := set(unix.RLIMIT_FSIZE, uint64(l.Disk), "RLIMIT_FSIZE"); err != nil {
-			return err
-		}
+		rl = append(rl, rlimit{unix.RLIMIT_FSIZE, unix.Rlimit{Cur: uint64(l.Disk), Max: uint64(l.Disk)}})
 	}
 	// Go raised the soft NOFILE limit for itself; builds get the usual default.
 	var nofile unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &nofile); err == nil && nofile.Cur > 1024 {
 		nofile.Cur = 1024
-		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &nofile)
+		rl = append(rl, rlimit{unix.RLIMIT_NOFILE, nofile})
 	}
-	return nil
+	return rl
 }
 
 // watcher runs in the helper (PID 1) and samples the build's processes

@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"fmt"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -217,16 +216,4 @@ func (a *bpfasm) assemble() ([]unix.SockFilter, error) {
 		return nil, fmt.Errorf("the program does not end in a return")
 	}
 	return a.prog, nil
-}
-
-// installSeccomp loads the filter for the calling thread, which then execs.
-// no_new_privs must already be set.
-func installSeccomp() error {
-	prog := seccompProgram()
-	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	if _, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0,
-		uintptr(unsafe.Pointer(&fprog))); errno != 0 {
-		return fmt.Errorf("seccomp(SET_MODE_FILTER): %w", errno)
-	}
-	return nil
 }
