@@ -88,6 +88,10 @@ type helperResult struct {
 var systemDirs = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt"}
 
 func helperMain() int {
+	// Non-blocking, so that waiting for settings and keepalives parks a
+	// goroutine in the poller instead of holding a thread: every thread the
+	// helper starts costs each build's start-up.
+	_ = unix.SetNonblock(3, true)
 	cfgFile, resFile := os.NewFile(3, "config"), os.NewFile(4, "result")
 	var hc helperConfig
 	dec := json.NewDecoder(cfgFile)

@@ -324,8 +324,12 @@ func (n *Namespaces) startHelper(p *helperPipes, network bool) (*os.Process, err
 		Path: n.selfPath,
 		// argv[0] marks the helper; it carries nothing else, since builds
 		// can read /proc/1/cmdline.
-		Args:       []string{helperArg0},
-		Env:        []string{},
+		Args: []string{helperArg0},
+		// One P: the helper runs one sequence and then waits, and a second
+		// P only makes the runtime start threads, which costs every build's
+		// start-up. Nothing else: builds get their environment from the
+		// settings.
+		Env:        []string{"GOMAXPROCS=1"},
 		Dir:        "/",
 		Stdout:     p.outW, // stdout and stderr interleaved, as Spec.Output promises
 		Stderr:     p.outW,

@@ -10,7 +10,7 @@
 //
 // Use: call Init first thing in main (and in TestMain of packages whose
 // tests run sandboxes), because each sandbox re-executes the running binary
-// for its set-up stages; call CleanStale once at start; then New, and Run
+// for its helper (stage B); call CleanStale once at start; then New, and Run
 // per command. The set-up sequence, with what each step protects against,
 // is runHelper in helper.go; the threat model and operator guide are in
 // docs/sandbox.md.

@@ -4,8 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
-	"runtime"
 	"strings"
 	"syscall"
 	"unsafe"
@@ -47,6 +47,8 @@ type stageC struct {
 	landlock landlockPlan
 	sigDfl   kernelSigaction // SIG_DFL, no flags
 	sigNone  uint64          // the empty signal mask
+	sigAll   uint64          // every signal
+	sigSaved uint64          // the cloning thread's mask, restored after the clone
 	filter   []unix.SockFilter
 	fprog    unix.SockFprog
 
@@ -109,7 +111,7 @@ var stepNames = map[uint32]string{
 
 // newStageC prepares stage C for hc's build.
 func newStageC(hc *helperConfig) (*stageC, error) {
-	c := &stageC{probe: hc.Probe, slash: [2]byte{'/', 0}, filter: seccompProgram()}
+	c := &stageC{probe: hc.Probe, slash: [2]byte{'/', 0}, sigAll: ^uint64(0), filter: seccompProgram()}
 	c.fprog = unix.SockFprog{Len: uint16(len(c.filter)), Filter: &c.filter[0]}
 	var err error
 	if c.dir, err = cString(hc.Dir); err != nil {
@@ -132,9 +134,7 @@ func newStageC(hc *helperConfig) (*stageC, error) {
 	return c, nil
 }
 
-// start clones stage C into a new user namespace. Its signals stay blocked
-// from the clone until it has reset every handler to the default: no Go
-// handler may run in the child.
+// start clones stage C into a new user namespace.
 func (c *stageC) start() (pid int, err error) {
 	goR, goW, err := pipe()
 	if err != nil {
@@ -147,12 +147,7 @@ func (c *stageC) start() (pid int, err error) {
 		return 0, err
 	}
 	c.goR, c.goW, c.errR, c.errW = goR, goW, errR, errW
-	runtime.LockOSThread()
-	var all, old uint64 = ^uint64(0), 0
-	unix.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&all)), uintptr(unsafe.Pointer(&old)), 8, 0, 0)
 	r, errno := rawClone(c)
-	unix.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&old)), 0, 8, 0, 0)
-	runtime.UnlockOSThread()
 	unix.Close(goR)
 	unix.Close(errW)
 	if errno != 0 {
@@ -169,7 +164,11 @@ func (c *stageC) start() (pid int, err error) {
 func (c *stageC) goAhead(path string) error {
 	// Closed on every path: EOF releases a waiting child to fail and exit.
 	defer unix.Close(c.goW)
-	defer unix.Close(c.errR)
+	defer func() {
+		if c.errR >= 0 {
+			unix.Close(c.errR)
+		}
+	}()
 	var st unix.Statx_t
 	if err := unix.Statx(unix.AT_FDCWD, "/", 0, unix.STATX_INO, &st); err != nil {
 		return fmt.Errorf("stat new root: %w", err)
@@ -186,8 +185,16 @@ func (c *stageC) goAhead(path string) error {
 	if _, err := unix.Write(c.goW, msg); err != nil {
 		return fmt.Errorf("release the build: %w", err)
 	}
+	// Waited for in the poller, not in a blocking read (see helperMain).
+	_ = unix.SetNonblock(c.errR, true)
+	errR := os.NewFile(uintptr(c.errR), "stage C report")
+	c.errR = -1 // errR owns it now
+	defer errR.Close()
 	var report [8]byte
-	n, err := readFull(c.errR, report[:])
+	n, err := io.ReadFull(errR, report[:])
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		err = nil
+	}
 	switch {
 	case err != nil:
 		return fmt.Errorf("read stage C's report: %w", err)
@@ -212,11 +219,20 @@ func (c *stageC) goAhead(path string) error {
 // rawClone forks the calling thread into a new user namespace and runs
 // stage C in the child. In the parent it returns the child's PID.
 //
+// Every signal is blocked from before the clone until the child has reset
+// every handler to the default: no Go handler may run in the child. The
+// goroutine cannot change threads in between, as a nosplit function
+// without a blocking call has no point where it could be rescheduled, and
+// the preemption signal is blocked too.
+//
 //go:nosplit
 //go:norace
 func rawClone(c *stageC) (int, syscall.Errno) {
+	syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&c.sigAll)),
+		uintptr(unsafe.Pointer(&c.sigSaved)), 8, 0, 0)
 	r, _, errno := syscall.RawSyscall6(syscall.SYS_CLONE, uintptr(syscall.CLONE_NEWUSER|syscall.SIGCHLD), 0, 0, 0, 0, 0)
 	if errno != 0 || r != 0 {
+		syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&c.sigSaved)), 0, 8, 0, 0)
 		return int(r), errno
 	}
 	c.run()
@@ -362,25 +378,6 @@ func pipe() (r, w int, err error) {
 		return -1, -1, err
 	}
 	return p[0], p[1], nil
-}
-
-// readFull reads into b until it is full or EOF.
-func readFull(fd int, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		m, err := unix.Read(fd, b[n:])
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return n, err
-		}
-		if m == 0 {
-			break
-		}
-		n += m
-	}
-	return n, nil
 }
 
 // cString is s NUL-terminated, for a system call.
