@@ -117,7 +117,6 @@ func helperMain() int {
 // as PID 1 of new PID, mount, IPC, UTS (and network) namespaces, as root of
 // user namespace 1 with full capabilities there and none on the host.
 func runHelper(hc *helperConfig) helperResult {
-
 	// Builds must not ptrace this process or read its /proc files (CVE-2016-9962 class).
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return fail("prctl dumpable", err)
