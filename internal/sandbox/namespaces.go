@@ -243,6 +243,9 @@ type helperPipes struct {
 	cfgR, cfgW *os.File
 	resR, resW *os.File
 	outR, outW *os.File
+	// extra are more files for the helper, its fds 5 and up, in order;
+	// their numbers travel in the settings.
+	extra []*os.File
 }
 
 func newHelperPipes() (*helperPipes, error) {
@@ -333,7 +336,7 @@ func (n *Namespaces) startHelper(p *helperPipes, network bool) (*os.Process, err
 		Dir:        "/",
 		Stdout:     p.outW, // stdout and stderr interleaved, as Spec.Output promises
 		Stderr:     p.outW,
-		ExtraFiles: []*os.File{p.cfgR, p.resW}, // fd 3: settings in, fd 4: report out
+		ExtraFiles: append([]*os.File{p.cfgR, p.resW}, p.extra...), // fd 3: settings in, fd 4: report out
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
 				syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS,
