@@ -595,7 +595,7 @@ func TestWorkerDeathKillsSandbox(t *testing.T) {
 func TestHelperWorkerProcess(t *testing.T) {
 	raw := os.Getenv("PKGFLEET_TEST_WORKER")
 	if raw == "" {
-		t.Skip("only run as the worker process of startWorker")
+		t.Skip("only run as the worker of startWorker's tests (a separate worker process)")
 	}
 	var cfg sandbox.Config
 	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
