@@ -488,6 +488,9 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, at registry.Attem
 	out, err := rc.Build(ctx, recipe.Input{
 		Checkout: checkout, SubDir: bl.SubDir, Dest: dest, Log: logw,
 		Network: p.network, Limits: p.limits,
+		// A stalled worker cannot fence its build; the sandbox's helper
+		// then stops it after the same T.
+		DeadMan: p.fenceAfter,
 	})
 	if err != nil {
 		return nil, err

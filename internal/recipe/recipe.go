@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/detect"
 	"github.com/pkgfleet/pkgfleet/internal/pkgmeta"
@@ -30,6 +31,9 @@ type Input struct {
 	Log      io.Writer // the build log
 	Network  bool      // Git.BuildNetwork
 	Limits   sandbox.Limits
+	// DeadMan is the sandbox's dead man's switch (sandbox.Spec.DeadMan):
+	// the build is killed when the worker stalls this long.
+	DeadMan time.Duration
 }
 
 // File is one artifact.
@@ -91,6 +95,7 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 		Network: in.Network,
 		Output:  sw,
 		Limits:  in.Limits,
+		DeadMan: in.DeadMan,
 	})
 	sw.stopped()
 	if err != nil {
@@ -138,7 +143,7 @@ func (p *Python) Build(ctx context.Context, in Input) (*Output, error) {
 	sw := startStopwatch(io.MultiWriter(in.Log, why))
 	res, err := p.Runner.Run(ctx, sandbox.Spec{
 		Args: args, Env: baseEnv(in.Dest), Dir: dir, Source: in.Checkout, Dest: in.Dest,
-		Network: in.Network, Output: sw, Limits: in.Limits,
+		Network: in.Network, Output: sw, Limits: in.Limits, DeadMan: in.DeadMan,
 	})
 	sw.stopped()
 	if err != nil {
