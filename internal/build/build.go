@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/detect"
 	"github.com/pkgfleet/pkgfleet/internal/pkgmeta"
@@ -30,6 +31,9 @@ type Input struct {
 	Log      io.Writer // the build log
 	Network  bool      // Git.BuildNetwork
 	Limits   sandbox.Limits
+	// SourceDate is the commit's time: SOURCE_DATE_EPOCH, and the time
+	// stamped into source tarballs (reproducible.go). Zero: 1980-01-01.
+	SourceDate time.Time
 }
 
 // File is one artifact.
@@ -82,7 +86,7 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 		// Vignettes and the PDF manual need LaTeX, pandoc and the
 		// packages' suggested dependencies; PPM builds plain source bundles.
 		Args:    []string{r.Tool.Command(), "CMD", "build", "--no-build-vignettes", "--no-manual", dir},
-		Env:     baseEnv(in.Dest),
+		Env:     baseEnv(in.Dest, in.SourceDate),
 		Dir:     in.Dest,
 		Source:  in.Checkout,
 		Dest:    in.Dest,
@@ -104,6 +108,10 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 	f, err := pkgmeta.ParseDCF(desc)
 	if err != nil || f["Package"] != pkg || f["Version"] != version {
 		return nil, &Failure{Reason: fmt.Sprintf("%s: its DESCRIPTION does not say Package %s Version %s", filepath.Base(tarball), pkg, version), Result: res}
+	}
+	epoch := sourceDateEpoch(in.SourceDate)
+	if err := normalizeTarGz(tarball, epoch, fixRPackaged(epoch)); err != nil {
+		return nil, fmt.Errorf("make %s reproducible: %w", filepath.Base(tarball), err)
 	}
 	return &Output{Package: pkg, Version: version, Files: []File{{Path: tarball, Kind: "source"}}, Result: res}, nil
 }
@@ -133,7 +141,7 @@ func (p *Python) Build(ctx context.Context, in Input) (*Output, error) {
 	fmt.Fprintf(in.Log, "==> python -m build %s (Python %s)\n", rel(in, dir), p.Tool.Version)
 	why := &reasonWriter{}
 	res, err := p.Runner.Run(ctx, sandbox.Spec{
-		Args: args, Env: baseEnv(in.Dest), Dir: dir, Source: in.Checkout, Dest: in.Dest,
+		Args: args, Env: baseEnv(in.Dest, in.SourceDate), Dir: dir, Source: in.Checkout, Dest: in.Dest,
 		Network: in.Network, Output: io.MultiWriter(in.Log, why), Limits: in.Limits,
 	})
 	if err != nil {
@@ -142,7 +150,14 @@ func (p *Python) Build(ctx context.Context, in Input) (*Output, error) {
 	if !res.Success() {
 		return nil, &Failure{Reason: why.pythonReason(res, p.Tool.Command(), dir), Result: res}
 	}
-	return checkPython(in.Dest, res)
+	out, err := checkPython(in.Dest, res)
+	if err != nil {
+		return nil, err
+	}
+	if err := normalizeTarGz(out.Files[0].Path, sourceDateEpoch(in.SourceDate), nil); err != nil {
+		return nil, fmt.Errorf("make %s reproducible: %w", filepath.Base(out.Files[0].Path), err)
+	}
+	return out, nil
 }
 
 func checkPython(dest string, res sandbox.Result) (*Output, error) {
@@ -213,15 +228,15 @@ func rel(in Input, dir string) string {
 }
 
 // Env is the environment every build command gets, with HOME at home.
-func Env(home string) []string { return baseEnv(home) }
+func Env(home string) []string { return baseEnv(home, time.Time{}) }
 
-func baseEnv(home string) []string {
+func baseEnv(home string, sourceDate time.Time) []string {
 	return []string{
 		"PATH=/usr/local/bin:/usr/bin:/bin",
 		"LANG=C.UTF-8",
 		"HOME=" + home,
-		// Builds are reproducible-ish and never ask questions.
-		"SOURCE_DATE_EPOCH=315532800",
+		// Builds are reproducible (reproducible.go) and never ask questions.
+		sourceDateEnv(sourceDate),
 		"PIP_NO_INPUT=1",
 		"PIP_DISABLE_PIP_VERSION_CHECK=1",
 		"R_BROWSER=false",

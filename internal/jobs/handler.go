@@ -323,14 +323,14 @@ func (h *Handler) run(ctx context.Context, b *registry.Build, recipe build.Recip
 	}
 	fmt.Fprintf(logw, "==> cloning %s at %s (%s)\n", bl.URL, b.SHA, b.Ref)
 	cloneCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	err = h.clone(cloneCtx, bl, checkout, b.SHA)
+	sourceDate, err := h.clone(cloneCtx, bl, checkout, b.SHA)
 	cancel()
 	if err != nil {
 		return nil, err
 	}
 	out, err := recipe.Build(ctx, build.Input{
 		Checkout: checkout, SubDir: bl.SubDir, Dest: dest, Log: logw,
-		Network: h.Network, Limits: h.Limits,
+		Network: h.Network, Limits: h.Limits, SourceDate: sourceDate,
 	})
 	if err != nil {
 		return nil, err
@@ -353,19 +353,23 @@ func (h *Handler) run(ctx context.Context, b *registry.Build, recipe build.Recip
 }
 
 // clone checks the commit out with the builder's credential, which lives
-// in a masked directory only while git runs; the build never sees it.
-func (h *Handler) clone(ctx context.Context, bl *registry.Builder, dir, sha string) error {
+// in a masked directory only while git runs; the build never sees it. It
+// returns the commit's time, the build's SOURCE_DATE_EPOCH.
+func (h *Handler) clone(ctx context.Context, bl *registry.Builder, dir, sha string) (time.Time, error) {
 	gc, done, err := h.Creds.GitClient(ctx, h.Git, bl.Credential, h.BuilderDir)
 	if err != nil {
 		if errors.Is(err, registry.ErrNotFound) || errors.Is(err, credential.ErrNoKey) || errors.Is(err, credential.ErrUndecryptable) {
-			return fmt.Errorf("%w: %w", err, asynq.SkipRetry) // retrying cannot help
+			return time.Time{}, fmt.Errorf("%w: %w", err, asynq.SkipRetry) // retrying cannot help
 		}
-		return err // Redis unreachable: a retry can
+		return time.Time{}, err // Redis unreachable: a retry can
 	}
 	defer done()
-	return gc.Clone(ctx, dir, git.CloneOptions{
+	if err := gc.Clone(ctx, dir, git.CloneOptions{
 		URL: bl.URL, SHA: sha, Depth: bl.CloneDepth, RecurseSubmodules: bl.RecurseSubmodules,
-	})
+	}); err != nil {
+		return time.Time{}, err
+	}
+	return gc.CommitTime(ctx, dir)
 }
 
 func reason(err error) string {
