@@ -2,7 +2,7 @@ package build
 
 import (
 	"archive/tar"
-		"compress/gzip"
+	"compress/gzip"
 	"fmt"
 	"io"
 	"os"
