@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,6 +32,15 @@ type Input struct {
 	Log      io.Writer // the build log
 	Network  bool      // Git.BuildNetwork
 	Limits   sandbox.Limits
+	// Door, when set (and Network is not), is the build's one way out: a
+	// proxy at sandbox.DoorAddr to one package index, which the build
+	// names IndexURL (internal/door). Python builds then run isolated,
+	// their requirements installed from that index.
+	Door     sandbox.Door
+	IndexURL string
+	// BuildVignettes has R CMD build build the vignettes (the builder's
+	// build_vignettes); what they need comes through the door.
+	BuildVignettes bool
 	// SourceDate is the commit's time: SOURCE_DATE_EPOCH, and the time
 	// stamped into source tarballs (reproducible.go). Zero: 1980-01-01.
 	SourceDate time.Time
@@ -132,7 +142,15 @@ func (p *Python) Build(ctx context.Context, in Input) (*Output, error) {
 		return nil, &Failure{Reason: fmt.Sprintf("%s has neither pyproject.toml nor setup.py", rel(in, dir))}
 	}
 	args := []string{p.Tool.Command(), "-m", "build", "--sdist", "--wheel", "--outdir", in.Dest}
-	if !in.Network {
+	env := baseEnv(in.Dest, in.SourceDate)
+	door := in.Door != nil && !in.Network
+	switch {
+	case door:
+		// Isolated: build-system.requires and what get_requires_for_build_*
+		// name are installed into a fresh environment from the index.
+		env = append(env, doorEnv(in.IndexURL)...)
+		fmt.Fprintf(in.Log, "==> build requirements from %s through the door\n", in.IndexURL)
+	case !in.Network:
 		// Without a network an isolated build cannot install its backend;
 		// use the backends installed with the interpreter.
 		args = append(args, "--no-isolation")
@@ -140,10 +158,14 @@ func (p *Python) Build(ctx context.Context, in Input) (*Output, error) {
 	args = append(args, dir)
 	fmt.Fprintf(in.Log, "==> python -m build %s (Python %s)\n", rel(in, dir), p.Tool.Version)
 	why := &reasonWriter{}
-	res, err := p.Runner.Run(ctx, sandbox.Spec{
-		Args: args, Env: baseEnv(in.Dest, in.SourceDate), Dir: dir, Source: in.Checkout, Dest: in.Dest,
+	spec := sandbox.Spec{
+		Args: args, Env: env, Dir: dir, Source: in.Checkout, Dest: in.Dest,
 		Network: in.Network, Output: io.MultiWriter(in.Log, why), Limits: in.Limits,
-	})
+	}
+	if door {
+		spec.Door = in.Door
+	}
+	res, err := p.Runner.Run(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -240,6 +262,27 @@ func baseEnv(home string, sourceDate time.Time) []string {
 		"PIP_NO_INPUT=1",
 		"PIP_DISABLE_PIP_VERSION_CHECK=1",
 		"R_BROWSER=false",
+	}
+}
+
+// doorEnv points pip (and anything else that honours the proxy variables)
+// at the door, and pip at the index as the build names it.
+func doorEnv(indexURL string) []string {
+	proxy := "http://" + sandbox.DoorAddr
+	host := ""
+	if u, err := url.Parse(indexURL); err == nil {
+		host = u.Host
+	}
+	return []string{
+		"HTTP_PROXY=" + proxy, "http_proxy=" + proxy, "HTTPS_PROXY=" + proxy, "https_proxy=" + proxy,
+		"NO_PROXY=", "no_proxy=",
+		"PIP_INDEX_URL=" + indexURL,
+		// The build reaches an https index as http://HOST:443 on its own
+		// loopback; the door speaks TLS to the index and checks it.
+		"PIP_TRUSTED_HOST=" + host,
+		"PIP_NO_CACHE_DIR=1",
+		// One retry: a requirement the index lacks is a 404, not a glitch.
+		"PIP_RETRIES=1",
 	}
 }
 

@@ -128,6 +128,8 @@ var settings = []*Setting{
 	integer("Git", "BuildRetries", "3", "Attempts per build before it is marked failed.", func(c *Config) *int { return &c.Git.BuildRetries }),
 	duration("Git", "BuildTimeout", "1h", "Wall-clock limit of one build attempt.", func(c *Config) *time.Duration { return &c.Git.BuildTimeout }),
 	boolean("Git", "BuildNetwork", "false", "false: builds get an empty network namespace and Python builds run --no-isolation; true: host network, isolated PEP 517 builds.", func(c *Config) *bool { return &c.Git.BuildNetwork }),
+	secret(str("Git", "PythonIndexURL", "", "PEP 503 index (PyPI mirror, PPM, pkgfleet's own /pypi/SOURCE/simple/) that Python builds get their build requirements from through the door, the one address their empty network has; set, builds run isolated. May carry user:password, which only the door sees. Unset: offline.", func(c *Config) *string { return &c.Git.PythonIndexURL })),
+	secret(str("Git", "RRepositoryURL", "", "CRAN-like repository (a CRAN mirror, PPM, pkgfleet's own /cran/SOURCE) that R builds with build_vignettes install vignette dependencies from through the door. May carry user:password, which only the door sees. Unset: offline.", func(c *Config) *string { return &c.Git.RRepositoryURL })),
 	size("Git", "BuildMemory", "4GiB", "Memory limit of one build.", func(c *Config) *Size { return &c.Git.BuildMemory }),
 	integer("Git", "BuildProcesses", "1024", "Process limit of one build.", func(c *Config) *int { return &c.Git.BuildProcesses }),
 	size("Git", "BuildDiskSize", "8GiB", "Limit on what one build writes to its TMPDIR and destination.", func(c *Config) *Size { return &c.Git.BuildDiskSize }),

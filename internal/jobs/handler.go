@@ -17,6 +17,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/build"
 	"github.com/pkgfleet/pkgfleet/internal/config"
 	"github.com/pkgfleet/pkgfleet/internal/credential"
+	"github.com/pkgfleet/pkgfleet/internal/door"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/metrics"
 	"github.com/pkgfleet/pkgfleet/internal/notify"
@@ -35,11 +36,15 @@ type Handler struct {
 	Languages  *Languages        // what this worker builds now, and how
 	BuilderDir string
 	Network    bool
-	Limits     sandbox.Limits
-	LogLimit   config.Size
-	Worker     string // this worker's name
-	Log        *slog.Logger
-	Metrics    *metrics.Worker // nil: none
+	// PythonIndexURL and RRepositoryURL are the workers' package indexes
+	// (Git.PythonIndexURL, Git.RRepositoryURL), behind each build's door
+	// (door.go); a builder may override them.
+	PythonIndexURL, RRepositoryURL string
+	Limits                         sandbox.Limits
+	LogLimit                       config.Size
+	Worker                         string // this worker's name
+	Log                            *slog.Logger
+	Metrics                        *metrics.Worker // nil: none
 
 	// Slots limits each builder's concurrent builds across the fleet
 	// (nil: no limit): BuildConcurrency for tag builders, one for commit
@@ -200,7 +205,7 @@ func (h *Handler) finish(ctx context.Context, log *slog.Logger, id int64, attemp
 			}
 			now := time.Now().UTC()
 			b.Status, b.Detail, b.FinishedAt = registry.StatusSucceeded, "", &now
-			b.Package, b.Version, b.Artifacts = out.pkg, out.version, out.artifacts
+			b.Package, b.Version, b.Artifacts, b.Fetched = out.pkg, out.version, out.artifacts, out.fetched
 			return nil
 		})
 		log.Info("build succeeded", "package", out.pkg, "version", out.version)
@@ -301,6 +306,7 @@ func (h *Handler) start(ctx context.Context, id int64, attempt int, lang Languag
 type result struct {
 	pkg, version string
 	artifacts    []registry.Artifact
+	fetched      []door.Fetched
 }
 
 func (h *Handler) run(ctx context.Context, b *registry.Build, recipe build.Recipe, logw *logWriter) (*result, error) {
@@ -328,10 +334,25 @@ func (h *Handler) run(ctx context.Context, b *registry.Build, recipe build.Recip
 	if err != nil {
 		return nil, err
 	}
-	out, err := recipe.Build(ctx, build.Input{
+	in := build.Input{
 		Checkout: checkout, SubDir: bl.SubDir, Dest: dest, Log: logw,
-		Network: h.Network, Limits: h.Limits, SourceDate: sourceDate,
-	})
+		Network: h.Network, Limits: h.Limits, SourceDate: sourceDate, BuildVignettes: bl.BuildVignettes,
+	}
+	d, err := h.doorFor(bl, logw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	if d != nil {
+		in.Door, in.IndexURL = d, d.BuildURL(0)
+	}
+	out, err := recipe.Build(ctx, in)
+	var fetched []door.Fetched
+	if d != nil {
+		fetched = d.Fetched()
+		for _, f := range fetched {
+			fmt.Fprintf(logw, "==> fetched through the door: %s %s (%s, sha256 %s)\n", f.Name, f.Version, f.File, f.SHA256)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -349,7 +370,7 @@ func (h *Handler) run(ctx context.Context, b *registry.Build, recipe build.Recip
 	for _, a := range arts {
 		fmt.Fprintf(logw, "==> stored %s (%d bytes, sha256 %s)\n", a.File, a.Size, a.SHA256)
 	}
-	return &result{pkg: out.Package, version: out.Version, artifacts: arts}, nil
+	return &result{pkg: out.Package, version: out.Version, artifacts: arts, fetched: fetched}, nil
 }
 
 // clone checks the commit out with the builder's credential, which lives

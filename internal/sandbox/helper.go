@@ -71,6 +71,8 @@ type helperConfig struct {
 	Probe    bool
 
 	MaxLandlockABI int // 0: the kernel's
+
+	Door bool // open the door (door.go); its socket pair is fd 5
 }
 
 // helperResult travels back from stage B to stage A over fd 4.
@@ -247,6 +249,12 @@ func runHelper(hc *helperConfig) helperResult {
 	if !hc.Network {
 		if err := loopbackUp(); err != nil {
 			return fail("bring up lo", err)
+		}
+	}
+	// With a door, one listener on lo whose accepting end only the worker holds (door.go).
+	if hc.Door {
+		if err := openDoor(); err != nil {
+			return fail("open the door", err)
 		}
 	}
 	// A neutral hostname in the private UTS namespace.

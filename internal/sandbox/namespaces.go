@@ -153,11 +153,17 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 		}
 	}
 
+	door, err := openDoorway(spec)
+	if err != nil {
+		return Result{}, err
+	}
+	defer door.close()
 	hc := helperConfig{
 		Args: spec.Args, Env: envWithTMPDIR(spec.Env, ws), Dir: dir,
 		Source: spec.Source, Dest: spec.Dest, TmpDir: ws, Network: spec.Network, Masks: n.masks,
 		Memory: lim.Memory, Processes: lim.Processes, Disk: lim.Disk,
 		UID: n.runUID, GID: n.runGID, Tier: n.tier, Probe: probe, MaxLandlockABI: n.cfg.MaxLandlockABI,
+		Door: door != nil,
 	}
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
@@ -206,6 +212,9 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 	if !spec.Network {
 		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNET
 	}
+	if door != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, door.theirs) // fd 5: the door's listener out
+	}
 	if n.asRoot {
 		// Root maps runUID to 0 in the namespace and switches to it there, so
 		// the helper (and everything below it) is runUID on the host from its
@@ -249,6 +258,9 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 	cfgR.Close()
 	resW.Close()
 	outW.Close()
+	if door != nil {
+		door.serve()
+	}
 	go func() {
 		_ = json.NewEncoder(cfgW).Encode(&hc)
 		cfgW.Close()

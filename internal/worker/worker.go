@@ -173,16 +173,17 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	}
 	w.setSlots()
 	w.handler = &jobs.Handler{
-		Store:      st,
-		Git:        &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs}},
-		Languages:  w.langs,
-		BuilderDir: cfg.Git.BuilderDir,
-		Network:    cfg.Git.BuildNetwork,
-		Limits:     scfg.Defaults,
-		LogLimit:   cfg.Git.BuildLogSize,
-		Worker:     opts.Name,
-		Log:        log,
-		Metrics:    w.metrics,
+		Store:          st,
+		Git:            &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs}},
+		Languages:      w.langs,
+		BuilderDir:     cfg.Git.BuilderDir,
+		Network:        cfg.Git.BuildNetwork,
+		PythonIndexURL: cfg.Git.PythonIndexURL, RRepositoryURL: cfg.Git.RRepositoryURL,
+		Limits:   scfg.Defaults,
+		LogLimit: cfg.Git.BuildLogSize,
+		Worker:   opts.Name,
+		Log:      log,
+		Metrics:  w.metrics,
 	}
 	return w, nil
 }
