@@ -1,14 +1,22 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/pkgfleet/pkgfleet/internal/door"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
+	"github.com/pkgfleet/pkgfleet/internal/worker"
+	"github.com/redis/go-redis/v9"
 )
 
 // doorRepo makes a one-commit repository of testdata/door/<name>.
@@ -77,4 +85,87 @@ func TestPythonBuildGetsItsRequirementsFromTheFleetsOwnIndexThroughTheDoor(t *te
 		!strings.Contains(m.Detail, "pkgfleet-absent-requirement") || !strings.Contains(m.Detail, "Git.PythonIndexURL") {
 		t.Fatalf("missing requirement: %s %q\n%s", m.Status, m.Detail, f.log(m.ID))
 	}
+}
+
+// From inside a sandboxed build with a door to the fleet's own index, the
+// index answers and nothing else does: not the API beside it on the same
+// port, not Redis, not a host service on loopback, not another host; not
+// through the door, not around it.
+func TestFromInsideABuildWithADoorOnlyTheIndexAnswers(t *testing.T) {
+	t.Parallel()
+	f := setup(t, nil)
+	f.do("POST", "/api/v1/sources", map[string]string{"name": "tools", "type": "git-python"}, 201)
+	redisAddr := tcpRedis(t)
+	host := testenv.HostService(t, "HOST SERVICE\n").Addr().String()
+	runner, err := sandbox.New(worker.SandboxConfig(f.cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doorLog, out testenv.Capture
+	d, err := door.New(&doorLog, door.Index{URL: f.api.URL + "/pypi/tools/simple/", Kind: door.Python})
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe, err := os.ReadFile(filepath.Join("testdata", "door", "probe.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest := testenv.SharedDir(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := runner.Run(ctx, sandbox.Spec{
+		Args: []string{"/usr/bin/python3", "-c", string(probe), d.BuildURL(0), f.api.URL + "/api/v1/sources", redisAddr, host},
+		Env:  []string{"PATH=/usr/bin:/bin", "HOME=" + dest}, Dir: dest, Dest: dest, Door: d, Output: &out,
+	})
+	if err != nil || !res.Success() {
+		t.Fatalf("probe: %+v %v\n%s", res, err, out.String())
+	}
+	want := map[string]string{
+		"index": "200", "api": "403", "dot-segments": "403", "redis": "403", "redis-tunnel": "403",
+		"host-service": "403", "other-host": "403", "other-host-tunnel": "403",
+	}
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		name, result, _ := strings.Cut(line, " ")
+		got[name] = result
+	}
+	for name, w := range want {
+		if got[name] != w {
+			t.Errorf("%s: %q, want %s", name, got[name], w)
+		}
+	}
+	for _, name := range []string{"direct-redis", "direct-host-service", "direct-api", "direct-other-host"} {
+		if r, ok := got[name]; !ok || r == "open" {
+			t.Errorf("%s: %q, want no connection", name, r)
+		}
+	}
+	if t.Failed() {
+		t.Logf("probe output:\n%s\ndoor log:\n%s", out.String(), doorLog.String())
+	}
+	for _, w := range []string{"==> door: refused GET http://" + redisAddr + "/: only " + f.api.URL + "/pypi/tools/simple/ is reachable",
+		"==> door: refused CONNECT 192.0.2.1:443", "only paths below " + f.api.URL + "/pypi/tools/simple/"} {
+		if !strings.Contains(doorLog.String(), w) {
+			t.Errorf("door log lacks %q:\n%s", w, doorLog.String())
+		}
+	}
+}
+
+// tcpRedis starts a redis-server of the test's own on a loopback TCP port
+// (the package's shared one listens on a unix socket only).
+func tcpRedis(t *testing.T) string {
+	t.Helper()
+	testenv.Require(t, "redis-server")
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	_, port, _ := strings.Cut(addr, ":")
+	cmd := exec.Command("redis-server", "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	testenv.Eventually(t, 20*time.Second, "redis-server on "+addr, func() bool {
+		return rdb.Ping(context.Background()).Err() == nil
+	})
+	return addr
 }
