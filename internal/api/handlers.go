@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/pkgmeta"
+	"github.com/pkgfleet/pkgfleet/internal/queue"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 )
 
@@ -323,23 +325,7 @@ func (s *Server) runBuilder(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var ref, sha string
-	if b.BuildTrigger == registry.TriggerTags {
-		tags, err := refs.MatchingTags(b.TagPattern)
-		if err != nil {
-			return errorf(http.StatusBadRequest, "%v", err)
-		}
-		if len(tags) == 0 {
-			return errorf(http.StatusUnprocessableEntity, "no tag on the remote matches %q", b.TagPattern)
-		}
-		ref, sha = tags[0], refs.Tags[tags[0]]
-	} else {
-		ref, sha, err = refs.Branch(b.Branch)
-		if err != nil {
-			return errorf(http.StatusUnprocessableEntity, "%v", err)
-		}
-	}
-	return s.enqueue(w, r, b, ref, sha, "manual", registry.ReuseUnlessFailed)
+	return s.enqueue(w, r, queue.Request{Builder: b, Refs: refs, Trigger: "manual", Mode: registry.ReuseUnlessFailed})
 }
 
 // rerunBuilder builds a given tag or commit again.
@@ -367,7 +353,7 @@ func (s *Server) rerunBuilder(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if req.CommitSHA != "" {
-		return s.enqueue(w, r, b, req.CommitSHA, req.CommitSHA, "rerun", registry.ReuseActive)
+		return s.enqueue(w, r, queue.Request{Builder: b, Ref: req.CommitSHA, SHA: req.CommitSHA, Trigger: "rerun", Mode: registry.ReuseActive})
 	}
 	refs, err := s.lsRemote(ctx, b)
 	if err != nil {
@@ -377,7 +363,7 @@ func (s *Server) rerunBuilder(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return errorf(http.StatusNotFound, "tag %q not found on the remote", req.Tag)
 	}
-	return s.enqueue(w, r, b, req.Tag, sha, "rerun", registry.ReuseActive)
+	return s.enqueue(w, r, queue.Request{Builder: b, Ref: req.Tag, SHA: sha, Trigger: "rerun", Mode: registry.ReuseActive})
 }
 
 func (s *Server) lsRemote(ctx context.Context, b *registry.Builder) (*git.Refs, error) {
@@ -395,17 +381,17 @@ func (s *Server) lsRemote(ctx context.Context, b *registry.Builder) (*git.Refs, 
 	return refs, nil
 }
 
-func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, b *registry.Builder, ref, sha, trigger string, mode registry.ClaimMode) error {
-	out, created, err := s.Enqueuer.Enqueue(r.Context(), &registry.Build{
-		Source: b.Source, Builder: b.Name, Language: b.Language, Ref: ref, SHA: sha, Trigger: trigger,
-	}, mode)
-	if err != nil {
+func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, req queue.Request) error {
+	out, created, err := s.Enqueuer.Enqueue(r.Context(), s.Log, req)
+	switch {
+	case errors.Is(err, queue.ErrNoRef):
+		return errorf(http.StatusUnprocessableEntity, "%v", err)
+	case err != nil:
 		return err
 	}
 	resp := runResponse{Builds: []*registry.Build{out}}
 	if created {
 		resp.New = 1
-		s.Log.Info("build queued", "build", out.ID, "source", b.Source, "builder", b.Name, "ref", ref, "sha", sha, "trigger", trigger)
 	}
 	writeJSON(w, http.StatusAccepted, resp)
 	return nil

@@ -1,4 +1,4 @@
-package jobs
+package pipeline
 
 import (
 	"fmt"
@@ -14,16 +14,16 @@ import (
 // Git.RRepositoryURL. It returns nil (offline, the default) when neither
 // is set, when the build has the host network anyway, and for R builds
 // that build no vignettes (nothing else in them fetches anything).
-func (h *Handler) doorFor(bl *registry.Builder, log io.Writer) (*door.Door, error) {
-	if h.Network {
+func (p *Pipeline) doorFor(bl *registry.Builder, log io.Writer) (*door.Door, error) {
+	if p.network {
 		return nil, nil
 	}
-	raw, setting, kind := bl.PythonIndexURL, h.PythonIndexURL, door.Python
+	raw, setting, kind := bl.PythonIndexURL, p.pythonIndexURL, door.Python
 	if bl.Language == registry.LangR {
 		if !bl.BuildVignettes {
 			return nil, nil
 		}
-		raw, setting, kind = bl.RRepositoryURL, h.RRepositoryURL, door.R
+		raw, setting, kind = bl.RRepositoryURL, p.rRepositoryURL, door.R
 	}
 	if raw == "" {
 		raw = setting
