@@ -16,6 +16,7 @@ import (
 
 	"github.com/pkgfleet/pkgfleet/internal/detect"
 	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/pkgmeta"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
 )
@@ -155,5 +156,66 @@ func TestRBuildOfOneCommitTwiceGivesTheSameBytes(t *testing.T) {
 		if second[name] != sum {
 			t.Errorf("%s: sha256 %s, then %s", name, sum, second[name])
 		}
+	}
+}
+
+// setuptools writes a multi-line License with continuation lines, a blank
+// line of it as whitespace only; every header after it must survive, or
+// the index serves no Requires-Python.
+func TestSetuptoolsSdistWithAMultiLineLicenseKeepsRequiresPython(t *testing.T) {
+	t.Parallel()
+	testenv.Require(t, "python3")
+	checkout := filepath.Join(t.TempDir(), "src")
+	license := "Copyright (c) 2026 The Fleet\n\nPermission is hereby granted, free of charge,\nto any person obtaining a copy."
+	files := map[string]string{
+		"pyproject.toml": `[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "multiline-license"
+version = "1.2.3"
+requires-python = ">=3.9"
+license = {text = """` + license + `"""}
+
+[tool.setuptools]
+py-modules = ["multiline_license"]
+`,
+		"multiline_license.py": "X = 1\n",
+	}
+	for name, content := range files {
+		if err := os.MkdirAll(checkout, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(checkout, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := &Python{Runner: sandbox.NewDirect(sandbox.Config{TempDir: t.TempDir()}),
+		Tool: detect.Tool{Language: "python", Path: "/usr/bin/python3"}}
+	var log strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := p.Build(ctx, Input{Checkout: checkout, Dest: t.TempDir(), Log: &log,
+		Limits: sandbox.Limits{Timeout: time.Minute, Output: 1 << 20}})
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, log.String())
+	}
+	raw, err := pkgmeta.TarMember(out.Files[0].Path, strings.TrimSuffix(filepath.Base(out.Files[0].Path), ".tar.gz")+"/PKG-INFO")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(raw), "\n        \n") {
+		t.Fatalf("this setuptools wrote no whitespace-only continuation line; the test proves nothing:\n%s", raw)
+	}
+	f, err := pkgmeta.ParsePKGInfo(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f["Requires-Python"] != ">=3.9" || f["Name"] != "multiline-license" {
+		t.Errorf("PKG-INFO parsed to Requires-Python %q, Name %q:\n%s", f["Requires-Python"], f["Name"], raw)
+	}
+	if !strings.Contains(f["License"], "Copyright (c) 2026 The Fleet") || !strings.Contains(f["License"], "to any person obtaining a copy.") {
+		t.Errorf("License = %q", f["License"])
 	}
 }
