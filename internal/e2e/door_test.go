@@ -169,3 +169,47 @@ func tcpRedis(t *testing.T) string {
 	})
 	return addr
 }
+
+// An R builder with build_vignettes gets the vignette engine its package
+// names (VignetteBuilder) from the fleet's own CRAN-like repository through
+// the door; the vignette is in the tarball and, once installed, in R. The
+// same package without a repository fails in one line that says so.
+func TestRVignettesGetTheirEngineFromTheFleetsOwnRepositoryThroughTheDoor(t *testing.T) {
+	t.Parallel()
+	testenv.Require(t, "Rscript")
+	f := setup(t, nil)
+	f.do("POST", "/api/v1/sources", map[string]string{"name": "rtools", "type": "git"}, 201)
+	f.do("POST", "/api/v1/sources/rtools/git-builders", map[string]any{"url": "file://" + doorRepo(t, "fleetvig")}, 201)
+	engine := f.mustSucceed(f.run("/api/v1/sources/rtools/git-builders/fleetvig/run", nil))
+
+	f.do("POST", "/api/v1/sources", map[string]string{"name": "rapps", "type": "git"}, 201)
+	repo := doorRepo(t, "vigpkg")
+	f.do("POST", "/api/v1/sources/rapps/git-builders", map[string]any{"url": "file://" + repo,
+		"build_vignettes": true, "r_repository_url": f.api.URL + "/cran/rtools"}, 201)
+	b := f.mustSucceed(f.run("/api/v1/sources/rapps/git-builders/vigpkg/run", nil))
+	if len(b.Fetched) != 1 || b.Fetched[0].Name != "fleetvig" || b.Fetched[0].Version != "1.0.0" ||
+		b.Fetched[0].SHA256 != engine.Artifacts[0].SHA256 {
+		t.Fatalf("fetched %+v, want fleetvig 1.0.0 with sha256 %s\n%s", b.Fetched, engine.Artifacts[0].SHA256, f.log(b.ID))
+	}
+	tarball := f.artifact(b.ID, b.Artifacts[0].File)
+	lib := testenv.SharedDir(t)
+	script := `install.packages("` + tarball + `", repos = NULL, type = "source", lib = "` + lib + `", quiet = TRUE)
+v <- vignette(package = "vigpkg", lib.loc = "` + lib + `")$results
+cat("vignettes:", v[, "Item"], "|", v[, "Title"], "\n")
+cat("html:", file.exists(file.path("` + lib + `", "vigpkg", "doc", "intro.html")), "\n")`
+	out, err := exec.Command("Rscript", "-e", script).CombinedOutput()
+	if err != nil {
+		t.Fatalf("R: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "vignettes: intro | Introduction to vigpkg") || !strings.Contains(string(out), "html: TRUE") {
+		t.Fatalf("the installed package lacks its vignette:\n%s", out)
+	}
+
+	// No repository: the engine is nowhere, and the reason says what to set.
+	f.do("POST", "/api/v1/sources/rapps/git-builders", map[string]any{"name": "offline", "url": "file://" + repo, "build_vignettes": true}, 201)
+	m := f.wait(f.run("/api/v1/sources/rapps/git-builders/offline/run", nil).ID)
+	if m.Status != registry.StatusFailed || strings.Contains(m.Detail, "\n") ||
+		!strings.Contains(m.Detail, "fleetvig") || !strings.Contains(m.Detail, "Git.RRepositoryURL") {
+		t.Fatalf("vignettes without a repository: %s %q\n%s", m.Status, m.Detail, f.log(m.ID))
+	}
+}

@@ -92,11 +92,14 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 	}
 	fmt.Fprintf(in.Log, "==> R CMD build %s (package %s %s, R %s)\n", rel(in, dir), pkg, version, r.Tool.Version)
 	why := &reasonWriter{}
+	// The PDF manual needs LaTeX; vignettes need their engine and the
+	// packages' suggested dependencies, so only build_vignettes builds
+	// them (vignettes.go). PPM builds plain source bundles.
+	args, env, door := r.rCommand(in, dir, baseEnv(in.Dest, in.SourceDate))
 	res, err := r.Runner.Run(ctx, sandbox.Spec{
-		// Vignettes and the PDF manual need LaTeX, pandoc and the
-		// packages' suggested dependencies; PPM builds plain source bundles.
-		Args:    []string{r.Tool.Command(), "CMD", "build", "--no-build-vignettes", "--no-manual", dir},
-		Env:     baseEnv(in.Dest, in.SourceDate),
+		Args:    args,
+		Env:     env,
+		Door:    door,
 		Dir:     in.Dest,
 		Source:  in.Checkout,
 		Dest:    in.Dest,
@@ -268,22 +271,27 @@ func baseEnv(home string, sourceDate time.Time) []string {
 // doorEnv points pip (and anything else that honours the proxy variables)
 // at the door, and pip at the index as the build names it.
 func doorEnv(indexURL string) []string {
-	proxy := "http://" + sandbox.DoorAddr
 	host := ""
 	if u, err := url.Parse(indexURL); err == nil {
 		host = u.Host
 	}
-	return []string{
-		"HTTP_PROXY=" + proxy, "http_proxy=" + proxy, "HTTPS_PROXY=" + proxy, "https_proxy=" + proxy,
-		"NO_PROXY=", "no_proxy=",
-		"PIP_INDEX_URL=" + indexURL,
+	return append(proxyEnv(),
+		"PIP_INDEX_URL="+indexURL,
 		// The build reaches an https index as http://HOST:443 on its own
 		// loopback; the door speaks TLS to the index and checks it.
-		"PIP_TRUSTED_HOST=" + host,
+		"PIP_TRUSTED_HOST="+host,
 		"PIP_NO_CACHE_DIR=1",
 		// One retry: a requirement the index lacks is a 404, not a glitch.
 		"PIP_RETRIES=1",
-	}
+	)
+}
+
+// proxyEnv sends whatever honours the proxy variables (pip, R's libcurl)
+// to the door.
+func proxyEnv() []string {
+	proxy := "http://" + sandbox.DoorAddr
+	return []string{"HTTP_PROXY=" + proxy, "http_proxy=" + proxy, "HTTPS_PROXY=" + proxy, "https_proxy=" + proxy,
+		"NO_PROXY=", "no_proxy="}
 }
 
 func describe(res sandbox.Result) string {
