@@ -26,9 +26,6 @@ const DoorAddr = "127.0.0.1:3128"
 // doorPort is DoorAddr's port.
 const doorPort = 3128
 
-// doorFd is where the helper finds its end of the socket pair.
-const doorFd = 5
-
 // Door serves a build's connections to DoorAddr. Serve must return once l
 // is closed, which the runner does when the build is over.
 type Door interface {
@@ -39,7 +36,7 @@ type Door interface {
 type doorway struct {
 	door   Door
 	mine   *os.File // receives the listener
-	theirs *os.File // the helper's end, fd 5
+	theirs *os.File // the helper's end (helperConfig.DoorFd)
 	mu     sync.Mutex
 	l      net.Listener
 	closed bool
@@ -119,8 +116,8 @@ func receiveListener(f *os.File) (net.Listener, error) {
 }
 
 // openDoor is the helper's step: listen on DoorAddr in the build's network
-// namespace and hand the socket to the worker.
-func openDoor() error {
+// namespace and hand the socket to the worker over doorFd.
+func openDoor(doorFd int) error {
 	s, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err

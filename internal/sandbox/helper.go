@@ -72,7 +72,7 @@ type helperConfig struct {
 
 	MaxLandlockABI int // 0: the kernel's
 
-	Door bool // open the door (door.go); its socket pair is fd 5
+	DoorFd int // > 0: open the door (door.go) and send it over this fd
 }
 
 // helperResult travels back from stage B to stage A over fd 4.
@@ -252,8 +252,8 @@ func runHelper(hc *helperConfig) helperResult {
 		}
 	}
 	// With a door, one listener on lo whose accepting end only the worker holds (door.go).
-	if hc.Door {
-		if err := openDoor(); err != nil {
+	if hc.DoorFd > 0 {
+		if err := openDoor(hc.DoorFd); err != nil {
 			return fail("open the door", err)
 		}
 	}

@@ -163,7 +163,6 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 		Source: spec.Source, Dest: spec.Dest, TmpDir: ws, Network: spec.Network, Masks: n.masks,
 		Memory: lim.Memory, Processes: lim.Processes, Disk: lim.Disk,
 		UID: n.runUID, GID: n.runGID, Tier: n.tier, Probe: probe, MaxLandlockABI: n.cfg.MaxLandlockABI,
-		Door: door != nil,
 	}
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
@@ -213,7 +212,8 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNET
 	}
 	if door != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, door.theirs) // fd 5: the door's listener out
+		hc.DoorFd = 3 + len(cmd.ExtraFiles) // the door's listener goes out here
+		cmd.ExtraFiles = append(cmd.ExtraFiles, door.theirs)
 	}
 	if n.asRoot {
 		// Root maps runUID to 0 in the namespace and switches to it there, so
