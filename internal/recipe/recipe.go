@@ -277,6 +277,8 @@ func doorEnv(indexURL string) []string {
 	}
 	return append(proxyEnv(),
 		"PIP_INDEX_URL="+indexURL,
+		// No pip.conf of the host (/etc is bound in) adds another index.
+		"PIP_CONFIG_FILE=/dev/null",
 		// The build reaches an https index as http://HOST:443 on its own
 		// loopback; the door speaks TLS to the index and checks it.
 		"PIP_TRUSTED_HOST="+host,
