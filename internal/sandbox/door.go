@@ -59,6 +59,9 @@ func openDoorway(spec Spec) (*doorway, error) {
 // serve runs once the helper has started: it waits for the listener and
 // serves it until close.
 func (d *doorway) serve() {
+	if d == nil {
+		return
+	}
 	d.theirs.Close()
 	d.served.Add(1)
 	go func() {
