@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -340,7 +341,9 @@ func TestTagBuilderRunsAtMostBuildConcurrencyAcrossThreeWorkers(t *testing.T) {
 	if got := f.recipe.peakOf("tagged"); got != 2 {
 		t.Fatalf("observed maximum concurrency %d, want exactly Git.BuildConcurrency = 2", got)
 	}
-	if !strings.Contains(sawWaiting, "waiting for a build slot (2 of 2 in use") {
+	// A build queued later waits in line even while the builds ahead of
+	// it have not taken their slots yet ("0 of 2 in use; 3rd in line").
+	if !regexp.MustCompile(`waiting for a build slot \([0-2] of 2 in use; [0-9]+(st|nd|rd|th) in line\)`).MatchString(sawWaiting) {
 		t.Fatalf("no build was seen waiting with the slot detail (saw %q)", sawWaiting)
 	}
 	t.Logf("a waiting build said: %s", sawWaiting)

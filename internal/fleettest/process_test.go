@@ -167,7 +167,9 @@ func TestTagBuilderConcurrencyHoldsAcrossThreeWorkerProcesses(t *testing.T) {
 	// each: three builds could run at once but for the semaphore, and
 	// they must spread over the processes.
 	for _, name := range []string{"P1", "P2", "P3"} {
-		f.process(name, 1, fmt.Sprintf("echo + >> %s; sleep 0.3; echo - >> %s", events, events))
+		// A build waits (up to 5s) for a second one to start, so that
+		// two overlap whenever the semaphore allows it.
+		f.process(name, 1, fmt.Sprintf(`echo + >> %[1]s; i=0; while [ "$(grep -c + %[1]s)" -lt 2 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; sleep 0.3; echo - >> %[1]s`, events))
 	}
 	var ids []int64
 	for _, sha := range shas {
