@@ -159,18 +159,24 @@ func (p *Pipeline) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	// attempts is corrected from the build record below (see queue.spareRetry).
-	attempt, attempts := retried+1, maxRetry+1
-	log := p.log.With("build", task.BuildID, "attempt", attempt)
+	// attempts is corrected from the build record (see queue.spareRetry).
+	return p.process(ctx, task.BuildID, retried+1, maxRetry+1)
+}
+
+// process runs attempt of build id, of attempts as asynq counts them, and
+// says whether asynq should retry: nil (done, or canceled), an error
+// wrapping asynq.SkipRetry (failed for good), or another error (retry).
+func (p *Pipeline) process(ctx context.Context, id int64, attempt, attempts int) error {
+	log := p.log.With("build", id, "attempt", attempt)
 
 	// A user's cancel (or a lost slot lease) ends this context; asynq's
 	// own (shutdown, deadline) ends it too.
 	ctx, cancelBuild := context.WithCancelCause(ctx)
 	defer cancelBuild(nil)
-	setLease, stopWatch := p.watchCancel(ctx, task.BuildID, cancelBuild)
+	setLease, stopWatch := p.watchCancel(ctx, id, cancelBuild)
 	defer stopWatch()
 
-	pre, err := p.registry.Build(ctx, task.BuildID)
+	pre, err := p.registry.Build(ctx, id)
 	if errors.Is(err, registry.ErrNotFound) || (err == nil && registry.Terminal(pre.Status)) {
 		log.Info("build needs no work", "reason", "already finished or canceled")
 		return nil
@@ -213,7 +219,7 @@ func (p *Pipeline) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	ctx, cancelRun := context.WithTimeout(ctx, p.runTimeout)
 	defer cancelRun()
 
-	b, err := p.start(ctx, task.BuildID, attempt, lang)
+	b, err := p.start(ctx, id, attempt, lang)
 	if errors.Is(err, errSkip) {
 		log.Info("build needs no work", "reason", "already finished or canceled")
 		return nil
