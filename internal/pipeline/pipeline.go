@@ -74,7 +74,6 @@ type Pipeline struct {
 	languages  *Languages
 	builderDir string
 	network    bool
-	limits     sandbox.Limits
 	logLimit   config.Size
 	worker     string
 	log        *slog.Logger
@@ -123,7 +122,6 @@ func New(d Deps) (*Pipeline, error) {
 		languages:        d.Languages,
 		builderDir:       cfg.Git.BuilderDir,
 		network:          cfg.Git.BuildNetwork,
-		limits:           Limits(cfg),
 		logLimit:         cfg.Git.BuildLogSize,
 		worker:           d.Worker,
 		log:              d.Log,
@@ -136,17 +134,6 @@ func New(d Deps) (*Pipeline, error) {
 		cancelCheck:      cmp.Or(d.CancelCheck, 15*time.Second),
 		stopping:         d.Stopping,
 	}, nil
-}
-
-// Limits are the limits of one build, from the settings.
-func Limits(cfg *config.Config) sandbox.Limits {
-	return sandbox.Limits{
-		Timeout:   cfg.Git.BuildTimeout,
-		Memory:    int64(cfg.Git.BuildMemory),
-		Processes: cfg.Git.BuildProcesses,
-		Disk:      int64(cfg.Git.BuildDiskSize),
-		Output:    int64(cfg.Git.BuildLogSize),
-	}
 }
 
 // ProcessTask implements asynq.Handler.
@@ -191,11 +178,14 @@ func (p *Pipeline) process(ctx context.Context, id int64, attempt, attempts int)
 		attempts = max(pre.MaxAttempts, attempt)
 	}
 	lang, _ := p.languages.Get(pre.Language)
-	bl, berr := p.registry.Builder(ctx, pre.Source, pre.Builder)
-	if berr != nil && !errors.Is(berr, registry.ErrNotFound) {
-		return berr // registry unreachable: let asynq retry (never build without a slot)
+	// The builder is read once per attempt: its slots, then its remote,
+	// credential and sub-directory for the build.
+	bl, blErr := p.registry.Builder(ctx, pre.Source, pre.Builder)
+	gone := errors.Is(blErr, registry.ErrNotFound)
+	if blErr != nil && !gone {
+		return blErr // registry unreachable: let asynq retry (never build without a slot)
 	}
-	if berr == nil {
+	if !gone {
 		lease, err := p.acquire(ctx, pre, bl, attempt)
 		switch {
 		case errors.Is(err, errSkip) || errors.Is(context.Cause(ctx), errCanceled):
@@ -237,7 +227,13 @@ func (p *Pipeline) process(ctx context.Context, id int64, attempt, attempts int)
 	}
 	p.running.Add(1)
 	done := p.metrics.BuildStarted(b.Language, b.Trigger)
-	out, runErr := p.run(ctx, b, lang.Recipe, logw)
+	var out *result
+	var runErr error
+	if gone {
+		runErr = fmt.Errorf("%w: %w", blErr, asynq.SkipRetry) // deleted meanwhile: retrying cannot help
+	} else {
+		out, runErr = p.run(ctx, b, bl, lang.Recipe, logw)
+	}
 	p.running.Add(-1)
 	done(p.result(ctx, runErr, attempt, attempts))
 	switch {
@@ -392,14 +388,9 @@ type result struct {
 	artifacts    []registry.Artifact
 }
 
-func (p *Pipeline) run(ctx context.Context, b *registry.Build, rc recipe.Recipe, logw *logWriter) (*result, error) {
-	bl, err := p.registry.Builder(ctx, b.Source, b.Builder)
-	if err != nil {
-		if errors.Is(err, registry.ErrNotFound) {
-			return nil, fmt.Errorf("%w: %w", err, asynq.SkipRetry) // deleted meanwhile: retrying cannot help
-		}
-		return nil, err // Redis unreachable: a retry can
-	}
+// run clones b's commit from builder bl, builds it with rc and stores
+// the artifacts.
+func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Builder, rc recipe.Recipe, logw *logWriter) (*result, error) {
 	if rc == nil {
 		return nil, fmt.Errorf("this worker cannot build %s packages", b.Language)
 	}
@@ -412,14 +403,13 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, rc recipe.Recipe,
 	}
 	fmt.Fprintf(logw, "==> cloning %s at %s (%s)\n", bl.URL, b.SHA, b.Ref)
 	cloneCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	err = p.clone(cloneCtx, bl, checkout, b.SHA)
+	err := p.clone(cloneCtx, bl, checkout, b.SHA)
 	cancel()
 	if err != nil {
 		return nil, err
 	}
 	out, err := rc.Build(ctx, recipe.Input{
-		Checkout: checkout, SubDir: bl.SubDir, Dest: dest, Log: logw,
-		Network: p.network, Limits: p.limits,
+		Checkout: checkout, SubDir: bl.SubDir, Dest: dest, Log: logw, Network: p.network,
 	})
 	if err != nil {
 		return nil, err
@@ -427,11 +417,7 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, rc recipe.Recipe,
 	if out.Result.OutputTruncated {
 		fmt.Fprintln(logw, "==> note: build output exceeded the output limit and was cut")
 	}
-	files := make([]store.File, len(out.Files))
-	for i, f := range out.Files {
-		files[i] = store.File{Path: f.Path, Kind: f.Kind}
-	}
-	arts, err := p.store.Put(b.Source, out.Package, b.ID, files)
+	arts, err := p.store.Put(b.Source, out.Package, b.ID, dest, out.Artifacts)
 	if err != nil {
 		return nil, err
 	}

@@ -109,7 +109,7 @@ func succeed(_ context.Context, in recipe.Input) (*recipe.Output, error) {
 	if err := os.WriteFile(file, []byte("tarball"), 0o644); err != nil {
 		return nil, err
 	}
-	return &recipe.Output{Package: "p", Version: "1.1", Files: []recipe.File{{Path: file, Kind: "source"}}}, nil
+	return &recipe.Output{Package: "p", Version: "1.1", Artifacts: []registry.Artifact{{File: filepath.Base(file), Kind: "source"}}}, nil
 }
 
 // blocked is a recipe that says it started on started and runs until its

@@ -19,6 +19,7 @@ import (
 
 	"github.com/pkgfleet/pkgfleet/internal/detect"
 	"github.com/pkgfleet/pkgfleet/internal/pkgmeta"
+	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 )
 
@@ -29,21 +30,16 @@ type Input struct {
 	Dest     string    // empty directory for the results (exposed read-write)
 	Log      io.Writer // the build log
 	Network  bool      // Git.BuildNetwork
-	Limits   sandbox.Limits
-}
-
-// File is one artifact.
-type File struct {
-	Path string
-	Kind string // "source", "sdist" or "wheel"
 }
 
 // Output is what a successful build made.
 type Output struct {
 	Package string
 	Version string
-	Files   []File
-	Result  sandbox.Result
+	// Artifacts are the files made in Input.Dest: File (the name) and
+	// Kind ("source", "sdist" or "wheel") set; the store adds the rest.
+	Artifacts []registry.Artifact
+	Result    sandbox.Result
 }
 
 // Failure is a build that ran and failed; Error() is the reason shown on
@@ -88,7 +84,6 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 		Dest:    in.Dest,
 		Network: in.Network,
 		Output:  io.MultiWriter(in.Log, why),
-		Limits:  in.Limits,
 	})
 	if err != nil {
 		return nil, err
@@ -105,7 +100,7 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 	if err != nil || f["Package"] != pkg || f["Version"] != version {
 		return nil, &Failure{Reason: fmt.Sprintf("%s: its DESCRIPTION does not say Package %s Version %s", filepath.Base(tarball), pkg, version), Result: res}
 	}
-	return &Output{Package: pkg, Version: version, Files: []File{{Path: tarball, Kind: "source"}}, Result: res}, nil
+	return &Output{Package: pkg, Version: version, Artifacts: []registry.Artifact{{File: filepath.Base(tarball), Kind: "source"}}, Result: res}, nil
 }
 
 // Python runs python -m build.
@@ -134,7 +129,7 @@ func (p *Python) Build(ctx context.Context, in Input) (*Output, error) {
 	why := &reasonWriter{}
 	res, err := p.Runner.Run(ctx, sandbox.Spec{
 		Args: args, Env: baseEnv(in.Dest), Dir: dir, Source: in.Checkout, Dest: in.Dest,
-		Network: in.Network, Output: io.MultiWriter(in.Log, why), Limits: in.Limits,
+		Network: in.Network, Output: io.MultiWriter(in.Log, why),
 	})
 	if err != nil {
 		return nil, err
@@ -178,8 +173,8 @@ func checkPython(dest string, res sandbox.Result) (*Output, error) {
 	if pkgmeta.NormalizeName(wf["Name"]) != pkgmeta.NormalizeName(name) || wf["Version"] != version {
 		return nil, fail("sdist says %s %s but wheel says %s %s", name, version, wf["Name"], wf["Version"])
 	}
-	return &Output{Package: name, Version: version, Result: res, Files: []File{
-		{Path: sdists[0], Kind: "sdist"}, {Path: wheels[0], Kind: "wheel"},
+	return &Output{Package: name, Version: version, Result: res, Artifacts: []registry.Artifact{
+		{File: filepath.Base(sdists[0]), Kind: "sdist"}, {File: filepath.Base(wheels[0]), Kind: "wheel"},
 	}}, nil
 }
 

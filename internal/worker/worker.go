@@ -335,7 +335,15 @@ func SandboxConfig(cfg *config.Config) sandbox.Config {
 		StorageLocations: []string{cfg.FileStorage.Location},
 		TempDir:          cfg.Server.TempDir,
 		RunAsUser:        cfg.Server.RunAsUser,
-		Defaults:         pipeline.Limits(cfg),
+		// The one conversion of the build limits: every build command
+		// that sets none (the recipes set none) gets these.
+		Defaults: sandbox.Limits{
+			Timeout:   cfg.Git.BuildTimeout,
+			Memory:    int64(cfg.Git.BuildMemory),
+			Processes: cfg.Git.BuildProcesses,
+			Disk:      int64(cfg.Git.BuildDiskSize),
+			Output:    int64(cfg.Git.BuildLogSize),
+		},
 	}
 }
 
