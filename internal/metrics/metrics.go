@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -31,6 +30,7 @@ var buildBuckets = []float64{1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 240
 // Worker holds a worker's metrics.
 type Worker struct {
 	reg             *prometheus.Registry
+	tiers           []string
 	builds          *prometheus.CounterVec
 	duration        *prometheus.HistogramVec
 	running         *prometheus.GaugeVec
@@ -45,6 +45,9 @@ type WorkerState struct {
 	Slots             func() int
 	NamespacesInUse   func() int
 	MaxUserNamespaces func() (int, error)
+	// Tiers are the sandbox tiers pkgfleet_worker_sandbox_tier lists
+	// (the worker passes the sandbox's, so this package needs no sandbox).
+	Tiers []string
 }
 
 // NewWorker registers a worker's metrics.
@@ -52,7 +55,7 @@ func NewWorker(st WorkerState) *Worker {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := &Worker{
-		reg: reg,
+		reg: reg, tiers: st.Tiers,
 		builds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pkgfleet_builds_total", Help: "Build attempts finished by this worker, by language, trigger and result.",
 		}, []string{"language", "trigger", "result"}),
@@ -75,7 +78,6 @@ func NewWorker(st WorkerState) *Worker {
 			Name: "pkgfleet_sandbox_usable", Help: "1 when the user-namespace sandbox passed its probe (at start or a re-probe).",
 		}),
 	}
-	m.SandboxTier(sandbox.TierNone)
 	// Start at 0 so that increase() sees the first failure.
 	m.sandboxFailures.WithLabelValues("namespace_limit")
 	m.sandboxFailures.WithLabelValues("unavailable")
@@ -107,23 +109,23 @@ func call(f func() int) int {
 	return f()
 }
 
-// SandboxTier records the tier of the worker's sandbox (TierNone while it
-// is unusable).
-func (m *Worker) SandboxTier(tier sandbox.Tier) {
+// SandboxTier records the tier of the worker's sandbox, one of
+// WorkerState.Tiers, and whether the sandbox is usable.
+func (m *Worker) SandboxTier(tier string, usable bool) {
 	if m == nil {
 		return
 	}
-	for _, t := range []sandbox.Tier{sandbox.TierFull, sandbox.TierMaskedProc, sandbox.TierNone} {
+	for _, t := range m.tiers {
 		v := 0.0
 		if t == tier {
 			v = 1
 		}
-		m.sandboxTier.WithLabelValues(string(t)).Set(v)
+		m.sandboxTier.WithLabelValues(t).Set(v)
 	}
-	if tier == sandbox.TierNone {
-		m.sandboxUsable.Set(0)
-	} else {
+	if usable {
 		m.sandboxUsable.Set(1)
+	} else {
+		m.sandboxUsable.Set(0)
 	}
 }
 

@@ -155,6 +155,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 		Slots:             w.Slots,
 		NamespacesInUse:   w.namespacesInUse,
 		MaxUserNamespaces: sandbox.MaxUserNamespaces,
+		Tiers:             []string{string(sandbox.TierFull), string(sandbox.TierMaskedProc), string(sandbox.TierNone)},
 	})
 	if cfg.Git.AllowUnsandboxedGitBuilds {
 		log.Warn("Git.AllowUnsandboxedGitBuilds = true: a language the sandbox cannot run is built WITHOUT isolation; only build repositories you trust")
