@@ -1,18 +1,18 @@
-// Package registry keeps pkgfleet's state in Redis: sources, git-builders,
-// builds (with their logs and artifact lists) and the per-commit claim that
-// makes a poll, a webhook and a manual run of one sha build once.
+// Package apiv1 holds the shapes of pkgfleet's HTTP API, /api/v1: the
+// records (sources, git-builders, builds, workers, credentials) as the
+// server writes them in JSON and the CLI reads them, the envelopes of
+// its lists, and the names of statuses, triggers and languages. The
+// registry stores its records in these shapes.
 //
-// It validates what it stores and guarantees that a rejected request
-// stores nothing. It does not enqueue work (internal/queue does) and it
-// does not touch Git or the file system.
-package registry
+// It is a leaf: it imports only the standard library, so the CLI links
+// neither Redis nor the sandbox. It does not validate or store anything
+// (internal/registry does) and serves nothing (internal/api does).
+package apiv1
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
-	"strings"
 	"time"
 )
 
@@ -47,22 +47,6 @@ const (
 // Terminal reports whether a build in status s will not change again.
 func Terminal(s string) bool {
 	return s == StatusSucceeded || s == StatusFailed || s == StatusCanceled
-}
-
-// Errors a caller can tell apart (the API maps them to status codes).
-var (
-	ErrNotFound = errors.New("not found")
-	ErrExists   = errors.New("already exists")
-	ErrConflict = errors.New("conflict")
-)
-
-// ValidationError is bad input; its message is safe to show the user.
-type ValidationError struct{ Msg string }
-
-func (e *ValidationError) Error() string { return e.Msg }
-
-func invalid(format string, args ...any) error {
-	return &ValidationError{Msg: fmt.Sprintf(format, args...)}
 }
 
 // Source is a named group of builders of one type.
@@ -179,44 +163,5 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		return fmt.Errorf("%q is not a duration (like 90s, 5m, 1h)", s)
 	}
 	*d = Duration(v)
-	return nil
-}
-
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
-
-// ValidateName checks a source or builder name.
-func ValidateName(what, name string) error {
-	switch {
-	case name == "":
-		return invalid("%s is required", what)
-	case len(name) > 100:
-		return invalid("%s must be at most 100 characters", what)
-	case !nameRE.MatchString(name):
-		return invalid("%s %q may contain only letters, digits, '.', '_' and '-'", what, name)
-	case name == "." || name == "..":
-		return invalid("%s must not be %q", what, name)
-	}
-	return nil
-}
-
-// ValidateSubDir checks that a sub-directory stays inside the repository.
-func ValidateSubDir(dir string) error {
-	if dir == "" {
-		return nil
-	}
-	if strings.HasPrefix(dir, "/") {
-		return invalid("sub_dir must be relative to the repository root")
-	}
-	if strings.ContainsAny(dir, "\\\x00\n\r") {
-		return invalid("sub_dir contains a forbidden character")
-	}
-	for _, part := range strings.Split(dir, "/") {
-		if part == ".." {
-			return invalid("sub_dir must not contain '..'")
-		}
-		if strings.HasPrefix(part, "-") {
-			return invalid("sub_dir parts must not start with '-'")
-		}
-	}
 	return nil
 }
