@@ -10,7 +10,6 @@ package recipe
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -235,10 +234,3 @@ func describe(res sandbox.Result) string {
 }
 
 func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
-
-// IsFailure reports whether err is a build failure (as opposed to an
-// infrastructure error).
-func IsFailure(err error) bool {
-	var f *Failure
-	return errors.As(err, &f)
-}

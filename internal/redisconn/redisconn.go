@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/pkgfleet/pkgfleet/internal/config"
 	"github.com/redis/go-redis/v9"
 )
@@ -39,18 +38,6 @@ func Client(c config.Redis) (*redis.Client, error) {
 		return nil, err
 	}
 	return redis.NewClient(o), nil
-}
-
-// Asynq returns asynq's connection option for the same server.
-func Asynq(c config.Redis) (asynq.RedisClientOpt, error) {
-	o, err := Options(c)
-	if err != nil {
-		return asynq.RedisClientOpt{}, err
-	}
-	return asynq.RedisClientOpt{
-		Network: o.Network, Addr: o.Addr, Username: o.Username, Password: o.Password,
-		DB: o.DB, TLSConfig: o.TLSConfig,
-	}, nil
 }
 
 // Describe names the server without its credentials, for logs.

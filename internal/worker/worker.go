@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -224,13 +223,6 @@ func (w *Worker) serveOps(ctx context.Context, rc *redis.Client) error {
 	w.opsAddr.Store(ln.Addr().String())
 	w.log.Info("worker metrics and health", "address", ln.Addr().String())
 	return nil
-}
-
-// Tools reports the detected tools by language.
-func (w *Worker) Tools() map[string]detect.Tool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return maps.Clone(w.tools)
 }
 
 // Run serves builds until ctx ends, then shuts down gracefully: running
