@@ -24,17 +24,15 @@ func TestPythonFailureReasonsAreOneLineWithTheRemedy(t *testing.T) {
 	if err := exec.Command(python, "-c", "import build, setuptools").Run(); err != nil {
 		t.Fatalf("python3 with build and setuptools is required: %v", err)
 	}
-	// The runner's defaults are a build's limits (the worker sets them
-	// from the settings).
-	p := &Python{Runner: sandbox.NewDirect(sandbox.Config{TempDir: t.TempDir(), Defaults: sandbox.Limits{Timeout: time.Minute, Output: 1 << 20}}),
+	p := &Python{Runner: sandbox.NewDirect(sandbox.Config{TempDir: t.TempDir(), Defaults: testLimits}),
 		Tool: detect.Tool{Language: "python", Path: python}}
 	for _, tc := range []struct {
 		dir  string
 		want []string
 	}{
-		{"nobackend", []string{"build backend pkgfleet_no_such_backend.buildapi (requires pkgfleet-no-such-backend>=3.12,<4) is not installed beside /usr/bin/python3: install it on the workers"}},
+		{"nobackend", []string{"build backend pkgfleet_no_such_backend.buildapi (requires pkgfleet-no-such-backend>=3.12,<4) is not installed beside /usr/bin/python3: set Git.PythonIndexURL"}},
 		// python -m build lists them in no fixed order.
-		{"norequires", []string{"build requirements pkgfleet-no-such-", "pkgfleet-no-such-plugin", "pkgfleet-no-such-readme", "are not installed beside /usr/bin/python3", "Git.BuildNetwork"}},
+		{"norequires", []string{"build requirements pkgfleet-no-such-", "pkgfleet-no-such-plugin", "pkgfleet-no-such-readme", "are not installed beside /usr/bin/python3", "Git.PythonIndexURL"}},
 		{"ccerror", []string{"compiler error: c.c:1:11: error: expected declaration specifiers"}},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
