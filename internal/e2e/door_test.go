@@ -85,6 +85,11 @@ func TestPythonBuildGetsItsRequirementsFromTheFleetsOwnIndexThroughTheDoor(t *te
 		!strings.Contains(m.Detail, "pkgfleet-absent-requirement") || !strings.Contains(m.Detail, "Git.PythonIndexURL") {
 		t.Fatalf("missing requirement: %s %q\n%s", m.Status, m.Detail, f.log(m.ID))
 	}
+	// A failed build still says what it fetched: the backend came through
+	// the door before the missing requirement stopped it.
+	if len(m.Fetched) != 1 || m.Fetched[0].Name != "fleetbackend" || m.Fetched[0].SHA256 != want["fleetbackend"] {
+		t.Errorf("failed build fetched %+v, want fleetbackend with sha256 %s", m.Fetched, want["fleetbackend"])
+	}
 }
 
 // From inside a sandboxed build with a door to the fleet's own index, the

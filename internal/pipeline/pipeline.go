@@ -327,6 +327,9 @@ func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, id int64, attem
 		if b.Status == registry.StatusCanceled {
 			return nil
 		}
+		// This attempt's fetches, even though it failed: nil when it
+		// failed before its door opened.
+		b.Fetched = out.fetchedOrNil()
 		if last {
 			now := time.Now().UTC()
 			b.Status, b.FinishedAt = registry.StatusFailed, &now
@@ -394,6 +397,15 @@ type result struct {
 	fetched      []door.Fetched
 }
 
+// fetchedOrNil is what the attempt fetched through its door; r may be nil
+// (the attempt ended before it built).
+func (r *result) fetchedOrNil() []door.Fetched {
+	if r == nil {
+		return nil
+	}
+	return r.fetched
+}
+
 func (p *Pipeline) run(ctx context.Context, b *registry.Build, rc recipe.Recipe, logw *logWriter) (*result, error) {
 	bl, err := p.registry.Builder(ctx, b.Source, b.Builder)
 	if err != nil {
@@ -439,7 +451,8 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, rc recipe.Recipe,
 		}
 	}
 	if err != nil {
-		return nil, err
+		// A failed build still says what it fetched (provenance).
+		return &result{fetched: fetched}, err
 	}
 	if out.Result.OutputTruncated {
 		fmt.Fprintln(logw, "==> note: build output exceeded the output limit and was cut")
@@ -450,7 +463,7 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, rc recipe.Recipe,
 	}
 	arts, err := p.store.Put(b.Source, out.Package, b.ID, files)
 	if err != nil {
-		return nil, err
+		return &result{fetched: fetched}, err
 	}
 	for _, a := range arts {
 		fmt.Fprintf(logw, "==> stored %s (%d bytes, sha256 %s)\n", a.File, a.Size, a.SHA256)
