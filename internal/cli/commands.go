@@ -316,6 +316,13 @@ func (app *App) follow(cmd *cobra.Command, builds []*apiv1.Build) ([]*apiv1.Buil
 			}
 		}
 		if done {
+			if human {
+				for _, b := range builds {
+					for _, f := range fetched(b) {
+						fmt.Fprintf(app.Stdout, "Build %d fetched through the door: %s\n", b.ID, f)
+					}
+				}
+			}
 			return builds, nil
 		}
 		select {
@@ -351,6 +358,16 @@ func progressLine(b *apiv1.Build, elapsed time.Duration) string {
 		s += fmt.Sprintf(" [%s]", elapsed.Truncate(time.Second))
 	}
 	return s
+}
+
+// fetched names what a build got through its door (its provenance), one
+// "name version sha256:prefix" each.
+func fetched(b *apiv1.Build) []string {
+	out := make([]string, len(b.Fetched))
+	for i, f := range b.Fetched {
+		out[i] = fmt.Sprintf("%s %s sha256:%s", f.Name, f.Version, short(f.SHA256))
+	}
+	return out
 }
 
 func short(sha string) string {
@@ -431,9 +448,10 @@ func (app *App) listBuilds() *cobra.Command {
 			}
 			app.print(res, func(w io.Writer) {
 				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tSOURCE\tBUILDER\tREF\tCOMMIT\tSTATUS\tVERSION\tATTEMPTS")
+				fmt.Fprintln(tw, "ID\tSOURCE\tBUILDER\tREF\tCOMMIT\tSTATUS\tVERSION\tATTEMPTS\tFETCHED")
 				for _, b := range res.Builds {
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\n", b.ID, b.Source, b.Builder, b.Ref, short(b.SHA), b.Status, dash(b.Version), b.Attempts, b.MaxAttempts)
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\n", b.ID, b.Source, b.Builder, b.Ref, short(b.SHA), b.Status, dash(b.Version), b.Attempts, b.MaxAttempts,
+						dash(strings.Join(fetched(b), ", ")))
 				}
 				tw.Flush()
 			})

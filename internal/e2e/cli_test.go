@@ -73,8 +73,8 @@ func TestCLIDrivesTheAPI(t *testing.T) {
 		t.Fatalf("list git-builders:\n%s\nwant\n%s", got, wantList)
 	}
 	out, _, _ = f.pkgfleet("list", "git-builds", "--source", "cli-r", "--name", "hellofleet")
-	wantBuilds := "ID  SOURCE  BUILDER     REF   COMMIT        STATUS     VERSION  ATTEMPTS\n" +
-		"1   cli-r   hellofleet  main  <commit-sha>  succeeded  0.2.0    1/2\n"
+	wantBuilds := "ID  SOURCE  BUILDER     REF   COMMIT        STATUS     VERSION  ATTEMPTS  FETCHED\n" +
+		"1   cli-r   hellofleet  main  <commit-sha>  succeeded  0.2.0    1/2       -\n"
 	if got := normalize(out); got != wantBuilds {
 		t.Fatalf("list git-builds:\n%q\nwant\n%q", got, wantBuilds)
 	}

@@ -329,6 +329,9 @@ func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, id int64, attem
 		if b.Status == registry.StatusCanceled {
 			return nil
 		}
+		// This attempt's fetches, even though it failed: nil when it
+		// failed before its door opened.
+		b.Fetched = out.fetchedOrNil()
 		if last {
 			now := time.Now().UTC()
 			b.Status, b.FinishedAt = registry.StatusFailed, &now
@@ -396,6 +399,15 @@ type result struct {
 	fetched      []door.Fetched
 }
 
+// fetchedOrNil is what the attempt fetched through its door; r may be nil
+// (the attempt ended before it built).
+func (r *result) fetchedOrNil() []door.Fetched {
+	if r == nil {
+		return nil
+	}
+	return r.fetched
+}
+
 // run clones b's commit from builder bl, builds it with rc and stores
 // the artifacts.
 func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Builder, rc recipe.Recipe, logw *logWriter) (*result, error) {
@@ -436,14 +448,15 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 		}
 	}
 	if err != nil {
-		return nil, err
+		// A failed build still says what it fetched (provenance).
+		return &result{fetched: fetched}, err
 	}
 	if out.Result.OutputTruncated {
 		fmt.Fprintln(logw, "==> note: build output exceeded the output limit and was cut")
 	}
 	arts, err := p.store.Put(b.Source, out.Package, b.ID, dest, out.Artifacts)
 	if err != nil {
-		return nil, err
+		return &result{fetched: fetched}, err
 	}
 	for _, a := range arts {
 		fmt.Fprintf(logw, "==> stored %s (%d bytes, sha256 %s)\n", a.File, a.Size, a.SHA256)
