@@ -111,7 +111,7 @@ var valueSets = []valueSet{
 	},
 	{
 		name: "external-redis", file: "external-redis-values.yaml",
-		existing:    []string{"pkgfleet-redis", "pkgfleet-tokens", "pkgfleet-credential-key", "pkgfleet-artifacts"},
+		existing:    []string{"pkgfleet-redis", "pkgfleet-tokens", "pkgfleet-credential-key", "pkgfleet-artifacts", "pkgfleet-index"},
 		concurrency: 2, grace: 300 * time.Second, margin: 15,
 		seccomp: corev1.SeccompProfileTypeUnconfined, apparmor: corev1.AppArmorProfileTypeUnconfined,
 		check: func(t *testing.T, r *rendered) {
@@ -135,6 +135,21 @@ var valueSets = []valueSet{
 				if ref == nil || ref.Name != "pkgfleet-redis" || ref.Key != "password" {
 					t.Errorf("%s: Redis password from %v, want pkgfleet-redis/password", name, ref)
 				}
+			}
+			// The index URL comes from its Secret, to the workers only, and
+			// the ConfigMap holds none.
+			if cfg.Git.PythonIndexURL != "" || cfg.Git.RRepositoryURL != "" {
+				t.Errorf("index URLs in the ConfigMap: %q %q", cfg.Git.PythonIndexURL, cfg.Git.RRepositoryURL)
+			}
+			wc := container(t, r.worker(t), "worker")
+			if ref := envSecret(wc, "PKGFLEET_GIT_PYTHONINDEXURL"); ref == nil || ref.Name != "pkgfleet-index" || ref.Key != "pypi-url" {
+				t.Errorf("worker: Git.PythonIndexURL from %v, want pkgfleet-index/pypi-url", ref)
+			}
+			if ref := envSecret(wc, "PKGFLEET_GIT_RREPOSITORYURL"); ref != nil {
+				t.Errorf("worker: Git.RRepositoryURL from %v although its key is empty", ref)
+			}
+			if ref := envSecret(container(t, r.deployments[fullname+"-api"], "api"), "PKGFLEET_GIT_PYTHONINDEXURL"); ref != nil {
+				t.Errorf("the API gets the index URL, which only the workers' doors use: %v", ref)
 			}
 		},
 	},
@@ -982,6 +997,54 @@ func TestChartSchemaRejectsMistakes(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("refusal does not name %q: %v\n%s", tc.want, err, out)
+			}
+		})
+	}
+}
+
+// An index URL with credentials never lands in the ConfigMap: the chart
+// refuses it in values.config, names the Secret way, and does not repeat
+// the URL; one without credentials is an ordinary setting.
+func TestChartKeepsIndexCredentialsOutOfTheConfigMap(t *testing.T) {
+	t.Parallel()
+	const password = "s3cret-pw"
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string // all in the refusal; nil: renders
+	}{
+		{"python credentials", []string{"--set-string", "config.Git.PythonIndexURL=https://fleet:" + password + "@idx.example/simple/"},
+			[]string{"config.Git.PythonIndexURL", "worker.indexSecret.name", "worker.indexSecret.pythonIndexURLKey", "PKGFLEET_GIT_PYTHONINDEXURL"}},
+		{"r token", []string{"--set-string", "config.Git.RRepositoryURL=http://" + password + "@cran.example/"},
+			[]string{"config.Git.RRepositoryURL", "worker.indexSecret.name", "worker.indexSecret.rRepositoryURLKey", "PKGFLEET_GIT_RREPOSITORYURL"}},
+		{"both ways", []string{"--set-string", "config.Git.PythonIndexURL=https://idx.example/simple/", "--set", "worker.indexSecret.name=pkgfleet-index"},
+			[]string{"config.Git.PythonIndexURL", "worker.indexSecret", "keep one"}},
+		{"no key", []string{"--set", "worker.indexSecret.name=pkgfleet-index", "--set", "worker.indexSecret.pythonIndexURLKey=", "--set", "worker.indexSecret.rRepositoryURLKey="},
+			[]string{"worker.indexSecret.pythonIndexURLKey", "worker.indexSecret.rRepositoryURLKey"}},
+		{"no credentials", []string{"--set-string", "config.Git.PythonIndexURL=https://idx.example/simple/"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			out, err := helmTemplate(t, tc.args...)
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("helm template %v: %v", tc.args, err)
+				}
+				if !strings.Contains(string(out), "PythonIndexURL = \"https://idx.example/simple/\"") {
+					t.Errorf("a credential-free index URL did not reach the config:\n%s", out)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("helm template %v succeeded; want it refused", tc.args)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("refusal does not name %s: %v", w, err)
+				}
+			}
+			if strings.Contains(err.Error()+string(out), password) {
+				t.Errorf("the refusal repeats the credentials: %v\n%s", err, out)
 			}
 		})
 	}

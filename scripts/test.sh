@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# make test: vet, gofmt and staticcheck, then every test with the race detector. Tests start their
+# make test: vet, what the binaries link (scripts/binaries.sh), gofmt and
+# staticcheck, then every test with the race detector. Tests start their
 # own redis-server processes (one per test package, on unix sockets); the
 # container tests (scripts/test-containers.sh) start a Docker Engine.
 set -euo pipefail
@@ -7,6 +8,7 @@ cd "$(dirname "$0")/.."
 export CI=${CI:-}
 bash scripts/deploy-deps.sh
 go vet ./...
+bash scripts/binaries.sh
 unformatted=$(gofmt -l $(git ls-files '*.go'))
 if [ -n "$unformatted" ]; then
   echo "gofmt needed: $unformatted" >&2

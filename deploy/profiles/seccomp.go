@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package profiles generates the seccomp profile shipped beside it,
 // pkgfleet-worker.json, and says why each of its rules is there: it is the
 // container runtime's default profile (Docker's, from the Go module

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pkgfleet/pkgfleet/internal/apiv1"
 	"github.com/pkgfleet/pkgfleet/internal/auth"
 	"github.com/pkgfleet/pkgfleet/internal/config"
 	"github.com/pkgfleet/pkgfleet/internal/credential"
@@ -266,5 +267,5 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
+	writeJSON(w, status, apiv1.Error{Error: msg})
 }

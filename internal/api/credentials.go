@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/pkgfleet/pkgfleet/internal/apiv1"
 	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 )
@@ -40,7 +41,7 @@ func (s *Server) listCredentials(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"git_credentials": list})
+	writeJSON(w, http.StatusOK, apiv1.Credentials{Credentials: list})
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 
+	"github.com/pkgfleet/pkgfleet/internal/apiv1"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/roster"
 )
@@ -15,7 +16,7 @@ func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"workers": workers})
+	writeJSON(w, http.StatusOK, apiv1.Workers{Workers: workers})
 	return nil
 }
 
@@ -32,23 +33,15 @@ func (s *Server) namespaces(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	budget := roster.NewBudget(builders, s.Config.Git.BuildConcurrency, workers)
-	type perWorker struct {
-		Name              string `json:"name"`
-		Slots             int    `json:"slots"`
-		Needed            int    `json:"needed"`
-		MaxUserNamespaces int    `json:"max_user_namespaces"`
-		InUse             int    `json:"in_use"`
-		OK                bool   `json:"ok"`
-	}
-	list := []perWorker{}
+	list := []apiv1.WorkerNamespaces{}
 	for _, wk := range workers {
-		list = append(list, perWorker{
+		list = append(list, apiv1.WorkerNamespaces{
 			Name: wk.Name, Slots: wk.Slots, Needed: wk.NamespacesNeeded,
 			MaxUserNamespaces: wk.MaxUserNamespaces, InUse: wk.NamespacesInUse,
 			OK: wk.MaxUserNamespaces < 0 || wk.NamespacesNeeded <= wk.MaxUserNamespaces,
 		})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"budget": budget, "workers": list})
+	writeJSON(w, http.StatusOK, apiv1.NamespaceBudget{Budget: budget, Workers: list})
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/pkgfleet/pkgfleet/internal/apiv1"
 	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/pkgmeta"
@@ -38,7 +39,7 @@ func (s *Server) listSources(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"sources": list})
+	writeJSON(w, http.StatusOK, apiv1.Sources{Sources: list})
 	return nil
 }
 
@@ -253,7 +254,7 @@ func (s *Server) listBuilders(w http.ResponseWriter, r *http.Request) error {
 	if err := s.withPollStatus(r.Context(), list...); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"git_builders": list})
+	writeJSON(w, http.StatusOK, apiv1.Builders{Builders: list})
 	return nil
 }
 
@@ -305,13 +306,6 @@ func (s *Server) deleteBuilder(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
-}
-
-type runResponse struct {
-	Builds []*registry.Build `json:"builds"`
-	// New counts the builds this request queued; the others already
-	// existed for the same commit.
-	New int `json:"new"`
 }
 
 // runBuilder builds the branch head, or the newest matching tag.
@@ -389,7 +383,7 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, req queue.Reque
 	case err != nil:
 		return err
 	}
-	resp := runResponse{Builds: []*registry.Build{out}}
+	resp := apiv1.Run{Builds: []*registry.Build{out}}
 	if created {
 		resp.New = 1
 	}
@@ -423,7 +417,7 @@ func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) error {
 	if err := s.noWorkerDetail(r.Context(), list...); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"builds": list})
+	writeJSON(w, http.StatusOK, apiv1.Builds{Builds: list})
 	return nil
 }
 

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/pkgfleet/pkgfleet/internal/apiv1"
 )
 
 // client talks to the pkgfleet API.
@@ -60,9 +62,7 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 		return err
 	}
 	if resp.StatusCode >= 400 {
-		var e struct {
-			Error string `json:"error"`
-		}
+		var e apiv1.Error
 		if json.Unmarshal(data, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(data))
 			if e.Error == "" {
@@ -98,9 +98,7 @@ func (c *client) logChunk(ctx context.Context, id int64, offset int64) (data []b
 	defer resp.Body.Close()
 	data, _ = io.ReadAll(resp.Body)
 	if resp.StatusCode >= 400 {
-		var e struct {
-			Error string `json:"error"`
-		}
+		var e apiv1.Error
 		_ = json.Unmarshal(data, &e)
 		return nil, offset, "", &apiError{Status: resp.StatusCode, Msg: e.Error}
 	}

@@ -10,8 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/pkgfleet/pkgfleet/internal/registry"
-	"github.com/pkgfleet/pkgfleet/internal/roster"
+	"github.com/pkgfleet/pkgfleet/internal/apiv1"
 	"github.com/spf13/cobra"
 )
 
@@ -22,7 +21,7 @@ func (app *App) createSource() *cobra.Command {
 		Short: "Create a source (--type git for R, git-python for Python)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var src registry.Source
+			var src apiv1.Source
 			if err := app.client.do(cmd.Context(), "POST", "/api/v1/sources", map[string]string{"name": name, "type": typ}, &src); err != nil {
 				return err
 			}
@@ -120,7 +119,7 @@ func (app *App) createBuilder() *cobra.Command {
 			if name != "" {
 				body["name"] = name
 			}
-			var b registry.Builder
+			var b apiv1.Builder
 			if err := app.client.do(cmd.Context(), "POST", "/api/v1/sources/"+url.PathEscape(source)+"/git-builders", body, &b); err != nil {
 				return err
 			}
@@ -165,7 +164,7 @@ func (app *App) editBuilder() *cobra.Command {
 			if len(body) == 0 {
 				return fmt.Errorf("nothing to change: give at least one --new-… or setting flag")
 			}
-			var b registry.Builder
+			var b apiv1.Builder
 			if err := app.client.do(cmd.Context(), "PATCH", builderPath(source, name), body, &b); err != nil {
 				return err
 			}
@@ -243,14 +242,9 @@ func (app *App) rerunBuilder() *cobra.Command {
 	return cmd
 }
 
-type runResult struct {
-	Builds []*registry.Build `json:"builds"`
-	New    int               `json:"new"`
-}
-
 // startAndWait posts a run or rerun, then follows the builds it names.
 func (app *App) startAndWait(cmd *cobra.Command, path string, body any, wait bool) error {
-	var res runResult
+	var res apiv1.Run
 	if err := app.client.do(cmd.Context(), "POST", path, body, &res); err != nil {
 		return err
 	}
@@ -267,11 +261,11 @@ func (app *App) startAndWait(cmd *cobra.Command, path string, body any, wait boo
 		return err
 	}
 	if app.output == "json" {
-		app.print(runResult{Builds: final, New: res.New}, nil)
+		app.print(apiv1.Run{Builds: final, New: res.New}, nil)
 	}
 	var failed []int64
 	for _, b := range final {
-		if b.Status != registry.StatusSucceeded {
+		if b.Status != apiv1.StatusSucceeded {
 			failed = append(failed, b.ID)
 		}
 	}
@@ -283,7 +277,7 @@ func (app *App) startAndWait(cmd *cobra.Command, path string, body any, wait boo
 
 // follow polls builds until all are finished, drawing one live line per
 // build on a terminal, or a plain line per change otherwise.
-func (app *App) follow(cmd *cobra.Command, builds []*registry.Build) ([]*registry.Build, error) {
+func (app *App) follow(cmd *cobra.Command, builds []*apiv1.Build) ([]*apiv1.Build, error) {
 	human := app.output == "human"
 	last := make([]string, len(builds))
 	start := time.Now()
@@ -291,14 +285,14 @@ func (app *App) follow(cmd *cobra.Command, builds []*registry.Build) ([]*registr
 	for {
 		done := true
 		for i, b := range builds {
-			if !registry.Terminal(b.Status) {
-				var nb registry.Build
+			if !apiv1.Terminal(b.Status) {
+				var nb apiv1.Build
 				if err := app.client.do(cmd.Context(), "GET", fmt.Sprintf("/api/v1/builds/%d", b.ID), nil, &nb); err != nil {
 					return nil, err
 				}
 				builds[i] = &nb
 			}
-			if !registry.Terminal(builds[i].Status) {
+			if !apiv1.Terminal(builds[i].Status) {
 				done = false
 			}
 		}
@@ -322,6 +316,13 @@ func (app *App) follow(cmd *cobra.Command, builds []*registry.Build) ([]*registr
 			}
 		}
 		if done {
+			if human {
+				for _, b := range builds {
+					for _, f := range fetched(b) {
+						fmt.Fprintf(app.Stdout, "Build %d fetched through the door: %s\n", b.ID, f)
+					}
+				}
+			}
 			return builds, nil
 		}
 		select {
@@ -332,31 +333,41 @@ func (app *App) follow(cmd *cobra.Command, builds []*registry.Build) ([]*registr
 	}
 }
 
-func progressLine(b *registry.Build, elapsed time.Duration) string {
+func progressLine(b *apiv1.Build, elapsed time.Duration) string {
 	s := fmt.Sprintf("Build %d %s@%s (%s): %s", b.ID, b.Builder, b.Ref, short(b.SHA), b.Status)
 	switch b.Status {
-	case registry.StatusSucceeded:
+	case apiv1.StatusSucceeded:
 		files := make([]string, len(b.Artifacts))
 		for i, a := range b.Artifacts {
 			files[i] = a.File
 		}
 		s += fmt.Sprintf(" %s %s → %s", b.Package, b.Version, strings.Join(files, ", "))
-	case registry.StatusFailed, registry.StatusCanceled:
+	case apiv1.StatusFailed, apiv1.StatusCanceled:
 		if b.Detail != "" {
 			s += ": " + oneLine(b.Detail)
 		}
 		s += fmt.Sprintf(" (pkgfleet logs --build-id %d)", b.ID)
-	case registry.StatusRunning:
+	case apiv1.StatusRunning:
 		s += fmt.Sprintf(", attempt %d of %d", b.Attempts, b.MaxAttempts)
 	default:
 		if b.Detail != "" {
 			s += ": " + oneLine(b.Detail)
 		}
 	}
-	if elapsed > 0 && !registry.Terminal(b.Status) {
+	if elapsed > 0 && !apiv1.Terminal(b.Status) {
 		s += fmt.Sprintf(" [%s]", elapsed.Truncate(time.Second))
 	}
 	return s
+}
+
+// fetched names what a build got through its door (its provenance), one
+// "name version sha256:prefix" each.
+func fetched(b *apiv1.Build) []string {
+	out := make([]string, len(b.Fetched))
+	for i, f := range b.Fetched {
+		out[i] = fmt.Sprintf("%s %s sha256:%s", f.Name, f.Version, short(f.SHA256))
+	}
+	return out
 }
 
 func short(sha string) string {
@@ -370,9 +381,7 @@ func (app *App) listSources() *cobra.Command {
 	return &cobra.Command{
 		Use: "sources", Short: "List sources", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var res struct {
-				Sources []registry.Source `json:"sources"`
-			}
+			var res apiv1.Sources
 			if err := app.client.do(cmd.Context(), "GET", "/api/v1/sources", nil, &res); err != nil {
 				return err
 			}
@@ -394,9 +403,7 @@ func (app *App) listBuilders() *cobra.Command {
 	cmd := &cobra.Command{
 		Use: "git-builders", Short: "List the git-builders of a source", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var res struct {
-				Builders []registry.Builder `json:"git_builders"`
-			}
+			var res apiv1.Builders
 			if err := app.client.do(cmd.Context(), "GET", "/api/v1/sources/"+url.PathEscape(source)+"/git-builders", nil, &res); err != nil {
 				return err
 			}
@@ -435,17 +442,16 @@ func (app *App) listBuilds() *cobra.Command {
 				}
 			}
 			q.Set("limit", strconv.Itoa(count))
-			var res struct {
-				Builds []registry.Build `json:"builds"`
-			}
+			var res apiv1.Builds
 			if err := app.client.do(cmd.Context(), "GET", "/api/v1/builds?"+q.Encode(), nil, &res); err != nil {
 				return err
 			}
 			app.print(res, func(w io.Writer) {
 				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tSOURCE\tBUILDER\tREF\tCOMMIT\tSTATUS\tVERSION\tATTEMPTS\tPHASES")
+				fmt.Fprintln(tw, "ID\tSOURCE\tBUILDER\tREF\tCOMMIT\tSTATUS\tVERSION\tATTEMPTS\tFETCHED\tPHASES")
 				for _, b := range res.Builds {
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\n", b.ID, b.Source, b.Builder, b.Ref, short(b.SHA), b.Status, dash(b.Version), b.Attempts, b.MaxAttempts, dash(phases(b.Phases)))
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", b.ID, b.Source, b.Builder, b.Ref, short(b.SHA), b.Status, dash(b.Version), b.Attempts, b.MaxAttempts,
+						dash(strings.Join(fetched(b), ", ")), dash(phases(b.Phases)))
 				}
 				tw.Flush()
 			})
@@ -460,7 +466,7 @@ func (app *App) listBuilds() *cobra.Command {
 }
 
 // phases says how long each phase of a build took, in one line.
-func phases(ps []registry.Phase) string {
+func phases(ps []apiv1.Phase) string {
 	out := make([]string, len(ps))
 	for i, p := range ps {
 		d := time.Duration(p.MS * float64(time.Millisecond))
@@ -496,14 +502,14 @@ func (app *App) logs() *cobra.Command {
 				}
 				_, _ = app.Stdout.Write(data)
 				offset = next
-				if registry.Terminal(status) {
+				if apiv1.Terminal(status) {
 					// Where the time went, once the build is over.
-					var b registry.Build
+					var b apiv1.Build
 					if err := app.client.do(cmd.Context(), "GET", fmt.Sprintf("/api/v1/builds/%d", id), nil, &b); err == nil && len(b.Phases) > 0 {
 						fmt.Fprintf(app.Stdout, "==> phases: %s\n", phases(b.Phases))
 					}
 				}
-				if !follow || registry.Terminal(status) {
+				if !follow || apiv1.Terminal(status) {
 					return nil
 				}
 				select {
@@ -526,7 +532,7 @@ func (app *App) cancel() *cobra.Command {
 	cmd := &cobra.Command{
 		Use: "cancel", Short: "Cancel a queued, waiting or running build", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var b registry.Build
+			var b apiv1.Build
 			if err := app.client.do(cmd.Context(), "POST", fmt.Sprintf("/api/v1/builds/%d/cancel", id), map[string]any{}, &b); err != nil {
 				return err
 			}
@@ -544,9 +550,7 @@ func (app *App) listWorkers() *cobra.Command {
 	return &cobra.Command{
 		Use: "workers", Short: "List the live workers of the fleet", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var res struct {
-				Workers []roster.Worker `json:"workers"`
-			}
+			var res apiv1.Workers
 			if err := app.client.do(cmd.Context(), "GET", "/api/v1/workers", nil, &res); err != nil {
 				return err
 			}
@@ -575,17 +579,7 @@ func (app *App) namespaces() *cobra.Command {
 	return &cobra.Command{
 		Use: "namespaces", Short: "Show the user-namespace budget of the fleet", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var res struct {
-				Budget  roster.Budget `json:"budget"`
-				Workers []struct {
-					Name              string `json:"name"`
-					Slots             int    `json:"slots"`
-					Needed            int    `json:"needed"`
-					MaxUserNamespaces int    `json:"max_user_namespaces"`
-					InUse             int    `json:"in_use"`
-					OK                bool   `json:"ok"`
-				} `json:"workers"`
-			}
+			var res apiv1.NamespaceBudget
 			if err := app.client.do(cmd.Context(), "GET", "/api/v1/namespaces", nil, &res); err != nil {
 				return err
 			}

@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/pkgfleet/pkgfleet/internal/credential"
+	"github.com/pkgfleet/pkgfleet/internal/apiv1"
 	"github.com/spf13/cobra"
 )
 
@@ -46,13 +46,13 @@ func (app *App) createCredential() *cobra.Command {
 			body := map[string]string{"name": name, "type": typ}
 			var err error
 			switch typ {
-			case credential.HTTPS:
+			case apiv1.CredentialHTTPS:
 				if passwordFile == "" {
 					return fmt.Errorf("an https credential needs --password-file (a file holding the token, or - for stdin)")
 				}
 				body["username"] = username
 				body["password"], err = readSecret(passwordFile, stdin)
-			case credential.SSH:
+			case apiv1.CredentialSSH:
 				if keyFile == "" {
 					return fmt.Errorf("an ssh credential needs --private-key-file")
 				}
@@ -65,7 +65,7 @@ func (app *App) createCredential() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var info credential.Info
+			var info apiv1.CredentialInfo
 			if err := app.client.do(cmd.Context(), "POST", "/api/v1/git-credentials", body, &info); err != nil {
 				return err
 			}
@@ -88,9 +88,7 @@ func (app *App) listCredentials() *cobra.Command {
 	return &cobra.Command{
 		Use: "git-credentials", Short: "List git credentials (names and types only)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var res struct {
-				Credentials []credential.Info `json:"git_credentials"`
-			}
+			var res apiv1.Credentials
 			if err := app.client.do(cmd.Context(), "GET", "/api/v1/git-credentials", nil, &res); err != nil {
 				return err
 			}

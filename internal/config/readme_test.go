@@ -24,7 +24,7 @@ func TestREADMESettingsTableIsCurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	var table bytes.Buffer
-	WriteMarkdown(&table)
+	writeMarkdown(&table)
 	s := string(data)
 	i, j := strings.Index(s, beginMark), strings.Index(s, endMark)
 	if i < 0 || j < i {

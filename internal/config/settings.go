@@ -199,8 +199,8 @@ func WriteHelp(w io.Writer) {
 	tw.Flush()
 }
 
-// WriteMarkdown prints the settings as a Markdown table (for the README).
-func WriteMarkdown(w io.Writer) {
+// writeMarkdown prints the settings as a Markdown table (for the README).
+func writeMarkdown(w io.Writer) {
 	fmt.Fprintln(w, "| setting | default | environment | meaning |")
 	fmt.Fprintln(w, "|---|---|---|---|")
 	for _, s := range settings {

@@ -21,15 +21,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pkgfleet/pkgfleet/internal/apiv1"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/redis/go-redis/v9"
 )
 
-// Types.
+// Types of a credential (see apiv1).
 const (
-	SSH   = "ssh"
-	HTTPS = "https"
+	SSH   = apiv1.CredentialSSH
+	HTTPS = apiv1.CredentialHTTPS
 )
 
 const key = "pkgfleet:credentials" // hash name → sealed record
@@ -45,11 +46,7 @@ type Credential struct {
 }
 
 // Info is what may be shown about a credential.
-type Info struct {
-	Name      string    `json:"name"`
-	Type      string    `json:"type"`
-	CreatedAt time.Time `json:"created_at"`
-}
+type Info = apiv1.CredentialInfo
 
 type record struct {
 	Info

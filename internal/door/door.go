@@ -40,6 +40,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pkgfleet/pkgfleet/internal/apiv1"
 )
 
 // Kinds of index, which say how a fetched file names its package.
@@ -55,13 +57,8 @@ type Index struct {
 }
 
 // Fetched is one distribution a build fetched through its door, as the
-// build record lists it: a rebuild can pin to these.
-type Fetched struct {
-	Name    string `json:"name"`
-	Version string `json:"version"`
-	File    string `json:"file"`
-	SHA256  string `json:"sha256"`
-}
+// build record lists it (apiv1.Fetched): a rebuild can pin to these.
+type Fetched = apiv1.Fetched
 
 // CheckURL says whether raw can be an index URL: http or https, a host,
 // no query or fragment.

@@ -85,6 +85,24 @@ func TestPythonBuildGetsItsRequirementsFromTheFleetsOwnIndexThroughTheDoor(t *te
 		!strings.Contains(m.Detail, "pkgfleet-absent-requirement") || !strings.Contains(m.Detail, "Git.PythonIndexURL") {
 		t.Fatalf("missing requirement: %s %q\n%s", m.Status, m.Detail, f.log(m.ID))
 	}
+	// A failed build still says what it fetched: the backend came through
+	// the door before the missing requirement stopped it.
+	if len(m.Fetched) != 1 || m.Fetched[0].Name != "fleetbackend" || m.Fetched[0].SHA256 != want["fleetbackend"] {
+		t.Errorf("failed build fetched %+v, want fleetbackend with sha256 %s", m.Fetched, want["fleetbackend"])
+	}
+	// The CLI shows the provenance of both, succeeded and failed: name,
+	// version and the sha256's prefix.
+	out, _, code := f.pkgfleet("list", "git-builds", "--source", "apps")
+	for _, bb := range []*registry.Build{b, m} {
+		for _, fe := range bb.Fetched {
+			if cell := fmt.Sprintf("%s %s sha256:%s", fe.Name, fe.Version, fe.SHA256[:12]); code != 0 || !strings.Contains(out, cell) {
+				t.Errorf("list git-builds does not show build %d's %q:\n%s", bb.ID, cell, out)
+			}
+		}
+	}
+	if !strings.Contains(out, "FETCHED") {
+		t.Errorf("list git-builds has no FETCHED column:\n%s", out)
+	}
 }
 
 // From inside a sandboxed build with a door to the fleet's own index, the

@@ -48,7 +48,7 @@ func TestALanguageRefusedByTheNamespaceLimitComesBackOnReprobe(t *testing.T) {
 	})
 
 	testenv.Eventually(t, time.Minute, "Python to come back", func() bool {
-		_, ok := f.wkr.Tools()[registry.LangPython]
+		_, ok := f.wkr.Info().Languages[registry.LangPython]
 		return ok
 	})
 	// The re-probe's detection lines are replayed once Python is on: wait for them.
@@ -159,8 +159,8 @@ func TestASandboxRefusedByTheNamespaceLimitAtStartComesBack(t *testing.T) {
 	// to build, and stays up rather than refuse for life.
 	testenv.SetMaxUserNamespaces(t, 1)
 	f := setup(t, map[string]string{"PKGFLEET_WORKER_REPROBEINTERVAL": "50ms"})
-	if len(f.wkr.Tools()) != 0 || f.wkr.Info().SandboxTier != "none" {
-		t.Fatalf("at start: tools %v, tier %q; want none", f.wkr.Tools(), f.wkr.Info().SandboxTier)
+	if info := f.wkr.Info(); len(info.Languages) != 0 || info.SandboxTier != "none" {
+		t.Fatalf("at start: languages %v, tier %q; want none", info.Languages, info.SandboxTier)
 	}
 	testenv.SetMaxUserNamespaces(t, 1000)
 	testenv.Eventually(t, time.Minute, "the worker to serve both languages", func() bool {

@@ -299,7 +299,7 @@ func (r *fakeRecipe) Build(ctx context.Context, in recipe.Input) (*recipe.Output
 	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
 		return nil, err
 	}
-	return &recipe.Output{Package: pkg, Version: "1", Files: []recipe.File{{Path: file, Kind: "source"}}}, nil
+	return &recipe.Output{Package: pkg, Version: "1", Artifacts: []registry.Artifact{{File: filepath.Base(file), Kind: "source"}}}, nil
 }
 
 func (r *fakeRecipe) peakOf(pkg string) int32 {

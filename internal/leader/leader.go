@@ -11,7 +11,6 @@ package leader
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -186,13 +185,4 @@ func (e *Elector) serve(ctx context.Context, term *Term, lead func(context.Conte
 		<-done
 		return
 	}
-}
-
-// Holder returns the lease's current value ("token:owner"), or "".
-func Holder(ctx context.Context, rdb redis.UniversalClient, key string) (string, error) {
-	v, err := rdb.Get(ctx, key).Result()
-	if errors.Is(err, redis.Nil) {
-		return "", nil
-	}
-	return v, err
 }

@@ -11,8 +11,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/pkgfleet/pkgfleet/internal/registry"
-	"github.com/pkgfleet/pkgfleet/internal/sandbox"
+	"github.com/pkgfleet/pkgfleet/internal/apiv1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -35,6 +34,7 @@ var phaseBuckets = []float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
 // Worker holds a worker's metrics.
 type Worker struct {
 	reg             *prometheus.Registry
+	tiers           []string
 	builds          *prometheus.CounterVec
 	duration        *prometheus.HistogramVec
 	running         *prometheus.GaugeVec
@@ -53,6 +53,9 @@ type WorkerState struct {
 	Slots             func() int
 	NamespacesInUse   func() int
 	MaxUserNamespaces func() (int, error)
+	// Tiers are the sandbox tiers pkgfleet_worker_sandbox_tier lists
+	// (the worker passes the sandbox's, so this package needs no sandbox).
+	Tiers []string
 }
 
 // NewWorker registers a worker's metrics.
@@ -60,7 +63,7 @@ func NewWorker(st WorkerState) *Worker {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := &Worker{
-		reg: reg,
+		reg: reg, tiers: st.Tiers,
 		builds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pkgfleet_builds_total", Help: "Build attempts finished by this worker, by language, trigger and result.",
 		}, []string{"language", "trigger", "result"}),
@@ -91,7 +94,6 @@ func NewWorker(st WorkerState) *Worker {
 		}, []string{"phase", "language"}),
 		name: st.Name,
 	}
-	m.SandboxTier(sandbox.TierNone)
 	m.fenced.WithLabelValues(st.Name, "fenced")
 	m.fenced.WithLabelValues(st.Name, "superseded")
 	// Start at 0 so that increase() sees the first failure.
@@ -125,23 +127,23 @@ func call(f func() int) int {
 	return f()
 }
 
-// SandboxTier records the tier of the worker's sandbox (TierNone while it
-// is unusable).
-func (m *Worker) SandboxTier(tier sandbox.Tier) {
+// SandboxTier records the tier of the worker's sandbox, one of
+// WorkerState.Tiers, and whether the sandbox is usable.
+func (m *Worker) SandboxTier(tier string, usable bool) {
 	if m == nil {
 		return
 	}
-	for _, t := range []sandbox.Tier{sandbox.TierFull, sandbox.TierMaskedProc, sandbox.TierNone} {
+	for _, t := range m.tiers {
 		v := 0.0
 		if t == tier {
 			v = 1
 		}
-		m.sandboxTier.WithLabelValues(string(t)).Set(v)
+		m.sandboxTier.WithLabelValues(t).Set(v)
 	}
-	if tier == sandbox.TierNone {
-		m.sandboxUsable.Set(0)
-	} else {
+	if usable {
 		m.sandboxUsable.Set(1)
+	} else {
+		m.sandboxUsable.Set(0)
 	}
 }
 
@@ -181,7 +183,7 @@ func (m *Worker) Fenced(reason string) {
 }
 
 // Phases observes the phases of a build of lang.
-func (m *Worker) Phases(lang string, phases []registry.Phase) {
+func (m *Worker) Phases(lang string, phases []apiv1.Phase) {
 	if m == nil {
 		return
 	}

@@ -88,7 +88,6 @@ type Pipeline struct {
 	// (Git.PythonIndexURL, Git.RRepositoryURL), behind each build's door
 	// (door.go); a builder may override them.
 	pythonIndexURL, rRepositoryURL string
-	limits                         sandbox.Limits
 	logLimit                       config.Size
 	worker                         string
 	log                            *slog.Logger
@@ -150,7 +149,6 @@ func New(d Deps) (*Pipeline, error) {
 		network:          cfg.Git.BuildNetwork,
 		pythonIndexURL:   cfg.Git.PythonIndexURL,
 		rRepositoryURL:   cfg.Git.RRepositoryURL,
-		limits:           Limits(cfg),
 		logLimit:         cfg.Git.BuildLogSize,
 		worker:           d.Worker,
 		log:              d.Log,
@@ -169,17 +167,6 @@ func New(d Deps) (*Pipeline, error) {
 	}, nil
 }
 
-// Limits are the limits of one build, from the settings.
-func Limits(cfg *config.Config) sandbox.Limits {
-	return sandbox.Limits{
-		Timeout:   cfg.Git.BuildTimeout,
-		Memory:    int64(cfg.Git.BuildMemory),
-		Processes: cfg.Git.BuildProcesses,
-		Disk:      int64(cfg.Git.BuildDiskSize),
-		Output:    int64(cfg.Git.BuildLogSize),
-	}
-}
-
 // ProcessTask implements asynq.Handler.
 func (p *Pipeline) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	p.inflight.Add(1)
@@ -188,20 +175,30 @@ func (p *Pipeline) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err := json.Unmarshal(t.Payload(), &task); err != nil || task.BuildID <= 0 {
 		return fmt.Errorf("bad build payload %q: %w", t.Payload(), asynq.SkipRetry)
 	}
-	picked := time.Now()
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	// attempts is corrected from the build record below (see queue.spareRetry).
-	attempt, attempts := retried+1, maxRetry+1
-	log := p.log.With("build", task.BuildID, "attempt", attempt)
+	// attempts is corrected from the build record (see queue.spareRetry).
+	return p.process(ctx, task.BuildID, retried+1, maxRetry+1)
+}
+
+// process runs attempt of build id, of attempts as asynq counts them, and
+// says whether asynq should retry: nil (done, or canceled), an error
+// wrapping asynq.SkipRetry (failed for good), a *parkedError (back in
+// line without a slot), or another error (retry).
+func (p *Pipeline) process(ctx context.Context, id int64, attempt, attempts int) error {
+	picked := time.Now()
+	log := p.log.With("build", id, "attempt", attempt)
+	// A build parks on one of asynq's retries; with none left it waits
+	// for its slot here.
+	canPark := attempt < attempts
 
 	// A user's cancel or a lost hold ends this context; asynq's own
 	// (shutdown, deadline) ends it too.
 	ctx, cancelBuild := context.WithCancelCause(ctx)
 	defer cancelBuild(nil)
-	defer p.watchCancel(ctx, task.BuildID, cancelBuild)()
+	defer p.watchCancel(ctx, id, cancelBuild)()
 
-	pre, err := p.registry.Build(ctx, task.BuildID)
+	pre, err := p.registry.Build(ctx, id)
 	if errors.Is(err, registry.ErrNotFound) || (err == nil && registry.Terminal(pre.Status)) {
 		log.Info("build needs no work", "reason", "already finished or canceled")
 		return nil
@@ -216,9 +213,12 @@ func (p *Pipeline) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		attempts = max(pre.MaxAttempts, attempt)
 	}
 	lang, _ := p.languages.Get(pre.Language)
-	bl, berr := p.registry.Builder(ctx, pre.Source, pre.Builder)
-	if berr != nil && !errors.Is(berr, registry.ErrNotFound) {
-		return berr // registry unreachable: let asynq retry (never build without a slot)
+	// The builder is read once per attempt: its slots, then its remote,
+	// credential and sub-directory for the build.
+	bl, blErr := p.registry.Builder(ctx, pre.Source, pre.Builder)
+	gone := errors.Is(blErr, registry.ErrNotFound)
+	if blErr != nil && !gone {
+		return blErr // registry unreachable: let asynq retry (never build without a slot)
 	}
 	// From here on, every earlier attempt's writes are refused.
 	at, err := p.registry.BeginAttempt(ctx, pre.ID, attempt, p.worker)
@@ -228,8 +228,8 @@ func (p *Pipeline) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	log = log.With("attempt_token", at.Token)
 
 	var lease *semaphore.Lease
-	if berr == nil {
-		lease, err = p.acquire(ctx, log, at, pre, bl, retried < maxRetry)
+	if !gone {
+		lease, err = p.acquire(ctx, log, at, pre, bl, canPark)
 		var parked *parkedError
 		switch {
 		case errors.Is(err, errSkip) || errors.Is(context.Cause(ctx), errCanceled):
@@ -267,7 +267,13 @@ func (p *Pipeline) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	p.running.Add(1)
 	done := p.metrics.BuildStarted(b.Language, b.Trigger)
-	out, runErr := p.run(ctx, b, at, lang.Recipe, logw)
+	var out *result
+	var runErr error
+	if gone {
+		runErr = fmt.Errorf("%w: %w", blErr, asynq.SkipRetry) // deleted meanwhile: retrying cannot help
+	} else {
+		out, runErr = p.run(ctx, b, bl, at, lang.Recipe, logw)
+	}
 	p.running.Add(-1)
 	done(p.result(ctx, runErr, attempt, attempts))
 	var lost *fence.StoppedError
@@ -378,6 +384,9 @@ func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, at registry.Att
 		if b.Status == registry.StatusCanceled {
 			return errSkip
 		}
+		// This attempt's fetches, even though it failed: nil when it
+		// failed before its door opened.
+		b.Fetched = out.fetchedOrNil()
 		if last {
 			now := time.Now().UTC()
 			b.Status, b.FinishedAt = registry.StatusFailed, &now
@@ -465,14 +474,18 @@ type result struct {
 	recordStart          time.Time
 }
 
-func (p *Pipeline) run(ctx context.Context, b *registry.Build, at registry.Attempt, rc recipe.Recipe, logw *logWriter) (*result, error) {
-	bl, err := p.registry.Builder(ctx, b.Source, b.Builder)
-	if err != nil {
-		if errors.Is(err, registry.ErrNotFound) {
-			return nil, fmt.Errorf("%w: %w", err, asynq.SkipRetry) // deleted meanwhile: retrying cannot help
-		}
-		return nil, err // Redis unreachable: a retry can
+// fetchedOrNil is what the attempt fetched through its door; r may be nil
+// (the attempt ended before it built).
+func (r *result) fetchedOrNil() []door.Fetched {
+	if r == nil {
+		return nil
 	}
+	return r.fetched
+}
+
+// run clones b's commit from builder bl, builds it with rc and stores
+// the artifacts in attempt at's own directory of the store.
+func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Builder, at registry.Attempt, rc recipe.Recipe, logw *logWriter) (*result, error) {
 	if rc == nil {
 		return nil, fmt.Errorf("this worker cannot build %s packages", b.Language)
 	}
@@ -495,7 +508,7 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, at registry.Attem
 	}
 	in := recipe.Input{
 		Checkout: checkout, SubDir: bl.SubDir, Dest: dest, Log: logw,
-		Network: p.network, Limits: p.limits, SourceDate: sourceDate, BuildVignettes: bl.BuildVignettes,
+		Network: p.network, SourceDate: sourceDate, BuildVignettes: bl.BuildVignettes,
 		// A stalled worker cannot fence its build; the sandbox's helper
 		// then stops it after the same T.
 		DeadMan: p.fenceAfter,
@@ -516,7 +529,8 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, at registry.Attem
 		}
 	}
 	if err != nil {
-		return nil, err
+		// A failed build still says what it fetched (provenance).
+		return &result{fetched: fetched}, err
 	}
 	phases.SetPhase(registry.PhaseSandboxStart, out.Timing.SandboxStart)
 	phases.SetPhase(registry.PhaseBuild, out.Timing.Build)
@@ -524,14 +538,10 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, at registry.Attem
 	if out.Result.OutputTruncated {
 		fmt.Fprintln(logw, "==> note: build output exceeded the output limit and was cut")
 	}
-	files := make([]store.File, len(out.Files))
-	for i, f := range out.Files {
-		files[i] = store.File{Path: f.Path, Kind: f.Kind}
-	}
 	began = time.Now()
-	arts, err := p.store.Put(b.Source, out.Package, b.ID, at.Token, files)
+	arts, err := p.store.Put(b.Source, out.Package, b.ID, at.Token, dest, out.Artifacts)
 	if err != nil {
-		return nil, err
+		return &result{fetched: fetched}, err
 	}
 	stored := time.Now()
 	phases.SetPhase(registry.PhaseStore, stored.Sub(began))

@@ -24,7 +24,7 @@ func TestPythonFailureReasonsAreOneLineWithTheRemedy(t *testing.T) {
 	if err := exec.Command(python, "-c", "import build, setuptools").Run(); err != nil {
 		t.Fatalf("python3 with build and setuptools is required: %v", err)
 	}
-	p := &Python{Runner: sandbox.NewDirect(sandbox.Config{TempDir: t.TempDir()}),
+	p := &Python{Runner: sandbox.NewDirect(sandbox.Config{TempDir: t.TempDir(), Defaults: testLimits}),
 		Tool: detect.Tool{Language: "python", Path: python}}
 	for _, tc := range []struct {
 		dir  string
@@ -44,8 +44,7 @@ func TestPythonFailureReasonsAreOneLineWithTheRemedy(t *testing.T) {
 			var log strings.Builder
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			_, err := p.Build(ctx, Input{Checkout: checkout, Dest: t.TempDir(), Log: &log,
-				Limits: sandbox.Limits{Timeout: time.Minute, Output: 1 << 20}})
+			_, err := p.Build(ctx, Input{Checkout: checkout, Dest: t.TempDir(), Log: &log})
 			f, ok := err.(*Failure)
 			if !ok {
 				t.Fatalf("Build: %v, want a build failure\n%s", err, log.String())

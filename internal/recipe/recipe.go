@@ -10,7 +10,6 @@ package recipe
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/pkgfleet/pkgfleet/internal/detect"
 	"github.com/pkgfleet/pkgfleet/internal/pkgmeta"
+	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 )
 
@@ -31,7 +31,6 @@ type Input struct {
 	Dest     string    // empty directory for the results (exposed read-write)
 	Log      io.Writer // the build log
 	Network  bool      // Git.BuildNetwork
-	Limits   sandbox.Limits
 	// Door, when set (and Network is not), is the build's one way out: a
 	// proxy at sandbox.DoorAddr to one package index, which the build
 	// names IndexURL (internal/door). Python builds then run isolated,
@@ -49,19 +48,15 @@ type Input struct {
 	DeadMan time.Duration
 }
 
-// File is one artifact.
-type File struct {
-	Path string
-	Kind string // "source", "sdist" or "wheel"
-}
-
 // Output is what a successful build made.
 type Output struct {
 	Package string
 	Version string
-	Files   []File
-	Result  sandbox.Result
-	Timing  Timing
+	// Artifacts are the files made in Input.Dest: File (the name) and
+	// Kind ("source", "sdist" or "wheel") set; the store adds the rest.
+	Artifacts []registry.Artifact
+	Result    sandbox.Result
+	Timing    Timing
 }
 
 // Failure is a build that ran and failed; Error() is the reason shown on
@@ -110,7 +105,6 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 		Dest:    in.Dest,
 		Network: in.Network,
 		Output:  sw,
-		Limits:  in.Limits,
 		DeadMan: in.DeadMan,
 	})
 	sw.stopped()
@@ -133,7 +127,7 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 	if err := normalizeTarGz(tarball, epoch, fixRPackaged(epoch)); err != nil {
 		return nil, fmt.Errorf("make %s reproducible: %w", filepath.Base(tarball), err)
 	}
-	return &Output{Package: pkg, Version: version, Files: []File{{Path: tarball, Kind: "source"}}, Result: res, Timing: sw.timing()}, nil
+	return &Output{Package: pkg, Version: version, Artifacts: []registry.Artifact{{File: filepath.Base(tarball), Kind: "source"}}, Result: res, Timing: sw.timing()}, nil
 }
 
 // Python runs python -m build.
@@ -171,7 +165,7 @@ func (p *Python) Build(ctx context.Context, in Input) (*Output, error) {
 	sw := startStopwatch(io.MultiWriter(in.Log, why))
 	spec := sandbox.Spec{
 		Args: args, Env: env, Dir: dir, Source: in.Checkout, Dest: in.Dest,
-		Network: in.Network, Output: sw, Limits: in.Limits, DeadMan: in.DeadMan,
+		Network: in.Network, Output: sw, DeadMan: in.DeadMan,
 	}
 	if door {
 		spec.Door = in.Door
@@ -188,8 +182,9 @@ func (p *Python) Build(ctx context.Context, in Input) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := normalizeTarGz(out.Files[0].Path, sourceDateEpoch(in.SourceDate), nil); err != nil {
-		return nil, fmt.Errorf("make %s reproducible: %w", filepath.Base(out.Files[0].Path), err)
+	sdist := out.Artifacts[0].File // checkPython lists the sdist first
+	if err := normalizeTarGz(filepath.Join(in.Dest, sdist), sourceDateEpoch(in.SourceDate), nil); err != nil {
+		return nil, fmt.Errorf("make %s reproducible: %w", sdist, err)
 	}
 	out.Timing = sw.timing()
 	return out, nil
@@ -228,8 +223,8 @@ func checkPython(dest string, res sandbox.Result) (*Output, error) {
 	if pkgmeta.NormalizeName(wf["Name"]) != pkgmeta.NormalizeName(name) || wf["Version"] != version {
 		return nil, fail("sdist says %s %s but wheel says %s %s", name, version, wf["Name"], wf["Version"])
 	}
-	return &Output{Package: name, Version: version, Result: res, Files: []File{
-		{Path: sdists[0], Kind: "sdist"}, {Path: wheels[0], Kind: "wheel"},
+	return &Output{Package: name, Version: version, Result: res, Artifacts: []registry.Artifact{
+		{File: filepath.Base(sdists[0]), Kind: "sdist"}, {File: filepath.Base(wheels[0]), Kind: "wheel"},
 	}}, nil
 }
 
@@ -318,10 +313,3 @@ func describe(res sandbox.Result) string {
 }
 
 func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
-
-// IsFailure reports whether err is a build failure (as opposed to an
-// infrastructure error).
-func IsFailure(err error) bool {
-	var f *Failure
-	return errors.As(err, &f)
-}

@@ -58,21 +58,26 @@ func buildTwice(t *testing.T, recipe Recipe, repo, sha string) (first, second ma
 			t.Fatalf("commit time %v %v, want %d", when, err, commitTime)
 		}
 		var log strings.Builder
-		out, err := recipe.Build(ctx, Input{Checkout: checkout, Dest: t.TempDir(), Log: &log, SourceDate: when,
-			Limits: sandbox.Limits{Timeout: 2 * time.Minute, Output: 1 << 20}})
+		dest := t.TempDir()
+		out, err := recipe.Build(ctx, Input{Checkout: checkout, Dest: dest, Log: &log, SourceDate: when})
 		if err != nil {
 			t.Fatalf("build %d: %v\n%s", i+1, err, log.String())
 		}
 		runs[i] = map[string]string{}
-		for _, f := range out.Files {
-			runs[i][filepath.Base(f.Path)] = fileSHA256(t, f.Path)
-			if strings.HasSuffix(f.Path, ".tar.gz") {
-				checkTarballTimes(t, f.Path)
+		for _, a := range out.Artifacts {
+			path := filepath.Join(dest, a.File)
+			runs[i][a.File] = fileSHA256(t, path)
+			if strings.HasSuffix(a.File, ".tar.gz") {
+				checkTarballTimes(t, path)
 			}
 		}
 	}
 	return runs[0], runs[1]
 }
+
+// testLimits are the runner's defaults in these tests, as the worker sets
+// them from the settings: the recipes set none.
+var testLimits = sandbox.Limits{Timeout: 2 * time.Minute, Output: 1 << 20}
 
 func fileSHA256(t *testing.T, p string) string {
 	t.Helper()
@@ -125,7 +130,7 @@ func TestPythonBuildOfOneCommitTwiceGivesTheSameBytes(t *testing.T) {
 	t.Parallel()
 	testenv.Require(t, "python3")
 	repo, sha := oldRepo(t, "python/hellofleet-py")
-	p := &Python{Runner: sandbox.NewDirect(sandbox.Config{TempDir: t.TempDir()}),
+	p := &Python{Runner: sandbox.NewDirect(sandbox.Config{TempDir: t.TempDir(), Defaults: testLimits}),
 		Tool: detect.Tool{Language: "python", Path: "/usr/bin/python3"}}
 	first, second := buildTwice(t, p, repo, sha)
 	if len(first) != 2 {
@@ -146,7 +151,7 @@ func TestRBuildOfOneCommitTwiceGivesTheSameBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &R{Runner: sandbox.NewDirect(sandbox.Config{TempDir: t.TempDir()}),
+	r := &R{Runner: sandbox.NewDirect(sandbox.Config{TempDir: t.TempDir(), Defaults: testLimits}),
 		Tool: detect.Tool{Language: "r", Path: strings.TrimSpace(string(home)), Version: "test"}}
 	first, second := buildTwice(t, r, repo, sha)
 	if len(first) != 1 {
@@ -191,17 +196,18 @@ py-modules = ["multiline_license"]
 			t.Fatal(err)
 		}
 	}
-	p := &Python{Runner: sandbox.NewDirect(sandbox.Config{TempDir: t.TempDir()}),
+	p := &Python{Runner: sandbox.NewDirect(sandbox.Config{TempDir: t.TempDir(), Defaults: testLimits}),
 		Tool: detect.Tool{Language: "python", Path: "/usr/bin/python3"}}
 	var log strings.Builder
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	out, err := p.Build(ctx, Input{Checkout: checkout, Dest: t.TempDir(), Log: &log,
-		Limits: sandbox.Limits{Timeout: time.Minute, Output: 1 << 20}})
+	dest := t.TempDir()
+	out, err := p.Build(ctx, Input{Checkout: checkout, Dest: dest, Log: &log})
 	if err != nil {
 		t.Fatalf("build: %v\n%s", err, log.String())
 	}
-	raw, err := pkgmeta.TarMember(out.Files[0].Path, strings.TrimSuffix(filepath.Base(out.Files[0].Path), ".tar.gz")+"/PKG-INFO")
+	sdist := out.Artifacts[0].File
+	raw, err := pkgmeta.TarMember(filepath.Join(dest, sdist), strings.TrimSuffix(sdist, ".tar.gz")+"/PKG-INFO")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/pkgfleet/pkgfleet/internal/config"
 	"github.com/redis/go-redis/v9"
 )
@@ -65,18 +64,6 @@ func WorkerClient(c config.Redis) (*redis.Client, error) {
 	o.MaxRetries = WorkerMaxRetries
 	o.ContextTimeoutEnabled = true
 	return redis.NewClient(o), nil
-}
-
-// Asynq returns asynq's connection option for the same server.
-func Asynq(c config.Redis) (asynq.RedisClientOpt, error) {
-	o, err := Options(c)
-	if err != nil {
-		return asynq.RedisClientOpt{}, err
-	}
-	return asynq.RedisClientOpt{
-		Network: o.Network, Addr: o.Addr, Username: o.Username, Password: o.Password,
-		DB: o.DB, TLSConfig: o.TLSConfig,
-	}, nil
 }
 
 // Describe names the server without its credentials, for logs.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pkgfleet/pkgfleet/internal/apiv1"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -104,7 +105,7 @@ func TestFencedUpdatesOfTheCurrentAttemptAllLand(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			if _, err := r.UpdateBuildAs(ctx, a, func(b *Build) error {
-				b.SetPhase(PhaseOrder[i%len(PhaseOrder)], time.Duration(i)*time.Millisecond)
+				b.SetPhase(apiv1.PhaseOrder[i%len(apiv1.PhaseOrder)], time.Duration(i)*time.Millisecond)
 				b.Attempts++
 				return nil
 			}); err != nil {

@@ -2,10 +2,11 @@ package registry
 
 import (
 	"net/url"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/door"
-
 	"github.com/pkgfleet/pkgfleet/internal/git"
 )
 
@@ -78,6 +79,45 @@ func (p Policy) ValidateBuilder(b *Builder) error {
 	}
 	if b.BuildVignettes && b.Language != "" && b.Language != LangR {
 		return invalid("build_vignettes applies to git (R) builders only")
+	}
+	return nil
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+
+// ValidateName checks a source or builder name.
+func ValidateName(what, name string) error {
+	switch {
+	case name == "":
+		return invalid("%s is required", what)
+	case len(name) > 100:
+		return invalid("%s must be at most 100 characters", what)
+	case !nameRE.MatchString(name):
+		return invalid("%s %q may contain only letters, digits, '.', '_' and '-'", what, name)
+	case name == "." || name == "..":
+		return invalid("%s must not be %q", what, name)
+	}
+	return nil
+}
+
+// ValidateSubDir checks that a sub-directory stays inside the repository.
+func ValidateSubDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	if strings.HasPrefix(dir, "/") {
+		return invalid("sub_dir must be relative to the repository root")
+	}
+	if strings.ContainsAny(dir, "\\\x00\n\r") {
+		return invalid("sub_dir contains a forbidden character")
+	}
+	for _, part := range strings.Split(dir, "/") {
+		if part == ".." {
+			return invalid("sub_dir must not contain '..'")
+		}
+		if strings.HasPrefix(part, "-") {
+			return invalid("sub_dir parts must not start with '-'")
+		}
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/pkgfleet/pkgfleet/internal/apiv1"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/redis/go-redis/v9"
 )
@@ -32,45 +33,12 @@ func keyWorker(name string) string { return "pkgfleet:worker:" + name }
 // do not link the sandbox.
 const NamespacesPerBuild = 2
 
-// Worker is one worker process as it last reported itself.
-type Worker struct {
-	Name      string              `json:"name"`
-	Host      string              `json:"host"`
-	PID       int                 `json:"pid"`
-	Languages map[string]Language `json:"languages"` // by language ("r", "python")
-	// SandboxTier is the tier of the worker's sandbox: "full",
-	// "masked-proc", or "none" when it is unusable (docs/sandbox.md).
-	SandboxTier string `json:"sandbox_tier"`
-	Slots       int    `json:"slots"` // builds at once (Worker.Concurrency, capped)
-	Running     int    `json:"running_builds"`
-	// MaxUserNamespaces is /proc/sys/user/max_user_namespaces (-1 when
-	// unreadable).
-	MaxUserNamespaces int `json:"max_user_namespaces"`
-	// NamespacesNeeded is what its slots need when all build sandboxed
-	// (NamespacesPerBuild × Slots); NamespacesInUse is what its running
-	// sandboxed builds use now.
-	NamespacesNeeded int       `json:"namespaces_needed"`
-	NamespacesInUse  int       `json:"namespaces_in_use"`
-	StartedAt        time.Time `json:"started_at"`
-	LastSeen         time.Time `json:"last_seen"`
-}
-
-// Language is one language a worker builds.
-type Language struct {
-	Version string `json:"version"`
-	Path    string `json:"path"`
-	Sandbox string `json:"sandbox"` // the runner's Mode: "user-namespace" or "unsandboxed"
-}
-
-// Sandboxed reports whether any of w's languages builds in the sandbox.
-func (w *Worker) Sandboxed() bool {
-	for _, l := range w.Languages {
-		if l.Sandbox == "user-namespace" {
-			return true
-		}
-	}
-	return false
-}
+// Worker is one worker process as it last reported itself, and Language
+// one language it builds (see apiv1).
+type (
+	Worker   = apiv1.Worker
+	Language = apiv1.WorkerLanguage
+)
 
 // Heartbeat records w as alive for ttl.
 func Heartbeat(ctx context.Context, rdb redis.UniversalClient, w Worker, ttl time.Duration) error {
@@ -188,23 +156,9 @@ func CapSlots(slots, max int) (int, error) {
 		slots, slots*NamespacesPerBuild, max, capped)
 }
 
-// Budget is PPM's user-namespace requirement for the configured builders.
-type Budget struct {
-	Formula          string `json:"formula"`
-	TagBuilders      int    `json:"tag_builders"`
-	CommitBuilders   int    `json:"commit_builders"`
-	BuildConcurrency int    `json:"build_concurrency"`
-	// Required is ((tag builders × BuildConcurrency) + commit builders) ×
-	// NamespacesPerBuild: what the fleet needs when every builder builds
-	// at its limit.
-	Required int `json:"required"`
-	// FleetSlots and FleetNamespaces are what the live sandboxed workers
-	// can run and may use at most.
-	FleetSlots      int `json:"fleet_slots"`
-	FleetNamespaces int `json:"fleet_namespaces"`
-	// Workers whose slots need more namespaces than their host allows.
-	Warnings []string `json:"warnings"`
-}
+// Budget is PPM's user-namespace requirement for the configured builders
+// (see apiv1).
+type Budget = apiv1.Budget
 
 // NewBudget computes the budget of builders on workers.
 func NewBudget(builders []*registry.Builder, buildConcurrency int, workers []Worker) Budget {

@@ -38,9 +38,10 @@ func New(dir string) (*Store, error) {
 	return &Store{Root: dir}, nil
 }
 
-// Put copies files into the directory of one attempt (token) of a build
-// and describes them.
-func (s *Store) Put(source, pkg string, buildID, token int64, files []File) ([]registry.Artifact, error) {
+// Put copies the artifacts a build made in from (each named by File and
+// Kind) into the directory of one attempt (token) of the build, and
+// returns them with their Size and SHA256.
+func (s *Store) Put(source, pkg string, buildID, token int64, from string, arts []registry.Artifact) ([]registry.Artifact, error) {
 	dir, err := s.dir(source, pkg, buildID, token)
 	if err != nil {
 		return nil, err
@@ -48,22 +49,25 @@ func (s *Store) Put(source, pkg string, buildID, token int64, files []File) ([]r
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("artifact store: %w", err)
 	}
-	var out []registry.Artifact
-	for _, f := range files {
-		a, err := copyIn(f.Path, dir)
-		if err != nil {
-			return nil, fmt.Errorf("store %s: %w", filepath.Base(f.Path), err)
+	out := make([]registry.Artifact, 0, len(arts))
+	for _, a := range arts {
+		if !plainName(a.File) {
+			return nil, fmt.Errorf("artifact store: bad artifact name %q", a.File)
 		}
-		a.Kind = f.Kind
-		out = append(out, a)
+		stored, err := copyIn(filepath.Join(from, a.File), dir)
+		if err != nil {
+			return nil, fmt.Errorf("store %s: %w", a.File, err)
+		}
+		stored.Kind = a.Kind
+		out = append(out, stored)
 	}
 	return out, nil
 }
 
-// File names one file to store.
-type File struct {
-	Path string
-	Kind string
+// plainName reports whether file names a visible file in a directory, not
+// a path.
+func plainName(file string) bool {
+	return file != "" && file == filepath.Base(file) && !strings.HasPrefix(file, ".")
 }
 
 // Discard removes the files of an attempt whose record was refused (a
@@ -81,7 +85,7 @@ func (s *Store) Discard(source, pkg string, buildID, token int64) error {
 
 // Open returns an artifact of the attempt (token) a build record names.
 func (s *Store) Open(source, pkg string, buildID, token int64, file string) (*os.File, error) {
-	if file == "" || file != filepath.Base(file) || strings.HasPrefix(file, ".") {
+	if !plainName(file) {
 		return nil, fmt.Errorf("artifact %q: %w", file, os.ErrNotExist)
 	}
 	dir, err := s.dir(source, pkg, buildID, token)

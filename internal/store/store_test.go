@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/pkgfleet/pkgfleet/internal/registry"
 )
 
 func TestPutCopiesRegularFilesAndOpenFindsThemByName(t *testing.T) {
@@ -15,7 +17,7 @@ func TestPutCopiesRegularFilesAndOpenFindsThemByName(t *testing.T) {
 	src := t.TempDir()
 	f := filepath.Join(src, "pkg_1.0.tar.gz")
 	os.WriteFile(f, []byte("tarball"), 0o600)
-	arts, err := s.Put("src", "pkg", 7, 3, []File{{Path: f, Kind: "source"}})
+	arts, err := s.Put("src", "pkg", 7, 3, src, []registry.Artifact{{File: filepath.Base(f), Kind: "source"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +35,7 @@ func TestPutCopiesRegularFilesAndOpenFindsThemByName(t *testing.T) {
 		}
 	}
 	// Another attempt's files are apart, and discarding them leaves these.
-	if _, err := s.Put("src", "pkg", 7, 4, []File{{Path: f, Kind: "source"}}); err != nil {
+	if _, err := s.Put("src", "pkg", 7, 4, src, []registry.Artifact{{File: filepath.Base(f), Kind: "source"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Discard("src", "pkg", 7, 4); err != nil {
@@ -47,17 +49,22 @@ func TestPutCopiesRegularFilesAndOpenFindsThemByName(t *testing.T) {
 	} else {
 		rc.Close()
 	}
-	if _, err := s.Put("..", "pkg", 1, 1, nil); err == nil {
+	if _, err := s.Put("..", "pkg", 1, 1, src, nil); err == nil {
 		t.Error("a source of .. was accepted")
+	}
+	for _, bad := range []string{"../pkg_1.0.tar.gz", ".hidden", "", "a/b"} {
+		if _, err := s.Put("src", "pkg", 8, 1, src, []registry.Artifact{{File: bad, Kind: "source"}}); err == nil {
+			t.Errorf("Put of artifact %q succeeded", bad)
+		}
 	}
 }
 
 func TestPutRefusesSymlinkedArtifacts(t *testing.T) {
 	t.Parallel()
 	s, _ := New(t.TempDir())
-	link := filepath.Join(t.TempDir(), "evil.tar.gz")
-	os.Symlink("/etc/passwd", link)
-	if _, err := s.Put("src", "pkg", 1, 1, []File{{Path: link}}); err == nil {
+	dir := t.TempDir()
+	os.Symlink("/etc/passwd", filepath.Join(dir, "evil.tar.gz"))
+	if _, err := s.Put("src", "pkg", 1, 1, dir, []registry.Artifact{{File: "evil.tar.gz"}}); err == nil {
 		t.Fatal("a symlink planted by the build was followed")
 	}
 }

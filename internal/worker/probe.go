@@ -33,11 +33,11 @@ func (w *Worker) probeSandbox(log *slog.Logger) bool {
 	if err != nil {
 		log.Warn("the user-namespace sandbox is unusable", "error", err)
 		log.Info("sandbox tier", "tier", sandbox.TierNone, "gives_up", givesUp(nil))
-		w.metrics.SandboxTier(sandbox.TierNone)
+		w.metrics.SandboxTier(string(sandbox.TierNone), false)
 		return false
 	}
 	log.Info("sandbox tier", "tier", ns.Tier(), "gives_up", givesUp(ns))
-	w.metrics.SandboxTier(ns.Tier())
+	w.metrics.SandboxTier(string(ns.Tier()), true)
 	return true
 }
 

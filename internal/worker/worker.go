@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -156,6 +155,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 		Slots:             w.Slots,
 		NamespacesInUse:   w.namespacesInUse,
 		MaxUserNamespaces: sandbox.MaxUserNamespaces,
+		Tiers:             []string{string(sandbox.TierFull), string(sandbox.TierMaskedProc), string(sandbox.TierNone)},
 	})
 	if cfg.Git.AllowUnsandboxedGitBuilds {
 		log.Warn("Git.AllowUnsandboxedGitBuilds = true: a language the sandbox cannot run is built WITHOUT isolation; only build repositories you trust")
@@ -224,13 +224,6 @@ func (w *Worker) serveOps(ctx context.Context, rc *redis.Client) error {
 	w.opsAddr.Store(ln.Addr().String())
 	w.log.Info("worker metrics and health", "address", ln.Addr().String())
 	return nil
-}
-
-// Tools reports the detected tools by language.
-func (w *Worker) Tools() map[string]detect.Tool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return maps.Clone(w.tools)
 }
 
 // Run serves builds until ctx ends, then shuts down gracefully: running
@@ -342,7 +335,15 @@ func SandboxConfig(cfg *config.Config) sandbox.Config {
 		StorageLocations: []string{cfg.FileStorage.Location},
 		TempDir:          cfg.Server.TempDir,
 		RunAsUser:        cfg.Server.RunAsUser,
-		Defaults:         pipeline.Limits(cfg),
+		// The one conversion of the build limits: every build command
+		// that sets none (the recipes set none) gets these.
+		Defaults: sandbox.Limits{
+			Timeout:   cfg.Git.BuildTimeout,
+			Memory:    int64(cfg.Git.BuildMemory),
+			Processes: cfg.Git.BuildProcesses,
+			Disk:      int64(cfg.Git.BuildDiskSize),
+			Output:    int64(cfg.Git.BuildLogSize),
+		},
 	}
 }
 

@@ -116,6 +116,32 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
+The workers' package index URLs from worker.indexSecret: they may carry
+credentials, which belong in a Secret, never in the ConfigMap. Only the
+workers get them (their doors use them; the API does not).
+*/}}
+{{- define "pkgfleet.indexEnv" -}}
+{{- with .Values.worker.indexSecret }}
+{{- if .name }}
+{{- if .pythonIndexURLKey }}
+- name: PKGFLEET_GIT_PYTHONINDEXURL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .name }}
+      key: {{ .pythonIndexURLKey }}
+{{- end }}
+{{- if .rRepositoryURLKey }}
+- name: PKGFLEET_GIT_RREPOSITORYURL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .name }}
+      key: {{ .rRepositoryURLKey }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
 The /etc/pkgfleet volume: the config plus, for the API, the tokens file, and
 the credential key. One projected directory, so the sandbox masks all of it.
 pkgfleet.configVolume (dict "ctx" $ "tokens" true)
@@ -173,6 +199,23 @@ capabilities:
 {{- fail (printf "config.%s.%s is set by the chart; use its own value instead (see values.yaml)" $section $key) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- /* A ConfigMap is readable by anyone who may read the namespace's
+config: index URLs with user:password go through worker.indexSecret.
+The message never repeats the URL. */}}
+{{- $ix := .Values.worker.indexSecret }}
+{{- range $key, $env := dict "PythonIndexURL" "PKGFLEET_GIT_PYTHONINDEXURL" "RRepositoryURL" "PKGFLEET_GIT_RREPOSITORYURL" }}
+{{- $url := dig "Git" $key "" $.Values.config }}
+{{- $secretKey := get $ix (printf "%sKey" (untitle $key)) }}
+{{- if and (kindIs "string" $url) (regexMatch "^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@" $url) }}
+{{- fail (printf "config.Git.%s carries credentials, and values.config lands in a ConfigMap: put the URL in a Secret and set worker.indexSecret.name (its key worker.indexSecret.%sKey); the workers get it as %s" $key (untitle $key) $env) }}
+{{- end }}
+{{- if and $url $ix.name $secretKey }}
+{{- fail (printf "config.Git.%s and worker.indexSecret (key %s) both set Git.%s; keep one" $key $secretKey $key) }}
+{{- end }}
+{{- end }}
+{{- if and $ix.name (not (or $ix.pythonIndexURLKey $ix.rRepositoryURLKey)) }}
+{{- fail "worker.indexSecret.name is set but neither worker.indexSecret.pythonIndexURLKey nor worker.indexSecret.rRepositoryURLKey" }}
 {{- end }}
 {{- if and .Values.redis.external.enabled (not (or .Values.redis.external.address .Values.redis.external.url)) }}
 {{- fail "redis.external.enabled needs redis.external.address or redis.external.url" }}

@@ -1,21 +1,19 @@
-// Package registry keeps pkgfleet's state in Redis: sources, git-builders,
-// builds (with their logs and artifact lists) and the per-commit claim that
-// makes a poll, a webhook and a manual run of one sha build once.
+// Package apiv1 holds the shapes of pkgfleet's HTTP API, /api/v1: the
+// records (sources, git-builders, builds, workers, credentials) as the
+// server writes them in JSON and the CLI reads them, the envelopes of
+// its lists, and the names of statuses, triggers and languages. The
+// registry stores its records in these shapes.
 //
-// It validates what it stores and guarantees that a rejected request
-// stores nothing. It does not enqueue work (internal/queue does) and it
-// does not touch Git or the file system.
-package registry
+// It is a leaf: it imports only the standard library, so the CLI links
+// neither Redis nor the sandbox. It does not validate or store anything
+// (internal/registry does) and serves nothing (internal/api does).
+package apiv1
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
-	"strings"
 	"time"
-
-	"github.com/pkgfleet/pkgfleet/internal/door"
 )
 
 // Source types, as PPM names them.
@@ -49,22 +47,6 @@ const (
 // Terminal reports whether a build in status s will not change again.
 func Terminal(s string) bool {
 	return s == StatusSucceeded || s == StatusFailed || s == StatusCanceled
-}
-
-// Errors a caller can tell apart (the API maps them to status codes).
-var (
-	ErrNotFound = errors.New("not found")
-	ErrExists   = errors.New("already exists")
-	ErrConflict = errors.New("conflict")
-)
-
-// ValidationError is bad input; its message is safe to show the user.
-type ValidationError struct{ Msg string }
-
-func (e *ValidationError) Error() string { return e.Msg }
-
-func invalid(format string, args ...any) error {
-	return &ValidationError{Msg: fmt.Sprintf(format, args...)}
 }
 
 // Source is a named group of builders of one type.
@@ -152,12 +134,12 @@ type Build struct {
 	Artifacts   []Artifact `json:"artifacts"`
 	// Fetched lists what the build fetched through its door to a package
 	// index (internal/door): its build requirements' provenance.
-	Fetched    []door.Fetched `json:"fetched,omitempty"`
-	CreatedAt  time.Time      `json:"created_at"`
-	StartedAt  *time.Time     `json:"started_at,omitempty"`
-	FinishedAt *time.Time     `json:"finished_at,omitempty"`
+	Fetched    []Fetched  `json:"fetched,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
 	// AttemptToken is the token of the attempt that last wrote the
-	// record (see Registry.BeginAttempt); 0 before any attempt.
+	// record (internal/registry's BeginAttempt); 0 before any attempt.
 	AttemptToken int64 `json:"attempt_token,omitempty"`
 	// WaitingSince is when the build first found no free build slot, while
 	// it waits (parked) for one.
@@ -216,6 +198,16 @@ func (b *Build) SetPhase(phase string, d time.Duration) {
 	b.Phases = out
 }
 
+// Fetched is one distribution a build fetched through its door
+// (internal/door), as the build record lists it: a rebuild can pin to
+// these.
+type Fetched struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	File    string `json:"file"`
+	SHA256  string `json:"sha256"`
+}
+
 // Artifact is one file a build produced.
 type Artifact struct {
 	File   string `json:"file"`
@@ -250,44 +242,5 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		return fmt.Errorf("%q is not a duration (like 90s, 5m, 1h)", s)
 	}
 	*d = Duration(v)
-	return nil
-}
-
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
-
-// ValidateName checks a source or builder name.
-func ValidateName(what, name string) error {
-	switch {
-	case name == "":
-		return invalid("%s is required", what)
-	case len(name) > 100:
-		return invalid("%s must be at most 100 characters", what)
-	case !nameRE.MatchString(name):
-		return invalid("%s %q may contain only letters, digits, '.', '_' and '-'", what, name)
-	case name == "." || name == "..":
-		return invalid("%s must not be %q", what, name)
-	}
-	return nil
-}
-
-// ValidateSubDir checks that a sub-directory stays inside the repository.
-func ValidateSubDir(dir string) error {
-	if dir == "" {
-		return nil
-	}
-	if strings.HasPrefix(dir, "/") {
-		return invalid("sub_dir must be relative to the repository root")
-	}
-	if strings.ContainsAny(dir, "\\\x00\n\r") {
-		return invalid("sub_dir contains a forbidden character")
-	}
-	for _, part := range strings.Split(dir, "/") {
-		if part == ".." {
-			return invalid("sub_dir must not contain '..'")
-		}
-		if strings.HasPrefix(part, "-") {
-			return invalid("sub_dir parts must not start with '-'")
-		}
-	}
 	return nil
 }

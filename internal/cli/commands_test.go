@@ -1,0 +1,49 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pkgfleet/pkgfleet/internal/apiv1"
+)
+
+// A unit test of the output alone, against a stub API (the whole path runs
+// against a real fleet in internal/e2e): when a build ends, run says what it
+// fetched through its door, succeeded or not.
+func TestRunShowsWhatTheBuildsFetchedThroughTheDoor(t *testing.T) {
+	queued := apiv1.Build{ID: 7, Builder: "app", Ref: "main", SHA: strings.Repeat("a", 40), Status: apiv1.StatusQueued}
+	done := queued
+	done.Status, done.Detail = apiv1.StatusFailed, "a requirement is missing"
+	done.Fetched = []apiv1.Fetched{{Name: "fleetbackend", Version: "1.0.0", File: "fleetbackend-1.0.0-py3-none-any.whl", SHA256: "0123456789abcdef" + strings.Repeat("f", 48)}}
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method + " " + r.URL.Path {
+		case "POST /api/v1/sources/apps/git-builders/app/run":
+			_ = json.NewEncoder(w).Encode(apiv1.Run{Builds: []*apiv1.Build{&queued}, New: 1})
+		case "GET /api/v1/builds/7":
+			_ = json.NewEncoder(w).Encode(done)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer api.Close()
+	var out, errb bytes.Buffer
+	app := &App{Stdout: &out, Stderr: &errb, PollInterval: time.Millisecond, Getenv: func(k string) string {
+		if k == "PKGFLEET_ADDRESS" {
+			return api.URL
+		}
+		return ""
+	}}
+	if code := Main(context.Background(), []string{"run", "git-builder", "--source", "apps", "--name", "app"}, app); code == 0 {
+		t.Errorf("run of a failed build exited 0")
+	}
+	want := "Build 7 fetched through the door: fleetbackend 1.0.0 sha256:0123456789ab\n"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("run output lacks %q:\n%s%s", want, out.String(), errb.String())
+	}
+}

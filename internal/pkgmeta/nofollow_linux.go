@@ -1,5 +1,0 @@
-package pkgmeta
-
-import "syscall"
-
-const noFollow = syscall.O_NOFOLLOW
