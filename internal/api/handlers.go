@@ -311,27 +311,35 @@ func (s *Server) runBuilder(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	refs, err := s.lsRemote(ctx, b)
+	ref, sha, err := s.headOf(ctx, b)
 	if err != nil {
 		return err
 	}
-	var ref, sha string
+	return s.enqueue(w, r, b, ref, sha, "manual", registry.ReuseUnlessFailed)
+}
+
+// headOf is what a run of b builds: the branch head, or the newest tag
+// that matches.
+func (s *Server) headOf(ctx context.Context, b *registry.Builder) (ref, sha string, err error) {
+	refs, err := s.lsRemote(ctx, b)
+	if err != nil {
+		return "", "", err
+	}
 	if b.BuildTrigger == registry.TriggerTags {
 		tags, err := refs.MatchingTags(b.TagPattern)
 		if err != nil {
-			return errorf(http.StatusBadRequest, "%v", err)
+			return "", "", errorf(http.StatusBadRequest, "%v", err)
 		}
 		if len(tags) == 0 {
-			return errorf(http.StatusUnprocessableEntity, "no tag on the remote matches %q", b.TagPattern)
+			return "", "", errorf(http.StatusUnprocessableEntity, "no tag on the remote matches %q", b.TagPattern)
 		}
-		ref, sha = tags[0], refs.Tags[tags[0]]
-	} else {
-		ref, sha, err = refs.Branch(b.Branch)
-		if err != nil {
-			return errorf(http.StatusUnprocessableEntity, "%v", err)
-		}
+		return tags[0], refs.Tags[tags[0]], nil
 	}
-	return s.enqueue(w, r, b, ref, sha, "manual", registry.ReuseUnlessFailed)
+	ref, sha, err = refs.Branch(b.Branch)
+	if err != nil {
+		return "", "", errorf(http.StatusUnprocessableEntity, "%v", err)
+	}
+	return ref, sha, nil
 }
 
 // rerunBuilder builds a given tag or commit again.
@@ -388,19 +396,31 @@ func (s *Server) lsRemote(ctx context.Context, b *registry.Builder) (*git.Refs, 
 }
 
 func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, b *registry.Builder, ref, sha, trigger string, mode registry.ClaimMode) error {
-	out, created, err := s.Enqueuer.Enqueue(r.Context(), &registry.Build{
-		Source: b.Source, Builder: b.Name, Language: b.Language, Ref: ref, SHA: sha, Trigger: trigger,
-	}, mode)
+	out, created, err := s.queue(r.Context(), b, ref, sha, trigger, mode)
 	if err != nil {
 		return err
 	}
 	resp := runResponse{Builds: []*registry.Build{out}}
 	if created {
 		resp.New = 1
-		s.Log.Info("build queued", "build", out.ID, "source", b.Source, "builder", b.Name, "ref", ref, "sha", sha, "trigger", trigger)
 	}
 	writeJSON(w, http.StatusAccepted, resp)
 	return nil
+}
+
+// queue records and enqueues a build of b at ref and sha, or returns the
+// existing build of that commit that mode reuses.
+func (s *Server) queue(ctx context.Context, b *registry.Builder, ref, sha, trigger string, mode registry.ClaimMode) (*registry.Build, bool, error) {
+	out, created, err := s.Enqueuer.Enqueue(ctx, &registry.Build{
+		Source: b.Source, Builder: b.Name, Language: b.Language, Ref: ref, SHA: sha, Trigger: trigger,
+	}, mode)
+	if err != nil {
+		return nil, false, err
+	}
+	if created {
+		s.Log.Info("build queued", "build", out.ID, "source", b.Source, "builder", b.Name, "ref", ref, "sha", sha, "trigger", trigger)
+	}
+	return out, created, nil
 }
 
 func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) error {
