@@ -4,7 +4,7 @@
 // queued, and answers errors as {"error": "..."} with the right status.
 //
 // It does not build anything: it records builds and queues them through
-// internal/jobs.
+// internal/queue.
 package api
 
 import (
@@ -24,8 +24,8 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/index"
-	"github.com/pkgfleet/pkgfleet/internal/jobs"
 	"github.com/pkgfleet/pkgfleet/internal/metrics"
+	"github.com/pkgfleet/pkgfleet/internal/queue"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/store"
 )
@@ -34,7 +34,7 @@ import (
 type Server struct {
 	Config   *config.Config
 	Registry *registry.Registry
-	Enqueuer *jobs.Enqueuer
+	Enqueuer *queue.Enqueuer
 	Store    *store.Store
 	Git      *git.Client
 	Tokens   *auth.Tokens // nil: no auth (loopback only)

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/pkgmeta"
+	"github.com/pkgfleet/pkgfleet/internal/queue"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 )
 
@@ -311,35 +313,11 @@ func (s *Server) runBuilder(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ref, sha, err := s.headOf(ctx, b)
+	refs, err := s.lsRemote(ctx, b)
 	if err != nil {
 		return err
 	}
-	return s.enqueue(w, r, b, ref, sha, "manual", registry.ReuseUnlessFailed)
-}
-
-// headOf is what a run of b builds: the branch head, or the newest tag
-// that matches.
-func (s *Server) headOf(ctx context.Context, b *registry.Builder) (ref, sha string, err error) {
-	refs, err := s.lsRemote(ctx, b)
-	if err != nil {
-		return "", "", err
-	}
-	if b.BuildTrigger == registry.TriggerTags {
-		tags, err := refs.MatchingTags(b.TagPattern)
-		if err != nil {
-			return "", "", errorf(http.StatusBadRequest, "%v", err)
-		}
-		if len(tags) == 0 {
-			return "", "", errorf(http.StatusUnprocessableEntity, "no tag on the remote matches %q", b.TagPattern)
-		}
-		return tags[0], refs.Tags[tags[0]], nil
-	}
-	ref, sha, err = refs.Branch(b.Branch)
-	if err != nil {
-		return "", "", errorf(http.StatusUnprocessableEntity, "%v", err)
-	}
-	return ref, sha, nil
+	return s.enqueue(w, r, queue.Request{Builder: b, Refs: refs, Trigger: "manual", Mode: registry.ReuseUnlessFailed})
 }
 
 // rerunBuilder builds a given tag or commit again.
@@ -367,7 +345,7 @@ func (s *Server) rerunBuilder(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if req.CommitSHA != "" {
-		return s.enqueue(w, r, b, req.CommitSHA, req.CommitSHA, "rerun", registry.ReuseActive)
+		return s.enqueue(w, r, queue.Request{Builder: b, Ref: req.CommitSHA, SHA: req.CommitSHA, Trigger: "rerun", Mode: registry.ReuseActive})
 	}
 	refs, err := s.lsRemote(ctx, b)
 	if err != nil {
@@ -377,7 +355,7 @@ func (s *Server) rerunBuilder(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return errorf(http.StatusNotFound, "tag %q not found on the remote", req.Tag)
 	}
-	return s.enqueue(w, r, b, req.Tag, sha, "rerun", registry.ReuseActive)
+	return s.enqueue(w, r, queue.Request{Builder: b, Ref: req.Tag, SHA: sha, Trigger: "rerun", Mode: registry.ReuseActive})
 }
 
 func (s *Server) lsRemote(ctx context.Context, b *registry.Builder) (*git.Refs, error) {
@@ -395,8 +373,8 @@ func (s *Server) lsRemote(ctx context.Context, b *registry.Builder) (*git.Refs, 
 	return refs, nil
 }
 
-func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, b *registry.Builder, ref, sha, trigger string, mode registry.ClaimMode) error {
-	out, created, err := s.queue(r.Context(), b, ref, sha, trigger, mode)
+func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, req queue.Request) error {
+	out, created, err := s.startBuild(r.Context(), req)
 	if err != nil {
 		return err
 	}
@@ -408,19 +386,14 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, b *registry.Bui
 	return nil
 }
 
-// queue records and enqueues a build of b at ref and sha, or returns the
-// existing build of that commit that mode reuses.
-func (s *Server) queue(ctx context.Context, b *registry.Builder, ref, sha, trigger string, mode registry.ClaimMode) (*registry.Build, bool, error) {
-	out, created, err := s.Enqueuer.Enqueue(ctx, &registry.Build{
-		Source: b.Source, Builder: b.Name, Language: b.Language, Ref: ref, SHA: sha, Trigger: trigger,
-	}, mode)
-	if err != nil {
-		return nil, false, err
+// startBuild queues req through the one enqueue entry point; a builder
+// with nothing to build is the client's problem (422).
+func (s *Server) startBuild(ctx context.Context, req queue.Request) (*registry.Build, bool, error) {
+	out, created, err := s.Enqueuer.Enqueue(ctx, s.Log, req)
+	if errors.Is(err, queue.ErrNoRef) {
+		return nil, false, errorf(http.StatusUnprocessableEntity, "%v", err)
 	}
-	if created {
-		s.Log.Info("build queued", "build", out.ID, "source", b.Source, "builder", b.Name, "ref", ref, "sha", sha, "trigger", trigger)
-	}
-	return out, created, nil
+	return out, created, err
 }
 
 func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) error {

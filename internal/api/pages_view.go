@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pkgfleet/pkgfleet/internal/queue"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/roster"
 )
@@ -308,11 +309,11 @@ func (s *Server) runFromPage(w http.ResponseWriter, r *http.Request, _ *session)
 	if err != nil {
 		return err
 	}
-	ref, sha, err := s.headOf(ctx, b)
+	refs, err := s.lsRemote(ctx, b)
 	if err != nil {
 		return err
 	}
-	out, _, err := s.queue(ctx, b, ref, sha, "manual", registry.ReuseUnlessFailed)
+	out, _, err := s.startBuild(ctx, queue.Request{Builder: b, Refs: refs, Trigger: "manual", Mode: registry.ReuseUnlessFailed})
 	if err != nil {
 		return err
 	}
@@ -329,7 +330,7 @@ func (s *Server) rerunFromPage(w http.ResponseWriter, r *http.Request, _ *sessio
 	if err != nil {
 		return err
 	}
-	out, _, err := s.queue(r.Context(), b, prev.Ref, prev.SHA, "rerun", registry.ReuseActive)
+	out, _, err := s.startBuild(r.Context(), queue.Request{Builder: b, Ref: prev.Ref, SHA: prev.SHA, Trigger: "rerun", Mode: registry.ReuseActive})
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/index"
-	"github.com/pkgfleet/pkgfleet/internal/jobs"
+	"github.com/pkgfleet/pkgfleet/internal/queue"
 	"github.com/pkgfleet/pkgfleet/internal/redisconn"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/store"
@@ -44,12 +44,12 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 	s := &Server{
 		Config:   cfg,
 		Registry: reg,
-		Enqueuer: &jobs.Enqueuer{
+		Enqueuer: &queue.Enqueuer{
 			Registry:  reg,
 			Client:    asynq.NewClientFromRedisClient(rdb),
 			Inspector: asynq.NewInspectorFromRedisClient(rdb),
 			// A wait for a build slot, the clone, the build and the upload.
-			Timeout:          jobs.TaskTimeout(cfg),
+			Timeout:          queue.TaskTimeout(cfg),
 			MaxAttempts:      cfg.Git.BuildRetries,
 			Redis:            rdb,
 			BuildConcurrency: cfg.Git.BuildConcurrency,

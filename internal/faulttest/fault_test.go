@@ -21,7 +21,7 @@ import (
 
 	"github.com/pkgfleet/pkgfleet/internal/api"
 	"github.com/pkgfleet/pkgfleet/internal/config"
-	"github.com/pkgfleet/pkgfleet/internal/jobs"
+	"github.com/pkgfleet/pkgfleet/internal/queue"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/semaphore"
@@ -376,7 +376,7 @@ func (f *fleet) checkNothingLost(names []string, ids []int64) {
 	sema := semaphore.New(f.rdb, nil)
 	testenv.Eventually(f.t, 10*time.Second, "every build slot to be free", func() bool {
 		for _, n := range names {
-			if h, err := sema.Holders(context.Background(), jobs.SlotKey("py", n)); err != nil || len(h) != 0 {
+			if h, err := sema.Holders(context.Background(), queue.SlotKey("py", n)); err != nil || len(h) != 0 {
 				return false
 			}
 		}
@@ -575,7 +575,7 @@ func TestKilledWorkerLeavesNoProcessWorkspaceOrMount(t *testing.T) {
 	// The build's slot returns when its lease ends (3s here).
 	sema := semaphore.New(f.rdb, nil)
 	testenv.Eventually(t, 15*time.Second, "the killed build's slot to return", func() bool {
-		h, err := sema.Holders(context.Background(), jobs.SlotKey("py", "victim"))
+		h, err := sema.Holders(context.Background(), queue.SlotKey("py", "victim"))
 		return err == nil && len(h) == 0
 	})
 	// Nobody was left to remove its TMPDIR; the next worker on the host

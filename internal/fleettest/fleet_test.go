@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -17,16 +18,16 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/pkgfleet/pkgfleet/internal/api"
-	"github.com/pkgfleet/pkgfleet/internal/build"
 	"github.com/pkgfleet/pkgfleet/internal/config"
 	"github.com/pkgfleet/pkgfleet/internal/git"
-	"github.com/pkgfleet/pkgfleet/internal/jobs"
 	"github.com/pkgfleet/pkgfleet/internal/notify"
+	"github.com/pkgfleet/pkgfleet/internal/pipeline"
+	"github.com/pkgfleet/pkgfleet/internal/queue"
+	"github.com/pkgfleet/pkgfleet/internal/recipe"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/roster"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/semaphore"
-	"github.com/pkgfleet/pkgfleet/internal/store"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
 	"github.com/redis/go-redis/v9"
 )
@@ -46,6 +47,7 @@ type fleet struct {
 	t      *testing.T
 	db     int
 	rdb    *redis.Client
+	env    map[string]string // the settings cfg was loaded from
 	cfg    *config.Config
 	reg    *registry.Registry
 	api    *httptest.Server
@@ -86,48 +88,37 @@ func setup(t *testing.T, buildConcurrency int, settings ...string) *fleet {
 	}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	return &fleet{t: t, db: db, rdb: rdb, cfg: cfg, reg: registry.New(rdb), api: hs, srv: srv, dir: dir,
+	return &fleet{t: t, db: db, rdb: rdb, env: env, cfg: cfg, reg: registry.New(rdb), api: hs, srv: srv, dir: dir,
 		recipe: &fakeRecipe{runner: sandbox.NewDirect(sandbox.Config{TempDir: cfg.Server.TempDir}), peak: map[string]int32{}}}
 }
 
 // worker starts one worker server with its own Redis connections, as a
 // separate worker process would have, and returns a function that stops it
-// the way SIGTERM does.
-func (f *fleet) worker(name string, slots int, tune ...func(*workerParts)) (stop func()) {
+// the way SIGTERM does. Its pipeline is built as the worker's is, with the
+// fleet's fake recipe; tune may adjust the pipeline's timings.
+func (f *fleet) worker(name string, slots int, tune ...func(*pipeline.Deps)) (stop func()) {
 	f.t.Helper()
-	// asynq and the handler get connections of their own, so a test can
-	// count what the handler sends.
+	// asynq and the pipeline get connections of their own, so a test can
+	// count what the pipeline sends.
 	rdb := redis.NewClient(&redis.Options{Network: "unix", Addr: redisServer.Socket, DB: f.db})
 	hrdb := redis.NewClient(&redis.Options{Network: "unix", Addr: redisServer.Socket, DB: f.db})
 	log := testenv.Logger(f.t).With("worker", name)
-	hub := notify.New(hrdb, log, semaphore.WakeChannel, jobs.CancelChannel)
-	sema := semaphore.New(hrdb, hub)
-	sema.HoldLease, sema.RenewEvery, sema.CheckEvery = 2*time.Second, 200*time.Millisecond, 500*time.Millisecond
-	st, err := store.New(f.cfg.FileStorage.Location)
+	hub := notify.New(hrdb, log, semaphore.WakeChannel, queue.CancelChannel)
+	stopping := make(chan struct{})
+	d := workerDeps(f.cfg, name, filepath.Join(f.dir, "builder-"+name), hrdb, hub, log, f.recipe)
+	d.Stopping = stopping
+	for _, fn := range tune {
+		fn(&d)
+	}
+	h, err := pipeline.New(d)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	stopping := make(chan struct{})
-	h := &jobs.Handler{
-		Registry: registry.New(hrdb), Store: st,
-		Git:        &git.Client{Policy: git.URLPolicy{AllowFile: true}},
-		Languages:  jobs.NewLanguages(map[string]jobs.Language{registry.LangR: {Recipe: f.recipe, Sandbox: "unsandboxed", Tier: "unsandboxed"}}),
-		BuilderDir: filepath.Join(f.dir, "builder-"+name),
-		LogLimit:   1 << 20, Worker: name, Log: log,
-		Slots: sema, BuildConcurrency: f.cfg.Git.BuildConcurrency, Events: hub, Stopping: stopping,
-		CancelCheck: time.Second,
-	}
-	for _, fn := range tune {
-		fn(&workerParts{Handler: h, Slots: sema, Redis: hrdb})
-	}
-	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency: slots, Queues: map[string]int{jobs.Queue(registry.LangR): 1},
-		TaskCheckInterval: 50 * time.Millisecond, DelayedTaskCheckInterval: 100 * time.Millisecond,
-		RetryDelayFunc:  func(int, error, *asynq.Task) time.Duration { return 100 * time.Millisecond },
-		ShutdownTimeout: 2 * time.Second, LogLevel: asynq.ErrorLevel,
-	})
+	acfg := asynqConfig(slots, asynq.ErrorLevel)
+	acfg.ShutdownTimeout = 2 * time.Second
+	srv := asynq.NewServerFromRedisClient(rdb, acfg)
 	mux := asynq.NewServeMux()
-	mux.Handle(jobs.TypeBuild, h)
+	mux.Handle(queue.TypeBuild, h)
 	if err := srv.Start(mux); err != nil {
 		f.t.Fatal(err)
 	}
@@ -162,11 +153,33 @@ func (f *fleet) worker(name string, slots int, tune ...func(*workerParts)) (stop
 	return stop
 }
 
-// workerParts are what a test may adjust before a worker starts.
-type workerParts struct {
-	Handler *jobs.Handler
-	Slots   *semaphore.Semaphore
-	Redis   *redis.Client // the handler's connection (not asynq's)
+// workerDeps are the pipeline dependencies of a test worker named name:
+// the worker's own, with builderDir for its checkouts, fake building R,
+// and short slot leases and cancel checks.
+func workerDeps(cfg *config.Config, name, builderDir string, rdb redis.UniversalClient, hub *notify.Hub, log *slog.Logger, fake *fakeRecipe) pipeline.Deps {
+	own := *cfg
+	own.Git.BuilderDir = builderDir
+	return pipeline.Deps{
+		Config: &own, Redis: rdb, Events: hub, Worker: name, Log: log,
+		Languages:   pipeline.NewLanguages(map[string]pipeline.Language{registry.LangR: {Recipe: fake, Sandbox: "unsandboxed", Tier: "unsandboxed"}}),
+		CancelCheck: time.Second,
+		Slots:       shortLeases,
+	}
+}
+
+func shortLeases(s *semaphore.Semaphore) {
+	s.HoldLease, s.RenewEvery, s.CheckEvery = 2*time.Second, 200*time.Millisecond, 500*time.Millisecond
+}
+
+// asynqConfig is a test worker's asynq server: quick to take tasks and
+// to retry them.
+func asynqConfig(slots int, level asynq.LogLevel) asynq.Config {
+	return asynq.Config{
+		Concurrency: slots, Queues: map[string]int{queue.Queue(registry.LangR): 1},
+		TaskCheckInterval: 50 * time.Millisecond, DelayedTaskCheckInterval: 100 * time.Millisecond,
+		RetryDelayFunc: func(int, error, *asynq.Task) time.Duration { return 100 * time.Millisecond },
+		LogLevel:       level,
+	}
 }
 
 // builder makes a source, a repository with n tagged commits and a
@@ -237,7 +250,7 @@ type fakeRecipe struct {
 	calls   atomic.Int32
 }
 
-func (r *fakeRecipe) Build(ctx context.Context, in build.Input) (*build.Output, error) {
+func (r *fakeRecipe) Build(ctx context.Context, in recipe.Input) (*recipe.Output, error) {
 	r.calls.Add(1)
 	desc, err := os.ReadFile(filepath.Join(in.Checkout, "DESCRIPTION"))
 	if err != nil {
@@ -263,13 +276,13 @@ func (r *fakeRecipe) Build(ctx context.Context, in build.Input) (*build.Output, 
 		return nil, err
 	}
 	if !res.Success() {
-		return nil, &build.Failure{Reason: fmt.Sprintf("fake build: exit %d %s %s", res.ExitCode, res.Signal, res.Killed)}
+		return nil, &recipe.Failure{Reason: fmt.Sprintf("fake build: exit %d %s %s", res.ExitCode, res.Signal, res.Killed)}
 	}
 	file := filepath.Join(in.Dest, pkg+".tar.gz")
 	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
 		return nil, err
 	}
-	return &build.Output{Package: pkg, Version: "1", Files: []build.File{{Path: file, Kind: "source"}}}, nil
+	return &recipe.Output{Package: pkg, Version: "1", Files: []recipe.File{{Path: file, Kind: "source"}}}, nil
 }
 
 func (r *fakeRecipe) peakOf(pkg string) int32 {
@@ -348,7 +361,7 @@ func TestCancelQueuedBuildDeletesItsTask(t *testing.T) {
 		t.Fatalf("cancel answered %+v", b)
 	}
 	insp := asynq.NewInspectorFromRedisClient(f.rdb)
-	if _, err := insp.GetTaskInfo(jobs.Queue(registry.LangR), jobs.TaskID("src", "q", shas[0])); err == nil {
+	if _, err := insp.GetTaskInfo(queue.Queue(registry.LangR), queue.TaskID("src", "q", shas[0])); err == nil {
 		t.Fatal("the canceled build's task is still queued")
 	}
 	// A second cancel is a conflict; a worker started now builds nothing.
@@ -394,14 +407,14 @@ func TestCancelRunningBuildKillsItsProcessesAndIsNotRetried(t *testing.T) {
 	})
 	insp := asynq.NewInspectorFromRedisClient(f.rdb)
 	testenv.Eventually(t, 10*time.Second, "the task to leave asynq (not retried)", func() bool {
-		_, err := insp.GetTaskInfo(jobs.Queue(registry.LangR), jobs.TaskID("src", "long", shas[0]))
+		_, err := insp.GetTaskInfo(queue.Queue(registry.LangR), queue.TaskID("src", "long", shas[0]))
 		return err != nil
 	})
 	b := f.build(id)
 	if b.Status != registry.StatusCanceled || b.Attempts != 1 || f.recipe.calls.Load() != 1 {
 		t.Fatalf("build %s after %d attempts, %d recipe runs; want canceled after 1", b.Status, b.Attempts, f.recipe.calls.Load())
 	}
-	if h, _ := semaphore.New(f.rdb, nil).Holders(context.Background(), jobs.SlotKey("src", "long")); len(h) != 0 {
+	if h, _ := semaphore.New(f.rdb, nil).Holders(context.Background(), queue.SlotKey("src", "long")); len(h) != 0 {
 		t.Fatalf("the canceled build still holds its slot: %v", h)
 	}
 }
@@ -424,7 +437,7 @@ func TestCancelWaitingBuildGivesUpItsPlace(t *testing.T) {
 	f.waitStatus(first, registry.StatusSucceeded)
 	insp := asynq.NewInspectorFromRedisClient(f.rdb)
 	testenv.Eventually(t, 10*time.Second, "the canceled task to leave asynq", func() bool {
-		_, err := insp.GetTaskInfo(jobs.Queue(registry.LangR), jobs.TaskID("src", "serial", shas[1]))
+		_, err := insp.GetTaskInfo(queue.Queue(registry.LangR), queue.TaskID("src", "serial", shas[1]))
 		return err != nil
 	})
 	if b := f.build(second); b.Status != registry.StatusCanceled || f.recipe.calls.Load() != 1 {
@@ -446,7 +459,7 @@ func TestShutdownRequeuesWaitersAndReleasesSlots(t *testing.T) {
 	// SIGTERM: the running build gets the grace period (2s here) and is
 	// then requeued; the waiter is requeued too. Nothing may keep a slot.
 	stopA()
-	if h, _ := semaphore.New(f.rdb, nil).Holders(context.Background(), jobs.SlotKey("src", "grace")); len(h) != 0 {
+	if h, _ := semaphore.New(f.rdb, nil).Holders(context.Background(), queue.SlotKey("src", "grace")); len(h) != 0 {
 		t.Fatalf("slots still held after shutdown: %v", h)
 	}
 	for _, id := range []int64{first, second} {
@@ -472,13 +485,14 @@ func TestWaitingBuildCostsFewRedisCommandsPerMinute(t *testing.T) {
 	release := filepath.Join(t.TempDir(), "go")
 	f.recipe.command.Store(fmt.Sprintf("while [ ! -e %s ]; do sleep 0.05; done", release))
 	const period = 100 * time.Millisecond
-	var waiterClient *redis.Client
+	var waiterClient redis.UniversalClient
 	f.worker("holder", 1)
 	first := f.rerun("cost", shas[0])
 	f.waitStatus(first, registry.StatusRunning)
-	f.worker("waiter", 1, func(p *workerParts) {
-		p.Slots.CheckEvery, p.Handler.CancelCheck = period, period
-		waiterClient = p.Redis
+	f.worker("waiter", 1, func(d *pipeline.Deps) {
+		d.CancelCheck = period
+		d.Slots = func(s *semaphore.Semaphore) { shortLeases(s); s.CheckEvery = period }
+		waiterClient = d.Redis
 	})
 	second := f.rerun("cost", shas[1])
 	f.waitStatus(second, registry.StatusWaiting)

@@ -14,13 +14,13 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/pkgfleet/pkgfleet/internal/git"
-	"github.com/pkgfleet/pkgfleet/internal/jobs"
+	"github.com/pkgfleet/pkgfleet/internal/config"
 	"github.com/pkgfleet/pkgfleet/internal/notify"
+	"github.com/pkgfleet/pkgfleet/internal/pipeline"
+	"github.com/pkgfleet/pkgfleet/internal/queue"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/semaphore"
-	"github.com/pkgfleet/pkgfleet/internal/store"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
 	"github.com/redis/go-redis/v9"
 )
@@ -30,8 +30,9 @@ import (
 const childWorkerEnv = "PKGFLEET_FLEETTEST_WORKER"
 
 type childSpec struct {
-	Socket, Name, BuilderDir, Storage, TempDir, Command string
-	DB, Slots, BuildConcurrency                         int
+	Env                                        map[string]string // the fleet's settings
+	Socket, Name, BuilderDir, TempDir, Command string
+	DB, Slots                                  int
 }
 
 // childWorker serves builds until it is killed.
@@ -41,32 +42,24 @@ func childWorker(raw string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
+	cfg, err := config.Load(config.Source{Getenv: func(k string) string { return spec.Env[k] }})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("worker", spec.Name)
 	rdb := redis.NewClient(&redis.Options{Network: "unix", Addr: spec.Socket, DB: spec.DB})
-	hub := notify.New(rdb, log, semaphore.WakeChannel, jobs.CancelChannel)
-	sema := semaphore.New(rdb, hub)
-	sema.HoldLease, sema.RenewEvery, sema.CheckEvery = 2*time.Second, 200*time.Millisecond, 500*time.Millisecond
-	st, err := store.New(spec.Storage)
+	hub := notify.New(rdb, log, semaphore.WakeChannel, queue.CancelChannel)
+	recipe := &fakeRecipe{runner: sandbox.NewDirect(sandbox.Config{TempDir: spec.TempDir}), peak: map[string]int32{}}
+	recipe.command.Store(spec.Command)
+	h, err := pipeline.New(workerDeps(cfg, spec.Name, spec.BuilderDir, rdb, hub, log, recipe))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	recipe := &fakeRecipe{runner: sandbox.NewDirect(sandbox.Config{TempDir: spec.TempDir}), peak: map[string]int32{}}
-	recipe.command.Store(spec.Command)
-	h := &jobs.Handler{
-		Registry: registry.New(rdb), Store: st, Git: &git.Client{Policy: git.URLPolicy{AllowFile: true}},
-		Languages:  jobs.NewLanguages(map[string]jobs.Language{registry.LangR: {Recipe: recipe, Sandbox: "unsandboxed", Tier: "unsandboxed"}}),
-		BuilderDir: spec.BuilderDir, LogLimit: 1 << 20, Worker: spec.Name, Log: log,
-		Slots: sema, BuildConcurrency: spec.BuildConcurrency, Events: hub, CancelCheck: time.Second,
-	}
-	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency: spec.Slots, Queues: map[string]int{jobs.Queue(registry.LangR): 1},
-		TaskCheckInterval: 50 * time.Millisecond, DelayedTaskCheckInterval: 100 * time.Millisecond,
-		RetryDelayFunc: func(int, error, *asynq.Task) time.Duration { return 100 * time.Millisecond },
-		LogLevel:       asynq.WarnLevel,
-	})
+	srv := asynq.NewServerFromRedisClient(rdb, asynqConfig(spec.Slots, asynq.WarnLevel))
 	mux := asynq.NewServeMux()
-	mux.Handle(jobs.TypeBuild, h)
+	mux.Handle(queue.TypeBuild, h)
 	if err := srv.Run(mux); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -79,9 +72,8 @@ func childWorker(raw string) int {
 func (f *fleet) process(name string, slots int, command string) *exec.Cmd {
 	f.t.Helper()
 	spec, _ := json.Marshal(childSpec{
-		Socket: redisServer.Socket, DB: f.db, Name: name, Slots: slots, BuildConcurrency: f.cfg.Git.BuildConcurrency,
-		BuilderDir: filepath.Join(f.dir, "builder-"+name), Storage: f.cfg.FileStorage.Location,
-		TempDir: f.cfg.Server.TempDir, Command: command,
+		Env: f.env, Socket: redisServer.Socket, DB: f.db, Name: name, Slots: slots,
+		BuilderDir: filepath.Join(f.dir, "builder-"+name), TempDir: f.cfg.Server.TempDir, Command: command,
 	})
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childWorkerEnv+"="+string(spec))
@@ -159,7 +151,7 @@ func TestKilledWorkersSlotReturnsAndItsBuildCompletesElsewhere(t *testing.T) {
 	if done.Status != registry.StatusSucceeded || done.Worker != "B" || done.Attempts != 2 {
 		t.Fatalf("killed build: %s on %s after %d attempts (%s)", done.Status, done.Worker, done.Attempts, done.Detail)
 	}
-	if h, _ := semaphore.New(f.rdb, nil).Holders(context.Background(), jobs.SlotKey("src", "crash")); len(h) != 0 {
+	if h, _ := semaphore.New(f.rdb, nil).Holders(context.Background(), queue.SlotKey("src", "crash")); len(h) != 0 {
 		t.Fatalf("slots still held: %v", h)
 	}
 }

@@ -13,7 +13,7 @@
 // and its error is shown on the builder. Webhooks ask for an immediate
 // poll with PollNow.
 //
-// Builds are queued through jobs.Enqueuer with registry.ReuseUnlessFailed,
+// Builds are queued through queue.Enqueuer.Enqueue with registry.ReuseUnlessFailed,
 // so a poll, a webhook and a manual run of one commit build it once.
 package poller
 
@@ -29,8 +29,8 @@ import (
 	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/git"
-	"github.com/pkgfleet/pkgfleet/internal/jobs"
 	"github.com/pkgfleet/pkgfleet/internal/leader"
+	"github.com/pkgfleet/pkgfleet/internal/queue"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/redis/go-redis/v9"
 )
@@ -46,7 +46,7 @@ const (
 // Poller polls remotes while this process leads.
 type Poller struct {
 	Registry *registry.Registry
-	Enqueuer *jobs.Enqueuer
+	Enqueuer *queue.Enqueuer
 	Git      *git.Client
 	// GitFor, when set, returns the git client for a builder (with its
 	// credential) and a cleanup; otherwise Git is used.
@@ -329,14 +329,14 @@ func (p *Poller) lsRemote(ctx context.Context, b *registry.Builder) (*git.Refs, 
 // the next poll.
 func (p *Poller) queueNew(ctx context.Context, log *slog.Logger, b *registry.Builder, st *state, first bool, refs *git.Refs, trigger string) error {
 	if b.BuildTrigger != registry.TriggerTags {
-		branch, sha, err := refs.Branch(b.Branch)
+		branch, sha, err := queue.Latest(b, refs)
 		if err != nil {
 			return err
 		}
 		if sha == st.Head {
 			return nil
 		}
-		if err := p.enqueue(ctx, log, b, branch, sha, trigger); err != nil {
+		if err := p.enqueue(ctx, b, branch, sha, trigger); err != nil {
 			return err
 		}
 		st.Head = sha
@@ -383,7 +383,7 @@ func (p *Poller) queueNew(ctx context.Context, log *slog.Logger, b *registry.Bui
 	}
 	var errs []error
 	for _, tag := range slices.Backward(build) { // oldest first: lower build ids
-		if err := p.enqueue(ctx, log, b, tag, refs.Tags[tag], trigger); err != nil {
+		if err := p.enqueue(ctx, b, tag, refs.Tags[tag], trigger); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -392,15 +392,11 @@ func (p *Poller) queueNew(ctx context.Context, log *slog.Logger, b *registry.Bui
 	return errors.Join(errs...)
 }
 
-func (p *Poller) enqueue(ctx context.Context, log *slog.Logger, b *registry.Builder, ref, sha, trigger string) error {
-	out, created, err := p.Enqueuer.Enqueue(ctx, &registry.Build{
-		Source: b.Source, Builder: b.Name, Language: b.Language, Ref: ref, SHA: sha, Trigger: trigger,
-	}, registry.ReuseUnlessFailed)
+func (p *Poller) enqueue(ctx context.Context, b *registry.Builder, ref, sha, trigger string) error {
+	// p.Log, not the builder's logger: Enqueue names the builder itself.
+	_, _, err := p.Enqueuer.Enqueue(ctx, p.Log, queue.Request{Builder: b, Ref: ref, SHA: sha, Trigger: trigger, Mode: registry.ReuseUnlessFailed})
 	if err != nil {
 		return fmt.Errorf("queue build of %s (%s): %w", ref, sha, err)
-	}
-	if created {
-		log.Info("build queued", "build", out.ID, "ref", ref, "sha", sha, "trigger", trigger)
 	}
 	return nil
 }

@@ -11,8 +11,8 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/pkgfleet/pkgfleet/internal/git"
-	"github.com/pkgfleet/pkgfleet/internal/jobs"
 	"github.com/pkgfleet/pkgfleet/internal/leader"
+	"github.com/pkgfleet/pkgfleet/internal/queue"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
 	"github.com/redis/go-redis/v9"
@@ -46,7 +46,7 @@ func (e *env) poller(owner string) (*Poller, *redis.Client) {
 	rdb := redis.NewClient(&redis.Options{Network: "unix", Addr: redisServer.Socket, DB: e.db})
 	e.t.Cleanup(func() { rdb.Close() })
 	reg := registry.New(rdb)
-	enq := &jobs.Enqueuer{
+	enq := &queue.Enqueuer{
 		Registry: reg, Client: asynq.NewClientFromRedisClient(rdb), Inspector: asynq.NewInspectorFromRedisClient(rdb),
 		Timeout: time.Hour, MaxAttempts: 1, Redis: rdb,
 	}

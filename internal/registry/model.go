@@ -3,7 +3,7 @@
 // makes a poll, a webhook and a manual run of one sha build once.
 //
 // It validates what it stores and guarantees that a rejected request
-// stores nothing. It does not enqueue work (internal/jobs does) and it
+// stores nothing. It does not enqueue work (internal/queue does) and it
 // does not touch Git or the file system.
 package registry
 

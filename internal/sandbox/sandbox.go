@@ -4,7 +4,7 @@
 // processes, disk and output.
 //
 // It owns process isolation and nothing else: it does not know what R or
-// Python are (internal/detect and internal/build do), and it does not
+// Python are (internal/detect and internal/recipe do), and it does not
 // decide whether unsandboxed builds are allowed (the worker does, from
 // Git.AllowUnsandboxedGitBuilds, and then uses Direct).
 //

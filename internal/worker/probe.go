@@ -8,9 +8,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pkgfleet/pkgfleet/internal/build"
 	"github.com/pkgfleet/pkgfleet/internal/detect"
-	"github.com/pkgfleet/pkgfleet/internal/jobs"
+	"github.com/pkgfleet/pkgfleet/internal/pipeline"
+	"github.com/pkgfleet/pkgfleet/internal/recipe"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/roster"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
@@ -107,9 +107,9 @@ func (w *Worker) probeLanguage(ctx context.Context, log *slog.Logger, lang strin
 // enable makes lang buildable with tool through runner, for the builds
 // that start from now on.
 func (w *Worker) enable(lang string, tool detect.Tool, runner sandbox.Runner) {
-	var recipe build.Recipe = &build.Python{Runner: runner, Tool: tool}
+	var rc recipe.Recipe = &recipe.Python{Runner: runner, Tool: tool}
 	if lang == registry.LangR {
-		recipe = &build.R{Runner: runner, Tool: tool}
+		rc = &recipe.R{Runner: runner, Tool: tool}
 	}
 	tier := "unsandboxed"
 	if ns, ok := runner.(*sandbox.Namespaces); ok {
@@ -118,7 +118,7 @@ func (w *Worker) enable(lang string, tool detect.Tool, runner sandbox.Runner) {
 	w.mu.Lock()
 	w.tools[lang], w.runners[lang] = tool, runner
 	w.mu.Unlock()
-	w.langs.Set(lang, jobs.Language{Recipe: recipe, Sandbox: runner.Mode(), Tier: tier})
+	w.langs.Set(lang, pipeline.Language{Recipe: rc, Sandbox: runner.Mode(), Tier: tier})
 	w.metrics.LanguageUsable(lang, true)
 }
 

@@ -8,9 +8,9 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/pkgfleet/pkgfleet/internal/build"
 	"github.com/pkgfleet/pkgfleet/internal/config"
 	"github.com/pkgfleet/pkgfleet/internal/detect"
+	"github.com/pkgfleet/pkgfleet/internal/recipe"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 )
 
@@ -127,7 +127,7 @@ func sandboxExec(ctx context.Context, cfg *config.Config, args []string, stdout,
 		*dir = tmp
 	}
 	res, err := runner.Run(ctx, sandbox.Spec{
-		Args: cmd, Env: build.Env(*dest), Source: *source, Dest: *dest, Dir: *dest,
+		Args: cmd, Env: recipe.Env(*dest), Source: *source, Dest: *dest, Dir: *dest,
 		Network: *network, Output: stdout,
 	})
 	if err != nil {

@@ -9,7 +9,8 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/pkgfleet/pkgfleet/internal/jobs"
+	"github.com/pkgfleet/pkgfleet/internal/pipeline"
+	"github.com/pkgfleet/pkgfleet/internal/queue"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -69,7 +70,7 @@ func (w *Worker) queuesAndSlots() ([]string, int) {
 	defer w.mu.Unlock()
 	var queues []string
 	for lang := range w.tools {
-		queues = append(queues, jobs.Queue(lang))
+		queues = append(queues, queue.Queue(lang))
 	}
 	slices.Sort(queues)
 	return queues, w.slots
@@ -102,9 +103,9 @@ func (w *Worker) newServer(rc *redis.Client, queues []string, slots int) *asynq.
 		ShutdownTimeout:          w.cfg.Worker.ShutdownGrace,
 		TaskCheckInterval:        check,
 		DelayedTaskCheckInterval: w.opts.DelayedTaskCheckInterval,
-		IsFailure:                jobs.IsFailure,
+		IsFailure:                pipeline.IsFailure,
 		RetryDelayFunc: func(n int, err error, _ *asynq.Task) time.Duration {
-			return jobs.RetryDelay(n, err, retry)
+			return pipeline.RetryDelay(n, err, retry)
 		},
 		Logger:   asynqLogger{w.log.With("component", "asynq")},
 		LogLevel: asynq.WarnLevel,
@@ -114,14 +115,14 @@ func (w *Worker) newServer(rc *redis.Client, queues []string, slots int) *asynq.
 // gated is the build handler behind the worker-wide slot gate.
 func (w *Worker) gated() asynq.Handler {
 	mux := asynq.NewServeMux()
-	mux.HandleFunc(jobs.TypeBuild, func(ctx context.Context, t *asynq.Task) error {
+	mux.HandleFunc(queue.TypeBuild, func(ctx context.Context, t *asynq.Task) error {
 		// On shutdown ctx ends with the grace period and asynq requeues
 		// the task without counting an attempt.
 		if err := w.gate.acquire(ctx); err != nil {
 			return err
 		}
 		defer w.gate.release()
-		return w.handler.ProcessTask(ctx, t)
+		return w.pipeline.Load().ProcessTask(ctx, t)
 	})
 	return mux
 }

@@ -22,18 +22,15 @@ import (
 	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/config"
-	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/detect"
-	"github.com/pkgfleet/pkgfleet/internal/git"
-	"github.com/pkgfleet/pkgfleet/internal/jobs"
 	"github.com/pkgfleet/pkgfleet/internal/metrics"
 	"github.com/pkgfleet/pkgfleet/internal/notify"
+	"github.com/pkgfleet/pkgfleet/internal/pipeline"
+	"github.com/pkgfleet/pkgfleet/internal/queue"
 	"github.com/pkgfleet/pkgfleet/internal/redisconn"
-	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/roster"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/semaphore"
-	"github.com/pkgfleet/pkgfleet/internal/store"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -64,18 +61,19 @@ type Options struct {
 
 // Worker is a configured worker, ready to Run.
 type Worker struct {
-	cfg     *config.Config
-	log     *slog.Logger
-	opts    Options
-	scfg    sandbox.Config
-	direct  sandbox.Runner
-	handler *jobs.Handler
-	langs   *jobs.Languages // shared with handler: what it builds now
-	maxNS   int             // /proc/sys/user/max_user_namespaces, -1 if unknown
-	started time.Time
-	metrics *metrics.Worker
-	ready   atomic.Bool  // serving builds with Redis reachable (readyz)
-	opsAddr atomic.Value // string: where serveOps listens
+	cfg    *config.Config
+	log    *slog.Logger
+	opts   Options
+	scfg   sandbox.Config
+	direct sandbox.Runner
+	langs  *pipeline.Languages // what the pipeline builds now: probes change it
+	// pipeline runs the builds; Run sets it once Redis answers.
+	pipeline atomic.Pointer[pipeline.Pipeline]
+	maxNS    int // /proc/sys/user/max_user_namespaces, -1 if unknown
+	started  time.Time
+	metrics  *metrics.Worker
+	ready    atomic.Bool  // serving builds with Redis reachable (readyz)
+	opsAddr  atomic.Value // string: where serveOps listens
 
 	mu         sync.Mutex // guards the fields below, which re-probes change
 	ns         *sandbox.Namespaces
@@ -132,21 +130,21 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 			return nil, fmt.Errorf("worker: %w", err)
 		}
 	}
-	// The sandbox binds checkouts by symlink-free paths.
+	// The sandbox binds checkouts by symlink-free paths. The worker keeps
+	// its own copy of the settings with that path; the caller's is left
+	// alone.
 	if real, err := filepath.EvalSymlinks(WorkDir(cfg)); err == nil {
-		cfg.Git.BuilderDir = filepath.Dir(real)
+		own := *cfg
+		own.Git.BuilderDir = filepath.Dir(real)
+		cfg = &own
 	}
 	scfg := SandboxConfig(cfg)
 	if err := sandbox.CleanStale(scfg); err != nil {
 		log.Warn("could not remove stale build workspaces", "error", err)
 	}
-	st, err := store.New(cfg.FileStorage.Location)
-	if err != nil {
-		return nil, err
-	}
 	w := &Worker{
 		cfg: cfg, log: log, opts: opts, scfg: scfg, direct: sandbox.NewDirect(scfg),
-		langs: &jobs.Languages{}, maxNS: -1, started: time.Now().UTC(),
+		langs: &pipeline.Languages{}, maxNS: -1, started: time.Now().UTC(),
 		tools: map[string]detect.Tool{}, runners: map[string]sandbox.Runner{},
 		slots: cfg.Worker.Concurrency, changed: make(chan struct{}, 1),
 	}
@@ -172,18 +170,6 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 		return nil, ErrNothingToBuild
 	}
 	w.setSlots()
-	w.handler = &jobs.Handler{
-		Store:      st,
-		Git:        &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs}},
-		Languages:  w.langs,
-		BuilderDir: cfg.Git.BuilderDir,
-		Network:    cfg.Git.BuildNetwork,
-		Limits:     scfg.Defaults,
-		LogLimit:   cfg.Git.BuildLogSize,
-		Worker:     opts.Name,
-		Log:        log,
-		Metrics:    w.metrics,
-	}
 	return w, nil
 }
 
@@ -262,22 +248,18 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := redisconn.WaitReady(ctx, rc, w.log, redisconn.Describe(w.cfg.Redis)); err != nil {
 		return err
 	}
-	w.handler.Registry = registry.New(rc)
-	if w.handler.Creds, err = credential.NewStore(rc, w.cfg.Git.CredentialKeyFile); err != nil {
+	hub := notify.New(rc, w.log, semaphore.WakeChannel, queue.CancelChannel)
+	defer hub.Close()
+	stopping := make(chan struct{})
+	pl, err := pipeline.New(pipeline.Deps{
+		Config: w.cfg, Redis: rc, Events: hub, Languages: w.langs,
+		Worker: w.opts.Name, Log: w.log, Metrics: w.metrics, Stopping: stopping,
+		CancelCheck: w.opts.CancelCheck, Slots: w.opts.Slots,
+	})
+	if err != nil {
 		return err
 	}
-	hub := notify.New(rc, w.log, semaphore.WakeChannel, jobs.CancelChannel)
-	defer hub.Close()
-	slots := semaphore.New(rc, hub)
-	if w.opts.Slots != nil {
-		w.opts.Slots(slots)
-	}
-	stopping := make(chan struct{})
-	w.handler.Slots, w.handler.Events, w.handler.Stopping = slots, hub, stopping
-	w.handler.BuildConcurrency = w.cfg.Git.BuildConcurrency
-	w.handler.MaxSlotWait = w.cfg.Git.MaxSlotWait
-	w.handler.RunTimeout = jobs.RunTimeout(w.cfg)
-	w.handler.CancelCheck = w.opts.CancelCheck
+	w.pipeline.Store(pl)
 	beatCtx, stopBeat := context.WithCancel(context.WithoutCancel(ctx))
 	beating := make(chan struct{})
 	go func() {
@@ -302,7 +284,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.shutdown()
 	// asynq has requeued what did not finish in time; let those handlers
 	// record it and release their slots before Redis is closed.
-	if !w.handler.Wait(15 * time.Second) {
+	if !pl.Wait(15 * time.Second) {
 		w.log.Warn("some builds did not stop in time; their slots return when their leases end")
 	}
 	return err
@@ -323,7 +305,9 @@ func (w *Worker) Info() roster.Worker {
 		info.Languages[lang] = roster.Language{Version: t.Version, Path: t.Path, Sandbox: mode}
 		sandboxed = sandboxed || mode == "user-namespace"
 	}
-	info.Running = w.handler.Running()
+	if pl := w.pipeline.Load(); pl != nil {
+		info.Running = pl.Running()
+	}
 	if sandboxed {
 		info.NamespacesNeeded = roster.NamespacesPerBuild * w.slots
 	}
@@ -351,13 +335,7 @@ func SandboxConfig(cfg *config.Config) sandbox.Config {
 		StorageLocations: []string{cfg.FileStorage.Location},
 		TempDir:          cfg.Server.TempDir,
 		RunAsUser:        cfg.Server.RunAsUser,
-		Defaults: sandbox.Limits{
-			Timeout:   cfg.Git.BuildTimeout,
-			Memory:    int64(cfg.Git.BuildMemory),
-			Processes: cfg.Git.BuildProcesses,
-			Disk:      int64(cfg.Git.BuildDiskSize),
-			Output:    int64(cfg.Git.BuildLogSize),
-		},
+		Defaults:         pipeline.Limits(cfg),
 	}
 }
 

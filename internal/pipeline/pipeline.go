@@ -1,6 +1,17 @@
-package jobs
+// Package pipeline is a worker's build pipeline: for each build task it
+// waits for a build slot of the builder, clones the commit with the
+// builder's credential, runs the language's recipe, stores the artifacts,
+// streams the log and records the outcome, and tells asynq whether to
+// retry. New builds it from the settings and the worker's connections.
+//
+// It does not choose what to build or queue it (internal/queue and its
+// callers do), does not isolate builds (the recipes run through
+// internal/sandbox) and does not detect toolchains (internal/worker does,
+// and hands the result over as Languages).
+package pipeline
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,77 +25,152 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/pkgfleet/pkgfleet/internal/build"
 	"github.com/pkgfleet/pkgfleet/internal/config"
 	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/metrics"
 	"github.com/pkgfleet/pkgfleet/internal/notify"
+	"github.com/pkgfleet/pkgfleet/internal/queue"
+	"github.com/pkgfleet/pkgfleet/internal/recipe"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/semaphore"
 	"github.com/pkgfleet/pkgfleet/internal/store"
+	"github.com/redis/go-redis/v9"
 )
 
-// Handler runs build tasks on a worker.
-type Handler struct {
-	Registry   *registry.Registry
-	Store      *store.Store
-	Git        *git.Client
-	Creds      *credential.Store // opens the builder's credential for the clone only
-	Languages  *Languages        // what this worker builds now, and how
-	BuilderDir string
-	Network    bool
-	Limits     sandbox.Limits
-	LogLimit   config.Size
-	Worker     string // this worker's name
-	Log        *slog.Logger
-	Metrics    *metrics.Worker // nil: none
-
-	// Slots limits each builder's concurrent builds across the fleet
-	// (nil: no limit): BuildConcurrency for tag builders, one for commit
-	// builders. A build waits at most MaxSlotWait (default 24h).
-	Slots            *semaphore.Semaphore
-	BuildConcurrency int
-	MaxSlotWait      time.Duration
-	// RunTimeout bounds one attempt once it has its slot (0: none; the
-	// asynq task timeout also counts the wait).
-	RunTimeout time.Duration
-	// Events delivers cancel notifications (CancelChannel); nil: the
-	// handler only notices a cancel by re-reading the build's status
-	// every CancelCheck (default 15s).
-	Events      *notify.Hub
-	CancelCheck time.Duration
-	// Stopping is closed when the worker shuts down: builds waiting for a
-	// slot stop waiting (running ones may finish).
+// Deps are what a pipeline runs on: the settings and the worker's
+// connections. New reads them and changes none of them.
+type Deps struct {
+	Config *config.Config
+	// Redis holds the registry, the credentials and the build slots.
+	Redis redis.UniversalClient
+	// Events delivers cancels (queue.CancelChannel) and slot wake-ups
+	// (semaphore.WakeChannel) from Redis.
+	Events *notify.Hub
+	// Languages is what this worker builds now, and how; the worker
+	// changes it while builds run (tests put a fake recipe in it).
+	Languages *Languages
+	Worker    string // this worker's name
+	Log       *slog.Logger
+	Metrics   *metrics.Worker // nil: none
+	// Stopping is closed when the worker shuts down: builds waiting for
+	// a slot stop waiting (running ones may finish).
 	Stopping <-chan struct{}
+	// CancelCheck is how often a running build re-reads its status in
+	// case a cancel notification was lost (default 15s).
+	CancelCheck time.Duration
+	// Slots, when set, adjusts the build-slot semaphore (tests use short
+	// leases).
+	Slots func(*semaphore.Semaphore)
+}
+
+// Pipeline runs build tasks on a worker; it is an asynq.Handler.
+type Pipeline struct {
+	registry   *registry.Registry
+	store      *store.Store
+	git        *git.Client
+	creds      *credential.Store // opens the builder's credential for the clone only
+	languages  *Languages
+	builderDir string
+	network    bool
+	limits     sandbox.Limits
+	logLimit   config.Size
+	worker     string
+	log        *slog.Logger
+	metrics    *metrics.Worker
+
+	// slots limits each builder's concurrent builds across the fleet:
+	// BuildConcurrency for tag builders, one for commit builders. A build
+	// waits at most maxSlotWait.
+	slots            *semaphore.Semaphore
+	buildConcurrency int
+	maxSlotWait      time.Duration
+	// runTimeout bounds one attempt once it has its slot (the asynq task
+	// timeout also counts the wait).
+	runTimeout  time.Duration
+	events      *notify.Hub
+	cancelCheck time.Duration
+	stopping    <-chan struct{}
 
 	running  atomic.Int32
 	inflight sync.WaitGroup
 }
 
+// New builds a worker's pipeline from the settings and its connections.
+func New(d Deps) (*Pipeline, error) {
+	cfg := d.Config
+	if cfg == nil || d.Redis == nil || d.Events == nil || d.Languages == nil || d.Log == nil {
+		return nil, errors.New("pipeline: Config, Redis, Events, Languages and Log are required")
+	}
+	st, err := store.New(cfg.FileStorage.Location)
+	if err != nil {
+		return nil, err
+	}
+	creds, err := credential.NewStore(d.Redis, cfg.Git.CredentialKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	slots := semaphore.New(d.Redis, d.Events)
+	if d.Slots != nil {
+		d.Slots(slots)
+	}
+	return &Pipeline{
+		registry:         registry.New(d.Redis),
+		store:            st,
+		git:              &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs}},
+		creds:            creds,
+		languages:        d.Languages,
+		builderDir:       cfg.Git.BuilderDir,
+		network:          cfg.Git.BuildNetwork,
+		limits:           Limits(cfg),
+		logLimit:         cfg.Git.BuildLogSize,
+		worker:           d.Worker,
+		log:              d.Log,
+		metrics:          d.Metrics,
+		slots:            slots,
+		buildConcurrency: cfg.Git.BuildConcurrency,
+		maxSlotWait:      cmp.Or(cfg.Git.MaxSlotWait, 24*time.Hour),
+		runTimeout:       queue.RunTimeout(cfg),
+		events:           d.Events,
+		cancelCheck:      cmp.Or(d.CancelCheck, 15*time.Second),
+		stopping:         d.Stopping,
+	}, nil
+}
+
+// Limits are the limits of one build, from the settings.
+func Limits(cfg *config.Config) sandbox.Limits {
+	return sandbox.Limits{
+		Timeout:   cfg.Git.BuildTimeout,
+		Memory:    int64(cfg.Git.BuildMemory),
+		Processes: cfg.Git.BuildProcesses,
+		Disk:      int64(cfg.Git.BuildDiskSize),
+		Output:    int64(cfg.Git.BuildLogSize),
+	}
+}
+
 // ProcessTask implements asynq.Handler.
-func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
-	h.inflight.Add(1)
-	defer h.inflight.Done()
-	var p Payload
-	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.BuildID <= 0 {
+func (p *Pipeline) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	p.inflight.Add(1)
+	defer p.inflight.Done()
+	var task queue.Payload
+	if err := json.Unmarshal(t.Payload(), &task); err != nil || task.BuildID <= 0 {
 		return fmt.Errorf("bad build payload %q: %w", t.Payload(), asynq.SkipRetry)
 	}
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	// attempts is corrected from the build record below (see spareRetry).
+	// attempts is corrected from the build record below (see queue.spareRetry).
 	attempt, attempts := retried+1, maxRetry+1
-	log := h.Log.With("build", p.BuildID, "attempt", attempt)
+	log := p.log.With("build", task.BuildID, "attempt", attempt)
 
 	// A user's cancel (or a lost slot lease) ends this context; asynq's
 	// own (shutdown, deadline) ends it too.
 	ctx, cancelBuild := context.WithCancelCause(ctx)
 	defer cancelBuild(nil)
-	setLease, stopWatch := h.watchCancel(ctx, p.BuildID, cancelBuild)
+	setLease, stopWatch := p.watchCancel(ctx, task.BuildID, cancelBuild)
 	defer stopWatch()
 
-	pre, err := h.Registry.Build(ctx, p.BuildID)
+	pre, err := p.registry.Build(ctx, task.BuildID)
 	if errors.Is(err, registry.ErrNotFound) || (err == nil && registry.Terminal(pre.Status)) {
 		log.Info("build needs no work", "reason", "already finished or canceled")
 		return nil
@@ -94,26 +180,26 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	if pre.MaxAttempts > 0 {
 		// The record, not asynq's MaxRetry, holds Git.BuildRetries: the
-		// task carries a spare retry (see spareRetry). An attempt beyond
+		// task carries a spare retry (see queue.spareRetry). An attempt beyond
 		// it (a worker crashed during the last one) is a last one too.
 		attempts = max(pre.MaxAttempts, attempt)
 	}
-	lang, _ := h.Languages.Get(pre.Language)
-	bl, berr := h.Registry.Builder(ctx, pre.Source, pre.Builder)
+	lang, _ := p.languages.Get(pre.Language)
+	bl, berr := p.registry.Builder(ctx, pre.Source, pre.Builder)
 	if berr != nil && !errors.Is(berr, registry.ErrNotFound) {
 		return berr // registry unreachable: let asynq retry (never build without a slot)
 	}
-	if berr == nil && h.Slots != nil {
-		lease, err := h.acquire(ctx, pre, bl, attempt)
+	if berr == nil {
+		lease, err := p.acquire(ctx, pre, bl, attempt)
 		switch {
 		case errors.Is(err, errSkip) || errors.Is(context.Cause(ctx), errCanceled):
 			log.Info("build canceled while it waited for a build slot")
 			return nil
 		case err != nil && ctx.Err() != nil:
-			h.requeued(ctx, pre.ID, "interrupted on worker "+h.Worker+" while waiting for a build slot; requeued")
+			p.requeued(ctx, pre.ID, "interrupted on worker "+p.worker+" while waiting for a build slot; requeued")
 			return err
 		case err != nil:
-			return h.finish(ctx, log, pre.ID, attempt, attempts, nil, err)
+			return p.finish(ctx, log, pre.ID, attempt, attempts, nil, err)
 		}
 		if lease != nil {
 			defer func() {
@@ -124,13 +210,10 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			setLease(lease)
 		}
 	}
-	if h.RunTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, h.RunTimeout)
-		defer cancel()
-	}
+	ctx, cancelRun := context.WithTimeout(ctx, p.runTimeout)
+	defer cancelRun()
 
-	b, err := h.start(ctx, p.BuildID, attempt, lang)
+	b, err := p.start(ctx, task.BuildID, attempt, lang)
 	if errors.Is(err, errSkip) {
 		log.Info("build needs no work", "reason", "already finished or canceled")
 		return nil
@@ -141,16 +224,16 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	log = log.With("source", b.Source, "builder", b.Builder, "sha", b.SHA)
 	log.Info("build started")
 
-	logw := newLogWriter(ctx, h.Registry, b.ID, int64(h.LogLimit), h.LogLimit.String())
-	fmt.Fprintf(logw, "==> pkgfleet build %d, attempt %d of %d, on worker %s (%s)\n", b.ID, attempt, attempts, h.Worker, b.Sandbox)
+	logw := newLogWriter(ctx, p.registry, b.ID, int64(p.logLimit), p.logLimit.String())
+	fmt.Fprintf(logw, "==> pkgfleet build %d, attempt %d of %d, on worker %s (%s)\n", b.ID, attempt, attempts, p.worker, b.Sandbox)
 	if b.Sandbox != "user-namespace" {
 		fmt.Fprintln(logw, "WARNING: this build runs WITHOUT a sandbox (Git.AllowUnsandboxedGitBuilds = true)")
 	}
-	h.running.Add(1)
-	done := h.Metrics.BuildStarted(b.Language, b.Trigger)
-	out, runErr := h.run(ctx, b, lang.Recipe, logw)
-	h.running.Add(-1)
-	done(h.result(ctx, runErr, attempt, attempts))
+	p.running.Add(1)
+	done := p.metrics.BuildStarted(b.Language, b.Trigger)
+	out, runErr := p.run(ctx, b, lang.Recipe, logw)
+	p.running.Add(-1)
+	done(p.result(ctx, runErr, attempt, attempts))
 	switch {
 	case errors.Is(context.Cause(ctx), errCanceled):
 		fmt.Fprintln(logw, "==> canceled")
@@ -162,12 +245,12 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		fmt.Fprintf(logw, "==> succeeded: %s %s\n", out.pkg, out.version)
 	}
 	logw.Close()
-	return h.finish(ctx, log, b.ID, attempt, attempts, out, runErr)
+	return p.finish(ctx, log, b.ID, attempt, attempts, out, runErr)
 }
 
 // result names how an attempt ended, for the metrics, and counts sandboxes
 // that could not start.
-func (h *Handler) result(ctx context.Context, runErr error, attempt, attempts int) string {
+func (p *Pipeline) result(ctx context.Context, runErr error, attempt, attempts int) string {
 	switch {
 	case errors.Is(context.Cause(ctx), errCanceled):
 		return metrics.ResultCanceled
@@ -175,9 +258,9 @@ func (h *Handler) result(ctx context.Context, runErr error, attempt, attempts in
 		return metrics.ResultSucceeded
 	}
 	if errors.Is(runErr, sandbox.ErrNamespaceLimit) {
-		h.Metrics.SandboxFailure("namespace_limit")
+		p.metrics.SandboxFailure("namespace_limit")
 	} else if errors.Is(runErr, sandbox.ErrUnavailable) {
-		h.Metrics.SandboxFailure("unavailable")
+		p.metrics.SandboxFailure("unavailable")
 	}
 	if attempt < attempts && !errors.Is(runErr, asynq.SkipRetry) || ctx.Err() != nil || backInLine(runErr) {
 		return metrics.ResultRetried
@@ -187,14 +270,14 @@ func (h *Handler) result(ctx context.Context, runErr error, attempt, attempts in
 
 // finish records how an attempt ended and tells asynq whether to retry.
 // It never overwrites a cancel.
-func (h *Handler) finish(ctx context.Context, log *slog.Logger, id int64, attempt, attempts int, out *result, runErr error) error {
+func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, id int64, attempt, attempts int, out *result, runErr error) error {
 	final := context.WithoutCancel(ctx)
 	if errors.Is(context.Cause(ctx), errCanceled) {
 		log.Info("build canceled; its processes were stopped")
 		return nil // no retry
 	}
 	if runErr == nil {
-		_, err := h.Registry.UpdateBuild(final, id, func(b *registry.Build) error {
+		_, err := p.registry.UpdateBuild(final, id, func(b *registry.Build) error {
 			if b.Status == registry.StatusCanceled {
 				return errSkip
 			}
@@ -211,12 +294,12 @@ func (h *Handler) finish(ctx context.Context, log *slog.Logger, id int64, attemp
 	}
 
 	if backInLine(runErr) && ctx.Err() == nil {
-		_, _ = h.Registry.UpdateBuild(final, id, func(b *registry.Build) error {
+		_, _ = p.registry.UpdateBuild(final, id, func(b *registry.Build) error {
 			if registry.Terminal(b.Status) {
 				return errSkip
 			}
 			b.Status, b.Attempts = registry.StatusQueued, attempt-1
-			b.Detail = "the user-namespace limit was reached on worker " + h.Worker + "; back in line (no attempt spent)"
+			b.Detail = "the user-namespace limit was reached on worker " + p.worker + "; back in line (no attempt spent)"
 			return nil
 		})
 		log.Warn("build could not start: user-namespace limit reached; back in line without spending an attempt", "error", runErr)
@@ -226,14 +309,14 @@ func (h *Handler) finish(ctx context.Context, log *slog.Logger, id int64, attemp
 	last := attempt >= attempts || permanent
 	if errors.Is(context.Cause(ctx), semaphore.ErrLost) {
 		runErr = fmt.Errorf("%w (Redis unreachable for too long); another build may have taken the slot", semaphore.ErrLost)
-	} else if ctx.Err() != nil && (!last || h.shutdownAbort(ctx)) {
+	} else if ctx.Err() != nil && (!last || p.shutdownAbort(ctx)) {
 		// Shutdown or lease loss: asynq puts the task back; say so. A
 		// shutdown requeue costs no attempt, so even a last attempt
 		// runs again.
-		h.requeued(ctx, id, "interrupted on worker "+h.Worker+"; requeued")
+		p.requeued(ctx, id, "interrupted on worker "+p.worker+"; requeued")
 		return runErr
 	}
-	_, _ = h.Registry.UpdateBuild(final, id, func(b *registry.Build) error {
+	_, _ = p.registry.UpdateBuild(final, id, func(b *registry.Build) error {
 		if b.Status == registry.StatusCanceled {
 			return nil
 		}
@@ -258,9 +341,9 @@ func (h *Handler) finish(ctx context.Context, log *slog.Logger, id int64, attemp
 // shutdownAbort reports whether ctx ended because the worker is stopping
 // and its grace period ran out: asynq then requeues the task without
 // counting an attempt.
-func (h *Handler) shutdownAbort(ctx context.Context) bool {
+func (p *Pipeline) shutdownAbort(ctx context.Context) bool {
 	select {
-	case <-h.Stopping:
+	case <-p.stopping:
 		return errors.Is(ctx.Err(), context.Canceled)
 	default:
 		return false
@@ -268,8 +351,8 @@ func (h *Handler) shutdownAbort(ctx context.Context) bool {
 }
 
 // requeued marks a build queued again, unless it was canceled.
-func (h *Handler) requeued(ctx context.Context, id int64, detail string) {
-	_, _ = h.Registry.UpdateBuild(context.WithoutCancel(ctx), id, func(b *registry.Build) error {
+func (p *Pipeline) requeued(ctx context.Context, id int64, detail string) {
+	_, _ = p.registry.UpdateBuild(context.WithoutCancel(ctx), id, func(b *registry.Build) error {
 		if registry.Terminal(b.Status) {
 			return errSkip
 		}
@@ -281,15 +364,15 @@ func (h *Handler) requeued(ctx context.Context, id int64, detail string) {
 var errSkip = errors.New("skip")
 
 // start marks the build running, or says it needs no work.
-func (h *Handler) start(ctx context.Context, id int64, attempt int, lang Language) (*registry.Build, error) {
-	b, err := h.Registry.UpdateBuild(ctx, id, func(b *registry.Build) error {
+func (p *Pipeline) start(ctx context.Context, id int64, attempt int, lang Language) (*registry.Build, error) {
+	b, err := p.registry.UpdateBuild(ctx, id, func(b *registry.Build) error {
 		if registry.Terminal(b.Status) {
 			return errSkip // canceled, or a duplicate delivery of a finished build
 		}
 		now := time.Now().UTC()
 		b.Status, b.Detail, b.Attempts = registry.StatusRunning, "", attempt
 		b.StartedAt, b.FinishedAt = &now, nil
-		b.Worker, b.Sandbox, b.SandboxTier = h.Worker, lang.Sandbox, lang.Tier
+		b.Worker, b.Sandbox, b.SandboxTier = p.worker, lang.Sandbox, lang.Tier
 		return nil
 	})
 	if errors.Is(err, registry.ErrNotFound) {
@@ -303,18 +386,18 @@ type result struct {
 	artifacts    []registry.Artifact
 }
 
-func (h *Handler) run(ctx context.Context, b *registry.Build, recipe build.Recipe, logw *logWriter) (*result, error) {
-	bl, err := h.Registry.Builder(ctx, b.Source, b.Builder)
+func (p *Pipeline) run(ctx context.Context, b *registry.Build, rc recipe.Recipe, logw *logWriter) (*result, error) {
+	bl, err := p.registry.Builder(ctx, b.Source, b.Builder)
 	if err != nil {
 		if errors.Is(err, registry.ErrNotFound) {
 			return nil, fmt.Errorf("%w: %w", err, asynq.SkipRetry) // deleted meanwhile: retrying cannot help
 		}
 		return nil, err // Redis unreachable: a retry can
 	}
-	if recipe == nil {
+	if rc == nil {
 		return nil, fmt.Errorf("this worker cannot build %s packages", b.Language)
 	}
-	work := filepath.Join(h.BuilderDir, "work", fmt.Sprintf("build-%d-%d", b.ID, b.Attempts))
+	work := filepath.Join(p.builderDir, "work", fmt.Sprintf("build-%d-%d", b.ID, b.Attempts))
 	_ = os.RemoveAll(work) // a crashed earlier run of this very attempt
 	defer os.RemoveAll(work)
 	checkout, dest := filepath.Join(work, "src"), filepath.Join(work, "out")
@@ -323,14 +406,14 @@ func (h *Handler) run(ctx context.Context, b *registry.Build, recipe build.Recip
 	}
 	fmt.Fprintf(logw, "==> cloning %s at %s (%s)\n", bl.URL, b.SHA, b.Ref)
 	cloneCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	err = h.clone(cloneCtx, bl, checkout, b.SHA)
+	err = p.clone(cloneCtx, bl, checkout, b.SHA)
 	cancel()
 	if err != nil {
 		return nil, err
 	}
-	out, err := recipe.Build(ctx, build.Input{
+	out, err := rc.Build(ctx, recipe.Input{
 		Checkout: checkout, SubDir: bl.SubDir, Dest: dest, Log: logw,
-		Network: h.Network, Limits: h.Limits,
+		Network: p.network, Limits: p.limits,
 	})
 	if err != nil {
 		return nil, err
@@ -342,7 +425,7 @@ func (h *Handler) run(ctx context.Context, b *registry.Build, recipe build.Recip
 	for i, f := range out.Files {
 		files[i] = store.File{Path: f.Path, Kind: f.Kind}
 	}
-	arts, err := h.Store.Put(b.Source, out.Package, b.ID, files)
+	arts, err := p.store.Put(b.Source, out.Package, b.ID, files)
 	if err != nil {
 		return nil, err
 	}
@@ -354,8 +437,8 @@ func (h *Handler) run(ctx context.Context, b *registry.Build, recipe build.Recip
 
 // clone checks the commit out with the builder's credential, which lives
 // in a masked directory only while git runs; the build never sees it.
-func (h *Handler) clone(ctx context.Context, bl *registry.Builder, dir, sha string) error {
-	gc, done, err := h.Creds.GitClient(ctx, h.Git, bl.Credential, h.BuilderDir)
+func (p *Pipeline) clone(ctx context.Context, bl *registry.Builder, dir, sha string) error {
+	gc, done, err := p.creds.GitClient(ctx, p.git, bl.Credential, p.builderDir)
 	if err != nil {
 		if errors.Is(err, registry.ErrNotFound) || errors.Is(err, credential.ErrNoKey) || errors.Is(err, credential.ErrUndecryptable) {
 			return fmt.Errorf("%w: %w", err, asynq.SkipRetry) // retrying cannot help

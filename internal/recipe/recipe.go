@@ -1,4 +1,4 @@
-// Package build holds pkgfleet's build recipes: how an R package becomes a
+// Package recipe holds pkgfleet's build recipes: how an R package becomes a
 // source tarball (R CMD build) and a Python package an sdist and a wheel
 // (python -m build), and how the results are checked against the package's
 // own metadata.
@@ -6,7 +6,7 @@
 // Every command goes through a sandbox.Runner, so a recipe never knows
 // whether it runs sandboxed. Cloning, storing artifacts and retrying are
 // the worker's job, not this package's.
-package build
+package recipe
 
 import (
 	"context"

@@ -1,11 +1,14 @@
-// Package jobs turns builds into asynq tasks and back: the task type and
-// payload, the queue of each language, enqueueing with a task id per
-// (source, builder, commit) so a commit is queued once, and the worker's
-// handler that clones, builds, stores and records.
+// Package queue is the contract between those who queue builds (the API's
+// run endpoints and the poller) and the workers that run them: the asynq
+// task type and payload, the queue of each language, a task id per
+// (source, builder, commit) so a commit is queued once, the one entry
+// point that records and queues a ref of a builder (Enqueuer.Enqueue),
+// cancelling, and the names both sides share (the cancel channel, the
+// build-slot keys and limits, the timeouts).
 //
-// It does not poll remotes (the API's run endpoints and the poller decide
-// what to build) and does not isolate builds (internal/sandbox does).
-package jobs
+// It does not decide when to build (the API and internal/poller do) and
+// does not run builds (internal/pipeline does, on the workers).
+package queue
 
 import (
 	"context"
@@ -14,12 +17,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/pkgfleet/pkgfleet/internal/config"
+	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
-	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/semaphore"
 	"github.com/redis/go-redis/v9"
 )
@@ -57,10 +62,81 @@ type Enqueuer struct {
 	BuildConcurrency int // Git.BuildConcurrency, for Cancel
 }
 
-// Enqueue records b (Source, Builder, Language, Ref, SHA, Trigger set) and
+// Request is one ref of a builder to build.
+type Request struct {
+	Builder *registry.Builder
+	// Ref and SHA name the commit; when Ref is empty, the builder's
+	// latest (see Latest) is picked from Refs.
+	Ref, SHA string
+	Refs     *git.Refs
+	Trigger  string // "manual", "rerun", "poll", "webhook"
+	// Mode says when an existing build of the commit is returned instead
+	// of a new one.
+	Mode registry.ClaimMode
+}
+
+// Enqueue is the one way a build is queued: it picks the ref (when the
+// request names none), records the build unless req.Mode finds an
+// existing build of the commit (returned with created == false), queues
+// it and logs it on log.
+func (e *Enqueuer) Enqueue(ctx context.Context, log *slog.Logger, req Request) (*registry.Build, bool, error) {
+	b, ref, sha := req.Builder, req.Ref, req.SHA
+	if ref == "" {
+		var err error
+		if ref, sha, err = Latest(b, req.Refs); err != nil {
+			return nil, false, err
+		}
+	}
+	out, created, err := e.record(ctx, &registry.Build{
+		Source: b.Source, Builder: b.Name, Language: b.Language, Ref: ref, SHA: sha, Trigger: req.Trigger,
+	}, req.Mode)
+	if err != nil {
+		return nil, false, err
+	}
+	if created {
+		log.Info("build queued", "build", out.ID, "source", b.Source, "builder", b.Name, "ref", ref, "sha", sha, "trigger", req.Trigger)
+	}
+	return out, created, nil
+}
+
+// ErrNoRef is what Latest's errors are (errors.Is): the remote has
+// nothing the builder builds. Their text says why.
+var ErrNoRef = errors.New("nothing to build")
+
+type noRef struct{ why error }
+
+func (e noRef) Error() string        { return e.why.Error() }
+func (e noRef) Unwrap() error        { return e.why }
+func (e noRef) Is(target error) bool { return target == ErrNoRef }
+
+// Latest is what b builds now from its remote's refs: the head of its
+// branch (default: the remote's default branch) for a commit builder,
+// the newest tag matching its tag_pattern for a tag builder.
+func Latest(b *registry.Builder, refs *git.Refs) (ref, sha string, err error) {
+	if refs == nil {
+		return "", "", noRef{errors.New("the remote's refs are unknown")}
+	}
+	if b.BuildTrigger != registry.TriggerTags {
+		ref, sha, err = refs.Branch(b.Branch)
+		if err != nil {
+			return "", "", noRef{err}
+		}
+		return ref, sha, nil
+	}
+	tags, err := refs.MatchingTags(b.TagPattern) // newest first
+	if err != nil {
+		return "", "", noRef{err}
+	}
+	if len(tags) == 0 {
+		return "", "", noRef{fmt.Errorf("no tag on the remote matches %q", b.TagPattern)}
+	}
+	return tags[0], refs.Tags[tags[0]], nil
+}
+
+// record records b (Source, Builder, Language, Ref, SHA, Trigger set) and
 // queues it, unless mode finds an existing build of the commit; that build
 // is returned with created == false.
-func (e *Enqueuer) Enqueue(ctx context.Context, b *registry.Build, mode registry.ClaimMode) (*registry.Build, bool, error) {
+func (e *Enqueuer) record(ctx context.Context, b *registry.Build, mode registry.ClaimMode) (*registry.Build, bool, error) {
 	b.MaxAttempts = e.MaxAttempts
 	out, created, err := e.Registry.CreateBuild(ctx, b, mode)
 	if err != nil || !created {
@@ -110,38 +186,17 @@ func (e *Enqueuer) queue(ctx context.Context, b *registry.Build) error {
 // spareRetry is the asynq MaxRetry of a build of maxAttempts attempts:
 // one more than the retries it may spend. A build that could not start
 // because the worker's user-namespace limit was reached goes back in line
-// without spending an attempt (IsFailure), but asynq archives a task whose
+// without spending an attempt (pipeline.IsFailure), but asynq archives a task whose
 // retry count reached MaxRetry before it asks IsFailure; with the spare
-// one, the last attempt can still go back in line. The handler counts
+// one, the last attempt can still go back in line. The pipeline counts
 // attempts against the build record's MaxAttempts and ends the last one
 // with SkipRetry, so the spare is never spent on a failure.
 func spareRetry(maxAttempts int) int { return max(maxAttempts, 1) }
 
-// IsFailure is the worker's asynq.Config.IsFailure: a build that could not
-// start because the user-namespace limit was reached is no verdict on the
-// build (namespaces are freed lazily, or another process on the node held
-// them), so asynq retries it without counting a retry.
-func IsFailure(err error) bool { return !backInLine(err) }
-
-// backInLine reports whether err sends a build back in line without
-// spending an attempt.
-func backInLine(err error) bool { return errors.Is(err, sandbox.ErrNamespaceLimit) }
-
-// RetryDelay is how long a build that failed with err waits before it is
-// tried again, given the worker's delay for failed attempt n: a build
-// back in line for a user namespace tries again within seconds, as other
-// builds end and the kernel frees theirs.
-func RetryDelay(n int, err error, failed func(n int) time.Duration) time.Duration {
-	if backInLine(err) {
-		return min(failed(0), 5*time.Second)
-	}
-	return failed(n)
-}
-
 // Cancel stops a build that the registry already marks canceled: a queued
 // task is deleted (so it is never retried), a worker running or waiting
 // with it is told at once on CancelChannel (and notices within
-// Handler.CancelCheck anyway), and its place in its builder's slot queue
+// the pipeline's cancel check anyway), and its place in its builder's slot queue
 // is given up.
 func (e *Enqueuer) Cancel(ctx context.Context, b *registry.Build) error {
 	var errs []error
@@ -164,7 +219,7 @@ func (e *Enqueuer) Cancel(ctx context.Context, b *registry.Build) error {
 	case err != nil:
 		errs = append(errs, fmt.Errorf("look up task %s: %w", id, err))
 	case info.State == asynq.TaskStateActive:
-		// The handler sees the cancel, stops the build and returns
+		// The pipeline sees the cancel, stops the build and returns
 		// without error, so asynq neither retries nor keeps it.
 	default:
 		var p Payload
@@ -176,3 +231,30 @@ func (e *Enqueuer) Cancel(ctx context.Context, b *registry.Build) error {
 	}
 	return errors.Join(errs...)
 }
+
+// CancelChannel is the pub/sub channel on which the API announces a
+// canceled build (payload: the build id), so the worker running it stops
+// at once. Workers also re-read a running build's status now and then, in
+// case the message was lost.
+const CancelChannel = "pkgfleet:cancel"
+
+// SlotLimit is how many builds of b may run at once across the fleet:
+// Git.BuildConcurrency for a tag builder, one for a commit builder.
+func SlotLimit(b *registry.Builder, buildConcurrency int) int {
+	if b.BuildTrigger == registry.TriggerTags {
+		return max(buildConcurrency, 1)
+	}
+	return 1
+}
+
+// SlotKey is the semaphore key of a builder's build slots.
+func SlotKey(source, builder string) string { return source + "/" + builder }
+
+// RunTimeout bounds one build attempt once it has its slot: the build
+// itself (Git.BuildTimeout) plus room for the clone and the upload.
+func RunTimeout(cfg *config.Config) time.Duration { return cfg.Git.BuildTimeout + 15*time.Minute }
+
+// TaskTimeout is the asynq timeout of a build task: a wait for a slot
+// (Git.MaxSlotWait) and one attempt. asynq would otherwise cancel a long
+// wait at its 30-minute default.
+func TaskTimeout(cfg *config.Config) time.Duration { return cfg.Git.MaxSlotWait + RunTimeout(cfg) }

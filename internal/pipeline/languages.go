@@ -1,15 +1,15 @@
-package jobs
+package pipeline
 
 import (
 	"sync"
 
-	"github.com/pkgfleet/pkgfleet/internal/build"
+	"github.com/pkgfleet/pkgfleet/internal/recipe"
 )
 
 // Language is how a worker builds one language: the recipe, and the
 // isolation each build of it records.
 type Language struct {
-	Recipe build.Recipe
+	Recipe recipe.Recipe
 	// Sandbox is the runner's Mode: "user-namespace" or "unsandboxed".
 	Sandbox string
 	// Tier is the sandbox tier the runner set up ("full", "masked-proc"),
