@@ -155,7 +155,10 @@ func (s *Server) createBuilder(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		name, err := s.packageName(ctx, b)
-		if err != nil {
+		var he *httpError
+		if errors.As(err, &he) {
+			return err // the remote did not answer (502)
+		} else if err != nil {
 			return errorf(http.StatusBadRequest, "no name given and the package name could not be read from DESCRIPTION: %v", err)
 		}
 		b.Name = name
@@ -197,6 +200,8 @@ func (s *Server) gitFor(ctx context.Context, b *registry.Builder) (*git.Client, 
 }
 
 // packageName reads DESCRIPTION's Package from the builder's branch head.
+// A remote that does not answer is a 502, as for a run; what the remote
+// holds (no such branch, no DESCRIPTION) is the caller's to judge.
 func (s *Server) packageName(ctx context.Context, b *registry.Builder) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
@@ -207,7 +212,7 @@ func (s *Server) packageName(ctx context.Context, b *registry.Builder) (string, 
 	defer done()
 	refs, err := gc.LsRemote(ctx, b.URL)
 	if err != nil {
-		return "", err
+		return "", errorf(http.StatusBadGateway, "no name given, and the package name could not be read: %v", err)
 	}
 	_, sha, err := refs.Branch(b.Branch)
 	if err != nil {
@@ -219,7 +224,7 @@ func (s *Server) packageName(ctx context.Context, b *registry.Builder) (string, 
 	}
 	defer os.RemoveAll(dir)
 	if err := gc.Clone(ctx, dir, git.CloneOptions{URL: b.URL, SHA: sha, Depth: 1}); err != nil {
-		return "", err
+		return "", errorf(http.StatusBadGateway, "no name given, and the package name could not be read: %v", err)
 	}
 	name, err := pkgmeta.PackageName(filepath.Join(dir, filepath.FromSlash(b.SubDir)))
 	if err != nil {
