@@ -2,6 +2,9 @@
 // git-builders and builds, bearer-token auth with scopes, and the health
 // endpoints. It validates every request before anything is stored or
 // queued, and answers errors as {"error": "..."} with the right status.
+// For people it serves the builds page at / (pages.go, pages_view.go,
+// templates in pages/): the same data and actions, as HTML, with the same
+// token scopes.
 //
 // It does not build anything: it records builds and queues them through
 // internal/queue.
