@@ -30,8 +30,13 @@ stop() { # pid
 }
 cleanup() {
   trap - INT TERM EXIT
+  local what=()
+  [ -z "$worker_pid" ] || what+=("the worker")
+  [ -z "$api_pid" ] || what+=("the API")
+  [ -z "$redis_pid" ] || what+=("Redis")
+  [ ${#what[@]} -gt 0 ] || return 0
   echo
-  echo "run: stopping the worker, the API, then Redis"
+  echo "run: stopping $(IFS=,; echo "${what[*]}" | sed 's/,/, then /g')"
   for p in "${follow_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   stop "$worker_pid"
   stop "$api_pid"
@@ -79,8 +84,9 @@ if ! check=$(bin/pkgfleet-worker -config "$var/pkgfleet.gcfg" sandbox check 2>&1
   echo "run: ==================================================================" >&2
   echo "run: THE BUILD SANDBOX DOES NOT WORK ON THIS MACHINE" >&2
   sed 's/^/run:   /' <<<"$check" | grep -v 'level=INFO' >&2 || true
-  echo "run: Remedy: allow unprivileged user namespaces (docs/sandbox.md, \"Enabling user namespaces\")," >&2
-  echo "run: e.g. sysctl -w user.max_user_namespaces=15000 kernel.apparmor_restrict_unprivileged_userns=0" >&2
+  echo "run: Remedy: fix what the lines above name; for user namespaces see docs/sandbox.md," >&2
+  echo "run: \"Enabling user namespaces\" (user.max_user_namespaces > 0; on Ubuntu 24.04 also" >&2
+  echo "run: kernel.apparmor_restrict_unprivileged_userns = 0)" >&2
   if [ -n "${PKGFLEET_RUN_UNSANDBOXED:-}" ]; then
     echo "run: PKGFLEET_RUN_UNSANDBOXED is set: building WITHOUT the sandbox (Git.AllowUnsandboxedGitBuilds)." >&2
     echo "run: ==================================================================" >&2
