@@ -120,6 +120,10 @@ func TestBuildsPageFollowsTokenScopes(t *testing.T) {
 			t.Fatal("the page shows a token")
 		}
 	}
+	// The build's own page shows its phases too.
+	if code, body, _ = h.page("GET", buildPath, h.tok["read"], nil); code != 200 || !strings.Contains(body, "queued 12ms · clone 800ms") {
+		t.Errorf("build page: %d, want its phases", code)
+	}
 	// Basic auth works as well as the cookie.
 	req, _ := http.NewRequest("GET", h.url+buildPath, nil)
 	req.SetBasicAuth("x", h.tok["read"])
