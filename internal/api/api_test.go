@@ -23,6 +23,7 @@ func TestMain(m *testing.M) { os.Exit(testenv.MainWithRedis(m, &redisServer)) }
 
 type harness struct {
 	t   *testing.T
+	srv *Server
 	url string
 	rdb *redis.Client
 	tok map[string]string // scope → token
@@ -64,7 +65,7 @@ func setup(t *testing.T, withTokens bool) *harness {
 	}
 	hs := httptest.NewServer(s.Handler())
 	t.Cleanup(hs.Close)
-	h.url = hs.URL
+	h.url, h.srv = hs.URL, s
 	return h
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/testenv"
 )
 
 // page fetches path as a browser would, with the given cookie token (""
@@ -124,6 +125,16 @@ func TestBuildsPageFollowsTokenScopes(t *testing.T) {
 	if code, body, _ = h.page("GET", buildPath, h.tok["read"], nil); code != 200 || !strings.Contains(body, "queued 12ms · clone 800ms") {
 		t.Errorf("build page: %d, want its phases", code)
 	}
+	// The poller's last error shows under its builder.
+	pctx, stopPoller := context.WithCancel(ctx)
+	polled := make(chan struct{})
+	go func() { defer close(polled); _ = h.srv.Poller().Run(pctx) }()
+	testenv.Eventually(t, time.Minute, "the poll error on the page", func() bool {
+		_, body, _ := h.page("GET", "/", h.tok["read"], nil)
+		return strings.Contains(body, "last poll failed:") && strings.Contains(body, "git.invalid")
+	})
+	stopPoller()
+	<-polled
 	// Basic auth works as well as the cookie.
 	req, _ := http.NewRequest("GET", h.url+buildPath, nil)
 	req.SetBasicAuth("x", h.tok["read"])
