@@ -205,7 +205,10 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request, status int, p
 	}
 	next := r.URL.Query().Get("next")
 	if r.URL.Path != "/login" {
-		next = r.URL.RequestURI()
+		next = "/" // a form's target cannot be opened after sign-in
+		if r.Method == http.MethodGet {
+			next = r.URL.RequestURI()
+		}
 	}
 	s.render(w, r, status, "login", loginView{Problem: problem, Next: safeNext(next)})
 }
