@@ -13,7 +13,7 @@ build:
 	$(GO) build -o $(BIN)/pkgfleet ./cmd/pkgfleet
 
 deps:
-	bash scripts/deps.sh
+	bash scripts/deps.sh --tests
 
 run:
 	bash scripts/run.sh

@@ -30,7 +30,7 @@ export PKGFLEET_TEST_ARTIFACTS=${PKGFLEET_TEST_ARTIFACTS:-${TMPDIR:-/tmp}/pkgfle
 module=$(go list -m)
 special=(internal/e2e internal/faulttest internal/fleettest deploy)
 
-install() { bash scripts/deps.sh && bash scripts/deploy-deps.sh; }
+install() { bash scripts/deps.sh --tests && bash scripts/deploy-deps.sh; }
 vet() { go vet ./...; }
 lint() {
   local unformatted
