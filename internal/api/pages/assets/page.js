@@ -1,5 +1,6 @@
-// The builds page's live parts: a running build's log grows in place, and
-// the builds list refreshes itself while builds are going. Nothing else.
+// The builds page's live parts: a running build's log grows in place (the
+// page reloads when the build's status changes), and the builds list
+// refreshes itself while builds are going. Nothing else.
 "use strict";
 (function () {
   const terminal = (s) => s === "succeeded" || s === "failed" || s === "canceled";
@@ -20,8 +21,9 @@
           const st = resp.headers.get("X-Build-Status");
           if (st && status) { status.textContent = st; status.className = "badge " + st; }
           if (stick && text) log.scrollTop = log.scrollHeight;
-          if (terminal(st)) {
-            // The record now has its artifacts and times: show them.
+          if (st && st !== log.dataset.status) {
+            // The record changed (an attempt started, or the build ended
+            // with its artifacts and times): show it as it is now.
             window.location.reload();
             return;
           }
