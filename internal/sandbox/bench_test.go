@@ -6,6 +6,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 )
@@ -14,6 +17,9 @@ import (
 // a bare fork+exec, Namespaces.Run, and bubblewrap with the same
 // namespaces (user ×2, mount, PID, IPC, UTS, network) and the same mounts.
 // scripts/bench-sandbox.sh runs them together and prints the ratios.
+// Each also reports "cpu-ms/op": the CPU time of the benchmark process and
+// of every process it reaped (the helper and the build, bwrap and its
+// children), which a loaded machine distorts far less than wall time.
 
 func benchDirs(b *testing.B) (cfg sandbox.Config, source, dest string) {
 	base := mkdirOpen(b, b.TempDir())
@@ -26,7 +32,25 @@ func benchDirs(b *testing.B) (cfg sandbox.Config, source, dest string) {
 	return cfg, mkdirOpen(b, filepath.Join(base, "src")), mkdirOpen(b, filepath.Join(base, "dest"))
 }
 
+// cpuTime is the CPU time used so far by this process and its reaped descendants.
+func cpuTime() time.Duration {
+	var self, children unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &self)
+	_ = unix.Getrusage(unix.RUSAGE_CHILDREN, &children)
+	var total time.Duration
+	for _, tv := range []unix.Timeval{self.Utime, self.Stime, children.Utime, children.Stime} {
+		total += time.Duration(tv.Nano())
+	}
+	return total
+}
+
+// reportCPU adds cpu-ms/op for the launches since start.
+func reportCPU(b *testing.B, start time.Duration) {
+	b.ReportMetric(float64(cpuTime()-start)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
+}
+
 func BenchmarkLaunchBare(b *testing.B) {
+	defer reportCPU(b, cpuTime())
 	for b.Loop() {
 		if err := exec.Command("/bin/true").Run(); err != nil {
 			b.Fatal(err)
@@ -41,6 +65,7 @@ func BenchmarkLaunchSandbox(b *testing.B) {
 		b.Fatal(err)
 	}
 	spec := sandbox.Spec{Args: []string{"/bin/true"}, Source: source, Dest: dest}
+	defer reportCPU(b, cpuTime())
 	for b.Loop() {
 		res, err := r.Run(context.Background(), spec)
 		if err != nil || !res.Success() {
@@ -69,6 +94,7 @@ func BenchmarkLaunchBwrap(b *testing.B) {
 	}
 	args = append(args, "--proc", "/proc", "--dev", "/dev", "--bind", source, source, "--bind", dest, dest,
 		"--bind", tmp, tmp, "--setenv", "TMPDIR", tmp, "--chdir", source, "--", "/bin/true")
+	defer reportCPU(b, cpuTime())
 	for b.Loop() {
 		if out, err := exec.Command(bwrap, args...).CombinedOutput(); err != nil {
 			b.Fatalf("bwrap: %v\n%s", err, out)

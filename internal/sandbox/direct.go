@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
-	"sync"
 	"syscall"
 	"time"
 
@@ -47,10 +45,7 @@ func (d *Direct) Run(ctx context.Context, spec Spec) (Result, error) {
 	cmd := exec.Command(spec.Args[0], spec.Args[1:]...)
 	cmd.Env = envWithTMPDIR(spec.Env, tmp)
 	cmd.Dir = spec.Dir
-	out := &cappedWriter{w: spec.Output, left: lim.Output}
-	if spec.Output == nil {
-		out.w = io.Discard
-	}
+	out := newCappedWriter(spec.Output, lim.Output)
 	cmd.Stdout, cmd.Stderr = out, out
 	// A process group of its own, so that ending the command ends
 	// everything it forked.
@@ -104,63 +99,4 @@ func unixSignalName(s syscall.Signal) string {
 		return name
 	}
 	return fmt.Sprintf("signal %d", int(s))
-}
-
-func withDefaults(l, d Limits) Limits {
-	if l.Timeout == 0 {
-		l.Timeout = d.Timeout
-	}
-	if l.Memory == 0 {
-		l.Memory = d.Memory
-	}
-	if l.Processes == 0 {
-		l.Processes = d.Processes
-	}
-	if l.Disk == 0 {
-		l.Disk = d.Disk
-	}
-	if l.Output == 0 {
-		l.Output = d.Output
-	}
-	return l
-}
-
-// cappedWriter keeps the first left bytes and drops the rest, so that a
-// build printing without end cannot fill memory or the log store.
-type cappedWriter struct {
-	mu   sync.Mutex
-	w    io.Writer
-	left int64 // <= 0 at start means unlimited
-	cut  bool
-}
-
-func (c *cappedWriter) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := len(p)
-	if c.left == 0 && !c.cut {
-		_, err := c.w.Write(p) // unlimited
-		return n, err
-	}
-	if c.cut {
-		return n, nil
-	}
-	if int64(len(p)) > c.left {
-		p = p[:c.left]
-		c.cut = true
-	}
-	c.left -= int64(len(p))
-	if c.left == 0 {
-		c.cut = true
-	}
-	if _, err := c.w.Write(p); err != nil {
-		return n, err
-	}
-	return n, nil
-}
-
-func (c *cappedWriter) truncated() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.cut
 }

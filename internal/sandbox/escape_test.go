@@ -6,7 +6,6 @@ package sandbox_test
 // RunAsUser path, and also pass as an unprivileged user.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -572,53 +571,11 @@ func TestNamespaceAccounting(t *testing.T) {
 // that the build's processes die with it and CleanStale removes its TMPDIR.
 func TestWorkerDeathKillsSandbox(t *testing.T) {
 	e := setup(t)
-	marker := fmt.Sprintf("%d.%d", 900000+os.Getpid()%1000, time.Now().UnixNano()%1000)
-	cfg, _ := json.Marshal(e.cfg)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWorkerProcess$", "-test.v")
-	cmd.Env = append(os.Environ(), "PKGFLEET_TEST_WORKER="+string(cfg), "PKGFLEET_TEST_MARKER="+marker,
-		"PKGFLEET_TEST_SOURCE="+e.source)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() && !strings.Contains(sc.Text(), "started "+marker) {
-	}
-	// The build's sleep, as the host sees it.
-	var pids []int
-	procs, _ := os.ReadDir("/proc")
-	for _, p := range procs {
-		b, _ := os.ReadFile("/proc/" + p.Name() + "/cmdline")
-		if strings.Contains(string(b), marker) {
-			pid, _ := strconv.Atoi(p.Name())
-			pids = append(pids, pid)
-		}
-	}
-	if len(pids) == 0 {
-		t.Fatal("build process not found on the host")
-	}
-	var fds []int
-	for _, pid := range pids {
-		fd, err := unix.PidfdOpen(pid, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer unix.Close(fd)
-		fds = append(fds, fd)
-	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	_ = cmd.Wait()
-	// A pidfd becomes readable when its process exits.
-	for i, fd := range fds {
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(pfd, 10_000)
-		if err != nil || n != 1 {
-			t.Errorf("build process %d outlived its worker (poll %d, %v)", pids[i], n, err)
-		}
+	w := e.startWorker(0)
+	_ = w.cmd.Process.Signal(syscall.SIGKILL)
+	_ = w.cmd.Wait()
+	for _, pid := range waitGone(t, w.pids, 10*time.Second) {
+		t.Errorf("build process %d outlived its worker", pid)
 	}
 	ws := filepath.Join(e.cfg.TempDir, sandbox.WorkspacesDir)
 	before, _ := os.ReadDir(ws)
@@ -633,11 +590,12 @@ func TestWorkerDeathKillsSandbox(t *testing.T) {
 	}
 }
 
-// TestHelperWorkerProcess is the worker that TestWorkerDeathKillsSandbox kills.
+// TestHelperWorkerProcess is the worker process of startWorker: it runs
+// one build holding two sleeps and prints how the build ended.
 func TestHelperWorkerProcess(t *testing.T) {
 	raw := os.Getenv("PKGFLEET_TEST_WORKER")
 	if raw == "" {
-		t.Skip("only run as the worker of TestWorkerDeathKillsSandbox")
+		t.Skip("only run as the worker of startWorker's tests (a separate worker process)")
 	}
 	var cfg sandbox.Config
 	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
@@ -648,11 +606,12 @@ func TestHelperWorkerProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	marker := os.Getenv("PKGFLEET_TEST_MARKER")
-	_, _ = r.Run(context.Background(), sandbox.Spec{
+	deadMan, _ := time.ParseDuration(os.Getenv("PKGFLEET_TEST_DEADMAN"))
+	res, err := r.Run(context.Background(), sandbox.Spec{
 		Args:   []string{"/bin/sh", "-c", "sleep " + marker + " & echo started " + marker + "; sleep " + marker},
-		Source: os.Getenv("PKGFLEET_TEST_SOURCE"), Output: os.Stdout,
+		Source: os.Getenv("PKGFLEET_TEST_SOURCE"), Output: os.Stdout, DeadMan: deadMan,
 	})
-	t.Fatal("the build was not killed with the worker")
+	fmt.Printf("ended killed=%q detail=%q err=%v\n", res.Killed, res.Detail, err)
 }
 
 // safeBuffer is a bytes.Buffer for output written while tests read it.

@@ -6,25 +6,22 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
-	"unsafe"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// The re-exec'd stages are recognised by argv[0] alone. Nothing secret is
-// in argv or the environment: builds can read /proc/1/cmdline.
-const (
-	helperArg0 = "pkgfleet-sandbox-helper" // stage B: PID 1, root of user namespace 1
-	execArg0   = "pkgfleet-sandbox-exec"   // stage C: the build, in user namespace 2
-)
+// The re-exec'd helper (stage B: PID 1, root of user namespace 1) is
+// recognised by argv[0] alone. Nothing secret is in argv or the
+// environment: builds can read /proc/1/cmdline. Stage C, the build in user
+// namespace 2, is a raw clone of the helper (stagec.go), not an exec.
+const helperArg0 = "pkgfleet-sandbox-helper"
 
 // initCalled guards New: without Init in main, the re-exec'd helper would
 // run the worker (or the whole test suite) again instead of a sandbox.
@@ -32,21 +29,16 @@ var initCalled atomic.Bool
 
 // Init must be the first call in main() of any binary that runs sandboxes,
 // and in TestMain of any package whose tests do. In a normal process it
-// returns at once. In a process the sandbox re-executed (/proc/self/exe
-// with a marker argv[0]) it runs that stage and exits: stage B sets up the
-// namespaces and supervises the build, stage C drops everything and execs
-// the build command. Settings reach both through inherited pipes.
+// returns at once. In the helper the sandbox re-executed (/proc/self/exe
+// with a marker argv[0]) it runs stage B and exits: it sets up the
+// namespaces, clones stage C, which drops everything and execs the build
+// command, and supervises the build. Settings reach it through an
+// inherited pipe.
 func Init() {
-	switch filepath.Base(os.Args[0]) {
-	case helperArg0:
+	if filepath.Base(os.Args[0]) == helperArg0 {
 		// exit_group directly: no deferred runtime work (and under -race no
 		// one-second atexit sleep) between the report and the namespace's end.
 		unix.Exit(helperMain())
-	case execArg0:
-		// Capabilities, no_new_privs and the seccomp filter are per thread:
-		// the thread that applies them must be the one that calls execve.
-		runtime.LockOSThread()
-		execMain() // never returns
 	}
 	initCalled.Store(true)
 }
@@ -71,6 +63,12 @@ type helperConfig struct {
 	Probe    bool
 
 	MaxLandlockABI int // 0: the kernel's
+
+	// DeadMan: kill the build when the worker has sent no keepalive for
+	// this long (Spec.DeadMan); 0: off.
+	DeadMan time.Duration
+	// keepalives is fd 3 after the settings: the worker's renewals.
+	keepalives io.Reader
 }
 
 // helperResult travels back from stage B to stage A over fd 4.
@@ -78,25 +76,10 @@ type helperResult struct {
 	ExitCode       int
 	Signal         string
 	Killed         string
+	Detail         string
 	Error          string // set up failed; no build ran
 	NamespaceLimit bool   // the nested namespace hit max_user_namespaces
 	Tier           Tier   // the tier the build ran in
-}
-
-// execConfig travels from stage B to stage C over fd 3.
-type execConfig struct {
-	Path   string
-	Args   []string
-	Env    []string
-	Dir    string
-	Limits Limits
-	Probe  bool
-	// Landlock must confine the build: in the masked-proc tier it is what
-	// keeps the build out of other processes' /proc entries.
-	Landlock       bool
-	MaxLandlockABI int
-
-	RootDev, RootIno uint64 // identity of the sandbox root, checked by stage C
 }
 
 // systemDirs are bound read-only into every sandbox when they exist.
@@ -105,10 +88,16 @@ type execConfig struct {
 var systemDirs = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt"}
 
 func helperMain() int {
+	// Non-blocking, so that waiting for settings and keepalives parks a
+	// goroutine in the poller instead of holding a thread: every thread the
+	// helper starts costs each build's start-up.
+	_ = unix.SetNonblock(3, true)
 	cfgFile, resFile := os.NewFile(3, "config"), os.NewFile(4, "result")
 	var hc helperConfig
-	err := json.NewDecoder(cfgFile).Decode(&hc)
-	cfgFile.Close()
+	dec := json.NewDecoder(cfgFile)
+	err := dec.Decode(&hc)
+	// The worker's keepalives follow the settings on the same pipe.
+	hc.keepalives = io.MultiReader(dec.Buffered(), cfgFile)
 	var res helperResult
 	if err != nil {
 		res.Error = fmt.Sprintf("read settings: %v", err)
@@ -128,23 +117,14 @@ func helperMain() int {
 // as PID 1 of new PID, mount, IPC, UTS (and network) namespaces, as root of
 // user namespace 1 with full capabilities there and none on the host.
 func runHelper(hc *helperConfig) helperResult {
-	fail := func(step string, err error) helperResult {
-		return helperResult{Error: fmt.Sprintf("%s: %v", step, err), NamespaceLimit: errors.Is(err, unix.ENOSPC)}
-	}
-
 	// Builds must not ptrace this process or read its /proc files (CVE-2016-9962 class).
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return fail("prctl dumpable", err)
 	}
-	// No signal may end the supervisor early (a build can aim F_SETSIG at it). Caught
-	// and dropped rather than ignored: ignored dispositions would leak into the build.
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2,
+	// No signal may end the supervisor early (a build can aim F_SETSIG at it). Ignored:
+	// stage C sets every disposition back to the default before the build runs.
+	signal.Ignore(unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2,
 		unix.SIGPIPE, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU, unix.SIGALRM, unix.SIGVTALRM, unix.SIGIO)
-	go func() {
-		for range sigs {
-		}
-	}()
 	// Mounts made below must never propagate back to the host, nor host mounts in.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fail("make / private", err)
@@ -272,57 +252,40 @@ func runHelper(hc *helperConfig) helperResult {
 	return res
 }
 
-// build is stage C as the helper sees it.
-type build struct {
-	cmd  *exec.Cmd
-	cfgW *os.File // settings; stage C waits for them
-	errR *os.File // written only if stage C fails before execve
+// fail is how a set-up step of stage B fails: the report names the step,
+// and says whether the kernel's namespace limit was the cause.
+func fail(step string, err error) helperResult {
+	return helperResult{Error: fmt.Sprintf("%s: %v", step, err), NamespaceLimit: errors.Is(err, unix.ENOSPC)}
 }
 
-// startBuild starts stage C in user namespace 2, mapped back to an
-// unprivileged id. It waits for its settings before touching anything.
+// build is stage C as the helper sees it.
+type build struct {
+	c   *stageC
+	pid int
+}
+
+// startBuild clones stage C into user namespace 2, mapped back to an
+// unprivileged id (stagec.go). It waits for the go-ahead before touching
+// anything.
 func startBuild(hc *helperConfig) (*build, error) {
-	cfgR, cfgW, err := os.Pipe()
+	c, err := newStageC(hc)
 	if err != nil {
 		return nil, err
 	}
-	errR, errW, err := os.Pipe()
+	pid, err := c.start()
 	if err != nil {
 		return nil, err
 	}
-	cmd := &exec.Cmd{
-		Path:       "/proc/self/exe",
-		Args:       []string{execArg0},
-		Env:        []string{},
-		Dir:        "/", // the old root, which pivot_root replaces with the new one
-		Stdin:      os.Stdin,
-		Stdout:     os.Stdout,
-		Stderr:     os.Stderr,
-		ExtraFiles: []*os.File{cfgR, errW},
-		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: syscall.CLONE_NEWUSER,
-			// Only CAP_SETPCAP survives into stage C, so that it can empty the bounding set.
-			AmbientCaps: []uintptr{unix.CAP_SETPCAP},
-			// A new session: no controlling terminal to push input into (CVE-2017-5226).
-			Setsid: true,
-		},
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	cfgR.Close()
-	errW.Close()
-	b := &build{cmd: cmd, cfgW: cfgW, errR: errR}
 	// One line each: the build's id is an unprivileged id that is root only
-	// in the namespace above, which owns all the mounts. Written here rather
-	// than by os/exec, which finds the child under /proc by the PID of our
-	// namespace: under a runtime's /proc that names another process.
-	if err := writeIDMaps(cmd.Process.Pid, hc.UID, hc.GID); err != nil {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+	// in the namespace above, which owns all the mounts. Written here, by
+	// the visible /proc's number for the child: under a runtime's /proc the
+	// PID of our namespace names another process.
+	if err := writeIDMaps(pid, hc.UID, hc.GID); err != nil {
+		_ = unix.Kill(pid, unix.SIGKILL)
+		_, _ = unix.Wait4(pid, nil, 0, nil)
 		return nil, fmt.Errorf("map ids: %w", err)
 	}
-	return b, nil
+	return &build{c: c, pid: pid}, nil
 }
 
 // writeIDMaps maps uid and gid of the child's user namespace to 0 of ours.
@@ -334,7 +297,7 @@ func writeIDMaps(pid, uid, gid int) error {
 		return fmt.Errorf("pidfd_open: %w", err)
 	}
 	defer unix.Close(pidfd)
-	info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", pidfd))
+	info, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(pidfd))
 	if err != nil {
 		return err
 	}
@@ -349,9 +312,9 @@ func writeIDMaps(pid, uid, gid int) error {
 	}
 	dir := "/proc/" + procPid + "/"
 	for _, f := range []struct{ name, data string }{
-		{"uid_map", fmt.Sprintf("%d 0 1\n", uid)},
+		{"uid_map", strconv.Itoa(uid) + " 0 1\n"},
 		{"setgroups", "deny"}, // the build can never drop into, or out of, a group
-		{"gid_map", fmt.Sprintf("%d 0 1\n", gid)},
+		{"gid_map", strconv.Itoa(gid) + " 0 1\n"},
 	} {
 		if err := os.WriteFile(dir+f.name, []byte(f.data), 0); err != nil {
 			return err
@@ -360,40 +323,30 @@ func writeIDMaps(pid, uid, gid int) error {
 	return nil
 }
 
-// supervise sends stage C its settings and stays PID 1: it reaps orphans,
-// enforces the limits it can watch, and reports how the build's main
-// process ended.
+// supervise releases stage C into the finished root and stays PID 1: it
+// reaps orphans, enforces the limits it can watch, and reports how the
+// build's main process ended.
 func (b *build) supervise(hc *helperConfig, tier Tier) helperResult {
-	fail := func(step string, err error) helperResult {
-		return helperResult{Error: fmt.Sprintf("%s: %v", step, err), NamespaceLimit: errors.Is(err, unix.ENOSPC)}
-	}
-	ec := execConfig{Args: hc.Args, Env: hc.Env, Dir: hc.Dir, Probe: hc.Probe,
-		Limits:   Limits{Memory: hc.Memory, Processes: hc.Processes, Disk: hc.Disk},
-		Landlock: tier == TierMaskedProc, MaxLandlockABI: hc.MaxLandlockABI}
+	path := ""
 	if !hc.Probe {
 		var err error
-		if ec.Path, err = lookPath(hc.Args[0], hc.Env); err != nil {
+		if path, err = lookPath(hc.Args[0], hc.Env); err != nil {
 			return fail("find "+hc.Args[0], err)
 		}
 	}
-	var st unix.Stat_t
-	if err := unix.Stat("/", &st); err != nil {
-		return fail("stat new root", err)
+	// In the masked-proc tier Landlock is what keeps the build out of other
+	// processes' /proc entries: no domain, no build.
+	if tier == TierMaskedProc && b.c.landlock.abi == 0 {
+		return fail("landlock", landlockMissing())
 	}
-	ec.RootDev, ec.RootIno = st.Dev, st.Ino
-	go func() {
-		_ = json.NewEncoder(b.cfgW).Encode(&ec)
-		b.cfgW.Close()
-	}()
-	mainPid := b.cmd.Process.Pid
-
-	// EOF here means the exec happened (the pipe is close-on-exec).
-	setupErr, _ := io.ReadAll(b.errR)
-	b.errR.Close()
+	setupErr := b.c.goAhead(path)
 
 	w := newWatcher(hc, tier)
 	stop := make(chan struct{})
 	go w.run(stop)
+	if hc.DeadMan > 0 {
+		go w.deadMan(hc.keepalives, hc.DeadMan, stop)
+	}
 
 	var res helperResult
 	for {
@@ -405,7 +358,7 @@ func (b *build) supervise(hc *helperConfig, tier Tier) helperResult {
 		if err != nil {
 			return fail("wait", err)
 		}
-		if pid != mainPid {
+		if pid != b.pid {
 			continue // an orphan re-parented to us
 		}
 		switch {
@@ -417,10 +370,10 @@ func (b *build) supervise(hc *helperConfig, tier Tier) helperResult {
 		break
 	}
 	close(stop)
-	if len(setupErr) > 0 {
-		return helperResult{Error: strings.TrimSpace(string(setupErr))}
+	if setupErr != nil {
+		return helperResult{Error: setupErr.Error()}
 	}
-	res.Killed = w.verdict(res)
+	res.Killed, res.Detail = w.verdict(res)
 	if res.Killed != "" {
 		res.ExitCode, res.Signal = -1, ""
 	}
@@ -433,80 +386,6 @@ func (b *build) supervise(hc *helperConfig, tier Tier) helperResult {
 		}
 	}
 	return res
-}
-
-// execMain is stage C: it runs as an unprivileged id in user namespace 2
-// holding only CAP_SETPCAP, and removes every remaining privilege before
-// it becomes the build.
-func execMain() {
-	errPipe := os.NewFile(4, "setup-error")
-	fail := func(step string, err error) {
-		fmt.Fprintf(errPipe, "%s: %v", step, err)
-		unix.Exit(127)
-	}
-	var ec execConfig
-	cfgFile := os.NewFile(3, "config")
-	if err := json.NewDecoder(cfgFile).Decode(&ec); err != nil {
-		fail("read settings", err)
-	}
-	cfgFile.Close()
-
-	// The settings come after pivot_root: the root must now be the new one.
-	var st unix.Stat_t
-	if err := unix.Stat("/", &st); err != nil || st.Dev != ec.RootDev || st.Ino != ec.RootIno {
-		fail("root check", fmt.Errorf("/ is not the sandbox root (%v)", err))
-	}
-	// Resource limits the kernel enforces per process; the helper watches the totals.
-	if err := applyRlimits(ec.Limits); err != nil {
-		fail("rlimits", err)
-	}
-	if err := unix.Chdir(ec.Dir); err != nil {
-		fail("chdir "+ec.Dir, err)
-	}
-	// Only fds 0-2 reach the build: no leaked pipe, socket or directory (CVE-2024-21626 class).
-	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		fail("close_range", err)
-	}
-	// An empty bounding set: nothing the build execs can regain a capability.
-	lastCap, err := lastCapability()
-	if err != nil {
-		fail("cap_last_cap", err)
-	}
-	for c := 0; c <= lastCap; c++ {
-		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
-			fail("drop bounding set", err)
-		}
-	}
-	// No ambient, permitted, effective or inheritable capability either.
-	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
-		fail("clear ambient capabilities", err)
-	}
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var none [2]unix.CapUserData // 64 capability bits, all clear
-	if err := unix.Capset(&hdr, &none[0]); err != nil {
-		fail("capset", err)
-	}
-	// setuid and file-capability binaries gain nothing (nosuid mounts too).
-	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		fail("no_new_privs", err)
-	}
-	// A Landlock domain of its own: no ptrace-mode access (/proc/<pid>/environ, mem, fd, root,
-	// cwd) to any process outside it, and (Linux >= 6.12) no abstract socket or signal beyond it.
-	if err := applyLandlock(ec.Landlock, ec.MaxLandlockABI); err != nil {
-		fail("landlock", err)
-	}
-	// Ignored signals survive execve: a worker started with, say, SIGHUP or
-	// a real-time signal ignored must not hand that to the build.
-	resetIgnoredSignals()
-	// The syscall filter, last before execve (seccomp.go).
-	if err := installSeccomp(); err != nil {
-		fail("seccomp", err)
-	}
-	if ec.Probe {
-		unix.Exit(0)
-	}
-	err = unix.Exec(ec.Path, ec.Args, ec.Env)
-	fail("exec "+ec.Path, err)
 }
 
 // --- set-up steps used by runHelper ---
@@ -787,22 +666,12 @@ func setAttr(fd int, recursive bool, set uint64) error {
 	return nil
 }
 
-func fdPath(fd int) string { return fmt.Sprintf("/proc/self/fd/%d", fd) }
+func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 func depth(p string) int { return strings.Count(filepath.Clean(p), "/") }
 
 func sortByDepth(p []string) {
 	sort.SliceStable(p, func(i, j int) bool { return depth(p[i]) < depth(p[j]) })
-}
-
-func lastCapability() (int, error) {
-	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
-	if err != nil {
-		return 0, err
-	}
-	var n int
-	_, err = fmt.Sscanf(string(b), "%d", &n)
-	return n, err
 }
 
 // lookPath finds a program the way the build's own environment would.
@@ -823,30 +692,4 @@ func lookPath(name string, env []string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s: not found in PATH", name)
-}
-
-// kernelSigaction is the kernel's struct sigaction (amd64 and arm64 share
-// this layout).
-type kernelSigaction struct {
-	handler  uintptr
-	flags    uint64
-	restorer uintptr
-	mask     uint64
-}
-
-// resetIgnoredSignals sets every signal whose disposition is "ignore" back
-// to the default. Handled signals need nothing: execve resets them.
-func resetIgnoredSignals() {
-	const sigIgn = 1
-	for sig := 1; sig <= 64; sig++ {
-		var old kernelSigaction
-		if _, _, errno := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), 0, uintptr(unsafe.Pointer(&old)), 8, 0, 0); errno != 0 {
-			continue
-		}
-		if old.handler != sigIgn {
-			continue
-		}
-		def := kernelSigaction{}
-		unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&def)), 0, 8, 0, 0)
-	}
 }

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -32,40 +33,26 @@ const (
 	procStrikes    = 3                     // consecutive samples at the process limit
 )
 
-// applyRlimits sets the per-process limits in stage C, inherited by the build.
-func applyRlimits(l Limits) error {
-	set := func(res int, v uint64, what string) error {
-		if err := unix.Setrlimit(res, &unix.Rlimit{Cur: v, Max: v}); err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		return nil
-	}
-	if err := set(unix.RLIMIT_CORE, 0, "RLIMIT_CORE"); err != nil {
-		return err
-	}
+// buildRlimits lists the per-process limits stage C sets, inherited by the build.
+func buildRlimits(l Limits) []rlimit {
+	rl := []rlimit{{unix.RLIMIT_CORE, unix.Rlimit{}}}
 	if l.Processes > 0 {
-		if err := set(unix.RLIMIT_NPROC, uint64(l.Processes), "RLIMIT_NPROC"); err != nil {
-			return err
-		}
+		rl = append(rl, rlimit{unix.RLIMIT_NPROC, unix.Rlimit{Cur: uint64(l.Processes), Max: uint64(l.Processes)}})
 	}
 	if l.Memory > 0 {
-		backstop := max(2*l.Memory, l.Memory+512<<20)
-		if err := set(unix.RLIMIT_DATA, uint64(backstop), "RLIMIT_DATA"); err != nil {
-			return err
-		}
+		backstop := uint64(max(2*l.Memory, l.Memory+512<<20))
+		rl = append(rl, rlimit{unix.RLIMIT_DATA, unix.Rlimit{Cur: backstop, Max: backstop}})
 	}
 	if l.Disk > 0 {
-		if err := set(unix.RLIMIT_FSIZE, uint64(l.Disk), "RLIMIT_FSIZE"); err != nil {
-			return err
-		}
+		rl = append(rl, rlimit{unix.RLIMIT_FSIZE, unix.Rlimit{Cur: uint64(l.Disk), Max: uint64(l.Disk)}})
 	}
 	// Go raised the soft NOFILE limit for itself; builds get the usual default.
 	var nofile unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &nofile); err == nil && nofile.Cur > 1024 {
 		nofile.Cur = 1024
-		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &nofile)
+		rl = append(rl, rlimit{unix.RLIMIT_NOFILE, nofile})
 	}
-	return nil
+	return rl
 }
 
 // watcher runs in the helper (PID 1) and samples the build's processes
@@ -76,7 +63,8 @@ type watcher struct {
 
 	mu      sync.Mutex
 	killed  string
-	procHit bool // the build sat at its process limit at least once
+	detail  string // why, in words, where killed needs it
+	procHit bool   // the build sat at its process limit at least once
 	strikes int
 }
 
@@ -97,13 +85,52 @@ func (w *watcher) run(stop <-chan struct{}) {
 		case <-t.C:
 		}
 		if reason := w.sample(tick%diskEveryTicks == 0); reason != "" {
-			w.mu.Lock()
-			if w.killed == "" {
-				w.killed = reason
+			w.kill(reason, "")
+			return
+		}
+	}
+}
+
+// kill ends the whole build, naming the first reason it was ended for.
+func (w *watcher) kill(reason, detail string) {
+	w.mu.Lock()
+	if w.killed == "" {
+		w.killed, w.detail = reason, detail
+	}
+	w.mu.Unlock()
+	// From PID 1, kill(-1) reaches every process of the namespace but itself.
+	_ = unix.Kill(-1, unix.SIGKILL)
+}
+
+// deadMan is the helper's side of the dead man's switch (Spec.DeadMan):
+// every read from keepalives renews the build, and the build is killed
+// once none has come for d. The timer runs on this process's monotonic
+// clock, so a stopped or hung worker cannot hold it back. After EOF (the
+// worker closed its end) nothing renews the build any more.
+func (w *watcher) deadMan(keepalives io.Reader, d time.Duration, stop <-chan struct{}) {
+	renewed := make(chan struct{}, 1)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			if _, err := keepalives.Read(buf); err != nil {
+				return
 			}
-			w.mu.Unlock()
-			// From PID 1, kill(-1) reaches every process of the namespace but itself.
-			_ = unix.Kill(-1, unix.SIGKILL)
+			select {
+			case renewed <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-renewed:
+			timer.Reset(d)
+		case <-timer.C:
+			w.kill("deadman", fmt.Sprintf("the worker stopped renewing this build for %s", d))
 			return
 		}
 	}
@@ -134,26 +161,27 @@ func (w *watcher) sample(disk bool) string {
 	return ""
 }
 
-// verdict names the limit that ended the build, if one did: the watcher's
-// kill, or a limit the kernel enforced and the exit status betrays.
-func (w *watcher) verdict(res helperResult) string {
+// verdict names the limit that ended the build, if one did, and why in
+// words where that needs saying: the watcher's or the dead man's kill,
+// or a limit the kernel enforced and the exit status betrays.
+func (w *watcher) verdict(res helperResult) (killed, detail string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.killed != "" {
-		return w.killed
+		return w.killed, w.detail
 	}
 	if w.hc.Disk > 0 && (res.Signal == "SIGXFSZ" || res.ExitCode == 128+int(unix.SIGXFSZ) || w.diskUsed() >= w.hc.Disk) {
-		return "disk limit " + formatBytes(w.hc.Disk)
+		return "disk limit " + formatBytes(w.hc.Disk), ""
 	}
 	// A failed build that sat at its process limit failed because of it:
 	// fork returned EAGAIN. The main process is reaped already, so it
 	// counts as one more task than the orphans still alive.
 	if failed := res.ExitCode != 0 || res.Signal != ""; failed && w.hc.Processes > 0 {
 		if _, tasks := procTotals(w.masked); w.procHit || tasks+1 >= w.hc.Processes {
-			return fmt.Sprintf("process limit %d", w.hc.Processes)
+			return fmt.Sprintf("process limit %d", w.hc.Processes), ""
 		}
 	}
-	return ""
+	return "", ""
 }
 
 // diskUsed sums the blocks allocated below Dest and TMPDIR.
@@ -247,4 +275,86 @@ func buildPids(masked bool) []string {
 		}
 	}
 	return pids
+}
+
+// withDefaults fills the zero fields of l from the runner's defaults d.
+func withDefaults(l, d Limits) Limits {
+	if l.Timeout == 0 {
+		l.Timeout = d.Timeout
+	}
+	if l.Memory == 0 {
+		l.Memory = d.Memory
+	}
+	if l.Processes == 0 {
+		l.Processes = d.Processes
+	}
+	if l.Disk == 0 {
+		l.Disk = d.Disk
+	}
+	if l.Output == 0 {
+		l.Output = d.Output
+	}
+	return l
+}
+
+// cappedWriter keeps the first left bytes and drops the rest, so that a
+// build printing without end cannot fill memory or the log store.
+type cappedWriter struct {
+	mu   sync.Mutex
+	w    io.Writer
+	left int64 // <= 0 at start means unlimited
+	cut  bool
+}
+
+// newCappedWriter keeps the first limit bytes written for w (nil: none),
+// all of them when limit is 0.
+func newCappedWriter(w io.Writer, limit int64) *cappedWriter {
+	if w == nil {
+		w = io.Discard
+	}
+	return &cappedWriter{w: w, left: limit}
+}
+
+func (c *cappedWriter) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := len(p)
+	if c.left == 0 && !c.cut {
+		_, err := c.w.Write(p) // unlimited
+		return n, err
+	}
+	if c.cut {
+		return n, nil
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+		c.cut = true
+	}
+	c.left -= int64(len(p))
+	if c.left == 0 {
+		c.cut = true
+	}
+	if _, err := c.w.Write(p); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+func (c *cappedWriter) truncated() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cut
+}
+
+// formatBytes renders a limit the way build records show it: "2GiB".
+func formatBytes(b int64) string {
+	for _, u := range []struct {
+		n    int64
+		name string
+	}{{1 << 40, "TiB"}, {1 << 30, "GiB"}, {1 << 20, "MiB"}, {1 << 10, "KiB"}} {
+		if b >= u.n && b%u.n == 0 {
+			return fmt.Sprintf("%d%s", b/u.n, u.name)
+		}
+	}
+	return fmt.Sprintf("%dB", b)
 }

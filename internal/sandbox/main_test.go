@@ -4,16 +4,21 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 )
@@ -235,4 +240,94 @@ func (e *env) heldBuild(script, ready string, env []string) (rest string, releas
 		e.t.Fatalf("the held build never printed %q", ready)
 	}
 	return rest, release
+}
+
+// worker is a separate worker process (TestHelperWorkerProcess) running
+// one build that holds two sleeps.
+type worker struct {
+	cmd  *exec.Cmd
+	out  *bufio.Scanner // the worker's stdout after the build's "started" line
+	pids []int          // the build's sleeps, as the host numbers them
+}
+
+// startWorker starts a worker process for e's configuration, with the
+// dead man's switch at deadMan (0: off), and returns once its build runs.
+func (e *env) startWorker(deadMan time.Duration) *worker {
+	e.t.Helper()
+	marker := newMarker()
+	cfg, _ := json.Marshal(e.cfg)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWorkerProcess$", "-test.v")
+	cmd.Env = append(os.Environ(), "PKGFLEET_TEST_WORKER="+string(cfg), "PKGFLEET_TEST_MARKER="+marker,
+		"PKGFLEET_TEST_SOURCE="+e.source, "PKGFLEET_TEST_DEADMAN="+deadMan.String())
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = cmd.Wait()
+	})
+	w := &worker{cmd: cmd, out: bufio.NewScanner(stdout)}
+	for w.out.Scan() && !strings.Contains(w.out.Text(), "started "+marker) {
+	}
+	w.pids = hostPids(marker)
+	if len(w.pids) == 0 {
+		e.t.Fatal("build process not found on the host")
+	}
+	return w
+}
+
+// newMarker returns a number unlikely to be on any command line yet, for
+// `sleep <marker>` to make a build's processes findable from the host.
+func newMarker() string {
+	return fmt.Sprintf("%d.%d", 900000+os.Getpid()%1000, time.Now().UnixNano()%1000)
+}
+
+// hostPids lists the host's processes whose command line holds marker.
+func hostPids(marker string) []int {
+	var pids []int
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		b, _ := os.ReadFile("/proc/" + p.Name() + "/cmdline")
+		if strings.Contains(string(b), marker) {
+			pid, _ := strconv.Atoi(p.Name())
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// waitGone waits up to deadline for every process of pids to exit and
+// returns those still alive then.
+func waitGone(t testing.TB, pids []int, deadline time.Duration) (alive []int) {
+	t.Helper()
+	var fds, open []int
+	for _, pid := range pids {
+		fd, err := unix.PidfdOpen(pid, 0)
+		if errors.Is(err, unix.ESRCH) {
+			continue // gone already
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		fds, open = append(fds, fd), append(open, pid)
+	}
+	end := time.Now().Add(deadline)
+	for i, fd := range fds {
+		// A pidfd becomes readable when its process exits.
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, int(max(time.Until(end), 0)/time.Millisecond))
+		for errors.Is(err, unix.EINTR) {
+			n, err = unix.Poll(pfd, int(max(time.Until(end), 0)/time.Millisecond))
+		}
+		if err != nil || n != 1 {
+			alive = append(alive, open[i])
+		}
+	}
+	return alive
 }

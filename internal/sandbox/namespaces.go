@@ -45,6 +45,8 @@ type Namespaces struct {
 	inUse    atomic.Int64
 	selfPath string
 	tier     Tier // what New found working
+
+	keepalivesPaused atomic.Bool // tests: the worker side stops renewing builds
 }
 
 // New prepares the namespace runner for cfg and proves it works by running
@@ -120,78 +122,221 @@ func (n *Namespaces) Run(ctx context.Context, spec Spec) (Result, error) {
 	return n.run(ctx, spec, false)
 }
 
-// run is stage A: it prepares the host side (workspace, ownership, pipes)
-// and starts the helper in its new namespaces. The helper (helper.go) does
-// the rest and reports back how the build ended.
+// run is stage A, the worker's side of a build, as one sequence: prepare
+// the host side, start the helper in its new namespaces, hand it its
+// settings, and wait for its report. The helper (runHelper in helper.go)
+// does the rest and reports how the build ended.
 func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, error) {
 	lim := withDefaults(spec.Limits, n.cfg.Defaults)
-	for _, p := range []string{spec.Source, spec.Dest} {
-		if p != "" && (!filepath.IsAbs(p) || filepath.Clean(p) != p) {
-			return Result{}, fmt.Errorf("sandbox: %q must be an absolute clean path", p)
-		}
+	// The helper opens Source, Dest and Dir as given: only absolute clean
+	// paths, and a Dir below one of the two, can name what the caller meant.
+	dir, err := buildDir(spec, probe)
+	if err != nil {
+		return Result{}, err
 	}
-	dir := filepath.Clean(spec.Dir)
-	if spec.Dir == "" {
-		dir = firstNonEmpty(spec.Dest, spec.Source, "/")
-	}
-	if !probe && spec.Dir != "" && !within(dir, spec.Source) && !within(dir, spec.Dest) {
-		return Result{}, fmt.Errorf("sandbox: Dir %q is not below Source or Dest", dir)
-	}
-
+	// A private TMPDIR per build, removed with whatever the build left in it.
 	ws, err := newWorkspace(n.cfg.TempDir)
 	if err != nil {
 		return Result{}, err
 	}
 	defer removeWorkspace(ws)
+	// As root, the sandbox runs as runUID on the host: hand it the
+	// directories it must write, never following a link a previous build planted.
 	if n.asRoot {
-		// The sandbox runs as runUID on the host; hand it the directories it
-		// must write, never following a link a previous build planted.
 		for _, p := range []string{ws, spec.Source, spec.Dest} {
 			if err := chownTree(p, n.runUID, n.runGID); err != nil {
 				return Result{}, err
 			}
 		}
 	}
-
+	// Settings go in and the report comes out through pipes, never argv or
+	// the environment, which builds can read in /proc/1.
+	p, err := newHelperPipes()
+	if err != nil {
+		return Result{}, fmt.Errorf("sandbox: pipes: %w", err)
+	}
+	defer p.close()
 	hc := helperConfig{
 		Args: spec.Args, Env: envWithTMPDIR(spec.Env, ws), Dir: dir,
 		Source: spec.Source, Dest: spec.Dest, TmpDir: ws, Network: spec.Network, Masks: n.masks,
 		Memory: lim.Memory, Processes: lim.Processes, Disk: lim.Disk,
 		UID: n.runUID, GID: n.runGID, Tier: n.tier, Probe: probe, MaxLandlockABI: n.cfg.MaxLandlockABI,
+		DeadMan: spec.DeadMan,
 	}
-	cfgR, cfgW, err := os.Pipe()
-	if err != nil {
-		return Result{}, fmt.Errorf("sandbox: config pipe: %w", err)
+	// The wall clock covers the whole build, set-up included.
+	if lim.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, lim.Timeout)
+		defer cancel()
 	}
-	defer cfgR.Close()
-	defer cfgW.Close()
-	resR, resW, err := os.Pipe()
-	if err != nil {
-		return Result{}, fmt.Errorf("sandbox: result pipe: %w", err)
-	}
-	defer resR.Close()
-	defer resW.Close()
 
-	out := &cappedWriter{w: spec.Output, left: lim.Output}
-	if spec.Output == nil {
-		out.w = io.Discard
-	}
-	outR, outW, err := os.Pipe()
+	// Start the helper in new namespaces, as runUID from its first instruction.
+	start := time.Now()
+	n.inUse.Add(NamespacesPerBuild)
+	defer n.inUse.Add(-NamespacesPerBuild)
+	helper, err := n.startHelper(p, spec.Network)
 	if err != nil {
-		return Result{}, fmt.Errorf("sandbox: output pipe: %w", err)
+		return Result{}, err
 	}
-	defer outR.Close()
-	defer outW.Close()
+	// Hand over the settings; the helper does nothing before it has them.
+	// With a dead man's switch, the same goroutine then renews the build
+	// until Run returns.
+	done := make(chan struct{})
+	defer close(done)
+	go p.send(&hc, done, &n.keepalivesPaused)
+	// Collect the output, capped so a build printing without end cannot
+	// fill memory or the log store, and the report.
+	out := newCappedWriter(spec.Output, lim.Output)
+	reported, copied := p.collect(out)
+
+	// Wait for the report and for every writer of the output to be gone;
+	// the helper kills and reaps the build's processes before it reports.
+	// Its own exit, and the kernel's teardown of the namespaces, are not
+	// waited for. On cancel or timeout, killing PID 1 of the namespace makes
+	// the kernel kill every process in it, however deep or detached.
+	var body []byte
+	select {
+	case body = <-reported:
+	case <-ctx.Done():
+		_ = helper.Kill()
+		body = <-reported
+	}
+	select {
+	case <-copied:
+	case <-ctx.Done():
+		_ = helper.Kill()
+		<-copied
+	}
+	res := Result{Enforcement: "rlimits", OutputTruncated: out.truncated(), Duration: time.Since(start)}
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) && lim.Timeout > 0:
+		res.ExitCode, res.Killed = -1, "timeout "+lim.Timeout.String()
+		return res, nil
+	case ctx.Err() != nil:
+		res.ExitCode, res.Killed = -1, "canceled"
+		return res, nil
+	}
+	return res, readReport(body, &res)
+}
+
+// buildDir checks the paths of spec and returns the build's working
+// directory: Dir, or the first of Dest, Source and /.
+func buildDir(spec Spec, probe bool) (string, error) {
+	for _, p := range []string{spec.Source, spec.Dest} {
+		if p != "" && (!filepath.IsAbs(p) || filepath.Clean(p) != p) {
+			return "", fmt.Errorf("sandbox: %q must be an absolute clean path", p)
+		}
+	}
+	if spec.Dir == "" {
+		return firstNonEmpty(spec.Dest, spec.Source, "/"), nil
+	}
+	dir := filepath.Clean(spec.Dir)
+	if !probe && !within(dir, spec.Source) && !within(dir, spec.Dest) {
+		return "", fmt.Errorf("sandbox: Dir %q is not below Source or Dest", dir)
+	}
+	return dir, nil
+}
+
+// helperPipes are stage A's ends of the helper's fds 3 (settings in),
+// 4 (report out), 1 and 2 (output), and the helper's ends until it has them.
+type helperPipes struct {
+	cfgR, cfgW *os.File
+	resR, resW *os.File
+	outR, outW *os.File
+	// extra are more files for the helper, its fds 5 and up, in order;
+	// their numbers travel in the settings.
+	extra []*os.File
+}
+
+func newHelperPipes() (*helperPipes, error) {
+	var p helperPipes
+	for _, pair := range []struct{ r, w **os.File }{{&p.cfgR, &p.cfgW}, {&p.resR, &p.resW}, {&p.outR, &p.outW}} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			p.close()
+			return nil, err
+		}
+		*pair.r, *pair.w = r, w
+	}
+	return &p, nil
+}
+
+// close closes every end still open; closing twice is harmless.
+func (p *helperPipes) close() {
+	for _, f := range []*os.File{p.cfgR, p.cfgW, p.resR, p.resW, p.outR, p.outW} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// handedOver closes the helper's ends once it holds them, so that its
+// exit is seen as EOF.
+func (p *helperPipes) handedOver() {
+	p.cfgR.Close()
+	p.resW.Close()
+	p.outW.Close()
+}
+
+// send writes the settings. With a dead man's switch (hc.DeadMan) it then
+// writes a keepalive byte every DeadMan/4 until done, skipping those while
+// paused. It closes the pipe last.
+func (p *helperPipes) send(hc *helperConfig, done <-chan struct{}, paused *atomic.Bool) {
+	defer p.cfgW.Close()
+	if err := json.NewEncoder(p.cfgW).Encode(hc); err != nil || hc.DeadMan <= 0 {
+		return
+	}
+	t := time.NewTicker(hc.DeadMan / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		if paused.Load() {
+			continue
+		}
+		if _, err := p.cfgW.Write([]byte{'.'}); err != nil {
+			return
+		}
+	}
+}
+
+// collect copies the output to out and reads the report, each in the
+// background: the report arrives on reported, and copied closes at the
+// output's end.
+func (p *helperPipes) collect(out io.Writer) (reported <-chan []byte, copied <-chan struct{}) {
+	rep, done := make(chan []byte, 1), make(chan struct{})
+	go func() {
+		b, _ := io.ReadAll(p.resR)
+		rep <- b
+	}()
+	go func() {
+		_, _ = io.Copy(out, p.outR)
+		close(done)
+	}()
+	return rep, done
+}
+
+// startHelper starts stage B: /proc/self/exe as the helper, PID 1 of new
+// user, mount, PID, IPC, UTS (and network) namespaces, in a session of its
+// own, dying with the worker.
+func (n *Namespaces) startHelper(p *helperPipes, network bool) (*os.Process, error) {
 	cmd := &exec.Cmd{
 		Path: n.selfPath,
 		// argv[0] marks the helper; it carries nothing else, since builds
 		// can read /proc/1/cmdline.
-		Args:       []string{helperArg0},
-		Env:        []string{},
+		Args: []string{helperArg0},
+		// One P: the helper runs one sequence and then waits, and a second
+		// P only makes the runtime start threads, which costs every build's
+		// start-up. Nothing else: builds get their environment from the
+		// settings.
+		Env:        []string{"GOMAXPROCS=1"},
 		Dir:        "/",
-		Stdout:     outW, // stdout and stderr interleaved, as Spec.Output promises
-		Stderr:     outW,
-		ExtraFiles: []*os.File{cfgR, resW}, // fd 3: settings in, fd 4: result out
+		Stdout:     p.outW, // stdout and stderr interleaved, as Spec.Output promises
+		Stderr:     p.outW,
+		ExtraFiles: append([]*os.File{p.cfgR, p.resW}, p.extra...), // fd 3: settings in, fd 4: report out
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
 				syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS,
@@ -203,7 +348,7 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 			Pdeathsig: syscall.SIGKILL,
 		},
 	}
-	if !spec.Network {
+	if !network {
 		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNET
 	}
 	if n.asRoot {
@@ -213,16 +358,6 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}}
 	}
-
-	if lim.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, lim.Timeout)
-		defer cancel()
-	}
-
-	start := time.Now()
-	n.inUse.Add(NamespacesPerBuild)
-	defer n.inUse.Add(-NamespacesPerBuild)
 	started := make(chan error, 1)
 	go func() {
 		// Pdeathsig fires when the forking thread exits (golang/go#27505):
@@ -237,73 +372,35 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 		started <- nil
 		_ = cmd.Wait()
 	}()
-	if err := <-started; err != nil {
-		if errors.Is(err, syscall.ENOSPC) {
-			return Result{}, fmt.Errorf("sandbox: clone: %w (%v)", ErrNamespaceLimit, err)
-		}
-		if remedy := startRemedy(err); remedy != "" {
-			return Result{}, fmt.Errorf("sandbox: new user namespaces are refused (%w). %s", err, remedy)
-		}
-		return Result{}, fmt.Errorf("sandbox: start helper: %w", err)
-	}
-	cfgR.Close()
-	resW.Close()
-	outW.Close()
-	go func() {
-		_ = json.NewEncoder(cfgW).Encode(&hc)
-		cfgW.Close()
-	}()
-	reported, copied := make(chan []byte, 1), make(chan struct{})
-	go func() {
-		b, _ := io.ReadAll(resR)
-		reported <- b
-	}()
-	go func() {
-		_, _ = io.Copy(out, outR)
-		close(copied)
-	}()
-
-	// The build is over when the helper has reported and every writer of
-	// the output is gone; the helper kills and reaps the build's processes
-	// before it reports. Its own exit, and the kernel's teardown of the
-	// namespaces, are not waited for.
-	var body []byte
-	select {
-	case body = <-reported:
-	case <-ctx.Done():
-		// Killing PID 1 of the namespace makes the kernel kill every process
-		// in it, however deep or detached.
-		_ = cmd.Process.Kill()
-		body = <-reported
-	}
-	select {
-	case <-copied:
-	case <-ctx.Done():
-		_ = cmd.Process.Kill()
-		<-copied
-	}
-	res := Result{Enforcement: "rlimits", OutputTruncated: out.truncated(), Duration: time.Since(start)}
+	err := <-started
 	switch {
-	case errors.Is(ctx.Err(), context.DeadlineExceeded) && lim.Timeout > 0:
-		res.ExitCode, res.Killed = -1, "timeout "+lim.Timeout.String()
-		return res, nil
-	case ctx.Err() != nil:
-		res.ExitCode, res.Killed = -1, "canceled"
-		return res, nil
+	case err == nil:
+		p.handedOver()
+		return cmd.Process, nil
+	case errors.Is(err, syscall.ENOSPC):
+		return nil, fmt.Errorf("sandbox: clone: %w (%v)", ErrNamespaceLimit, err)
 	}
+	if remedy := startRemedy(err); remedy != "" {
+		return nil, fmt.Errorf("sandbox: new user namespaces are refused (%w). %s", err, remedy)
+	}
+	return nil, fmt.Errorf("sandbox: start helper: %w", err)
+}
 
+// readReport decodes the helper's report into res. A set-up failure is an
+// error, named with the step that failed and, where one is known, the remedy.
+func readReport(body []byte, res *Result) error {
 	var hr helperResult
 	if err := json.Unmarshal(body, &hr); err != nil {
-		return res, fmt.Errorf("sandbox: helper ended without a report: %q", body)
+		return fmt.Errorf("sandbox: helper ended without a report: %q", body)
 	}
 	if hr.Error != "" {
 		if hr.NamespaceLimit {
-			return res, fmt.Errorf("sandbox: %w: %s", ErrNamespaceLimit, hr.Error)
+			return fmt.Errorf("sandbox: %w: %s", ErrNamespaceLimit, hr.Error)
 		}
-		return res, fmt.Errorf("sandbox: %s%s", hr.Error, setupRemedy(hr.Error))
+		return fmt.Errorf("sandbox: %s%s", hr.Error, setupRemedy(hr.Error))
 	}
-	res.ExitCode, res.Signal, res.Killed, res.Tier = hr.ExitCode, hr.Signal, hr.Killed, hr.Tier
-	return res, nil
+	res.ExitCode, res.Signal, res.Killed, res.Detail, res.Tier = hr.ExitCode, hr.Signal, hr.Killed, hr.Detail, hr.Tier
+	return nil
 }
 
 // lookupRunAs resolves Server.RunAsUser for a root worker. Empty means a
@@ -403,17 +500,4 @@ func firstNonEmpty(s ...string) string {
 		}
 	}
 	return ""
-}
-
-// formatBytes renders a limit the way build records show it: "2GiB".
-func formatBytes(b int64) string {
-	for _, u := range []struct {
-		n    int64
-		name string
-	}{{1 << 40, "TiB"}, {1 << 30, "GiB"}, {1 << 20, "MiB"}, {1 << 10, "KiB"}} {
-		if b >= u.n && b%u.n == 0 {
-			return fmt.Sprintf("%d%s", b/u.n, u.name)
-		}
-	}
-	return fmt.Sprintf("%dB", b)
 }

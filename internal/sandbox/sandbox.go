@@ -10,7 +10,7 @@
 //
 // Use: call Init first thing in main (and in TestMain of packages whose
 // tests run sandboxes), because each sandbox re-executes the running binary
-// for its set-up stages; call CleanStale once at start; then New, and Run
+// for its helper (stage B); call CleanStale once at start; then New, and Run
 // per command. The set-up sequence, with what each step protects against,
 // is runHelper in helper.go; the threat model and operator guide are in
 // docs/sandbox.md.
@@ -93,6 +93,13 @@ type Spec struct {
 	Output io.Writer
 	// Limits for this command; zero fields take the runner's defaults.
 	Limits Limits
+	// DeadMan, when set, is the dead man's switch: the worker renews the
+	// build at least every DeadMan/4 from a goroutine of its own, and the
+	// sandbox's helper, a separate process, kills the whole build once it
+	// has seen no renewal for DeadMan on its own monotonic clock. So a
+	// worker that stalls (SIGSTOP, a frozen VM, a hung runtime) cannot
+	// leave its build running. Zero turns it off. Direct ignores it.
+	DeadMan time.Duration
 }
 
 // Limits bound one command. A zero field means "the runner's default".
@@ -113,8 +120,12 @@ type Result struct {
 	Signal string
 	// Killed names the limit that ended the command, in the form the build
 	// record shows: "timeout 1h0m0s", "memory limit 2GiB",
-	// "process limit 512", "disk limit 4GiB". Empty when no limit was hit.
+	// "process limit 512", "disk limit 4GiB", or "deadman" (the dead
+	// man's switch, Spec.DeadMan). Empty when no limit was hit.
 	Killed string
+	// Detail says in words why the build was killed, where Killed alone
+	// does not: "the worker stopped renewing this build for 20s".
+	Detail string
 	// Enforcement says how the limits were applied: "cgroup v2" or
 	// "rlimits" (and, for Direct, "unsandboxed").
 	Enforcement string

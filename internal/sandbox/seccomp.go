@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"fmt"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -61,117 +60,160 @@ var signalSyscalls = []uint32{
 const cloneNamespaceFlags = unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID |
 	unix.CLONE_NEWNET | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWCGROUP | unix.CLONE_NEWTIME
 
-// seccompProgram assembles the filter. Jumps are relative, so the program
-// is built back to front from labelled blocks.
+// seccompProgram assembles the filter: the architecture check, one
+// compare per listed syscall, and the blocks they jump to. Every jump
+// names a label; the assembler (bpfasm below) computes the offsets.
 func seccompProgram() []unix.SockFilter {
-	const (
-		ld   = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
-		jeq  = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
-		jge  = unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K
-		jset = unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K
-		ret  = unix.BPF_RET | unix.BPF_K
-	)
-	retAllow := unix.SockFilter{Code: ret, K: unix.SECCOMP_RET_ALLOW}
-	retErrno := func(e unix.Errno) unix.SockFilter {
-		return unix.SockFilter{Code: ret, K: unix.SECCOMP_RET_ERRNO | uint32(e)}
-	}
-	retKill := unix.SockFilter{Code: ret, K: unix.SECCOMP_RET_KILL_PROCESS}
-
-	// Tail blocks, each ending in a return; the dispatcher jumps to them.
-	var tail []unix.SockFilter
-	block := func(ins ...unix.SockFilter) int { // returns the block's index in tail
-		tail = append(tail, ins...)
-		return len(tail) - len(ins)
-	}
-	eperm := block(retErrno(unix.EPERM))
-	enosys := block(retErrno(unix.ENOSYS))
-	allow := block(retAllow)
-	// clone: namespace flags in the low word of arg0 → EPERM.
-	cloneChk := block(
-		unix.SockFilter{Code: ld, K: offArg0},
-		unix.SockFilter{Code: jset, K: cloneNamespaceFlags, Jt: 0, Jf: 1},
-		retErrno(unix.EPERM),
-		retAllow,
-	)
-	// ioctl: TIOCSTI and TIOCLINUX compared on the low 32 bits of arg1,
-	// as the kernel does (CVE-2019-10063, CVE-2023-28100).
-	ioctlChk := block(
-		unix.SockFilter{Code: ld, K: offArg0 + 8},
-		unix.SockFilter{Code: jeq, K: unix.TIOCSTI, Jt: 2, Jf: 0},
-		unix.SockFilter{Code: jeq, K: unix.TIOCLINUX, Jt: 1, Jf: 0},
-		retAllow,
-		retErrno(unix.EPERM),
-	)
-	// socket: only the families builds use (flatpak's list); the exotic
-	// ones carry most of the unprivileged kernel attack surface.
-	socketChk := block(
-		unix.SockFilter{Code: ld, K: offArg0},
-		unix.SockFilter{Code: jeq, K: unix.AF_UNIX, Jt: 4},
-		unix.SockFilter{Code: jeq, K: unix.AF_INET, Jt: 3},
-		unix.SockFilter{Code: jeq, K: unix.AF_INET6, Jt: 2},
-		unix.SockFilter{Code: jeq, K: unix.AF_NETLINK, Jt: 1},
-		retErrno(unix.EAFNOSUPPORT),
-		retAllow,
-	)
-	// Signals to pid 1 (low word; pid_t is 32 bits).
-	pid1Chk := block(
-		unix.SockFilter{Code: ld, K: offArg0},
-		unix.SockFilter{Code: jeq, K: 1, Jt: 0, Jf: 1},
-		retErrno(unix.EPERM),
-		retAllow,
-	)
-
-	// Head: architecture check, then one compare per syscall.
-	head := []unix.SockFilter{
-		{Code: ld, K: offArch},
-		{Code: jeq, K: auditArch, Jt: 1, Jf: 0},
-		retKill, // a foreign ABI (i386 on x86-64) has other numbers: kill
-		{Code: ld, K: offNr},
-	}
+	var a bpfasm
+	// A foreign ABI (i386 on x86-64) has other numbers: kill.
+	a.load(offArch)
+	a.jeq(auditArch, "", "kill")
+	a.load(offNr)
 	if x32Bit != 0 {
-		head = append(head, unix.SockFilter{Code: jge, K: x32Bit, Jt: 0, Jf: 1}, retKill)
+		a.jge(x32Bit, "kill", "")
 	}
-	type rule struct {
-		nr     uint32
-		target int
-	}
-	var rules []rule
 	for _, nr := range deniedSyscalls {
-		rules = append(rules, rule{nr, eperm})
+		a.jeq(nr, "eperm", "")
 	}
 	for _, nr := range enosysSyscalls {
-		rules = append(rules, rule{nr, enosys})
+		a.jeq(nr, "enosys", "")
 	}
 	for _, nr := range signalSyscalls {
-		rules = append(rules, rule{nr, pid1Chk})
+		a.jeq(nr, "pid1", "")
 	}
-	rules = append(rules, rule{unix.SYS_CLONE, cloneChk}, rule{unix.SYS_IOCTL, ioctlChk},
-		rule{unix.SYS_SOCKET, socketChk})
+	a.jeq(unix.SYS_CLONE, "clone", "")
+	a.jeq(unix.SYS_IOCTL, "ioctl", "")
+	a.jeq(unix.SYS_SOCKET, "socket", "")
+	a.ja("allow")
 
-	// After the compares comes a jump to allow, then the tail.
-	n := len(rules)
-	prog := head
-	for i, r := range rules {
-		// Distance from the instruction after this one to tail[r.target]:
-		// the remaining compares, the "ja allow", then the target offset.
-		dist := (n - i - 1) + 1 + r.target
-		if dist > 255 {
-			panic("seccomp program too long for a conditional jump")
-		}
-		prog = append(prog, unix.SockFilter{Code: jeq, K: r.nr, Jt: uint8(dist), Jf: 0})
+	// clone: namespace flags in the low word of arg0.
+	a.label("clone")
+	a.load(offArg0)
+	a.jset(cloneNamespaceFlags, "eperm", "allow")
+	// ioctl: TIOCSTI and TIOCLINUX compared on the low 32 bits of arg1,
+	// as the kernel does (CVE-2019-10063, CVE-2023-28100).
+	a.label("ioctl")
+	a.load(offArg0 + 8)
+	a.jeq(unix.TIOCSTI, "eperm", "")
+	a.jeq(unix.TIOCLINUX, "eperm", "allow")
+	// socket: only the families builds use (flatpak's list); the exotic
+	// ones carry most of the unprivileged kernel attack surface.
+	a.label("socket")
+	a.load(offArg0)
+	for _, af := range []uint32{unix.AF_UNIX, unix.AF_INET, unix.AF_INET6, unix.AF_NETLINK} {
+		a.jeq(af, "allow", "")
 	}
-	prog = append(prog, unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JA, K: uint32(allow)})
-	return append(prog, tail...)
+	a.ret(unix.SECCOMP_RET_ERRNO | uint32(unix.EAFNOSUPPORT))
+	// Signals to pid 1 (low word; pid_t is 32 bits).
+	a.label("pid1")
+	a.load(offArg0)
+	a.jeq(1, "eperm", "allow")
+	// The verdicts, last: BPF jumps only forward.
+	a.label("eperm")
+	a.ret(unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM))
+	a.label("enosys")
+	a.ret(unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS))
+	a.label("allow")
+	a.ret(unix.SECCOMP_RET_ALLOW)
+	a.label("kill")
+	a.ret(unix.SECCOMP_RET_KILL_PROCESS)
+
+	prog, err := a.assemble()
+	if err != nil {
+		panic("seccomp program: " + err.Error()) // a bug in the lines above, caught by seccomp_test.go
+	}
+	return prog
 }
 
-// installSeccomp loads the filter for the calling thread, which then execs.
-// no_new_privs must already be set.
-func installSeccomp() error {
-	prog := seccompProgram()
-	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	if _, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0,
-		uintptr(unsafe.Pointer(&fprog))); errno != 0 {
-		return fmt.Errorf("seccomp(SET_MODE_FILTER): %w", errno)
+// bpfasm assembles a classic BPF program whose jumps go forward to named
+// labels. A jump target "" is the next instruction.
+type bpfasm struct {
+	prog   []unix.SockFilter
+	labels map[string]int
+	jumps  []bpfJump
+}
+
+// bpfJump is a jump whose offsets assemble fills in.
+type bpfJump struct {
+	at     int
+	jt, jf string // conditional targets; jt alone for ja
+}
+
+func (a *bpfasm) label(name string) {
+	if a.labels == nil {
+		a.labels = map[string]int{}
 	}
-	return nil
+	a.labels[name] = len(a.prog)
+}
+
+func (a *bpfasm) emit(code uint16, k uint32) {
+	a.prog = append(a.prog, unix.SockFilter{Code: code, K: k})
+}
+
+// load loads the 32-bit word of seccomp_data at off into A.
+func (a *bpfasm) load(off uint32) { a.emit(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, off) }
+
+func (a *bpfasm) ret(k uint32) { a.emit(unix.BPF_RET|unix.BPF_K, k) }
+
+func (a *bpfasm) cond(op uint16, k uint32, jt, jf string) {
+	a.jumps = append(a.jumps, bpfJump{at: len(a.prog), jt: jt, jf: jf})
+	a.emit(unix.BPF_JMP|op|unix.BPF_K, k)
+}
+
+// jeq jumps to jt if A == k, else to jf.
+func (a *bpfasm) jeq(k uint32, jt, jf string) { a.cond(unix.BPF_JEQ, k, jt, jf) }
+
+// jge jumps to jt if A >= k, else to jf.
+func (a *bpfasm) jge(k uint32, jt, jf string) { a.cond(unix.BPF_JGE, k, jt, jf) }
+
+// jset jumps to jt if A & k != 0, else to jf.
+func (a *bpfasm) jset(k uint32, jt, jf string) { a.cond(unix.BPF_JSET, k, jt, jf) }
+
+// ja jumps to target unconditionally.
+func (a *bpfasm) ja(target string) {
+	a.jumps = append(a.jumps, bpfJump{at: len(a.prog), jt: target})
+	a.emit(unix.BPF_JMP|unix.BPF_JA, 0)
+}
+
+// assemble resolves every jump. Jumps are relative to the next
+// instruction, forward only, and a conditional one reaches 255 at most.
+func (a *bpfasm) assemble() ([]unix.SockFilter, error) {
+	offset := func(from int, target string, limit int) (int, error) {
+		if target == "" {
+			return 0, nil
+		}
+		to, ok := a.labels[target]
+		if !ok {
+			return 0, fmt.Errorf("instruction %d jumps to undefined label %q", from, target)
+		}
+		d := to - (from + 1)
+		if d < 0 || d > limit {
+			return 0, fmt.Errorf("instruction %d cannot jump %d to %q", from, d, target)
+		}
+		return d, nil
+	}
+	for _, j := range a.jumps {
+		ins := &a.prog[j.at]
+		if ins.Code == unix.BPF_JMP|unix.BPF_JA {
+			d, err := offset(j.at, j.jt, 1<<31)
+			if err != nil {
+				return nil, err
+			}
+			ins.K = uint32(d)
+			continue
+		}
+		jt, err := offset(j.at, j.jt, 255)
+		if err != nil {
+			return nil, err
+		}
+		jf, err := offset(j.at, j.jf, 255)
+		if err != nil {
+			return nil, err
+		}
+		ins.Jt, ins.Jf = uint8(jt), uint8(jf)
+	}
+	if n := len(a.prog); n == 0 || a.prog[n-1].Code != unix.BPF_RET|unix.BPF_K {
+		return nil, fmt.Errorf("the program does not end in a return")
+	}
+	return a.prog, nil
 }
