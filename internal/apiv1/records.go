@@ -138,6 +138,16 @@ type Build struct {
 	CreatedAt  time.Time  `json:"created_at"`
 	StartedAt  *time.Time `json:"started_at,omitempty"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	// Phases is how long each phase of the build took, in the order
+	// queued, waiting, clone, sandbox_start, build, checks, store, record
+	// (those that happened).
+	Phases []Phase `json:"phases,omitempty"`
+}
+
+// Phase is how long one phase of a build took.
+type Phase struct {
+	Phase string  `json:"phase"`
+	MS    float64 `json:"ms"`
 }
 
 // Fetched is one distribution a build fetched through its door

@@ -22,6 +22,7 @@ type (
 	Build    = apiv1.Build
 	Artifact = apiv1.Artifact
 	Duration = apiv1.Duration
+	Phase    = apiv1.Phase
 )
 
 // Source types, languages, build triggers and statuses (see apiv1).
