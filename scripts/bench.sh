@@ -11,6 +11,11 @@ echo "== sandbox launch: bare exec vs pkgfleet sandbox vs bwrap"
 bash scripts/bench-sandbox.sh
 
 echo
+echo "== no-op builds without git: CPU and Redis commands per build, API and worker processes apart, vs raw asynq"
+PKGFLEET_LOAD_BUILDS="$builds" go test -count 1 -timeout 30m -run '^TestNoopBuildCost$' -v ./internal/fleettest/ |
+	sed -n 's/.*BENCH //p'
+
+echo
 echo "== no-op builds through pkgfleet (API, registry, queue, slots, clone, record) vs raw asynq"
 PKGFLEET_LOAD_BUILDS="$builds" go test -count 1 -timeout 30m -run '^TestNoopBuildLoad$' -v ./internal/fleettest/ |
 	sed -n 's/.*BENCH //p'
