@@ -16,6 +16,11 @@ PKGFLEET_LOAD_BUILDS="$builds" go test -count 1 -timeout 30m -run '^TestNoopBuil
 	sed -n 's/.*BENCH //p'
 
 echo
+echo "== push (run) -> build process start on an idle fleet, one push at a time"
+PKGFLEET_PUSHES=100 go test -count 1 -run '^TestPushToBuildProcessStart$' -v ./internal/fleettest/ |
+	sed -n 's/.*BENCH //p'
+
+echo
 echo "== no-op builds through pkgfleet (API, registry, queue, slots, clone, record) vs raw asynq"
 PKGFLEET_LOAD_BUILDS="$builds" go test -count 1 -timeout 30m -run '^TestNoopBuildLoad$' -v ./internal/fleettest/ |
 	sed -n 's/.*BENCH //p'

@@ -186,6 +186,7 @@ func (p *Pipeline) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	lang, _ := p.languages.Get(pre.Language)
 	bl, berr := p.registry.Builder(ctx, pre.Source, pre.Builder)
+	readAt := time.Now()
 	if berr != nil && !errors.Is(berr, registry.ErrNotFound) {
 		return berr // registry unreachable: let asynq retry (never build without a slot)
 	}
@@ -210,6 +211,11 @@ func (p *Pipeline) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			setLease(lease)
 		}
 	}
+	if time.Since(readAt) > time.Second {
+		// The builder may have changed while the build waited for its
+		// slot (URL, credential): run reads it again.
+		bl = nil
+	}
 	ctx, cancelRun := context.WithTimeout(ctx, p.runTimeout)
 	defer cancelRun()
 
@@ -231,7 +237,7 @@ func (p *Pipeline) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	p.running.Add(1)
 	done := p.metrics.BuildStarted(b.Language, b.Trigger)
-	out, runErr := p.run(ctx, b, lang.Recipe, logw)
+	out, runErr := p.run(ctx, b, bl, lang.Recipe, logw)
 	p.running.Add(-1)
 	done(p.result(ctx, runErr, attempt, attempts))
 	switch {
@@ -386,8 +392,13 @@ type result struct {
 	artifacts    []registry.Artifact
 }
 
-func (p *Pipeline) run(ctx context.Context, b *registry.Build, rc recipe.Recipe, logw *logWriter) (*result, error) {
-	bl, err := p.registry.Builder(ctx, b.Source, b.Builder)
+// run builds b with bl, the builder as read before the slot was taken (nil:
+// read it now).
+func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Builder, rc recipe.Recipe, logw *logWriter) (*result, error) {
+	var err error
+	if bl == nil {
+		bl, err = p.registry.Builder(ctx, b.Source, b.Builder)
+	}
 	if err != nil {
 		if errors.Is(err, registry.ErrNotFound) {
 			return nil, fmt.Errorf("%w: %w", err, asynq.SkipRetry) // deleted meanwhile: retrying cannot help
