@@ -31,6 +31,11 @@ PKGFLEET_BENCH=1 go test -count 1 -run '^TestBenchRPackageAgainstRCMDBuild$' -v 
 	sed -n 's/.*BENCH //p'
 
 echo
+echo "== a generated R package with C code (300 R files, 150 C sources and headers, 100 Rd pages) vs R CMD build"
+PKGFLEET_BENCH=1 go test -count 1 -run '^TestBenchLargeRPackageAgainstRCMDBuild$' -v ./internal/e2e/ |
+	sed -n 's/.*BENCH //p'
+
+echo
 echo "== poller: 1000 builders of a local repository, one poller, 10s interval"
 PKGFLEET_POLL_BUILDERS=1000 go test -count 1 -run '^TestManyBuildersArePolledWithinOneInterval$' -v ./internal/poller/ |
 	sed -n 's/.*BENCH //p'
