@@ -159,7 +159,9 @@ func TestImagesAreMultiStageNonRootAndMatchTheChart(t *testing.T) {
 	}{
 		{"docker/api.Dockerfile", "./cmd/api", "/usr/local/bin/pkgfleet-api", apiPort, []string{"git", "ca-certificates"}},
 		{"docker/worker.Dockerfile", "./cmd/worker", "/usr/local/bin/pkgfleet-worker", workerPort,
-			[]string{"r-base-core", "python3-build", "python3-setuptools", "python3-wheel", "git", "ca-certificates"}},
+			[]string{"r-base-core", "python3-build", "python3-setuptools", "python3-wheel", "git", "ca-certificates",
+				// the common PEP 517 backends Debian has (issue 13)
+				"python3-hatchling", "python3-hatch-vcs", "flit", "python3-poetry-core", "python3-setuptools-scm", "python3-mesonpy"}},
 	} {
 		t.Run(filepath.Base(tc.file), func(t *testing.T) {
 			t.Parallel()

@@ -38,11 +38,15 @@ FROM ${BASE_IMAGE} AS runtime
 # What a typical R or Python package needs to build: R with its headers and
 # the compilers R was built with (r-base-dev: gcc, g++, gfortran, make and
 # the BLAS/LAPACK, zlib, bzip2, lzma, PCRE, ICU and readline headers),
-# Python's build module with setuptools and wheel (for --no-isolation builds
-# without network), python3-dev for C extensions, venv and pip for isolated
-# builds, git and ssh to clone. EXTRA_PACKAGES adds what your packages'
+# Python's build module with the common PEP 517 backends Debian has
+# (setuptools, wheel, hatchling, hatch-vcs, flit's flit_core, poetry-core,
+# setuptools-scm, meson-python), so that offline --no-isolation builds of
+# most packages work without a door (Git.PythonIndexURL); python3-dev for C
+# extensions, venv and pip for isolated builds through the door; git and
+# ssh to clone. Debian's backends can be older than a package asks for
+# (flit_core>=3.12, say): those builds need the door. EXTRA_PACKAGES adds what your packages'
 # system requirements are (e.g. libcurl4-openssl-dev libxml2-dev pandoc).
-ARG PACKAGES="ca-certificates git openssh-client r-base-core r-base-dev build-essential python3 python3-dev python3-build python3-setuptools python3-wheel python3-venv python3-pip"
+ARG PACKAGES="ca-certificates git openssh-client r-base-core r-base-dev build-essential python3 python3-dev python3-build python3-setuptools python3-wheel python3-hatchling python3-hatch-vcs flit python3-poetry-core python3-setuptools-scm python3-mesonpy python3-venv python3-pip"
 ARG EXTRA_PACKAGES=""
 # Packages the base image already holds are skipped, so that a base image
 # made with them builds without a network; the rest come from Debian.

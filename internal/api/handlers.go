@@ -72,6 +72,9 @@ type builderFields struct {
 	PollInterval      *registry.Duration `json:"poll_interval"`
 	InitialTags       *int               `json:"initial_tags"`
 	Credential        *string            `json:"credential"`
+	PythonIndexURL    *string            `json:"python_index_url"`
+	RRepositoryURL    *string            `json:"r_repository_url"`
+	BuildVignettes    *bool              `json:"build_vignettes"`
 	// WebhookSecret is write-only: stored apart, never returned.
 	WebhookSecret *string `json:"webhook_secret"`
 }
@@ -88,6 +91,11 @@ func (f *builderFields) apply(b *registry.Builder) {
 	set(&b.SubDir, f.SubDir)
 	set(&b.TagPattern, f.TagPattern)
 	set(&b.Credential, f.Credential)
+	set(&b.PythonIndexURL, f.PythonIndexURL)
+	set(&b.RRepositoryURL, f.RRepositoryURL)
+	if f.BuildVignettes != nil {
+		b.BuildVignettes = *f.BuildVignettes
+	}
 	if f.CloneDepth != nil {
 		b.CloneDepth = *f.CloneDepth
 	}
@@ -142,7 +150,7 @@ func (s *Server) createBuilder(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	b := &registry.Builder{Source: src.Name, Name: req.Name, CloneDepth: 1}
+	b := &registry.Builder{Source: src.Name, Name: req.Name, Language: src.Language(), CloneDepth: 1}
 	req.apply(b)
 	if req.Name == "" {
 		if src.Language() != registry.LangR {

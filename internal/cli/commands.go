@@ -56,7 +56,9 @@ func (app *App) deleteSource() *cobra.Command {
 // builderFlags are the git-builder settings shared by create and edit.
 type builderFlags struct {
 	url, branch, trigger, subDir, tagPattern, pollInterval, credential string
+	pythonIndexURL, rRepositoryURL                                     string
 	cloneDepth, recurse                                                int
+	buildVignettes                                                     bool
 
 	webhookSecret string
 	initialTags   int
@@ -71,6 +73,9 @@ func (f *builderFlags) register(cmd *cobra.Command, prefix string) {
 	fl.StringVar(&f.tagPattern, "tag-pattern", "", "glob of tags to build (tags trigger)")
 	fl.StringVar(&f.pollInterval, "poll-interval", "", "time between polls (default Git.PollInterval)")
 	fl.StringVar(&f.credential, prefix+"credential", "", "name of a git credential for a private repository")
+	fl.StringVar(&f.pythonIndexURL, "python-index-url", "", "PEP 503 index the build's requirements come from, through the door (default Git.PythonIndexURL; \"\" = the workers')")
+	fl.StringVar(&f.rRepositoryURL, "r-repository-url", "", "CRAN-like repository vignette dependencies come from, through the door (default Git.RRepositoryURL)")
+	fl.BoolVar(&f.buildVignettes, "build-vignettes", false, "R: build the vignettes, installing what they need from the R repository")
 	fl.IntVar(&f.cloneDepth, "clone-depth", 1, "clone depth; 0 clones the full history")
 	fl.IntVar(&f.recurse, "recurse-submodules", 0, "submodule recursion depth")
 	fl.StringVar(&f.webhookSecret, "webhook-secret", "", "secret that webhooks of this repository must prove (16+ characters; \"\" removes it)")
@@ -92,6 +97,9 @@ func (f *builderFlags) body(cmd *cobra.Command, prefix string) map[string]any {
 	set("tag-pattern", "tag_pattern", f.tagPattern)
 	set("poll-interval", "poll_interval", f.pollInterval)
 	set(prefix+"credential", "credential", f.credential)
+	set("python-index-url", "python_index_url", f.pythonIndexURL)
+	set("r-repository-url", "r_repository_url", f.rRepositoryURL)
+	set("build-vignettes", "build_vignettes", f.buildVignettes)
 	set("clone-depth", "clone_depth", f.cloneDepth)
 	set("recurse-submodules", "recurse_submodules", f.recurse)
 	set("webhook-secret", "webhook_secret", f.webhookSecret)

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/go-git/gcfg/v2"
+	"github.com/pkgfleet/pkgfleet/internal/door"
 )
 
 // Config is the whole of pkgfleet's settings.
@@ -59,6 +60,8 @@ type Git struct {
 	BuildRetries              int
 	BuildTimeout              time.Duration
 	BuildNetwork              bool
+	PythonIndexURL            string
+	RRepositoryURL            string
 	BuildMemory               Size
 	BuildProcesses            int
 	BuildDiskSize             Size
@@ -278,6 +281,13 @@ func (c *Config) Validate() error {
 	}
 	if c.Git.PollTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("Git.PollTimeout must be at least 1s, got %s", c.Git.PollTimeout))
+	}
+	for _, ix := range []struct{ name, url string }{{"Git.PythonIndexURL", c.Git.PythonIndexURL}, {"Git.RRepositoryURL", c.Git.RRepositoryURL}} {
+		if ix.url != "" {
+			if err := door.CheckURL(ix.url); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", ix.name, err))
+			}
+		}
 	}
 	if c.Worker.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("Worker.Concurrency must be at least 1, got %d", c.Worker.Concurrency))

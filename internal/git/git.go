@@ -18,10 +18,14 @@ import (
 	"os"
 	"os/exec"
 	"path"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pkgfleet/pkgfleet/internal/version"
 )
@@ -282,7 +286,45 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) error
 			return fmt.Errorf("clone %s at %s: %w", opts.URL, opts.SHA[:12], err)
 		}
 	}
+	// A checkout's mtimes are the time of the checkout; archives made from
+	// it would differ on every build. Every file gets the commit's time.
+	when, err := c.CommitTime(ctx, dir)
+	if err != nil {
+		return fmt.Errorf("clone %s at %s: %w", opts.URL, opts.SHA[:12], err)
+	}
+	if err := setMtimes(dir, when); err != nil {
+		return fmt.Errorf("clone %s at %s: %w", opts.URL, opts.SHA[:12], err)
+	}
 	return nil
+}
+
+// CommitTime is the committer time of the commit checked out in dir: the
+// SOURCE_DATE_EPOCH of its build.
+func (c *Client) CommitTime(ctx context.Context, dir string) (time.Time, error) {
+	out, err := c.run(ctx, dir, "log", "-1", "--format=%ct", "HEAD")
+	if err != nil {
+		return time.Time{}, fmt.Errorf("commit time: %w", err)
+	}
+	sec, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("commit time %q: %w", out, err)
+	}
+	return time.Unix(sec, 0).UTC(), nil
+}
+
+// setMtimes sets the access and modification times of everything below
+// root except .git to t, without following symlinks.
+func setMtimes(root string, t time.Time) error {
+	ts := []unix.Timespec{unix.NsecToTimespec(t.UnixNano()), unix.NsecToTimespec(t.UnixNano())}
+	return filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Name() == ".git" && p != root {
+			return filepath.SkipDir
+		}
+		return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
+	})
 }
 
 func (c *Client) run(ctx context.Context, dir string, args ...string) ([]byte, error) {

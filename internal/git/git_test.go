@@ -4,8 +4,10 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
 )
@@ -150,4 +152,34 @@ func TestLsRemoteOfAMissingRepositoryIsAClearError(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "ls-remote file:///nonexistent/repo") {
 		t.Fatalf("err = %v", err)
 	}
+}
+
+func TestCloneSetsEveryCheckedOutFileToTheCommitTime(t *testing.T) {
+	t.Parallel()
+	dir, sha := testenv.Repo(t, map[string]string{"pkg/a.txt": "a", "b.txt": "b"})
+	want := time.Unix(mustAtoi(t, testenv.Git(t, dir, "log", "-1", "--format=%ct")), 0)
+	c := &Client{Policy: URLPolicy{AllowFile: true}}
+	dst := filepath.Join(t.TempDir(), "checkout")
+	if err := c.Clone(context.Background(), dst, CloneOptions{URL: "file://" + dir, SHA: sha, Depth: 1}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.CommitTime(context.Background(), dst)
+	if err != nil || !got.Equal(want) {
+		t.Fatalf("CommitTime = %v %v, want %v", got, err, want)
+	}
+	for _, p := range []string{".", "pkg", "pkg/a.txt", "b.txt"} {
+		st, err := os.Lstat(filepath.Join(dst, p))
+		if err != nil || !st.ModTime().Equal(want) {
+			t.Errorf("%s: mtime %v (%v), want the commit's %v", p, st.ModTime(), err, want)
+		}
+	}
+}
+
+func mustAtoi(t *testing.T, s string) int64 {
+	t.Helper()
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/pkgfleet/pkgfleet/internal/config"
 	"github.com/pkgfleet/pkgfleet/internal/credential"
+	"github.com/pkgfleet/pkgfleet/internal/door"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/metrics"
 	"github.com/pkgfleet/pkgfleet/internal/notify"
@@ -74,11 +75,15 @@ type Pipeline struct {
 	languages  *Languages
 	builderDir string
 	network    bool
-	limits     sandbox.Limits
-	logLimit   config.Size
-	worker     string
-	log        *slog.Logger
-	metrics    *metrics.Worker
+	// pythonIndexURL and rRepositoryURL are the workers' package indexes
+	// (Git.PythonIndexURL, Git.RRepositoryURL), behind each build's door
+	// (door.go); a builder may override them.
+	pythonIndexURL, rRepositoryURL string
+	limits                         sandbox.Limits
+	logLimit                       config.Size
+	worker                         string
+	log                            *slog.Logger
+	metrics                        *metrics.Worker
 
 	// slots limits each builder's concurrent builds across the fleet:
 	// BuildConcurrency for tag builders, one for commit builders. A build
@@ -123,6 +128,8 @@ func New(d Deps) (*Pipeline, error) {
 		languages:        d.Languages,
 		builderDir:       cfg.Git.BuilderDir,
 		network:          cfg.Git.BuildNetwork,
+		pythonIndexURL:   cfg.Git.PythonIndexURL,
+		rRepositoryURL:   cfg.Git.RRepositoryURL,
 		limits:           Limits(cfg),
 		logLimit:         cfg.Git.BuildLogSize,
 		worker:           d.Worker,
@@ -289,7 +296,7 @@ func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, id int64, attem
 			}
 			now := time.Now().UTC()
 			b.Status, b.Detail, b.FinishedAt = registry.StatusSucceeded, "", &now
-			b.Package, b.Version, b.Artifacts = out.pkg, out.version, out.artifacts
+			b.Package, b.Version, b.Artifacts, b.Fetched = out.pkg, out.version, out.artifacts, out.fetched
 			return nil
 		})
 		log.Info("build succeeded", "package", out.pkg, "version", out.version)
@@ -390,6 +397,7 @@ func (p *Pipeline) start(ctx context.Context, id int64, attempt int, lang Langua
 type result struct {
 	pkg, version string
 	artifacts    []registry.Artifact
+	fetched      []door.Fetched
 }
 
 // run builds b with bl, the builder as read before the slot was taken (nil:
@@ -415,19 +423,35 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 	if err := os.MkdirAll(dest, 0o755); err != nil {
 		return nil, err
 	}
+	var sourceDate time.Time
 	if nc, ok := rc.(NoCheckout); !ok || !nc.NoCheckout() {
 		fmt.Fprintf(logw, "==> cloning %s at %s (%s)\n", bl.URL, b.SHA, b.Ref)
 		cloneCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-		err = p.clone(cloneCtx, bl, checkout, b.SHA)
+		sourceDate, err = p.clone(cloneCtx, bl, checkout, b.SHA)
 		cancel()
 		if err != nil {
 			return nil, err
 		}
 	}
-	out, err := rc.Build(ctx, recipe.Input{
+	in := recipe.Input{
 		Checkout: checkout, SubDir: bl.SubDir, Dest: dest, Log: logw,
-		Network: p.network, Limits: p.limits,
-	})
+		Network: p.network, Limits: p.limits, SourceDate: sourceDate, BuildVignettes: bl.BuildVignettes,
+	}
+	d, err := p.doorFor(bl, logw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	if d != nil {
+		in.Door, in.IndexURL = d, d.BuildURL(0)
+	}
+	out, err := rc.Build(ctx, in)
+	var fetched []door.Fetched
+	if d != nil {
+		fetched = d.Fetched()
+		for _, f := range fetched {
+			fmt.Fprintf(logw, "==> fetched through the door: %s %s (%s, sha256 %s)\n", f.Name, f.Version, f.File, f.SHA256)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -445,7 +469,7 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 	for _, a := range arts {
 		fmt.Fprintf(logw, "==> stored %s (%d bytes, sha256 %s)\n", a.File, a.Size, a.SHA256)
 	}
-	return &result{pkg: out.Package, version: out.Version, artifacts: arts}, nil
+	return &result{pkg: out.Package, version: out.Version, artifacts: arts, fetched: fetched}, nil
 }
 
 // NoCheckout is implemented by a recipe that needs no checkout: the
@@ -454,19 +478,23 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 type NoCheckout interface{ NoCheckout() bool }
 
 // clone checks the commit out with the builder's credential, which lives
-// in a masked directory only while git runs; the build never sees it.
-func (p *Pipeline) clone(ctx context.Context, bl *registry.Builder, dir, sha string) error {
+// in a masked directory only while git runs; the build never sees it. It
+// returns the commit's time, the build's SOURCE_DATE_EPOCH.
+func (p *Pipeline) clone(ctx context.Context, bl *registry.Builder, dir, sha string) (time.Time, error) {
 	gc, done, err := p.creds.GitClient(ctx, p.git, bl.Credential, p.builderDir)
 	if err != nil {
 		if errors.Is(err, registry.ErrNotFound) || errors.Is(err, credential.ErrNoKey) || errors.Is(err, credential.ErrUndecryptable) {
-			return fmt.Errorf("%w: %w", err, asynq.SkipRetry) // retrying cannot help
+			return time.Time{}, fmt.Errorf("%w: %w", err, asynq.SkipRetry) // retrying cannot help
 		}
-		return err // Redis unreachable: a retry can
+		return time.Time{}, err // Redis unreachable: a retry can
 	}
 	defer done()
-	return gc.Clone(ctx, dir, git.CloneOptions{
+	if err := gc.Clone(ctx, dir, git.CloneOptions{
 		URL: bl.URL, SHA: sha, Depth: bl.CloneDepth, RecurseSubmodules: bl.RecurseSubmodules,
-	})
+	}); err != nil {
+		return time.Time{}, err
+	}
+	return gc.CommitTime(ctx, dir)
 }
 
 func reason(err error) string {

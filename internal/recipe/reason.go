@@ -19,9 +19,14 @@ import (
 // failure, so its memory is bounded whatever the build prints.
 
 // remedyPython is what makes a missing build requirement available to a
-// Python build today.
-const remedyPython = "install it on the workers (the worker image's EXTRA_PACKAGES), " +
-	"or set Git.BuildNetwork = true for isolated builds that download it"
+// Python build: an index behind the build's door (internal/door), or the
+// workers' own Python.
+const remedyPython = "set Git.PythonIndexURL (or the builder's python_index_url) to an index that has it, " +
+	"or install it on the workers (the worker image's EXTRA_PACKAGES)"
+
+// remedyR is the same for the packages an R build needs.
+const remedyR = "turn on the builder's build_vignettes with Git.RRepositoryURL (or its r_repository_url) " +
+	"naming a repository that has them, or install them on the workers (the worker image's EXTRA_PACKAGES)"
 
 var (
 	compilerError = regexp.MustCompile(`^\S+?:\d+(:\d+)?: (fatal )?error: .+`)
@@ -154,7 +159,8 @@ func (w *reasonWriter) pythonReason(res sandbox.Result, python, dir string) stri
 	case len(w.missing) > 0:
 		return fmt.Sprintf("build requirements %s are not installed beside %s: %s", strings.Join(w.missing, ", "), python, remedyPython)
 	case w.notFound != "":
-		return fmt.Sprintf("build requirement %s is not in the package index the build can reach: publish it there, or %s", w.notFound, remedyPython)
+		return fmt.Sprintf("build requirement %s is not in the package index the build can reach: publish it there, "+
+			"or set Git.PythonIndexURL (or the builder's python_index_url) to an index that has it", w.notFound)
 	case w.compiler != "":
 		return "compiler error: " + w.compiler
 	}
@@ -169,8 +175,8 @@ func (w *reasonWriter) rReason(res sandbox.Result, rHome string) string {
 	case res.Killed != "" || res.Signal != "":
 		return "R CMD build " + describe(res)
 	case len(w.rMissing) > 0:
-		return fmt.Sprintf("R packages %s needed by the build are not installed in the R at %s: install them on the workers (the worker image's EXTRA_PACKAGES)",
-			strings.Join(w.rMissing, ", "), rHome)
+		return fmt.Sprintf("R packages %s needed by the build are not installed in the R at %s: %s",
+			strings.Join(w.rMissing, ", "), rHome, remedyR)
 	case w.compiler != "":
 		return "compiler error: " + w.compiler
 	}

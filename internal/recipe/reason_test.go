@@ -30,9 +30,9 @@ func TestPythonFailureReasonsAreOneLineWithTheRemedy(t *testing.T) {
 		dir  string
 		want []string
 	}{
-		{"nobackend", []string{"build backend pkgfleet_no_such_backend.buildapi (requires pkgfleet-no-such-backend>=3.12,<4) is not installed beside /usr/bin/python3: install it on the workers"}},
+		{"nobackend", []string{"build backend pkgfleet_no_such_backend.buildapi (requires pkgfleet-no-such-backend>=3.12,<4) is not installed beside /usr/bin/python3: set Git.PythonIndexURL"}},
 		// python -m build lists them in no fixed order.
-		{"norequires", []string{"build requirements pkgfleet-no-such-", "pkgfleet-no-such-plugin", "pkgfleet-no-such-readme", "are not installed beside /usr/bin/python3", "Git.BuildNetwork"}},
+		{"norequires", []string{"build requirements pkgfleet-no-such-", "pkgfleet-no-such-plugin", "pkgfleet-no-such-readme", "are not installed beside /usr/bin/python3", "Git.PythonIndexURL"}},
 		{"ccerror", []string{"compiler error: c.c:1:11: error: expected declaration specifiers"}},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {

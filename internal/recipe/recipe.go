@@ -13,9 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/detect"
 	"github.com/pkgfleet/pkgfleet/internal/pkgmeta"
@@ -30,6 +32,18 @@ type Input struct {
 	Log      io.Writer // the build log
 	Network  bool      // Git.BuildNetwork
 	Limits   sandbox.Limits
+	// Door, when set (and Network is not), is the build's one way out: a
+	// proxy at sandbox.DoorAddr to one package index, which the build
+	// names IndexURL (internal/door). Python builds then run isolated,
+	// their requirements installed from that index.
+	Door     sandbox.Door
+	IndexURL string
+	// BuildVignettes has R CMD build build the vignettes (the builder's
+	// build_vignettes); what they need comes through the door.
+	BuildVignettes bool
+	// SourceDate is the commit's time: SOURCE_DATE_EPOCH, and the time
+	// stamped into source tarballs (reproducible.go). Zero: 1980-01-01.
+	SourceDate time.Time
 }
 
 // File is one artifact.
@@ -78,11 +92,14 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 	}
 	fmt.Fprintf(in.Log, "==> R CMD build %s (package %s %s, R %s)\n", rel(in, dir), pkg, version, r.Tool.Version)
 	why := &reasonWriter{}
+	// The PDF manual needs LaTeX; vignettes need their engine and the
+	// packages' suggested dependencies, so only build_vignettes builds
+	// them (vignettes.go). PPM builds plain source bundles.
+	args, env, door := r.rCommand(in, dir, baseEnv(in.Dest, in.SourceDate))
 	res, err := r.Runner.Run(ctx, sandbox.Spec{
-		// Vignettes and the PDF manual need LaTeX, pandoc and the
-		// packages' suggested dependencies; PPM builds plain source bundles.
-		Args:    []string{r.Tool.Command(), "CMD", "build", "--no-build-vignettes", "--no-manual", dir},
-		Env:     baseEnv(in.Dest),
+		Args:    args,
+		Env:     env,
+		Door:    door,
 		Dir:     in.Dest,
 		Source:  in.Checkout,
 		Dest:    in.Dest,
@@ -105,6 +122,10 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 	if err != nil || f["Package"] != pkg || f["Version"] != version {
 		return nil, &Failure{Reason: fmt.Sprintf("%s: its DESCRIPTION does not say Package %s Version %s", filepath.Base(tarball), pkg, version), Result: res}
 	}
+	epoch := sourceDateEpoch(in.SourceDate)
+	if err := normalizeTarGz(tarball, epoch, fixRPackaged(epoch)); err != nil {
+		return nil, fmt.Errorf("make %s reproducible: %w", filepath.Base(tarball), err)
+	}
 	return &Output{Package: pkg, Version: version, Files: []File{{Path: tarball, Kind: "source"}}, Result: res}, nil
 }
 
@@ -124,7 +145,15 @@ func (p *Python) Build(ctx context.Context, in Input) (*Output, error) {
 		return nil, &Failure{Reason: fmt.Sprintf("%s has neither pyproject.toml nor setup.py", rel(in, dir))}
 	}
 	args := []string{p.Tool.Command(), "-m", "build", "--sdist", "--wheel", "--outdir", in.Dest}
-	if !in.Network {
+	env := baseEnv(in.Dest, in.SourceDate)
+	door := in.Door != nil && !in.Network
+	switch {
+	case door:
+		// Isolated: build-system.requires and what get_requires_for_build_*
+		// name are installed into a fresh environment from the index.
+		env = append(env, doorEnv(in.IndexURL)...)
+		fmt.Fprintf(in.Log, "==> build requirements from %s through the door\n", in.IndexURL)
+	case !in.Network:
 		// Without a network an isolated build cannot install its backend;
 		// use the backends installed with the interpreter.
 		args = append(args, "--no-isolation")
@@ -132,17 +161,28 @@ func (p *Python) Build(ctx context.Context, in Input) (*Output, error) {
 	args = append(args, dir)
 	fmt.Fprintf(in.Log, "==> python -m build %s (Python %s)\n", rel(in, dir), p.Tool.Version)
 	why := &reasonWriter{}
-	res, err := p.Runner.Run(ctx, sandbox.Spec{
-		Args: args, Env: baseEnv(in.Dest), Dir: dir, Source: in.Checkout, Dest: in.Dest,
+	spec := sandbox.Spec{
+		Args: args, Env: env, Dir: dir, Source: in.Checkout, Dest: in.Dest,
 		Network: in.Network, Output: io.MultiWriter(in.Log, why), Limits: in.Limits,
-	})
+	}
+	if door {
+		spec.Door = in.Door
+	}
+	res, err := p.Runner.Run(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
 	if !res.Success() {
 		return nil, &Failure{Reason: why.pythonReason(res, p.Tool.Command(), dir), Result: res}
 	}
-	return checkPython(in.Dest, res)
+	out, err := checkPython(in.Dest, res)
+	if err != nil {
+		return nil, err
+	}
+	if err := normalizeTarGz(out.Files[0].Path, sourceDateEpoch(in.SourceDate), nil); err != nil {
+		return nil, fmt.Errorf("make %s reproducible: %w", filepath.Base(out.Files[0].Path), err)
+	}
+	return out, nil
 }
 
 func checkPython(dest string, res sandbox.Result) (*Output, error) {
@@ -213,19 +253,47 @@ func rel(in Input, dir string) string {
 }
 
 // Env is the environment every build command gets, with HOME at home.
-func Env(home string) []string { return baseEnv(home) }
+func Env(home string) []string { return baseEnv(home, time.Time{}) }
 
-func baseEnv(home string) []string {
+func baseEnv(home string, sourceDate time.Time) []string {
 	return []string{
 		"PATH=/usr/local/bin:/usr/bin:/bin",
 		"LANG=C.UTF-8",
 		"HOME=" + home,
-		// Builds are reproducible-ish and never ask questions.
-		"SOURCE_DATE_EPOCH=315532800",
+		// Builds are reproducible (reproducible.go) and never ask questions.
+		sourceDateEnv(sourceDate),
 		"PIP_NO_INPUT=1",
 		"PIP_DISABLE_PIP_VERSION_CHECK=1",
 		"R_BROWSER=false",
 	}
+}
+
+// doorEnv points pip (and anything else that honours the proxy variables)
+// at the door, and pip at the index as the build names it.
+func doorEnv(indexURL string) []string {
+	host := ""
+	if u, err := url.Parse(indexURL); err == nil {
+		host = u.Host
+	}
+	return append(proxyEnv(),
+		"PIP_INDEX_URL="+indexURL,
+		// No pip.conf of the host (/etc is bound in) adds another index.
+		"PIP_CONFIG_FILE=/dev/null",
+		// The build reaches an https index as http://HOST:443 on its own
+		// loopback; the door speaks TLS to the index and checks it.
+		"PIP_TRUSTED_HOST="+host,
+		"PIP_NO_CACHE_DIR=1",
+		// One retry: a requirement the index lacks is a 404, not a glitch.
+		"PIP_RETRIES=1",
+	)
+}
+
+// proxyEnv sends whatever honours the proxy variables (pip, R's libcurl)
+// to the door.
+func proxyEnv() []string {
+	proxy := "http://" + sandbox.DoorAddr
+	return []string{"HTTP_PROXY=" + proxy, "http_proxy=" + proxy, "HTTPS_PROXY=" + proxy, "https_proxy=" + proxy,
+		"NO_PROXY=", "no_proxy="}
 }
 
 func describe(res sandbox.Result) string {

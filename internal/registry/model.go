@@ -14,6 +14,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/pkgfleet/pkgfleet/internal/door"
 )
 
 // Source types, as PPM names them.
@@ -88,20 +90,28 @@ func LanguageOf(sourceType string) string {
 
 // Builder is a git-builder: what to follow in which repository.
 type Builder struct {
-	Source            string    `json:"source"`
-	Name              string    `json:"name"`
-	Language          string    `json:"language"`
-	URL               string    `json:"url"`
-	Branch            string    `json:"branch,omitempty"`
-	BuildTrigger      string    `json:"build_trigger"`
-	SubDir            string    `json:"sub_dir,omitempty"`
-	CloneDepth        int       `json:"clone_depth"`
-	RecurseSubmodules int       `json:"recurse_submodules"`
-	TagPattern        string    `json:"tag_pattern,omitempty"`
-	PollInterval      Duration  `json:"poll_interval,omitempty"`
-	Credential        string    `json:"credential,omitempty"` // a credential's name, never its secret
-	CreatedAt         time.Time `json:"created_at"`
-	UpdatedAt         time.Time `json:"updated_at"`
+	Source            string   `json:"source"`
+	Name              string   `json:"name"`
+	Language          string   `json:"language"`
+	URL               string   `json:"url"`
+	Branch            string   `json:"branch,omitempty"`
+	BuildTrigger      string   `json:"build_trigger"`
+	SubDir            string   `json:"sub_dir,omitempty"`
+	CloneDepth        int      `json:"clone_depth"`
+	RecurseSubmodules int      `json:"recurse_submodules"`
+	TagPattern        string   `json:"tag_pattern,omitempty"`
+	PollInterval      Duration `json:"poll_interval,omitempty"`
+	Credential        string   `json:"credential,omitempty"` // a credential's name, never its secret
+	// PythonIndexURL and RRepositoryURL override Git.PythonIndexURL and
+	// Git.RRepositoryURL for this builder (internal/door); they carry no
+	// credentials (those stay in the workers' settings).
+	PythonIndexURL string `json:"python_index_url,omitempty"`
+	RRepositoryURL string `json:"r_repository_url,omitempty"`
+	// BuildVignettes has R CMD build build the vignettes, with what they
+	// need installed from the R repository through the door.
+	BuildVignettes bool      `json:"build_vignettes,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
 
 	// InitialTags is how many of the newest matching tags a new tag
 	// builder builds (nil: 1); older tags are only recorded as seen.
@@ -140,9 +150,12 @@ type Build struct {
 	SandboxTier string     `json:"sandbox_tier"`
 	Worker      string     `json:"worker,omitempty"`
 	Artifacts   []Artifact `json:"artifacts"`
-	CreatedAt   time.Time  `json:"created_at"`
-	StartedAt   *time.Time `json:"started_at,omitempty"`
-	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	// Fetched lists what the build fetched through its door to a package
+	// index (internal/door): its build requirements' provenance.
+	Fetched    []door.Fetched `json:"fetched,omitempty"`
+	CreatedAt  time.Time      `json:"created_at"`
+	StartedAt  *time.Time     `json:"started_at,omitempty"`
+	FinishedAt *time.Time     `json:"finished_at,omitempty"`
 }
 
 // Artifact is one file a build produced.

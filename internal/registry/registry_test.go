@@ -59,6 +59,11 @@ func TestBuilderValidationStoresNothingOnBadInput(t *testing.T) {
 		{Name: "x", URL: "https://h/x", Branch: "--upload-pack=x"},
 		{Name: "x", URL: "https://h/x", CloneDepth: -1},
 		{Name: "../x", URL: "https://h/x"},
+		// The door's overrides: no secrets in a builder, the right language, a real index URL.
+		{Name: "x", URL: "https://h/x", Language: LangPython, PythonIndexURL: "https://user:token@mirror.invalid/simple/"},
+		{Name: "x", URL: "https://h/x", Language: LangR, PythonIndexURL: "https://mirror.invalid/simple/"},
+		{Name: "x", URL: "https://h/x", Language: LangR, RRepositoryURL: "ftp://mirror.invalid/cran"},
+		{Name: "x", URL: "https://h/x", Language: LangPython, BuildVignettes: true},
 	}
 	for _, b := range bad {
 		b.Source = "s"
@@ -69,6 +74,10 @@ func TestBuilderValidationStoresNothingOnBadInput(t *testing.T) {
 	}
 	if list, _ := r.Builders(ctx, ""); len(list) != 0 {
 		t.Fatalf("builders stored: %+v", list)
+	}
+	withDoor := Builder{Source: "s", Name: "py", URL: "https://h/x", Language: LangPython, PythonIndexURL: "https://mirror.invalid/simple/"}
+	if err := p.ValidateBuilder(&withDoor); err != nil {
+		t.Errorf("a builder with its own index: %v", err)
 	}
 	good := Builder{Source: "s", Name: "pkg", URL: "https://h/x", SubDir: "pkgs/a"}
 	if err := p.ValidateBuilder(&good); err != nil || good.BuildTrigger != TriggerCommits {

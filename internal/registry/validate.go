@@ -1,7 +1,10 @@
 package registry
 
 import (
+	"net/url"
 	"time"
+
+	"github.com/pkgfleet/pkgfleet/internal/door"
 
 	"github.com/pkgfleet/pkgfleet/internal/git"
 )
@@ -56,6 +59,25 @@ func (p Policy) ValidateBuilder(b *Builder) error {
 	}
 	if b.PollInterval != 0 && time.Duration(b.PollInterval) < 10*time.Second {
 		return invalid("poll_interval must be at least 10s")
+	}
+	for _, o := range []struct{ field, url, lang string }{
+		{"python_index_url", b.PythonIndexURL, LangPython}, {"r_repository_url", b.RRepositoryURL, LangR},
+	} {
+		if o.url == "" {
+			continue
+		}
+		if b.Language != "" && b.Language != o.lang {
+			return invalid("%s applies to %s builders only", o.field, map[string]string{LangPython: TypeGitPython, LangR: TypeGit}[o.lang])
+		}
+		if err := door.CheckURL(o.url); err != nil {
+			return invalid("%s: %s", o.field, err.Error())
+		}
+		if u, _ := url.Parse(o.url); u.User != nil {
+			return invalid("%s must carry no credentials: give them in the workers' Git.PythonIndexURL or Git.RRepositoryURL of the same host, which the door adds to the builder's requests", o.field)
+		}
+	}
+	if b.BuildVignettes && b.Language != "" && b.Language != LangR {
+		return invalid("build_vignettes applies to git (R) builders only")
 	}
 	return nil
 }

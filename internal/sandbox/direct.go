@@ -42,8 +42,13 @@ func (d *Direct) Run(ctx context.Context, spec Spec) (Result, error) {
 		ctx, cancel = context.WithTimeout(ctx, lim.Timeout)
 		defer cancel()
 	}
+	env, closeDoor, err := directDoor(spec)
+	if err != nil {
+		return Result{}, err
+	}
+	defer closeDoor()
 	cmd := exec.Command(spec.Args[0], spec.Args[1:]...)
-	cmd.Env = envWithTMPDIR(spec.Env, tmp)
+	cmd.Env = envWithTMPDIR(env, tmp)
 	cmd.Dir = spec.Dir
 	out := newCappedWriter(spec.Output, lim.Output)
 	cmd.Stdout, cmd.Stderr = out, out

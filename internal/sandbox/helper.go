@@ -67,6 +67,8 @@ type helperConfig struct {
 	// DeadMan: kill the build when the worker has sent no keepalive for
 	// this long (Spec.DeadMan); 0: off.
 	DeadMan time.Duration
+	// DoorFd > 0: open the build's door (door.go) and send it over this fd.
+	DoorFd int
 	// keepalives is fd 3 after the settings: the worker's renewals.
 	keepalives io.Reader
 }
@@ -227,6 +229,12 @@ func runHelper(hc *helperConfig) helperResult {
 	if !hc.Network {
 		if err := loopbackUp(); err != nil {
 			return fail("bring up lo", err)
+		}
+	}
+	// With a door, one listener on lo whose accepting end only the worker holds (door.go).
+	if hc.DoorFd > 0 {
+		if err := openDoor(hc.DoorFd); err != nil {
+			return fail("open the door", err)
 		}
 	}
 	// A neutral hostname in the private UTS namespace.

@@ -163,6 +163,16 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 		UID: n.runUID, GID: n.runGID, Tier: n.tier, Probe: probe, MaxLandlockABI: n.cfg.MaxLandlockABI,
 		DeadMan: spec.DeadMan,
 	}
+	// With a door, the helper's end of its socket pair goes out as an extra fd (door.go).
+	door, err := openDoorway(spec)
+	if err != nil {
+		return Result{}, err
+	}
+	defer door.close()
+	if door != nil {
+		hc.DoorFd = 5 + len(p.extra)
+		p.extra = append(p.extra, door.theirs)
+	}
 	// The wall clock covers the whole build, set-up included.
 	if lim.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -178,6 +188,7 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 	if err != nil {
 		return Result{}, err
 	}
+	door.serve()
 	// Hand over the settings; the helper does nothing before it has them.
 	// With a dead man's switch, the same goroutine then renews the build
 	// until Run returns.

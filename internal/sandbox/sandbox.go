@@ -88,6 +88,9 @@ type Spec struct {
 	// Network gives the command the host network (Git.BuildNetwork).
 	// Without it the command sees only a loopback interface of its own.
 	Network bool
+	// Door, when set and Network is not, is the build's one way out: it
+	// serves what the build sends to DoorAddr (door.go).
+	Door Door
 	// Output receives stdout and stderr, interleaved, up to Limits.Output
 	// bytes; the rest is dropped and Result.OutputTruncated is set.
 	Output io.Writer

@@ -1,0 +1,1 @@
+VALUE = "fleetextra was installed for the build"

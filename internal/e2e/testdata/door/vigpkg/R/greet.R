@@ -1,0 +1,1 @@
+greet <- function() "hello from vigpkg"

@@ -1,0 +1,221 @@
+package recipe
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pkgfleet/pkgfleet/internal/detect"
+	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/pkgmeta"
+	"github.com/pkgfleet/pkgfleet/internal/sandbox"
+	"github.com/pkgfleet/pkgfleet/internal/testenv"
+)
+
+// commitTime is when the test repositories' commits were made: long before
+// the builds, so that anything stamped with the time of the build differs.
+const commitTime = 1700000000
+
+// oldRepo commits the example package at commitTime.
+func oldRepo(t *testing.T, example string) (dir, sha string) {
+	t.Helper()
+	testenv.Require(t, "git")
+	abs, _ := filepath.Abs(filepath.Join("..", "..", "examples", example))
+	dir, _ = testenv.Repo(t, testenv.CopyTree(t, abs))
+	cmd := exec.Command("git", "-c", "user.name=t", "-c", "user.email=t@invalid", "commit", "--quiet", "--amend", "--no-edit", "--reset-author")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_AUTHOR_DATE=@1700000000 +0000", "GIT_COMMITTER_DATE=@1700000000 +0000", "GIT_CONFIG_NOSYSTEM=1", "HOME="+dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("amend: %v\n%s", err, out)
+	}
+	return dir, testenv.Git(t, dir, "rev-parse", "HEAD")
+}
+
+// buildTwice clones the commit twice, as two workers would, and builds
+// each clone with recipe; it returns the artifacts' sha256 by file name.
+func buildTwice(t *testing.T, recipe Recipe, repo, sha string) (first, second map[string]string) {
+	t.Helper()
+	gc := &git.Client{Policy: git.URLPolicy{AllowFile: true}}
+	var runs [2]map[string]string
+	for i := range runs {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		checkout := filepath.Join(t.TempDir(), "src")
+		if err := gc.Clone(ctx, checkout, git.CloneOptions{URL: "file://" + repo, SHA: sha, Depth: 1}); err != nil {
+			t.Fatal(err)
+		}
+		when, err := gc.CommitTime(ctx, checkout)
+		if err != nil || when.Unix() != commitTime {
+			t.Fatalf("commit time %v %v, want %d", when, err, commitTime)
+		}
+		var log strings.Builder
+		out, err := recipe.Build(ctx, Input{Checkout: checkout, Dest: t.TempDir(), Log: &log, SourceDate: when,
+			Limits: sandbox.Limits{Timeout: 2 * time.Minute, Output: 1 << 20}})
+		if err != nil {
+			t.Fatalf("build %d: %v\n%s", i+1, err, log.String())
+		}
+		runs[i] = map[string]string{}
+		for _, f := range out.Files {
+			runs[i][filepath.Base(f.Path)] = fileSHA256(t, f.Path)
+			if strings.HasSuffix(f.Path, ".tar.gz") {
+				checkTarballTimes(t, f.Path)
+			}
+		}
+	}
+	return runs[0], runs[1]
+}
+
+func fileSHA256(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// checkTarballTimes fails unless every time in the tarball is at most the
+// commit's: two builds in the same second would otherwise agree by luck.
+func checkTarballTimes(t *testing.T, p string) {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if zr.ModTime.Unix() != commitTime {
+		t.Errorf("%s: gzip header time %v, want the commit's", filepath.Base(p), zr.ModTime)
+	}
+	tr := tar.NewReader(zr)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hdr.ModTime.Unix() > commitTime {
+			t.Errorf("%s: %s has mtime %v, after the commit", filepath.Base(p), hdr.Name, hdr.ModTime)
+		}
+		if filepath.Base(hdr.Name) == "DESCRIPTION" && strings.Count(hdr.Name, "/") == 1 {
+			b, _ := io.ReadAll(tr)
+			if want := "Packaged: 2023-11-14 22:13:20 UTC;"; !strings.Contains(string(b), want) {
+				t.Errorf("%s: DESCRIPTION lacks %q:\n%s", filepath.Base(p), want, b)
+			}
+		}
+	}
+}
+
+func TestPythonBuildOfOneCommitTwiceGivesTheSameBytes(t *testing.T) {
+	t.Parallel()
+	testenv.Require(t, "python3")
+	repo, sha := oldRepo(t, "python/hellofleet-py")
+	p := &Python{Runner: sandbox.NewDirect(sandbox.Config{TempDir: t.TempDir()}),
+		Tool: detect.Tool{Language: "python", Path: "/usr/bin/python3"}}
+	first, second := buildTwice(t, p, repo, sha)
+	if len(first) != 2 {
+		t.Fatalf("artifacts %v, want an sdist and a wheel", first)
+	}
+	for name, sum := range first {
+		if second[name] != sum {
+			t.Errorf("%s: sha256 %s, then %s", name, sum, second[name])
+		}
+	}
+}
+
+func TestRBuildOfOneCommitTwiceGivesTheSameBytes(t *testing.T) {
+	t.Parallel()
+	testenv.Require(t, "R")
+	repo, sha := oldRepo(t, "r/hellofleet")
+	home, err := exec.Command("R", "RHOME").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &R{Runner: sandbox.NewDirect(sandbox.Config{TempDir: t.TempDir()}),
+		Tool: detect.Tool{Language: "r", Path: strings.TrimSpace(string(home)), Version: "test"}}
+	first, second := buildTwice(t, r, repo, sha)
+	if len(first) != 1 {
+		t.Fatalf("artifacts %v, want one source tarball", first)
+	}
+	for name, sum := range first {
+		if second[name] != sum {
+			t.Errorf("%s: sha256 %s, then %s", name, sum, second[name])
+		}
+	}
+}
+
+// setuptools writes a multi-line License with continuation lines, a blank
+// line of it as whitespace only; every header after it must survive, or
+// the index serves no Requires-Python.
+func TestSetuptoolsSdistWithAMultiLineLicenseKeepsRequiresPython(t *testing.T) {
+	t.Parallel()
+	testenv.Require(t, "python3")
+	checkout := filepath.Join(t.TempDir(), "src")
+	license := "Copyright (c) 2026 The Fleet\n\nPermission is hereby granted, free of charge,\nto any person obtaining a copy."
+	files := map[string]string{
+		"pyproject.toml": `[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "multiline-license"
+version = "1.2.3"
+requires-python = ">=3.9"
+license = {text = """` + license + `"""}
+
+[tool.setuptools]
+py-modules = ["multiline_license"]
+`,
+		"multiline_license.py": "X = 1\n",
+	}
+	for name, content := range files {
+		if err := os.MkdirAll(checkout, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(checkout, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := &Python{Runner: sandbox.NewDirect(sandbox.Config{TempDir: t.TempDir()}),
+		Tool: detect.Tool{Language: "python", Path: "/usr/bin/python3"}}
+	var log strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := p.Build(ctx, Input{Checkout: checkout, Dest: t.TempDir(), Log: &log,
+		Limits: sandbox.Limits{Timeout: time.Minute, Output: 1 << 20}})
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, log.String())
+	}
+	raw, err := pkgmeta.TarMember(out.Files[0].Path, strings.TrimSuffix(filepath.Base(out.Files[0].Path), ".tar.gz")+"/PKG-INFO")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(raw), "\n        \n") {
+		t.Fatalf("this setuptools wrote no whitespace-only continuation line; the test proves nothing:\n%s", raw)
+	}
+	f, err := pkgmeta.ParsePKGInfo(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f["Requires-Python"] != ">=3.9" || f["Name"] != "multiline-license" {
+		t.Errorf("PKG-INFO parsed to Requires-Python %q, Name %q:\n%s", f["Requires-Python"], f["Name"], raw)
+	}
+	if !strings.Contains(f["License"], "Copyright (c) 2026 The Fleet") || !strings.Contains(f["License"], "to any person obtaining a copy.") {
+		t.Errorf("License = %q", f["License"])
+	}
+}
