@@ -11,6 +11,16 @@ echo "== sandbox launch: bare exec vs pkgfleet sandbox vs bwrap"
 bash scripts/bench-sandbox.sh
 
 echo
+echo "== no-op builds without git: CPU and Redis commands per build, API and worker processes apart, vs raw asynq"
+PKGFLEET_LOAD_BUILDS="$builds" go test -count 1 -timeout 30m -run '^TestNoopBuildCost$' -v ./internal/fleettest/ |
+	sed -n 's/.*BENCH //p'
+
+echo
+echo "== push (run) -> build process start on an idle fleet, one push at a time"
+PKGFLEET_PUSHES=100 go test -count 1 -run '^TestPushToBuildProcessStart$' -v ./internal/fleettest/ |
+	sed -n 's/.*BENCH //p'
+
+echo
 echo "== no-op builds through pkgfleet (API, registry, queue, slots, clone, record) vs raw asynq"
 PKGFLEET_LOAD_BUILDS="$builds" go test -count 1 -timeout 30m -run '^TestNoopBuildLoad$' -v ./internal/fleettest/ |
 	sed -n 's/.*BENCH //p'
@@ -18,6 +28,11 @@ PKGFLEET_LOAD_BUILDS="$builds" go test -count 1 -timeout 30m -run '^TestNoopBuil
 echo
 echo "== example R package: API -> queue -> worker -> sandbox vs R CMD build"
 PKGFLEET_BENCH=1 go test -count 1 -run '^TestBenchRPackageAgainstRCMDBuild$' -v ./internal/e2e/ |
+	sed -n 's/.*BENCH //p'
+
+echo
+echo "== a generated R package with C code (300 R files, 150 C sources and headers, 100 Rd pages) vs R CMD build"
+PKGFLEET_BENCH=1 go test -count 1 -run '^TestBenchLargeRPackageAgainstRCMDBuild$' -v ./internal/e2e/ |
 	sed -n 's/.*BENCH //p'
 
 echo

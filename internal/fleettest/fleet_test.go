@@ -29,6 +29,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/semaphore"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
+	"github.com/pkgfleet/pkgfleet/internal/worker"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -171,12 +172,12 @@ func shortLeases(s *semaphore.Semaphore) {
 	s.HoldLease, s.RenewEvery, s.CheckEvery = 2*time.Second, 200*time.Millisecond, 500*time.Millisecond
 }
 
-// asynqConfig is a test worker's asynq server: quick to take tasks and
-// to retry them.
+// asynqConfig is a test worker's asynq server: it takes tasks as a
+// worker does, and retries them quickly.
 func asynqConfig(slots int, level asynq.LogLevel) asynq.Config {
 	return asynq.Config{
 		Concurrency: slots, Queues: map[string]int{queue.Queue(registry.LangR): 1},
-		TaskCheckInterval: 50 * time.Millisecond, DelayedTaskCheckInterval: 100 * time.Millisecond,
+		TaskCheckInterval: worker.DefaultTaskCheckInterval, DelayedTaskCheckInterval: 100 * time.Millisecond,
 		RetryDelayFunc: func(int, error, *asynq.Task) time.Duration { return 100 * time.Millisecond },
 		LogLevel:       level,
 	}
