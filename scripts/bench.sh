@@ -11,6 +11,16 @@ echo "== sandbox launch: bare exec vs pkgfleet sandbox vs bwrap"
 bash scripts/bench-sandbox.sh
 
 echo
+echo "== no-op builds without git: CPU and Redis commands per build, API and worker processes apart, vs raw asynq"
+PKGFLEET_LOAD_BUILDS="$builds" go test -count 1 -timeout 30m -run '^TestNoopBuildCost$' -v ./internal/fleettest/ |
+	sed -n 's/.*BENCH //p'
+
+echo
+echo "== push (run) -> build process start on an idle fleet, one push at a time"
+PKGFLEET_PUSHES=100 go test -count 1 -run '^TestPushToBuildProcessStart$' -v ./internal/fleettest/ |
+	sed -n 's/.*BENCH //p'
+
+echo
 echo "== no-op builds through pkgfleet (API, registry, queue, slots, clone, record) vs raw asynq"
 PKGFLEET_LOAD_BUILDS="$builds" go test -count 1 -timeout 30m -run '^TestNoopBuildLoad$' -v ./internal/fleettest/ |
 	sed -n 's/.*BENCH //p'
@@ -21,6 +31,11 @@ PKGFLEET_BENCH=1 go test -count 1 -run '^TestBenchRPackageAgainstRCMDBuild$' -v 
 	sed -n 's/.*BENCH //p'
 
 echo
+echo "== a generated R package with C code (300 R files, 150 C sources and headers, 100 Rd pages) vs R CMD build"
+PKGFLEET_BENCH=1 go test -count 1 -run '^TestBenchLargeRPackageAgainstRCMDBuild$' -v ./internal/e2e/ |
+	sed -n 's/.*BENCH //p'
+
+echo
 echo "== poller: 1000 builders of a local repository, one poller, 10s interval"
-PKGFLEET_POLL_BUILDERS=1000 go test -count 1 -run '^TestManyBuildersArePolledWithinOneInterval$' -v ./internal/poller/ |
+PKGFLEET_POLL_BUILDERS=1000 go test -count 1 -run '^TestManyBuildersAreAllPolled$' -v ./internal/poller/ |
 	sed -n 's/.*BENCH //p'

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what pkgfleet's run and tests need on Debian/Ubuntu, when it is
 # missing: redis-server, R, Python's build module (with setuptools and
-# wheel for --no-isolation builds), git, and bubblewrap (benchmarks only).
+# wheel for --no-isolation builds), git and bubblewrap (benchmarks only);
+# with --tests also chromium (the builds page's browser test drives it
+# headless), which make run does not need.
 set -euo pipefail
 
 need=()
@@ -12,6 +14,9 @@ command -v git >/dev/null || need+=(git)
   need+=(python3-build python3-setuptools python3-wheel python3-venv python3-pip)
 command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v unshare >/dev/null || need+=(util-linux)
+if [ "${1:-}" = --tests ]; then
+  command -v chromium >/dev/null || need+=(chromium)
+fi
 
 # As root, builds run as a dedicated unprivileged user (Server.RunAsUser's
 # default): create it once, without a home or a login shell.

@@ -2,6 +2,9 @@
 // git-builders and builds, bearer-token auth with scopes, and the health
 // endpoints. It validates every request before anything is stored or
 // queued, and answers errors as {"error": "..."} with the right status.
+// For people it serves the builds page at / (pages.go, pages_view.go,
+// templates in pages/): the same data and actions, as HTML, with the same
+// token scopes.
 //
 // It does not build anything: it records builds and queues them through
 // internal/queue.
@@ -43,6 +46,8 @@ type Server struct {
 	Creds    *credential.Store
 	Metrics  *metrics.API
 	Log      *slog.Logger
+
+	pageKey pageKey // signs the builds page's CSRF tokens when there are no API tokens
 }
 
 // CheckListen refuses a non-loopback address when there are no tokens.
@@ -118,7 +123,12 @@ func (s *Server) Handler() http.Handler {
 	for provider := range webhookProviders {
 		mux.Handle("POST /api/v1/hooks/"+provider, s.public(s.webhook(provider)))
 	}
+	s.pageRoutes(mux) // the builds page at /
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if wantsHTML(r) {
+			s.errorPage(w, r, http.StatusNotFound, "There is no page at "+r.URL.Path+".")
+			return
+		}
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
 	return s.limitBody(mux)
@@ -204,25 +214,33 @@ func errorf(status int, format string, args ...any) error {
 }
 
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if status, msg := s.statusOf(r, err); status != 0 {
+		writeError(w, status, msg)
+	}
+}
+
+// statusOf maps a handler's error to a status and a message safe to show
+// (0 when the client went away), logging what is not the user's fault.
+func (s *Server) statusOf(r *http.Request, err error) (int, string) {
 	var he *httpError
 	var ve *registry.ValidationError
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &he):
-		writeError(w, he.status, he.msg)
+		return he.status, he.msg
 	case errors.As(err, &ve):
-		writeError(w, http.StatusBadRequest, ve.Msg)
+		return http.StatusBadRequest, ve.Msg
 	case errors.As(err, &mbe):
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", mbe.Limit))
+		return http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", mbe.Limit)
 	case errors.Is(err, registry.ErrNotFound):
-		writeError(w, http.StatusNotFound, err.Error())
+		return http.StatusNotFound, err.Error()
 	case errors.Is(err, registry.ErrExists), errors.Is(err, registry.ErrConflict):
-		writeError(w, http.StatusConflict, err.Error())
+		return http.StatusConflict, err.Error()
 	case errors.Is(err, context.Canceled):
-		// the client went away
+		return 0, "" // the client went away
 	default:
 		s.Log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
-		writeError(w, http.StatusInternalServerError, "internal error; see the server log")
+		return http.StatusInternalServerError, "internal error; see the server log"
 	}
 }
 

@@ -23,6 +23,7 @@ func TestMain(m *testing.M) { os.Exit(testenv.MainWithRedis(m, &redisServer)) }
 
 type harness struct {
 	t   *testing.T
+	srv *Server
 	url string
 	rdb *redis.Client
 	tok map[string]string // scope → token
@@ -64,7 +65,7 @@ func setup(t *testing.T, withTokens bool) *harness {
 	}
 	hs := httptest.NewServer(s.Handler())
 	t.Cleanup(hs.Close)
-	h.url = hs.URL
+	h.url, h.srv = hs.URL, s
 	return h
 }
 
@@ -162,14 +163,24 @@ func TestHostileRequestsAre4xxAndStoreNothing(t *testing.T) {
 	}
 }
 
-func TestRunOfUnreachableRemoteIs502AndQueuesNothing(t *testing.T) {
+// A Git remote that does not answer is a 502, whether the API asked it
+// for a run or for an R builder's name; nothing is stored or queued.
+func TestUnreachableRemoteIs502AndStoresNothing(t *testing.T) {
 	t.Parallel()
 	h := setup(t, false)
 	h.req("POST", "/api/v1/sources", `{"name":"src","type":"git"}`, "")
+	before := len(h.keys())
+	code, body := h.req("POST", "/api/v1/sources/src/git-builders", `{"url":"https://127.0.0.1:1/none.git"}`, "")
+	if code != 502 || !strings.Contains(body, "ls-remote") {
+		t.Fatalf("create without a name: %d %s, want 502 naming ls-remote", code, body)
+	}
+	if after := h.keys(); len(after) != before {
+		t.Fatalf("a builder that could not be named stored something: %v", after)
+	}
 	if code, body := h.req("POST", "/api/v1/sources/src/git-builders", `{"name":"b","url":"https://127.0.0.1:1/none.git"}`, ""); code != 201 {
 		t.Fatalf("create: %d %s", code, body)
 	}
-	code, body := h.req("POST", "/api/v1/sources/src/git-builders/b/run", `{}`, "")
+	code, body = h.req("POST", "/api/v1/sources/src/git-builders/b/run", `{}`, "")
 	if code != 502 || !strings.Contains(body, "ls-remote") {
 		t.Fatalf("run: %d %s, want 502 naming ls-remote", code, body)
 	}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -19,7 +20,17 @@ func (s *Server) cancelBuild(w http.ResponseWriter, r *http.Request) error {
 	if name, ok := r.Context().Value(tokenKey{}).(string); ok {
 		who = "token " + name
 	}
-	out, err := s.Registry.UpdateBuild(r.Context(), b.ID, func(b *registry.Build) error {
+	out, err := s.cancel(r.Context(), b, who)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// cancel marks b canceled by who and stops it.
+func (s *Server) cancel(ctx context.Context, b *registry.Build, who string) (*registry.Build, error) {
+	out, err := s.Registry.UpdateBuild(ctx, b.ID, func(b *registry.Build) error {
 		if registry.Terminal(b.Status) {
 			return errorf(http.StatusConflict, "build %d already %s", b.ID, b.Status)
 		}
@@ -29,14 +40,13 @@ func (s *Server) cancelBuild(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := s.Enqueuer.Cancel(r.Context(), out); err != nil {
+	if err := s.Enqueuer.Cancel(ctx, out); err != nil {
 		// The status is what counts: a worker checks it before and while
 		// it builds.
 		s.Log.Warn("build canceled, but stopping it was incomplete", "build", out.ID, "error", err)
 	}
 	s.Log.Info("build canceled", "build", out.ID, "by", who)
-	writeJSON(w, http.StatusOK, out)
-	return nil
+	return out, nil
 }

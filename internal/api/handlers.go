@@ -164,7 +164,10 @@ func (s *Server) createBuilder(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		name, err := s.packageName(ctx, b)
-		if err != nil {
+		var he *httpError
+		if errors.As(err, &he) {
+			return err // the remote did not answer (502)
+		} else if err != nil {
 			return errorf(http.StatusBadRequest, "no name given and the package name could not be read from DESCRIPTION: %v", err)
 		}
 		b.Name = name
@@ -206,6 +209,8 @@ func (s *Server) gitFor(ctx context.Context, b *registry.Builder) (*git.Client, 
 }
 
 // packageName reads DESCRIPTION's Package from the builder's branch head.
+// A remote that does not answer is a 502, as for a run; what the remote
+// holds (no such branch, no DESCRIPTION) is the caller's to judge.
 func (s *Server) packageName(ctx context.Context, b *registry.Builder) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
@@ -216,7 +221,7 @@ func (s *Server) packageName(ctx context.Context, b *registry.Builder) (string, 
 	defer done()
 	refs, err := gc.LsRemote(ctx, b.URL)
 	if err != nil {
-		return "", err
+		return "", errorf(http.StatusBadGateway, "no name given, and the package name could not be read: %v", err)
 	}
 	_, sha, err := refs.Branch(b.Branch)
 	if err != nil {
@@ -228,7 +233,7 @@ func (s *Server) packageName(ctx context.Context, b *registry.Builder) (string, 
 	}
 	defer os.RemoveAll(dir)
 	if err := gc.Clone(ctx, dir, git.CloneOptions{URL: b.URL, SHA: sha, Depth: 1}); err != nil {
-		return "", err
+		return "", errorf(http.StatusBadGateway, "no name given, and the package name could not be read: %v", err)
 	}
 	name, err := pkgmeta.PackageName(filepath.Join(dir, filepath.FromSlash(b.SubDir)))
 	if err != nil {
@@ -376,11 +381,8 @@ func (s *Server) lsRemote(ctx context.Context, b *registry.Builder) (*git.Refs, 
 }
 
 func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, req queue.Request) error {
-	out, created, err := s.Enqueuer.Enqueue(r.Context(), s.Log, req)
-	switch {
-	case errors.Is(err, queue.ErrNoRef):
-		return errorf(http.StatusUnprocessableEntity, "%v", err)
-	case err != nil:
+	out, created, err := s.startBuild(r.Context(), req)
+	if err != nil {
 		return err
 	}
 	resp := apiv1.Run{Builds: []*registry.Build{out}}
@@ -389,6 +391,16 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, req queue.Reque
 	}
 	writeJSON(w, http.StatusAccepted, resp)
 	return nil
+}
+
+// startBuild queues req through the one enqueue entry point; a builder
+// with nothing to build is the client's problem (422).
+func (s *Server) startBuild(ctx context.Context, req queue.Request) (*registry.Build, bool, error) {
+	out, created, err := s.Enqueuer.Enqueue(ctx, s.Log, req)
+	if errors.Is(err, queue.ErrNoRef) {
+		return nil, false, errorf(http.StatusUnprocessableEntity, "%v", err)
+	}
+	return out, created, err
 }
 
 func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) error {

@@ -144,7 +144,9 @@ type Build struct {
 	// WaitingSince is when the build first found no free build slot, while
 	// it waits (parked) for one.
 	WaitingSince *time.Time `json:"waiting_since,omitempty"`
-	// Phases says how long each phase of the build took, in PhaseOrder.
+	// Phases is how long each phase of the build took, in the order
+	// queued, waiting, clone, sandbox_start, build, checks, store, record
+	// (those that happened; PhaseOrder).
 	Phases []Phase `json:"phases,omitempty"`
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/semaphore"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
+	"github.com/pkgfleet/pkgfleet/internal/worker"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -162,7 +163,7 @@ func (f *fleet) worker(name string, slots int, tune ...func(*pipeline.Deps)) (st
 
 // workerDeps are the pipeline dependencies of a test worker named name:
 // the worker's own, with builderDir for its checkouts, fake building R,
-// and short slot leases and cancel checks.
+// and short slot leases, holds (FenceAfter) and parking rechecks.
 func workerDeps(cfg *config.Config, name, builderDir string, rdb redis.UniversalClient, hub *notify.Hub, log *slog.Logger, fake *fakeRecipe) pipeline.Deps {
 	own := *cfg
 	own.Git.BuilderDir = builderDir
@@ -180,12 +181,12 @@ func shortLeases(s *semaphore.Semaphore) {
 	s.HoldLease, s.RenewEvery, s.CheckEvery = 4*time.Second, 200*time.Millisecond, 500*time.Millisecond
 }
 
-// asynqConfig is a test worker's asynq server: quick to take tasks and
-// to retry them.
+// asynqConfig is a test worker's asynq server: it takes tasks as a
+// worker does, and retries them quickly.
 func asynqConfig(slots int, level asynq.LogLevel) asynq.Config {
 	return asynq.Config{
 		Concurrency: slots, Queues: map[string]int{queue.Queue(registry.LangR): 1},
-		TaskCheckInterval: 50 * time.Millisecond, DelayedTaskCheckInterval: 100 * time.Millisecond,
+		TaskCheckInterval: worker.DefaultTaskCheckInterval, DelayedTaskCheckInterval: 100 * time.Millisecond,
 		IsFailure: pipeline.IsFailure,
 		RetryDelayFunc: func(n int, err error, _ *asynq.Task) time.Duration {
 			return pipeline.RetryDelay(n, err, func(int) time.Duration { return 100 * time.Millisecond })

@@ -22,7 +22,6 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/semaphore"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
-	"github.com/redis/go-redis/v9"
 )
 
 // childWorkerEnv makes the test binary run as a worker process (see
@@ -33,32 +32,58 @@ type childSpec struct {
 	Env                                        map[string]string // the fleet's settings
 	Socket, Name, BuilderDir, TempDir, Command string
 	DB, Slots                                  int
+	// API makes the child serve the API (on a port it writes to Addr)
+	// instead of builds.
+	API  bool
+	Addr string
+	// Noop makes a worker build with noopRecipe and the pipeline's
+	// default timings, as the cost benchmark needs.
+	Noop bool
+	// Stats is where the child writes its Redis command count on SIGUSR1.
+	Stats string
 }
 
-// childWorker serves builds until it is killed.
+func (spec childSpec) config() (*config.Config, error) {
+	return config.Load(config.Source{Getenv: func(k string) string { return spec.Env[k] }})
+}
+
+// childWorker serves builds (or the API) until it is killed.
 func childWorker(raw string) int {
 	var spec childSpec
 	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	cfg, err := config.Load(config.Source{Getenv: func(k string) string { return spec.Env[k] }})
+	if spec.API {
+		fmt.Fprintln(os.Stderr, childAPI(spec))
+		return 1
+	}
+	cfg, err := spec.config()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("worker", spec.Name)
-	rdb := redis.NewClient(&redis.Options{Network: "unix", Addr: spec.Socket, DB: spec.DB})
+	c := &commandCounter{}
+	serveStats(spec.Stats, c)
+	rdb := counted(spec.Socket, spec.DB, c)
 	hub := notify.New(rdb, log, semaphore.WakeChannel, queue.CancelChannel)
 	recipe := &fakeRecipe{runner: sandbox.NewDirect(sandbox.Config{TempDir: spec.TempDir}), peak: map[string]int32{}}
 	recipe.command.Store(spec.Command)
-	h, err := pipeline.New(workerDeps(cfg, spec.Name, spec.BuilderDir, rdb, hub, log, recipe))
+	d := workerDeps(cfg, spec.Name, spec.BuilderDir, rdb, hub, log, recipe)
+	acfg := asynqConfig(spec.Slots, asynq.WarnLevel)
+	if spec.Noop {
+		d.Languages = pipeline.NewLanguages(map[string]pipeline.Language{registry.LangR: {Recipe: noopRecipe{}, Sandbox: "unsandboxed", Tier: "unsandboxed"}})
+		d.Slots, d.FenceAfter, d.ParkRecheck, d.SweepEvery = nil, 0, 0, 0
+		acfg.DelayedTaskCheckInterval = 0
+	}
+	h, err := pipeline.New(d)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	go h.Sweep(context.Background())
-	srv := asynq.NewServerFromRedisClient(rdb, asynqConfig(spec.Slots, asynq.WarnLevel))
+	srv := asynq.NewServerFromRedisClient(rdb, acfg)
 	mux := asynq.NewServeMux()
 	mux.Handle(queue.TypeBuild, h)
 	if err := srv.Run(mux); err != nil {
@@ -72,12 +97,19 @@ func childWorker(raw string) int {
 // as its build.
 func (f *fleet) process(name string, slots int, command string) *exec.Cmd {
 	f.t.Helper()
-	spec, _ := json.Marshal(childSpec{
-		Env: f.env, Socket: redisServer.Socket, DB: f.db, Name: name, Slots: slots,
-		BuilderDir: filepath.Join(f.dir, "builder-"+name), TempDir: f.cfg.Server.TempDir, Command: command,
-	})
+	return f.child(childSpec{Name: name, Slots: slots, Command: command})
+}
+
+// child starts a child process of the test binary as spec says, on the
+// fleet's settings and Redis database.
+func (f *fleet) child(spec childSpec) *exec.Cmd {
+	f.t.Helper()
+	name := spec.Name
+	spec.Env, spec.Socket, spec.DB = f.env, redisServer.Socket, f.db
+	spec.BuilderDir, spec.TempDir = filepath.Join(f.dir, "builder-"+name), f.cfg.Server.TempDir
+	raw, _ := json.Marshal(spec)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childWorkerEnv+"="+string(spec))
+	cmd.Env = append(os.Environ(), childWorkerEnv+"="+string(raw))
 	logf, err := os.Create(filepath.Join(f.dir, name+".log"))
 	if err != nil {
 		f.t.Fatal(err)

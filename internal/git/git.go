@@ -255,15 +255,21 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) error
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("clone: %w", err)
 	}
-	steps := [][]string{
-		{"init", "--quiet"},
-		{"remote", "add", "origin", "--", opts.URL},
+	// Every step is a git process (and fetch starts more), so a build
+	// starts as few as it can: the remote is named only when submodules
+	// need it (their relative URLs resolve against origin); otherwise
+	// fetch takes the URL itself.
+	steps := [][]string{{"init", "--quiet"}}
+	remote := opts.URL
+	if opts.RecurseSubmodules > 0 {
+		steps = append(steps, []string{"remote", "add", "origin", "--", opts.URL})
+		remote = "origin"
 	}
 	fetch := []string{"fetch", "--quiet", "--no-tags"}
 	if opts.Depth > 0 {
 		fetch = append(fetch, "--depth", strconv.Itoa(opts.Depth))
 	}
-	fetch = append(fetch, "origin", opts.SHA)
+	fetch = append(fetch, "--", remote, opts.SHA)
 	steps = append(steps, fetch, []string{"-c", "advice.detachedHead=false", "checkout", "--quiet", opts.SHA})
 	if opts.RecurseSubmodules > 0 {
 		sub := []string{"submodule", "update", "--init", "--quiet"}

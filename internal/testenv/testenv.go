@@ -382,3 +382,20 @@ func FreePort(t testing.TB) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// ArtifactDir returns a directory for what a test leaves for people to
+// look at (screenshots): $PKGFLEET_TEST_ARTIFACTS/<test>, else
+// <temp>/pkgfleet-test-artifacts/<test>. It is kept after the test and
+// never inside the repository.
+func ArtifactDir(t testing.TB) string {
+	t.Helper()
+	root := os.Getenv("PKGFLEET_TEST_ARTIFACTS")
+	if root == "" {
+		root = filepath.Join(os.TempDir(), "pkgfleet-test-artifacts")
+	}
+	dir := filepath.Join(root, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}

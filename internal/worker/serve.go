@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -89,10 +90,7 @@ func (w *Worker) newServer(rc *redis.Client, queues []string, slots int) *asynq.
 	if retry == nil {
 		retry = defaultRetryDelay
 	}
-	check := w.opts.TaskCheckInterval
-	if check == 0 {
-		check = 500 * time.Millisecond
-	}
+	check := cmp.Or(w.opts.TaskCheckInterval, DefaultTaskCheckInterval)
 	weights := map[string]int{}
 	for _, q := range queues {
 		weights[q] = 1

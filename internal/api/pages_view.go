@@ -1,0 +1,355 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"html/template"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pkgfleet/pkgfleet/internal/queue"
+	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/roster"
+)
+
+// buildsPerBuilder is how many of a builder's newest builds the page lists.
+const buildsPerBuilder = 10
+
+var pageFuncs = template.FuncMap{
+	"short": func(sha string) string {
+		if len(sha) > 12 {
+			return sha[:12]
+		}
+		return sha
+	},
+	"bytes": func(n int64) string {
+		switch {
+		case n >= 1<<20:
+			return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+		case n >= 1<<10:
+			return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+		}
+		return fmt.Sprintf("%d B", n)
+	},
+	"terminal": registry.Terminal,
+}
+
+// humanDuration writes d as a person reads it: 340ms, 4.2s, 3m12s, 1h02m.
+func humanDuration(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	case d < time.Minute:
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	}
+	return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+}
+
+// ago writes how long before now t was, coarsely.
+func ago(now, t time.Time) string {
+	d := now.Sub(t)
+	switch {
+	case d < 5*time.Second:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+}
+
+type buildView struct {
+	*registry.Build
+	When    string // relative
+	At      string // absolute, UTC
+	Took    string // run time so far or in all; "" before it started
+	Reason  string // the first line of the detail
+	Phases  []phaseView
+	Running bool
+}
+
+type phaseView struct {
+	Name    string
+	Took    string
+	Percent float64 // of all phases, for the bar
+}
+
+func newBuildView(b *registry.Build, now time.Time) buildView {
+	v := buildView{Build: b, When: ago(now, b.CreatedAt), At: b.CreatedAt.UTC().Format("2006-01-02 15:04:05 UTC"),
+		Running: !registry.Terminal(b.Status)}
+	if b.StartedAt != nil {
+		end := now
+		if b.FinishedAt != nil {
+			end = *b.FinishedAt
+		}
+		v.Took = humanDuration(end.Sub(*b.StartedAt))
+	}
+	v.Reason, _, _ = strings.Cut(strings.TrimSpace(b.Detail), "\n")
+	var total float64
+	for _, p := range b.Phases {
+		total += p.MS
+	}
+	for _, p := range b.Phases {
+		pv := phaseView{Name: strings.ReplaceAll(p.Phase, "_", " "), Took: humanDuration(time.Duration(p.MS * float64(time.Millisecond)))}
+		if total > 0 {
+			pv.Percent = 100 * p.MS / total
+		}
+		v.Phases = append(v.Phases, pv)
+	}
+	return v
+}
+
+type builderView struct {
+	*registry.Builder
+	Schedule string
+	Builds   []buildView
+}
+
+type sourceView struct {
+	registry.Source
+	Install     string // the line that installs from this source
+	Builders    []builderView
+	NeedsToken  bool // the indexes need a read token
+	PackageHint string
+}
+
+type workerView struct {
+	roster.Worker
+	Languages string
+	Limit     string // max_user_namespaces, or "unknown"
+	Short     bool   // its own slots need more namespaces than its host allows
+	BelowPPM  bool   // its host allows fewer than PPM's formula asks for the builders
+}
+
+type indexView struct {
+	Session    *session
+	Sources    []sourceView
+	Workers    []workerView
+	Budget     roster.Budget
+	BudgetMath string
+	Active     bool // a build is still going: the page refreshes itself
+	Now        string
+}
+
+// baseURL is how the visitor reached the API, for the install lines.
+func baseURL(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+func (s *Server) indexPage(w http.ResponseWriter, r *http.Request, sess *session) error {
+	ctx := r.Context()
+	now := time.Now()
+	view := indexView{Session: sess, Now: now.UTC().Format("15:04:05 UTC")}
+	sources, err := s.Registry.Sources(ctx)
+	if err != nil {
+		return err
+	}
+	all, err := s.Registry.Builders(ctx, "")
+	if err != nil {
+		return err
+	}
+	if err := s.withPollStatus(ctx, all...); err != nil {
+		return err
+	}
+	for _, src := range sources {
+		sv := sourceView{Source: src, NeedsToken: !s.Config.HTTP.PublicIndexes}
+		for _, b := range all {
+			if b.Source != src.Name {
+				continue
+			}
+			bv, err := s.builderView(ctx, b, now)
+			if err != nil {
+				return err
+			}
+			for _, x := range bv.Builds {
+				view.Active = view.Active || x.Running
+				if sv.PackageHint == "" && x.Package != "" {
+					sv.PackageHint = x.Package
+				}
+			}
+			if sv.PackageHint == "" {
+				sv.PackageHint = b.Name
+			}
+			sv.Builders = append(sv.Builders, bv)
+		}
+		sv.Install = installLine(baseURL(r), src, sv.PackageHint)
+		view.Sources = append(view.Sources, sv)
+	}
+	if err := s.fleetView(ctx, all, &view); err != nil {
+		return err
+	}
+	s.render(w, r, http.StatusOK, "index", view)
+	return nil
+}
+
+// installLine is how a person installs a package from src.
+func installLine(base string, src registry.Source, pkg string) string {
+	if pkg == "" {
+		pkg = "PACKAGE"
+	}
+	if src.Language() == registry.LangPython {
+		return fmt.Sprintf("pip install --index-url %s/pypi/%s/simple/ %s", base, src.Name, pkg)
+	}
+	return fmt.Sprintf(`install.packages("%s", repos = "%s/cran/%s")`, pkg, base, src.Name)
+}
+
+func (s *Server) builderView(ctx context.Context, b *registry.Builder, now time.Time) (builderView, error) {
+	every := time.Duration(b.PollInterval)
+	if every == 0 {
+		every = s.Config.Git.PollInterval
+	}
+	sched := "polls every " + every.String()
+	if b.LastPollAt != nil {
+		sched += ", last " + ago(now, *b.LastPollAt)
+	}
+	if b.NextPollAt != nil && b.NextPollAt.After(now) {
+		sched += ", next in " + humanDuration(b.NextPollAt.Sub(now).Round(time.Second))
+	}
+	if b.WebhookSecretSet {
+		sched += "; webhooks on"
+	}
+	builds, err := s.Registry.Builds(ctx, registry.Filter{Source: b.Source, Builder: b.Name, Limit: buildsPerBuilder})
+	if err != nil {
+		return builderView{}, err
+	}
+	if err := s.noWorkerDetail(ctx, builds...); err != nil {
+		return builderView{}, err
+	}
+	bv := builderView{Builder: b, Schedule: sched}
+	for _, x := range builds {
+		bv.Builds = append(bv.Builds, newBuildView(x, now))
+	}
+	return bv, nil
+}
+
+// fleetView fills in the workers and PPM's user-namespace budget.
+func (s *Server) fleetView(ctx context.Context, builders []*registry.Builder, view *indexView) error {
+	if s.Enqueuer.Redis == nil {
+		return nil
+	}
+	workers, err := roster.List(ctx, s.Enqueuer.Redis)
+	if err != nil {
+		return err
+	}
+	view.Budget = roster.NewBudget(builders, s.Config.Git.BuildConcurrency, workers)
+	b := view.Budget
+	view.BudgetMath = fmt.Sprintf("((%d × %d) + %d) × %d = %d", b.TagBuilders, b.BuildConcurrency, b.CommitBuilders, roster.NamespacesPerBuild, b.Required)
+	for _, wk := range workers {
+		v := workerView{Worker: wk, Limit: strconv.Itoa(wk.MaxUserNamespaces)}
+		var langs []string
+		for _, name := range []string{registry.LangR, registry.LangPython} {
+			if l, ok := wk.Languages[name]; ok {
+				label := map[string]string{registry.LangR: "R", registry.LangPython: "Python"}[name]
+				langs = append(langs, strings.TrimSpace(label+" "+l.Version))
+			}
+		}
+		v.Languages = strings.Join(langs, ", ")
+		if v.Languages == "" {
+			v.Languages = "none"
+		}
+		if wk.MaxUserNamespaces < 0 {
+			v.Limit = "unknown"
+		} else {
+			v.Short = wk.NamespacesNeeded > wk.MaxUserNamespaces
+			v.BelowPPM = b.Required > wk.MaxUserNamespaces
+		}
+		view.Workers = append(view.Workers, v)
+	}
+	return nil
+}
+
+type artifactView struct {
+	registry.Artifact
+	URL string
+}
+
+type buildPageView struct {
+	Session   *session
+	Build     buildView
+	Log       string
+	Offset    int
+	Artifacts []artifactView
+}
+
+func (s *Server) buildPage(w http.ResponseWriter, r *http.Request, sess *session) error {
+	b, err := s.build(r)
+	if err != nil {
+		return err
+	}
+	if err := s.noWorkerDetail(r.Context(), b); err != nil {
+		return err
+	}
+	log, err := s.Registry.Log(r.Context(), b.ID, 0)
+	if err != nil {
+		return err
+	}
+	view := buildPageView{Session: sess, Build: newBuildView(b, time.Now()), Log: string(log), Offset: len(log)}
+	for _, a := range b.Artifacts {
+		view.Artifacts = append(view.Artifacts, artifactView{Artifact: a,
+			URL: fmt.Sprintf("/builds/%d/artifacts/%s", b.ID, a.File)})
+	}
+	s.render(w, r, http.StatusOK, "build", view)
+	return nil
+}
+
+func (s *Server) runFromPage(w http.ResponseWriter, r *http.Request, _ *session) error {
+	ctx := r.Context()
+	b, err := s.Registry.Builder(ctx, r.PathValue("source"), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	refs, err := s.lsRemote(ctx, b)
+	if err != nil {
+		return err
+	}
+	out, _, err := s.startBuild(ctx, queue.Request{Builder: b, Refs: refs, Trigger: "manual", Mode: registry.ReuseUnlessFailed})
+	if err != nil {
+		return err
+	}
+	http.Redirect(w, r, fmt.Sprintf("/builds/%d", out.ID), http.StatusSeeOther)
+	return nil
+}
+
+func (s *Server) rerunFromPage(w http.ResponseWriter, r *http.Request, _ *session) error {
+	prev, err := s.build(r)
+	if err != nil {
+		return err
+	}
+	b, err := s.Registry.Builder(r.Context(), prev.Source, prev.Builder)
+	if err != nil {
+		return err
+	}
+	out, _, err := s.startBuild(r.Context(), queue.Request{Builder: b, Ref: prev.Ref, SHA: prev.SHA, Trigger: "rerun", Mode: registry.ReuseActive})
+	if err != nil {
+		return err
+	}
+	http.Redirect(w, r, fmt.Sprintf("/builds/%d", out.ID), http.StatusSeeOther)
+	return nil
+}
+
+func (s *Server) cancelFromPage(w http.ResponseWriter, r *http.Request, sess *session) error {
+	b, err := s.build(r)
+	if err != nil {
+		return err
+	}
+	who := "a builds-page user"
+	if sess.Who != "" {
+		who = "token " + sess.Who
+	}
+	if _, err := s.cancel(r.Context(), b, who); err != nil {
+		return err
+	}
+	http.Redirect(w, r, fmt.Sprintf("/builds/%d", b.ID), http.StatusSeeOther)
+	return nil
+}
