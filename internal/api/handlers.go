@@ -315,16 +315,26 @@ func (s *Server) deleteBuilder(w http.ResponseWriter, r *http.Request) error {
 
 // runBuilder builds the branch head, or the newest matching tag.
 func (s *Server) runBuilder(w http.ResponseWriter, r *http.Request) error {
+	req, err := s.manualRun(r)
+	if err != nil {
+		return err
+	}
+	return s.enqueue(w, r, req)
+}
+
+// manualRun is the request to build the head of the builder named in r's
+// path (API and builds page alike): its remote is asked for its refs now.
+func (s *Server) manualRun(r *http.Request) (queue.Request, error) {
 	ctx := r.Context()
 	b, err := s.Registry.Builder(ctx, r.PathValue("source"), r.PathValue("name"))
 	if err != nil {
-		return err
+		return queue.Request{}, err
 	}
 	refs, err := s.lsRemote(ctx, b)
 	if err != nil {
-		return err
+		return queue.Request{}, err
 	}
-	return s.enqueue(w, r, queue.Request{Builder: b, Refs: refs, Trigger: "manual", Mode: registry.ReuseUnlessFailed})
+	return queue.Request{Builder: b, Refs: refs, Trigger: "manual", Mode: registry.ReuseUnlessFailed}, nil
 }
 
 // rerunBuilder builds a given tag or commit again.

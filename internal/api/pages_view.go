@@ -304,16 +304,11 @@ func (s *Server) buildPage(w http.ResponseWriter, r *http.Request, sess *session
 }
 
 func (s *Server) runFromPage(w http.ResponseWriter, r *http.Request, _ *session) error {
-	ctx := r.Context()
-	b, err := s.Registry.Builder(ctx, r.PathValue("source"), r.PathValue("name"))
+	req, err := s.manualRun(r)
 	if err != nil {
 		return err
 	}
-	refs, err := s.lsRemote(ctx, b)
-	if err != nil {
-		return err
-	}
-	out, _, err := s.startBuild(ctx, queue.Request{Builder: b, Refs: refs, Trigger: "manual", Mode: registry.ReuseUnlessFailed})
+	out, _, err := s.startBuild(r.Context(), req)
 	if err != nil {
 		return err
 	}

@@ -1,16 +1,13 @@
 package fleettest_test
 
 import (
-	"context"
 	"os"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 )
 
@@ -56,36 +53,7 @@ func TestNoopBuildLoad(t *testing.T) {
 
 	// The anchor: raw asynq, enqueue + a no-op handler, same Redis, same
 	// concurrency.
-	rdb, _ := redisServer.DB(t)
-	var done atomic.Int64
-	all := make(chan struct{})
-	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency: 4, Queues: map[string]int{"raw": 1}, TaskCheckInterval: 50 * time.Millisecond, LogLevel: asynq.ErrorLevel,
-	})
-	mux := asynq.NewServeMux()
-	mux.HandleFunc("noop", func(context.Context, *asynq.Task) error {
-		if done.Add(1) == int64(n) {
-			close(all)
-		}
-		return nil
-	})
-	if err := srv.Start(mux); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	client := asynq.NewClientFromRedisClient(rdb)
-	rawStart := time.Now()
-	for i := range n {
-		if _, err := client.Enqueue(asynq.NewTask("noop", []byte(strconv.Itoa(i))), asynq.Queue("raw")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	select {
-	case <-all:
-	case <-time.After(5 * time.Minute):
-		t.Fatal("raw asynq did not finish")
-	}
-	raw := time.Since(rawStart)
+	raw := rawAsynq(t, n).elapsed
 
 	slices.Sort(lat)
 	p := func(q float64) time.Duration { return lat[min(len(lat)-1, int(q*float64(len(lat))))] }
