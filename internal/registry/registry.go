@@ -417,16 +417,23 @@ func (r *Registry) Builds(ctx context.Context, f Filter) ([]*Build, error) {
 // TruncationMark ends a log that reached its cap.
 const TruncationMark = "\n[pkgfleet: log truncated here: it reached the %s limit (Git.BuildLogSize); later output was dropped]\n"
 
-// appendLog appends up to the cap, then the truncation mark once.
-var appendLog = redis.NewScript(`
-local len = redis.call('STRLEN', KEYS[1])
-local cap = tonumber(ARGV[2])
-if len >= cap then return len end
-local s = ARGV[1]
-if len + #s > cap then
-  s = string.sub(s, 1, cap - len) .. ARGV[3]
+// cappedAppend defines append_capped(key, s, cap, mark) for a script: it
+// appends s to key up to cap bytes, then mark once.
+const cappedAppend = `
+local function append_capped(key, s, cap, mark)
+  local len = redis.call('STRLEN', key)
+  cap = tonumber(cap)
+  if len >= cap then return len end
+  if len + #s > cap then
+    s = string.sub(s, 1, cap - len) .. mark
+  end
+  return redis.call('APPEND', key, s)
 end
-return redis.call('APPEND', KEYS[1], s)
+`
+
+// appendLog: KEYS log; ARGV text, cap, mark.
+var appendLog = redis.NewScript(cappedAppend + `
+return append_capped(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 `)
 
 // AppendLog adds output to a build's log, keeping at most limit bytes plus
