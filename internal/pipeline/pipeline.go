@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -487,16 +488,26 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 	if rc == nil {
 		return nil, fmt.Errorf("this worker cannot build %s packages", b.Language)
 	}
+	// The attempt's own work directory: the checkout and the results
+	// (Dest) apart, or only the results when the recipe needs no
+	// checkout. Every directory made here costs a mkdir and an rmdir.
+	nc, ok := rc.(NoCheckout)
+	clone := !ok || !nc.NoCheckout()
 	work := filepath.Join(p.builderDir, "work", fmt.Sprintf("build-%d-%d", b.ID, at.Token))
-	_ = os.RemoveAll(work) // a crashed earlier run of this very attempt
-	defer os.RemoveAll(work)
-	checkout, dest := filepath.Join(work, "src"), filepath.Join(work, "out")
-	if err := os.MkdirAll(dest, 0o755); err != nil {
+	if err := mkdirFresh(work); err != nil {
 		return nil, err
+	}
+	defer os.RemoveAll(work)
+	checkout, dest := filepath.Join(work, "src"), work
+	if clone {
+		dest = filepath.Join(work, "out")
+		if err := os.Mkdir(dest, 0o755); err != nil {
+			return nil, err
+		}
 	}
 	phases := &registry.Build{Phases: b.Phases}
 	var sourceDate time.Time
-	if nc, ok := rc.(NoCheckout); !ok || !nc.NoCheckout() {
+	if clone {
 		fmt.Fprintf(logw, "==> cloning %s at %s (%s)\n", bl.URL, b.SHA, b.Ref)
 		began := time.Now()
 		cloneCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
@@ -551,6 +562,26 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 		fmt.Fprintf(logw, "==> stored %s (%d bytes, sha256 %s)\n", a.File, a.Size, a.SHA256)
 	}
 	return &result{source: b.Source, pkg: out.Package, version: out.Version, artifacts: arts, fetched: fetched, phases: phases.Phases, recordStart: stored}, nil
+}
+
+// mkdirFresh makes dir, empty: mkdir first, as dir is almost always new
+// (each attempt has its own); its parents when they are missing; and
+// whatever a crashed run of this very attempt left there is removed.
+func mkdirFresh(dir string) error {
+	err := os.Mkdir(dir, 0o755)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+			return err
+		}
+		err = os.Mkdir(dir, 0o755)
+	}
+	if errors.Is(err, fs.ErrExist) {
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
+		err = os.Mkdir(dir, 0o755)
+	}
+	return err
 }
 
 // NoCheckout is implemented by a recipe that needs no checkout: the

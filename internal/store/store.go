@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -40,15 +41,28 @@ func New(dir string) (*Store, error) {
 
 // Put copies the artifacts a build made in from (each named by File and
 // Kind) into the directory of one attempt (token) of the build, and
-// returns them with their Size and SHA256.
-func (s *Store) Put(source, pkg string, buildID, token int64, from string, arts []registry.Artifact) ([]registry.Artifact, error) {
+// returns them with their Size and SHA256. When it returns, the files and
+// the directory entries that lead to them are on stable storage, so a
+// record that names them may be written.
+//
+// The files get their final names at once: the attempt's directory is its
+// own (a later attempt gets another token) and nobody reads it before a
+// build record names the attempt, which happens only after Put. A Put
+// that fails removes what it wrote.
+func (s *Store) Put(source, pkg string, buildID, token int64, from string, arts []registry.Artifact) (_ []registry.Artifact, err error) {
 	dir, err := s.dir(source, pkg, buildID, token)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	var changed []string // directories with a new entry, to sync
+	if err := s.mkdirs(dir, &changed); err != nil {
 		return nil, fmt.Errorf("artifact store: %w", err)
 	}
+	defer func() {
+		if err != nil {
+			_ = os.RemoveAll(dir)
+		}
+	}()
 	out := make([]registry.Artifact, 0, len(arts))
 	for _, a := range arts {
 		if !plainName(a.File) {
@@ -61,7 +75,55 @@ func (s *Store) Put(source, pkg string, buildID, token int64, from string, arts 
 		stored.Kind = a.Kind
 		out = append(out, stored)
 	}
+	if len(out) > 0 {
+		changed = append(changed, dir)
+	}
+	// The files' data were synced as they were written; now their names
+	// and the new directories' names. (On ext4 and XFS the files' syncs
+	// already committed these, so these syncs find nothing left to write.)
+	for _, d := range changed {
+		if err := syncDir(d); err != nil {
+			return nil, fmt.Errorf("artifact store: %w", err)
+		}
+	}
 	return out, nil
+}
+
+// mkdirs makes dir and its missing parents below the store's root (mkdir
+// first, as the directory of a new attempt is almost always new) and adds
+// to changed each directory that got a new entry.
+func (s *Store) mkdirs(dir string, changed *[]string) error {
+	err := os.Mkdir(dir, 0o755)
+	if errors.Is(err, fs.ErrNotExist) && dir != s.Root && filepath.Dir(dir) != dir {
+		if err := s.mkdirs(filepath.Dir(dir), changed); err != nil {
+			return err
+		}
+		err = os.Mkdir(dir, 0o755)
+	}
+	switch {
+	case err == nil:
+		*changed = append(*changed, filepath.Dir(dir))
+		return nil
+	case errors.Is(err, fs.ErrExist):
+		if st, serr := os.Lstat(dir); serr != nil || !st.IsDir() {
+			return fmt.Errorf("%s exists and is not a directory", dir)
+		}
+		return nil
+	}
+	return err
+}
+
+// syncDir makes dir's entries durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // plainName reports whether file names a visible file in a directory, not
@@ -122,25 +184,20 @@ func copyIn(src, dir string) (registry.Artifact, error) {
 		return registry.Artifact{}, errors.New("not a regular file")
 	}
 	name := filepath.Base(src)
-	tmp, err := os.CreateTemp(dir, ".incoming-")
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return registry.Artifact{}, err
 	}
-	defer os.Remove(tmp.Name())
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), in)
+	n, err := io.Copy(io.MultiWriter(f, h), in)
 	if err == nil {
-		err = tmp.Sync()
+		err = f.Chmod(0o644) // whatever the umask
 	}
-	if cerr := tmp.Close(); err == nil {
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
 		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err == nil {
-		// Rename last, so a reader never sees half a file.
-		err = os.Rename(tmp.Name(), filepath.Join(dir, name))
 	}
 	if err != nil {
 		return registry.Artifact{}, err

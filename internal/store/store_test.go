@@ -64,7 +64,12 @@ func TestPutRefusesSymlinkedArtifacts(t *testing.T) {
 	s, _ := New(t.TempDir())
 	dir := t.TempDir()
 	os.Symlink("/etc/passwd", filepath.Join(dir, "evil.tar.gz"))
-	if _, err := s.Put("src", "pkg", 1, 1, dir, []registry.Artifact{{File: "evil.tar.gz"}}); err == nil {
+	os.WriteFile(filepath.Join(dir, "good.tar.gz"), []byte("x"), 0o644)
+	if _, err := s.Put("src", "pkg", 1, 1, dir, []registry.Artifact{{File: "good.tar.gz"}, {File: "evil.tar.gz"}}); err == nil {
 		t.Fatal("a symlink planted by the build was followed")
+	}
+	// A failed Put leaves nothing behind, not even the files it stored.
+	if _, err := os.Lstat(filepath.Join(s.Root, "src", "pkg", "1", "1")); !os.IsNotExist(err) {
+		t.Fatalf("a failed Put left its attempt's directory: %v", err)
 	}
 }
