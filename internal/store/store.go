@@ -113,17 +113,21 @@ func (s *Store) mkdirs(dir string, changed *[]string) error {
 	return err
 }
 
-// syncDir makes dir's entries durable.
+// syncDir makes dir's entries durable. (syscall, not os.Open: an
+// *os.File would try to register the directory with the poller first.)
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
+	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		return err
+		return &fs.PathError{Op: "open", Path: dir, Err: err}
 	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
+	err = syscall.Fsync(fd)
+	if cerr := syscall.Close(fd); err == nil {
 		err = cerr
 	}
-	return err
+	if err != nil {
+		return &fs.PathError{Op: "fsync", Path: dir, Err: err}
+	}
+	return nil
 }
 
 // plainName reports whether file names a visible file in a directory, not
