@@ -341,7 +341,7 @@ func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, at registry.Att
 		if err != nil {
 			// Nothing refers to this attempt's files: the record that
 			// would have published them was refused or never written.
-			_ = p.store.Discard(out.source, out.pkg, at.Build, at.Token)
+			_ = p.store.Discard(out.source, out.pkg, at.Build, at.Token, out.artifacts)
 		}
 		if errors.Is(err, errSkip) {
 			return nil
