@@ -99,6 +99,7 @@ func normalizeTarGz(file string, epoch int64, want string, fix func([]byte) []by
 	limit := time.Unix(epoch, 0)
 	var wanted []byte
 	found := false
+	buf := make([]byte, 32<<10) // one copy buffer for all members, not one each
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -138,7 +139,7 @@ func normalizeTarGz(file string, epoch int64, want string, fix func([]byte) []by
 		if read {
 			_, err = tw.Write(data)
 		} else {
-			_, err = io.Copy(tw, src)
+			_, err = io.CopyBuffer(tw, src, buf)
 		}
 		if src.err != nil {
 			return bad(src.err)

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -226,7 +227,7 @@ py-modules = ["multiline_license"]
 
 // writeTarGz writes a .tar.gz of members (name → content), each stamped
 // with mtime and owned by uid 1000, as a build run as a user would.
-func writeTarGz(t *testing.T, file string, mtime time.Time, members [][2]string) {
+func writeTarGz(t testing.TB, file string, mtime time.Time, members [][2]string) {
 	t.Helper()
 	f, err := os.Create(file)
 	if err != nil {
@@ -300,5 +301,31 @@ func TestNormalizeTarGzRefusesASymlinkTheBuildPlanted(t *testing.T) {
 	}
 	if _, err := normalizeTarGz(host, commitTime, "pkg/NOPE", nil); !errors.As(err, &bad) || !strings.Contains(err.Error(), "no pkg/NOPE") {
 		t.Fatalf("missing member: %v", err)
+	}
+}
+
+// BenchmarkNormalizeTarGz rewrites a tarball of the large R package's
+// shape (700 small members) as a build's checks do.
+func BenchmarkNormalizeTarGz(b *testing.B) {
+	dir := b.TempDir()
+	var members [][2]string
+	members = append(members, [2]string{"pkg/DESCRIPTION", "Package: pkg\nVersion: 1.0\nPackaged: 2026-12-02 08:00:00 UTC; builder\n"})
+	for i := range 700 {
+		members = append(members, [2]string{fmt.Sprintf("pkg/R/f%03d.R", i), fmt.Sprintf("f%d <- function(x) {\n  .Call(\"c%03d\", as.numeric(x))\n}\n", i, i%150)})
+	}
+	src := filepath.Join(dir, "src.tar.gz")
+	writeTarGz(b, src, time.Now(), members)
+	raw, err := os.ReadFile(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	file := filepath.Join(dir, "pkg_1.0.tar.gz")
+	for b.Loop() {
+		if err := os.WriteFile(file, raw, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := normalizeTarGz(file, commitTime, "pkg/DESCRIPTION", fixRPackaged(commitTime)); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
