@@ -21,6 +21,11 @@ PKGFLEET_PUSHES=100 go test -count 1 -run '^TestPushToBuildProcessStart$' -v ./i
 	sed -n 's/.*BENCH //p'
 
 echo
+echo "== an idle worker: Redis commands and CPU per second at the default task-check interval vs the old 50 ms"
+PKGFLEET_BENCH=1 go test -count 1 -run '^TestIdleWorkerCost$' -v ./internal/fleettest/ |
+	sed -n 's/.*BENCH //p'
+
+echo
 echo "== no-op builds through pkgfleet (API, registry, queue, slots, clone, record) vs raw asynq"
 PKGFLEET_LOAD_BUILDS="$builds" go test -count 1 -timeout 30m -run '^TestNoopBuildLoad$' -v ./internal/fleettest/ |
 	sed -n 's/.*BENCH //p'

@@ -12,6 +12,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/apiv1"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
+	"github.com/pkgfleet/pkgfleet/internal/worker"
 )
 
 // TestBenchRPackageAgainstRCMDBuild times the example R package through
@@ -83,7 +84,8 @@ func benchPackage(t *testing.T, c benchCase) {
 	if os.Getenv("PKGFLEET_BENCH") == "" {
 		t.Skip("a benchmark: scripts/bench.sh runs it")
 	}
-	f := setup(t, nil)
+	// The worker's own task-check intervals, not the tests' shorter ones.
+	f := setup(t, nil, func(o *worker.Options) { o.TaskCheckInterval, o.DelayedTaskCheckInterval = 0, 0 })
 	tool := f.wkr.Info().Languages[c.language]
 	if tool.Path == "" {
 		t.Fatalf("the worker cannot build %s packages", c.language)
