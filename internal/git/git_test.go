@@ -120,7 +120,7 @@ func TestLsRemoteAndCloneAnExactCommit(t *testing.T) {
 
 	// Clone the older commit even though it is not a branch head.
 	dst := filepath.Join(t.TempDir(), "checkout")
-	if err := c.Clone(ctx, dst, CloneOptions{URL: "file://" + dir, SHA: first, Depth: 1}); err != nil {
+	if _, err := c.Clone(ctx, dst, CloneOptions{URL: "file://" + dir, SHA: first, Depth: 1}); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(filepath.Join(dst, "a.txt"))
@@ -129,6 +129,17 @@ func TestLsRemoteAndCloneAnExactCommit(t *testing.T) {
 	}
 	if got := testenv.Git(t, dst, "rev-parse", "HEAD"); got != first {
 		t.Fatalf("HEAD = %s, want %s", got, first)
+	}
+	// The checkout's repository is lean: the fetched objects stay in their
+	// pack (no file per object) and no hook samples were copied.
+	loose, _ := filepath.Glob(filepath.Join(dst, ".git", "objects", "??", "*"))
+	packs, _ := filepath.Glob(filepath.Join(dst, ".git", "objects", "pack", "*.pack"))
+	hooks, _ := filepath.Glob(filepath.Join(dst, ".git", "hooks", "*"))
+	if len(loose) != 0 || len(packs) != 1 || len(hooks) != 0 {
+		t.Fatalf("checkout's .git has %d loose objects, %d packs, hooks %v; want 0, 1, none", len(loose), len(packs), hooks)
+	}
+	if out := testenv.Git(t, dst, "status", "--porcelain"); out != "" {
+		t.Fatalf("git status of the checkout:\n%s", out)
 	}
 }
 
@@ -160,12 +171,9 @@ func TestCloneSetsEveryCheckedOutFileToTheCommitTime(t *testing.T) {
 	want := time.Unix(mustAtoi(t, testenv.Git(t, dir, "log", "-1", "--format=%ct")), 0)
 	c := &Client{Policy: URLPolicy{AllowFile: true}}
 	dst := filepath.Join(t.TempDir(), "checkout")
-	if err := c.Clone(context.Background(), dst, CloneOptions{URL: "file://" + dir, SHA: sha, Depth: 1}); err != nil {
-		t.Fatal(err)
-	}
-	got, err := c.CommitTime(context.Background(), dst)
+	got, err := c.Clone(context.Background(), dst, CloneOptions{URL: "file://" + dir, SHA: sha, Depth: 1})
 	if err != nil || !got.Equal(want) {
-		t.Fatalf("CommitTime = %v %v, want %v", got, err, want)
+		t.Fatalf("Clone = %v %v, want the commit time %v", got, err, want)
 	}
 	for _, p := range []string{".", "pkg", "pkg/a.txt", "b.txt"} {
 		st, err := os.Lstat(filepath.Join(dst, p))

@@ -601,12 +601,9 @@ func (p *Pipeline) clone(ctx context.Context, bl *registry.Builder, dir, sha str
 		return time.Time{}, err // Redis unreachable: a retry can
 	}
 	defer done()
-	if err := gc.Clone(ctx, dir, git.CloneOptions{
+	return gc.Clone(ctx, dir, git.CloneOptions{
 		URL: bl.URL, SHA: sha, Depth: bl.CloneDepth, RecurseSubmodules: bl.RecurseSubmodules,
-	}); err != nil {
-		return time.Time{}, err
-	}
-	return gc.CommitTime(ctx, dir)
+	})
 }
 
 func reason(err error) string {
