@@ -241,6 +241,10 @@ type CloneOptions struct {
 	SHA               string
 	Depth             int // 0 = full history
 	RecurseSubmodules int // submodule recursion depth; 0 = none
+	// Tag, when set, names SHA on the remote; the checkout gets it as a
+	// lightweight tag (fetch --no-tags brings none), so that tools that
+	// version a package from git tags see the release.
+	Tag string
 }
 
 // Clone checks out exactly opts.SHA into dir, which must not exist or be
@@ -289,6 +293,11 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (time
 	}
 	for _, args := range steps {
 		if _, err := c.run(ctx, dir, args...); err != nil {
+			return fail(err)
+		}
+	}
+	if opts.Tag != "" {
+		if err := writeTag(dir, opts.Tag, opts.SHA); err != nil {
 			return fail(err)
 		}
 	}
@@ -411,4 +420,46 @@ func (c *Client) run(ctx context.Context, dir string, args ...string) ([]byte, e
 		return nil, errors.New(msg)
 	}
 	return stdout.Bytes(), nil
+}
+
+// writeTag makes tag a lightweight tag of sha in the checkout at dir: a
+// loose ref, written directly (no git process). The name is checked as
+// git checks ref names, which also keeps the file inside refs/tags.
+func writeTag(dir, tag, sha string) error {
+	if err := ValidateTagName(tag); err != nil {
+		return err
+	}
+	file := filepath.Join(dir, ".git", "refs", "tags", filepath.FromSlash(tag))
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return fmt.Errorf("tag %s: %w", tag, err)
+	}
+	if err := os.WriteFile(file, []byte(sha+"\n"), 0o644); err != nil {
+		return fmt.Errorf("tag %s: %w", tag, err)
+	}
+	return nil
+}
+
+// ValidateTagName refuses what git-check-ref-format(1) refuses in a tag's
+// name (below refs/tags/).
+func ValidateTagName(tag string) error {
+	bad := func(why string) error { return fmt.Errorf("tag %q is not a valid tag name: %s", tag, why) }
+	switch {
+	case tag == "" || tag == "@":
+		return bad("empty or @")
+	case strings.HasSuffix(tag, "/") || strings.HasSuffix(tag, "."):
+		return bad("ends with / or .")
+	case strings.Contains(tag, "..") || strings.Contains(tag, "@{") || strings.Contains(tag, "//"):
+		return bad("contains .., @{ or //")
+	}
+	for _, r := range tag {
+		if r < 0x20 || r == 0x7f || strings.ContainsRune(" ~^:?*[\\", r) {
+			return bad(fmt.Sprintf("contains %q", r))
+		}
+	}
+	for _, part := range strings.Split(tag, "/") {
+		if strings.HasPrefix(part, ".") || strings.HasSuffix(part, ".lock") {
+			return bad("a part starts with . or ends with .lock")
+		}
+	}
+	return nil
 }

@@ -191,3 +191,35 @@ func mustAtoi(t *testing.T, s string) int64 {
 	}
 	return n
 }
+
+func TestACloneForATagCarriesTheTag(t *testing.T) {
+	t.Parallel()
+	dir, sha := testenv.Repo(t, map[string]string{"a.txt": "a"})
+	testenv.Git(t, dir, "tag", "-a", "release/1.2.3", "-m", "annotated")
+	c := &Client{Policy: URLPolicy{AllowFile: true}}
+	dst := filepath.Join(t.TempDir(), "checkout")
+	if _, err := c.Clone(context.Background(), dst, CloneOptions{URL: "file://" + dir, SHA: sha, Depth: 1, Tag: "release/1.2.3"}); err != nil {
+		t.Fatal(err)
+	}
+	// What setuptools-scm asks git.
+	if got := testenv.Git(t, dst, "describe", "--tags", "--long"); !strings.HasPrefix(got, "release/1.2.3-0-g") {
+		t.Fatalf("git describe in the checkout = %q, want the tag", got)
+	}
+	if out := testenv.Git(t, dst, "status", "--porcelain"); out != "" {
+		t.Fatalf("git status of the checkout:\n%s", out)
+	}
+	for _, tag := range []string{"../../config", "a/../b", ".hidden", "x.lock", "a b", "a~1", "a:b", "a\x00b", "x/", "@", "a@{1}", "a//b"} {
+		if err := ValidateTagName(tag); err == nil {
+			t.Errorf("tag %q accepted", tag)
+		}
+	}
+	// A hostile name fails the clone and writes nothing outside refs/tags.
+	bad := filepath.Join(t.TempDir(), "checkout")
+	_, err := c.Clone(context.Background(), bad, CloneOptions{URL: "file://" + dir, SHA: sha, Depth: 1, Tag: "../../hooks/x"})
+	if err == nil || !strings.Contains(err.Error(), "not a valid tag name") {
+		t.Fatalf("clone with a hostile tag name: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(bad, ".git", "hooks", "x")); !os.IsNotExist(err) {
+		t.Fatalf("a hostile tag name wrote outside refs/tags: %v", err)
+	}
+}

@@ -512,7 +512,7 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 		began := time.Now()
 		cloneCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 		var err error
-		sourceDate, err = p.clone(cloneCtx, bl, checkout, b.SHA)
+		sourceDate, err = p.clone(cloneCtx, bl, checkout, b)
 		cancel()
 		phases.SetPhase(registry.PhaseClone, time.Since(began))
 		if err != nil {
@@ -592,7 +592,7 @@ type NoCheckout interface{ NoCheckout() bool }
 // clone checks the commit out with the builder's credential, which lives
 // in a masked directory only while git runs; the build never sees it. It
 // returns the commit's time, the build's SOURCE_DATE_EPOCH.
-func (p *Pipeline) clone(ctx context.Context, bl *registry.Builder, dir, sha string) (time.Time, error) {
+func (p *Pipeline) clone(ctx context.Context, bl *registry.Builder, dir string, b *registry.Build) (time.Time, error) {
 	gc, done, err := p.creds.GitClient(ctx, p.git, bl.Credential, p.builderDir)
 	if err != nil {
 		if errors.Is(err, registry.ErrNotFound) || errors.Is(err, credential.ErrNoKey) || errors.Is(err, credential.ErrUndecryptable) {
@@ -601,9 +601,14 @@ func (p *Pipeline) clone(ctx context.Context, bl *registry.Builder, dir, sha str
 		return time.Time{}, err // Redis unreachable: a retry can
 	}
 	defer done()
-	return gc.Clone(ctx, dir, git.CloneOptions{
-		URL: bl.URL, SHA: sha, Depth: bl.CloneDepth, RecurseSubmodules: bl.RecurseSubmodules,
-	})
+	opts := git.CloneOptions{URL: bl.URL, SHA: b.SHA, Depth: bl.CloneDepth, RecurseSubmodules: bl.RecurseSubmodules}
+	// A release built from its tag carries the tag, so that packages that
+	// take their version from git (setuptools-scm, hatch-vcs) get the
+	// release's version, not a development one.
+	if bl.BuildTrigger == registry.TriggerTags && b.Ref != b.SHA {
+		opts.Tag = b.Ref
+	}
+	return gc.Clone(ctx, dir, opts)
 }
 
 func reason(err error) string {
