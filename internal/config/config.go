@@ -73,11 +73,12 @@ type Git struct {
 
 // Worker holds the [Worker] section.
 type Worker struct {
-	Concurrency     int
-	ShutdownGrace   time.Duration
-	MetricsListen   string
-	ReprobeInterval time.Duration
-	FenceAfter      time.Duration
+	Concurrency       int
+	ShutdownGrace     time.Duration
+	MetricsListen     string
+	ReprobeInterval   time.Duration
+	FenceAfter        time.Duration
+	TaskCheckInterval time.Duration
 }
 
 // Redis holds the [Redis] section.
@@ -292,6 +293,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Worker.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("Worker.Concurrency must be at least 1, got %d", c.Worker.Concurrency))
+	}
+	if c.Worker.TaskCheckInterval < time.Millisecond || c.Worker.TaskCheckInterval > time.Minute {
+		errs = append(errs, fmt.Errorf("Worker.TaskCheckInterval must be between 1ms and 1m, got %s", c.Worker.TaskCheckInterval))
 	}
 	// A third of the slot lease stays for the stop itself: the build must
 	// be gone before its slot can lapse to another attempt.

@@ -85,6 +85,7 @@ func TestBadConfigNamesFileLineAndKey(t *testing.T) {
 		{"relative path", "[Server]\nDataDir = data\n", "Server.DataDir must be an absolute path"},
 		{"zero retries", "[Git]\nBuildRetries = 0\n", "Git.BuildRetries must be at least 1"},
 		{"fence longer than the slot lease allows", "[Worker]\nFenceAfter = 50s\n", "Worker.FenceAfter must be between 1s and 45s"},
+		{"task checks too slow", "[Worker]\nTaskCheckInterval = 2m\n", "Worker.TaskCheckInterval must be between 1ms and 1m"},
 		{"syntax", "[Git\n", "expected right bracket"},
 	}
 	for _, tc := range cases {

@@ -90,7 +90,7 @@ func (w *Worker) newServer(rc *redis.Client, queues []string, slots int) *asynq.
 	if retry == nil {
 		retry = defaultRetryDelay
 	}
-	check := cmp.Or(w.opts.TaskCheckInterval, DefaultTaskCheckInterval)
+	check := cmp.Or(w.opts.TaskCheckInterval, w.cfg.Worker.TaskCheckInterval, DefaultTaskCheckInterval)
 	weights := map[string]int{}
 	for _, q := range queues {
 		weights[q] = 1

@@ -34,7 +34,7 @@ import (
 )
 
 // DefaultTaskCheckInterval is how often an idle worker asks Redis for a
-// build. asynq polls (it sleeps between a half and one and a half of this
+// build, unless Worker.TaskCheckInterval says otherwise. asynq polls (it sleeps between a half and one and a half of this
 // when its queues are empty, and nothing can wake it sooner), so this sets
 // how soon a push on an idle fleet starts building: at 20 ms the pickup
 // wait is about 11 ms on average (27 ms at 50 ms, 270 ms at asynq's
