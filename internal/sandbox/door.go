@@ -1,3 +1,5 @@
+//go:build linux
+
 package sandbox
 
 import (
@@ -19,18 +21,8 @@ import (
 // proxy to the package indexes). Nothing else is reachable: the namespace
 // has no other interface and no route.
 
-// DoorAddr is the address of the door inside a build's network namespace.
-// Each build has its own namespace, so every build's door has this address.
-const DoorAddr = "127.0.0.1:3128"
-
 // doorPort is DoorAddr's port.
 const doorPort = 3128
-
-// Door serves a build's connections to DoorAddr. Serve must return once l
-// is closed, which the runner does when the build is over.
-type Door interface {
-	Serve(l net.Listener) error
-}
 
 // doorway is the worker's end of one build's door.
 type doorway struct {

@@ -19,6 +19,7 @@ package sandbox
 import (
 	"context"
 	"io"
+	"net"
 	"time"
 )
 
@@ -142,3 +143,13 @@ type Result struct {
 
 // Success reports whether the command exited 0 without hitting a limit.
 func (r Result) Success() bool { return r.ExitCode == 0 && r.Killed == "" && r.Signal == "" }
+
+// DoorAddr is the address of the door inside a build's network namespace.
+// Each build has its own namespace, so every build's door has this address.
+const DoorAddr = "127.0.0.1:3128"
+
+// Door serves a build's connections to DoorAddr. Serve must return once l
+// is closed, which the runner does when the build is over.
+type Door interface {
+	Serve(l net.Listener) error
+}
