@@ -37,6 +37,11 @@ func launcherMain() int {
 		fmt.Fprintf(os.Stderr, "sandbox launcher: prctl dumpable: %v\n", err)
 		return 1
 	}
+	host, err := readHostFacts()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "sandbox launcher: %v\n", err)
+		return 1
+	}
 	_ = unix.SetNonblock(3, false)
 	// Builds in flight when the worker lets go are finished first.
 	var builds sync.WaitGroup
@@ -62,7 +67,7 @@ func launcherMain() int {
 		builds.Add(1)
 		go func() {
 			defer builds.Done()
-			serveBuild(fds[0], fds[1], door)
+			serveBuild(host, fds[0], fds[1], door)
 		}()
 	}
 }
@@ -90,7 +95,7 @@ func closeFds(fds []int) {
 }
 
 // serveBuild runs one build: settings in, report out, on ctl.
-func serveBuild(ctl, out, door int) {
+func serveBuild(host hostFacts, ctl, out, door int) {
 	f := os.NewFile(uintptr(ctl), "control")
 	defer f.Close()
 	var hc helperConfig
@@ -102,7 +107,7 @@ func serveBuild(ctl, out, door int) {
 	} else {
 		// The worker's keepalives follow the settings on the same socket.
 		hc.keepalives = io.MultiReader(dec.Buffered(), f)
-		res = supervise(&hc, ctl, out, door)
+		res = supervise(&hc, host, ctl, out, door)
 	}
 	_ = json.NewEncoder(f).Encode(&res)
 	// EOF for the worker now: a dead man's reader may still hold the fd
@@ -114,7 +119,7 @@ func serveBuild(ctl, out, door int) {
 // tier settled yet (the probe of New) it tries a fresh /proc first, then
 // one with only processes (kernels that relax the check), then the
 // masked-proc tier.
-func supervise(hc *helperConfig, ctl, out, door int) helperResult {
+func supervise(hc *helperConfig, host hostFacts, ctl, out, door int) helperResult {
 	defer closeFds([]int{out, door})
 	type try struct {
 		tier Tier
@@ -132,10 +137,10 @@ func supervise(hc *helperConfig, ctl, out, door int) helperResult {
 	for i, t := range tries {
 		// In the masked-proc tier Landlock is what keeps the build out of other
 		// processes' /proc entries: no domain, no build.
-		if t.tier == TierMaskedProc && planLandlock(hc.MaxLandlockABI).abi == 0 {
+		if t.tier == TierMaskedProc && planLandlock(host.landlockABI, hc.MaxLandlockABI).abi == 0 {
 			return fail("landlock", landlockMissing())
 		}
-		s, res := startSandbox(hc, ctl, out, door, t.tier, t.opts)
+		s, res := startSandbox(hc, host, ctl, out, door, t.tier, t.opts)
 		if s == nil {
 			if res.procRefused && i+1 < len(tries) {
 				continue
@@ -161,7 +166,7 @@ func fail(step string, err error) helperResult {
 type sandbox struct {
 	pid     int
 	pidfd   int
-	statusR *os.File
+	statusR int
 	lifeW   int
 }
 
@@ -172,7 +177,7 @@ type startResult struct {
 
 // startSandbox clones stage B with its plan and waits until stage C has
 // exec'd the build (or failed to). A nil sandbox comes with the failure.
-func startSandbox(hc *helperConfig, ctl, out, door int, tier Tier, procOpts string) (*sandbox, startResult) {
+func startSandbox(hc *helperConfig, host hostFacts, ctl, out, door int, tier Tier, procOpts string) (*sandbox, startResult) {
 	var ps []int // every pipe end; closed on return unless kept
 	defer func() { closeFds(ps) }()
 	pipe := func(flags int) (r, w int) {
@@ -195,7 +200,7 @@ func startSandbox(hc *helperConfig, ctl, out, door int, tier Tier, procOpts stri
 	}
 	f := inherited{out: out, errW: errW, statusW: statusW, lifeR: lifeR, door: door,
 		c: stageCPipes{goR: goR, goW: goW, mapR: mapR, mapW: mapW, errW: errW}}
-	c, err := newStageC(hc, f.c)
+	c, err := newStageC(hc, f.c, host)
 	if err != nil {
 		return nil, startResult{helperResult: fail("prepare the build", err)}
 	}
@@ -223,17 +228,33 @@ func startSandbox(hc *helperConfig, ctl, out, door int, tier Tier, procOpts stri
 		}
 	}
 	ps = nil
-	s := &sandbox{pid: pid, pidfd: pidfd, lifeW: lifeW, statusR: os.NewFile(uintptr(statusR), "status")}
+	s := &sandbox{pid: pid, pidfd: pidfd, lifeW: lifeW, statusR: statusR}
 	var report [12]byte
-	errFile := os.NewFile(uintptr(errR), "failures")
-	n, _ := io.ReadFull(errFile, report[:])
-	errFile.Close()
+	n := readFull(errR, report[:])
+	unix.Close(errR)
 	if n == len(report) {
 		s.kill()
-		s.close()
+		s.reap()
 		return nil, setupFailure(report, hc, b)
 	}
 	return s, startResult{}
+}
+
+// readFull reads into buf until it is full or the pipe is at EOF (or
+// fails), and returns how much it read.
+func readFull(fd int, buf []byte) int {
+	n := 0
+	for n < len(buf) {
+		m, err := unix.Read(fd, buf[n:])
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || m <= 0 {
+			break
+		}
+		n += m
+	}
+	return n
 }
 
 // setupFailure names the step of stage B or C a failure report is about.
@@ -257,21 +278,21 @@ func setupFailure(report [12]byte, hc *helperConfig, b *stageB) startResult {
 }
 
 // kill ends the sandbox: SIGKILL to its PID 1 makes the kernel kill every
-// process in the namespace, however deep or detached. It then reaps it.
-func (s *sandbox) kill() {
-	_ = unix.PidfdSendSignal(s.pidfd, unix.SIGKILL, nil, 0)
+// process in the namespace, however deep or detached.
+func (s *sandbox) kill() { _ = unix.PidfdSendSignal(s.pidfd, unix.SIGKILL, nil, 0) }
+
+// reap waits for stage B's end, the namespaces' teardown included, and
+// closes the launcher's ends.
+func (s *sandbox) reap() {
 	var info unix.Siginfo
 	for {
 		if err := unix.Waitid(unix.P_PIDFD, s.pidfd, &info, unix.WEXITED, nil); !errors.Is(err, unix.EINTR) {
 			break
 		}
 	}
-}
-
-func (s *sandbox) close() {
 	unix.Close(s.pidfd)
 	unix.Close(s.lifeW)
-	s.statusR.Close()
+	unix.Close(s.statusR)
 }
 
 // wait supervises the running build: it enforces the limits it can
@@ -279,7 +300,6 @@ func (s *sandbox) close() {
 // process ended. Nothing outlives it: the namespace is killed before the
 // report goes out, so the output pipe is closed when the worker reads it.
 func (s *sandbox) wait(hc *helperConfig) helperResult {
-	defer s.close()
 	w := newWatcher(hc, s)
 	// Both watchers are gone before the pidfd is closed: a kill must never
 	// reach a number reused by another build.
@@ -291,7 +311,7 @@ func (s *sandbox) wait(hc *helperConfig) helperResult {
 	}
 	var res helperResult
 	var status [4]byte
-	if _, err := io.ReadFull(s.statusR, status[:]); err != nil {
+	if readFull(s.statusR, status[:]) != len(status) {
 		// Stage B died before stage C ended: killed from outside.
 		res.ExitCode, res.Signal = -1, "SIGKILL"
 	} else {
@@ -309,6 +329,9 @@ func (s *sandbox) wait(hc *helperConfig) helperResult {
 	if res.Killed != "" {
 		res.ExitCode, res.Signal = -1, ""
 	}
+	// The kernel's teardown of the namespaces is not waited for: the
+	// output's end and this report are all the worker needs.
 	s.kill()
+	go s.reap()
 	return res
 }

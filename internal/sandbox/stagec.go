@@ -114,9 +114,26 @@ var stepNames = map[uint32]string{
 // stageCPipes are the fds of stage C's pipes, as stage B holds them.
 type stageCPipes struct{ goR, goW, mapR, mapW, errW int }
 
+// hostFacts are what every stage C plan needs of the kernel, read once
+// per launcher.
+type hostFacts struct {
+	filter      []unix.SockFilter // seccompProgram
+	lastCap     int               // /proc/sys/kernel/cap_last_cap
+	landlockABI int               // landlockABI
+}
+
+func readHostFacts() (hostFacts, error) {
+	last, err := lastCapability()
+	if err != nil {
+		return hostFacts{}, fmt.Errorf("cap_last_cap: %w", err)
+	}
+	abi, _ := landlockABI()
+	return hostFacts{filter: seccompProgram(), lastCap: last, landlockABI: abi}, nil
+}
+
 // newStageC prepares stage C for hc's build.
-func newStageC(hc *helperConfig, p stageCPipes) (*stageC, error) {
-	c := &stageC{probe: hc.Probe, slash: [2]byte{'/', 0}, filter: seccompProgram(),
+func newStageC(hc *helperConfig, p stageCPipes, host hostFacts) (*stageC, error) {
+	c := &stageC{probe: hc.Probe, slash: [2]byte{'/', 0}, filter: host.filter,
 		goR: uintptr(p.goR), goW: uintptr(p.goW), mapR: uintptr(p.mapR), mapW: uintptr(p.mapW), errW: uintptr(p.errW)}
 	c.fprog = unix.SockFprog{Len: uint16(len(c.filter)), Filter: &c.filter[0]}
 	c.idFiles = [3]idFile{newIDFile("/proc/self/setgroups", "deny"),
@@ -142,13 +159,9 @@ func newStageC(hc *helperConfig, p stageCPipes) (*stageC, error) {
 		}
 	}
 	c.rlimits = buildRlimits(Limits{Memory: hc.Memory, Processes: hc.Processes, Disk: hc.Disk})
-	last, err := lastCapability()
-	if err != nil {
-		return nil, fmt.Errorf("cap_last_cap: %w", err)
-	}
-	c.lastCap = uintptr(last)
+	c.lastCap = uintptr(host.lastCap)
 	c.capHdr = unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	c.landlock = planLandlock(hc.MaxLandlockABI)
+	c.landlock = planLandlock(host.landlockABI, hc.MaxLandlockABI)
 	return c, nil
 }
 
