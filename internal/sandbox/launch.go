@@ -95,7 +95,7 @@ func (n *Namespaces) startLauncher() (*launcher, error) {
 		// argv[0] marks the launcher; it carries nothing else, since builds
 		// can read /proc/1/cmdline (stage B is a clone of the launcher).
 		Args:       []string{helperArg0},
-		Env:        []string{},
+		Env:        []string{"GOMAXPROCS=1"},
 		Dir:        "/",
 		Stderr:     os.Stderr, // the launcher's own failures, never a build's output
 		ExtraFiles: []*os.File{theirs},
@@ -240,6 +240,7 @@ func (c *control) collect() (reported <-chan []byte) {
 		buf, oob := make([]byte, 32<<10), make([]byte, unix.CmsgSpace(4))
 		for {
 			n, oobn, _, _, err := c.conn.ReadMsgUnix(buf, oob)
+			n, oobn = max(n, 0), max(oobn, 0)
 			data := buf[:n]
 			if fds := receivedFds(oob[:oobn]); len(fds) > 0 {
 				c.started(fds[0])

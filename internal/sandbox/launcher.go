@@ -120,7 +120,7 @@ func serveBuild(host hostFacts, ctl, out, door int) {
 // one with only processes (kernels that relax the check), then the
 // masked-proc tier.
 func supervise(hc *helperConfig, host hostFacts, ctl, out, door int) helperResult {
-	defer closeFds([]int{out, door})
+	defer func() { closeFds([]int{out, door}) }() // out and door change below
 	type try struct {
 		tier Tier
 		opts string
