@@ -39,3 +39,8 @@ echo
 echo "== poller: 1000 builders of a local repository, one poller, 10s interval"
 PKGFLEET_POLL_BUILDERS=1000 go test -count 1 -run '^TestManyBuildersAreAllPolled$' -v ./internal/poller/ |
 	sed -n 's/.*BENCH //p'
+
+echo
+echo "== head of line: 4 worker slots, builder A (limit 1) with 50 builds queued ahead of builder B's 20"
+go test -count 1 -run '^$' -bench '^BenchmarkHeadOfLine$' -benchtime 1x ./internal/fleettest/ |
+	awk '/^BenchmarkHeadOfLine/ { printf "head-of-line B-finish/ideal=%s B-first-start=%ss build=%ss slot-use=%s%%\n", $5, $7, $9, $11 }'

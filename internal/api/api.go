@@ -131,7 +131,20 @@ func (s *Server) Handler() http.Handler {
 		}
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
-	return s.limitBody(mux)
+	return s.limitBody(sameOrigin(mux))
+}
+
+// sameOrigin refuses state-changing requests that a browser sends on
+// behalf of another site (CSRF): a page elsewhere must not be able to
+// run, cancel or delete through a signed-in browser's cookie, nor through
+// a loopback API that has no tokens. Requests without the browser's
+// Sec-Fetch-Site and Origin headers (the CLI, curl, webhooks) pass.
+func sameOrigin(h http.Handler) http.Handler {
+	c := http.NewCrossOriginProtection()
+	c.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusForbidden, "cross-origin request refused: "+r.Method+" "+r.URL.Path+" must come from this server's own pages, the CLI or another non-browser client")
+	}))
+	return c.Handler(h)
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {

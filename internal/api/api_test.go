@@ -283,3 +283,32 @@ func TestDashboardNeedsATokenAndReadIsReadOnly(t *testing.T) {
 		t.Errorf("admin token could not pause a queue: %d", code)
 	}
 }
+
+func TestABrowserOnAnotherSiteCannotChangeAnything(t *testing.T) {
+	t.Parallel()
+	h := setup(t, true)
+	req := func(method, path, site string) int {
+		r, _ := http.NewRequest(method, h.url+path, nil)
+		r.AddCookie(&http.Cookie{Name: "pkgfleet_token", Value: h.tok["admin"]}) // a signed-in browser
+		if site != "" {
+			r.Header.Set("Sec-Fetch-Site", site)
+		}
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, path := range []string{"/dashboard/api/queues/builds:r:pause", "/api/v1/builds/1/cancel"} {
+		if code := req("POST", path, "cross-site"); code != http.StatusForbidden {
+			t.Errorf("a cross-site POST %s: %d, want 403", path, code)
+		}
+	}
+	if code := req("POST", "/dashboard/api/queues/builds:r:pause", "same-origin"); code >= 400 {
+		t.Errorf("the dashboard's own POST: %d", code)
+	}
+	if code := req("GET", "/dashboard/api/queues", "cross-site"); code != 200 {
+		t.Errorf("a cross-site GET (a link): %d, want 200", code)
+	}
+}

@@ -77,6 +77,7 @@ type Worker struct {
 	ShutdownGrace   time.Duration
 	MetricsListen   string
 	ReprobeInterval time.Duration
+	FenceAfter      time.Duration
 }
 
 // Redis holds the [Redis] section.
@@ -291,6 +292,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Worker.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("Worker.Concurrency must be at least 1, got %d", c.Worker.Concurrency))
+	}
+	// A third of the slot lease stays for the stop itself: the build must
+	// be gone before its slot can lapse to another attempt.
+	if c.Worker.FenceAfter < time.Second || c.Worker.FenceAfter > 45*time.Second {
+		errs = append(errs, fmt.Errorf("Worker.FenceAfter must be between 1s and 45s (the build slot's lease is 60s), got %s", c.Worker.FenceAfter))
 	}
 	if c.Redis.Address == "" && c.Redis.URL == "" {
 		errs = append(errs, errors.New("Redis.Address or Redis.URL must be set"))

@@ -84,6 +84,7 @@ func TestBadConfigNamesFileLineAndKey(t *testing.T) {
 		{"unknown section", "[Nope]\nx = 1\n", `unknown section [Nope]`},
 		{"relative path", "[Server]\nDataDir = data\n", "Server.DataDir must be an absolute path"},
 		{"zero retries", "[Git]\nBuildRetries = 0\n", "Git.BuildRetries must be at least 1"},
+		{"fence longer than the slot lease allows", "[Worker]\nFenceAfter = 50s\n", "Worker.FenceAfter must be between 1s and 45s"},
 		{"syntax", "[Git\n", "expected right bracket"},
 	}
 	for _, tc := range cases {

@@ -141,6 +141,7 @@ var settings = []*Setting{
 	integer("Worker", "Concurrency", "", "Build slots of one worker process (default: number of CPUs).", func(c *Config) *int { return &c.Worker.Concurrency }),
 	str("Worker", "MetricsListen", "", "Address of the worker's /metrics, /healthz and /readyz (e.g. :9464); empty: not served.", func(c *Config) *string { return &c.Worker.MetricsListen }),
 	duration("Worker", "ShutdownGrace", "30s", "On SIGTERM, how long running builds may finish before they are requeued.", func(c *Config) *time.Duration { return &c.Worker.ShutdownGrace }),
+	duration("Worker", "FenceAfter", "20s", "A running build whose worker could not confirm its hold (Redis unreachable, the slot or task lease gone) for this long is stopped, before its build slot's 60s lease can pass to another attempt; must be between 1s and 45s.", func(c *Config) *time.Duration { return &c.Worker.FenceAfter }),
 	duration("Worker", "ReprobeInterval", "30s", "First wait before a language or a sandbox whose probe failed is probed again; it doubles up to 5m (0: never re-probe).", func(c *Config) *time.Duration { return &c.Worker.ReprobeInterval }),
 
 	str("Redis", "Address", "localhost:6379", "Redis host:port, or a unix socket path.", func(c *Config) *string { return &c.Redis.Address }),

@@ -81,13 +81,21 @@ func until(t *testing.T, ctx context.Context, what, expr string) {
 }
 
 // text returns the visible text of the first element matching the CSS
-// selector sel.
+// selector sel. It is read in one step in the page: the page's live
+// updates replace elements, so a node found in one call may be gone in
+// the next.
 func text(t *testing.T, ctx context.Context, sel string) string {
 	t.Helper()
-	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-	if err != nil {
-		t.Fatalf("text of %s: %v", sel, err)
-	}
+	var s string
+	testenv.Eventually(t, 30*time.Second, "an element "+sel, func() bool {
+		var err error
+		s, err = chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf(
+			`(() => { const e = document.querySelector(%q); return e ? e.innerText : "\x00" })()`, sel)))
+		if ctx.Err() != nil {
+			t.Fatalf("text of %s: %v", sel, ctx.Err())
+		}
+		return err == nil && s != "\x00"
+	})
 	return s
 }
 

@@ -48,7 +48,11 @@ func (p *Pipeline) acquire(ctx context.Context, log *slog.Logger, at registry.At
 	woken, stop := p.events.Listen(semaphore.WakeChannel, waiter)
 	defer stop()
 	for {
-		lease, w, err := p.slots.TryAcquire(ctx, key, limit, waiter, holder, b.ID, p.parkFor())
+		ask := semaphore.Ask{Waiter: waiter, Holder: holder, Order: b.ID, PlaceFor: p.parkFor()}
+		if canPark {
+			ask.WakeBy = queue.WakeBy(b)
+		}
+		lease, w, err := p.slots.TryAcquire(ctx, key, limit, ask)
 		if err != nil || lease != nil {
 			return lease, err
 		}
@@ -66,23 +70,19 @@ func (p *Pipeline) acquire(ctx context.Context, log *slog.Logger, at registry.At
 		})
 		if err != nil {
 			if errors.Is(err, errSkip) {
-				_ = p.slots.Leave(context.WithoutCancel(ctx), key, limit, waiter)
+				p.leave(ctx, log, key, limit, waiter)
 			}
 			return nil, err
 		}
 		if time.Since(*rec.WaitingSince) > p.maxSlotWait {
-			_ = p.slots.Leave(context.WithoutCancel(ctx), key, limit, waiter)
+			p.leave(ctx, log, key, limit, waiter)
 			return nil, fmt.Errorf("waited longer than Git.MaxSlotWait (%s) for a build slot", p.maxSlotWait)
 		}
 		if canPark {
 			log.Info("build parked: no free build slot", "in_use", w.InUse, "limit", w.Limit, "position", w.Position)
 			return nil, &parkedError{recheck: p.parkRecheck, wait: w}
 		}
-		check := p.slots.CheckEvery
-		if check <= 0 {
-			check = semaphore.DefaultCheckEvery
-		}
-		timer := time.NewTimer(check)
+		timer := time.NewTimer(p.slots.CheckInterval())
 		select {
 		case <-ctx.Done():
 			timer.Stop()
@@ -107,39 +107,32 @@ func holderToken(at registry.Attempt) string {
 // a few of its own rechecks, so only a build whose task is gone drops out.
 func (p *Pipeline) parkFor() time.Duration { return 3*p.parkRecheck + 30*time.Second }
 
-// release gives the slot back and wakes the waiters that may now go.
-func (p *Pipeline) release(ctx context.Context, log *slog.Logger, lease *semaphore.Lease, key string, limit int) {
-	ctx = context.WithoutCancel(ctx)
-	if err := lease.Release(ctx); err != nil {
+// release gives the slot back and wakes the parked builds that may go now.
+func (p *Pipeline) release(ctx context.Context, log *slog.Logger, lease *semaphore.Lease) {
+	woken, err := lease.Release(context.WithoutCancel(ctx))
+	if err != nil {
 		log.Warn("could not release the build slot", "error", err)
 		return
 	}
-	p.wake(ctx, log, key, limit)
+	p.wake(log, woken)
 }
 
-// wake puts the tasks of key's waiters that may take a slot now back in
-// their queue: parked builds sit in asynq's retry set until then.
-func (p *Pipeline) wake(ctx context.Context, log *slog.Logger, key string, limit int) {
-	next, err := p.slots.Next(ctx, key, limit)
+// leave gives up a build's place in line and wakes the parked builds that
+// may go instead.
+func (p *Pipeline) leave(ctx context.Context, log *slog.Logger, key string, limit int, waiter string) {
+	woken, err := p.slots.Leave(context.WithoutCancel(ctx), key, limit, waiter)
 	if err != nil {
-		log.Warn("could not wake the builds waiting for a slot; the sweep will", "slots", key, "error", err)
+		log.Warn("could not leave the line for a build slot; the place lapses by itself", "slots", key, "error", err)
 		return
 	}
-	for _, w := range next {
-		id, err := strconv.ParseInt(w, 10, 64)
-		if err != nil {
-			continue
-		}
-		b, err := p.registry.Build(ctx, id)
-		if err != nil || registry.Terminal(b.Status) {
-			continue
-		}
-		// A task that is pending or running already needs no wake-up:
-		// asynq refuses those, and that is fine.
-		err = p.inspector.RunTask(queue.Queue(b.Language), queue.TaskID(b.Source, b.Builder, b.SHA))
-		if err == nil {
-			log.Debug("woke a parked build", "woken", id, "slots", key)
-		}
+	p.wake(log, woken)
+}
+
+// wake puts the tasks of parked builds that may take a slot now back in
+// their queue: they sit in asynq's retry set until then.
+func (p *Pipeline) wake(log *slog.Logger, woken []semaphore.Woken) {
+	if n := queue.Wake(p.inspector, woken); n > 0 {
+		log.Debug("woke parked builds", "woken", n)
 	}
 }
 
@@ -167,7 +160,12 @@ func (p *Pipeline) Sweep(ctx context.Context) {
 			if bl, err := p.registry.Builder(ctx, source, name); err == nil {
 				limit = queue.SlotLimit(bl, p.buildConcurrency)
 			}
-			p.wake(ctx, p.log, key, limit)
+			woken, err := p.slots.Next(ctx, key, limit)
+			if err != nil {
+				p.log.Warn("could not look for parked builds to wake", "slots", key, "error", err)
+				continue
+			}
+			p.wake(p.log, woken)
 		}
 	}
 }

@@ -243,7 +243,7 @@ func (p *Pipeline) process(ctx context.Context, id int64, attempt, attempts int)
 		case err != nil:
 			return p.finish(ctx, log, at, attempts, nil, err)
 		}
-		defer p.release(ctx, log, lease, queue.SlotKey(pre.Source, pre.Builder), queue.SlotLimit(bl, p.buildConcurrency))
+		defer p.release(ctx, log, lease)
 	}
 	defer p.hold(ctx, at, lease, cancelBuild)()
 	ctx, cancelRun := context.WithTimeout(ctx, p.runTimeout)

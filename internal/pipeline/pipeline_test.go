@@ -349,7 +349,7 @@ func TestABuildWaitsForItsBuildersSlotAndShowsItsPlace(t *testing.T) {
 		got := b.get(id)
 		return got.Status == registry.StatusWaiting && got.Detail == "waiting for a build slot (1 of 1 in use; 1st in line)"
 	})
-	if err := other.Release(ctx); err != nil {
+	if _, err := other.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.wait(done); err != nil {

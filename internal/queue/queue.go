@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -46,6 +47,27 @@ type Payload struct {
 func TaskID(source, builder, sha string) string {
 	h := sha256.Sum256([]byte(source + "\x00" + builder + "\x00" + sha))
 	return "build-" + hex.EncodeToString(h[:12])
+}
+
+// WakeBy is how a parked build of b is brought back (semaphore.Ask's
+// WakeBy): its task's queue and id.
+func WakeBy(b *registry.Build) string {
+	return Queue(b.Language) + " " + TaskID(b.Source, b.Builder, b.SHA)
+}
+
+// Wake moves the tasks of parked builds that may take a slot now from
+// asynq's retry set back to their queue. A task that is already queued
+// or running is refused by asynq, which is fine: it is on its way. It
+// returns how many it moved.
+func Wake(insp *asynq.Inspector, woken []semaphore.Woken) int {
+	n := 0
+	for _, w := range woken {
+		queue, id, ok := strings.Cut(w.WakeBy, " ")
+		if ok && insp.RunTask(queue, id) == nil {
+			n++
+		}
+	}
+	return n
 }
 
 // Enqueuer records builds and queues their tasks.
@@ -174,7 +196,7 @@ func (e *Enqueuer) queue(ctx context.Context, b *registry.Build) (err error) {
 		}
 		defer func() {
 			if err != nil { // never queued: keep no one waiting behind it
-				_ = sema.Leave(context.WithoutCancel(ctx), key, 1, waiter)
+				_, _ = sema.Leave(context.WithoutCancel(ctx), key, 1, waiter)
 			}
 		}()
 	}
@@ -221,9 +243,11 @@ func (e *Enqueuer) Cancel(ctx context.Context, b *registry.Build) error {
 		if bl, err := e.Registry.Builder(ctx, b.Source, b.Builder); err == nil {
 			limit = SlotLimit(bl, e.BuildConcurrency)
 		}
-		if err := semaphore.New(e.Redis, nil).Leave(ctx, SlotKey(b.Source, b.Builder), limit, strconv.FormatInt(b.ID, 10)); err != nil {
+		woken, err := semaphore.New(e.Redis, nil).Leave(ctx, SlotKey(b.Source, b.Builder), limit, strconv.FormatInt(b.ID, 10))
+		if err != nil {
 			errs = append(errs, fmt.Errorf("leave the slot queue: %w", err))
 		}
+		Wake(e.Inspector, woken)
 	}
 	queue, id := Queue(b.Language), TaskID(b.Source, b.Builder, b.SHA)
 	info, err := e.Inspector.GetTaskInfo(queue, id)

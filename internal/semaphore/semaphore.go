@@ -5,22 +5,20 @@
 // runs out, not when the task's deadline does (asynq's x/rate leaks it
 // until then).
 //
-// Waiters queue in order (the build id, so older builds go first), and
-// only the first free-slots waiters of the queue may take a slot. A waiter
-// either parks (TryAcquire: it keeps its place for a while and goes away;
-// Next names whom to bring back when a slot frees) or waits in a
-// goroutine (Acquire): it does not spin, it sleeps until a release wakes
-// it by pub/sub (see internal/notify) or its periodic check comes round.
-// Each check renews the waiter's place, so a waiter that died drops out of
-// the queue after its place lapses.
-//
-// Cost of one waiting build, in Redis commands: one EVALSHA per
-// CheckEvery (15s by default: 4 a minute), plus one each time a release
-// wakes it. TestWaitingBuildCostsFewRedisCommands measures it.
+// Waiters stand in one line per key, in order (the build id, so older
+// builds go first), and only the first free-slots waiters of the line may
+// take a slot. A build joins the line when it is queued (Join) and asks
+// for a slot when a worker takes it (TryAcquire). A waiter that is
+// refused says how it wants to be woken (Ask.WakeBy): it parks (gives its
+// worker back; Release, Leave and Next name it to the caller, who brings
+// it back) or it listens in its process (a release publishes its name on
+// WakeChannel, see internal/notify). A waiter that has not asked yet needs
+// no waking: its task is still on its way to a worker. So a release costs
+// one script however long the line, and wakes only whom it must.
 //
 // All times are Redis's own clock (TIME), so worker clocks may differ.
-// It does not know about builds or asynq: callers pass a key per builder
-// and a token per holder.
+// It does not know about builds or asynq: callers pass a key per builder,
+// a waiter per build, a holder per attempt and an opaque wake address.
 package semaphore
 
 import (
@@ -35,8 +33,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// WakeChannel is the pub/sub channel on which a release names the waiters
-// (by token) that may now take a slot.
+// WakeChannel is the pub/sub channel on which a release names the
+// listening waiters that may now take a slot.
 const WakeChannel = "pkgfleet:slots:wake"
 
 // Defaults of the Semaphore's timings.
@@ -53,9 +51,9 @@ type Semaphore struct {
 	hub *notify.Hub // nil: periodic checks only
 
 	HoldLease  time.Duration // a slot's lease; a dead holder's slot returns after it
-	RenewEvery time.Duration // how often a holder renews (well under HoldLease)
-	WaitLease  time.Duration // a waiter's place; a dead waiter leaves the queue after it
-	CheckEvery time.Duration // how often a waiter re-checks without a wake-up
+	RenewEvery time.Duration // how often Acquire's leases renew themselves (well under HoldLease)
+	WaitLease  time.Duration // Acquire's place in line; a dead waiter leaves the line after it
+	CheckEvery time.Duration // how often a listening waiter re-checks without a wake-up
 }
 
 // New returns a semaphore on rdb. hub, when not nil, must be subscribed to
@@ -67,7 +65,14 @@ func New(rdb redis.UniversalClient, hub *notify.Hub) *Semaphore {
 func (s *Semaphore) holdLease() time.Duration  { return or(s.HoldLease, DefaultHoldLease) }
 func (s *Semaphore) renewEvery() time.Duration { return or(s.RenewEvery, DefaultRenewEvery) }
 func (s *Semaphore) waitLease() time.Duration  { return or(s.WaitLease, DefaultWaitLease) }
-func (s *Semaphore) checkEvery() time.Duration { return or(s.CheckEvery, DefaultCheckEvery) }
+
+// CheckInterval is how long a listening waiter sleeps between checks when
+// no release wakes it, with jitter, so that waiters that started together
+// spread out.
+func (s *Semaphore) CheckInterval() time.Duration {
+	check := or(s.CheckEvery, DefaultCheckEvery)
+	return check - check/10 + rand.N(check/5+1)
+}
 
 func or(d, def time.Duration) time.Duration {
 	if d > 0 {
@@ -81,9 +86,10 @@ func or(d, def time.Duration) time.Duration {
 func keys(key string) []string {
 	base := "pkgfleet:slots:{" + key + "}"
 	return []string{
-		base + ":held",  // zset token → lease expiry (ms)
-		base + ":queue", // zset token → order
-		base + ":alive", // zset token → waiter lease expiry (ms)
+		base + ":held",  // zset holder → lease expiry (ms)
+		base + ":queue", // zset waiter → order
+		base + ":alive", // zset waiter → place expiry (ms)
+		base + ":wake",  // hash waiter → Ask.WakeBy, for waiters that asked and were refused
 	}
 }
 
@@ -94,45 +100,51 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
-for _, m in ipairs(dead) do redis.call('ZREM', KEYS[2], m) end
+for _, m in ipairs(dead) do
+  redis.call('ZREM', KEYS[2], m)
+  redis.call('HDEL', KEYS[4], m)
+end
 if #dead > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now) end
 `
 
-// wake publishes the tokens of the waiters that may now take a slot.
+// wake (ARGV[2] = limit) ends a script: it returns {waiters in line,
+// then waiter, WakeBy pairs} for the first free-slots waiters in line
+// that parked, and publishes those that listen. Waiters that have not
+// asked are left alone.
 const wake = `
+local out = {redis.call('ZCARD', KEYS[2])}
 local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
 if free > 0 then
   for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, free - 1)) do
-    redis.call('PUBLISH', '` + WakeChannel + `', m)
+    local by = redis.call('HGET', KEYS[4], m)
+    if by == '' then
+      redis.call('PUBLISH', '` + WakeChannel + `', m)
+    elseif by then
+      table.insert(out, m)
+      table.insert(out, by)
+    end
   end
 end
+return out
 `
 
-// acquire: ARGV token, limit, order, hold lease ms, wait lease ms.
-// Returns {acquired, held, rank}.
-var acquireScript = redis.NewScript(prelude + `
-local token, limit = ARGV[1], tonumber(ARGV[2])
-if redis.call('ZSCORE', KEYS[1], token) then
-  -- a redelivery of a build that still holds its slot
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), token)
-  redis.call('ZREM', KEYS[2], token)
-  redis.call('ZREM', KEYS[3], token)
-  return {1, redis.call('ZCARD', KEYS[1]), 0}
-end
-redis.call('ZADD', KEYS[2], 'NX', ARGV[3], token)
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[5]), token)
-local held = redis.call('ZCARD', KEYS[1])
-local rank = redis.call('ZRANK', KEYS[2], token)
-if rank < limit - held then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), token)
-  redis.call('ZREM', KEYS[2], token)
-  redis.call('ZREM', KEYS[3], token)
-  return {1, held + 1, 0}
-end
-return {0, held, rank}
-`)
+// Woken is a parked waiter that may take a slot now; its caller wakes it
+// the way it asked (Ask.WakeBy).
+type Woken struct {
+	Waiter, WakeBy string
+}
 
-// renew: ARGV token, hold lease ms. Returns 1 while the slot is held.
+// woken reads wake's result: how many stand in line, and whom to wake.
+func woken(res []any) (int64, []Woken) {
+	n, _ := res[0].(int64)
+	var out []Woken
+	for i := 1; i+1 < len(res); i += 2 {
+		out = append(out, Woken{Waiter: fmt.Sprint(res[i]), WakeBy: fmt.Sprint(res[i+1])})
+	}
+	return n, out
+}
+
+// renew: ARGV holder, hold lease ms. Returns 1 while the slot is held.
 var renewScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -142,23 +154,17 @@ redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
 return 1
 `)
 
-// release (and leave the queue): ARGV token, limit. Wakes the waiters
-// that may now go.
+// release: ARGV holder, limit. Gives the slot back.
 var releaseScript = redis.NewScript(prelude + `
 redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-` + wake + `
-return 1
-`)
+` + wake)
 
-// leave: ARGV token, limit. Takes token out of the queue only.
+// leave: ARGV waiter, limit. Takes waiter out of the line.
 var leaveScript = redis.NewScript(prelude + `
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-` + wake + `
-return 1
-`)
+redis.call('HDEL', KEYS[4], ARGV[1])
+` + wake)
 
 // Wait describes a waiter's place, for its status.
 type Wait struct {
@@ -167,22 +173,19 @@ type Wait struct {
 	Limit    int
 }
 
-// Acquire takes one of limit slots of key for token, waiting in order
-// (lower order first) until one is free or ctx ends. waiting, when not
-// nil, is called with the waiter's place whenever it changes; it runs on
-// the caller's goroutine. On success the lease is renewed in the
-// background until Release.
+// Acquire takes one of limit slots of key for token (its waiter and
+// holder both), listening in line in order (lower order first) until one
+// is free or ctx ends. waiting, when not nil, is called with the waiter's
+// place whenever it changes; it runs on the caller's goroutine. On success
+// the lease is renewed in the background until Release. It is TryAcquire
+// in a loop, for callers that wait in their process.
 func (s *Semaphore) Acquire(ctx context.Context, key string, limit int, token string, order int64, waiting func(Wait)) (*Lease, error) {
-	if limit < 1 {
-		limit = 1
-	}
-	ks := keys(key)
 	woken, stop := s.hub.Listen(WakeChannel, token)
 	defer stop()
+	ask := Ask{Waiter: token, Holder: token, Order: order, PlaceFor: s.waitLease()}
 	var last Wait
 	for {
-		res, err := acquireScript.Run(ctx, s.rdb, ks, token, limit, order,
-			s.holdLease().Milliseconds(), s.waitLease().Milliseconds()).Int64Slice()
+		l, w, err := s.TryAcquire(ctx, key, limit, ask)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			s.leave(ctx, key, limit, token)
@@ -190,17 +193,15 @@ func (s *Semaphore) Acquire(ctx context.Context, key string, limit int, token st
 		case err != nil:
 			// Redis unreachable: try again at the next check; the place
 			// in line outlives a few missed checks (WaitLease).
-		case res[0] == 1:
-			return s.hold(key, limit, token), nil
-		default:
-			if w := (Wait{Position: int(res[2]) + 1, InUse: int(res[1]), Limit: limit}); w != last && waiting != nil {
-				waiting(w)
-				last = w
-			}
+		case l != nil:
+			l.renewed = true
+			go l.renew()
+			return l, nil
+		case w != last && waiting != nil:
+			waiting(w)
+			last = w
 		}
-		// Jitter spreads the checks of waiters that started together.
-		check := s.checkEvery()
-		timer := time.NewTimer(check - check/10 + rand.N(check/5+1))
+		timer := time.NewTimer(s.CheckInterval())
 		select {
 		case <-ctx.Done():
 			timer.Stop()
@@ -213,43 +214,50 @@ func (s *Semaphore) Acquire(ctx context.Context, key string, limit int, token st
 	}
 }
 
-// leave takes token out of the queue, even when ctx has ended.
+// leave takes token out of the line, even when ctx has ended.
 func (s *Semaphore) leave(ctx context.Context, key string, limit int, token string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	_ = leaveScript.Run(ctx, s.rdb, keys(key), token, limit).Err()
+	_, _ = s.Leave(ctx, key, limit, token)
 }
 
-// Leave takes token out of key's queue of waiters (for a build canceled
-// while it waits on some worker) and wakes whoever may go instead. A slot
-// token holds stays held until its holder releases it, so a canceled
+// Leave takes waiter out of key's line (for a build canceled while it
+// waits) and returns the parked waiters that may go instead. A slot the
+// build holds stays held until its holder releases it, so a canceled
 // build's processes are gone before another build gets its slot.
-func (s *Semaphore) Leave(ctx context.Context, key string, limit int, token string) error {
-	return leaveScript.Run(ctx, s.rdb, keys(key), token, limit).Err()
+func (s *Semaphore) Leave(ctx context.Context, key string, limit int, waiter string) ([]Woken, error) {
+	res, err := leaveScript.Run(ctx, s.rdb, keys(key), waiter, max(limit, 1)).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("leave the line of %s: %w", key, err)
+	}
+	_, out := woken(res)
+	return out, nil
 }
 
 // ErrLost means a lease ran out before it was renewed (Redis was
 // unreachable for longer than HoldLease): another build may have the slot.
 var ErrLost = errors.New("build slot lease lost")
 
-// Lease is a held slot.
+// Lease is a held slot. A lease from TryAcquire is renewed by its holder
+// (Renew); one from Acquire renews itself until Release.
 type Lease struct {
-	s     *Semaphore
-	key   string
-	limit int
-	token string
-	stop  chan struct{}
-	done  chan struct{}
-	lost  chan struct{}
+	s       *Semaphore
+	key     string
+	limit   int
+	token   string
+	stop    chan struct{}
+	done    chan struct{}
+	lost    chan struct{}
+	renewed bool // renew runs
 }
 
-func (s *Semaphore) hold(key string, limit int, token string) *Lease {
-	l := &Lease{s: s, key: key, limit: limit, token: token,
+func (s *Semaphore) lease(key string, limit int, holder string) *Lease {
+	return &Lease{s: s, key: key, limit: limit, token: holder,
 		stop: make(chan struct{}), done: make(chan struct{}), lost: make(chan struct{})}
-	go l.renew()
-	return l
 }
 
+// renew renews the lease every RenewEvery until Release, and closes lost
+// when it ran out first.
 func (l *Lease) renew() {
 	defer close(l.done)
 	t := time.NewTicker(l.s.renewEvery())
@@ -261,36 +269,55 @@ func (l *Lease) renew() {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), l.s.renewEvery())
-		ok, err := renewScript.Run(ctx, l.s.rdb, keys(l.key)[:1], l.token, l.s.holdLease().Milliseconds()).Int()
+		err := l.Renew(ctx)
 		cancel()
-		if err == nil && ok == 0 {
+		if errors.Is(err, ErrLost) {
 			close(l.lost)
 			return
 		}
-		// An error is retried at the next tick; the lease outlives
-		// several of them.
+		// Any other error is retried at the next tick; the lease
+		// outlives several of them.
 	}
 }
 
-// Lost is closed when the lease ran out before it could be renewed.
+// Renew extends the lease by HoldLease; ErrLost means it had already run
+// out (another holder may have the slot now).
+func (l *Lease) Renew(ctx context.Context) error {
+	ok, err := renewScript.Run(ctx, l.s.rdb, keys(l.key)[:1], l.token, l.s.holdLease().Milliseconds()).Int()
+	if err != nil {
+		return fmt.Errorf("renew build slot of %s: %w", l.key, err)
+	}
+	if ok == 0 {
+		return ErrLost
+	}
+	return nil
+}
+
+// Lost is closed when a self-renewing lease (Acquire's) ran out before
+// it could be renewed.
 func (l *Lease) Lost() <-chan struct{} { return l.lost }
 
-// Release gives the slot back and wakes the next waiters. It works with a
-// canceled ctx (it only keeps ctx's values) and is safe to call twice.
-func (l *Lease) Release(ctx context.Context) error {
+// Release gives the slot back and returns the parked waiters that may go
+// now (listening ones are woken by pub/sub). It works with a canceled ctx
+// (it only keeps ctx's values) and is safe to call twice.
+func (l *Lease) Release(ctx context.Context) ([]Woken, error) {
 	select {
 	case <-l.stop:
-		return nil
+		return nil, nil
 	default:
 		close(l.stop)
 	}
-	<-l.done
+	if l.renewed {
+		<-l.done
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := releaseScript.Run(ctx, l.s.rdb, keys(l.key), l.token, l.limit).Err(); err != nil {
-		return fmt.Errorf("release build slot of %s: %w (it returns when its lease ends)", l.key, err)
+	res, err := releaseScript.Run(ctx, l.s.rdb, keys(l.key), l.token, l.limit).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("release build slot of %s: %w (it returns when its lease ends)", l.key, err)
 	}
-	return nil
+	_, out := woken(res)
+	return out, nil
 }
 
 // Holders lists the tokens holding key's slots (for status and tests).

@@ -74,7 +74,8 @@ func TestConcurrencyLimitHoldsAcrossProcesses(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond) // the "build"
 			running.Add(-1)
-			errs <- l.Release(context.Background())
+			_, err = l.Release(context.Background())
+			errs <- err
 		}()
 	}
 	wg.Wait()
@@ -134,7 +135,7 @@ func TestHeldLeaseIsRenewedBeyondItsDuration(t *testing.T) {
 		t.Fatal("lease reported lost while it was renewed")
 	default:
 	}
-	if err := l.Release(ctx); err != nil {
+	if _, err := l.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -242,7 +243,7 @@ func TestReleaseWorksWithACanceledContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	cancel() // the build's context ends (cancel, timeout, shutdown)
-	if err := l.Release(ctx); err != nil {
+	if _, err := l.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if h, _ := procs[0].sema.Holders(context.Background(), "k"); len(h) != 0 {
@@ -330,7 +331,7 @@ func TestLeaveGivesUpAPlaceButNotAHeldSlot(t *testing.T) {
 	}
 	// A build canceled while it runs: its slot stays until its holder has
 	// stopped it and releases.
-	if err := procs[0].sema.Leave(ctx, "k", 1, "running"); err != nil {
+	if _, err := procs[0].sema.Leave(ctx, "k", 1, "running"); err != nil {
 		t.Fatal(err)
 	}
 	if h, _ := procs[0].sema.Holders(ctx, "k"); len(h) != 1 {
@@ -352,7 +353,7 @@ func BenchmarkAcquireRelease(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := l.Release(ctx); err != nil {
+		if _, err := l.Release(ctx); err != nil {
 			b.Fatal(err)
 		}
 	}

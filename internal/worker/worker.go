@@ -257,7 +257,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	pl, err := pipeline.New(pipeline.Deps{
 		Config: w.cfg, Redis: rc, Events: hub, Languages: w.langs,
 		Worker: w.opts.Name, Log: w.log, Metrics: w.metrics, Stopping: stopping,
-		Slots: w.opts.Slots, FenceAfter: w.opts.FenceAfter, ParkRecheck: w.opts.ParkRecheck, SweepEvery: w.opts.SweepEvery,
+		Slots: w.opts.Slots, FenceAfter: cmp.Or(w.opts.FenceAfter, w.cfg.Worker.FenceAfter), ParkRecheck: w.opts.ParkRecheck, SweepEvery: w.opts.SweepEvery,
 	})
 	if err != nil {
 		return err
