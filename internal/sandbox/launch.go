@@ -95,7 +95,7 @@ func (n *Namespaces) startLauncher() (*launcher, error) {
 		// argv[0] marks the launcher; it carries nothing else, since builds
 		// can read /proc/1/cmdline (stage B is a clone of the launcher).
 		Args:       []string{helperArg0},
-		Env:        []string{"GOMAXPROCS=1"},
+		Env:        []string{},
 		Dir:        "/",
 		Stderr:     os.Stderr, // the launcher's own failures, never a build's output
 		ExtraFiles: []*os.File{theirs},

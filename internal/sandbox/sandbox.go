@@ -9,11 +9,11 @@
 // Git.AllowUnsandboxedGitBuilds, and then uses Direct).
 //
 // Use: call Init first thing in main (and in TestMain of packages whose
-// tests run sandboxes), because each sandbox re-executes the running binary
-// for its helper (stage B); call CleanStale once at start; then New, and Run
-// per command. The set-up sequence, with what each step protects against,
-// is runHelper in helper.go; the threat model and operator guide are in
-// docs/sandbox.md.
+// tests run sandboxes), because each runner re-executes the running binary
+// once as its launcher, which clones every build's sandbox; call CleanStale
+// once at start; then New, and Run per command. The set-up sequence, with
+// what each step protects against, is planSandbox in helper.go; the threat
+// model and operator guide are in docs/sandbox.md.
 package sandbox
 
 import (

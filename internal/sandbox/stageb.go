@@ -5,6 +5,7 @@ package sandbox
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"unsafe"
@@ -309,21 +310,12 @@ func (b *stageB) fail(step int, e syscall.Errno) {
 // closeGaps closes every inherited fd from 3 up that is not in keep.
 func (b *stageB) closeGaps(keep []int) {
 	next := 3
-	for _, fd := range sortedInts(keep) {
+	keep = slices.Sorted(slices.Values(keep))
+	for _, fd := range keep {
 		if fd > next {
 			b.sys("close inherited fds", unix.SYS_CLOSE_RANGE, uintptr(next), uintptr(fd-1), 0)
 		}
 		next = max(next, fd+1)
 	}
 	b.sys("close inherited fds", unix.SYS_CLOSE_RANGE, uintptr(next), ^uintptr(0), 0)
-}
-
-func sortedInts(v []int) []int {
-	s := append([]int(nil), v...)
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
-	return s
 }

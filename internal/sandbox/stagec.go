@@ -376,15 +376,6 @@ func (c *stageC) fail(step uint32, e syscall.Errno) {
 	}
 }
 
-// pipe returns a close-on-exec pipe as raw fds.
-func pipe() (r, w int, err error) {
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-		return -1, -1, err
-	}
-	return p[0], p[1], nil
-}
-
 // cString is s NUL-terminated, for a system call.
 func cString(s string) ([]byte, error) {
 	if strings.IndexByte(s, 0) >= 0 {
