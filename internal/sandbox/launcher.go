@@ -107,7 +107,14 @@ func serveBuild(host hostFacts, ctl, out, door int) {
 	} else {
 		// The worker's keepalives follow the settings on the same socket.
 		hc.keepalives = io.MultiReader(dec.Buffered(), f)
-		res = supervise(&hc, host, ctl, out, door)
+		var s *sandbox
+		res, s = supervise(&hc, host, ctl, out, door)
+		if s != nil {
+			// The kernel's teardown of the namespaces is not waited for
+			// before the report: the output's end and the report are all
+			// the worker needs.
+			defer s.reap()
+		}
 	}
 	_ = json.NewEncoder(f).Encode(&res)
 	// EOF for the worker now: a dead man's reader may still hold the fd
@@ -115,11 +122,12 @@ func serveBuild(host hostFacts, ctl, out, door int) {
 	_ = unix.Shutdown(ctl, unix.SHUT_WR)
 }
 
-// supervise clones the build's sandbox, waits for it and judges it. With no
-// tier settled yet (the probe of New) it tries a fresh /proc first, then
-// one with only processes (kernels that relax the check), then the
-// masked-proc tier.
-func supervise(hc *helperConfig, host hostFacts, ctl, out, door int) helperResult {
+// supervise clones the build's sandbox, waits for it and judges it; the
+// sandbox it returns, killed, is the caller's to reap. With no tier
+// settled yet (the probe of New) it tries a fresh /proc first, then one
+// with only processes (kernels that relax the check), then the masked-proc
+// tier.
+func supervise(hc *helperConfig, host hostFacts, ctl, out, door int) (helperResult, *sandbox) {
 	defer func() { closeFds([]int{out, door}) }() // out and door change below
 	type try struct {
 		tier Tier
@@ -138,22 +146,22 @@ func supervise(hc *helperConfig, host hostFacts, ctl, out, door int) helperResul
 		// In the masked-proc tier Landlock is what keeps the build out of other
 		// processes' /proc entries: no domain, no build.
 		if t.tier == TierMaskedProc && planLandlock(host.landlockABI, hc.MaxLandlockABI).abi == 0 {
-			return fail("landlock", landlockMissing())
+			return fail("landlock", landlockMissing()), nil
 		}
 		s, res := startSandbox(hc, host, ctl, out, door, t.tier, t.opts)
 		if s == nil {
 			if res.procRefused && i+1 < len(tries) {
 				continue
 			}
-			return res.helperResult
+			return res.helperResult, nil
 		}
 		closeFds([]int{out, door})
 		out, door = -1, -1
 		r := s.wait(hc)
 		r.Tier = t.tier
-		return r
+		return r, s
 	}
-	return helperResult{Error: "no tier to try"}
+	return helperResult{Error: "no tier to try"}, nil
 }
 
 // fail is how a set-up step fails: the report names the step, and says
@@ -305,7 +313,9 @@ func (s *sandbox) wait(hc *helperConfig) helperResult {
 	// reach a number reused by another build.
 	stop := make(chan struct{})
 	var watching sync.WaitGroup
-	watching.Go(func() { w.run(stop) })
+	if w.limited() {
+		watching.Go(func() { w.run(stop) })
+	}
 	if hc.DeadMan > 0 {
 		watching.Go(func() { w.deadMan(hc.keepalives, hc.DeadMan, stop) })
 	}
@@ -329,9 +339,6 @@ func (s *sandbox) wait(hc *helperConfig) helperResult {
 	if res.Killed != "" {
 		res.ExitCode, res.Signal = -1, ""
 	}
-	// The kernel's teardown of the namespaces is not waited for: the
-	// output's end and this report are all the worker needs.
 	s.kill()
-	go s.reap()
 	return res
 }

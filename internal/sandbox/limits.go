@@ -78,8 +78,11 @@ func newWatcher(hc *helperConfig, sb *sandbox) *watcher {
 	return &watcher{hc: hc, sb: sb}
 }
 
+// limited says whether the build has a limit run watches.
+func (w *watcher) limited() bool { return w.hc.Memory > 0 || w.hc.Processes > 0 || w.hc.Disk > 0 }
+
 func (w *watcher) run(stop <-chan struct{}) {
-	if w.hc.Memory <= 0 && w.hc.Processes <= 0 && w.hc.Disk <= 0 {
+	if !w.limited() {
 		return
 	}
 	t := time.NewTicker(watchEvery)
