@@ -21,12 +21,17 @@ PKGFLEET_PUSHES=100 go test -count 1 -run '^TestPushToBuildProcessStart$' -v ./i
 	sed -n 's/.*BENCH //p'
 
 echo
+echo "== an idle worker: Redis commands and CPU per second at the default task-check interval vs the old 50 ms"
+PKGFLEET_BENCH=1 go test -count 1 -run '^TestIdleWorkerCost$' -v ./internal/fleettest/ |
+	sed -n 's/.*BENCH //p'
+
+echo
 echo "== no-op builds through pkgfleet (API, registry, queue, slots, clone, record) vs raw asynq"
 PKGFLEET_LOAD_BUILDS="$builds" go test -count 1 -timeout 30m -run '^TestNoopBuildLoad$' -v ./internal/fleettest/ |
 	sed -n 's/.*BENCH //p'
 
 echo
-echo "== example R package: API -> queue -> worker -> sandbox vs R CMD build"
+echo "== example R package: API -> queue -> worker -> sandbox vs R CMD build (with the phases of the fleet's builds)"
 PKGFLEET_BENCH=1 go test -count 1 -run '^TestBenchRPackageAgainstRCMDBuild$' -v ./internal/e2e/ |
 	sed -n 's/.*BENCH //p'
 
@@ -34,6 +39,20 @@ echo
 echo "== a generated R package with C code (300 R files, 150 C sources and headers, 100 Rd pages) vs R CMD build"
 PKGFLEET_BENCH=1 go test -count 1 -run '^TestBenchLargeRPackageAgainstRCMDBuild$' -v ./internal/e2e/ |
 	sed -n 's/.*BENCH //p'
+
+echo
+echo "== example Python package: API -> queue -> worker -> sandbox vs python -m build (sdist and wheel, same interpreter)"
+PKGFLEET_BENCH=1 go test -count 1 -run '^TestBenchPythonPackageAgainstPythonBuild$' -v ./internal/e2e/ |
+	sed -n 's/.*BENCH //p'
+
+echo
+echo "== a generated Python package (300 modules in 10 subpackages, package data) vs python -m build"
+PKGFLEET_BENCH=1 go test -count 1 -run '^TestBenchLargePythonPackageAgainstPythonBuild$' -v ./internal/e2e/ |
+	sed -n 's/.*BENCH //p'
+
+echo
+echo "== clone of one commit (4 and 700 files), as a build's checkout: wall and CPU with git's processes"
+go test -run '^$' -bench '^BenchmarkClone$' -benchtime 20x ./internal/git/ | grep '^Benchmark'
 
 echo
 echo "== poller: 1000 builders of a local repository, one poller, 10s interval"

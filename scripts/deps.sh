@@ -3,7 +3,7 @@
 # missing: redis-server, R, Python's build module (with setuptools and
 # wheel for --no-isolation builds), git and bubblewrap (benchmarks only);
 # with --tests also chromium (the builds page's browser test drives it
-# headless), which make run does not need.
+# headless) and setuptools-scm, which make run does not need.
 set -euo pipefail
 
 need=()
@@ -16,6 +16,9 @@ command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v unshare >/dev/null || need+=(util-linux)
 if [ "${1:-}" = --tests ]; then
   command -v chromium >/dev/null || need+=(chromium)
+  # A package that takes its version from its git tag (e2e), as the
+  # worker image's setuptools-scm and hatch-vcs do.
+  /usr/bin/python3 -c 'import setuptools_scm' 2>/dev/null || need+=(python3-setuptools-scm)
 fi
 
 # As root, builds run as a dedicated unprivileged user (Server.RunAsUser's

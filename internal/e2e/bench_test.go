@@ -4,19 +4,22 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/pkgfleet/pkgfleet/internal/apiv1"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
+	"github.com/pkgfleet/pkgfleet/internal/worker"
 )
 
 // TestBenchRPackageAgainstRCMDBuild times the example R package through
 // API → queue → worker → sandbox against `R CMD build` run directly. It
 // runs only from scripts/bench.sh (PKGFLEET_BENCH=1).
 func TestBenchRPackageAgainstRCMDBuild(t *testing.T) {
-	benchRPackage(t, "r-package", func(t *testing.T) string { return versionedRepo(t, "r/hellofleet", "DESCRIPTION") })
+	benchPackage(t, rBench("r-package", func(t *testing.T) string { return versionedRepo(t, "r/hellofleet", "DESCRIPTION") }))
 }
 
 // TestBenchLargeRPackageAgainstRCMDBuild is the same for a generated
@@ -24,52 +27,111 @@ func TestBenchRPackageAgainstRCMDBuild(t *testing.T) {
 // with their headers, 100 help pages), where what grows with the
 // checkout (clone, copies, walks of the tree) shows.
 func TestBenchLargeRPackageAgainstRCMDBuild(t *testing.T) {
-	benchRPackage(t, "large-r-package", func(t *testing.T) string { return versionedRepoFrom(t, largeRPackage()) })
+	benchPackage(t, rBench("large-r-package", func(t *testing.T) string { return versionedRepoFrom(t, largeRPackage()) }))
 }
 
-// benchRPackage builds the package of repo() through the fleet and with
-// `R CMD build` on the same commit, one build at a time, a few times each,
+// TestBenchPythonPackageAgainstPythonBuild times the example Python
+// package through the fleet against `python -m build` run directly with
+// the interpreter the worker detected, as the recipe runs it (sdist and
+// wheel, no isolation: a build without Git.BuildNetwork has no index).
+func TestBenchPythonPackageAgainstPythonBuild(t *testing.T) {
+	benchPackage(t, pythonBench("python-package", func(t *testing.T) string {
+		return versionedRepo(t, "python/hellofleet-py", "pyproject.toml", "src/hellofleet_py/__init__.py")
+	}))
+}
+
+// TestBenchLargePythonPackageAgainstPythonBuild is the same for a
+// generated package of 300 modules in 10 subpackages with package data
+// (largePythonPackage).
+func TestBenchLargePythonPackageAgainstPythonBuild(t *testing.T) {
+	benchPackage(t, pythonBench("large-python-package", func(t *testing.T) string { return versionedRepoFrom(t, largePythonPackage()) }))
+}
+
+// benchCase is one package benchmark: a repository of the package and the
+// bare toolchain's command for the same checkout.
+type benchCase struct {
+	what       string
+	sourceType string // registry.TypeGit or TypeGitPython
+	language   string // the worker's name for the toolchain: "r" or "python"
+	repo       func(*testing.T) string
+	// direct is the bare tool's command line for the package in dir,
+	// writing into out, with the worker's toolchain at tool (R_HOME or
+	// the interpreter).
+	direct func(tool, dir, out string) []string
+}
+
+func rBench(what string, repo func(*testing.T) string) benchCase {
+	return benchCase{what: what, sourceType: registry.TypeGit, language: registry.LangR, repo: repo,
+		direct: func(tool, dir, _ string) []string {
+			return []string{tool + "/bin/R", "CMD", "build", "--no-build-vignettes", "--no-manual", dir}
+		}}
+}
+
+func pythonBench(what string, repo func(*testing.T) string) benchCase {
+	return benchCase{what: what, sourceType: registry.TypeGitPython, language: registry.LangPython, repo: repo,
+		direct: func(tool, dir, out string) []string {
+			return []string{tool, "-m", "build", "--sdist", "--wheel", "--outdir", out, "--no-isolation", dir}
+		}}
+}
+
+// benchPackage builds the package of c.repo() through the fleet and with
+// the bare tool on the same commit, one build at a time, a few times each,
 // and prints the mean of each and the difference, in wall time and in CPU
 // time (this process, which runs the API and the worker, and every process
-// it reaped: git, the sandbox, R), which a machine shared with other work
-// distorts far less.
-func benchRPackage(t *testing.T, what string, repo func(*testing.T) string) {
+// it reaped: git, the sandbox, the tool), which a machine shared with other
+// work distorts far less, and the mean of each phase of the fleet's builds.
+func benchPackage(t *testing.T, c benchCase) {
 	if os.Getenv("PKGFLEET_BENCH") == "" {
 		t.Skip("a benchmark: scripts/bench.sh runs it")
 	}
-	testenv.Require(t, "R")
-	f := setup(t, nil)
-	f.do("POST", "/api/v1/sources", map[string]string{"name": "r", "type": "git"}, 201)
+	// The worker's own task-check intervals, not the tests' shorter ones.
+	f := setup(t, nil, func(o *worker.Options) { o.TaskCheckInterval, o.DelayedTaskCheckInterval = 0, 0 })
+	tool := f.wkr.Info().Languages[c.language]
+	if tool.Path == "" {
+		t.Fatalf("the worker cannot build %s packages", c.language)
+	}
+	f.do("POST", "/api/v1/sources", map[string]string{"name": "bench", "type": c.sourceType}, 201)
 	const runs = 3
 	var fleet, direct, fleetCPU, directCPU time.Duration
+	phases := map[string]float64{}
 	for i := range runs {
-		dir := repo(t)
+		dir := c.repo(t)
 		// A remote serves its objects packed; a fresh repository's 700
 		// loose objects cost git a second of CPU to pack for each fetch.
 		testenv.Git(t, dir, "repack", "-adq")
 		name := fmt.Sprintf("pkg%c", 'a'+i)
-		f.do("POST", "/api/v1/sources/r/git-builders", map[string]any{"name": name, "url": "file://" + dir}, 201)
+		f.do("POST", "/api/v1/sources/bench/git-builders", map[string]any{"name": name, "url": "file://" + dir}, 201)
 		start, cpu := time.Now(), cpuTime()
-		b := f.wait(f.run("/api/v1/sources/r/git-builders/"+name+"/run", nil).ID)
+		b := f.wait(f.run("/api/v1/sources/bench/git-builders/"+name+"/run", nil).ID)
 		fleet += time.Since(start)
 		fleetCPU += cpuTime() - cpu
 		if b.Status != registry.StatusSucceeded {
 			t.Fatalf("build: %s %s\n%s", b.Status, b.Detail, f.log(b.ID))
 		}
+		for _, p := range b.Phases {
+			phases[p.Phase] += p.MS / runs
+		}
 		out := t.TempDir()
-		cmd := exec.Command("R", "CMD", "build", dir)
+		args := c.direct(tool.Path, dir, out)
+		cmd := exec.Command(args[0], args[1:]...)
 		cmd.Dir = out
 		start, cpu = time.Now(), cpuTime()
 		if o, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("R CMD build: %v\n%s", err, o)
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, o)
 		}
 		direct += time.Since(start)
 		directCPU += cpuTime() - cpu
 	}
 	ms := func(d time.Duration) time.Duration { return (d / runs).Round(time.Millisecond) }
-	t.Logf("BENCH %s runs=%d wall: pkgfleet=%s direct=%s ratio=%.2fx overhead=%s | CPU: pkgfleet=%s direct=%s ratio=%.2fx overhead=%s",
-		what, runs, ms(fleet), ms(direct), fleet.Seconds()/direct.Seconds(), ms(fleet-direct),
-		ms(fleetCPU), ms(directCPU), fleetCPU.Seconds()/directCPU.Seconds(), ms(fleetCPU-directCPU))
+	var split []string
+	for _, p := range apiv1.PhaseOrder {
+		if v, ok := phases[p]; ok {
+			split = append(split, fmt.Sprintf("%s=%.0fms", p, v))
+		}
+	}
+	t.Logf("BENCH %s runs=%d wall: pkgfleet=%s direct=%s ratio=%.2fx overhead=%s | CPU: pkgfleet=%s direct=%s ratio=%.2fx overhead=%s | phases: %s",
+		c.what, runs, ms(fleet), ms(direct), fleet.Seconds()/direct.Seconds(), ms(fleet-direct),
+		ms(fleetCPU), ms(directCPU), fleetCPU.Seconds()/directCPU.Seconds(), ms(fleetCPU-directCPU), strings.Join(split, " "))
 }
 
 // cpuTime is the CPU this process and the children it reaped have used.
@@ -100,6 +162,28 @@ func largeRPackage() map[string]string {
 	for i := range 100 {
 		files[fmt.Sprintf("man/f%03d.Rd", i)] = fmt.Sprintf("\\name{f%d}\n\\alias{f%d}\n\\title{f%d}\n\\usage{f%d(x)}\n"+
 			"\\arguments{\\item{x}{a number}}\n\\value{a number}\n\\description{Generated.}\n", i, i, i, i)
+	}
+	return files
+}
+
+// largePythonPackage is a setuptools package of a middling size: 300
+// modules in 10 subpackages, a data file in each, and a C-free build.
+func largePythonPackage() map[string]string {
+	files := map[string]string{
+		"pyproject.toml": "[build-system]\nrequires = [\"setuptools>=61\"]\nbuild-backend = \"setuptools.build_meta\"\n\n" +
+			"[project]\nname = \"bigfleet-py\"\nversion = \"1.0.0\"\ndescription = \"A generated package\"\n" +
+			"requires-python = \">=3.8\"\nlicense = {text = \"MIT\"}\n\n" +
+			"[tool.setuptools.packages.find]\nwhere = [\"src\"]\n\n[tool.setuptools.package-data]\n\"*\" = [\"*.json\"]\n",
+		"README.md":                   "# bigfleet-py\n\nGenerated.\n",
+		"src/bigfleet_py/__init__.py": "\"\"\"A generated package.\"\"\"\n",
+	}
+	for p := range 10 {
+		pkg := fmt.Sprintf("src/bigfleet_py/sub%02d/", p)
+		files[pkg+"__init__.py"] = fmt.Sprintf("\"\"\"Subpackage %d.\"\"\"\n", p)
+		files[pkg+"data.json"] = fmt.Sprintf("{\"sub\": %d}\n", p)
+		for m := range 30 {
+			files[pkg+fmt.Sprintf("m%02d.py", m)] = fmt.Sprintf("\"\"\"Module %d.%d.\"\"\"\n\n\ndef f%d(x):\n    return x * %d + 1\n", p, m, m, p*30+m)
+		}
 	}
 	return files
 }

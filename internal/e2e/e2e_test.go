@@ -290,6 +290,39 @@ func TestPythonTagBuilderBuildsNewestTagIntoSdistAndWheel(t *testing.T) {
 	}
 }
 
+// TestAReleaseVersionedFromItsTagGetsTheTagsVersion builds a package that
+// takes its version from git (setuptools-scm, as hatch-vcs does) from a
+// tag: the checkout carries the tag, so the release is 1.2.3, not a
+// development version of no tag.
+func TestAReleaseVersionedFromItsTagGetsTheTagsVersion(t *testing.T) {
+	t.Parallel()
+	f := setup(t, nil)
+	repo := versionedRepoFrom(t, map[string]string{
+		"pyproject.toml": `[build-system]
+requires = ["setuptools", "setuptools-scm"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "scmfleet"
+dynamic = ["version"]
+
+[tool.setuptools_scm]
+`,
+		"scmfleet/__init__.py": "",
+	})
+	testenv.Git(t, repo, "tag", "v1.2.3")
+	f.do("POST", "/api/v1/sources", map[string]string{"name": "scm-py", "type": "git-python"}, 201)
+	f.do("POST", "/api/v1/sources/scm-py/git-builders",
+		map[string]any{"name": "scmfleet", "url": "file://" + repo, "build_trigger": "tags"}, 201)
+	b := f.wait(f.run("/api/v1/sources/scm-py/git-builders/scmfleet/run", nil).ID)
+	if b.Status != registry.StatusSucceeded {
+		t.Fatalf("build %d %s: %s\n%s", b.ID, b.Status, b.Detail, f.log(b.ID))
+	}
+	if b.Ref != "v1.2.3" || b.Version != "1.2.3" {
+		t.Fatalf("built %s as version %q, want 1.2.3\n%s", b.Ref, b.Version, f.log(b.ID))
+	}
+}
+
 func TestBrokenPackageFailsAfterBuildRetriesWithTheReasonInItsLog(t *testing.T) {
 	t.Parallel()
 	f := setup(t, nil)

@@ -3,6 +3,7 @@ package fleettest_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -68,6 +70,11 @@ func processCPU(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / 100, nil // USER_HZ is 100 on Linux
 }
 
+// costProfileEnv names a directory: the cost benchmark's child processes
+// then write a CPU profile of the measured stretch there (<stats file's
+// name>.pprof), from the first SIGUSR1 to the second.
+const costProfileEnv = "PKGFLEET_COST_PROFILE"
+
 // serveStats makes a child process write how many Redis commands it has
 // sent to file on SIGUSR1, for the parent to read (see childStats).
 func serveStats(file string, c *commandCounter) {
@@ -77,7 +84,23 @@ func serveStats(file string, c *commandCounter) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGUSR1)
 	go func() {
+		var prof *os.File
+		profiled := false
 		for range sig {
+			if dir := os.Getenv(costProfileEnv); dir != "" && !profiled {
+				switch {
+				case prof == nil:
+					prof, _ = os.Create(filepath.Join(dir, filepath.Base(file)+".pprof"))
+					if prof != nil && pprof.StartCPUProfile(prof) != nil {
+						prof.Close()
+						prof = nil
+					}
+				default:
+					pprof.StopCPUProfile()
+					prof.Close()
+					profiled = true
+				}
+			}
 			tmp := file + ".tmp"
 			if os.WriteFile(tmp, []byte(strconv.FormatInt(c.n.Load(), 10)), 0o644) == nil {
 				os.Rename(tmp, file)
@@ -86,11 +109,26 @@ func serveStats(file string, c *commandCounter) {
 	}()
 }
 
-// childUsage is what a child process has used so far: CPU and Redis
-// commands.
+// childUsage is what a child process has used so far: CPU, Redis
+// commands and its peak resident memory.
 type childUsage struct {
-	cpu  time.Duration
-	cmds int64
+	cpu    time.Duration
+	cmds   int64
+	maxRSS int64 // KiB
+}
+
+// peakRSS is a process's peak resident set (VmHWM) in KiB.
+func peakRSS(pid int) (int64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(raw)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		}
+	}
+	return 0, errors.New("no VmHWM")
 }
 
 func childStats(t *testing.T, pid int, file string) childUsage {
@@ -112,7 +150,11 @@ func childStats(t *testing.T, pid int, file string) childUsage {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.cpu = cpu
+	rss, err := peakRSS(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.cpu, u.maxRSS = cpu, rss
 	return u
 }
 
@@ -211,10 +253,12 @@ func TestNoopBuildCost(t *testing.T) {
 	rawCPU, rawCmds := per(raw.cpu), perN(raw.clientCmds+raw.serverCmds)
 	t.Logf("BENCH noop-cost builds=%d pkgfleet=%.1f/s raw-asynq=%.1f/s throughput-ratio=%.1fx | "+
 		"CPU ms/build: api=%.2f worker=%.2f total=%.2f raw-asynq=%.2f ratio=%.1fx | "+
-		"Redis commands/build: api=%.1f worker=%.1f total=%.1f raw-asynq=%.1f (client %.1f, server %.1f) ratio=%.1fx",
+		"Redis commands/build: api=%.1f worker=%.1f total=%.1f raw-asynq=%.1f (client %.1f, server %.1f) ratio=%.1fx | "+
+		"max RSS: api=%.1f MiB worker=%.1f MiB",
 		n, float64(n)/elapsed.Seconds(), float64(n)/raw.elapsed.Seconds(), elapsed.Seconds()/raw.elapsed.Seconds(),
 		apiCPU, wCPU, apiCPU+wCPU, rawCPU, (apiCPU+wCPU)/rawCPU,
-		apiCmds, wCmds, apiCmds+wCmds, rawCmds, perN(raw.clientCmds), perN(raw.serverCmds), (apiCmds+wCmds)/rawCmds)
+		apiCmds, wCmds, apiCmds+wCmds, rawCmds, perN(raw.clientCmds), perN(raw.serverCmds), (apiCmds+wCmds)/rawCmds,
+		float64(api1.maxRSS)/1024, float64(w1.maxRSS)/1024)
 }
 
 type rawUsage struct {

@@ -41,6 +41,9 @@ type childSpec struct {
 	Noop bool
 	// Stats is where the child writes its Redis command count on SIGUSR1.
 	Stats string
+	// TaskCheck, when set, is the worker's task-check interval instead of
+	// worker.DefaultTaskCheckInterval.
+	TaskCheck time.Duration
 }
 
 func (spec childSpec) config() (*config.Config, error) {
@@ -72,6 +75,9 @@ func childWorker(raw string) int {
 	recipe.command.Store(spec.Command)
 	d := workerDeps(cfg, spec.Name, spec.BuilderDir, rdb, hub, log, recipe)
 	acfg := asynqConfig(spec.Slots, asynq.WarnLevel)
+	if spec.TaskCheck > 0 {
+		acfg.TaskCheckInterval = spec.TaskCheck
+	}
 	if spec.Noop {
 		d.Languages = pipeline.NewLanguages(map[string]pipeline.Language{registry.LangR: {Recipe: noopRecipe{}, Sandbox: "unsandboxed", Tier: "unsandboxed"}})
 		d.Slots, d.FenceAfter, d.ParkRecheck, d.SweepEvery = nil, 0, 0, 0

@@ -241,25 +241,35 @@ type CloneOptions struct {
 	SHA               string
 	Depth             int // 0 = full history
 	RecurseSubmodules int // submodule recursion depth; 0 = none
+	// Tag, when set, names SHA on the remote; the checkout gets it as a
+	// lightweight tag (fetch --no-tags brings none), so that tools that
+	// version a package from git tags see the release.
+	Tag string
 }
 
 // Clone checks out exactly opts.SHA into dir, which must not exist or be
-// empty.
-func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) error {
+// empty, and returns the commit's time: the SOURCE_DATE_EPOCH of its
+// build, which every checked-out file's mtime is set to.
+func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (time.Time, error) {
 	if err := c.Policy.ValidateURL(opts.URL); err != nil {
-		return err
+		return time.Time{}, err
 	}
 	if err := ValidateSHA(opts.SHA); err != nil {
-		return fmt.Errorf("commit %q %w", opts.SHA, err)
+		return time.Time{}, fmt.Errorf("commit %q %w", opts.SHA, err)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("clone: %w", err)
+	fail := func(err error) (time.Time, error) {
+		return time.Time{}, fmt.Errorf("clone %s at %s: %w", opts.URL, opts.SHA[:12], err)
 	}
-	// Every step is a git process (and fetch starts more), so a build
-	// starts as few as it can: the remote is named only when submodules
-	// need it (their relative URLs resolve against origin); otherwise
-	// fetch takes the URL itself.
-	steps := [][]string{{"init", "--quiet"}}
+	// Every step is a git process (fetch starts more), and starting one
+	// costs milliseconds on a busy worker, so a build starts as few as it
+	// can: the repository is laid out here instead of by `git init`, the
+	// remote is named only when submodules need it (their relative URLs
+	// resolve against origin; otherwise fetch takes the URL itself), and
+	// the commit's time is read from the fetched objects (objects.go).
+	if err := initRepo(dir); err != nil {
+		return fail(err)
+	}
+	var steps [][]string
 	remote := opts.URL
 	if opts.RecurseSubmodules > 0 {
 		steps = append(steps, []string{"remote", "add", "origin", "--", opts.URL})
@@ -283,25 +293,66 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) error
 	}
 	for _, args := range steps {
 		if _, err := c.run(ctx, dir, args...); err != nil {
-			return fmt.Errorf("clone %s at %s: %w", opts.URL, opts.SHA[:12], err)
+			return fail(err)
+		}
+	}
+	if opts.Tag != "" {
+		if err := writeTag(dir, opts.Tag, opts.SHA); err != nil {
+			return fail(err)
+		}
+	}
+	when, err := readCommitTime(filepath.Join(dir, ".git"), opts.SHA)
+	if err != nil {
+		if when, err = c.commitTime(ctx, dir, opts.SHA); err != nil {
+			return fail(err)
 		}
 	}
 	// A checkout's mtimes are the time of the checkout; archives made from
 	// it would differ on every build. Every file gets the commit's time.
-	when, err := c.CommitTime(ctx, dir)
-	if err != nil {
-		return fmt.Errorf("clone %s at %s: %w", opts.URL, opts.SHA[:12], err)
-	}
 	if err := setMtimes(dir, when); err != nil {
-		return fmt.Errorf("clone %s at %s: %w", opts.URL, opts.SHA[:12], err)
+		return fail(err)
 	}
-	return nil
+	return when, nil
 }
 
-// CommitTime is the committer time of the commit checked out in dir: the
-// SOURCE_DATE_EPOCH of its build.
-func (c *Client) CommitTime(ctx context.Context, dir string) (time.Time, error) {
-	out, err := c.run(ctx, dir, "log", "-1", "--format=%ct", "HEAD")
+// gitConfig is a checkout's own repository configuration. The checkout
+// lives for one build, so git does no upkeep of it: no fsync (a crashed
+// build starts from a fresh directory), no automatic maintenance (a
+// process of its own after every fetch), and fetched objects stay in the
+// one pack they came in (not a file per object, each an inode to create).
+const gitConfig = `[core]
+	repositoryformatversion = 0
+	filemode = true
+	bare = false
+	logallrefupdates = false
+	fsync = none
+[fetch]
+	unpackLimit = 1
+[maintenance]
+	auto = false
+[gc]
+	auto = 0
+`
+
+// initRepo lays out an empty repository in dir as `git init` would, less
+// the hook samples and other template files (gitrepository-layout(5)).
+func initRepo(dir string) error {
+	gitDir := filepath.Join(dir, ".git")
+	for _, d := range []string{"objects/pack", "refs/heads", "refs/tags"} {
+		if err := os.MkdirAll(filepath.Join(gitDir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(gitDir, "config"), []byte(gitConfig), 0o644); err != nil {
+		return err
+	}
+	// The checkout detaches HEAD; until then it names an unborn branch.
+	return os.WriteFile(filepath.Join(gitDir, "HEAD"), []byte("ref: refs/heads/main\n"), 0o644)
+}
+
+// commitTime asks git for the committer time of commit sha in dir.
+func (c *Client) commitTime(ctx context.Context, dir, sha string) (time.Time, error) {
+	out, err := c.run(ctx, dir, "log", "-1", "--format=%ct", sha)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("commit time: %w", err)
 	}
@@ -369,4 +420,46 @@ func (c *Client) run(ctx context.Context, dir string, args ...string) ([]byte, e
 		return nil, errors.New(msg)
 	}
 	return stdout.Bytes(), nil
+}
+
+// writeTag makes tag a lightweight tag of sha in the checkout at dir: a
+// loose ref, written directly (no git process). The name is checked as
+// git checks ref names, which also keeps the file inside refs/tags.
+func writeTag(dir, tag, sha string) error {
+	if err := ValidateTagName(tag); err != nil {
+		return err
+	}
+	file := filepath.Join(dir, ".git", "refs", "tags", filepath.FromSlash(tag))
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return fmt.Errorf("tag %s: %w", tag, err)
+	}
+	if err := os.WriteFile(file, []byte(sha+"\n"), 0o644); err != nil {
+		return fmt.Errorf("tag %s: %w", tag, err)
+	}
+	return nil
+}
+
+// ValidateTagName refuses what git-check-ref-format(1) refuses in a tag's
+// name (below refs/tags/).
+func ValidateTagName(tag string) error {
+	bad := func(why string) error { return fmt.Errorf("tag %q is not a valid tag name: %s", tag, why) }
+	switch {
+	case tag == "" || tag == "@":
+		return bad("empty or @")
+	case strings.HasSuffix(tag, "/") || strings.HasSuffix(tag, "."):
+		return bad("ends with / or .")
+	case strings.Contains(tag, "..") || strings.Contains(tag, "@{") || strings.Contains(tag, "//"):
+		return bad("contains .., @{ or //")
+	}
+	for _, r := range tag {
+		if r < 0x20 || r == 0x7f || strings.ContainsRune(" ~^:?*[\\", r) {
+			return bad(fmt.Sprintf("contains %q", r))
+		}
+	}
+	for _, part := range strings.Split(tag, "/") {
+		if strings.HasPrefix(part, ".") || strings.HasSuffix(part, ".lock") {
+			return bad("a part starts with . or ends with .lock")
+		}
+	}
+	return nil
 }

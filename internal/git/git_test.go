@@ -120,7 +120,7 @@ func TestLsRemoteAndCloneAnExactCommit(t *testing.T) {
 
 	// Clone the older commit even though it is not a branch head.
 	dst := filepath.Join(t.TempDir(), "checkout")
-	if err := c.Clone(ctx, dst, CloneOptions{URL: "file://" + dir, SHA: first, Depth: 1}); err != nil {
+	if _, err := c.Clone(ctx, dst, CloneOptions{URL: "file://" + dir, SHA: first, Depth: 1}); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(filepath.Join(dst, "a.txt"))
@@ -129,6 +129,17 @@ func TestLsRemoteAndCloneAnExactCommit(t *testing.T) {
 	}
 	if got := testenv.Git(t, dst, "rev-parse", "HEAD"); got != first {
 		t.Fatalf("HEAD = %s, want %s", got, first)
+	}
+	// The checkout's repository is lean: the fetched objects stay in their
+	// pack (no file per object) and no hook samples were copied.
+	loose, _ := filepath.Glob(filepath.Join(dst, ".git", "objects", "??", "*"))
+	packs, _ := filepath.Glob(filepath.Join(dst, ".git", "objects", "pack", "*.pack"))
+	hooks, _ := filepath.Glob(filepath.Join(dst, ".git", "hooks", "*"))
+	if len(loose) != 0 || len(packs) != 1 || len(hooks) != 0 {
+		t.Fatalf("checkout's .git has %d loose objects, %d packs, hooks %v; want 0, 1, none", len(loose), len(packs), hooks)
+	}
+	if out := testenv.Git(t, dst, "status", "--porcelain"); out != "" {
+		t.Fatalf("git status of the checkout:\n%s", out)
 	}
 }
 
@@ -160,12 +171,9 @@ func TestCloneSetsEveryCheckedOutFileToTheCommitTime(t *testing.T) {
 	want := time.Unix(mustAtoi(t, testenv.Git(t, dir, "log", "-1", "--format=%ct")), 0)
 	c := &Client{Policy: URLPolicy{AllowFile: true}}
 	dst := filepath.Join(t.TempDir(), "checkout")
-	if err := c.Clone(context.Background(), dst, CloneOptions{URL: "file://" + dir, SHA: sha, Depth: 1}); err != nil {
-		t.Fatal(err)
-	}
-	got, err := c.CommitTime(context.Background(), dst)
+	got, err := c.Clone(context.Background(), dst, CloneOptions{URL: "file://" + dir, SHA: sha, Depth: 1})
 	if err != nil || !got.Equal(want) {
-		t.Fatalf("CommitTime = %v %v, want %v", got, err, want)
+		t.Fatalf("Clone = %v %v, want the commit time %v", got, err, want)
 	}
 	for _, p := range []string{".", "pkg", "pkg/a.txt", "b.txt"} {
 		st, err := os.Lstat(filepath.Join(dst, p))
@@ -182,4 +190,36 @@ func mustAtoi(t *testing.T, s string) int64 {
 		t.Fatal(err)
 	}
 	return n
+}
+
+func TestACloneForATagCarriesTheTag(t *testing.T) {
+	t.Parallel()
+	dir, sha := testenv.Repo(t, map[string]string{"a.txt": "a"})
+	testenv.Git(t, dir, "tag", "-a", "release/1.2.3", "-m", "annotated")
+	c := &Client{Policy: URLPolicy{AllowFile: true}}
+	dst := filepath.Join(t.TempDir(), "checkout")
+	if _, err := c.Clone(context.Background(), dst, CloneOptions{URL: "file://" + dir, SHA: sha, Depth: 1, Tag: "release/1.2.3"}); err != nil {
+		t.Fatal(err)
+	}
+	// What setuptools-scm asks git.
+	if got := testenv.Git(t, dst, "describe", "--tags", "--long"); !strings.HasPrefix(got, "release/1.2.3-0-g") {
+		t.Fatalf("git describe in the checkout = %q, want the tag", got)
+	}
+	if out := testenv.Git(t, dst, "status", "--porcelain"); out != "" {
+		t.Fatalf("git status of the checkout:\n%s", out)
+	}
+	for _, tag := range []string{"../../config", "a/../b", ".hidden", "x.lock", "a b", "a~1", "a:b", "a\x00b", "x/", "@", "a@{1}", "a//b"} {
+		if err := ValidateTagName(tag); err == nil {
+			t.Errorf("tag %q accepted", tag)
+		}
+	}
+	// A hostile name fails the clone and writes nothing outside refs/tags.
+	bad := filepath.Join(t.TempDir(), "checkout")
+	_, err := c.Clone(context.Background(), bad, CloneOptions{URL: "file://" + dir, SHA: sha, Depth: 1, Tag: "../../hooks/x"})
+	if err == nil || !strings.Contains(err.Error(), "not a valid tag name") {
+		t.Fatalf("clone with a hostile tag name: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(bad, ".git", "hooks", "x")); !os.IsNotExist(err) {
+		t.Fatalf("a hostile tag name wrote outside refs/tags: %v", err)
+	}
 }

@@ -200,10 +200,16 @@ func (p *Pipeline) hold(ctx context.Context, at registry.Attempt, lease *semapho
 // cannot be reached it tries again for up to lateWrites, so an attempt
 // that was cut off still records its end, or learns it was superseded.
 func (p *Pipeline) write(ctx context.Context, log *slog.Logger, at registry.Attempt, edit func(*registry.Build) error) (*registry.Build, error) {
+	return p.writeWithLog(ctx, log, at, nil, edit)
+}
+
+// writeWithLog is write that also appends text to the build's log, in the
+// same script: text lands only with the record.
+func (p *Pipeline) writeWithLog(ctx context.Context, log *slog.Logger, at registry.Attempt, text []byte, edit func(*registry.Build) error) (*registry.Build, error) {
 	deadline := time.Now().Add(p.lateWrites)
 	delay := 200 * time.Millisecond
 	for {
-		b, err := p.registry.UpdateBuildAs(ctx, at, edit)
+		b, err := p.registry.UpdateBuildWithLogAs(ctx, at, text, int64(p.logLimit), p.logLimit.String(), edit)
 		var se *registry.SupersededError
 		switch {
 		case err == nil:
@@ -222,6 +228,31 @@ func (p *Pipeline) write(ctx context.Context, log *slog.Logger, at registry.Atte
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// writeEnd is writeWithLog for an attempt's last write, whose text (the
+// log's last lines) must land even when the record is not written (a
+// cancel came first), unless a newer attempt took over.
+func (p *Pipeline) writeEnd(ctx context.Context, log *slog.Logger, at registry.Attempt, text []byte, edit func(*registry.Build) error) (*registry.Build, error) {
+	b, err := p.writeWithLog(ctx, log, at, text, edit)
+	if err != nil && !errors.Is(err, registry.ErrSuperseded) {
+		p.appendLog(ctx, log, at, text)
+	}
+	return b, err
+}
+
+// appendLog appends text to the build's log as attempt at, for output no
+// record write carried.
+func (p *Pipeline) appendLog(ctx context.Context, log *slog.Logger, at registry.Attempt, text []byte) {
+	if len(text) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	err := p.registry.AppendLogAs(ctx, at, text, int64(p.logLimit), p.logLimit.String())
+	if err != nil && !errors.Is(err, registry.ErrSuperseded) {
+		log.Warn("could not append to the build log; its last lines are dropped", "error", err)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -198,13 +199,17 @@ func (p *Pipeline) process(ctx context.Context, id int64, attempt, attempts int)
 	defer cancelBuild(nil)
 	defer p.watchCancel(ctx, id, cancelBuild)()
 
-	pre, err := p.registry.Build(ctx, id)
+	// One script reads the build and its builder (its slots, then its
+	// remote, credential and sub-directory for the build) and, unless the
+	// build is finished, begins this attempt: from here on, every earlier
+	// attempt's writes are refused.
+	pre, bl, at, err := p.registry.BeginAttempt(ctx, id, attempt, p.worker)
 	if errors.Is(err, registry.ErrNotFound) || (err == nil && registry.Terminal(pre.Status)) {
 		log.Info("build needs no work", "reason", "already finished or canceled")
 		return nil
 	}
 	if err != nil {
-		return err // registry unreachable: let asynq retry
+		return err // registry unreachable: let asynq retry (never build without a slot)
 	}
 	if pre.MaxAttempts > 0 {
 		// The record, not asynq's MaxRetry, holds Git.BuildRetries: the
@@ -213,18 +218,7 @@ func (p *Pipeline) process(ctx context.Context, id int64, attempt, attempts int)
 		attempts = max(pre.MaxAttempts, attempt)
 	}
 	lang, _ := p.languages.Get(pre.Language)
-	// The builder is read once per attempt: its slots, then its remote,
-	// credential and sub-directory for the build.
-	bl, blErr := p.registry.Builder(ctx, pre.Source, pre.Builder)
-	gone := errors.Is(blErr, registry.ErrNotFound)
-	if blErr != nil && !gone {
-		return blErr // registry unreachable: let asynq retry (never build without a slot)
-	}
-	// From here on, every earlier attempt's writes are refused.
-	at, err := p.registry.BeginAttempt(ctx, pre.ID, attempt, p.worker)
-	if err != nil {
-		return err
-	}
+	gone := bl == nil
 	log = log.With("attempt_token", at.Token)
 
 	var lease *semaphore.Lease
@@ -241,7 +235,7 @@ func (p *Pipeline) process(ctx context.Context, id int64, attempt, attempts int)
 			p.requeued(ctx, log, at, "interrupted on worker "+p.worker+" while waiting for a build slot; requeued")
 			return err
 		case err != nil:
-			return p.finish(ctx, log, at, attempts, nil, err)
+			return p.finish(ctx, log, at, attempts, nil, err, nil)
 		}
 		defer p.release(ctx, log, lease)
 	}
@@ -249,7 +243,12 @@ func (p *Pipeline) process(ctx context.Context, id int64, attempt, attempts int)
 	ctx, cancelRun := context.WithTimeout(ctx, p.runTimeout)
 	defer cancelRun()
 
-	b, err := p.start(ctx, log, at, lang, picked)
+	// The log's first lines go with the record's start.
+	header := fmt.Sprintf("==> pkgfleet build %d, attempt %d of %d (token %d), on worker %s (%s)\n", id, attempt, attempts, at.Token, p.worker, lang.Sandbox)
+	if lang.Sandbox != "user-namespace" {
+		header += "WARNING: this build runs WITHOUT a sandbox (Git.AllowUnsandboxedGitBuilds = true)\n"
+	}
+	b, err := p.start(ctx, log, at, lang, picked, []byte(header))
 	if errors.Is(err, errSkip) {
 		log.Info("build needs no work", "reason", "already finished or canceled")
 		return nil
@@ -261,16 +260,13 @@ func (p *Pipeline) process(ctx context.Context, id int64, attempt, attempts int)
 	log.Info("build started")
 
 	logw := newLogWriter(ctx, log, p.registry, at, int64(p.logLimit), p.logLimit.String())
-	fmt.Fprintf(logw, "==> pkgfleet build %d, attempt %d of %d (token %d), on worker %s (%s)\n", b.ID, attempt, attempts, at.Token, p.worker, b.Sandbox)
-	if b.Sandbox != "user-namespace" {
-		fmt.Fprintln(logw, "WARNING: this build runs WITHOUT a sandbox (Git.AllowUnsandboxedGitBuilds = true)")
-	}
 	p.running.Add(1)
 	done := p.metrics.BuildStarted(b.Language, b.Trigger)
 	var out *result
 	var runErr error
 	if gone {
-		runErr = fmt.Errorf("%w: %w", blErr, asynq.SkipRetry) // deleted meanwhile: retrying cannot help
+		// Deleted meanwhile: retrying cannot help.
+		runErr = fmt.Errorf("git-builder %q in source %q %w: %w", pre.Builder, pre.Source, registry.ErrNotFound, asynq.SkipRetry)
 	} else {
 		out, runErr = p.run(ctx, b, bl, at, lang.Recipe, logw)
 	}
@@ -289,8 +285,8 @@ func (p *Pipeline) process(ctx context.Context, id int64, attempt, attempts int)
 	default:
 		fmt.Fprintf(logw, "==> succeeded: %s %s\n", out.pkg, out.version)
 	}
-	logw.Close()
-	return p.finish(ctx, log, at, attempts, out, runErr)
+	// The log's last lines go with the record's end.
+	return p.finish(ctx, log, at, attempts, out, runErr, logw.Detach())
 }
 
 // result names how an attempt ended, for the metrics, and counts sandboxes
@@ -313,23 +309,25 @@ func (p *Pipeline) result(ctx context.Context, runErr error, attempt, attempts i
 	return metrics.ResultFailed
 }
 
-// finish records how an attempt ended and tells asynq whether to retry.
-// It never overwrites a cancel, and writes nothing once a newer attempt
-// took over.
-func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, at registry.Attempt, attempts int, out *result, runErr error) error {
+// finish records how an attempt ended, with the log's last lines (tail),
+// and tells asynq whether to retry. It never overwrites a cancel, and
+// writes nothing once a newer attempt took over.
+func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, at registry.Attempt, attempts int, out *result, runErr error, tail []byte) error {
 	final := context.WithoutCancel(ctx)
 	attempt := at.Number
 	if errors.Is(context.Cause(ctx), errCanceled) {
+		p.appendLog(final, log, at, tail)
 		log.Info("build canceled; its processes were stopped")
 		return nil // no retry
 	}
 	var lost *fence.StoppedError
 	if errors.As(context.Cause(ctx), &lost) {
+		p.appendLog(final, log, at, tail)
 		return p.stopped(ctx, log, at, lost)
 	}
 	if runErr == nil {
 		recordStart := out.recordStart
-		b, err := p.write(final, log, at, func(b *registry.Build) error {
+		b, err := p.writeEnd(final, log, at, tail, func(b *registry.Build) error {
 			if b.Status == registry.StatusCanceled {
 				return errSkip
 			}
@@ -343,7 +341,7 @@ func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, at registry.Att
 		if err != nil {
 			// Nothing refers to this attempt's files: the record that
 			// would have published them was refused or never written.
-			_ = p.store.Discard(out.source, out.pkg, at.Build, at.Token)
+			_ = p.store.Discard(out.source, out.pkg, at.Build, at.Token, out.artifacts)
 		}
 		if errors.Is(err, errSkip) {
 			return nil
@@ -360,7 +358,7 @@ func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, at registry.Att
 	}
 
 	if backInLine(runErr) && ctx.Err() == nil {
-		_, _ = p.write(final, log, at, func(b *registry.Build) error {
+		_, _ = p.writeEnd(final, log, at, tail, func(b *registry.Build) error {
 			if registry.Terminal(b.Status) {
 				return errSkip
 			}
@@ -377,10 +375,11 @@ func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, at registry.Att
 		// Shutdown or lease loss: asynq puts the task back; say so. A
 		// shutdown requeue costs no attempt, so even a last attempt
 		// runs again.
+		p.appendLog(final, log, at, tail)
 		p.requeued(ctx, log, at, "interrupted on worker "+p.worker+"; requeued")
 		return runErr
 	}
-	_, werr := p.write(final, log, at, func(b *registry.Build) error {
+	_, werr := p.writeEnd(final, log, at, tail, func(b *registry.Build) error {
 		if b.Status == registry.StatusCanceled {
 			return errSkip
 		}
@@ -434,11 +433,11 @@ func (p *Pipeline) requeued(ctx context.Context, log *slog.Logger, at registry.A
 
 var errSkip = errors.New("skip")
 
-// start marks the build running, or says it needs no work. It records
-// how long the build was queued (first attempt only) and waited for its
-// slot.
-func (p *Pipeline) start(ctx context.Context, log *slog.Logger, at registry.Attempt, lang Language, picked time.Time) (*registry.Build, error) {
-	b, err := p.write(ctx, log, at, func(b *registry.Build) error {
+// start marks the build running and writes header to its log, or says it
+// needs no work. It records how long the build was queued (first attempt
+// only) and waited for its slot.
+func (p *Pipeline) start(ctx context.Context, log *slog.Logger, at registry.Attempt, lang Language, picked time.Time, header []byte) (*registry.Build, error) {
+	b, err := p.writeWithLog(ctx, log, at, header, func(b *registry.Build) error {
 		if registry.Terminal(b.Status) {
 			return errSkip // canceled, or a duplicate delivery of a finished build
 		}
@@ -489,21 +488,31 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 	if rc == nil {
 		return nil, fmt.Errorf("this worker cannot build %s packages", b.Language)
 	}
+	// The attempt's own work directory: the checkout and the results
+	// (Dest) apart, or only the results when the recipe needs no
+	// checkout. Every directory made here costs a mkdir and an rmdir.
+	nc, ok := rc.(NoCheckout)
+	clone := !ok || !nc.NoCheckout()
 	work := filepath.Join(p.builderDir, "work", fmt.Sprintf("build-%d-%d", b.ID, at.Token))
-	_ = os.RemoveAll(work) // a crashed earlier run of this very attempt
-	defer os.RemoveAll(work)
-	checkout, dest := filepath.Join(work, "src"), filepath.Join(work, "out")
-	if err := os.MkdirAll(dest, 0o755); err != nil {
+	if err := mkdirFresh(work); err != nil {
 		return nil, err
+	}
+	defer os.RemoveAll(work)
+	checkout, dest := filepath.Join(work, "src"), work
+	if clone {
+		dest = filepath.Join(work, "out")
+		if err := os.Mkdir(dest, 0o755); err != nil {
+			return nil, err
+		}
 	}
 	phases := &registry.Build{Phases: b.Phases}
 	var sourceDate time.Time
-	if nc, ok := rc.(NoCheckout); !ok || !nc.NoCheckout() {
+	if clone {
 		fmt.Fprintf(logw, "==> cloning %s at %s (%s)\n", bl.URL, b.SHA, b.Ref)
 		began := time.Now()
 		cloneCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 		var err error
-		sourceDate, err = p.clone(cloneCtx, bl, checkout, b.SHA)
+		sourceDate, err = p.clone(cloneCtx, bl, checkout, b)
 		cancel()
 		phases.SetPhase(registry.PhaseClone, time.Since(began))
 		if err != nil {
@@ -555,6 +564,26 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 	return &result{source: b.Source, pkg: out.Package, version: out.Version, artifacts: arts, fetched: fetched, phases: phases.Phases, recordStart: stored}, nil
 }
 
+// mkdirFresh makes dir, empty: mkdir first, as dir is almost always new
+// (each attempt has its own); its parents when they are missing; and
+// whatever a crashed run of this very attempt left there is removed.
+func mkdirFresh(dir string) error {
+	err := os.Mkdir(dir, 0o755)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+			return err
+		}
+		err = os.Mkdir(dir, 0o755)
+	}
+	if errors.Is(err, fs.ErrExist) {
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
+		err = os.Mkdir(dir, 0o755)
+	}
+	return err
+}
+
 // NoCheckout is implemented by a recipe that needs no checkout: the
 // pipeline then skips the clone. Only the no-op benchmark's recipe does, to
 // measure the pipeline's own cost without git's.
@@ -563,7 +592,7 @@ type NoCheckout interface{ NoCheckout() bool }
 // clone checks the commit out with the builder's credential, which lives
 // in a masked directory only while git runs; the build never sees it. It
 // returns the commit's time, the build's SOURCE_DATE_EPOCH.
-func (p *Pipeline) clone(ctx context.Context, bl *registry.Builder, dir, sha string) (time.Time, error) {
+func (p *Pipeline) clone(ctx context.Context, bl *registry.Builder, dir string, b *registry.Build) (time.Time, error) {
 	gc, done, err := p.creds.GitClient(ctx, p.git, bl.Credential, p.builderDir)
 	if err != nil {
 		if errors.Is(err, registry.ErrNotFound) || errors.Is(err, credential.ErrNoKey) || errors.Is(err, credential.ErrUndecryptable) {
@@ -572,12 +601,14 @@ func (p *Pipeline) clone(ctx context.Context, bl *registry.Builder, dir, sha str
 		return time.Time{}, err // Redis unreachable: a retry can
 	}
 	defer done()
-	if err := gc.Clone(ctx, dir, git.CloneOptions{
-		URL: bl.URL, SHA: sha, Depth: bl.CloneDepth, RecurseSubmodules: bl.RecurseSubmodules,
-	}); err != nil {
-		return time.Time{}, err
+	opts := git.CloneOptions{URL: bl.URL, SHA: b.SHA, Depth: bl.CloneDepth, RecurseSubmodules: bl.RecurseSubmodules}
+	// A release built from its tag carries the tag, so that packages that
+	// take their version from git (setuptools-scm, hatch-vcs) get the
+	// release's version, not a development one.
+	if bl.BuildTrigger == registry.TriggerTags && b.Ref != b.SHA {
+		opts.Tag = b.Ref
 	}
-	return gc.CommitTime(ctx, dir)
+	return gc.Clone(ctx, dir, opts)
 }
 
 func reason(err error) string {
@@ -591,7 +622,8 @@ func reason(err error) string {
 
 // logWriter streams build output into the registry: it batches writes and
 // flushes every quarter second, so `logs --follow` sees progress without a
-// Redis call per line. Its appends are fenced by attempt: once a newer
+// Redis call per line; what is left at the end goes with the attempt's
+// last record write (Detach). Its appends are fenced by attempt: once a newer
 // attempt took over, it writes nothing more (and says so once).
 type logWriter struct {
 	ctx   context.Context
@@ -623,7 +655,6 @@ func newLogWriter(ctx context.Context, log *slog.Logger, reg *registry.Registry,
 			case <-t.C:
 				w.flush()
 			case <-w.done:
-				w.flush()
 				return
 			}
 		}
@@ -667,8 +698,20 @@ func (w *logWriter) flush() {
 	}
 }
 
-// Close flushes what is left and stops the flusher.
-func (w *logWriter) Close() {
+// Detach stops the flusher and returns what it has not written, for the
+// attempt's last record write to carry (nil once a newer attempt took
+// over). Nothing may be written to w afterwards.
+func (w *logWriter) Detach() []byte {
 	close(w.done)
 	w.closed.Wait()
+	w.flushMu.Lock()
+	defer w.flushMu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p := w.buf
+	w.buf = nil
+	if w.refused {
+		return nil
+	}
+	return p
 }

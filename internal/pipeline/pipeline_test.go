@@ -202,8 +202,12 @@ func TestASucceededBuildRecordsItsStoredArtifacts(t *testing.T) {
 		t.Fatalf("the artifact is not in the store: %v", err)
 	}
 	f.Close()
-	if l := b.log(id); !strings.Contains(l, "==> succeeded: p 1.1") {
-		t.Fatalf("log does not say it succeeded:\n%s", l)
+	// The header (written with the record's start), the build's output
+	// and the end (written with the record's end), in that order.
+	l := b.log(id)
+	header, clone, end := strings.Index(l, "==> pkgfleet build"), strings.Index(l, "==> cloning"), strings.Index(l, "==> succeeded: p 1.1")
+	if header != 0 || clone < header || end < clone {
+		t.Fatalf("log lacks its header, the clone or the end, or has them out of order:\n%s", l)
 	}
 }
 

@@ -10,6 +10,7 @@ package recipe
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -114,18 +115,21 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 	if !res.Success() {
 		return nil, &Failure{Reason: why.rReason(res, r.Tool.Path), Result: res}
 	}
+	// One pass over the tarball makes it reproducible and reads its
+	// DESCRIPTION for the check.
 	tarball := filepath.Join(in.Dest, pkg+"_"+version+".tar.gz")
-	desc, err := pkgmeta.TarMember(tarball, pkg+"/DESCRIPTION")
-	if err != nil {
+	epoch := sourceDateEpoch(in.SourceDate)
+	desc, err := normalizeTarGz(tarball, epoch, pkg+"/DESCRIPTION", fixRPackaged(epoch))
+	var bad *badTarballError
+	if errors.As(err, &bad) {
 		return nil, &Failure{Reason: "R CMD build made no " + filepath.Base(tarball) + ": " + err.Error(), Result: res}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("make %s reproducible: %w", filepath.Base(tarball), err)
 	}
 	f, err := pkgmeta.ParseDCF(desc)
 	if err != nil || f["Package"] != pkg || f["Version"] != version {
 		return nil, &Failure{Reason: fmt.Sprintf("%s: its DESCRIPTION does not say Package %s Version %s", filepath.Base(tarball), pkg, version), Result: res}
-	}
-	epoch := sourceDateEpoch(in.SourceDate)
-	if err := normalizeTarGz(tarball, epoch, fixRPackaged(epoch)); err != nil {
-		return nil, fmt.Errorf("make %s reproducible: %w", filepath.Base(tarball), err)
 	}
 	return &Output{Package: pkg, Version: version, Artifacts: []registry.Artifact{{File: filepath.Base(tarball), Kind: "source"}}, Result: res, Timing: sw.timing()}, nil
 }
@@ -178,19 +182,17 @@ func (p *Python) Build(ctx context.Context, in Input) (*Output, error) {
 	if !res.Success() {
 		return nil, &Failure{Reason: why.pythonReason(res, p.Tool.Command(), dir), Result: res}
 	}
-	out, err := checkPython(in.Dest, res)
+	out, err := checkPython(in.Dest, sourceDateEpoch(in.SourceDate), res)
 	if err != nil {
 		return nil, err
-	}
-	sdist := out.Artifacts[0].File // checkPython lists the sdist first
-	if err := normalizeTarGz(filepath.Join(in.Dest, sdist), sourceDateEpoch(in.SourceDate), nil); err != nil {
-		return nil, fmt.Errorf("make %s reproducible: %w", sdist, err)
 	}
 	out.Timing = sw.timing()
 	return out, nil
 }
 
-func checkPython(dest string, res sandbox.Result) (*Output, error) {
+// checkPython checks that the build made one sdist and one wheel of the
+// same name and version, and makes the sdist reproducible on the way.
+func checkPython(dest string, epoch int64, res sandbox.Result) (*Output, error) {
 	fail := func(format string, args ...any) error {
 		return &Failure{Reason: fmt.Sprintf(format, args...), Result: res}
 	}
@@ -199,10 +201,16 @@ func checkPython(dest string, res sandbox.Result) (*Output, error) {
 	if len(sdists) != 1 || len(wheels) != 1 {
 		return nil, fail("python -m build should make one sdist and one wheel, made %d and %d", len(sdists), len(wheels))
 	}
-	base := strings.TrimSuffix(filepath.Base(sdists[0]), ".tar.gz")
-	pkgInfo, err := pkgmeta.TarMember(sdists[0], base+"/PKG-INFO")
-	if err != nil {
+	sdist := filepath.Base(sdists[0])
+	base := strings.TrimSuffix(sdist, ".tar.gz")
+	// One pass over the sdist makes it reproducible and reads its PKG-INFO.
+	pkgInfo, err := normalizeTarGz(sdists[0], epoch, base+"/PKG-INFO", nil)
+	var bad *badTarballError
+	if errors.As(err, &bad) {
 		return nil, fail("sdist: %v", err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("make %s reproducible: %w", sdist, err)
 	}
 	sf, err := pkgmeta.ParsePKGInfo(pkgInfo)
 	if err != nil {
@@ -224,7 +232,7 @@ func checkPython(dest string, res sandbox.Result) (*Output, error) {
 		return nil, fail("sdist says %s %s but wheel says %s %s", name, version, wf["Name"], wf["Version"])
 	}
 	return &Output{Package: name, Version: version, Result: res, Artifacts: []registry.Artifact{
-		{File: filepath.Base(sdists[0]), Kind: "sdist"}, {File: filepath.Base(wheels[0]), Kind: "wheel"},
+		{File: sdist, Kind: "sdist"}, {File: filepath.Base(wheels[0]), Kind: "wheel"},
 	}}, nil
 }
 

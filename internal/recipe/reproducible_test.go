@@ -6,6 +6,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -50,10 +52,7 @@ func buildTwice(t *testing.T, recipe Recipe, repo, sha string) (first, second ma
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		checkout := filepath.Join(t.TempDir(), "src")
-		if err := gc.Clone(ctx, checkout, git.CloneOptions{URL: "file://" + repo, SHA: sha, Depth: 1}); err != nil {
-			t.Fatal(err)
-		}
-		when, err := gc.CommitTime(ctx, checkout)
+		when, err := gc.Clone(ctx, checkout, git.CloneOptions{URL: "file://" + repo, SHA: sha, Depth: 1})
 		if err != nil || when.Unix() != commitTime {
 			t.Fatalf("commit time %v %v, want %d", when, err, commitTime)
 		}
@@ -223,5 +222,110 @@ py-modules = ["multiline_license"]
 	}
 	if !strings.Contains(f["License"], "Copyright (c) 2026 The Fleet") || !strings.Contains(f["License"], "to any person obtaining a copy.") {
 		t.Errorf("License = %q", f["License"])
+	}
+}
+
+// writeTarGz writes a .tar.gz of members (name → content), each stamped
+// with mtime and owned by uid 1000, as a build run as a user would.
+func writeTarGz(t testing.TB, file string, mtime time.Time, members [][2]string) {
+	t.Helper()
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw := gzip.NewWriter(f)
+	zw.ModTime = mtime
+	tw := tar.NewWriter(zw)
+	for _, m := range members {
+		hdr := &tar.Header{Name: m[0], Mode: 0o644, Size: int64(len(m[1])), ModTime: mtime, Uid: 1000, Gid: 1000, Uname: "builder", Typeflag: tar.TypeReg}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(m[1]))
+	}
+	tw.Close()
+	zw.Close()
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// One pass makes the tarball reproducible, returns the member the checks
+// need, and keeps every other member's bytes, however large.
+func TestNormalizeTarGzStampsTimesAndReadsTheMemberTheChecksNeed(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "pkg_1.0.tar.gz")
+	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB, above what is read for the checks
+	writeTarGz(t, file, time.Now(), [][2]string{
+		{"pkg/DESCRIPTION", "Package: pkg\nVersion: 1.0\nPackaged: 2026-12-02 08:00:00 UTC; builder\n"},
+		{"pkg/data/big.txt", big},
+	})
+	desc, err := normalizeTarGz(file, commitTime, "pkg/DESCRIPTION", fixRPackaged(commitTime))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "Packaged: 2023-11-14 22:13:20 UTC; builder"; !strings.Contains(string(desc), want) {
+		t.Fatalf("returned DESCRIPTION lacks %q:\n%s", want, desc)
+	}
+	checkTarballTimes(t, file)
+	got, err := pkgmeta.TarMember(file, "pkg/data/big.txt")
+	if err != nil || string(got) != big[:len(got)] || len(got) != 1<<20 {
+		t.Fatalf("big member: %d bytes, %v", len(got), err)
+	}
+	inTar, err := pkgmeta.TarMember(file, "pkg/DESCRIPTION")
+	if err != nil || string(inTar) != string(desc) {
+		t.Fatalf("DESCRIPTION in the tarball %q (%v), returned %q", inTar, err, desc)
+	}
+}
+
+// A build may plant a symlink where its tarball should be; the worker
+// neither reads nor rewrites what it points to, and fails the build.
+func TestNormalizeTarGzRefusesASymlinkTheBuildPlanted(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	host := filepath.Join(dir, "host-secret.tar.gz")
+	writeTarGz(t, host, time.Now(), [][2]string{{"pkg/DESCRIPTION", "secret"}})
+	before := fileSHA256(t, host)
+	link := filepath.Join(dir, "dest", "pkg_1.0.tar.gz")
+	os.MkdirAll(filepath.Dir(link), 0o755)
+	if err := os.Symlink(host, link); err != nil {
+		t.Fatal(err)
+	}
+	desc, err := normalizeTarGz(link, commitTime, "pkg/DESCRIPTION", nil)
+	var bad *badTarballError
+	if !errors.As(err, &bad) || desc != nil {
+		t.Fatalf("normalizeTarGz(symlink) = %q, %v; want a bad tarball", desc, err)
+	}
+	if fileSHA256(t, host) != before {
+		t.Fatal("the symlink's target was rewritten")
+	}
+	if _, err := normalizeTarGz(host, commitTime, "pkg/NOPE", nil); !errors.As(err, &bad) || !strings.Contains(err.Error(), "no pkg/NOPE") {
+		t.Fatalf("missing member: %v", err)
+	}
+}
+
+// BenchmarkNormalizeTarGz rewrites a tarball of the large R package's
+// shape (700 small members) as a build's checks do.
+func BenchmarkNormalizeTarGz(b *testing.B) {
+	dir := b.TempDir()
+	var members [][2]string
+	members = append(members, [2]string{"pkg/DESCRIPTION", "Package: pkg\nVersion: 1.0\nPackaged: 2026-12-02 08:00:00 UTC; builder\n"})
+	for i := range 700 {
+		members = append(members, [2]string{fmt.Sprintf("pkg/R/f%03d.R", i), fmt.Sprintf("f%d <- function(x) {\n  .Call(\"c%03d\", as.numeric(x))\n}\n", i, i%150)})
+	}
+	src := filepath.Join(dir, "src.tar.gz")
+	writeTarGz(b, src, time.Now(), members)
+	raw, err := os.ReadFile(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	file := filepath.Join(dir, "pkg_1.0.tar.gz")
+	for b.Loop() {
+		if err := os.WriteFile(file, raw, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := normalizeTarGz(file, commitTime, "pkg/DESCRIPTION", fixRPackaged(commitTime)); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

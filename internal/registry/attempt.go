@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -26,6 +27,33 @@ type Attempt struct {
 	Token  int64  // from BeginAttempt; 0 means unfenced (legacy writes)
 	Number int    // the attempt's number (1, 2, …), for messages
 	Worker string // the worker running it
+
+	// seen is the record as this attempt last read or wrote it (copies
+	// share it): the base of its next compare-and-set write, so that a
+	// write costs one round trip when nobody else wrote meanwhile.
+	seen *seenRecord
+}
+
+type seenRecord struct {
+	mu  sync.Mutex
+	raw []byte
+}
+
+func (a Attempt) lastSeen() []byte {
+	if a.seen == nil {
+		return nil
+	}
+	a.seen.mu.Lock()
+	defer a.seen.mu.Unlock()
+	return a.seen.raw
+}
+
+func (a Attempt) see(raw []byte) {
+	if a.seen != nil {
+		a.seen.mu.Lock()
+		a.seen.raw = raw
+		a.seen.mu.Unlock()
+	}
 }
 
 // ErrSuperseded matches a *SupersededError.
@@ -48,9 +76,9 @@ func (e *SupersededError) Error() string {
 // Is makes errors.Is(err, ErrSuperseded) true.
 func (e *SupersededError) Is(target error) bool { return target == ErrSuperseded }
 
-// fenceCheck starts every fenced script: KEYS[1] is the attempt hash,
-// ARGV[1] the writer's token. A stale writer gets {0, token, worker,
-// attempt} of the current attempt.
+// fenceCheck starts every fenced script (after its local functions):
+// KEYS[1] is the attempt hash, ARGV[1] the writer's token. A stale writer
+// gets {0, token, worker, attempt} of the current attempt.
 const fenceCheck = `
 local cur = redis.call('HMGET', KEYS[1], 'token', 'worker', 'attempt')
 if tonumber(cur[1] or '0') ~= tonumber(ARGV[1]) then
@@ -69,20 +97,70 @@ func superseded(a Attempt, res []any) error {
 	return &SupersededError{Stale: a, Current: cur}
 }
 
+// beginAttempt: KEYS build, attempt hash, builders; ARGV worker, attempt
+// number, then the terminal statuses.
+// {0}: no such build; {1, record}: finished, no attempt begun;
+// {2, record, token[, builder]}: begun (no builder: it was deleted).
 var beginAttempt = redis.NewScript(`
-local t = redis.call('HINCRBY', KEYS[1], 'token', 1)
-redis.call('HSET', KEYS[1], 'worker', ARGV[1], 'attempt', ARGV[2])
-return t
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {0} end
+local ok, b = pcall(cjson.decode, raw)
+if not ok or type(b) ~= 'table' then return redis.error_reply('build record is not JSON') end
+for i = 3, #ARGV do
+  if b.status == ARGV[i] then return {1, raw} end
+end
+local t = redis.call('HINCRBY', KEYS[2], 'token', 1)
+redis.call('HSET', KEYS[2], 'worker', ARGV[1], 'attempt', ARGV[2])
+local bl = redis.call('HGET', KEYS[3], tostring(b.source) .. '/' .. tostring(b.builder))
+if bl then return {2, raw, t, bl} end
+return {2, raw, t}
 `)
 
-// BeginAttempt makes a new attempt the build's current one: from now on
-// the writes of every earlier attempt are refused.
-func (r *Registry) BeginAttempt(ctx context.Context, id int64, number int, worker string) (Attempt, error) {
-	t, err := beginAttempt.Run(ctx, r.rdb, []string{keyAttempt(id)}, worker, number).Int64()
-	if err != nil {
-		return Attempt{}, fmt.Errorf("begin attempt of build %d: %w", id, err)
+// terminal lists the statuses in which a build is finished.
+var terminal = func() []any {
+	var out []any
+	for _, s := range statuses {
+		if Terminal(s) {
+			out = append(out, s)
+		}
 	}
-	return Attempt{Build: id, Token: t, Number: number, Worker: worker}, nil
+	return out
+}()
+
+// BeginAttempt reads build id and its builder and, unless the build is
+// finished, makes a new attempt the build's current one: from now on the
+// writes of every earlier attempt are refused. It is one script, so the
+// check and the begin are atomic.
+//
+// A finished build (Terminal) is returned with a zero Attempt: none
+// began. The builder is nil when it was deleted; the attempt begins
+// anyway, so that it can record why the build cannot run.
+func (r *Registry) BeginAttempt(ctx context.Context, id int64, number int, worker string) (*Build, *Builder, Attempt, error) {
+	keys := []string{keyBuild(id), keyAttempt(id), keyBuilders}
+	res, err := beginAttempt.Run(ctx, r.rdb, keys, append([]any{worker, number}, terminal...)...).Slice()
+	if err != nil {
+		return nil, nil, Attempt{}, fmt.Errorf("begin attempt of build %d: %w", id, err)
+	}
+	if res[0].(int64) == 0 {
+		return nil, nil, Attempt{}, fmt.Errorf("build %d %w", id, ErrNotFound)
+	}
+	raw := []byte(res[1].(string))
+	var b Build
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return nil, nil, Attempt{}, fmt.Errorf("get build %d: %w", id, err)
+	}
+	if res[0].(int64) == 1 {
+		return &b, nil, Attempt{}, nil
+	}
+	a := Attempt{Build: id, Token: res[2].(int64), Number: number, Worker: worker, seen: &seenRecord{raw: raw}}
+	if len(res) < 4 {
+		return &b, nil, a, nil
+	}
+	var bl Builder
+	if err := json.Unmarshal([]byte(res[3].(string)), &bl); err != nil {
+		return nil, nil, Attempt{}, fmt.Errorf("get git-builder of build %d: %w", id, err)
+	}
+	return &b, &bl, a, nil
 }
 
 var checkAttempt = redis.NewScript(fenceCheck + `
@@ -127,11 +205,15 @@ func (r *Registry) ConfirmAttempt(ctx context.Context, a Attempt, leaseKey, memb
 	return nil
 }
 
-// casBuild: KEYS attempt hash, build; ARGV token, old JSON, new JSON.
-// {1}: written; {2}: the record changed meanwhile (read it again).
-var casBuild = redis.NewScript(fenceCheck + `
-if redis.call('GET', KEYS[2]) ~= ARGV[2] then return {2} end
+// casBuild: KEYS attempt hash, build[, log]; ARGV token, old JSON, new
+// JSON[, log text, log cap, truncation mark]. {1}: written, and the text
+// appended to the log; {2, current}: the record changed meanwhile (no
+// current: it is gone).
+var casBuild = redis.NewScript(cappedAppend + fenceCheck + `
+local cur = redis.call('GET', KEYS[2])
+if cur ~= ARGV[2] then return {2, cur} end
 redis.call('SET', KEYS[2], ARGV[3])
+if KEYS[3] then append_capped(KEYS[3], ARGV[4], ARGV[5], ARGV[6]) end
 return {1}
 `)
 
@@ -140,18 +222,41 @@ return {1}
 // refused with a *SupersededError and nothing is written. The record's
 // AttemptToken becomes a's. An Attempt with Token 0 writes unfenced.
 func (r *Registry) UpdateBuildAs(ctx context.Context, a Attempt, edit func(*Build) error) (*Build, error) {
+	return r.UpdateBuildWithLogAs(ctx, a, nil, 0, "", edit)
+}
+
+// UpdateBuildWithLogAs is UpdateBuildAs that also appends p to the build's
+// log (as AppendLogAs would) in the same script: both land, or neither.
+// When edit returns an error, nothing is written, p included.
+//
+// It compares against the record as a last saw it, so that it costs one
+// round trip when nothing else wrote meanwhile; a record that changed
+// comes back from the failed write, and edit runs again on it.
+func (r *Registry) UpdateBuildWithLogAs(ctx context.Context, a Attempt, p []byte, limit int64, limitName string, edit func(*Build) error) (*Build, error) {
 	if a.Token == 0 {
-		return r.UpdateBuild(ctx, a.Build, edit)
+		b, err := r.UpdateBuild(ctx, a.Build, edit)
+		if err == nil {
+			err = r.AppendLog(ctx, a.Build, p, limit, limitName)
+		}
+		return b, err
 	}
 	key := keyBuild(a.Build)
-	for range 20 {
-		raw, err := r.rdb.Get(ctx, key).Bytes()
-		if errors.Is(err, redis.Nil) {
+	keys := []string{keyAttempt(a.Build), key}
+	var logArgs []any
+	if len(p) > 0 {
+		keys = append(keys, keyBuildLog(a.Build))
+		logArgs = []any{p, limit, fmt.Sprintf(TruncationMark, limitName)}
+	}
+	raw := a.lastSeen()
+	if raw == nil {
+		var err error
+		if raw, err = r.rdb.Get(ctx, key).Bytes(); errors.Is(err, redis.Nil) {
 			return nil, fmt.Errorf("build %d %w", a.Build, ErrNotFound)
-		}
-		if err != nil {
+		} else if err != nil {
 			return nil, fmt.Errorf("get build %d: %w", a.Build, err)
 		}
+	}
+	for range 20 {
 		var b Build
 		if err := json.Unmarshal(raw, &b); err != nil {
 			return nil, fmt.Errorf("get build %d: %w", a.Build, err)
@@ -161,7 +266,7 @@ func (r *Registry) UpdateBuildAs(ctx context.Context, a Attempt, edit func(*Buil
 		}
 		b.ID, b.AttemptToken = a.Build, a.Token
 		data, _ := json.Marshal(&b)
-		res, err := casBuild.Run(ctx, r.rdb, []string{keyAttempt(a.Build), key}, a.Token, raw, data).Slice()
+		res, err := casBuild.Run(ctx, r.rdb, keys, append([]any{a.Token, raw, data}, logArgs...)...).Slice()
 		if err != nil {
 			return nil, fmt.Errorf("update build %d: %w", a.Build, err)
 		}
@@ -169,22 +274,22 @@ func (r *Registry) UpdateBuildAs(ctx context.Context, a Attempt, edit func(*Buil
 		case 0:
 			return nil, superseded(a, res)
 		case 1:
+			a.see(data)
 			return &b, nil
 		}
+		cur, ok := res[1].(string)
+		if !ok {
+			return nil, fmt.Errorf("build %d %w", a.Build, ErrNotFound)
+		}
+		raw = []byte(cur)
+		a.see(raw)
 	}
 	return nil, fmt.Errorf("build %d changed too often meanwhile: %w", a.Build, ErrConflict)
 }
 
 // appendLogAs: KEYS attempt hash, log; ARGV token, text, cap, mark.
-var appendLogAs = redis.NewScript(fenceCheck + `
-local len = redis.call('STRLEN', KEYS[2])
-local cap = tonumber(ARGV[3])
-if len >= cap then return {1} end
-local s = ARGV[2]
-if len + #s > cap then
-  s = string.sub(s, 1, cap - len) .. ARGV[4]
-end
-redis.call('APPEND', KEYS[2], s)
+var appendLogAs = redis.NewScript(cappedAppend + fenceCheck + `
+append_capped(KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 return {1}
 `)
 

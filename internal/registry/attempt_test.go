@@ -27,7 +27,7 @@ func TestAStaleAttemptsWritesAreRefusedAndNamedBySuccessor(t *testing.T) {
 	t.Parallel()
 	r, ctx := setup(t), context.Background()
 	b := newBuild(t, r)
-	a1, err := r.BeginAttempt(ctx, b.ID, 1, "A")
+	_, _, a1, err := r.BeginAttempt(ctx, b.ID, 1, "A")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func TestAStaleAttemptsWritesAreRefusedAndNamedBySuccessor(t *testing.T) {
 	if err := r.AppendLogAs(ctx, a1, []byte("from A\n"), 1<<20, "1MiB"); err != nil {
 		t.Fatal(err)
 	}
-	a2, _ := r.BeginAttempt(ctx, b.ID, 2, "B")
+	_, _, a2, _ := r.BeginAttempt(ctx, b.ID, 2, "B")
 	if a2.Token <= a1.Token {
 		t.Fatalf("tokens %d then %d: want increasing", a1.Token, a2.Token)
 	}
@@ -77,7 +77,7 @@ func TestConfirmAttemptSeesALostTaskLeaseAndACancel(t *testing.T) {
 	t.Parallel()
 	r, ctx := setup(t), context.Background()
 	b := newBuild(t, r)
-	a, _ := r.BeginAttempt(ctx, b.ID, 1, "A")
+	_, _, a, _ := r.BeginAttempt(ctx, b.ID, 1, "A")
 	r.rdb.ZAdd(ctx, "lease", redis.Z{Score: 1, Member: "task-1"})
 	if err := r.ConfirmAttempt(ctx, a, "lease", "task-1"); err != nil {
 		t.Fatal(err)
@@ -96,7 +96,7 @@ func TestFencedUpdatesOfTheCurrentAttemptAllLand(t *testing.T) {
 	t.Parallel()
 	r, ctx := setup(t), context.Background()
 	b := newBuild(t, r)
-	a, _ := r.BeginAttempt(ctx, b.ID, 1, "A")
+	_, _, a, _ := r.BeginAttempt(ctx, b.ID, 1, "A")
 	// Concurrent writers of one attempt (log flusher, status) retry on
 	// a changed record instead of losing an edit.
 	var wg sync.WaitGroup
@@ -130,5 +130,80 @@ func TestPhasesKeepTheContractOrderAndJSON(t *testing.T) {
 	out, _ := json.Marshal(b.Phases)
 	if want := `[{"phase":"queued","ms":12.5},{"phase":"clone","ms":1},{"phase":"store","ms":3}]`; string(out) != want {
 		t.Fatalf("phases %s, want %s", out, want)
+	}
+}
+
+func TestBeginAttemptReadsBuildAndBuilderAndSkipsFinishedBuilds(t *testing.T) {
+	t.Parallel()
+	r, ctx := setup(t), context.Background()
+	if _, err := r.CreateSource(ctx, Source{Name: "s", Type: TypeGitPython}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.CreateBuilder(ctx, &Builder{Source: "s", Name: "b", URL: "https://h/x"}); err != nil {
+		t.Fatal(err)
+	}
+	b := newBuild(t, r)
+	got, bl, a, err := r.BeginAttempt(ctx, b.ID, 1, "A")
+	if err != nil || got.ID != b.ID || got.Status != StatusQueued || bl == nil || bl.URL != "https://h/x" || a.Token != 1 || a.Worker != "A" {
+		t.Fatalf("begin: %+v %+v %+v %v", got, bl, a, err)
+	}
+	// A deleted builder: the attempt begins (to record why it cannot run).
+	if err := r.DeleteBuilder(ctx, "s", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, bl, a, err := r.BeginAttempt(ctx, b.ID, 2, "A"); err != nil || bl != nil || a.Token != 2 {
+		t.Fatalf("begin without a builder: %+v %+v %v", bl, a, err)
+	}
+	// A finished build: no attempt begins, so the current one stays.
+	r.UpdateBuild(ctx, b.ID, func(b *Build) error { b.Status = StatusSucceeded; return nil })
+	if got, _, a, err := r.BeginAttempt(ctx, b.ID, 3, "B"); err != nil || got.Status != StatusSucceeded || a.Token != 0 {
+		t.Fatalf("begin of a finished build: %+v %+v %v", got, a, err)
+	}
+	if err := r.ConfirmAttempt(ctx, Attempt{Build: b.ID, Token: 2}, "", ""); err != nil {
+		t.Fatalf("the current attempt after a refused begin: %v", err)
+	}
+	if _, _, _, err := r.BeginAttempt(ctx, 99999, 1, "A"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("begin of a missing build: %v", err)
+	}
+}
+
+func TestARecordWriteAndItsLogLandTogetherOrNotAtAll(t *testing.T) {
+	t.Parallel()
+	r, ctx := setup(t), context.Background()
+	b := newBuild(t, r)
+	_, _, a1, _ := r.BeginAttempt(ctx, b.ID, 1, "A")
+	if _, err := r.UpdateBuildWithLogAs(ctx, a1, []byte("started\n"), 1<<20, "1MiB", func(b *Build) error { b.Status = StatusRunning; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	// Someone else (the API's cancel) writes meanwhile: the attempt's
+	// next edit sees that write, not the record as it last wrote it.
+	r.UpdateBuild(ctx, b.ID, func(b *Build) error { b.Status = StatusCanceled; return nil })
+	declined := errors.New("canceled meanwhile")
+	var saw string
+	_, err := r.UpdateBuildWithLogAs(ctx, a1, []byte("declined\n"), 1<<20, "1MiB", func(b *Build) error {
+		saw = b.Status
+		if b.Status == StatusCanceled {
+			return declined
+		}
+		b.Status = StatusSucceeded
+		return nil
+	})
+	if !errors.Is(err, declined) || saw != StatusCanceled {
+		t.Fatalf("edit saw %q and returned %v; want the cancel seen and the edit's error", saw, err)
+	}
+	// A stale attempt's record write and log are both refused (the build
+	// is made unfinished again, or no attempt could begin).
+	r.UpdateBuild(ctx, b.ID, func(b *Build) error { b.Status = StatusQueued; return nil })
+	_, _, a2, _ := r.BeginAttempt(ctx, b.ID, 2, "B")
+	if _, err := r.UpdateBuildWithLogAs(ctx, a1, []byte("stale\n"), 1<<20, "1MiB", func(b *Build) error { b.Detail = "stale"; return nil }); !errors.Is(err, ErrSuperseded) {
+		t.Fatalf("stale write: %v", err)
+	}
+	if _, err := r.UpdateBuildWithLogAs(ctx, a2, []byte("done\n"), 1<<20, "1MiB", func(b *Build) error { b.Status = StatusSucceeded; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := r.Build(ctx, b.ID)
+	log, _ := r.Log(ctx, b.ID, 0)
+	if got.Status != StatusSucceeded || got.Detail != "" || got.AttemptToken != a2.Token || string(log) != "started\ndone\n" {
+		t.Fatalf("record %+v, log %q", got, log)
 	}
 }

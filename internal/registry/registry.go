@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,9 +20,11 @@ const (
 	keyBuilders = "pkgfleet:builders" // hash "source/name" → Builder JSON
 	keyBuildSeq = "pkgfleet:build-seq"
 	keyBuilds   = "pkgfleet:builds" // zset of all build ids
+
+	keyBuildPrefix = "pkgfleet:build:" // + id: a build's record (JSON)
 )
 
-func keyBuild(id int64) string         { return "pkgfleet:build:" + strconv.FormatInt(id, 10) }
+func keyBuild(id int64) string         { return keyBuildPrefix + strconv.FormatInt(id, 10) }
 func keyBuildLog(id int64) string      { return keyBuild(id) + ":log" }
 func keyBuilderBuilds(k string) string { return "pkgfleet:builder-builds:" + k } // zset of ids
 func keyClaims(k string) string        { return "pkgfleet:claims:" + k }         // hash sha → build id
@@ -220,65 +223,76 @@ const (
 	ReuseActive
 )
 
+// createBuild claims a commit for a new build, or returns the build that
+// already has it, in one script: KEYS claims, build-seq, builds,
+// builder-builds; ARGV sha, the build keys' prefix, the new record's JSON
+// after its leading `{"id":0,`, then the statuses in which an existing
+// build is reused.
+// {0, record}: reused; {1, id}: created.
+var createBuild = redis.NewScript(`
+local id = redis.call('HGET', KEYS[1], ARGV[1])
+if id then
+  local raw = redis.call('GET', ARGV[2] .. id)
+  if raw then
+    local ok, prev = pcall(cjson.decode, raw)
+    if ok and type(prev) == 'table' then
+      for i = 4, #ARGV do
+        if prev.status == ARGV[i] then return {0, raw} end
+      end
+    end
+  end
+end
+id = redis.call('INCR', KEYS[2])
+redis.call('SET', ARGV[2] .. id, '{"id":' .. id .. ',' .. ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], id)
+redis.call('ZADD', KEYS[3], id, id)
+redis.call('ZADD', KEYS[4], id, id)
+return {1, id}
+`)
+
+// statuses lists every build status, for the claim script's reuse test.
+var statuses = []string{StatusQueued, StatusWaiting, StatusRunning, StatusSucceeded, StatusFailed, StatusCanceled}
+
 // CreateBuild records a new build of b.SHA for its builder, unless the
 // commit already has a build that mode says to reuse; then that build is
-// returned with created == false. The claim is atomic across processes.
+// returned with created == false. The claim is one script, atomic across
+// processes.
 func (r *Registry) CreateBuild(ctx context.Context, b *Build, mode ClaimMode) (out *Build, created bool, err error) {
 	builderKey := b.Source + "/" + b.Builder
-	claims := keyClaims(builderKey)
-	for range 10 {
-		err = r.rdb.Watch(ctx, func(tx *redis.Tx) error {
-			out, created = nil, false
-			idStr, err := tx.HGet(ctx, claims, b.SHA).Result()
-			if err != nil && !errors.Is(err, redis.Nil) {
-				return err
-			}
-			if err == nil {
-				// Read through tx: a second pool connection per claimer
-				// could exhaust the pool under contention.
-				id, _ := strconv.ParseInt(idStr, 10, 64)
-				raw, err := tx.Get(ctx, keyBuild(id)).Bytes()
-				if err != nil && !errors.Is(err, redis.Nil) {
-					return err
-				}
-				var prev Build
-				if err == nil && json.Unmarshal(raw, &prev) == nil && reuse(&prev, mode) {
-					out = &prev
-					return nil
-				}
-			}
-			id, err := tx.Incr(ctx, keyBuildSeq).Result()
-			if err != nil {
-				return err
-			}
-			nb := *b
-			nb.ID = id
-			nb.Status = StatusQueued
-			nb.CreatedAt = r.now()
-			if nb.Artifacts == nil {
-				nb.Artifacts = []Artifact{}
-			}
-			data, _ := json.Marshal(&nb)
-			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				p.Set(ctx, keyBuild(id), data, 0)
-				p.HSet(ctx, claims, b.SHA, id)
-				p.ZAdd(ctx, keyBuilds, redis.Z{Score: float64(id), Member: id})
-				p.ZAdd(ctx, keyBuilderBuilds(builderKey), redis.Z{Score: float64(id), Member: id})
-				return nil
-			})
-			if err == nil {
-				out, created = &nb, true
-			}
-			return err
-		}, claims)
-		if !errors.Is(err, redis.TxFailedErr) {
-			break
+	nb := *b
+	nb.ID = 0
+	nb.Status = StatusQueued
+	nb.CreatedAt = r.now()
+	if nb.Artifacts == nil {
+		nb.Artifacts = []Artifact{}
+	}
+	data, _ := json.Marshal(&nb)
+	// The script puts the id it takes first; apiv1.Build's JSON starts
+	// with it.
+	const idZero = `{"id":0,`
+	if !bytes.HasPrefix(data, []byte(idZero)) {
+		return nil, false, fmt.Errorf("create build: a record's JSON must start with %s", idZero)
+	}
+	args := []any{b.SHA, keyBuildPrefix, data[len(idZero):]}
+	for _, s := range statuses {
+		if reuse(&Build{Status: s}, mode) {
+			args = append(args, s)
 		}
 	}
+	keys := []string{keyClaims(builderKey), keyBuildSeq, keyBuilds, keyBuilderBuilds(builderKey)}
+	res, err := createBuild.Run(ctx, r.rdb, keys, args...).Slice()
 	if err != nil {
 		return nil, false, fmt.Errorf("create build: %w", err)
 	}
-	return out, created, nil
+	if res[0].(int64) == 0 {
+		var prev Build
+		if err := json.Unmarshal([]byte(res[1].(string)), &prev); err != nil {
+			return nil, false, fmt.Errorf("create build: %w", err)
+		}
+		return &prev, false, nil
+	}
+	nb.ID = res[1].(int64)
+	return &nb, true, nil
 }
 
 func reuse(prev *Build, mode ClaimMode) bool {
@@ -403,16 +417,23 @@ func (r *Registry) Builds(ctx context.Context, f Filter) ([]*Build, error) {
 // TruncationMark ends a log that reached its cap.
 const TruncationMark = "\n[pkgfleet: log truncated here: it reached the %s limit (Git.BuildLogSize); later output was dropped]\n"
 
-// appendLog appends up to the cap, then the truncation mark once.
-var appendLog = redis.NewScript(`
-local len = redis.call('STRLEN', KEYS[1])
-local cap = tonumber(ARGV[2])
-if len >= cap then return len end
-local s = ARGV[1]
-if len + #s > cap then
-  s = string.sub(s, 1, cap - len) .. ARGV[3]
+// cappedAppend defines append_capped(key, s, cap, mark) for a script: it
+// appends s to key up to cap bytes, then mark once.
+const cappedAppend = `
+local function append_capped(key, s, cap, mark)
+  local len = redis.call('STRLEN', key)
+  cap = tonumber(cap)
+  if len >= cap then return len end
+  if len + #s > cap then
+    s = string.sub(s, 1, cap - len) .. mark
+  end
+  return redis.call('APPEND', key, s)
 end
-return redis.call('APPEND', KEYS[1], s)
+`
+
+// appendLog: KEYS log; ARGV text, cap, mark.
+var appendLog = redis.NewScript(cappedAppend + `
+return append_capped(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 `)
 
 // AppendLog adds output to a build's log, keeping at most limit bytes plus

@@ -131,6 +131,10 @@ func TestFailedBuildCanBeRebuiltButSucceededOnlyByRerun(t *testing.T) {
 	if !created || first.Status != StatusQueued {
 		t.Fatalf("first = %+v created %v", first, created)
 	}
+	// The stored record is the one returned, under its own id.
+	if got, err := r.Build(ctx, first.ID); err != nil || got.ID != first.ID || got.SHA != req.SHA || !got.CreatedAt.Equal(first.CreatedAt) || got.Artifacts == nil {
+		t.Fatalf("stored %+v (%v), returned %+v", got, err, first)
+	}
 	r.UpdateBuild(ctx, first.ID, func(b *Build) error { b.Status = StatusFailed; return nil })
 	second, created, _ := r.CreateBuild(ctx, req, ReuseUnlessFailed)
 	if !created || second.ID == first.ID {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -38,7 +39,7 @@ func TestPutCopiesRegularFilesAndOpenFindsThemByName(t *testing.T) {
 	if _, err := s.Put("src", "pkg", 7, 4, src, []registry.Artifact{{File: filepath.Base(f), Kind: "source"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Discard("src", "pkg", 7, 4); err != nil {
+	if err := s.Discard("src", "pkg", 7, 4, arts); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Open("src", "pkg", 7, 4, "pkg_1.0.tar.gz"); err == nil {
@@ -64,7 +65,38 @@ func TestPutRefusesSymlinkedArtifacts(t *testing.T) {
 	s, _ := New(t.TempDir())
 	dir := t.TempDir()
 	os.Symlink("/etc/passwd", filepath.Join(dir, "evil.tar.gz"))
-	if _, err := s.Put("src", "pkg", 1, 1, dir, []registry.Artifact{{File: "evil.tar.gz"}}); err == nil {
+	os.WriteFile(filepath.Join(dir, "good.tar.gz"), []byte("x"), 0o644)
+	if _, err := s.Put("src", "pkg", 1, 1, dir, []registry.Artifact{{File: "good.tar.gz"}, {File: "evil.tar.gz"}}); err == nil {
 		t.Fatal("a symlink planted by the build was followed")
+	}
+	// A failed Put leaves nothing behind, not even the files it stored.
+	if left, _ := os.ReadDir(filepath.Join(s.Root, "src", "pkg")); len(left) != 0 {
+		t.Fatalf("a failed Put left %v", left)
+	}
+}
+
+func TestOpenReadsTheEarlierLayouts(t *testing.T) {
+	t.Parallel()
+	s, _ := New(t.TempDir())
+	for path, content := range map[string]string{
+		"src/pkg/5/pkg_1.0.tar.gz":   "before attempt tokens",
+		"src/pkg/6/2/pkg_1.0.tar.gz": "a directory per attempt",
+	} {
+		os.MkdirAll(filepath.Join(s.Root, filepath.Dir(path)), 0o755)
+		os.WriteFile(filepath.Join(s.Root, path), []byte(content), 0o644)
+	}
+	for _, c := range []struct {
+		build, token int64
+		want         string
+	}{{5, 0, "before attempt tokens"}, {6, 2, "a directory per attempt"}} {
+		f, err := s.Open("src", "pkg", c.build, c.token, "pkg_1.0.tar.gz")
+		if err != nil {
+			t.Fatalf("build %d token %d: %v", c.build, c.token, err)
+		}
+		got, _ := io.ReadAll(f)
+		f.Close()
+		if string(got) != c.want {
+			t.Fatalf("build %d token %d: %q, want %q", c.build, c.token, got, c.want)
+		}
 	}
 }
