@@ -14,7 +14,8 @@ out="$(go test -run '^$' -bench '^BenchmarkLaunch(Bare|Sandbox|Bwrap)$' \
 	-benchtime "${runs}x" -count "$count" ./internal/sandbox/)" || { echo "$out"; exit 1; }
 echo "$out" | grep '^Benchmark'
 # The best of the counts for each variant, in wall time and in CPU time (the
-# benchmark process and everything it reaped), which a machine shared with
+# benchmark process, everything it reaped, and the sandbox's launcher with
+# every build process it reaped), which a machine shared with
 # other work distorts far less.
 echo "$out" | awk '
 	function keep(name, wall, cpu) {

@@ -1,3 +1,5 @@
+//go:build linux
+
 package sandbox
 
 import (
@@ -12,31 +14,21 @@ import (
 )
 
 // A build without the host network may get one door out: a listener at
-// DoorAddr inside its own network namespace, made by the helper once lo is
-// up. The helper hands the listening socket to the worker over a socket
+// DoorAddr inside its own network namespace, made by the sandbox's PID 1 once lo is
+// up. It hands the listening socket to the worker over a socket
 // pair (SCM_RIGHTS) and keeps no copy, so the build can connect to it but
 // never accept on it; the worker serves it (Spec.Door: internal/door's
 // proxy to the package indexes). Nothing else is reachable: the namespace
 // has no other interface and no route.
 
-// DoorAddr is the address of the door inside a build's network namespace.
-// Each build has its own namespace, so every build's door has this address.
-const DoorAddr = "127.0.0.1:3128"
-
 // doorPort is DoorAddr's port.
 const doorPort = 3128
-
-// Door serves a build's connections to DoorAddr. Serve must return once l
-// is closed, which the runner does when the build is over.
-type Door interface {
-	Serve(l net.Listener) error
-}
 
 // doorway is the worker's end of one build's door.
 type doorway struct {
 	door   Door
 	mine   *os.File // receives the listener
-	theirs *os.File // the helper's end (helperConfig.DoorFd)
+	theirs *os.File // stage B's end, handed over through the launcher
 	mu     sync.Mutex
 	l      net.Listener
 	closed bool
@@ -56,7 +48,7 @@ func openDoorway(spec Spec) (*doorway, error) {
 	return &doorway{door: spec.Door, mine: os.NewFile(uintptr(fds[0]), "door"), theirs: os.NewFile(uintptr(fds[1]), "door-helper")}, nil
 }
 
-// serve runs once the helper has started: it waits for the listener and
+// serve runs once the launcher has the build: it waits for the listener and
 // serves it until close.
 func (d *doorway) serve() {
 	if d == nil {
@@ -68,7 +60,7 @@ func (d *doorway) serve() {
 		defer d.served.Done()
 		l, err := receiveListener(d.mine)
 		if err != nil {
-			return // the helper failed before opening the door; its report says why
+			return // stage B failed before opening the door; its report says why
 		}
 		d.mu.Lock()
 		if d.closed {
@@ -107,34 +99,15 @@ func receiveListener(f *os.File) (net.Listener, error) {
 	}
 	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
 	if err != nil || len(msgs) != 1 {
-		return nil, errors.New("no listener from the helper")
+		return nil, errors.New("no listener from the sandbox")
 	}
 	fds, err := unix.ParseUnixRights(&msgs[0])
 	if err != nil || len(fds) != 1 {
-		return nil, errors.New("no listener from the helper")
+		return nil, errors.New("no listener from the sandbox")
 	}
 	lf := os.NewFile(uintptr(fds[0]), "door-listener")
 	defer lf.Close()
 	return net.FileListener(lf)
-}
-
-// openDoor is the helper's step: listen on DoorAddr in the build's network
-// namespace and hand the socket to the worker over doorFd.
-func openDoor(doorFd int) error {
-	s, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(s)
-	if err := unix.Bind(s, &unix.SockaddrInet4{Port: doorPort, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		return fmt.Errorf("bind %s: %w", DoorAddr, err)
-	}
-	if err := unix.Listen(s, 64); err != nil {
-		return err
-	}
-	err = unix.Sendmsg(doorFd, []byte{0}, unix.UnixRights(s), nil, 0)
-	unix.Close(doorFd)
-	return err
 }
 
 // directDoor serves spec's door for an unsandboxed build: on a host

@@ -1,3 +1,5 @@
+//go:build linux
+
 package sandbox_test
 
 // The escape and isolation suite (issue 3, item 8). Every test attempts

@@ -1,3 +1,5 @@
+//go:build linux
+
 package sandbox
 
 // PauseKeepalives stops (or resumes) the worker side of the dead man's

@@ -1,49 +1,50 @@
+//go:build linux
+
 package sandbox
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// The re-exec'd helper (stage B: PID 1, root of user namespace 1) is
-// recognised by argv[0] alone. Nothing secret is in argv or the
-// environment: builds can read /proc/1/cmdline. Stage C, the build in user
-// namespace 2, is a raw clone of the helper (stagec.go), not an exec.
+// The re-exec'd launcher (launcher.go) is recognised by argv[0] alone.
+// Nothing secret is in argv or the environment: builds can read
+// /proc/1/cmdline, and stage B, PID 1 of every build, is a clone of the
+// launcher and shows its argv.
 const helperArg0 = "pkgfleet-sandbox-helper"
 
-// initCalled guards New: without Init in main, the re-exec'd helper would
-// run the worker (or the whole test suite) again instead of a sandbox.
+// initCalled guards New: without Init in main, the re-exec'd launcher
+// would run the worker (or the whole test suite) again instead.
 var initCalled atomic.Bool
 
 // Init must be the first call in main() of any binary that runs sandboxes,
 // and in TestMain of any package whose tests do. In a normal process it
-// returns at once. In the helper the sandbox re-executed (/proc/self/exe
-// with a marker argv[0]) it runs stage B and exits: it sets up the
-// namespaces, clones stage C, which drops everything and execs the build
-// command, and supervises the build. Settings reach it through an
-// inherited pipe.
+// returns at once. In the launcher the sandbox re-executed (/proc/self/exe
+// with a marker argv[0]) it serves builds until the worker lets it go and
+// then exits: for each build it clones stage B, which sets up the
+// namespaces and clones stage C, which drops everything and execs the
+// build command, and it supervises the build from outside.
 func Init() {
 	if filepath.Base(os.Args[0]) == helperArg0 {
 		// exit_group directly: no deferred runtime work (and under -race no
-		// one-second atexit sleep) between the report and the namespace's end.
-		unix.Exit(helperMain())
+		// one-second atexit sleep).
+		unix.Exit(launcherMain())
 	}
 	initCalled.Store(true)
 }
 
-// helperConfig travels from stage A to stage B over fd 3.
+// helperConfig travels from stage A to the launcher at the start of each
+// build's control socket.
 type helperConfig struct {
 	Args    []string
 	Env     []string
@@ -67,20 +68,20 @@ type helperConfig struct {
 	// DeadMan: kill the build when the worker has sent no keepalive for
 	// this long (Spec.DeadMan); 0: off.
 	DeadMan time.Duration
-	// DoorFd > 0: open the build's door (door.go) and send it over this fd.
-	DoorFd int
-	// keepalives is fd 3 after the settings: the worker's renewals.
+	// keepalives is the control socket after the settings: the worker's renewals.
 	keepalives io.Reader
 }
 
-// helperResult travels back from stage B to stage A over fd 4.
+// helperResult travels back from the launcher to stage A, last on the
+// control socket.
 type helperResult struct {
 	ExitCode       int
 	Signal         string
 	Killed         string
 	Detail         string
 	Error          string // set up failed; no build ran
-	NamespaceLimit bool   // the nested namespace hit max_user_namespaces
+	NamespaceLimit bool   // a namespace clone hit max_user_namespaces
+	CloneErrno     int    // the clone of stage B itself was refused with this errno
 	Tier           Tier   // the tier the build ran in
 }
 
@@ -89,319 +90,163 @@ type helperResult struct {
 // /media, /boot …) is simply absent.
 var systemDirs = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt"}
 
-func helperMain() int {
-	// Non-blocking, so that waiting for settings and keepalives parks a
-	// goroutine in the poller instead of holding a thread: every thread the
-	// helper starts costs each build's start-up.
-	_ = unix.SetNonblock(3, true)
-	cfgFile, resFile := os.NewFile(3, "config"), os.NewFile(4, "result")
-	var hc helperConfig
-	dec := json.NewDecoder(cfgFile)
-	err := dec.Decode(&hc)
-	// The worker's keepalives follow the settings on the same pipe.
-	hc.keepalives = io.MultiReader(dec.Buffered(), cfgFile)
-	var res helperResult
-	if err != nil {
-		res.Error = fmt.Sprintf("read settings: %v", err)
-	} else {
-		res = runHelper(&hc)
-	}
-	// Output first, then the report: the worker returns once it has both,
-	// without waiting for the namespaces to be torn down.
-	os.Stdout.Close()
-	os.Stderr.Close()
-	_ = json.NewEncoder(resFile).Encode(&res)
-	resFile.Close()
-	return 0
+// inherited are the fds stage B gets from the launcher, by their numbers
+// there; every other fd of the launcher is closed in stage B first.
+type inherited struct {
+	out     int // the build's stdout and stderr
+	errW    int // failure reports of stages B and C, to the launcher
+	statusW int // stage C's wait status, to the launcher
+	lifeR   int // EOF once the launcher is gone
+	door    int // the door's socket pair (door.go); -1: none
+	c       stageCPipes
 }
 
-// runHelper is stage B, the sandbox set-up, as one linear sequence. It runs
-// as PID 1 of new PID, mount, IPC, UTS (and network) namespaces, as root of
-// user namespace 1 with full capabilities there and none on the host.
-func runHelper(hc *helperConfig) helperResult {
+func (f inherited) list() []int {
+	l := []int{f.out, f.errW, f.statusW, f.lifeR, f.c.goR, f.c.goW, f.c.mapR, f.c.mapW}
+	if f.door >= 0 {
+		l = append(l, f.door)
+	}
+	return l
+}
+
+// planSandbox is stage B, the sandbox set-up, as one linear sequence of
+// system calls, computed in the launcher and run by the clone (stageb.go).
+// The clone is PID 1 of new PID, mount, IPC, UTS (and network) namespaces,
+// with full capabilities in its new user namespace and none on the host.
+// procOpts are the options of a fresh /proc (TierFull).
+func planSandbox(hc *helperConfig, c *stageC, f inherited, tier Tier, procOpts string) (*stageB, error) {
+	firstSlot := 3
+	for _, fd := range f.list() {
+		firstSlot = max(firstSlot, fd+1)
+	}
+	b := newStageB(c, int32(firstSlot))
+	b.errW, b.statusW = uintptr(f.errW), uintptr(f.statusW)
+	// With the launcher gone nothing may stay: this is PID 1, its death ends every build process.
+	b.sys("parent-death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL))
+	// Only this build's fds: nothing of the launcher or of its other builds.
+	b.closeGaps(f.list())
+	b.sys("stdout", unix.SYS_DUP3, uintptr(f.out), 1, 0)
+	b.sys("stderr", unix.SYS_DUP3, uintptr(f.out), 2, 0)
+	b.close(uintptr(f.out))
+	// A launcher that died before the parent-death signal was set leaves EOF here: stop.
+	b.sys("launcher gone", unix.SYS_READ, uintptr(f.lifeR), uintptr(unsafe.Pointer(&b.one[0])), 1).allow(0, unix.EAGAIN).data = true
+	// No Go handler may run here; as PID 1 with default dispositions no signal from inside
+	// the namespace reaches this process (a build can aim F_SETSIG at it), only SIGKILL from outside.
+	for sig := uintptr(1); sig <= 64; sig++ {
+		if sig != uintptr(unix.SIGKILL) && sig != uintptr(unix.SIGSTOP) {
+			b.sys("reset signals", unix.SYS_RT_SIGACTION, sig, uintptr(unsafe.Pointer(&b.sigDfl)), 0, 8).allow(0, unix.EINVAL)
+		}
+	}
+	// Root of user namespace 1 is the launcher's unprivileged id and nothing else; no setgroups.
+	// (Written by this process itself, which the kernel allows only while it is dumpable.)
+	b.sys("prctl dumpable", unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, 1)
+	b.writeFile("map sandbox ids", "/proc/self/setgroups", "deny")
+	b.writeFile("map sandbox ids", "/proc/self/uid_map", "0 "+strconv.Itoa(hc.UID)+" 1\n")
+	b.writeFile("map sandbox ids", "/proc/self/gid_map", "0 "+strconv.Itoa(hc.GID)+" 1\n")
 	// Builds must not ptrace this process or read its /proc files (CVE-2016-9962 class).
-	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
-		return fail("prctl dumpable", err)
-	}
-	// No signal may end the supervisor early (a build can aim F_SETSIG at it). Ignored:
-	// stage C sets every disposition back to the default before the build runs.
-	signal.Ignore(unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2,
-		unix.SIGPIPE, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU, unix.SIGALRM, unix.SIGVTALRM, unix.SIGIO)
+	b.sys("prctl dumpable", unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, 0)
 	// Mounts made below must never propagate back to the host, nor host mounts in.
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fail("make / private", err)
-	}
+	b.mount("make / private", "", b.str("/"), "", unix.MS_REC|unix.MS_PRIVATE, "")
 	// Open the build's directories before anything covers their host paths;
 	// a symlink anywhere on the path is refused (planted-link escapes, CVE-2024-42472).
 	type exposure struct {
 		path string
-		fd   int
+		fd   uintptr
 	}
 	var exposures []exposure
 	for _, p := range []string{hc.Source, hc.Dest, hc.TmpDir} {
 		if p == "" || (len(exposures) > 0 && exposures[len(exposures)-1].path == p) {
 			continue
 		}
-		fd, err := unix.Openat2(unix.AT_FDCWD, p, &unix.OpenHow{
-			Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-			Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-		})
-		if err != nil {
-			return fail("open "+p+" without following symlinks", err)
-		}
-		defer unix.Close(fd)
+		fd := b.slot()
+		how, size := b.how(howHost)
+		b.sys("open "+p+" without following symlinks", unix.SYS_OPENAT2, atFDCWD, b.str(p), how, size).into(fd)
 		exposures = append(exposures, exposure{p, fd})
 	}
 	sort.SliceStable(exposures, func(i, j int) bool { return depth(exposures[i].path) < depth(exposures[j].path) })
 	// Builds may create no user namespace beyond the one made for them below (bwrap --disable-userns).
-	// A runtime's read-only /proc/sys refuses this (checked below); the seccomp filter
-	// still refuses every namespace-creating call.
-	nestedLimit := os.WriteFile("/proc/sys/user/max_user_namespaces", []byte("1"), 0)
-	// Stage C starts now, blocked until it gets its settings, so that its
-	// start-up overlaps the mounts below. pivot_root moves its root along;
-	// it checks that before doing anything else.
-	build, err := startBuild(hc)
-	if err != nil {
-		return fail("start build namespace", err)
-	}
+	// A runtime's read-only /proc/sys refuses this; the seccomp filter still refuses every
+	// namespace-creating call.
+	nested := b.slot()
+	b.sys("limit nested user namespaces", unix.SYS_OPENAT, atFDCWD, b.str("/proc/sys/user/max_user_namespaces"),
+		unix.O_WRONLY|unix.O_CLOEXEC).into(nested).allow(2, unix.EROFS, unix.EACCES)
+	b.sys("limit nested user namespaces", unix.SYS_WRITE, nested, b.str("1"), 1)
+	b.close(nested)
+	// Stage C starts now and maps its ids while the mounts below are made; it waits for the
+	// go-ahead, after pivot_root, before anything else, and checks that pivot_root moved it along.
+	b.special("start build namespace", opCloneC)
+	b.close(uintptr(f.c.goR))
+	b.close(uintptr(f.c.mapW))
 	// A fresh tmpfs becomes the root: nothing of the host is visible unless bound below.
-	if err := unix.Mount("tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=16m"); err != nil {
-		return fail("mount root tmpfs", err)
-	}
-	root, err := unix.Open("/tmp", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fail("open new root", err)
-	}
-	defer unix.Close(root)
-	// System directories, read-only, nosuid and nodev down to every submount.
+	b.mount("mount root tmpfs", "tmpfs", b.str("/tmp"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=16m")
+	root := b.slot()
+	b.sys("open new root", unix.SYS_OPENAT, atFDCWD, b.str("/tmp"), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC).into(root)
+	// System directories, read-only, nosuid and nodev down to every submount; symlinks stay symlinks (merged /usr).
 	for _, d := range systemDirs {
-		if err := bindSystemDir(root, d); err != nil {
-			return fail("bind "+d, err)
+		if err := b.bindSystemDir(root, d); err != nil {
+			return nil, err
 		}
 	}
 	// Masked directories that lie inside a bound tree get an empty tmpfs over them.
-	var masks []int
+	var masks []uintptr
 	for _, m := range hc.Masks {
-		fd, err := openBeneath(root, m, false)
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
-			continue // not visible at all, or a link whose target is masked itself
-		}
-		if err != nil {
-			return fail("find mask "+m, err)
-		}
-		defer unix.Close(fd)
-		if err := unix.Mount("tmpfs", fdPath(fd), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0755,size=64k"); err != nil {
-			return fail("mask "+m, err)
-		}
-		mfd, err := openBeneath(root, m, false)
-		if err != nil {
-			return fail("reopen mask "+m, err)
-		}
-		defer unix.Close(mfd)
-		masks = append(masks, mfd)
+		step := "mask " + m
+		// Not visible at all, or a link whose target is masked itself: nothing to cover.
+		fd, _ := b.openBeneath("find mask "+m, root, m, false)
+		b.ops[len(b.ops)-1].allow(2, unix.ENOENT, unix.ELOOP, unix.ENOTDIR)
+		b.mount(step, "tmpfs", b.fdPath(fd), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0755,size=64k")
+		how, size := b.how(howBeneath)
+		b.sys("reopen mask "+m, unix.SYS_OPENAT2, root, b.str(strings.TrimPrefix(filepath.Clean(m), "/")), how, size).into(fd)
+		masks = append(masks, fd)
 	}
 	// The build's own directories, read-write, checked to be the very inodes opened above.
 	for _, e := range exposures {
-		if err := bindExposure(root, e.path, e.fd); err != nil {
-			return fail("bind "+e.path, err)
-		}
+		b.bindExposure(root, e.path, e.fd)
 	}
 	// A fresh procfs of the PID namespace, kernel knobs and triggers read-only; or, where a
 	// runtime's masks make the kernel refuse one, the existing /proc bound read-only (masked-proc).
-	tier, err := setupProc(root, hc.Tier)
-	if err != nil {
-		return fail("set up /proc", err)
-	}
-	if nestedLimit != nil && !errors.Is(nestedLimit, unix.EROFS) && !errors.Is(nestedLimit, unix.EACCES) {
-		return fail("limit nested user namespaces", nestedLimit)
-	}
+	b.setupProc(root, tier, procOpts)
 	// A minimal /dev: a few harmless devices, no host device listing, no ptys.
-	if err := setupDev(root); err != nil {
-		return fail("set up /dev", err)
+	b.setupDev(root)
+	// Masks and the root tmpfs become read-only now that every mount point exists
+	// (a mask that was skipped above has no fd: EBADF).
+	for _, fd := range masks {
+		b.setAttr("make read-only", fd, false, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV).allow(0, unix.EBADF)
 	}
-	// Masks and the root tmpfs become read-only now that every mount point exists.
-	for _, fd := range append(masks, root) {
-		if err := setAttr(fd, false, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV); err != nil {
-			return fail("make read-only", err)
-		}
-	}
+	b.setAttr("make read-only", root, false, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
 	// Only loopback, and up, in the private network namespace.
 	if !hc.Network {
-		if err := loopbackUp(); err != nil {
-			return fail("bring up lo", err)
-		}
+		b.loopbackUp()
 	}
 	// With a door, one listener on lo whose accepting end only the worker holds (door.go).
-	if hc.DoorFd > 0 {
-		if err := openDoor(hc.DoorFd); err != nil {
-			return fail("open the door", err)
-		}
+	if f.door >= 0 {
+		b.openDoor(uintptr(f.door))
 	}
 	// A neutral hostname in the private UTS namespace.
-	if err := unix.Sethostname([]byte("pkgfleet-build")); err != nil {
-		return fail("sethostname", err)
-	}
+	b.sys("sethostname", unix.SYS_SETHOSTNAME, b.str("pkgfleet-build"), uintptr(len("pkgfleet-build")))
+	// Stage C's id maps are written through the visible /proc, which goes away below.
+	b.sys("map build ids", unix.SYS_READ, uintptr(f.c.mapR), uintptr(unsafe.Pointer(&b.one[0])), 1).data = true
 	// Switch root and detach the old one, so no host path stays reachable.
-	if err := unix.Fchdir(root); err != nil {
-		return fail("chdir new root", err)
-	}
-	if err := unix.PivotRoot(".", "."); err != nil {
-		return fail("pivot_root", err)
-	}
-	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
-		return fail("detach old root", err)
-	}
-	if err := unix.Chdir("/"); err != nil {
-		return fail("chdir /", err)
-	}
-	// Release the build into the finished root, and supervise it.
-	res := build.supervise(hc, tier)
-	res.Tier = tier
-	return res
+	b.sys("chdir new root", unix.SYS_FCHDIR, root)
+	b.sys("pivot_root", unix.SYS_PIVOT_ROOT, b.str("."), b.str("."))
+	b.sys("detach old root", unix.SYS_UMOUNT2, b.str("."), unix.MNT_DETACH)
+	b.sys("chdir /", unix.SYS_CHDIR, b.str("/"))
+	// Release the build into the finished root with the root's identity; it execs next,
+	// and the failure pipe's EOF tells the launcher so.
+	b.sys("stat new root", unix.SYS_STATX, atFDCWD, b.str("/"), 0, unix.STATX_INO, uintptr(unsafe.Pointer(&b.stat[2])))
+	b.sys("release the build", unix.SYS_WRITE, uintptr(f.c.goW), uintptr(unsafe.Pointer(&b.stat[2])), unsafe.Sizeof(b.stat[2]))
+	b.close(uintptr(f.c.goW))
+	b.close(uintptr(f.errW))
+	return b, b.err
 }
 
-// fail is how a set-up step of stage B fails: the report names the step,
-// and says whether the kernel's namespace limit was the cause.
-func fail(step string, err error) helperResult {
-	return helperResult{Error: fmt.Sprintf("%s: %v", step, err), NamespaceLimit: errors.Is(err, unix.ENOSPC)}
-}
-
-// build is stage C as the helper sees it.
-type build struct {
-	c   *stageC
-	pid int
-}
-
-// startBuild clones stage C into user namespace 2, mapped back to an
-// unprivileged id (stagec.go). It waits for the go-ahead before touching
-// anything.
-func startBuild(hc *helperConfig) (*build, error) {
-	c, err := newStageC(hc)
-	if err != nil {
-		return nil, err
-	}
-	pid, err := c.start()
-	if err != nil {
-		return nil, err
-	}
-	// One line each: the build's id is an unprivileged id that is root only
-	// in the namespace above, which owns all the mounts. Written here, by
-	// the visible /proc's number for the child: under a runtime's /proc the
-	// PID of our namespace names another process.
-	if err := writeIDMaps(pid, hc.UID, hc.GID); err != nil {
-		_ = unix.Kill(pid, unix.SIGKILL)
-		_, _ = unix.Wait4(pid, nil, 0, nil)
-		return nil, fmt.Errorf("map ids: %w", err)
-	}
-	return &build{c: c, pid: pid}, nil
-}
-
-// writeIDMaps maps uid and gid of the child's user namespace to 0 of ours.
-// The child's PID, as the visible /proc numbers it, comes from its pidfd's
-// fdinfo, which the kernel renders in the PID namespace of the procfs read.
-func writeIDMaps(pid, uid, gid int) error {
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return fmt.Errorf("pidfd_open: %w", err)
-	}
-	defer unix.Close(pidfd)
-	info, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(pidfd))
-	if err != nil {
-		return err
-	}
-	procPid := ""
-	for _, line := range strings.Split(string(info), "\n") {
-		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
-			procPid = strings.TrimSpace(v)
-		}
-	}
-	if procPid == "" || procPid == "0" || procPid == "-1" {
-		return fmt.Errorf("no PID of the build namespace in its pidfd's fdinfo: %q", info)
-	}
-	dir := "/proc/" + procPid + "/"
-	for _, f := range []struct{ name, data string }{
-		{"uid_map", strconv.Itoa(uid) + " 0 1\n"},
-		{"setgroups", "deny"}, // the build can never drop into, or out of, a group
-		{"gid_map", strconv.Itoa(gid) + " 0 1\n"},
-	} {
-		if err := os.WriteFile(dir+f.name, []byte(f.data), 0); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// supervise releases stage C into the finished root and stays PID 1: it
-// reaps orphans, enforces the limits it can watch, and reports how the
-// build's main process ended.
-func (b *build) supervise(hc *helperConfig, tier Tier) helperResult {
-	path := ""
-	if !hc.Probe {
-		var err error
-		if path, err = lookPath(hc.Args[0], hc.Env); err != nil {
-			return fail("find "+hc.Args[0], err)
-		}
-	}
-	// In the masked-proc tier Landlock is what keeps the build out of other
-	// processes' /proc entries: no domain, no build.
-	if tier == TierMaskedProc && b.c.landlock.abi == 0 {
-		return fail("landlock", landlockMissing())
-	}
-	setupErr := b.c.goAhead(path)
-
-	w := newWatcher(hc, tier)
-	stop := make(chan struct{})
-	go w.run(stop)
-	if hc.DeadMan > 0 {
-		go w.deadMan(hc.keepalives, hc.DeadMan, stop)
-	}
-
-	var res helperResult
-	for {
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, 0, nil)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return fail("wait", err)
-		}
-		if pid != b.pid {
-			continue // an orphan re-parented to us
-		}
-		switch {
-		case ws.Signaled():
-			res.ExitCode, res.Signal = -1, unixSignalName(ws.Signal())
-		default:
-			res.ExitCode = ws.ExitStatus()
-		}
-		break
-	}
-	close(stop)
-	if setupErr != nil {
-		return helperResult{Error: setupErr.Error()}
-	}
-	res.Killed, res.Detail = w.verdict(res)
-	if res.Killed != "" {
-		res.ExitCode, res.Signal = -1, ""
-	}
-	// Nothing outlives the main process: kill and reap the rest now, so the
-	// output pipe is closed when the worker reads the report.
-	_ = unix.Kill(-1, unix.SIGKILL)
-	for {
-		if _, err := unix.Wait4(-1, nil, 0, nil); err != nil && !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
-	return res
-}
-
-// --- set-up steps used by runHelper ---
+// --- set-up steps used by planSandbox ---
 
 // bindSystemDir recreates a host system directory inside the new root:
 // symlinks as symlinks (merged /usr), directories as recursive read-only
-// binds with every submount nosuid and nodev.
-func bindSystemDir(root int, dir string) error {
+// binds with every submount nosuid and nodev. The host's system
+// directories are read here, in the launcher: no build can change them.
+func (b *stageB) bindSystemDir(root uintptr, dir string) error {
 	var st unix.Stat_t
 	if err := unix.Lstat(dir, &st); err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -416,262 +261,138 @@ func bindSystemDir(root int, dir string) error {
 		if err != nil {
 			return err
 		}
-		return unix.Symlinkat(target, root, name)
+		b.sys("bind "+dir, unix.SYS_SYMLINKAT, b.str(target), root, b.str(name))
+		return nil
 	case unix.S_IFDIR:
 	default:
 		return nil
 	}
-	if err := unix.Mkdirat(root, name, 0o755); err != nil {
-		return err
-	}
-	dst, err := openBeneath(root, dir, false)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(dst)
+	step := "bind " + dir
+	b.sys(step, unix.SYS_MKDIRAT, root, b.str(name), 0o755)
+	dst, _ := b.openBeneath(step, root, dir, false)
 	// MS_REC: a non-recursive bind would expose what submounts cover.
-	if err := unix.Mount(dir, fdPath(dst), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return err
-	}
-	mnt, err := openBeneath(root, dir, false)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(mnt)
-	return setAttr(mnt, true, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
+	b.mount(step, dir, b.fdPath(dst), "", unix.MS_BIND|unix.MS_REC, "")
+	mnt, _ := b.openBeneath(step, root, dir, false)
+	b.setAttr(step, mnt, true, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
+	b.close(dst)
+	b.close(mnt)
+	return nil
 }
 
 // bindExposure binds an already opened host directory at the same path in
-// the new root, creating the mount point without following any symlink.
-func bindExposure(root int, path string, src int) error {
-	dst, err := openBeneath(root, path, true)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(dst)
-	if err := unix.Mount(fdPath(src), fdPath(dst), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return err
-	}
-	mnt, err := openBeneath(root, path, false)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(mnt)
-	// The mounted directory must be the inode opened before: no race swapped it.
-	var a, b unix.Stat_t
-	if err := unix.Fstat(src, &a); err != nil {
-		return err
-	}
-	if err := unix.Fstat(mnt, &b); err != nil {
-		return err
-	}
-	if a.Dev != b.Dev || a.Ino != b.Ino {
-		return fmt.Errorf("mounted %s is not the directory opened", path)
-	}
-	return setAttr(mnt, true, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
+// the new root, creating the mount point without following any symlink,
+// and checks that the mounted directory is the inode opened: no race swapped it.
+func (b *stageB) bindExposure(root uintptr, path string, src uintptr) {
+	step := "bind " + path
+	dst, _ := b.openBeneath(step, root, path, true)
+	b.sys(step, unix.SYS_MOUNT, b.fdPath(src), b.fdPath(dst), 0, unix.MS_BIND|unix.MS_REC, 0)
+	mnt, _ := b.openBeneath(step, root, path, false)
+	b.sys(step, unix.SYS_STATX, src, b.str(""), unix.AT_EMPTY_PATH, unix.STATX_INO, uintptr(unsafe.Pointer(&b.stat[0])))
+	b.sys(step, unix.SYS_STATX, mnt, b.str(""), unix.AT_EMPTY_PATH, unix.STATX_INO, uintptr(unsafe.Pointer(&b.stat[1])))
+	b.special("mounted "+path+" is not the directory opened", opSameInode)
+	b.setAttr(step, mnt, true, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
+	b.close(dst)
+	b.close(mnt)
 }
 
-// setupProc mounts the build's /proc and reports the tier that gave. want
-// is "" (the best the kernel allows), TierFull or TierMaskedProc.
-func setupProc(root int, want Tier) (Tier, error) {
-	if err := unix.Mkdirat(root, "proc", 0o555); err != nil {
-		return "", err
+// setupProc mounts the build's /proc for tier: a fresh procfs of the PID
+// namespace with procOpts (TierFull), or the existing /proc with its
+// masks, read-only down to every submount (TierMaskedProc). Other
+// processes' entries are visible there; the build's Landlock domain
+// refuses it their environ, memory, fds, root and cwd, and its PID
+// namespace and the seccomp filter any signal or ptrace.
+func (b *stageB) setupProc(root uintptr, tier Tier, procOpts string) {
+	b.sys("set up /proc", unix.SYS_MKDIRAT, root, b.str("proc"), 0o555)
+	dst, _ := b.openBeneath("set up /proc", root, "/proc", false)
+	if tier == TierMaskedProc {
+		b.mount("bind the existing /proc", "/proc", b.fdPath(dst), "", unix.MS_BIND|unix.MS_REC, "")
+		mnt, _ := b.openBeneath("set up /proc", root, "/proc", false)
+		b.setAttr("set up /proc", mnt, true, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
+		b.close(mnt)
+		b.close(dst)
+		return
 	}
-	dst, err := openBeneath(root, "/proc", false)
-	if err != nil {
-		return "", err
-	}
-	defer unix.Close(dst)
-	if want != TierMaskedProc {
-		// A fresh procfs of our PID namespace: only the build's processes are in it.
-		err := unix.Mount("proc", fdPath(dst), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
-		if errors.Is(err, unix.EPERM) {
-			// The kernel refuses a procfs that would reveal what the runtime's masks
-			// cover; some kernels allow one that holds only processes.
-			err = unix.Mount("proc", fdPath(dst), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "subset=pid")
-		}
-		if err == nil {
-			return TierFull, coverProcKnobs(root)
-		}
-		if !errors.Is(err, unix.EPERM) || want == TierFull {
-			return "", err
-		}
-	}
-	// masked-proc: the runtime's /proc with its masks (locked, they come along), read-only
-	// down to every submount. Other processes' entries are visible; the build's Landlock
-	// domain refuses it their environ, memory, fds, root and cwd, and its PID namespace
-	// and the seccomp filter any signal or ptrace.
-	if err := unix.Mount("/proc", fdPath(dst), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return "", fmt.Errorf("bind the existing /proc: %w", err)
-	}
-	mnt, err := openBeneath(root, "/proc", false)
-	if err != nil {
-		return "", err
-	}
-	defer unix.Close(mnt)
-	if err := setAttr(mnt, true, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC); err != nil {
-		return "", err
-	}
-	return TierMaskedProc, nil
-}
-
-// coverProcKnobs makes the kernel's knobs and triggers in a fresh procfs read-only.
-func coverProcKnobs(root int) error {
+	b.mount(stepMountProc, "proc", b.fdPath(dst), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, procOpts)
+	b.close(dst)
+	// The kernel's knobs and triggers in it, read-only.
 	for _, p := range []string{"/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"} {
-		fd, err := unix.Openat2(root, strings.TrimPrefix(p, "/"), &unix.OpenHow{
-			Flags:   unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW,
-			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS,
-		})
-		if errors.Is(err, unix.ENOENT) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("open %s: %w", p, err)
-		}
-		err = unix.Mount(fdPath(fd), fdPath(fd), "", unix.MS_BIND|unix.MS_REC, "")
-		unix.Close(fd)
-		if err != nil {
-			return fmt.Errorf("cover %s: %w", p, err)
-		}
-		fd, err = unix.Openat2(root, strings.TrimPrefix(p, "/"), &unix.OpenHow{
-			Flags:   unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW,
-			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS,
-		})
-		if err != nil {
-			return fmt.Errorf("reopen %s: %w", p, err)
-		}
-		err = setAttr(fd, true, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
-		unix.Close(fd)
-		if err != nil {
-			return fmt.Errorf("cover %s: %w", p, err)
-		}
+		step := "cover " + p
+		fd := b.slot()
+		how, size := b.how(howKnob)
+		rel := b.str(strings.TrimPrefix(p, "/"))
+		b.sys(step, unix.SYS_OPENAT2, root, rel, how, size).into(fd).allow(4, unix.ENOENT)
+		b.sys(step, unix.SYS_MOUNT, b.fdPath(fd), b.fdPath(fd), 0, unix.MS_BIND|unix.MS_REC, 0)
+		b.sys(step, unix.SYS_OPENAT2, root, rel, how, size).into(fd)
+		b.setAttr(step, fd, true, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
+		b.close(fd)
 	}
-	return nil
 }
 
-func setupDev(root int) error {
-	if err := unix.Mkdirat(root, "dev", 0o755); err != nil {
-		return err
-	}
-	dev, err := openBeneath(root, "/dev", false)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(dev)
-	if err := unix.Mount("tmpfs", fdPath(dev), "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755,size=64k"); err != nil {
-		return err
-	}
-	unix.Close(dev)
-	if dev, err = openBeneath(root, "/dev", false); err != nil {
-		return err
-	}
+// stepMountProc names the fresh procfs's mount, which the kernel refuses
+// under a runtime's masked /proc (the launcher then tries the next tier).
+const stepMountProc = "mount proc"
+
+func (b *stageB) setupDev(root uintptr) {
+	const step = "set up /dev"
+	b.sys(step, unix.SYS_MKDIRAT, root, b.str("dev"), 0o755)
+	dev, _ := b.openBeneath(step, root, "/dev", false)
+	b.mount(step, "tmpfs", b.fdPath(dev), "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755,size=64k")
+	how, size := b.how(howBeneath)
+	b.sys(step, unix.SYS_OPENAT2, root, b.str("dev"), how, size).into(dev)
+	tmp := b.slot()
 	for _, name := range []string{"null", "zero", "full", "random", "urandom", "tty"} {
-		fd, err := unix.Openat(dev, name, unix.O_CREAT|unix.O_EXCL|unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o666)
-		if err != nil {
-			return err
-		}
-		unix.Close(fd)
-		dst, err := openBeneath(root, "/dev/"+name, false)
-		if err != nil {
-			return err
-		}
-		err = unix.Mount("/dev/"+name, fdPath(dst), "", unix.MS_BIND, "")
-		unix.Close(dst)
-		if err != nil {
-			return fmt.Errorf("bind /dev/%s: %w", name, err)
-		}
-		if dst, err = openBeneath(root, "/dev/"+name, false); err != nil {
-			return err
-		}
-		err = setAttr(dst, false, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC)
-		unix.Close(dst)
-		if err != nil {
-			return fmt.Errorf("bind /dev/%s: %w", name, err)
-		}
+		step := "bind /dev/" + name
+		b.sys(step, unix.SYS_OPENAT, dev, b.str(name), unix.O_CREAT|unix.O_EXCL|unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o666).into(tmp)
+		b.close(tmp)
+		b.sys(step, unix.SYS_OPENAT2, root, b.str("dev/"+name), how, size).into(tmp)
+		b.mount(step, "/dev/"+name, b.fdPath(tmp), "", unix.MS_BIND, "")
+		b.sys(step, unix.SYS_OPENAT2, root, b.str("dev/"+name), how, size).into(tmp)
+		b.setAttr(step, tmp, false, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC)
+		b.close(tmp)
 	}
-	for name, target := range map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
-		"stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
-		if err := unix.Symlinkat(target, dev, name); err != nil {
-			return err
-		}
+	for _, l := range [][2]string{{"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"},
+		{"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"}} {
+		b.sys(step, unix.SYS_SYMLINKAT, b.str(l[1]), dev, b.str(l[0]))
 	}
-	if err := unix.Mkdirat(dev, "shm", 0o1777); err != nil {
-		return err
-	}
-	shm, err := openBeneath(root, "/dev/shm", false)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(shm)
-	if err := unix.Mount("tmpfs", fdPath(shm), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=64m"); err != nil {
-		return err
-	}
-	return setAttr(dev, false, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC)
+	b.sys(step, unix.SYS_MKDIRAT, dev, b.str("shm"), 0o1777)
+	b.sys(step, unix.SYS_OPENAT2, root, b.str("dev/shm"), how, size).into(tmp)
+	b.mount(step, "tmpfs", b.fdPath(tmp), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=64m")
+	b.close(tmp)
+	b.setAttr(step, dev, false, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC)
+	b.close(dev)
 }
 
 // loopbackUp sets IFF_UP on lo, the only interface of a new network namespace.
-func loopbackUp() error {
-	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(s)
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(s, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return err
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	return unix.IoctlIfreq(s, unix.SIOCSIFFLAGS, ifr)
+func (b *stageB) loopbackUp() {
+	const step = "bring up lo"
+	copy(b.ifr.b[:], "lo")
+	s := b.slot()
+	b.sys(step, unix.SYS_SOCKET, unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0).into(s)
+	b.sys(step, unix.SYS_IOCTL, s, unix.SIOCGIFFLAGS, uintptr(unsafe.Pointer(&b.ifr)))
+	b.special(step, opIfUp)
+	b.sys(step, unix.SYS_IOCTL, s, unix.SIOCSIFFLAGS, uintptr(unsafe.Pointer(&b.ifr)))
+	b.close(s)
 }
 
-// openBeneath opens path (absolute, as seen in the new root) below the root
-// fd as an O_PATH directory, never following a symlink and never leaving
-// the root. With create, missing components are made (0755) one by one.
-func openBeneath(root int, path string, create bool) (int, error) {
-	rel := strings.TrimPrefix(filepath.Clean(path), "/")
-	how := &unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-	}
-	if rel == "" {
-		return unix.Openat2(root, ".", how)
-	}
-	if !create {
-		return unix.Openat2(root, rel, how)
-	}
-	dir, err := unix.Openat2(root, ".", how)
-	if err != nil {
-		return -1, err
-	}
-	for _, comp := range strings.Split(rel, "/") {
-		if err := unix.Mkdirat(dir, comp, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
-			unix.Close(dir)
-			return -1, fmt.Errorf("mkdir %s: %w", comp, err)
-		}
-		next, err := unix.Openat2(dir, comp, how)
-		unix.Close(dir)
-		if err != nil {
-			return -1, fmt.Errorf("open %s: %w", comp, err)
-		}
-		dir = next
-	}
-	return dir, nil
-}
-
-// setAttr sets mount attributes on the mount at fd (and, recursive, on
-// every mount below it). Flags the host locked (noexec, nosuid …) are kept.
-func setAttr(fd int, recursive bool, set uint64) error {
-	flags := uint(unix.AT_EMPTY_PATH)
-	if recursive {
-		flags |= unix.AT_RECURSIVE
-	}
-	if err := unix.MountSetattr(fd, "", flags, &unix.MountAttr{Attr_set: set}); err != nil {
-		return fmt.Errorf("mount_setattr (Linux >= 5.12): %w", err)
-	}
-	return nil
+// openDoor listens on DoorAddr in the build's network namespace and hands
+// the socket to the worker over doorFd, keeping no copy.
+func (b *stageB) openDoor(doorFd uintptr) {
+	const step = "open the door"
+	s := b.slot()
+	b.addr = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: [4]byte{127, 0, 0, 1}}
+	b.addr.Port = doorPort>>8 | (doorPort&0xff)<<8 // network byte order
+	b.cmsg = unix.UnixRights(int(s))
+	b.iov = unix.Iovec{Base: &b.one[0]}
+	b.iov.SetLen(1)
+	b.msg = unix.Msghdr{Iov: &b.iov, Control: &b.cmsg[0]}
+	b.msg.Iovlen = 1
+	b.msg.SetControllen(len(b.cmsg))
+	b.sys(step, unix.SYS_SOCKET, unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0).into(s)
+	b.sys("bind "+DoorAddr, unix.SYS_BIND, s, uintptr(unsafe.Pointer(&b.addr)), unix.SizeofSockaddrInet4)
+	b.sys(step, unix.SYS_LISTEN, s, 64)
+	b.sys(step, unix.SYS_SENDMSG, doorFd, uintptr(unsafe.Pointer(&b.msg)), unix.MSG_NOSIGNAL)
+	b.close(doorFd)
+	b.close(s)
 }
 
 func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
@@ -680,24 +401,4 @@ func depth(p string) int { return strings.Count(filepath.Clean(p), "/") }
 
 func sortByDepth(p []string) {
 	sort.SliceStable(p, func(i, j int) bool { return depth(p[i]) < depth(p[j]) })
-}
-
-// lookPath finds a program the way the build's own environment would.
-func lookPath(name string, env []string) (string, error) {
-	if strings.Contains(name, "/") {
-		return name, nil
-	}
-	path := "/usr/local/bin:/usr/bin:/bin"
-	for _, kv := range env {
-		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
-			path = v
-		}
-	}
-	for _, dir := range filepath.SplitList(path) {
-		p := filepath.Join(dir, name)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s: not found in PATH", name)
 }

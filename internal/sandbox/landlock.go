@@ -1,3 +1,5 @@
+//go:build linux
+
 package sandbox
 
 import (
@@ -39,9 +41,8 @@ func landlockABI() (int, unix.Errno) {
 // ABI 2 to 5 it handles making block devices (which no build can do
 // anyway) and "refer", allowed beneath /. ABI 1 has no "refer": a domain
 // there would break builds, so it counts as no Landlock (abi 0 in the plan).
-// maxABI > 0 caps the ABI used (tests).
-func planLandlock(maxABI int) landlockPlan {
-	abi, _ := landlockABI()
+// abi is the kernel's (landlockABI); maxABI > 0 caps the ABI used (tests).
+func planLandlock(abi, maxABI int) landlockPlan {
 	if maxABI > 0 {
 		abi = min(abi, maxABI)
 	}

@@ -1,3 +1,5 @@
+//go:build linux
+
 package sandbox
 
 import (
@@ -19,13 +21,17 @@ import (
 //
 //   - Processes: RLIMIT_NPROC. Since Linux 5.14 it is counted per user
 //     namespace and uid, so the count is this build's alone: every build
-//     has its own namespace 2. The helper also counts tasks and ends the
+//     has its own namespace 2. The launcher also counts tasks and ends the
 //     build when it sits at the limit (a fork bomb).
-//   - Memory: the helper sums the private resident memory of the build's
+//   - Memory: the launcher sums the private resident memory of the build's
 //     processes and ends the build above the limit; RLIMIT_DATA at twice the limit is
 //     a per-process backstop against allocations faster than the watch.
-//   - Disk: RLIMIT_FSIZE caps every single file; the helper sums the blocks
+//   - Disk: RLIMIT_FSIZE caps every single file; the launcher sums the blocks
 //     used in Dest and TMPDIR while the build runs and once at the end.
+//
+// The launcher watches from outside the namespaces: the build is every
+// descendant of its stage B, which the kernel makes the parent of every
+// orphan in the PID namespace.
 //   - Time: the worker kills PID 1 of the namespace (stage A).
 const (
 	watchEvery     = 50 * time.Millisecond // a /proc scan per tick; frequent enough to catch bombs
@@ -55,11 +61,11 @@ func buildRlimits(l Limits) []rlimit {
 	return rl
 }
 
-// watcher runs in the helper (PID 1) and samples the build's processes
-// through the sandbox's /proc.
+// watcher runs in the launcher and samples the build's processes through
+// its /proc.
 type watcher struct {
-	hc     *helperConfig
-	masked bool // /proc is the container's: find the build by descent (buildPids)
+	hc *helperConfig
+	sb *sandbox // the build's stage B: its descendants are the build
 
 	mu      sync.Mutex
 	killed  string
@@ -68,12 +74,15 @@ type watcher struct {
 	strikes int
 }
 
-func newWatcher(hc *helperConfig, tier Tier) *watcher {
-	return &watcher{hc: hc, masked: tier == TierMaskedProc}
+func newWatcher(hc *helperConfig, sb *sandbox) *watcher {
+	return &watcher{hc: hc, sb: sb}
 }
 
+// limited says whether the build has a limit run watches.
+func (w *watcher) limited() bool { return w.hc.Memory > 0 || w.hc.Processes > 0 || w.hc.Disk > 0 }
+
 func (w *watcher) run(stop <-chan struct{}) {
-	if w.hc.Memory <= 0 && w.hc.Processes <= 0 && w.hc.Disk <= 0 {
+	if !w.limited() {
 		return
 	}
 	t := time.NewTicker(watchEvery)
@@ -98,11 +107,11 @@ func (w *watcher) kill(reason, detail string) {
 		w.killed, w.detail = reason, detail
 	}
 	w.mu.Unlock()
-	// From PID 1, kill(-1) reaches every process of the namespace but itself.
-	_ = unix.Kill(-1, unix.SIGKILL)
+	// Killing PID 1 makes the kernel kill every process of the namespace.
+	_ = unix.PidfdSendSignal(w.sb.pidfd, unix.SIGKILL, nil, 0)
 }
 
-// deadMan is the helper's side of the dead man's switch (Spec.DeadMan):
+// deadMan is the launcher's side of the dead man's switch (Spec.DeadMan):
 // every read from keepalives renews the build, and the build is killed
 // once none has come for d. The timer runs on this process's monotonic
 // clock, so a stopped or hung worker cannot hold it back. After EOF (the
@@ -138,7 +147,7 @@ func (w *watcher) deadMan(keepalives io.Reader, d time.Duration, stop <-chan str
 
 // sample returns the limit exceeded, if any.
 func (w *watcher) sample(disk bool) string {
-	mem, tasks := procTotals(w.masked)
+	mem, tasks := procTotals(w.sb.pid)
 	if w.hc.Memory > 0 && mem > w.hc.Memory {
 		return "memory limit " + formatBytes(w.hc.Memory)
 	}
@@ -177,7 +186,7 @@ func (w *watcher) verdict(res helperResult) (killed, detail string) {
 	// fork returned EAGAIN. The main process is reaped already, so it
 	// counts as one more task than the orphans still alive.
 	if failed := res.ExitCode != 0 || res.Signal != ""; failed && w.hc.Processes > 0 {
-		if _, tasks := procTotals(w.masked); w.procHit || tasks+1 >= w.hc.Processes {
+		if _, tasks := procTotals(w.sb.pid); w.procHit || tasks+1 >= w.hc.Processes {
 			return fmt.Sprintf("process limit %d", w.hc.Processes), ""
 		}
 	}
@@ -208,8 +217,8 @@ func (w *watcher) diskUsed() int64 {
 // procTotals sums the private resident memory (RssAnon: heap and stacks,
 // not the shared libraries every process maps) and the tasks of every
 // build process, from /proc/<pid>/status.
-func procTotals(masked bool) (anonBytes int64, tasks int) {
-	for _, pid := range buildPids(masked) {
+func procTotals(root int) (anonBytes int64, tasks int) {
+	for _, pid := range buildPids(root) {
 		b, err := os.ReadFile("/proc/" + pid + "/status")
 		if err != nil {
 			continue
@@ -232,31 +241,11 @@ func procTotals(masked bool) (anonBytes int64, tasks int) {
 	return anonBytes, tasks
 }
 
-// buildPids names the build's processes as the sandbox's /proc numbers
-// them. A fresh procfs holds only our PID namespace: everything but PID 1,
-// the helper. The masked-proc tier's /proc holds the whole container, so
-// the build is found as the helper's descendants instead: PID 1 of the
-// namespace inherits every orphan, so none escapes the walk.
-func buildPids(masked bool) []string {
-	if !masked {
-		d, err := os.Open("/proc")
-		if err != nil {
-			return nil
-		}
-		names, _ := d.Readdirnames(-1)
-		d.Close()
-		var pids []string
-		for _, name := range names {
-			if name != "1" && name[0] >= '0' && name[0] <= '9' {
-				pids = append(pids, name)
-			}
-		}
-		return pids
-	}
-	self, err := os.Readlink("/proc/self")
-	if err != nil {
-		return nil
-	}
+// buildPids names the build's processes, as the launcher's /proc numbers
+// them: every descendant of root (stage B, PID 1 of the namespace, which
+// inherits every orphan, so none escapes the walk), root excluded.
+func buildPids(root int) []string {
+	self := strconv.Itoa(root)
 	var pids []string
 	queue := []string{self}
 	for len(queue) > 0 {

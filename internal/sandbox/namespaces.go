@@ -1,3 +1,5 @@
+//go:build linux
+
 package sandbox
 
 import (
@@ -5,14 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -47,6 +47,11 @@ type Namespaces struct {
 	tier     Tier // what New found working
 
 	keepalivesPaused atomic.Bool // tests: the worker side stops renewing builds
+
+	mu       sync.Mutex
+	launcher *launcher   // started at the first build, let go when idle (launch.go)
+	busy     int         // builds on launcher
+	idle     *time.Timer // lets an idle launcher go
 }
 
 // New prepares the namespace runner for cfg and proves it works by running
@@ -123,12 +128,13 @@ func (n *Namespaces) Run(ctx context.Context, spec Spec) (Result, error) {
 }
 
 // run is stage A, the worker's side of a build, as one sequence: prepare
-// the host side, start the helper in its new namespaces, hand it its
-// settings, and wait for its report. The helper (runHelper in helper.go)
-// does the rest and reports how the build ended.
+// the host side, hand the build to the launcher, which clones it into its
+// new namespaces, hand over the settings, and wait for the report. The
+// launcher (launcher.go) does the rest, planSandbox in helper.go is the
+// set-up, and the launcher reports how the build ended.
 func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, error) {
 	lim := withDefaults(spec.Limits, n.cfg.Defaults)
-	// The helper opens Source, Dest and Dir as given: only absolute clean
+	// The sandbox opens Source, Dest and Dir as given: only absolute clean
 	// paths, and a Dir below one of the two, can name what the caller meant.
 	dir, err := buildDir(spec, probe)
 	if err != nil {
@@ -143,19 +149,23 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 	// As root, the sandbox runs as runUID on the host: hand it the
 	// directories it must write, never following a link a previous build planted.
 	if n.asRoot {
-		for _, p := range []string{ws, spec.Source, spec.Dest} {
-			if err := chownTree(p, n.runUID, n.runGID); err != nil {
-				return Result{}, err
-			}
+		if err := n.handOver(ws, spec.Source, spec.Dest); err != nil {
+			return Result{}, err
 		}
 	}
-	// Settings go in and the report comes out through pipes, never argv or
-	// the environment, which builds can read in /proc/1.
-	p, err := newHelperPipes()
+	// Settings go in and the report comes out through a socket, never argv
+	// or the environment, which builds can read in /proc/1.
+	ctl, err := newControl()
+	if err != nil {
+		return Result{}, fmt.Errorf("sandbox: control socket: %w", err)
+	}
+	defer ctl.close()
+	outR, outW, err := os.Pipe()
 	if err != nil {
 		return Result{}, fmt.Errorf("sandbox: pipes: %w", err)
 	}
-	defer p.close()
+	defer outR.Close()
+	defer outW.Close()
 	hc := helperConfig{
 		Args: spec.Args, Env: envWithTMPDIR(spec.Env, ws), Dir: dir,
 		Source: spec.Source, Dest: spec.Dest, TmpDir: ws, Network: spec.Network, Masks: n.masks,
@@ -163,15 +173,15 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 		UID: n.runUID, GID: n.runGID, Tier: n.tier, Probe: probe, MaxLandlockABI: n.cfg.MaxLandlockABI,
 		DeadMan: spec.DeadMan,
 	}
-	// With a door, the helper's end of its socket pair goes out as an extra fd (door.go).
+	// With a door, the helper's end of its socket pair goes along (door.go).
 	door, err := openDoorway(spec)
 	if err != nil {
 		return Result{}, err
 	}
 	defer door.close()
+	handed := []*os.File{ctl.theirs, outW}
 	if door != nil {
-		hc.DoorFd = 5 + len(p.extra)
-		p.extra = append(p.extra, door.theirs)
+		handed = append(handed, door.theirs)
 	}
 	// The wall clock covers the whole build, set-up included.
 	if lim.Timeout > 0 {
@@ -180,42 +190,45 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 		defer cancel()
 	}
 
-	// Start the helper in new namespaces, as runUID from its first instruction.
+	// Hand the build to the launcher; it clones the sandbox at once.
 	start := time.Now()
 	n.inUse.Add(NamespacesPerBuild)
 	defer n.inUse.Add(-NamespacesPerBuild)
-	helper, err := n.startHelper(p, spec.Network)
+	l, err := n.launch(handed)
 	if err != nil {
 		return Result{}, err
 	}
+	defer n.releaseLauncher(l)
+	ctl.theirs.Close()
+	outW.Close()
 	door.serve()
-	// Hand over the settings; the helper does nothing before it has them.
+	// Hand over the settings; the launcher does nothing before it has them.
 	// With a dead man's switch, the same goroutine then renews the build
 	// until Run returns.
 	done := make(chan struct{})
 	defer close(done)
-	go p.send(&hc, done, &n.keepalivesPaused)
+	go ctl.send(&hc, done, &n.keepalivesPaused)
 	// Collect the output, capped so a build printing without end cannot
 	// fill memory or the log store, and the report.
 	out := newCappedWriter(spec.Output, lim.Output)
-	reported, copied := p.collect(out)
+	copied := copyOutput(outR, out)
+	reported := ctl.collect()
 
 	// Wait for the report and for every writer of the output to be gone;
-	// the helper kills and reaps the build's processes before it reports.
-	// Its own exit, and the kernel's teardown of the namespaces, are not
-	// waited for. On cancel or timeout, killing PID 1 of the namespace makes
-	// the kernel kill every process in it, however deep or detached.
+	// the launcher kills the build's namespace before it reports. On cancel
+	// or timeout, killing PID 1 of the namespace makes the kernel kill every
+	// process in it, however deep or detached.
 	var body []byte
 	select {
 	case body = <-reported:
 	case <-ctx.Done():
-		_ = helper.Kill()
+		ctl.kill()
 		body = <-reported
 	}
 	select {
 	case <-copied:
 	case <-ctx.Done():
-		_ = helper.Kill()
+		ctl.kill()
 		<-copied
 	}
 	res := Result{Enforcement: "rlimits", OutputTruncated: out.truncated(), Duration: time.Since(start)}
@@ -228,6 +241,26 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 		return res, nil
 	}
 	return res, readReport(body, &res)
+}
+
+// launch hands the build's files to the runner's launcher, starting a
+// new launcher once if the last one is gone. The caller releases the
+// launcher once the build is over.
+func (n *Namespaces) launch(files []*os.File) (*launcher, error) {
+	for attempt := 0; ; attempt++ {
+		l, err := n.acquireLauncher()
+		if err != nil {
+			return nil, err
+		}
+		err = l.launch(files...)
+		if err == nil {
+			return l, nil
+		}
+		n.releaseLauncher(l)
+		if attempt > 0 || !l.gone() {
+			return nil, fmt.Errorf("sandbox: hand the build to the launcher: %w", err)
+		}
+	}
 }
 
 // buildDir checks the paths of spec and returns the build's working
@@ -248,161 +281,22 @@ func buildDir(spec Spec, probe bool) (string, error) {
 	return dir, nil
 }
 
-// helperPipes are stage A's ends of the helper's fds 3 (settings in),
-// 4 (report out), 1 and 2 (output), and the helper's ends until it has them.
-type helperPipes struct {
-	cfgR, cfgW *os.File
-	resR, resW *os.File
-	outR, outW *os.File
-	// extra are more files for the helper, its fds 5 and up, in order;
-	// their numbers travel in the settings.
-	extra []*os.File
-}
-
-func newHelperPipes() (*helperPipes, error) {
-	var p helperPipes
-	for _, pair := range []struct{ r, w **os.File }{{&p.cfgR, &p.cfgW}, {&p.resR, &p.resW}, {&p.outR, &p.outW}} {
-		r, w, err := os.Pipe()
-		if err != nil {
-			p.close()
-			return nil, err
-		}
-		*pair.r, *pair.w = r, w
-	}
-	return &p, nil
-}
-
-// close closes every end still open; closing twice is harmless.
-func (p *helperPipes) close() {
-	for _, f := range []*os.File{p.cfgR, p.cfgW, p.resR, p.resW, p.outR, p.outW} {
-		if f != nil {
-			f.Close()
-		}
-	}
-}
-
-// handedOver closes the helper's ends once it holds them, so that its
-// exit is seen as EOF.
-func (p *helperPipes) handedOver() {
-	p.cfgR.Close()
-	p.resW.Close()
-	p.outW.Close()
-}
-
-// send writes the settings. With a dead man's switch (hc.DeadMan) it then
-// writes a keepalive byte every DeadMan/4 until done, skipping those while
-// paused. It closes the pipe last.
-func (p *helperPipes) send(hc *helperConfig, done <-chan struct{}, paused *atomic.Bool) {
-	defer p.cfgW.Close()
-	if err := json.NewEncoder(p.cfgW).Encode(hc); err != nil || hc.DeadMan <= 0 {
-		return
-	}
-	t := time.NewTicker(hc.DeadMan / 4)
-	defer t.Stop()
-	for {
-		select {
-		case <-done:
-			return
-		case <-t.C:
-		}
-		if paused.Load() {
-			continue
-		}
-		if _, err := p.cfgW.Write([]byte{'.'}); err != nil {
-			return
-		}
-	}
-}
-
-// collect copies the output to out and reads the report, each in the
-// background: the report arrives on reported, and copied closes at the
-// output's end.
-func (p *helperPipes) collect(out io.Writer) (reported <-chan []byte, copied <-chan struct{}) {
-	rep, done := make(chan []byte, 1), make(chan struct{})
-	go func() {
-		b, _ := io.ReadAll(p.resR)
-		rep <- b
-	}()
-	go func() {
-		_, _ = io.Copy(out, p.outR)
-		close(done)
-	}()
-	return rep, done
-}
-
-// startHelper starts stage B: /proc/self/exe as the helper, PID 1 of new
-// user, mount, PID, IPC, UTS (and network) namespaces, in a session of its
-// own, dying with the worker.
-func (n *Namespaces) startHelper(p *helperPipes, network bool) (*os.Process, error) {
-	cmd := &exec.Cmd{
-		Path: n.selfPath,
-		// argv[0] marks the helper; it carries nothing else, since builds
-		// can read /proc/1/cmdline.
-		Args: []string{helperArg0},
-		// One P: the helper runs one sequence and then waits, and a second
-		// P only makes the runtime start threads, which costs every build's
-		// start-up. Nothing else: builds get their environment from the
-		// settings.
-		Env:        []string{"GOMAXPROCS=1"},
-		Dir:        "/",
-		Stdout:     p.outW, // stdout and stderr interleaved, as Spec.Output promises
-		Stderr:     p.outW,
-		ExtraFiles: append([]*os.File{p.cfgR, p.resW}, p.extra...), // fd 3: settings in, fd 4: report out
-		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
-				syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS,
-			UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: n.runUID, Size: 1}},
-			GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: n.runGID, Size: 1}},
-			Setsid:      true,
-			// With the worker gone nothing may stay: the helper is PID 1 of
-			// the build's PID namespace, so its death kills every build process.
-			Pdeathsig: syscall.SIGKILL,
-		},
-	}
-	if !network {
-		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNET
-	}
-	if n.asRoot {
-		// Root maps runUID to 0 in the namespace and switches to it there, so
-		// the helper (and everything below it) is runUID on the host from its
-		// first instruction, with root's supplementary groups dropped.
-		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}}
-	}
-	started := make(chan error, 1)
-	go func() {
-		// Pdeathsig fires when the forking thread exits (golang/go#27505):
-		// keep this goroutine on its thread until the helper is reaped,
-		// which may be after Run has returned.
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		_ = cmd.Wait()
-	}()
-	err := <-started
-	switch {
-	case err == nil:
-		p.handedOver()
-		return cmd.Process, nil
-	case errors.Is(err, syscall.ENOSPC):
-		return nil, fmt.Errorf("sandbox: clone: %w (%v)", ErrNamespaceLimit, err)
-	}
-	if remedy := startRemedy(err); remedy != "" {
-		return nil, fmt.Errorf("sandbox: new user namespaces are refused (%w). %s", err, remedy)
-	}
-	return nil, fmt.Errorf("sandbox: start helper: %w", err)
-}
-
 // readReport decodes the helper's report into res. A set-up failure is an
 // error, named with the step that failed and, where one is known, the remedy.
 func readReport(body []byte, res *Result) error {
 	var hr helperResult
 	if err := json.Unmarshal(body, &hr); err != nil {
-		return fmt.Errorf("sandbox: helper ended without a report: %q", body)
+		return fmt.Errorf("sandbox: the launcher ended without a report: %q", body)
+	}
+	if hr.CloneErrno != 0 {
+		err := syscall.Errno(hr.CloneErrno)
+		if err == syscall.ENOSPC {
+			return fmt.Errorf("sandbox: clone: %w (%v)", ErrNamespaceLimit, err)
+		}
+		if remedy := startRemedy(err); remedy != "" {
+			return fmt.Errorf("sandbox: new user namespaces are refused (%w). %s", err, remedy)
+		}
+		return fmt.Errorf("sandbox: clone: %w", err)
 	}
 	if hr.Error != "" {
 		if hr.NamespaceLimit {
@@ -446,28 +340,84 @@ func lookupRunAs(name string) (uid, gid int, err error) {
 	return uid, gid, nil
 }
 
-// chownTree gives uid:gid ownership of root and everything below it,
-// using lchown so that a planted symlink changes only itself.
+// handOver gives runUID the directories a root worker's build must
+// write: the fresh workspace (empty, so only itself), and Source and Dest
+// with everything in them.
+func (n *Namespaces) handOver(ws, source, dest string) error {
+	if err := unix.Lchown(ws, n.runUID, n.runGID); err != nil {
+		return fmt.Errorf("sandbox: chown %s: %w", ws, err)
+	}
+	for _, p := range []string{source, dest} {
+		if err := chownTree(p, n.runUID, n.runGID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// chownTree gives uid:gid ownership of root and everything below it. It
+// walks by directory fd, opening each directory with O_NOFOLLOW and
+// changing each entry with AT_SYMLINK_NOFOLLOW, so a planted symlink
+// changes only itself, and no path is resolved twice.
 func chownTree(root string, uid, gid int) error {
 	if root == "" {
 		return nil
 	}
-	return filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return fmt.Errorf("sandbox: chown %s: %w", p, err)
-		}
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return fmt.Errorf("sandbox: chown %s: %w", p, err)
-		}
-		if int(st.Uid) == uid && int(st.Gid) == gid {
+	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+		err = unix.Lchown(root, uid, gid) // a file, or a link: only itself
+		if err == nil {
 			return nil
 		}
-		if err := os.Lchown(p, uid, gid); err != nil {
-			return fmt.Errorf("sandbox: chown %s: %w", p, err)
+	}
+	if err != nil {
+		return fmt.Errorf("sandbox: chown %s: %w", root, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("sandbox: chown %s: %w", root, err)
+	}
+	if int(st.Uid) != uid || int(st.Gid) != gid {
+		if err := unix.Fchown(fd, uid, gid); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("sandbox: chown %s: %w", root, err)
 		}
-		return nil
-	})
+	}
+	return chownBelow(fd, root, uid, gid)
+}
+
+// chownBelow changes every entry below the directory dir (path, for
+// errors) and closes dir.
+func chownBelow(dir int, path string, uid, gid int) error {
+	f := os.NewFile(uintptr(dir), path)
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return fmt.Errorf("sandbox: chown %s: %w", path, err)
+	}
+	for _, name := range names {
+		var st unix.Stat_t
+		if err := unix.Fstatat(dir, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("sandbox: chown %s/%s: %w", path, name, err)
+		}
+		if int(st.Uid) != uid || int(st.Gid) != gid {
+			if err := unix.Fchownat(dir, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return fmt.Errorf("sandbox: chown %s/%s: %w", path, name, err)
+			}
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			continue
+		}
+		sub, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("sandbox: chown %s/%s: %w", path, name, err)
+		}
+		if err := chownBelow(sub, path+"/"+name, uid, gid); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // maskList is every host directory a build must not see, as configured

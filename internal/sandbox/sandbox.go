@@ -9,16 +9,17 @@
 // Git.AllowUnsandboxedGitBuilds, and then uses Direct).
 //
 // Use: call Init first thing in main (and in TestMain of packages whose
-// tests run sandboxes), because each sandbox re-executes the running binary
-// for its helper (stage B); call CleanStale once at start; then New, and Run
-// per command. The set-up sequence, with what each step protects against,
-// is runHelper in helper.go; the threat model and operator guide are in
-// docs/sandbox.md.
+// tests run sandboxes), because each runner re-executes the running binary
+// once as its launcher, which clones every build's sandbox; call CleanStale
+// once at start; then New, and Run per command. The set-up sequence, with
+// what each step protects against, is planSandbox in helper.go; the threat
+// model and operator guide are in docs/sandbox.md.
 package sandbox
 
 import (
 	"context"
 	"io"
+	"net"
 	"time"
 )
 
@@ -142,3 +143,13 @@ type Result struct {
 
 // Success reports whether the command exited 0 without hitting a limit.
 func (r Result) Success() bool { return r.ExitCode == 0 && r.Killed == "" && r.Signal == "" }
+
+// DoorAddr is the address of the door inside a build's network namespace.
+// Each build has its own namespace, so every build's door has this address.
+const DoorAddr = "127.0.0.1:3128"
+
+// Door serves a build's connections to DoorAddr. Serve must return once l
+// is closed, which the runner does when the build is over.
+type Door interface {
+	Serve(l net.Listener) error
+}

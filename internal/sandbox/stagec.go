@@ -1,11 +1,12 @@
+//go:build linux
+
 package sandbox
 
 import (
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"unsafe"
@@ -13,32 +14,35 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Stage C, the build's own set-up, runs in a raw clone of the helper, not
-// in a re-executed binary: no second Go runtime starts per build. The
-// child of a raw clone is a copy of one thread of a Go program, so until
-// execve it may only read memory prepared before the clone and make raw
-// system calls: every function it runs is go:nosplit (no stack growth)
-// and go:norace (no race detector), allocates nothing and writes no
-// pointer. Everything stage C needs is therefore laid out in a stageC
-// before the clone; what the helper learns after it (the new root and the
-// program's path there) comes through the go-ahead pipe.
+// Stage C, the build's own set-up, runs in a raw clone of stage B, not in
+// a re-executed binary. Like stage B (stageb.go) it is a copy of one
+// thread of the launcher's Go program, so until execve it may only read
+// memory prepared before the clone and make raw system calls: every
+// function it runs is go:nosplit (no stack growth) and go:norace (no race
+// detector), allocates nothing and writes no pointer. Everything stage C
+// needs is therefore laid out in a stageC before the launcher clones stage
+// B; what it learns later (the new root's identity) comes through the
+// go-ahead pipe.
 
 // stageC is stage C's plan, read by the child.
 type stageC struct {
-	// Pipes from the helper to the child and back, the child's ends and
-	// the helper's: the go-ahead, after pivot_root; a failure report (step
-	// and errno), whose EOF means execve happened.
-	goR, goW   int
-	errR, errW int
+	// Pipes, all made by the launcher: the go-ahead from stage B, sent
+	// after pivot_root, and its write end (B's); "ids mapped" to B and its
+	// read end (B's); failure reports to the launcher (step and errno),
+	// whose EOF means execve happened.
+	goR, goW   uintptr
+	mapR, mapW uintptr
+	errW       uintptr
 
-	// The go-ahead: the new root's inode and device (to check pivot_root
-	// moved the child along), then the program's path, NUL-terminated.
-	msg [pipeBuf]byte
+	// One-line id maps of user namespace 2, written by the child itself:
+	// its unprivileged id onto stage B's root.
+	idFiles [3]idFile // setgroups, uid_map, gid_map
 
-	slash      [2]byte // "/"
-	dir        []byte  // working directory, NUL-terminated
-	argv, envp []*byte // NULL-terminated
-	probe      bool    // stop before execve
+	slash      [2]byte  // "/"
+	dir        []byte   // working directory, NUL-terminated
+	argv, envp []*byte  // NULL-terminated
+	paths      [][]byte // where execve looks for argv[0], in PATH order
+	probe      bool     // stop before execve
 
 	rlimits  []rlimit
 	lastCap  uintptr
@@ -47,14 +51,14 @@ type stageC struct {
 	landlock landlockPlan
 	sigDfl   kernelSigaction // SIG_DFL, no flags
 	sigNone  uint64          // the empty signal mask
-	sigAll   uint64          // every signal
-	sigSaved uint64          // the cloning thread's mask, restored after the clone
 	filter   []unix.SockFilter
 	fprog    unix.SockFprog
 
 	// Scratch space for the child.
-	root   unix.Statx_t
-	report [2]uint32 // step, errno
+	want, root unix.Statx_t
+	one        [1]byte
+	denied     bool      // an execve candidate was refused (EACCES)
+	report     [3]uint32 // stage (2), step, errno
 }
 
 type rlimit struct {
@@ -79,14 +83,12 @@ type kernelSigaction struct {
 	mask     uint64
 }
 
-const (
-	pipeBuf = 4096         // PIPE_BUF: a write this size is atomic
-	atFDCWD = ^uintptr(99) // AT_FDCWD, -100, as a system call argument
-)
+const atFDCWD = ^uintptr(99) // AT_FDCWD, -100, as a system call argument
 
 // The steps of stage C, as its failure report names them.
 const (
 	stepSetsid = iota + 1
+	stepIDMaps
 	stepGoAhead
 	stepRootCheck
 	stepRlimits
@@ -103,16 +105,40 @@ const (
 )
 
 var stepNames = map[uint32]string{
-	stepSetsid: "setsid", stepGoAhead: "read settings", stepRootCheck: "root check", stepRlimits: "rlimits",
-	stepChdir: "chdir", stepCloseRange: "close_range", stepBoundingSet: "drop bounding set",
+	stepSetsid: "setsid", stepIDMaps: "map ids", stepGoAhead: "read settings", stepRootCheck: "root check",
+	stepRlimits: "rlimits", stepChdir: "chdir", stepCloseRange: "close_range", stepBoundingSet: "drop bounding set",
 	stepAmbient: "clear ambient capabilities", stepCapset: "capset", stepNoNewPrivs: "no_new_privs",
 	stepLandlock: "landlock", stepSignals: "reset signals", stepSeccomp: "seccomp", stepExec: "exec",
 }
 
+// stageCPipes are the fds of stage C's pipes, as stage B holds them.
+type stageCPipes struct{ goR, goW, mapR, mapW, errW int }
+
+// hostFacts are what every stage C plan needs of the kernel, read once
+// per launcher.
+type hostFacts struct {
+	filter      []unix.SockFilter // seccompProgram
+	lastCap     int               // /proc/sys/kernel/cap_last_cap
+	landlockABI int               // landlockABI
+}
+
+func readHostFacts() (hostFacts, error) {
+	last, err := lastCapability()
+	if err != nil {
+		return hostFacts{}, fmt.Errorf("cap_last_cap: %w", err)
+	}
+	abi, _ := landlockABI()
+	return hostFacts{filter: seccompProgram(), lastCap: last, landlockABI: abi}, nil
+}
+
 // newStageC prepares stage C for hc's build.
-func newStageC(hc *helperConfig) (*stageC, error) {
-	c := &stageC{probe: hc.Probe, slash: [2]byte{'/', 0}, sigAll: ^uint64(0), filter: seccompProgram()}
+func newStageC(hc *helperConfig, p stageCPipes, host hostFacts) (*stageC, error) {
+	c := &stageC{probe: hc.Probe, slash: [2]byte{'/', 0}, filter: host.filter,
+		goR: uintptr(p.goR), goW: uintptr(p.goW), mapR: uintptr(p.mapR), mapW: uintptr(p.mapW), errW: uintptr(p.errW)}
 	c.fprog = unix.SockFprog{Len: uint16(len(c.filter)), Filter: &c.filter[0]}
+	c.idFiles = [3]idFile{newIDFile("/proc/self/setgroups", "deny"),
+		newIDFile("/proc/self/uid_map", strconv.Itoa(hc.UID)+" 0 1\n"),
+		newIDFile("/proc/self/gid_map", strconv.Itoa(hc.GID)+" 0 1\n")}
 	var err error
 	if c.dir, err = cString(hc.Dir); err != nil {
 		return nil, err
@@ -123,120 +149,43 @@ func newStageC(hc *helperConfig) (*stageC, error) {
 	if c.envp, err = cStrings(hc.Env); err != nil {
 		return nil, err
 	}
-	c.rlimits = buildRlimits(Limits{Memory: hc.Memory, Processes: hc.Processes, Disk: hc.Disk})
-	last, err := lastCapability()
-	if err != nil {
-		return nil, fmt.Errorf("cap_last_cap: %w", err)
+	if !hc.Probe {
+		for _, p := range execCandidates(hc.Args[0], hc.Env) {
+			b, err := cString(p)
+			if err != nil {
+				return nil, err
+			}
+			c.paths = append(c.paths, b)
+		}
 	}
-	c.lastCap = uintptr(last)
+	c.rlimits = buildRlimits(Limits{Memory: hc.Memory, Processes: hc.Processes, Disk: hc.Disk})
+	c.lastCap = uintptr(host.lastCap)
 	c.capHdr = unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	c.landlock = planLandlock(hc.MaxLandlockABI)
+	c.landlock = planLandlock(host.landlockABI, hc.MaxLandlockABI)
 	return c, nil
 }
 
-// start clones stage C into a new user namespace.
-func (c *stageC) start() (pid int, err error) {
-	goR, goW, err := pipe()
-	if err != nil {
-		return 0, err
+// execCandidates lists where execve looks for name, the way the build's
+// own environment would: name itself when it holds a slash, else each
+// directory of its PATH in turn.
+func execCandidates(name string, env []string) []string {
+	if strings.Contains(name, "/") {
+		return []string{name}
 	}
-	errR, errW, err := pipe()
-	if err != nil {
-		unix.Close(goR)
-		unix.Close(goW)
-		return 0, err
-	}
-	c.goR, c.goW, c.errR, c.errW = goR, goW, errR, errW
-	r, errno := rawClone(c)
-	unix.Close(goR)
-	unix.Close(errW)
-	if errno != 0 {
-		unix.Close(goW)
-		unix.Close(errR)
-		return 0, errno
-	}
-	return r, nil
-}
-
-// goAhead releases stage C into the finished root: it checks that / is
-// the root the helper built, and execs path. It returns the error stage C
-// reported, or nil once the build's program runs.
-func (c *stageC) goAhead(path string) error {
-	// Closed on every path: EOF releases a waiting child to fail and exit.
-	defer unix.Close(c.goW)
-	defer func() {
-		if c.errR >= 0 {
-			unix.Close(c.errR)
+	path := "/usr/local/bin:/usr/bin:/bin"
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
 		}
-	}()
-	var st unix.Statx_t
-	if err := unix.Statx(unix.AT_FDCWD, "/", 0, unix.STATX_INO, &st); err != nil {
-		return fmt.Errorf("stat new root: %w", err)
 	}
-	msg := make([]byte, 16, 16+len(path)+1)
-	binary.NativeEndian.PutUint64(msg[0:], st.Ino)
-	binary.NativeEndian.PutUint32(msg[8:], st.Dev_major)
-	binary.NativeEndian.PutUint32(msg[12:], st.Dev_minor)
-	msg = append(append(msg, path...), 0)
-	if len(msg) > len(c.msg) || strings.IndexByte(path, 0) >= 0 {
-		return fmt.Errorf("program path %.40q… is too long or holds a NUL", path)
+	var out []string
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			dir = "."
+		}
+		out = append(out, dir+"/"+name)
 	}
-	// One write of at most PIPE_BUF bytes: the child reads it whole.
-	if _, err := unix.Write(c.goW, msg); err != nil {
-		return fmt.Errorf("release the build: %w", err)
-	}
-	// Waited for in the poller, not in a blocking read (see helperMain).
-	_ = unix.SetNonblock(c.errR, true)
-	errR := os.NewFile(uintptr(c.errR), "stage C report")
-	c.errR = -1 // errR owns it now
-	defer errR.Close()
-	var report [8]byte
-	n, err := io.ReadFull(errR, report[:])
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		err = nil
-	}
-	switch {
-	case err != nil:
-		return fmt.Errorf("read stage C's report: %w", err)
-	case n == 0:
-		return nil // EOF: the pipe closed on execve (or the probe's exit)
-	case n < len(report):
-		return errors.New("stage C ended with a partial report")
-	}
-	step, errno := binary.NativeEndian.Uint32(report[0:]), syscall.Errno(binary.NativeEndian.Uint32(report[4:]))
-	name := stepNames[step]
-	switch step {
-	case stepExec:
-		name += " " + path
-	case stepChdir:
-		name += " " + string(c.dir[:len(c.dir)-1])
-	case stepRootCheck:
-		return errors.New("root check: / is not the sandbox root")
-	}
-	return fmt.Errorf("%s: %w", name, errno)
-}
-
-// rawClone forks the calling thread into a new user namespace and runs
-// stage C in the child. In the parent it returns the child's PID.
-//
-// Every signal is blocked from before the clone until the child has reset
-// every handler to the default: no Go handler may run in the child. The
-// goroutine cannot change threads in between, as a nosplit function
-// without a blocking call has no point where it could be rescheduled, and
-// the preemption signal is blocked too.
-//
-//go:nosplit
-//go:norace
-func rawClone(c *stageC) (int, syscall.Errno) {
-	syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&c.sigAll)),
-		uintptr(unsafe.Pointer(&c.sigSaved)), 8, 0, 0)
-	r, _, errno := syscall.RawSyscall6(syscall.SYS_CLONE, uintptr(syscall.CLONE_NEWUSER|syscall.SIGCHLD), 0, 0, 0, 0, 0)
-	if errno != 0 || r != 0 {
-		syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&c.sigSaved)), 0, 8, 0, 0)
-		return int(r), errno
-	}
-	c.run()
-	return 0, 0 // not reached
+	return out
 }
 
 // run is stage C: an unprivileged id in user namespace 2 with every
@@ -246,16 +195,33 @@ func rawClone(c *stageC) (int, syscall.Errno) {
 //go:nosplit
 //go:norace
 func (c *stageC) run() {
-	// The helper's ends of the pipes: its closing the go-ahead must be seen as EOF.
-	syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(c.goW), 0, 0)
-	syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(c.errR), 0, 0)
+	// Stage B's ends of the pipes: its closing the go-ahead, or its death,
+	// must be seen as EOF.
+	syscall.RawSyscall(syscall.SYS_CLOSE, c.goW, 0, 0)
+	syscall.RawSyscall(syscall.SYS_CLOSE, c.mapR, 0, 0)
 	// A new session: no controlling terminal to push input into (CVE-2017-5226).
 	if _, _, e := syscall.RawSyscall(syscall.SYS_SETSID, 0, 0, 0); e != 0 {
 		c.fail(stepSetsid, e)
 	}
-	// Nothing happens before the helper's go-ahead, which comes after pivot_root.
-	n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(c.goR), uintptr(unsafe.Pointer(&c.msg[0])), uintptr(len(c.msg)))
-	if e != 0 || n <= 16 {
+	// One line each: the build's id is an unprivileged id that is root only
+	// in the namespace above, which owns all the mounts; it can never drop
+	// into, or out of, a group. Written through the visible /proc before
+	// stage B detaches it, which waits for the byte on mapW.
+	// (The kernel lets a process write its own maps only while it is
+	// dumpable; execve decides that anew for the build.)
+	if _, _, e := syscall.RawSyscall6(syscall.SYS_PRCTL, unix.PR_SET_DUMPABLE, 1, 0, 0, 0, 0); e != 0 {
+		c.fail(stepIDMaps, e)
+	}
+	for i := range c.idFiles {
+		c.writeFile(&c.idFiles[i])
+	}
+	if _, _, e := syscall.RawSyscall(syscall.SYS_WRITE, c.mapW, uintptr(unsafe.Pointer(&c.one[0])), 1); e != 0 {
+		c.fail(stepIDMaps, e)
+	}
+	syscall.RawSyscall(syscall.SYS_CLOSE, c.mapW, 0, 0)
+	// Nothing happens before stage B's go-ahead, which comes after pivot_root.
+	n, _, e := syscall.RawSyscall(syscall.SYS_READ, c.goR, uintptr(unsafe.Pointer(&c.want)), unsafe.Sizeof(c.want))
+	if e != 0 || n != unsafe.Sizeof(c.want) {
 		c.fail(stepGoAhead, e)
 	}
 	// The root must now be the new one: pivot_root moved this process along.
@@ -263,11 +229,10 @@ func (c *stageC) run() {
 		0, unix.STATX_INO, uintptr(unsafe.Pointer(&c.root)), 0); e != 0 {
 		c.fail(stepRootCheck, e)
 	}
-	if c.root.Ino != *(*uint64)(unsafe.Pointer(&c.msg[0])) || c.root.Dev_major != *(*uint32)(unsafe.Pointer(&c.msg[8])) ||
-		c.root.Dev_minor != *(*uint32)(unsafe.Pointer(&c.msg[12])) {
+	if c.root.Ino != c.want.Ino || c.root.Dev_major != c.want.Dev_major || c.root.Dev_minor != c.want.Dev_minor {
 		c.fail(stepRootCheck, syscall.EXDEV)
 	}
-	// Resource limits the kernel enforces per process; the helper watches the totals.
+	// Resource limits the kernel enforces per process; the launcher watches the totals.
 	for i := range c.rlimits {
 		if _, _, e := syscall.RawSyscall6(unix.SYS_PRLIMIT64, 0, c.rlimits[i].resource,
 			uintptr(unsafe.Pointer(&c.rlimits[i].lim)), 0, 0, 0); e != 0 {
@@ -304,8 +269,7 @@ func (c *stageC) run() {
 		c.enterLandlock()
 	}
 	// Every handler back to the default, then no signal blocked: ignored
-	// signals would survive execve (a worker started with SIGHUP ignored
-	// must not hand that on), and the Go runtime's handlers must never run here.
+	// signals would survive execve, and the Go runtime's handlers must never run here.
 	for sig := uintptr(1); sig <= 64; sig++ {
 		if sig == uintptr(syscall.SIGKILL) || sig == uintptr(syscall.SIGSTOP) {
 			continue
@@ -324,9 +288,50 @@ func (c *stageC) run() {
 	if c.probe {
 		syscall.RawSyscall(syscall.SYS_EXIT_GROUP, 0, 0, 0)
 	}
-	_, _, e = syscall.RawSyscall(syscall.SYS_EXECVE, uintptr(unsafe.Pointer(&c.msg[16])),
-		uintptr(unsafe.Pointer(&c.argv[0])), uintptr(unsafe.Pointer(&c.envp[0])))
-	c.fail(stepExec, e)
+	// The program, looked up as execvp does: a candidate that is missing
+	// or not executable passes the search on to the next.
+	for i := range c.paths {
+		_, _, e := syscall.RawSyscall(syscall.SYS_EXECVE, uintptr(unsafe.Pointer(&c.paths[i][0])),
+			uintptr(unsafe.Pointer(&c.argv[0])), uintptr(unsafe.Pointer(&c.envp[0])))
+		switch e {
+		case syscall.EACCES:
+			c.denied = true
+		case syscall.ENOENT, syscall.ENOTDIR, syscall.ESTALE, syscall.ENODEV, syscall.ETIMEDOUT:
+		default:
+			c.fail(stepExec, e)
+		}
+	}
+	if c.denied {
+		c.fail(stepExec, syscall.EACCES)
+	}
+	c.fail(stepExec, syscall.ENOENT)
+}
+
+// idFile is one file of the id maps and what to write into it, as
+// system call arguments.
+type idFile struct {
+	path, data, n uintptr
+	keep          [2][]byte
+}
+
+func newIDFile(path, data string) idFile {
+	p, d := append([]byte(path), 0), []byte(data)
+	return idFile{path: uintptr(unsafe.Pointer(&p[0])), data: uintptr(unsafe.Pointer(&d[0])), n: uintptr(len(d)), keep: [2][]byte{p, d}}
+}
+
+// writeFile writes one id file in one call, or fails the id-map step.
+//
+//go:nosplit
+//go:norace
+func (c *stageC) writeFile(f *idFile) {
+	fd, _, e := syscall.RawSyscall6(syscall.SYS_OPENAT, atFDCWD, f.path, unix.O_WRONLY|unix.O_CLOEXEC, 0, 0, 0)
+	if e != 0 {
+		c.fail(stepIDMaps, e)
+	}
+	if _, _, e := syscall.RawSyscall6(syscall.SYS_WRITE, fd, f.data, f.n, 0, 0, 0); e != 0 {
+		c.fail(stepIDMaps, e)
+	}
+	syscall.RawSyscall6(syscall.SYS_CLOSE, fd, 0, 0, 0, 0, 0)
 }
 
 // enterLandlock creates the planned ruleset, allows "refer" beneath / when
@@ -359,25 +364,16 @@ func (c *stageC) enterLandlock() {
 	syscall.RawSyscall(syscall.SYS_CLOSE, fd, 0, 0)
 }
 
-// fail reports the step that failed to the helper and exits.
+// fail reports the step that failed to the launcher and exits.
 //
 //go:nosplit
 //go:norace
 func (c *stageC) fail(step uint32, e syscall.Errno) {
-	c.report[0], c.report[1] = step, uint32(e)
-	syscall.RawSyscall(syscall.SYS_WRITE, uintptr(c.errW), uintptr(unsafe.Pointer(&c.report[0])), 8)
+	c.report[0], c.report[1], c.report[2] = 2, step, uint32(e)
+	syscall.RawSyscall6(syscall.SYS_WRITE, c.errW, uintptr(unsafe.Pointer(&c.report[0])), 12, 0, 0, 0)
 	for {
-		syscall.RawSyscall(syscall.SYS_EXIT_GROUP, 127, 0, 0)
+		syscall.RawSyscall6(syscall.SYS_EXIT_GROUP, 127, 0, 0, 0, 0, 0)
 	}
-}
-
-// pipe returns a close-on-exec pipe as raw fds.
-func pipe() (r, w int, err error) {
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-		return -1, -1, err
-	}
-	return p[0], p[1], nil
 }
 
 // cString is s NUL-terminated, for a system call.
