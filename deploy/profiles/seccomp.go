@@ -65,12 +65,12 @@ func Additions() []Addition {
 			Args: []specs.LinuxSeccompArg{{Index: 0, Value: unix.CLONE_NEWUSER, ValueTwo: unix.CLONE_NEWUSER, Op: specs.OpMaskedEqual}},
 			When: "with `CLONE_NEWUSER` among its flags (the default allows clone only without namespace flags)",
 			Step: "new user namespaces are refused",
-			Why:  "the worker clones the sandbox helper into new user, mount, PID, IPC, UTS and network namespaces, and the helper clones the build into a nested user namespace",
+			Why:  "the sandbox's launcher clones stage B into new user, mount, PID, IPC, UTS and network namespaces, and stage B clones the build into a nested user namespace",
 		},
 		{
 			Names: []string{"mount"},
 			Step:  "make / private",
-			Why:   "the helper makes its mount tree private, mounts the root tmpfs, binds the system directories, the build's directories, /proc and /dev",
+			Why:   "stage B makes its mount tree private, mounts the root tmpfs, binds the system directories, the build's directories, /proc and /dev",
 		},
 		{
 			Names: []string{"mount_setattr"},
@@ -85,7 +85,7 @@ func Additions() []Addition {
 		{
 			Names: []string{"pivot_root"},
 			Step:  "pivot_root",
-			Why:   "the helper switches to the new root, so no path of the container stays reachable",
+			Why:   "stage B switches to the new root, so no path of the container stays reachable",
 		},
 		{
 			Names: []string{"umount2"},
