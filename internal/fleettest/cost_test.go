@@ -56,20 +56,6 @@ func counted(socket string, db int, c *commandCounter) *redis.Client {
 	return rdb
 }
 
-// processCPU is the user + system CPU a process has used so far.
-func processCPU(pid int) (time.Duration, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The fields after the command name (which may hold spaces) start
-	// with the state; utime and stime are the 12th and 13th of them.
-	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100, nil // USER_HZ is 100 on Linux
-}
-
 // costProfileEnv names a directory: the cost benchmark's child processes
 // then write a CPU profile of the measured stretch there (<stats file's
 // name>.pprof), from the first SIGUSR1 to the second.
@@ -146,7 +132,7 @@ func childStats(t *testing.T, pid int, file string) childUsage {
 		u.cmds, err = strconv.ParseInt(string(raw), 10, 64)
 		return err == nil
 	})
-	cpu, err := processCPU(pid)
+	cpu, err := testenv.ProcessCPU(pid, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,14 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
+	"github.com/pkgfleet/pkgfleet/internal/testenv"
 )
 
 // The launch benchmarks (issue 3, item 9) time one `/bin/true` three ways:
@@ -40,41 +37,7 @@ func benchDirs(b *testing.B) (cfg sandbox.Config, source, dest string) {
 // cpuTime is the CPU time used so far by this process and its reaped
 // descendants, and by its live children with theirs: the sandbox's
 // launcher lives across launches and reaps every build's processes.
-func cpuTime() time.Duration {
-	var self, children unix.Rusage
-	_ = unix.Getrusage(unix.RUSAGE_SELF, &self)
-	_ = unix.Getrusage(unix.RUSAGE_CHILDREN, &children)
-	var total time.Duration
-	for _, tv := range []unix.Timeval{self.Utime, self.Stime, children.Utime, children.Stime} {
-		total += time.Duration(tv.Nano())
-	}
-	return total + liveChildrenCPU()
-}
-
-// liveChildrenCPU sums utime, stime, cutime and cstime of this process's
-// live children (/proc/<pid>/stat, in clock ticks of 10 ms).
-func liveChildrenCPU() time.Duration {
-	var total time.Duration
-	tasks, _ := os.ReadDir("/proc/self/task")
-	for _, t := range tasks {
-		b, _ := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
-		for _, pid := range strings.Fields(string(b)) {
-			stat, err := os.ReadFile("/proc/" + pid + "/stat")
-			if err != nil {
-				continue
-			}
-			_, rest, _ := strings.Cut(string(stat), ") ")
-			f := strings.Fields(rest)                 // from field 3, state
-			for _, i := range []int{11, 12, 13, 14} { // utime, stime, cutime, cstime
-				if i < len(f) {
-					ticks, _ := strconv.ParseInt(f[i], 10, 64)
-					total += time.Duration(ticks) * 10 * time.Millisecond
-				}
-			}
-		}
-	}
-	return total
-}
+func cpuTime() time.Duration { return testenv.TreeCPU() }
 
 // reportCPU adds cpu-ms/op for the launches since start.
 func reportCPU(b *testing.B, start time.Duration) {
