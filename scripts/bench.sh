@@ -7,57 +7,41 @@ set -eu
 cd "$(dirname "$0")/.."
 builds="${1:-1000}"
 
+# run TITLE TEST PACKAGE [VAR=VALUE...]: one go test case, its BENCH lines.
+run() {
+	title=$1 test=$2 pkg=$3
+	shift 3
+	echo
+	echo "== $title"
+	env "$@" go test -count 1 -timeout 30m -run "^$test\$" -v "$pkg" | sed -n 's/.*BENCH //p'
+}
+
 echo "== sandbox launch: bare exec vs pkgfleet sandbox vs bwrap"
 bash scripts/bench-sandbox.sh
 
-echo
-echo "== no-op builds without git: CPU and Redis commands per build, API and worker processes apart, vs raw asynq"
-PKGFLEET_LOAD_BUILDS="$builds" go test -count 1 -timeout 30m -run '^TestNoopBuildCost$' -v ./internal/fleettest/ |
-	sed -n 's/.*BENCH //p'
-
-echo
-echo "== push (run) -> build process start on an idle fleet, one push at a time"
-PKGFLEET_PUSHES=100 go test -count 1 -run '^TestPushToBuildProcessStart$' -v ./internal/fleettest/ |
-	sed -n 's/.*BENCH //p'
-
-echo
-echo "== an idle worker: Redis commands and CPU per second at the default task-check interval vs the old 50 ms"
-PKGFLEET_BENCH=1 go test -count 1 -run '^TestIdleWorkerCost$' -v ./internal/fleettest/ |
-	sed -n 's/.*BENCH //p'
-
-echo
-echo "== no-op builds through pkgfleet (API, registry, queue, slots, clone, record) vs raw asynq"
-PKGFLEET_LOAD_BUILDS="$builds" go test -count 1 -timeout 30m -run '^TestNoopBuildLoad$' -v ./internal/fleettest/ |
-	sed -n 's/.*BENCH //p'
-
-echo
-echo "== example R package: API -> queue -> worker -> sandbox vs R CMD build (with the phases of the fleet's builds)"
-PKGFLEET_BENCH=1 go test -count 1 -run '^TestBenchRPackageAgainstRCMDBuild$' -v ./internal/e2e/ |
-	sed -n 's/.*BENCH //p'
-
-echo
-echo "== a generated R package with C code (300 R files, 150 C sources and headers, 100 Rd pages) vs R CMD build"
-PKGFLEET_BENCH=1 go test -count 1 -run '^TestBenchLargeRPackageAgainstRCMDBuild$' -v ./internal/e2e/ |
-	sed -n 's/.*BENCH //p'
-
-echo
-echo "== example Python package: API -> queue -> worker -> sandbox vs python -m build (sdist and wheel, same interpreter)"
-PKGFLEET_BENCH=1 go test -count 1 -run '^TestBenchPythonPackageAgainstPythonBuild$' -v ./internal/e2e/ |
-	sed -n 's/.*BENCH //p'
-
-echo
-echo "== a generated Python package (300 modules in 10 subpackages, package data) vs python -m build"
-PKGFLEET_BENCH=1 go test -count 1 -run '^TestBenchLargePythonPackageAgainstPythonBuild$' -v ./internal/e2e/ |
-	sed -n 's/.*BENCH //p'
+run "no-op builds without git: CPU and Redis commands per build, API and worker processes apart, vs raw asynq" \
+	TestNoopBuildCost ./internal/fleettest/ PKGFLEET_LOAD_BUILDS="$builds"
+run "push (run) -> build process start on an idle fleet, one push at a time" \
+	TestPushToBuildProcessStart ./internal/fleettest/ PKGFLEET_PUSHES=100
+run "an idle worker: Redis commands and CPU per second at the default task-check interval vs the old 50 ms" \
+	TestIdleWorkerCost ./internal/fleettest/ PKGFLEET_BENCH=1
+run "no-op builds through pkgfleet (API, registry, queue, slots, clone, record) vs raw asynq" \
+	TestNoopBuildLoad ./internal/fleettest/ PKGFLEET_LOAD_BUILDS="$builds"
+run "example R package: API -> queue -> worker -> sandbox vs R CMD build (with the phases of the fleet's builds)" \
+	TestBenchRPackageAgainstRCMDBuild ./internal/e2e/ PKGFLEET_BENCH=1
+run "a generated R package with C code (300 R files, 150 C sources and headers, 100 Rd pages) vs R CMD build" \
+	TestBenchLargeRPackageAgainstRCMDBuild ./internal/e2e/ PKGFLEET_BENCH=1
+run "example Python package: API -> queue -> worker -> sandbox vs python -m build (sdist and wheel, same interpreter)" \
+	TestBenchPythonPackageAgainstPythonBuild ./internal/e2e/ PKGFLEET_BENCH=1
+run "a generated Python package (300 modules in 10 subpackages, package data) vs python -m build" \
+	TestBenchLargePythonPackageAgainstPythonBuild ./internal/e2e/ PKGFLEET_BENCH=1
 
 echo
 echo "== clone of one commit (4 and 700 files), as a build's checkout: wall and CPU with git's processes"
 go test -run '^$' -bench '^BenchmarkClone$' -benchtime 20x ./internal/git/ | grep '^Benchmark'
 
-echo
-echo "== poller: 1000 builders of a local repository, one poller, 10s interval"
-PKGFLEET_POLL_BUILDERS=1000 go test -count 1 -run '^TestManyBuildersAreAllPolled$' -v ./internal/poller/ |
-	sed -n 's/.*BENCH //p'
+run "poller: 1000 builders of a local repository, one poller, 10s interval" \
+	TestManyBuildersAreAllPolled ./internal/poller/ PKGFLEET_POLL_BUILDERS=1000
 
 echo
 echo "== head of line: 4 worker slots, builder A (limit 1) with 50 builds queued ahead of builder B's 20"
