@@ -194,7 +194,7 @@ func (s *Semaphore) Acquire(ctx context.Context, key string, limit int, token st
 			// Redis unreachable: try again at the next check; the place
 			// in line outlives a few missed checks (WaitLease).
 		case l != nil:
-			l.renewed = true
+			l.done = make(chan struct{})
 			go l.renew()
 			return l, nil
 		case w != last && waiting != nil:
@@ -241,19 +241,22 @@ var ErrLost = errors.New("build slot lease lost")
 // Lease is a held slot. A lease from TryAcquire is renewed by its holder
 // (Renew); one from Acquire renews itself until Release.
 type Lease struct {
-	s       *Semaphore
-	key     string
-	limit   int
-	token   string
-	stop    chan struct{}
-	done    chan struct{}
-	lost    chan struct{}
-	renewed bool // renew runs
+	s     *Semaphore
+	key   string
+	limit int
+	token string
+	stop  chan struct{}
+	done  chan struct{} // closed when no renew runs (any more)
+	lost  chan struct{}
 }
 
+// lease is a lease its holder renews; Acquire gives it an open done and
+// a renew of its own.
 func (s *Semaphore) lease(key string, limit int, holder string) *Lease {
-	return &Lease{s: s, key: key, limit: limit, token: holder,
+	l := &Lease{s: s, key: key, limit: limit, token: holder,
 		stop: make(chan struct{}), done: make(chan struct{}), lost: make(chan struct{})}
+	close(l.done)
+	return l
 }
 
 // renew renews the lease every RenewEvery until Release, and closes lost
@@ -307,9 +310,7 @@ func (l *Lease) Release(ctx context.Context) ([]Woken, error) {
 	default:
 		close(l.stop)
 	}
-	if l.renewed {
-		<-l.done
-	}
+	<-l.done
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	res, err := releaseScript.Run(ctx, l.s.rdb, keys(l.key), l.token, l.limit).Slice()
