@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/pkgfleet/pkgfleet/internal/auth"
-	"github.com/pkgfleet/pkgfleet/internal/config"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
 	"github.com/redis/go-redis/v9"
 )
@@ -55,10 +54,7 @@ func setup(t *testing.T, withTokens bool) *harness {
 		os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
 		env["PKGFLEET_HTTP_TOKENSFILE"] = p
 	}
-	cfg, err := config.Load(config.Source{Getenv: func(k string) string { return env[k] }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.Config(t, env)
 	s, err := NewServer(cfg, rdb, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)

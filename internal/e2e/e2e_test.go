@@ -53,27 +53,18 @@ func setup(t *testing.T, settings map[string]string, tune ...func(*worker.Option
 	rdb, db := redisServer.DB(t)
 	// Builds may run as an unprivileged user, which must reach its checkout.
 	dir := testenv.SharedDir(t)
-	env := map[string]string{
-		"PKGFLEET_SERVER_DATADIR":     filepath.Join(dir, "data"),
-		"PKGFLEET_SERVER_TEMPDIR":     filepath.Join(dir, "tmp"),
-		"PKGFLEET_SERVER_SOCKFILEDIR": filepath.Join(dir, "run"),
-		"PKGFLEET_GIT_ALLOWFILEURLS":  "true",
-		"PKGFLEET_GIT_BUILDRETRIES":   "2",
-		"PKGFLEET_GIT_BUILDTIMEOUT":   "5m",
-		"PKGFLEET_REDIS_ADDRESS":      redisServer.Socket,
-		"PKGFLEET_REDIS_DB":           fmt.Sprint(db),
-		"PKGFLEET_WORKER_CONCURRENCY": "2",
-	}
+	env := redisServer.Settings(dir, db)
+	env["PKGFLEET_SERVER_SOCKFILEDIR"] = filepath.Join(dir, "run")
+	env["PKGFLEET_GIT_BUILDRETRIES"] = "2"
+	env["PKGFLEET_GIT_BUILDTIMEOUT"] = "5m"
+	env["PKGFLEET_WORKER_CONCURRENCY"] = "2"
 	if os.Getenv("PKGFLEET_TEST_UNSANDBOXED") != "" {
 		env["PKGFLEET_GIT_ALLOWUNSANDBOXEDGITBUILDS"] = "true"
 	}
 	for k, v := range settings {
 		env[k] = v
 	}
-	cfg, err := config.Load(config.Source{Getenv: func(k string) string { return env[k] }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.Config(t, env)
 	for _, d := range []string{cfg.Server.TempDir, cfg.Server.DataDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)

@@ -63,22 +63,13 @@ func setup(t testing.TB, buildConcurrency int, settings ...string) *fleet {
 	testenv.Require(t, "git")
 	rdb, db := redisServer.DB(t)
 	dir := t.TempDir()
-	env := map[string]string{
-		"PKGFLEET_SERVER_DATADIR":       filepath.Join(dir, "data"),
-		"PKGFLEET_SERVER_TEMPDIR":       filepath.Join(dir, "tmp"),
-		"PKGFLEET_GIT_ALLOWFILEURLS":    "true",
-		"PKGFLEET_GIT_BUILDRETRIES":     "2",
-		"PKGFLEET_GIT_BUILDCONCURRENCY": strconv.Itoa(buildConcurrency),
-		"PKGFLEET_REDIS_ADDRESS":        redisServer.Socket,
-		"PKGFLEET_REDIS_DB":             strconv.Itoa(db),
-	}
+	env := redisServer.Settings(dir, db)
+	env["PKGFLEET_GIT_BUILDRETRIES"] = "2"
+	env["PKGFLEET_GIT_BUILDCONCURRENCY"] = strconv.Itoa(buildConcurrency)
 	for i := 0; i+1 < len(settings); i += 2 {
 		env[settings[i]] = settings[i+1]
 	}
-	cfg, err := config.Load(config.Source{Getenv: func(k string) string { return env[k] }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.Config(t, env)
 	for _, d := range []string{cfg.Server.TempDir, cfg.Server.DataDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)

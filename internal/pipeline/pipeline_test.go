@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/pkgfleet/pkgfleet/internal/config"
 	"github.com/pkgfleet/pkgfleet/internal/notify"
 	"github.com/pkgfleet/pkgfleet/internal/queue"
 	"github.com/pkgfleet/pkgfleet/internal/recipe"
@@ -58,18 +57,7 @@ func setup(t *testing.T, trigger string) *bundle {
 	t.Parallel()
 	testenv.Require(t, "git")
 	rdb, db := redisServer.DB(t)
-	dir := t.TempDir()
-	env := map[string]string{
-		"PKGFLEET_SERVER_DATADIR":    filepath.Join(dir, "data"),
-		"PKGFLEET_SERVER_TEMPDIR":    filepath.Join(dir, "tmp"),
-		"PKGFLEET_GIT_ALLOWFILEURLS": "true",
-		"PKGFLEET_REDIS_ADDRESS":     redisServer.Socket,
-		"PKGFLEET_REDIS_DB":          strconv.Itoa(db),
-	}
-	cfg, err := config.Load(config.Source{Getenv: func(k string) string { return env[k] }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.Config(t, redisServer.Settings(t.TempDir(), db))
 	log := testenv.Logger(t)
 	hub := notify.New(rdb, log, semaphore.WakeChannel, queue.CancelChannel)
 	t.Cleanup(func() { hub.Close() })

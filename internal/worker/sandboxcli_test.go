@@ -25,10 +25,7 @@ func testConfig(t *testing.T) *config.Config {
 		"PKGFLEET_SERVER_TEMPDIR":     dir,
 		"PKGFLEET_WORKER_CONCURRENCY": "3",
 	}
-	cfg, err := config.Load(config.Source{Getenv: func(k string) string { return env[k] }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.Config(t, env)
 	os.MkdirAll(cfg.Server.DataDir, 0o755)
 	os.WriteFile(filepath.Join(cfg.Server.DataDir, "secret"), []byte("s3cret"), 0o644)
 	return cfg
