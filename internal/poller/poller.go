@@ -172,6 +172,13 @@ func (p *Poller) lead(ctx context.Context, term *leader.Term) {
 			inFlight[key] = true
 			mu.Unlock()
 			if busy {
+				// due took the webhook's request; it must outlive the poll
+				// in flight, which may have listed the remote before the push.
+				if d.trigger == "webhook" {
+					if err := PollNow(ctx, p.Redis, key); err != nil && ctx.Err() == nil {
+						p.Log.Warn("poller: a webhook's poll request could not be kept", "builder", key, "error", err)
+					}
+				}
 				continue
 			}
 			select {
