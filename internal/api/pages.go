@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/pkgfleet/pkgfleet/internal/auth"
 )
@@ -213,9 +214,21 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request, status int, p
 	s.render(w, r, status, "login", loginView{Problem: problem, Next: safeNext(next)})
 }
 
-// safeNext keeps a redirect after sign-in on this site.
+// safeNext keeps a redirect after sign-in on this site: a path that
+// starts with one "/" followed by neither "/" nor "\", else "/". Control
+// characters go first, because browsers drop TAB, CR and LF from a
+// Location before reading it: "/\t/evil.example" is "//evil.example", a
+// link to another host. next arrives decoded once (query or form); what is
+// still percent-encoded stays so, and a browser resolves "/%2F/x" as a
+// path on this host without decoding it.
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+	next = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, next)
+	if len(next) < 2 || next[0] != '/' || next[1] == '/' || next[1] == '\\' {
 		return "/"
 	}
 	return next
