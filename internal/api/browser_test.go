@@ -32,7 +32,7 @@ func TestSignInRedirectStaysOnThisSite(t *testing.T) {
 		"https://evil.example/":   "/",
 		"javascript:alert(1)":     "/",
 		" //evil.example":         "/",
-		"/bu\tilds":               "/builds", // the control character goes, the path stays
+		"/bu\tilds":               "/builds",           // the control character goes, the path stays
 		"/%09/evil.example":       "/%09/evil.example", // decoded once by the form; a browser keeps %09 in the path
 		"/%2F%2Fevil.example":     "/%2F%2Fevil.example",
 		"/%5Cevil.example/x?y=//": "/%5Cevil.example/x?y=//",
