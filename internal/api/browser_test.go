@@ -5,7 +5,11 @@ package api
 // can and cannot do.
 
 import (
+	"io"
+	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -41,5 +45,74 @@ func TestSignInRedirectStaysOnThisSite(t *testing.T) {
 		if got := resp.Header.Get("Location"); got != want {
 			t.Errorf("sign-in with next=%q redirects to %q, want %q", next, got, want)
 		}
+	}
+}
+
+// TestLoopbackModeRefusesOtherHostNames: without a tokens file, a page on
+// evil.example that rebinds its name to 127.0.0.1 reaches the API as its
+// own origin. Its requests name evil.example in Host and are refused on
+// every route (finding 5 of issue 22 created a source, paused a queue and
+// read Redis INFO this way); loopback names and addresses are served.
+func TestLoopbackModeRefusesOtherHostNames(t *testing.T) {
+	t.Parallel()
+	h := setup(t, false)
+	n := 0
+	do := func(method, path, host string) (int, string) {
+		t.Helper()
+		var body io.Reader
+		if method == "POST" && strings.HasPrefix(path, "/api/") {
+			n++
+			body = strings.NewReader(`{"name":"s-` + strconv.Itoa(n) + `","type":"git"}`)
+		}
+		req, _ := http.NewRequest(method, h.url+path, body)
+		req.Host = host
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	port := h.url[strings.LastIndexByte(h.url, ':')+1:]
+	routes := [][2]string{
+		{"POST", "/api/v1/sources"},
+		{"POST", "/dashboard/api/queues/builds:r:pause"},
+		{"POST", "/dashboard/api/queues/builds:r:resume"},
+		{"GET", "/dashboard/api/redis_info"},
+		{"GET", "/api/v1/builds"},
+		{"GET", "/"},
+		{"GET", "/metrics"},
+		{"GET", "/readyz"},
+	}
+	for _, host := range []string{"evil.example", "evil.example:" + port, "127.0.0.1.evil.example:" + port,
+		"localhost.evil.example", "2130706433:" + port, "[::2]:" + port, "10.0.0.1:" + port} {
+		for _, rt := range routes {
+			code, body := do(rt[0], rt[1], host)
+			if code != http.StatusMisdirectedRequest || !strings.Contains(body, "not a loopback name") {
+				t.Errorf("%s %s with Host %q: %d %.200s, want 421", rt[0], rt[1], host, code, body)
+			}
+		}
+	}
+	for _, host := range []string{"127.0.0.1:" + port, "localhost:" + port, "LOCALHOST", "app.localhost:" + port,
+		"[::1]:" + port, "[::1]", "127.1.2.3", "localhost.:" + port} {
+		for _, rt := range routes {
+			if code, body := do(rt[0], rt[1], host); code >= 400 {
+				t.Errorf("%s %s with Host %q: %d %.200s, want it served", rt[0], rt[1], host, code, body)
+			}
+		}
+	}
+	// With tokens, any Host is served (probes send the pod's address);
+	// the token is what protects.
+	ht := setup(t, true)
+	req, _ := http.NewRequest("GET", ht.url+"/readyz", nil)
+	req.Host = "10.1.2.3:4242"
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Errorf("readyz with tokens and the pod's address as Host: %v %v", err, resp)
+	} else {
+		resp.Body.Close()
 	}
 }
