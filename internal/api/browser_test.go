@@ -116,3 +116,35 @@ func TestLoopbackModeRefusesOtherHostNames(t *testing.T) {
 		resp.Body.Close()
 	}
 }
+
+// TestDashboardRedisInfoNeedsAdmin: Redis INFO (version, config file,
+// memory, clients) is the operator's; read and write tokens see the queues
+// read-only and get 403 for it, an admin token reads it.
+func TestDashboardRedisInfoNeedsAdmin(t *testing.T) {
+	t.Parallel()
+	h := setup(t, true)
+	get := func(path, token string) int {
+		t.Helper()
+		r, _ := http.NewRequest("GET", h.url+path, nil)
+		r.SetBasicAuth("x", token)
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, scope := range []string{"read", "write"} {
+		for _, p := range []string{"/dashboard/api/redis_info", "/dashboard/api/./redis_info"} {
+			if code := get(p, h.tok[scope]); code != http.StatusForbidden {
+				t.Errorf("%s token, GET %s: %d, want 403", scope, p, code)
+			}
+		}
+		if code := get("/dashboard/api/queues", h.tok[scope]); code != 200 {
+			t.Errorf("%s token, queue list: %d, want 200", scope, code)
+		}
+	}
+	if code := get("/dashboard/api/redis_info", h.tok["admin"]); code != 200 {
+		t.Errorf("admin token, Redis INFO: %d, want 200", code)
+	}
+}

@@ -3,7 +3,9 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"path"
 	"strings"
 	"time"
 
@@ -52,8 +54,15 @@ func (s *Server) newMetrics() *metrics.API {
 	return metrics.NewAPI(fleet, asynqmetrics.NewQueueMetricsCollector(s.Enqueuer.Inspector))
 }
 
+// redisInfoPath is asynqmon's Redis INFO: the server's version, config
+// file, memory, clients and keyspace, which are the operator's business,
+// not a reader's.
+const redisInfoPath = "/dashboard/api/redis_info"
+
 // dashboard mounts asynqmon at /dashboard/ behind the API's auth: a read
-// token sees it read-only, an admin token may act (retry, delete, pause).
+// or write token sees the queues read-only, an admin token may act (retry,
+// delete, pause: these act on asynq's queues round the build records, so
+// they are the operator's, like credentials) and read Redis INFO.
 func (s *Server) dashboard(mux *http.ServeMux) error {
 	if s.Enqueuer.Redis == nil {
 		return errors.New("no Redis client")
@@ -83,6 +92,8 @@ func (s *Server) dashboard(mux *http.ServeMux) error {
 			writeError(w, http.StatusUnauthorized, "the dashboard needs a read token (basic auth password, bearer or cookie pkgfleet_token)")
 		case tok.Scope >= auth.Admin:
 			rw.ServeHTTP(w, r)
+		case path.Clean(r.URL.Path) == redisInfoPath:
+			writeError(w, http.StatusForbidden, fmt.Sprintf("token %q has scope %s; Redis INFO needs admin", tok.Name, tok.Scope))
 		case tok.Scope >= auth.Read:
 			ro.ServeHTTP(w, r)
 		}
