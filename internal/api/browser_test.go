@@ -8,9 +8,14 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/pkgfleet/pkgfleet/internal/auth"
+	"github.com/pkgfleet/pkgfleet/internal/testenv"
 )
 
 // TestSignInRedirectStaysOnThisSite: after sign-in the browser goes only to
@@ -146,5 +151,56 @@ func TestDashboardRedisInfoNeedsAdmin(t *testing.T) {
 	}
 	if code := get("/dashboard/api/redis_info", h.tok["admin"]); code != 200 {
 		t.Errorf("admin token, Redis INFO: %d, want 200", code)
+	}
+}
+
+// TestTokensFileIsReadAgainWithoutRestart: revoking a token is removing
+// its line; adding one is adding a line. The running API follows the file
+// within about a second.
+func TestTokensFileIsReadAgainWithoutRestart(t *testing.T) {
+	t.Parallel()
+	h := setup(t, true)
+	path := h.srv.Config.HTTP.TokensFile
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	added, line, err := auth.New("added", auth.Read, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := h.req("GET", "/api/v1/sources", "", added); code != 401 {
+		t.Fatalf("a token not yet in the file: %d, want 401", code)
+	}
+	writeFileAtomic(t, path, string(before)+line+"\n")
+	testenv.Eventually(t, 30*time.Second, "the added token accepted", func() bool {
+		code, _ := h.req("GET", "/api/v1/sources", "", added)
+		return code == 200
+	})
+	// Revoke the read token: remove its line.
+	var kept []string
+	for _, l := range strings.Split(string(before)+line, "\n") {
+		if !strings.HasPrefix(l, "t-read ") {
+			kept = append(kept, l)
+		}
+	}
+	writeFileAtomic(t, path, strings.Join(kept, "\n")+"\n")
+	testenv.Eventually(t, 30*time.Second, "the removed token refused", func() bool {
+		code, _ := h.req("GET", "/api/v1/sources", "", h.tok["read"])
+		return code == 401
+	})
+	if code, _ := h.req("GET", "/api/v1/sources", "", added); code != 200 {
+		t.Errorf("the token left in the file: %d, want 200", code)
+	}
+}
+
+// writeFileAtomic replaces a file as an editor or a Secret update does.
+func writeFileAtomic(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path+".new", []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -26,7 +26,7 @@ import (
 func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) (*Server, error) {
 	var tokens *auth.Tokens
 	if cfg.HTTP.TokensFile != "" {
-		t, err := auth.Load(cfg.HTTP.TokensFile)
+		t, err := auth.Watch(cfg.HTTP.TokensFile, log)
 		if err != nil {
 			return nil, err
 		}
