@@ -41,8 +41,9 @@ type Server struct {
 	Enqueuer *queue.Enqueuer
 	Store    *store.Store
 	Git      *git.Client
-	Tokens   *auth.Tokens // nil: no auth (loopback only)
-	Index    *index.Index // the CRAN-like and PEP 503 package indexes
+	Tokens   *auth.Tokens   // nil: no auth (loopback only)
+	Sessions *auth.Sessions // the browser sign-ins; nil without Tokens
+	Index    *index.Index   // the CRAN-like and PEP 503 package indexes
 	Creds    *credential.Store
 	Metrics  *metrics.API
 	Log      *slog.Logger

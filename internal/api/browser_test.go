@@ -5,8 +5,10 @@ package api
 // can and cannot do.
 
 import (
+	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"strconv"
@@ -202,5 +204,124 @@ func writeFileAtomic(t *testing.T, path, content string) {
 	}
 	if err := os.Rename(path+".new", path); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSignInCookieIsASessionNotTheToken: the cookie holds a random session
+// id kept in Redis (so every replica knows it), which holds neither the
+// token nor the id itself; signing out ends it, and so does revoking its
+// token in the tokens file.
+func TestSignInCookieIsASessionNotTheToken(t *testing.T) {
+	t.Parallel()
+	h := setup(t, true)
+	ctx := context.Background()
+	view := func(cookie, path string) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", h.url+path, nil)
+		req.Header.Set("Accept", "text/html")
+		req.AddCookie(&http.Cookie{Name: sessionCookie, Value: cookie})
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// The cookie: HttpOnly, Lax, and no token in it.
+	_, _, resp := h.page("POST", "/login", "", url.Values{"token": {h.tok["write"]}, "next": {"/"}})
+	var set *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == sessionCookie {
+			set = c
+		}
+	}
+	if set == nil {
+		t.Fatalf("sign-in set no %s cookie: %v", sessionCookie, resp.Header["Set-Cookie"])
+	}
+	if strings.Contains(set.Value, h.tok["write"]) || strings.Contains(h.tok["write"], set.Value) || len(set.Value) < 43 {
+		t.Errorf("the cookie %q is not a 256-bit session id apart from the token", set.Value)
+	}
+	if !set.HttpOnly || set.SameSite != http.SameSiteLaxMode || set.Expires.IsZero() {
+		t.Errorf("cookie attributes: %+v, want HttpOnly, SameSite=Lax and an expiry", set)
+	}
+	write := set.Value
+	if code := view(write, "/"); code != 200 {
+		t.Fatalf("the page with the session: %d", code)
+	}
+	if code := view(write, "/dashboard/api/queues"); code != 200 {
+		t.Errorf("the dashboard with the session: %d", code)
+	}
+	// Redis holds neither the token nor the session id.
+	keys, err := h.rdb.Keys(ctx, "pkgfleet:session:*").Result()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("session keys: %v %v, want one", keys, err)
+	}
+	for _, k := range keys {
+		v, _ := h.rdb.Get(ctx, k).Result()
+		if ttl := h.rdb.TTL(ctx, k).Val(); ttl <= 0 || ttl > h.srv.Config.HTTP.SessionTimeout {
+			t.Errorf("session %s expires in %s, want within HTTP.SessionTimeout", k, ttl)
+		}
+		if strings.Contains(k+v, h.tok["write"]) || strings.Contains(k+v, write) {
+			t.Errorf("Redis holds the token or the session id: %s = %s", k, v)
+		}
+	}
+	// Another replica on the same Redis knows the session.
+	other, err := NewServer(h.srv.Config, h.rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "http://127.0.0.1/", nil)
+	req.AddCookie(&http.Cookie{Name: sessionCookie, Value: write})
+	other.Handler().ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Errorf("the session on another replica: %d, want 200", rec.Code)
+	}
+	// The raw token in the old cookie no longer signs anyone in.
+	req = httptest.NewRequest("GET", "http://127.0.0.1/", nil)
+	req.AddCookie(&http.Cookie{Name: legacyTokenCookie, Value: h.tok["admin"]})
+	rec = httptest.NewRecorder()
+	h.srv.Handler().ServeHTTP(rec, req)
+	if rec.Code != 401 {
+		t.Errorf("the raw token as the old cookie: %d, want 401", rec.Code)
+	}
+
+	// Sign-out ends the session, here and on every replica.
+	read := h.signIn(h.tok["read"])
+	_, body, _ := h.page("GET", "/", h.tok["read"], nil)
+	m := csrfRE.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatal("no sign-out form on the page")
+	}
+	if code, _, _ := h.page("POST", "/logout", h.tok["read"], url.Values{"csrf": {m[1]}}); code != http.StatusSeeOther {
+		t.Fatalf("sign-out: %d", code)
+	}
+	for _, path := range []string{"/", "/dashboard/api/queues"} {
+		if code := view(read, path); code != 401 {
+			t.Errorf("GET %s after sign-out: %d, want 401", path, code)
+		}
+	}
+
+	// Revoking the token (removing its line) ends its sessions.
+	path := h.srv.Config.HTTP.TokensFile
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, l := range strings.Split(string(before), "\n") {
+		if !strings.HasPrefix(l, "t-write ") {
+			kept = append(kept, l)
+		}
+	}
+	writeFileAtomic(t, path, strings.Join(kept, "\n"))
+	testenv.Eventually(t, 30*time.Second, "the revoked token's session refused", func() bool {
+		return view(write, "/") == 401
+	})
+	if code := view(write, "/dashboard/api/queues"); code != 401 {
+		t.Errorf("the dashboard with a revoked token's session: %d, want 401", code)
+	}
+	if n := len(h.rdb.Keys(ctx, "pkgfleet:session:*").Val()); n != 0 {
+		t.Errorf("%d sessions left in Redis after sign-out and revocation, want 0", n)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"path"
-	"strings"
 	"time"
 
 	asynqmetrics "github.com/hibiken/asynq/x/metrics"
@@ -75,26 +74,20 @@ func (s *Server) dashboard(mux *http.ServeMux) error {
 	}
 	ro, rw := mk(true), mk(false)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.Tokens == nil {
-			rw.ServeHTTP(w, r) // no tokens: loopback only, full access
-			return
-		}
-		secret, _ := bearer(r)
-		if secret == "" {
-			if c, err := r.Cookie("pkgfleet_token"); err == nil {
-				secret = c.Value // a browser cannot send a bearer header
-			}
-		}
-		tok, ok := s.Tokens.Check(strings.TrimSpace(secret))
+		// The builds page's sign-in (no tokens: loopback only, full access).
+		sess, problem := s.session(r)
 		switch {
-		case !ok:
+		case sess == nil:
+			if problem == "" {
+				problem = "the dashboard needs a read token (basic auth password, bearer, or sign in at /login)"
+			}
 			w.Header().Set("WWW-Authenticate", `Basic realm="pkgfleet dashboard"`)
-			writeError(w, http.StatusUnauthorized, "the dashboard needs a read token (basic auth password, bearer or cookie pkgfleet_token)")
-		case tok.Scope >= auth.Admin:
+			writeError(w, http.StatusUnauthorized, problem)
+		case sess.Scope >= auth.Admin:
 			rw.ServeHTTP(w, r)
 		case path.Clean(r.URL.Path) == redisInfoPath:
-			writeError(w, http.StatusForbidden, fmt.Sprintf("token %q has scope %s; Redis INFO needs admin", tok.Name, tok.Scope))
-		case tok.Scope >= auth.Read:
+			writeError(w, http.StatusForbidden, fmt.Sprintf("token %q has scope %s; Redis INFO needs admin", sess.Who, sess.Scope))
+		default:
 			ro.ServeHTTP(w, r)
 		}
 	})

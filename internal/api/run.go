@@ -61,6 +61,9 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 		Creds:  creds,
 		Log:    log,
 	}
+	if tokens != nil {
+		s.Sessions = &auth.Sessions{Redis: rdb, Tokens: tokens, TTL: cfg.HTTP.SessionTimeout}
+	}
 	s.Metrics = s.newMetrics()
 	return s, nil
 }

@@ -1,6 +1,7 @@
-// Package auth reads API tokens and checks them. A tokens file
-// (HTTP.TokensFile) holds one token per line, stored only as a SHA-256
-// hash, with its scope and an optional expiry:
+// Package auth reads API tokens and checks them, and keeps the browser
+// sign-ins made with them. A tokens file (HTTP.TokensFile) holds one token
+// per line, stored only as a SHA-256 hash, with its scope and an optional
+// expiry:
 //
 //	# name      scope  hash                                                               expires (optional)
 //	ci-bot      write  sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08  2027-06-01
@@ -8,7 +9,8 @@
 // Scopes nest: admin can do what write can, write what read can. Tokens
 // never appear in logs or errors; only their names do. The API watches the
 // file (Watch): adding a line admits a token, removing it revokes the
-// token, without a restart.
+// token, without a restart. A browser signs in with a token and then
+// holds a session (Sessions), never the token.
 package auth
 
 import (
