@@ -325,3 +325,53 @@ func TestSignInCookieIsASessionNotTheToken(t *testing.T) {
 		t.Errorf("%d sessions left in Redis after sign-out and revocation, want 0", n)
 	}
 }
+
+// TestTrustModelScopes is docs/security.md's trust model table: what no
+// token, a read, a write and an admin token may reach, one route of each
+// kind. A refused request is 401 (no valid token), 403 (too weak a scope)
+// or 405 (asynqmon's read-only mode); an allowed one may still fail on its
+// input (400, 404, 409).
+func TestTrustModelScopes(t *testing.T) {
+	t.Parallel()
+	h := setup(t, true)
+	scopes := []string{"", "read", "write", "admin"}
+	for _, rt := range []struct {
+		method, path string
+		need         string // the weakest scope allowed; "" for none
+	}{
+		{"GET", "/healthz", ""},
+		{"GET", "/readyz", ""},
+		{"GET", "/metrics", ""},
+		{"GET", "/api/v1/sources", "read"},
+		{"GET", "/api/v1/builds", "read"},
+		{"GET", "/api/v1/git-credentials", "read"},
+		{"GET", "/", "read"},
+		{"GET", "/dashboard/api/queues", "read"},
+		{"POST", "/api/v1/sources", "write"},
+		{"POST", "/api/v1/sources/s/git-builders/b/run", "write"},
+		{"POST", "/api/v1/builds/1/cancel", "write"},
+		{"POST", "/api/v1/git-credentials", "admin"},
+		{"DELETE", "/api/v1/git-credentials/c", "admin"},
+		{"POST", "/dashboard/api/queues/builds:r:pause", "admin"},
+		{"GET", "/dashboard/api/redis_info", "admin"},
+	} {
+		allowed := false
+		for _, scope := range scopes {
+			allowed = allowed || scope == rt.need
+			req, _ := http.NewRequest(rt.method, h.url+rt.path, strings.NewReader("{}"))
+			req.Header.Set("Content-Type", "application/json")
+			if scope != "" {
+				req.SetBasicAuth("x", h.tok[scope])
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			refused := resp.StatusCode == 401 || resp.StatusCode == 403 || resp.StatusCode == 405
+			if refused == allowed {
+				t.Errorf("%s %s with %q token: %d, want it allowed=%v (needs %q)", rt.method, rt.path, scope, resp.StatusCode, allowed, rt.need)
+			}
+		}
+	}
+}
