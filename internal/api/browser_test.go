@@ -241,8 +241,23 @@ func TestSignInCookieIsASessionNotTheToken(t *testing.T) {
 	if strings.Contains(set.Value, h.tok["write"]) || strings.Contains(h.tok["write"], set.Value) || len(set.Value) < 43 {
 		t.Errorf("the cookie %q is not a 256-bit session id apart from the token", set.Value)
 	}
-	if !set.HttpOnly || set.SameSite != http.SameSiteLaxMode || set.Expires.IsZero() {
-		t.Errorf("cookie attributes: %+v, want HttpOnly, SameSite=Lax and an expiry", set)
+	if !set.HttpOnly || set.SameSite != http.SameSiteLaxMode || set.Expires.IsZero() || set.Secure {
+		t.Errorf("cookie attributes: %+v, want HttpOnly, SameSite=Lax, an expiry, and not Secure over http", set)
+	}
+	cleared := false
+	for _, c := range resp.Cookies() {
+		cleared = cleared || c.Name == legacyTokenCookie && c.MaxAge < 0
+	}
+	if !cleared {
+		t.Errorf("sign-in does not delete the old %s cookie: %v", legacyTokenCookie, resp.Header["Set-Cookie"])
+	}
+	// Over TLS the cookie is Secure.
+	tlsReq := httptest.NewRequest("POST", "https://127.0.0.1/login", strings.NewReader(url.Values{"token": {h.tok["read"]}}.Encode()))
+	tlsReq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	tlsRec := httptest.NewRecorder()
+	h.srv.Handler().ServeHTTP(tlsRec, tlsReq)
+	if c := tlsRec.Result().Cookies(); len(c) == 0 || c[0].Name != sessionCookie || !c[0].Secure {
+		t.Errorf("sign-in over TLS: cookies %v, want %s first and Secure", c, sessionCookie)
 	}
 	write := set.Value
 	if code := view(write, "/"); code != 200 {
@@ -251,17 +266,21 @@ func TestSignInCookieIsASessionNotTheToken(t *testing.T) {
 	if code := view(write, "/dashboard/api/queues"); code != 200 {
 		t.Errorf("the dashboard with the session: %d", code)
 	}
+	// The JSON API reads only Authorization, never the cookie.
+	if code := view(write, "/api/v1/sources"); code != 401 {
+		t.Errorf("the JSON API with the session cookie: %d, want 401", code)
+	}
 	// Redis holds neither the token nor the session id.
 	keys, err := h.rdb.Keys(ctx, "pkgfleet:session:*").Result()
-	if err != nil || len(keys) != 1 {
-		t.Fatalf("session keys: %v %v, want one", keys, err)
+	if err != nil || len(keys) != 2 { // the write token's, and the read token's over TLS
+		t.Fatalf("session keys: %v %v, want two", keys, err)
 	}
 	for _, k := range keys {
 		v, _ := h.rdb.Get(ctx, k).Result()
 		if ttl := h.rdb.TTL(ctx, k).Val(); ttl <= 0 || ttl > h.srv.Config.HTTP.SessionTimeout {
 			t.Errorf("session %s expires in %s, want within HTTP.SessionTimeout", k, ttl)
 		}
-		if strings.Contains(k+v, h.tok["write"]) || strings.Contains(k+v, write) {
+		if strings.Contains(k+v, h.tok["write"]) || strings.Contains(k+v, h.tok["read"]) || strings.Contains(k+v, write) {
 			t.Errorf("Redis holds the token or the session id: %s = %s", k, v)
 		}
 	}
@@ -321,8 +340,8 @@ func TestSignInCookieIsASessionNotTheToken(t *testing.T) {
 	if code := view(write, "/dashboard/api/queues"); code != 401 {
 		t.Errorf("the dashboard with a revoked token's session: %d, want 401", code)
 	}
-	if n := len(h.rdb.Keys(ctx, "pkgfleet:session:*").Val()); n != 0 {
-		t.Errorf("%d sessions left in Redis after sign-out and revocation, want 0", n)
+	if n := len(h.rdb.Keys(ctx, "pkgfleet:session:*").Val()); n != 1 {
+		t.Errorf("%d sessions left in Redis after sign-out and revocation, want 1 (the sign-in over TLS)", n)
 	}
 }
 
