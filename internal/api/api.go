@@ -41,8 +41,9 @@ type Server struct {
 	Enqueuer *queue.Enqueuer
 	Store    *store.Store
 	Git      *git.Client
-	Tokens   *auth.Tokens // nil: no auth (loopback only)
-	Index    *index.Index // the CRAN-like and PEP 503 package indexes
+	Tokens   *auth.Tokens   // nil: no auth (loopback only)
+	Sessions *auth.Sessions // the browser sign-ins; nil without Tokens
+	Index    *index.Index   // the CRAN-like and PEP 503 package indexes
 	Creds    *credential.Store
 	Metrics  *metrics.API
 	Log      *slog.Logger
@@ -67,6 +68,46 @@ func CheckListen(addr string, haveTokens bool) error {
 	}
 	return fmt.Errorf("HTTP.Listen %q is not a loopback address and HTTP.TokensFile is not set: "+
 		"anyone who can reach it could run builds. Set HTTP.TokensFile (see `pkgfleet-api token create`) or listen on 127.0.0.1", addr)
+}
+
+// isLoopbackHost says whether a request's Host (without its port) can only
+// mean this machine to a browser: localhost, a name under .localhost
+// (RFC 6761; browsers answer those themselves, never from DNS),
+// 127.0.0.0/8 or ::1.
+func isLoopbackHost(host string) bool {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// loopbackHost guards the loopback-only mode (no tokens) against DNS
+// rebinding: a page on another site whose name the attacker re-points at
+// 127.0.0.1 reaches this port as the same origin as the page, and without
+// tokens nothing else stops it. Its requests carry the attacker's name in
+// Host, so only loopback names and addresses are answered, on every
+// route. With tokens a rebound page holds no credential (the sign-in
+// cookie and basic auth belong to the name the browser signed in on), so
+// any Host is served: the chart and compose always set a tokens file,
+// and probes and scrapes there send the pod's address.
+func (s *Server) loopbackHost(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.Tokens == nil {
+			host, _, err := net.SplitHostPort(r.Host)
+			if err != nil {
+				host = strings.TrimSuffix(strings.TrimPrefix(r.Host, "["), "]") // no port
+			}
+			if !isLoopbackHost(host) {
+				writeError(w, http.StatusMisdirectedRequest, fmt.Sprintf("Host %q is not a loopback name or address: "+
+					"without HTTP.TokensFile this API answers only requests to localhost, 127.0.0.1 or [::1] "+
+					"(a page elsewhere could otherwise reach it through DNS rebinding)", r.Host))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Handler returns the API's routes.
@@ -131,7 +172,7 @@ func (s *Server) Handler() http.Handler {
 		}
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
-	return s.limitBody(sameOrigin(mux))
+	return s.loopbackHost(s.limitBody(sameOrigin(mux)))
 }
 
 // sameOrigin refuses state-changing requests that a browser sends on

@@ -26,6 +26,8 @@ type harness struct {
 	url string
 	rdb *redis.Client
 	tok map[string]string // scope → token
+
+	sessions map[string]string // token → its sign-in's session id (signIn)
 }
 
 func setup(t *testing.T, withTokens bool) *harness {
@@ -285,7 +287,7 @@ func TestABrowserOnAnotherSiteCannotChangeAnything(t *testing.T) {
 	h := setup(t, true)
 	req := func(method, path, site string) int {
 		r, _ := http.NewRequest(method, h.url+path, nil)
-		r.AddCookie(&http.Cookie{Name: "pkgfleet_token", Value: h.tok["admin"]}) // a signed-in browser
+		r.AddCookie(&http.Cookie{Name: sessionCookie, Value: h.signIn(h.tok["admin"])}) // a signed-in browser
 		if site != "" {
 			r.Header.Set("Sec-Fetch-Site", site)
 		}

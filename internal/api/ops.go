@@ -3,8 +3,9 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
-	"strings"
+	"path"
 	"time"
 
 	asynqmetrics "github.com/hibiken/asynq/x/metrics"
@@ -52,8 +53,15 @@ func (s *Server) newMetrics() *metrics.API {
 	return metrics.NewAPI(fleet, asynqmetrics.NewQueueMetricsCollector(s.Enqueuer.Inspector))
 }
 
+// redisInfoPath is asynqmon's Redis INFO: the server's version, config
+// file, memory, clients and keyspace, which are the operator's business,
+// not a reader's.
+const redisInfoPath = "/dashboard/api/redis_info"
+
 // dashboard mounts asynqmon at /dashboard/ behind the API's auth: a read
-// token sees it read-only, an admin token may act (retry, delete, pause).
+// or write token sees the queues read-only, an admin token may act (retry,
+// delete, pause: these act on asynq's queues round the build records, so
+// they are the operator's, like credentials) and read Redis INFO.
 func (s *Server) dashboard(mux *http.ServeMux) error {
 	if s.Enqueuer.Redis == nil {
 		return errors.New("no Redis client")
@@ -66,24 +74,20 @@ func (s *Server) dashboard(mux *http.ServeMux) error {
 	}
 	ro, rw := mk(true), mk(false)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.Tokens == nil {
-			rw.ServeHTTP(w, r) // no tokens: loopback only, full access
-			return
-		}
-		secret, _ := bearer(r)
-		if secret == "" {
-			if c, err := r.Cookie("pkgfleet_token"); err == nil {
-				secret = c.Value // a browser cannot send a bearer header
-			}
-		}
-		tok, ok := s.Tokens.Check(strings.TrimSpace(secret))
+		// The builds page's sign-in (no tokens: loopback only, full access).
+		sess, problem := s.session(r)
 		switch {
-		case !ok:
+		case sess == nil:
+			if problem == "" {
+				problem = "the dashboard needs a read token (basic auth password, bearer, or sign in at /login)"
+			}
 			w.Header().Set("WWW-Authenticate", `Basic realm="pkgfleet dashboard"`)
-			writeError(w, http.StatusUnauthorized, "the dashboard needs a read token (basic auth password, bearer or cookie pkgfleet_token)")
-		case tok.Scope >= auth.Admin:
+			writeError(w, http.StatusUnauthorized, problem)
+		case sess.Scope >= auth.Admin:
 			rw.ServeHTTP(w, r)
-		case tok.Scope >= auth.Read:
+		case path.Clean(r.URL.Path) == redisInfoPath:
+			writeError(w, http.StatusForbidden, fmt.Sprintf("token %q has scope %s; Redis INFO needs admin", sess.Who, sess.Scope))
+		default:
 			ro.ServeHTTP(w, r)
 		}
 	})

@@ -19,7 +19,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"time"
+	"unicode"
 
 	"github.com/pkgfleet/pkgfleet/internal/auth"
 )
@@ -37,9 +37,13 @@ var pageTemplates = func() map[string]*template.Template {
 	return sets
 }()
 
-// tokenCookie carries a signed-in browser's token; the queue dashboard
-// reads the same cookie.
-const tokenCookie = "pkgfleet_token"
+// sessionCookie carries a signed-in browser's session id (auth.Sessions),
+// never its token; the queue dashboard reads the same cookie.
+const sessionCookie = "pkgfleet_session"
+
+// legacyTokenCookie is where older versions kept the raw token. It is no
+// longer read, and sign-in and sign-out delete it from the browser.
+const legacyTokenCookie = "pkgfleet_token"
 
 // session is who is looking at the page.
 type session struct {
@@ -49,6 +53,8 @@ type session struct {
 	Cookie  bool       // signed in with the cookie (so sign-out means something)
 	NoAuth  bool       // the API has no tokens (loopback only)
 	CanEdit bool       // write scope: run, rerun, cancel buttons
+
+	sessionID string // the cookie's; unexported, so no template can show it
 }
 
 // pageKey signs CSRF values when the API has no tokens to derive them from.
@@ -74,28 +80,40 @@ func csrfFor(key []byte) string {
 }
 
 // session reads the request's credential: a bearer token, basic auth's
-// password or the sign-in cookie. problem says why a given one was refused.
+// password or the sign-in cookie's session. problem says why a given one
+// was refused.
 func (s *Server) session(r *http.Request) (sess *session, problem string) {
 	if s.Tokens == nil {
 		return &session{Scope: auth.Admin, CSRF: csrfFor(s.pageKey.get()), NoAuth: true, CanEdit: true}, ""
 	}
 	secret, _ := bearer(r)
-	cookie := false
-	if secret == "" {
-		if c, err := r.Cookie(tokenCookie); err == nil {
-			secret, cookie = c.Value, true
+	if secret = strings.TrimSpace(secret); secret != "" {
+		tok, ok := s.Tokens.Check(secret)
+		if !ok {
+			return nil, "That token is not valid, or it has expired."
 		}
+		return newSession(tok, secret, ""), ""
 	}
-	secret = strings.TrimSpace(secret)
-	if secret == "" {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil || c.Value == "" {
 		return nil, ""
 	}
-	tok, ok := s.Tokens.Check(secret)
-	if !ok || tok.Scope < auth.Read {
-		return nil, "That token is not valid, or it has expired."
+	tok, ok, err := s.Sessions.Get(r.Context(), c.Value)
+	if err != nil {
+		s.Log.Error("sign-in could not be checked", "error", err)
+		return nil, "Your sign-in could not be checked just now; try again."
 	}
-	return &session{Who: tok.Name, Scope: tok.Scope, CSRF: csrfFor([]byte(secret)), Cookie: cookie,
-		CanEdit: tok.Scope >= auth.Write}, ""
+	if !ok {
+		return nil, "Your sign-in has ended (signed out, expired, or its token was revoked); sign in again."
+	}
+	return newSession(tok, c.Value, c.Value), ""
+}
+
+// newSession is tok's view of the page. The forms' CSRF value is bound to
+// the credential the browser sent: the token, or the session id.
+func newSession(tok auth.Token, credential, sessionID string) *session {
+	return &session{Who: tok.Name, Scope: tok.Scope, CSRF: csrfFor([]byte(credential)), Cookie: sessionID != "",
+		CanEdit: tok.Scope >= auth.Write, sessionID: sessionID}
 }
 
 // page wraps a page handler: it signs the visitor in, checks the scope,
@@ -213,9 +231,21 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request, status int, p
 	s.render(w, r, status, "login", loginView{Problem: problem, Next: safeNext(next)})
 }
 
-// safeNext keeps a redirect after sign-in on this site.
+// safeNext keeps a redirect after sign-in on this site: a path that
+// starts with one "/" followed by neither "/" nor "\", else "/". Control
+// characters go first, because browsers drop TAB, CR and LF from a
+// Location before reading it: "/\t/evil.example" is "//evil.example", a
+// link to another host. next arrives decoded once (query or form); what is
+// still percent-encoded stays so, and a browser resolves "/%2F/x" as a
+// path on this host without decoding it.
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+	next = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, next)
+	if len(next) < 2 || next[0] != '/' || next[1] == '/' || next[1] == '\\' {
 		return "/"
 	}
 	return next
@@ -237,25 +267,36 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusUnauthorized, "login", loginView{Problem: "That token is not valid, or it has expired.", Next: next})
 		return
 	}
+	id, expires, err := s.Sessions.Create(r.Context(), tok)
+	if err != nil {
+		s.Log.Error("sign-in failed", "token", tok.Name, "error", err)
+		s.render(w, r, http.StatusServiceUnavailable, "login", loginView{Problem: "Signing in failed on the server; try again.", Next: next})
+		return
+	}
+	// Lax: a link from elsewhere opens the page signed in, while forms and
+	// scripts from elsewhere go without the cookie.
 	http.SetCookie(w, &http.Cookie{
-		Name: tokenCookie, Value: secret, Path: "/", HttpOnly: true, Secure: r.TLS != nil,
-		SameSite: http.SameSiteLaxMode, Expires: cookieExpiry(tok.Expires),
+		Name: sessionCookie, Value: id, Path: "/", HttpOnly: true, Secure: r.TLS != nil,
+		SameSite: http.SameSiteLaxMode, Expires: expires,
 	})
+	clearCookie(w, legacyTokenCookie)
 	s.Log.Info("signed in to the builds page", "token", tok.Name)
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
-// cookieExpiry ends the cookie with its token, and at most after 30 days.
-func cookieExpiry(tokenExpires time.Time) time.Time {
-	limit := time.Now().Add(30 * 24 * time.Hour)
-	if !tokenExpires.IsZero() && tokenExpires.Before(limit) {
-		return tokenExpires
+func (s *Server) logout(w http.ResponseWriter, r *http.Request, sess *session) error {
+	if sess.sessionID != "" {
+		if err := s.Sessions.Delete(r.Context(), sess.sessionID); err != nil {
+			return err
+		}
 	}
-	return limit
-}
-
-func (s *Server) logout(w http.ResponseWriter, r *http.Request, _ *session) error {
-	http.SetCookie(w, &http.Cookie{Name: tokenCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteLaxMode})
+	clearCookie(w, sessionCookie)
+	clearCookie(w, legacyTokenCookie)
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 	return nil
+}
+
+// clearCookie tells the browser to drop a cookie.
+func clearCookie(w http.ResponseWriter, name string) {
+	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteLaxMode})
 }

@@ -17,9 +17,31 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
 )
 
-// page fetches path as a browser would, with the given cookie token (""
+// signIn signs in with token as a browser does and returns the session
+// cookie's value; a token the API refuses gives itself, an unknown
+// session.
+func (h *harness) signIn(token string) string {
+	h.t.Helper()
+	if id, ok := h.sessions[token]; ok {
+		return id
+	}
+	_, _, resp := h.page("POST", "/login", "", url.Values{"token": {token}, "next": {"/"}})
+	id := token
+	for _, c := range resp.Cookies() {
+		if c.Name == sessionCookie {
+			id = c.Value
+		}
+	}
+	if h.sessions == nil {
+		h.sessions = map[string]string{}
+	}
+	h.sessions[token] = id
+	return id
+}
+
+// page fetches path as a browser signed in with token would (""
 // for none), and returns the status and the body as text.
-func (h *harness) page(method, path, cookie string, form url.Values) (int, string, *http.Response) {
+func (h *harness) page(method, path, token string, form url.Values) (int, string, *http.Response) {
 	h.t.Helper()
 	var body io.Reader
 	if form != nil {
@@ -30,8 +52,8 @@ func (h *harness) page(method, path, cookie string, form url.Values) (int, strin
 	if form != nil {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
-	if cookie != "" {
-		req.AddCookie(&http.Cookie{Name: tokenCookie, Value: cookie})
+	if token != "" {
+		req.AddCookie(&http.Cookie{Name: sessionCookie, Value: h.signIn(token)})
 	}
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := client.Do(req)
@@ -79,27 +101,28 @@ func TestBuildsPageFollowsTokenScopes(t *testing.T) {
 	if code != 401 || !strings.Contains(body, `name="token"`) {
 		t.Errorf("no token: %d, want 401 with the sign-in form; body %.300s", code, body)
 	}
-	// A wrong token: the form again, saying why.
+	// An unknown session: the form again, saying why.
 	code, body, _ = h.page("GET", "/", "pkf_wrong", nil)
-	if code != 401 || !strings.Contains(body, "not valid") {
-		t.Errorf("bad cookie: %d, want 401 saying the token is not valid", code)
+	if code != 401 || !strings.Contains(body, "sign-in has ended") {
+		t.Errorf("bad cookie: %d, want 401 saying the sign-in has ended", code)
 	}
 	code, body, _ = h.page("POST", "/login", "", url.Values{"token": {"pkf_wrong"}, "next": {"/"}})
 	if code != 401 || !strings.Contains(body, "not valid") {
 		t.Errorf("bad sign-in: %d, want 401 saying the token is not valid", code)
 	}
-	// Signing in sets an HttpOnly cookie and goes back where the visitor was.
+	// Signing in sets an HttpOnly cookie (a session id, not the token) and
+	// goes back where the visitor was.
 	code, _, resp := h.page("POST", "/login", "", url.Values{"token": {h.tok["read"]}, "next": {buildPath}})
 	if code != http.StatusSeeOther || resp.Header.Get("Location") != buildPath {
 		t.Errorf("sign-in: %d to %q, want 303 to %s", code, resp.Header.Get("Location"), buildPath)
 	}
 	var set *http.Cookie
 	for _, c := range resp.Cookies() {
-		if c.Name == tokenCookie {
+		if c.Name == sessionCookie {
 			set = c
 		}
 	}
-	if set == nil || !set.HttpOnly || set.Value != h.tok["read"] {
+	if set == nil || !set.HttpOnly || set.SameSite != http.SameSiteLaxMode || set.Value == "" || strings.Contains(set.Value, h.tok["read"]) {
 		t.Errorf("sign-in cookie: %+v", set)
 	}
 	// An open redirect is not possible.
@@ -162,7 +185,7 @@ func TestBuildsPageFollowsTokenScopes(t *testing.T) {
 	req, _ = http.NewRequest("POST", h.url+buildPath+"/cancel", strings.NewReader(url.Values{"csrf": {m[1]}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Sec-Fetch-Site", "cross-site")
-	req.AddCookie(&http.Cookie{Name: tokenCookie, Value: h.tok["write"]})
+	req.AddCookie(&http.Cookie{Name: sessionCookie, Value: h.signIn(h.tok["write"])})
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 403 {
 		t.Errorf("cross-site cancel: %v %v, want 403", err, resp)
 	} else {

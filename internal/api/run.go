@@ -26,7 +26,7 @@ import (
 func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) (*Server, error) {
 	var tokens *auth.Tokens
 	if cfg.HTTP.TokensFile != "" {
-		t, err := auth.Load(cfg.HTTP.TokensFile)
+		t, err := auth.Watch(cfg.HTTP.TokensFile, log)
 		if err != nil {
 			return nil, err
 		}
@@ -60,6 +60,9 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 		Index:  index.New(reg, st),
 		Creds:  creds,
 		Log:    log,
+	}
+	if tokens != nil {
+		s.Sessions = &auth.Sessions{Redis: rdb, Tokens: tokens, TTL: cfg.HTTP.SessionTimeout}
 	}
 	s.Metrics = s.newMetrics()
 	return s, nil

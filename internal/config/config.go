@@ -91,10 +91,11 @@ type Redis struct {
 
 // HTTP holds the [HTTP] section.
 type HTTP struct {
-	Listen        string
-	TokensFile    string
-	PublicIndexes bool
-	MaxBodySize   Size
+	Listen         string
+	TokensFile     string
+	PublicIndexes  bool
+	MaxBodySize    Size
+	SessionTimeout time.Duration
 }
 
 // FileStorage holds the [FileStorage] section.
@@ -280,6 +281,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Git.PollConcurrency < 1 {
 		errs = append(errs, fmt.Errorf("Git.PollConcurrency must be at least 1, got %d", c.Git.PollConcurrency))
+	}
+	if c.HTTP.SessionTimeout < time.Minute {
+		errs = append(errs, fmt.Errorf("HTTP.SessionTimeout must be at least 1m, got %s", c.HTTP.SessionTimeout))
 	}
 	if c.Git.PollTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("Git.PollTimeout must be at least 1s, got %s", c.Git.PollTimeout))

@@ -154,6 +154,7 @@ var settings = []*Setting{
 	str("HTTP", "TokensFile", "", "File of API tokens with scopes read, write, admin.", func(c *Config) *string { return &c.HTTP.TokensFile }),
 	boolean("HTTP", "PublicIndexes", "true", "Serve the CRAN-like and PyPI-like package indexes without a token (false: they need a read token).", func(c *Config) *bool { return &c.HTTP.PublicIndexes }),
 	size("HTTP", "MaxBodySize", "1MiB", "Largest request body accepted.", func(c *Config) *Size { return &c.HTTP.MaxBodySize }),
+	duration("HTTP", "SessionTimeout", "12h", "How long a sign-in to the builds page and the queue dashboard lasts (from sign-in, not from the last request); signing out, or removing the token from TokensFile, ends it sooner.", func(c *Config) *time.Duration { return &c.HTTP.SessionTimeout }),
 
 	str("FileStorage", "Location", "", "Artifacts (default: DataDir/packages); masked in the sandbox.", func(c *Config) *string { return &c.FileStorage.Location }),
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/pkgfleet/pkgfleet/internal/auth"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
@@ -156,6 +157,14 @@ func TestBuildsPageInChromium(t *testing.T) {
 	}
 	do(t, b, "sign in with the write token", chromedp.SendKeys(css("#token"), tokens[auth.Write]),
 		chromedp.Click(css("#signin")), chromedp.WaitVisible(css("#builder-py-web-ticker")))
+	// The browser keeps a session id, HttpOnly, and never the token.
+	jar, err := chromedp.Call(b, network.GetCookies, network.GetCookiesParams{URLs: []string{base + "/"}})
+	if err != nil || len(jar.Cookies) != 1 {
+		t.Fatalf("the browser's cookies after sign-in: %v %v, want one", jar, err)
+	}
+	if c := jar.Cookies[0]; c.Name != "pkgfleet_session" || !c.HTTPOnly || strings.Contains(c.Value, tokens[auth.Write]) {
+		t.Errorf("the browser's cookie after sign-in: %s HttpOnly=%v, want pkgfleet_session, HttpOnly, without the token", c.Name, c.HTTPOnly)
+	}
 
 	// Run the example with its builder's button; the build page shows it
 	// finish by itself (it reloads when the log says the build ended).
