@@ -135,16 +135,22 @@ func TestSSHKeyGoesOnlyToServersInItsKnownHosts(t *testing.T) {
 	hosts := patterns(t, "ssh", "git.example.com")
 	const line = "git.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
-	// ssh reads the command as git runs it; -G prints the options it
-	// would connect with, without connecting.
+	// ssh reads the command as git runs it (sh -c "$GIT_SSH_COMMAND" and
+	// git's arguments); -G prints the options it would connect with,
+	// without connecting.
+	ssh := func(c *Client, args ...string) (string, error) {
+		cmd := exec.Command("sh", append([]string{"-c", envValue(c.Env, "GIT_SSH_COMMAND") + ` "$@"`, "ssh"}, args...)...)
+		cmd.Env = append(os.Environ(), c.Env...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
 	sshConfig := func(c *Client) string {
 		t.Helper()
-		cmd := exec.Command("sh", "-c", envValue(c.Env, "GIT_SSH_COMMAND")+` -G "$0"`, "git.example.com")
-		out, err := cmd.Output()
+		out, err := ssh(c, "-o", "SendEnv=GIT_PROTOCOL", "-G", "git@git.example.com", "git-upload-pack 'r.git'")
 		if err != nil {
-			t.Fatalf("%s -G: %v", envValue(c.Env, "GIT_SSH_COMMAND"), err)
+			t.Fatalf("%s -G: %v\n%s", envValue(c.Env, "GIT_SSH_COMMAND"), err, out)
 		}
-		return string(out)
+		return out
 	}
 	tmp := t.TempDir()
 	c, done, err := (&Client{}).WithAuth(&Auth{Hosts: hosts, PrivateKey: key, KnownHosts: line}, tmp)
@@ -165,6 +171,31 @@ func TestSSHKeyGoesOnlyToServersInItsKnownHosts(t *testing.T) {
 	}
 	if b, err := os.ReadFile(known); err != nil || strings.TrimSpace(string(b)) != line || !strings.HasPrefix(known, tmp) {
 		t.Errorf("known hosts file %q = %q, %v; want the credential's own list", known, b, err)
+	}
+	// A destination other than its hosts (a submodule's, say) is refused
+	// before ssh runs, even one the known hosts would list.
+	for _, args := range [][]string{
+		{"-G", "evil.example", "git-upload-pack 'r.git'"},
+		{"-G", "-p", "2222", "git@git.example.com", "git-upload-pack 'r.git'"},
+		{"-o", "SendEnv=GIT_PROTOCOL", "-G", "git@git.example.com.evil.example", "git-upload-pack 'r.git'"},
+	} {
+		if out, err := ssh(c, args...); err == nil || !strings.Contains(out, "may not be sent to") || strings.Contains(out, "stricthostkeychecking") {
+			t.Errorf("ssh %q: %v\n%s", args, err, out)
+		}
+	}
+	if out, err := ssh(c, "-4", "-p", "22", "-G", "git.example.com", "x"); err != nil || !strings.Contains(out, "port 22\n") {
+		t.Errorf("ssh with git's -4 -p 22: %v\n%s", err, out)
+	}
+	v6, v6done, err := (&Client{}).WithAuth(&Auth{Hosts: patterns(t, "ssh", "[::1]:2222"), PrivateKey: key, KnownHosts: line}, tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v6done()
+	if out, err := ssh(v6, "-p", "2222", "-G", "git@::1", "x"); err != nil {
+		t.Errorf("ssh to a bound IPv6 address: %v\n%s", err, out)
+	}
+	if out, err := ssh(v6, "-G", "::1", "x"); err == nil {
+		t.Errorf("ssh to a bound IPv6 address on another port:\n%s", out)
 	}
 	done()
 	if _, err := os.Stat(known); !os.IsNotExist(err) {
