@@ -1,13 +1,16 @@
 package api
 
 import (
+	"context"
 	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
 )
 
@@ -124,5 +127,39 @@ func TestRedirectFromTheCredentialsHostDoesNotCarryItAway(t *testing.T) {
 	}
 	if got := srv.Received(); len(got) != 0 {
 		t.Errorf("the redirect's target received Authorization headers: %q", got)
+	}
+}
+
+// The API binds credentials stored before they had hosts when it starts,
+// and says so in its log.
+func TestAPIStartBindsCredentialsStoredWithoutHosts(t *testing.T) {
+	t.Parallel()
+	rdb, db := redisServer.DB(t)
+	env := redisServer.Settings(t.TempDir(), db)
+	env["PKGFLEET_HTTP_LISTEN"] = "127.0.0.1:0"
+	cfg := testenv.Config(t, env)
+	ctx := context.Background()
+	// A record as a6ca92f stored it: no hosts.
+	old := `{"name":"ci","type":"https","created_at":"2026-01-01T00:00:00Z","sealed":"AAAA"}`
+	if err := rdb.HSet(ctx, "pkgfleet:credentials", "ci", old).Err(); err != nil {
+		t.Fatal(err)
+	}
+	reg := registry.New(rdb)
+	if _, err := reg.CreateSource(ctx, registry.Source{Name: "private", Type: "git"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.CreateBuilder(ctx, &registry.Builder{Source: "private", Name: "a", URL: "https://git.example.com/a.git", Credential: "ci"}); err != nil {
+		t.Fatal(err)
+	}
+	log, logs := testenv.CapturingLogger(t)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- Run(runCtx, cfg, log) }()
+	t.Cleanup(func() { cancel(); <-done })
+	const line = `msg="git credential stored without hosts bound to the hosts of the git-builders that use it" name=ci hosts=[https://git.example.com:443] builders=[private/a]`
+	testenv.Eventually(t, 30*time.Second, "the migration's log line", func() bool { return strings.Contains(logs.String(), line) })
+	raw, _ := rdb.HGet(ctx, "pkgfleet:credentials", "ci").Result()
+	if !strings.Contains(raw, `"hosts":["https://git.example.com:443"]`) || !strings.Contains(raw, `"sealed":"AAAA"`) {
+		t.Errorf("stored after the migration: %s", raw)
 	}
 }

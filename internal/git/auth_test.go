@@ -49,10 +49,8 @@ func credentialFill(t *testing.T, c *Client, protocol, host string) (string, boo
 func TestCredentialHelperAnswersOnlyForItsHosts(t *testing.T) {
 	t.Parallel()
 	testenv.Require(t, "git")
-	c, done, err := (&Client{}).WithAuth(&Auth{
-		Hosts:    patterns(t, "https", "git.example.com", "https://*.corp.example:8443", "[::1]:8443"),
-		Username: "bot", Password: "s3cret",
-	}, t.TempDir())
+	hosts := patterns(t, "https", "git.example.com", "https://*.corp.example:8443", "[::1]:8443")
+	c, done, err := (&Client{}).WithAuth(&Auth{Hosts: hosts, Username: "bot", Password: "s3cret"}, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +78,16 @@ func TestCredentialHelperAnswersOnlyForItsHosts(t *testing.T) {
 		out, answered := credentialFill(t, c, tc.protocol, tc.host)
 		if answered != tc.answer {
 			t.Errorf("%s://%s: answered %v, want %v (%q)", tc.protocol, tc.host, answered, tc.answer, out)
+		}
+		// The helper's shell match and the API's HostPattern.Match agree.
+		matched := false
+		if e, err := URLEndpoint(tc.protocol + "://" + tc.host + "/r.git"); err == nil {
+			for _, p := range hosts {
+				matched = matched || p.Match(e)
+			}
+		}
+		if matched != tc.answer {
+			t.Errorf("%s://%s: HostPattern.Match %v, the helper %v", tc.protocol, tc.host, matched, tc.answer)
 		}
 	}
 }
