@@ -87,6 +87,10 @@ func TestWriteTokenCannotAimAStoredCredentialAtAnotherHost(t *testing.T) {
 	if code, out := h.req("PATCH", "/api/v1/git-credentials/ci", `{"hosts":["https://evil.example"]}`, h.tok["admin"]); code != 409 || !strings.Contains(out, "git-builder private/ok") {
 		t.Errorf("re-binding away from a builder that uses it: %d %s", code, out)
 	}
+	rebind := fmt.Sprintf(`{"hosts":[%q,"*.Example.ORG:8443"]}`, srv.URL)
+	if code, out := h.req("PATCH", "/api/v1/git-credentials/ci", rebind, h.tok["admin"]); code != 200 || !strings.Contains(out, `"https://*.example.org:8443"`) {
+		t.Errorf("re-binding that keeps its builders' hosts: %d %s", code, out)
+	}
 	code, out := h.req("GET", "/api/v1/git-credentials", "", h.tok["read"])
 	if code != 200 || !strings.Contains(out, `"`+host+`"`) || strings.Contains(out, secret) {
 		t.Errorf("listing: %d %s", code, out)
