@@ -56,6 +56,9 @@ type Credential struct {
 // Info is what may be shown about a credential.
 type Info = apiv1.CredentialInfo
 
+// record is a credential as stored. Its Hosts are nil (no "hosts" key)
+// only in a record stored before credentials had hosts, until Migrate
+// binds it; bound to none is [].
 type record struct {
 	Info
 	Sealed []byte `json:"sealed"` // nonce | AES-GCM(secrets), bound to name and type
