@@ -74,11 +74,14 @@ func URLEndpoint(raw string) (Endpoint, error) {
 	if err != nil {
 		return Endpoint{}, fmt.Errorf("url is not valid: %v", errors.Unwrap(err))
 	}
-	// url.Parse decodes %XX in a host; git and curl read it otherwise, so
-	// an encoded host is refused rather than matched under another name.
+	// url.Parse decodes %XX in a host and ends it at ? or #; git, curl and
+	// Go have not always read such URLs alike (older gits' credential code
+	// read on to the first / and took the host after an @ there), so a URL
+	// whose host they could read apart is refused rather than matched
+	// under another name.
 	authority, _, _ := strings.Cut(strings.SplitN(raw, "://", 2)[1], "/")
-	if strings.ContainsAny(authority, "%\\") {
-		return Endpoint{}, errors.New("url host must not be percent-encoded")
+	if strings.ContainsAny(authority, "%\\?#") {
+		return Endpoint{}, errors.New("url host must be a plain host[:port], without %, \\, ? or # before the path")
 	}
 	if _, ok := defaultPorts[u.Scheme]; !ok {
 		return Endpoint{}, fmt.Errorf("url scheme %q has no network host", u.Scheme)

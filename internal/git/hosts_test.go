@@ -19,7 +19,7 @@ func TestURLEndpointNamesWhereGitConnects(t *testing.T) {
 			t.Errorf("URLEndpoint(%q) = %v, %v; want %s", raw, e, err, want)
 		}
 	}
-	for _, raw := range []string{"https://ex%61mple.com/x", "https://h:0443/x", "https://h:99999/x", "file:///srv/x", "https://bücher.example/x", "https://[fe80::1%25eth0]/x", "nohost"} {
+	for _, raw := range []string{"https://ex%61mple.com/x", "https://evil.example?x@git.example.com/r.git", "ssh://evil.example#@git.example.com/r", "https://evil.example\\@git.example.com/x", "https://h:0443/x", "https://h:99999/x", "file:///srv/x", "https://bücher.example/x", "https://[fe80::1%25eth0]/x", "nohost"} {
 		if e, err := URLEndpoint(raw); err == nil {
 			t.Errorf("URLEndpoint(%q) = %v, want an error", raw, e)
 		}
