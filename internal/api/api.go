@@ -140,6 +140,7 @@ func (s *Server) Handler() http.Handler {
 	route("POST /api/v1/sources/{source}/git-builders/{name}/rerun", auth.Write, s.rerunBuilder)
 	route("POST /api/v1/git-credentials", auth.Admin, s.createCredential)
 	route("GET /api/v1/git-credentials", auth.Read, s.listCredentials)
+	route("PATCH /api/v1/git-credentials/{name}", auth.Admin, s.editCredential)
 	route("DELETE /api/v1/git-credentials/{name}", auth.Admin, s.deleteCredential)
 	route("GET /api/v1/builds", auth.Read, s.listBuilds)
 	route("GET /api/v1/builds/{id}", auth.Read, s.getBuild)

@@ -32,12 +32,21 @@ type harness struct {
 
 func setup(t *testing.T, withTokens bool) *harness {
 	t.Helper()
+	return setupWith(t, withTokens, nil)
+}
+
+// setupWith is setup with more settings.
+func setupWith(t *testing.T, withTokens bool, settings map[string]string) *harness {
+	t.Helper()
 	rdb, _ := redisServer.DB(t)
 	dir := t.TempDir()
 	env := map[string]string{
 		"PKGFLEET_SERVER_DATADIR":    dir,
 		"PKGFLEET_GIT_ALLOWFILEURLS": "false",
 		"PKGFLEET_HTTP_MAXBODYSIZE":  "4KiB",
+	}
+	for k, v := range settings {
+		env[k] = v
 	}
 	h := &harness{t: t, rdb: rdb, tok: map[string]string{}}
 	if withTokens {

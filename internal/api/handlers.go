@@ -187,7 +187,7 @@ func (s *Server) createBuilder(w http.ResponseWriter, r *http.Request) error {
 }
 
 // validateBuilder checks the builder and that its credential exists and
-// fits its URL's scheme.
+// may be sent to its URL's scheme, host and port.
 func (s *Server) validateBuilder(ctx context.Context, b *registry.Builder) error {
 	if err := s.policy().ValidateBuilder(b); err != nil {
 		return err
@@ -199,13 +199,13 @@ func (s *Server) validateBuilder(ctx context.Context, b *registry.Builder) error
 	if err != nil {
 		return err
 	}
-	return credential.MatchesURL(info.Type, b.URL)
+	return credential.CheckURL(info, b.URL)
 }
 
 // gitFor returns the git client for a builder's remote, with its
 // credential, and the cleanup to run when done.
 func (s *Server) gitFor(ctx context.Context, b *registry.Builder) (*git.Client, func(), error) {
-	return s.Creds.GitClient(ctx, s.Git, b.Credential, s.Config.Server.TempDir)
+	return s.Creds.GitClient(ctx, s.Git, b.Credential, b.URL, s.Config.Server.TempDir)
 }
 
 // packageName reads DESCRIPTION's Package from the builder's branch head.

@@ -36,7 +36,7 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
-	creds, err := credential.NewStore(rdb, cfg.Git.CredentialKeyFile)
+	creds, err := credential.FromConfig(rdb, cfg.Git)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +91,16 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	go func() { errc <- srv.Serve(ln) }()
 	// Serve at once (readyz says whether Redis is there) and log until
 	// Redis answers, so an API started before Redis recovers by itself.
-	go func() { _ = redisconn.WaitReady(ctx, rdb, log, redisconn.Describe(cfg.Redis)) }()
+	// Credentials stored before they were bound to hosts are bound once
+	// Redis answers; until then they are refused everywhere.
+	go func() {
+		if redisconn.WaitReady(ctx, rdb, log, redisconn.Describe(cfg.Redis)) != nil {
+			return
+		}
+		if err := s.migrateCredentials(ctx); err != nil {
+			log.Error("git credentials stored without hosts were not migrated; they stay unusable until the API restarts or an admin sets their hosts", "error", err)
+		}
+	}()
 	auth := "tokens from " + cfg.HTTP.TokensFile
 	if s.Tokens == nil {
 		auth = "none (loopback only)"

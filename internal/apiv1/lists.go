@@ -11,9 +11,17 @@ const (
 // CredentialInfo is what may be shown about a git credential: never its
 // secrets.
 type CredentialInfo struct {
-	Name      string    `json:"name"`
-	Type      string    `json:"type"`
-	CreatedAt time.Time `json:"created_at"`
+	Name string `json:"name"`
+	Type string `json:"type"`
+	// Hosts are where the credential may be sent, each scheme://host:port
+	// with the host possibly *.domain (one subdomain label). A builder may
+	// use it only for a URL one of them matches; git sends it nowhere
+	// else, redirects included.
+	Hosts []string `json:"hosts"`
+	// KnownHosts (ssh) are the known_hosts lines its servers' host keys
+	// must match: public, shown so an admin can check them.
+	KnownHosts string    `json:"known_hosts,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
 }
 
 // The envelopes of the API's answers. A list is never null.

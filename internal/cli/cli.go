@@ -103,8 +103,8 @@ func (app *App) root() *cobra.Command {
 
 	create := &cobra.Command{Use: "create", Short: "Create a source or a git-builder"}
 	create.AddCommand(app.createSource(), app.createBuilder(), app.createCredential())
-	edit := &cobra.Command{Use: "edit", Short: "Edit a git-builder"}
-	edit.AddCommand(app.editBuilder())
+	edit := &cobra.Command{Use: "edit", Short: "Edit a git-builder, or where a git credential may be sent"}
+	edit.AddCommand(app.editBuilder(), app.editCredential())
 	del := &cobra.Command{Use: "delete", Short: "Delete a source or a git-builder"}
 	del.AddCommand(app.deleteSource(), app.deleteBuilder(), app.deleteCredential())
 	run := &cobra.Command{Use: "run", Short: "Build a git-builder's branch head or newest tag"}

@@ -56,6 +56,7 @@ type Git struct {
 	AllowFileURLs             bool
 	BuilderDir                string
 	CredentialKeyFile         string
+	SSHKnownHostsFile         string
 	PollInterval              time.Duration
 	BuildRetries              int
 	BuildTimeout              time.Duration

@@ -124,6 +124,7 @@ var settings = []*Setting{
 	boolean("Git", "AllowFileURLs", "false", "Accept file:// repository URLs (for tests and local demos).", func(c *Config) *bool { return &c.Git.AllowFileURLs }),
 	str("Git", "BuilderDir", "", "Clone and work area (default: DataDir/builder); masked in the sandbox.", func(c *Config) *string { return &c.Git.BuilderDir }),
 	str("Git", "CredentialKeyFile", "", "Secret file (at least 32 random bytes) whose key encrypts git credentials at rest; API and workers need the same file.", func(c *Config) *string { return &c.Git.CredentialKeyFile }),
+	str("Git", "SSHKnownHostsFile", "", "known_hosts file of the ssh servers that ssh git credentials without known_hosts of their own may be sent to (StrictHostKeyChecking=yes); unset, each ssh credential must carry its own. API and workers read it.", func(c *Config) *string { return &c.Git.SSHKnownHostsFile }),
 	duration("Git", "PollInterval", "5m", "Default time between polls of a git-builder's remote.", func(c *Config) *time.Duration { return &c.Git.PollInterval }),
 	integer("Git", "BuildRetries", "3", "Attempts per build before it is marked failed.", func(c *Config) *int { return &c.Git.BuildRetries }),
 	duration("Git", "BuildTimeout", "1h", "Wall-clock limit of one build attempt.", func(c *Config) *time.Duration { return &c.Git.BuildTimeout }),

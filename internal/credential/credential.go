@@ -2,8 +2,13 @@
 // ssh keys (with an optional passphrase) and https usernames with tokens.
 // They are stored in Redis sealed with AES-256-GCM under a key read from a
 // secret file (Git.CredentialKeyFile), referenced by name from builders,
-// and handed out only to the git client that clones. Listings carry names
-// and types, never secrets.
+// and handed out only to the git client that clones. Listings carry names,
+// types and hosts, never secrets.
+//
+// A credential is bound to the hosts it may be sent to (hosts.go): a
+// builder may use it only for a URL they match, and git's credential
+// helper and ssh command hand it to no other server, redirects and
+// submodules included.
 package credential
 
 import (
@@ -22,6 +27,7 @@ import (
 	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/apiv1"
+	"github.com/pkgfleet/pkgfleet/internal/config"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/redis/go-redis/v9"
@@ -39,15 +45,20 @@ const key = "pkgfleet:credentials" // hash name → sealed record
 type Credential struct {
 	Name       string
 	Type       string
-	Username   string // https
-	Password   string // https: the token or password
-	PrivateKey string // ssh: PEM/OpenSSH private key
-	Passphrase string // ssh: optional
+	Hosts      []string // where it may be sent (see apiv1.CredentialInfo)
+	Username   string   // https
+	Password   string   // https: the token or password
+	PrivateKey string   // ssh: PEM/OpenSSH private key
+	Passphrase string   // ssh: optional
+	KnownHosts string   // ssh: known_hosts lines; else Store.SSHKnownHostsFile
 }
 
 // Info is what may be shown about a credential.
 type Info = apiv1.CredentialInfo
 
+// record is a credential as stored. Its Hosts are nil (no "hosts" key)
+// only in a record stored before credentials had hosts, until Migrate
+// binds it; bound to none is [].
 type record struct {
 	Info
 	Sealed []byte `json:"sealed"` // nonce | AES-GCM(secrets), bound to name and type
@@ -64,6 +75,9 @@ type secrets struct {
 type Store struct {
 	rdb  redis.UniversalClient
 	aead cipher.AEAD // nil: no key configured
+	// SSHKnownHostsFile (Git.SSHKnownHostsFile) holds the host keys of ssh
+	// servers for ssh credentials that carry no known_hosts of their own.
+	SSHKnownHostsFile string
 }
 
 // ErrNoKey is returned when Git.CredentialKeyFile is not set.
@@ -72,6 +86,17 @@ var ErrNoKey = errors.New("git credentials need Git.CredentialKeyFile: a secret 
 // ErrUndecryptable is returned when a sealed value does not open with the
 // configured key.
 var ErrUndecryptable = errors.New("cannot be decrypted: was Git.CredentialKeyFile changed?")
+
+// FromConfig returns the store that the [Git] settings describe, as the
+// API and the workers both open it.
+func FromConfig(rdb redis.UniversalClient, cfg config.Git) (*Store, error) {
+	s, err := NewStore(rdb, cfg.CredentialKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	s.SSHKnownHostsFile = cfg.SSHKnownHostsFile
+	return s, nil
+}
 
 // NewStore returns a store; keyFile "" means credentials cannot be used.
 func NewStore(rdb redis.UniversalClient, keyFile string) (*Store, error) {
@@ -96,8 +121,9 @@ func NewStore(rdb redis.UniversalClient, keyFile string) (*Store, error) {
 	return s, err
 }
 
-// Validate checks a credential before it is stored.
-func Validate(c *Credential) error {
+// Validate checks a credential before it is stored, and writes its hosts
+// in their canonical form.
+func (s *Store) Validate(c *Credential) error {
 	if err := registry.ValidateName("credential name", c.Name); err != nil {
 		return err
 	}
@@ -110,6 +136,9 @@ func Validate(c *Credential) error {
 		if c.Username != "" || c.Password != "" {
 			return bad("an ssh credential takes private_key and passphrase, not username or password")
 		}
+		if err := s.checkKnownHosts(c.KnownHosts); err != nil {
+			return err
+		}
 	case HTTPS:
 		if c.Username == "" || c.Password == "" {
 			return bad("an https credential needs username and password (or token)")
@@ -117,12 +146,17 @@ func Validate(c *Credential) error {
 		if strings.ContainsAny(c.Username+c.Password, "\n\r\x00") {
 			return bad("username and password must be one line")
 		}
-		if c.PrivateKey != "" || c.Passphrase != "" {
-			return bad("an https credential takes username and password, not a private key")
+		if c.PrivateKey != "" || c.Passphrase != "" || c.KnownHosts != "" {
+			return bad("an https credential takes username and password, not a private key or known_hosts")
 		}
 	default:
 		return bad(fmt.Sprintf("credential type must be %q or %q", SSH, HTTPS))
 	}
+	hosts, err := CanonicalHosts(c.Type, c.Hosts)
+	if err != nil {
+		return err
+	}
+	c.Hosts = hosts
 	return nil
 }
 
@@ -133,7 +167,7 @@ func (s *Store) Create(ctx context.Context, c *Credential) (Info, error) {
 	if s.aead == nil {
 		return Info{}, ErrNoKey
 	}
-	if err := Validate(c); err != nil {
+	if err := s.Validate(c); err != nil {
 		return Info{}, err
 	}
 	plain, _ := json.Marshal(secrets{Username: c.Username, Password: c.Password, PrivateKey: c.PrivateKey, Passphrase: c.Passphrase})
@@ -141,7 +175,8 @@ func (s *Store) Create(ctx context.Context, c *Credential) (Info, error) {
 	if _, err := rand.Read(nonce); err != nil {
 		return Info{}, err
 	}
-	rec := record{Info: Info{Name: c.Name, Type: c.Type, CreatedAt: time.Now().UTC().Truncate(time.Second)}}
+	rec := record{Info: Info{Name: c.Name, Type: c.Type, Hosts: c.Hosts, KnownHosts: c.KnownHosts,
+		CreatedAt: time.Now().UTC().Truncate(time.Second)}}
 	rec.Sealed = s.aead.Seal(nonce, nonce, plain, aad(c.Name, c.Type))
 	data, _ := json.Marshal(rec)
 	ok, err := s.rdb.HSetNX(ctx, key, c.Name, data).Result()
@@ -166,28 +201,44 @@ func (s *Store) List(ctx context.Context) ([]Info, error) {
 		if err := json.Unmarshal([]byte(v), &r); err != nil {
 			return nil, err
 		}
-		out = append(out, r.Info)
+		out = append(out, r.shown())
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
 
-// Info returns one credential's name and type.
+// Info returns what may be shown about one credential.
 func (s *Store) Info(ctx context.Context, name string) (Info, error) {
 	r, err := s.record(ctx, name)
-	return r.Info, err
+	return r.shown(), err
+}
+
+// shown is the record's Info as the API shows it: a credential stored
+// before hosts existed (nil until migrated) has none.
+func (r record) shown() Info {
+	i := r.Info
+	if i.Hosts == nil {
+		i.Hosts = []string{}
+	}
+	return i
 }
 
 func (s *Store) record(ctx context.Context, name string) (record, error) {
+	r, _, err := s.recordRaw(ctx, name)
+	return r, err
+}
+
+// recordRaw also returns the stored value, for a compare-and-set.
+func (s *Store) recordRaw(ctx context.Context, name string) (record, string, error) {
 	var r record
-	raw, err := s.rdb.HGet(ctx, key, name).Bytes()
+	raw, err := s.rdb.HGet(ctx, key, name).Result()
 	if errors.Is(err, redis.Nil) {
-		return r, fmt.Errorf("credential %q %w", name, registry.ErrNotFound)
+		return r, "", fmt.Errorf("credential %q %w", name, registry.ErrNotFound)
 	}
 	if err != nil {
-		return r, fmt.Errorf("credential %q: %w", name, err)
+		return r, "", fmt.Errorf("credential %q: %w", name, err)
 	}
-	return r, json.Unmarshal(raw, &r)
+	return r, raw, json.Unmarshal([]byte(raw), &r)
 }
 
 // Open returns the whole credential, for the git client only.
@@ -211,8 +262,8 @@ func (s *Store) Open(ctx context.Context, name string) (*Credential, error) {
 	if err := json.Unmarshal(plain, &sec); err != nil {
 		return nil, err
 	}
-	return &Credential{Name: r.Name, Type: r.Type, Username: sec.Username, Password: sec.Password,
-		PrivateKey: sec.PrivateKey, Passphrase: sec.Passphrase}, nil
+	return &Credential{Name: r.Name, Type: r.Type, Hosts: r.shown().Hosts, Username: sec.Username, Password: sec.Password,
+		PrivateKey: sec.PrivateKey, Passphrase: sec.Passphrase, KnownHosts: r.KnownHosts}, nil
 }
 
 // Delete removes a credential.
@@ -227,23 +278,11 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 	return nil
 }
 
-// MatchesURL checks that a credential type fits a repository URL: https
-// credentials for https:// URLs, ssh keys for ssh:// and user@host:path.
-func MatchesURL(typ, url string) error {
-	isHTTPS := strings.HasPrefix(url, "https://")
-	isSSH := strings.HasPrefix(url, "ssh://") || (!strings.Contains(url, "://") && strings.Contains(url, ":"))
-	switch {
-	case typ == HTTPS && !isHTTPS:
-		return &registry.ValidationError{Msg: "an https credential needs an https:// url"}
-	case typ == SSH && !isSSH:
-		return &registry.ValidationError{Msg: "an ssh credential needs an ssh:// or user@host:path url"}
-	}
-	return nil
-}
-
 // GitClient returns base authenticated with the named credential ("" =
-// none) and a cleanup to call when the git work is done.
-func (s *Store) GitClient(ctx context.Context, base *git.Client, name, tempDir string) (*git.Client, func(), error) {
+// none) for repoURL, and a cleanup to call when the git work is done. It
+// refuses a URL the credential's hosts do not match, whatever a builder
+// record says: hosts may have been narrowed since the builder was saved.
+func (s *Store) GitClient(ctx context.Context, base *git.Client, name, repoURL, tempDir string) (*git.Client, func(), error) {
 	if name == "" {
 		return base, func() {}, nil
 	}
@@ -251,7 +290,16 @@ func (s *Store) GitClient(ctx context.Context, base *git.Client, name, tempDir s
 	if err != nil {
 		return nil, nil, err
 	}
-	return base.WithAuth(&git.Auth{Username: c.Username, Password: c.Password, PrivateKey: c.PrivateKey, Passphrase: c.Passphrase}, tempDir)
+	info := Info{Name: c.Name, Type: c.Type, Hosts: c.Hosts}
+	if err := CheckURL(info, repoURL); err != nil {
+		return nil, nil, err
+	}
+	patterns, err := parseHosts(c.Type, c.Hosts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("credential %q: %w", name, err)
+	}
+	return base.WithAuth(&git.Auth{Hosts: patterns, Username: c.Username, Password: c.Password,
+		PrivateKey: c.PrivateKey, Passphrase: c.Passphrase, KnownHosts: c.KnownHosts, KnownHostsFile: s.SSHKnownHostsFile}, tempDir)
 }
 
 // Seal prepares a small secret (a webhook secret) for storage: encrypted

@@ -68,9 +68,11 @@ func TestHTTPSCredentialClonesAPrivateRepoAndNeverShows(t *testing.T) {
 		t.Fatalf("userinfo URL: %s", body)
 	}
 
-	f.do("POST", "/api/v1/git-credentials", map[string]string{"name": "ci", "type": "https", "username": "bot", "password": token}, 201)
-	f.do("POST", "/api/v1/git-credentials", map[string]string{"name": "ci", "type": "https", "username": "x", "password": "y"}, 409)
-	f.do("POST", "/api/v1/git-credentials", map[string]string{"name": "key", "type": "ssh", "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"}, 201)
+	f.do("POST", "/api/v1/git-credentials", map[string]any{"name": "ci", "type": "https", "hosts": []string{base}, "username": "bot", "password": token}, 201)
+	f.do("POST", "/api/v1/git-credentials", map[string]any{"name": "ci", "type": "https", "hosts": []string{base}, "username": "x", "password": "y"}, 409)
+	f.do("POST", "/api/v1/git-credentials", map[string]any{"name": "key", "type": "ssh", "hosts": []string{"git.example.com"},
+		"private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+		"known_hosts": "git.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"}, 201)
 	// The URL scheme and the credential type must match.
 	f.do("POST", "/api/v1/sources/private/git-builders", map[string]any{"name": "mismatch", "url": url, "credential": "key"}, 400)
 	const hookSecret = "whsec-0123456789abcdef"

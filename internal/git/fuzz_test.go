@@ -44,3 +44,40 @@ func FuzzMatchTag(f *testing.F) {
 		_ = ValidateRef(tag)
 	})
 }
+
+// FuzzHostPatternMatch: a pattern's canonical form reads back as itself,
+// and it matches a URL only on its own scheme and port, and on its own
+// host or, for *.domain, a host one label below the domain.
+func FuzzHostPatternMatch(f *testing.F) {
+	for _, s := range [][2]string{
+		{"git.example.com", "https://git.example.com/x"}, {"*.example.com:8443", "https://a.example.com:8443/x"},
+		{"ssh://[::1]:2222", "ssh://git@[::1]:2222/x"}, {"*.example.com", "https://a.b.example.com/x"},
+		{"127.0.0.1", "https://2130706433/x"}, {"Git.Example.com", "https://git.example.com./x"},
+		{"*.example.com", "https://ex%61mple.com/x"}, {"ssh://h", "git@h:x"}, {"h", "https://[::ffff:127.0.0.1]/x"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, pattern, raw string) {
+		p, err := ParseHostPattern(pattern, "https")
+		if err != nil {
+			return
+		}
+		again, err := ParseHostPattern(p.String(), "ssh")
+		if err != nil || again != p {
+			t.Fatalf("%q: canonical %s reads back as %v, %v", pattern, p, again, err)
+		}
+		e, err := URLEndpoint(raw)
+		if err != nil || !p.Match(e) {
+			return
+		}
+		if e.Scheme != p.Scheme || e.Port != p.Port {
+			t.Fatalf("%s matched %s on another scheme or port", p, e)
+		}
+		if !p.Wildcard && e.Host != p.Host {
+			t.Fatalf("%s matched %s", p, e)
+		}
+		if label, ok := strings.CutSuffix(e.Host, "."+p.Host); p.Wildcard && (!ok || label == "" || strings.ContainsAny(label, ".:[]%")) {
+			t.Fatalf("%s matched %s", p, e)
+		}
+	})
+}

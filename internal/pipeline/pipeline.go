@@ -127,7 +127,7 @@ func New(d Deps) (*Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
-	creds, err := credential.NewStore(d.Redis, cfg.Git.CredentialKeyFile)
+	creds, err := credential.FromConfig(d.Redis, cfg.Git)
 	if err != nil {
 		return nil, err
 	}
@@ -593,9 +593,10 @@ type NoCheckout interface{ NoCheckout() bool }
 // in a masked directory only while git runs; the build never sees it. It
 // returns the commit's time, the build's SOURCE_DATE_EPOCH.
 func (p *Pipeline) clone(ctx context.Context, bl *registry.Builder, dir string, b *registry.Build) (time.Time, error) {
-	gc, done, err := p.creds.GitClient(ctx, p.git, bl.Credential, p.builderDir)
+	gc, done, err := p.creds.GitClient(ctx, p.git, bl.Credential, bl.URL, p.builderDir)
 	if err != nil {
-		if errors.Is(err, registry.ErrNotFound) || errors.Is(err, credential.ErrNoKey) || errors.Is(err, credential.ErrUndecryptable) {
+		var refused *registry.ValidationError // the credential is not for this URL
+		if errors.Is(err, registry.ErrNotFound) || errors.Is(err, credential.ErrNoKey) || errors.Is(err, credential.ErrUndecryptable) || errors.As(err, &refused) {
 			return time.Time{}, fmt.Errorf("%w: %w", err, asynq.SkipRetry) // retrying cannot help
 		}
 		return time.Time{}, err // Redis unreachable: a retry can
