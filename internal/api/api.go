@@ -121,7 +121,8 @@ func (s *Server) Handler() http.Handler {
 	route("GET /api/v1/namespaces", auth.Read, s.namespaces)
 	// Webhooks carry their builder's secret instead of an API token.
 	for provider := range webhookProviders {
-		mux.Handle("POST /api/v1/hooks/"+provider, s.public(s.webhook(provider)))
+		mux.Handle("POST "+webhookPrefix+provider+"/{source}/{name}", s.public(s.webhook(provider)))
+		mux.Handle("POST "+webhookPrefix+provider, s.public(legacyWebhook(provider)))
 	}
 	s.pageRoutes(mux) // the builds page at /
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -157,11 +158,18 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
+// limitBody caps every request body: webhooks at HTTP.WebhookMaxBodySize
+// (they are streamed through their signature check, never held), the rest
+// at HTTP.MaxBodySize.
 func (s *Server) limitBody(next http.Handler) http.Handler {
-	limit := int64(s.Config.HTTP.MaxBodySize)
+	limit, hookLimit := int64(s.Config.HTTP.MaxBodySize), int64(s.Config.HTTP.WebhookMaxBodySize)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body != nil && limit > 0 {
-			r.Body = http.MaxBytesReader(w, r.Body, webhookBodyLimit(r, limit))
+		l := limit
+		if strings.HasPrefix(r.URL.Path, webhookPrefix) {
+			l = hookLimit
+		}
+		if r.Body != nil && l > 0 {
+			r.Body = http.MaxBytesReader(w, r.Body, l)
 		}
 		next.ServeHTTP(w, r)
 	})

@@ -95,6 +95,9 @@ type HTTP struct {
 	TokensFile    string
 	PublicIndexes bool
 	MaxBodySize   Size
+
+	WebhookMaxBodySize  Size
+	WebhookReplayWindow time.Duration
 }
 
 // FileStorage holds the [FileStorage] section.

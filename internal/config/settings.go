@@ -154,6 +154,8 @@ var settings = []*Setting{
 	str("HTTP", "TokensFile", "", "File of API tokens with scopes read, write, admin.", func(c *Config) *string { return &c.HTTP.TokensFile }),
 	boolean("HTTP", "PublicIndexes", "true", "Serve the CRAN-like and PyPI-like package indexes without a token (false: they need a read token).", func(c *Config) *bool { return &c.HTTP.PublicIndexes }),
 	size("HTTP", "MaxBodySize", "1MiB", "Largest request body accepted.", func(c *Config) *Size { return &c.HTTP.MaxBodySize }),
+	size("HTTP", "WebhookMaxBodySize", "4MiB", "Largest webhook body accepted; webhook bodies are streamed through the signature check and never held, and GitHub's push payloads of many commits outgrow MaxBodySize (a webhook refused as too large leaves the push to the next poll).", func(c *Config) *Size { return &c.HTTP.WebhookMaxBodySize }),
+	duration("HTTP", "WebhookReplayWindow", "24h", "How long a webhook's delivery id (X-GitHub-Delivery, Idempotency-Key, …) is remembered; the same id again within it is refused with 409.", func(c *Config) *time.Duration { return &c.HTTP.WebhookReplayWindow }),
 
 	str("FileStorage", "Location", "", "Artifacts (default: DataDir/packages); masked in the sandbox.", func(c *Config) *string { return &c.FileStorage.Location }),
 }

@@ -41,7 +41,7 @@ func TestCLISetsWebhookSecretAndInitialTagsAndCancels(t *testing.T) {
 		t.Fatalf("builder = %+v, %v", b, err)
 	}
 	// Without Git.CredentialKeyFile the secret is stored unsealed.
-	if secrets, _ := f.reg.WebhookSecrets(context.Background()); secrets["src/c"] != "plain:"+secret {
+	if got, _ := f.reg.WebhookSecret(context.Background(), "src", "c"); got != "plain:"+secret {
 		t.Fatal("the webhook secret was not stored")
 	}
 	if out, code := f.pkgfleet("edit", "git-builder", "--source", "src", "--name", "c", "--webhook-secret", ""); code != 0 {
@@ -50,7 +50,7 @@ func TestCLISetsWebhookSecretAndInitialTagsAndCancels(t *testing.T) {
 	if b, _ := f.reg.Builder(context.Background(), "src", "c"); b.WebhookSecretSet {
 		t.Fatal("the secret is still set after removing it")
 	}
-	if secrets, _ := f.reg.WebhookSecrets(context.Background()); secrets["src/c"] != "" {
+	if got, _ := f.reg.WebhookSecret(context.Background(), "src", "c"); got != "" {
 		t.Fatal("the removed secret is still stored")
 	}
 

@@ -236,7 +236,7 @@ func NewAPI(fleet func() (FleetState, error), extra ...prometheus.Collector) *AP
 			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
 		}),
 		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pkgfleet_webhook_deliveries_total", Help: "Webhook deliveries, by provider and outcome (accepted, rejected, error).",
+			Name: "pkgfleet_webhook_deliveries_total", Help: "Webhook deliveries, by provider and outcome (accepted, rejected, replayed, error).",
 		}, []string{"provider", "outcome"}),
 	}
 	m.polls.WithLabelValues("ok")

@@ -3,6 +3,8 @@ package registry
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -479,11 +481,37 @@ func (r *Registry) SetWebhookSecret(ctx context.Context, source, name, secret st
 	return r.rdb.HSet(ctx, keyWebhookSecrets, source+"/"+name, secret).Err()
 }
 
-// WebhookSecrets returns the webhook secrets by "source/name".
-func (r *Registry) WebhookSecrets(ctx context.Context) (map[string]string, error) {
-	m, err := r.rdb.HGetAll(ctx, keyWebhookSecrets).Result()
-	if err != nil {
-		return nil, fmt.Errorf("webhook secrets: %w", err)
+// WebhookSecret returns one builder's stored webhook secret, "" when it
+// has none (or there is no such builder): a webhook names its builder, so
+// checking it reads one field, never every builder's.
+func (r *Registry) WebhookSecret(ctx context.Context, source, name string) (string, error) {
+	v, err := r.rdb.HGet(ctx, keyWebhookSecrets, source+"/"+name).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return "", fmt.Errorf("webhook secret of %s/%s: %w", source, name, err)
 	}
-	return m, nil
+	return v, nil
+}
+
+// FirstDelivery remembers a webhook delivery id of a builder for window
+// and says whether it is the first time the id is seen in that window
+// (SET NX with a TTL, so it holds across API replicas). Forget undoes it.
+func (r *Registry) FirstDelivery(ctx context.Context, source, name, id string, window time.Duration) (bool, error) {
+	ok, err := r.rdb.SetNX(ctx, keyDelivery(source, name, id), 1, window).Result()
+	if err != nil {
+		return false, fmt.Errorf("webhook delivery of %s/%s: %w", source, name, err)
+	}
+	return ok, nil
+}
+
+// ForgetDelivery lets a delivery id be used again (its poll request could
+// not be stored, so the sender's retry must not be refused).
+func (r *Registry) ForgetDelivery(ctx context.Context, source, name, id string) error {
+	return r.rdb.Del(ctx, keyDelivery(source, name, id)).Err()
+}
+
+// keyDelivery hashes the sender's id so that the key's size is bounded
+// whatever the header holds.
+func keyDelivery(source, name, id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return "pkgfleet:webhook-delivery:" + source + "/" + name + ":" + hex.EncodeToString(sum[:16])
 }
