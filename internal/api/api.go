@@ -30,6 +30,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/index"
 	"github.com/pkgfleet/pkgfleet/internal/metrics"
 	"github.com/pkgfleet/pkgfleet/internal/queue"
+	"github.com/pkgfleet/pkgfleet/internal/ratelimit"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/store"
 )
@@ -45,6 +46,7 @@ type Server struct {
 	Index    *index.Index // the CRAN-like and PEP 503 package indexes
 	Creds    *credential.Store
 	Metrics  *metrics.API
+	Writes   *ratelimit.Limiter // per-token limit on writes
 	Log      *slog.Logger
 
 	pageKey pageKey // signs the builds page's CSRF tokens when there are no API tokens
@@ -181,6 +183,7 @@ type tokenKey struct{}
 // error to a status code.
 func (s *Server) authorize(need auth.Scope, h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		who := "" // the token's name; "" without tokens
 		if s.Tokens != nil {
 			secret, ok := bearer(r)
 			tok, valid := s.Tokens.Check(strings.TrimSpace(secret))
@@ -194,6 +197,11 @@ func (s *Server) authorize(need auth.Scope, h func(w http.ResponseWriter, r *htt
 				return
 			}
 			r = r.WithContext(context.WithValue(r.Context(), tokenKey{}, tok.Name))
+			who = tok.Name
+		}
+		if err := s.limitWrite(w, r, who); err != nil {
+			s.fail(w, r, err)
+			return
 		}
 		if err := h(w, r); err != nil {
 			s.fail(w, r, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -28,7 +29,8 @@ type harness struct {
 	tok map[string]string // scope → token
 }
 
-func setup(t *testing.T, withTokens bool) *harness {
+// setup starts an API; settings override its environment.
+func setup(t *testing.T, withTokens bool, settings ...map[string]string) *harness {
 	t.Helper()
 	rdb, _ := redisServer.DB(t)
 	dir := t.TempDir()
@@ -36,6 +38,9 @@ func setup(t *testing.T, withTokens bool) *harness {
 		"PKGFLEET_SERVER_DATADIR":    dir,
 		"PKGFLEET_GIT_ALLOWFILEURLS": "false",
 		"PKGFLEET_HTTP_MAXBODYSIZE":  "4KiB",
+	}
+	for _, m := range settings {
+		maps.Copy(env, m)
 	}
 	h := &harness{t: t, rdb: rdb, tok: map[string]string{}}
 	if withTokens {

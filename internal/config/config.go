@@ -98,6 +98,8 @@ type HTTP struct {
 
 	WebhookMaxBodySize  Size
 	WebhookReplayWindow time.Duration
+	WriteRate           int
+	WriteBurst          int
 }
 
 // FileStorage holds the [FileStorage] section.
