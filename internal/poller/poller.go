@@ -305,12 +305,24 @@ func (p *Poller) poll(ctx context.Context, term *leader.Term, d dueBuilder) {
 		}
 		p.Observe(outcome, time.Since(started))
 	}
+	// A remote is logged when it starts failing and when it recovers, not
+	// at each poll between: a fleet of failing builders (or one created
+	// to fail) must not fill the log. The builder's last_error and
+	// pkgfleet_polls_total{outcome="error"} show the rest.
+	wasFailing := st.Failures > 0
 	if err != nil {
 		st.Failures++
 		st.LastError = err.Error()
 		st.NextPollAt = now.Add(jitter(backoff(st.Failures, interval)))
-		log.Warn("poll failed", "error", err, "failures", st.Failures, "next_poll_at", st.NextPollAt)
+		level := slog.LevelWarn
+		if wasFailing {
+			level = slog.LevelDebug
+		}
+		log.Log(ctx, level, "poll failed", "error", err, "failures", st.Failures, "next_poll_at", st.NextPollAt)
 	} else {
+		if wasFailing {
+			log.Info("poll succeeds again", "failures", st.Failures)
+		}
 		st.Failures, st.LastError = 0, ""
 		st.NextPollAt = now.Add(jitter(interval))
 	}
