@@ -63,3 +63,19 @@ func TestCLISetsWebhookSecretAndInitialTagsAndCancels(t *testing.T) {
 		t.Fatalf("build is %s", b.Status)
 	}
 }
+
+func TestCLIListsEveryGitBuilderAcrossPages(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 1)
+	f.do("POST", "/api/v1/sources", map[string]string{"name": "src", "type": "git"}, 201)
+	for i := range 250 {
+		b := &registry.Builder{Source: "src", Name: fmt.Sprintf("b%03d", i), URL: "https://example.invalid/r", BuildTrigger: "commits"}
+		if err := f.reg.CreateBuilder(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, code := f.pkgfleet("list", "git-builders", "--source", "src")
+	if n := strings.Count(out, "\n- b"); code != 0 || n != 250 || !strings.Contains(out, "- b249\n") {
+		t.Fatalf("list git-builders: exit %d, %d builders listed, want all 250", code, n)
+	}
+}

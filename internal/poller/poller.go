@@ -103,11 +103,26 @@ type Status struct {
 	LastError  string
 }
 
-// Statuses returns the poller's view of every builder it has polled.
-func Statuses(ctx context.Context, rdb redis.UniversalClient) (map[string]Status, error) {
-	raw, err := rdb.HGetAll(ctx, keySched).Result()
-	if err != nil {
-		return nil, fmt.Errorf("poll status: %w", err)
+// Statuses returns the poller's view of the builders named by key
+// ("source/name"), or of every builder it has polled when none is named.
+func Statuses(ctx context.Context, rdb redis.UniversalClient, keys ...string) (map[string]Status, error) {
+	raw := map[string]string{}
+	if len(keys) == 0 {
+		all, err := rdb.HGetAll(ctx, keySched).Result()
+		if err != nil {
+			return nil, fmt.Errorf("poll status: %w", err)
+		}
+		raw = all
+	} else {
+		vals, err := rdb.HMGet(ctx, keySched, keys...).Result()
+		if err != nil {
+			return nil, fmt.Errorf("poll status: %w", err)
+		}
+		for i, v := range vals {
+			if v, ok := v.(string); ok {
+				raw[keys[i]] = v
+			}
+		}
 	}
 	out := make(map[string]Status, len(raw))
 	for k, v := range raw {
