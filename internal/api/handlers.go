@@ -147,6 +147,17 @@ func (s *Server) createBuilder(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// Each builder is polled on its own; the cap bounds what one source
+	// asks of the poller. Two creates at once may pass it by one.
+	if most := s.Config.Git.MaxBuildersPerSource; most > 0 {
+		n, err := s.Registry.CountBuilders(ctx, src.Name)
+		if err != nil {
+			return err
+		}
+		if n >= most {
+			return errorf(http.StatusConflict, "source %q has %d git-builders, the most Git.MaxBuildersPerSource allows", src.Name, n)
+		}
+	}
 	if req.WebhookSecret != nil {
 		if err := validWebhookSecret(*req.WebhookSecret); err != nil {
 			return err

@@ -118,3 +118,27 @@ func TestBuildsPageShowsABoundedNumberOfBuildersWithANextLink(t *testing.T) {
 		}
 	}
 }
+
+func TestASourceHoldsAtMostMaxBuildersPerSource(t *testing.T) {
+	t.Parallel()
+	h := setup(t, false, map[string]string{"PKGFLEET_GIT_MAXBUILDERSPERSOURCE": "3"})
+	for _, src := range []string{"src", "other"} {
+		if code, body := h.req("POST", "/api/v1/sources", `{"name":"`+src+`","type":"git"}`, ""); code != 201 {
+			t.Fatalf("create source: %d %s", code, body)
+		}
+	}
+	create := func(src, name string) (int, string) {
+		return h.req("POST", "/api/v1/sources/"+src+"/git-builders", `{"name":"`+name+`","url":"https://example.invalid/r"}`, "")
+	}
+	for i := range 3 {
+		if code, body := create("src", fmt.Sprint("b", i)); code != 201 {
+			t.Fatalf("builder %d: %d %s", i, code, body)
+		}
+	}
+	if code, msg := create("src", "b3"); code != 409 || !strings.Contains(msg, "Git.MaxBuildersPerSource") {
+		t.Fatalf("a fourth builder: %d %q, want 409 naming Git.MaxBuildersPerSource", code, msg)
+	}
+	if code, body := create("other", "b0"); code != 201 {
+		t.Fatalf("another source's builder: %d %s", code, body)
+	}
+}

@@ -68,6 +68,7 @@ type Git struct {
 	BuildLogSize              Size
 	MaxSlotWait               time.Duration
 	PollConcurrency           int
+	MaxBuildersPerSource      int
 	PollTimeout               time.Duration
 }
 

@@ -135,6 +135,7 @@ var settings = []*Setting{
 	size("Git", "BuildDiskSize", "8GiB", "Limit on what one build writes to its TMPDIR and destination.", func(c *Config) *Size { return &c.Git.BuildDiskSize }),
 	size("Git", "BuildLogSize", "4MiB", "Build log kept per build; the rest is cut with a visible mark.", func(c *Config) *Size { return &c.Git.BuildLogSize }),
 	duration("Git", "MaxSlotWait", "24h", "How long a build may wait for a free build slot of its builder (BuildConcurrency) before that attempt fails.", func(c *Config) *time.Duration { return &c.Git.MaxSlotWait }),
+	integer("Git", "MaxBuildersPerSource", "1000", "Git-builders one source may have; creating one more is 409 (each is polled on its own interval). 0: no limit.", func(c *Config) *int { return &c.Git.MaxBuildersPerSource }),
 	integer("Git", "PollConcurrency", "8", "Remotes the poller queries at once.", func(c *Config) *int { return &c.Git.PollConcurrency }),
 	duration("Git", "PollTimeout", "1m", "Time limit of one poll (ls-remote) of a remote.", func(c *Config) *time.Duration { return &c.Git.PollTimeout }),
 
