@@ -30,6 +30,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/index"
 	"github.com/pkgfleet/pkgfleet/internal/metrics"
 	"github.com/pkgfleet/pkgfleet/internal/queue"
+	"github.com/pkgfleet/pkgfleet/internal/ratelimit"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/store"
 )
@@ -46,6 +47,7 @@ type Server struct {
 	Index    *index.Index   // the CRAN-like and PEP 503 package indexes
 	Creds    *credential.Store
 	Metrics  *metrics.API
+	Writes   *ratelimit.Limiter // per-token limit on writes
 	Log      *slog.Logger
 
 	pageKey pageKey // signs the builds page's CSRF tokens when there are no API tokens
@@ -163,7 +165,8 @@ func (s *Server) Handler() http.Handler {
 	route("GET /api/v1/namespaces", auth.Read, s.namespaces)
 	// Webhooks carry their builder's secret instead of an API token.
 	for provider := range webhookProviders {
-		mux.Handle("POST /api/v1/hooks/"+provider, s.public(s.webhook(provider)))
+		mux.Handle("POST "+webhookPrefix+provider+"/{source}/{name}", s.public(s.webhook(provider)))
+		mux.Handle("POST "+webhookPrefix+provider, s.public(legacyWebhook(provider)))
 	}
 	s.pageRoutes(mux) // the builds page at /
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -199,11 +202,18 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
+// limitBody caps every request body: webhooks at HTTP.WebhookMaxBodySize
+// (they are streamed through their signature check, never held), the rest
+// at HTTP.MaxBodySize.
 func (s *Server) limitBody(next http.Handler) http.Handler {
-	limit := int64(s.Config.HTTP.MaxBodySize)
+	limit, hookLimit := int64(s.Config.HTTP.MaxBodySize), int64(s.Config.HTTP.WebhookMaxBodySize)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body != nil && limit > 0 {
-			r.Body = http.MaxBytesReader(w, r.Body, webhookBodyLimit(r, limit))
+		l := limit
+		if strings.HasPrefix(r.URL.Path, webhookPrefix) {
+			l = hookLimit
+		}
+		if r.Body != nil && l > 0 {
+			r.Body = http.MaxBytesReader(w, r.Body, l)
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -215,6 +225,7 @@ type tokenKey struct{}
 // error to a status code.
 func (s *Server) authorize(need auth.Scope, h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		who := "" // the token's name; "" without tokens
 		if s.Tokens != nil {
 			secret, ok := bearer(r)
 			tok, valid := s.Tokens.Check(strings.TrimSpace(secret))
@@ -228,6 +239,11 @@ func (s *Server) authorize(need auth.Scope, h func(w http.ResponseWriter, r *htt
 				return
 			}
 			r = r.WithContext(context.WithValue(r.Context(), tokenKey{}, tok.Name))
+			who = tok.Name
+		}
+		if err := s.limitWrite(w, r, who); err != nil {
+			s.fail(w, r, err)
+			return
 		}
 		if err := h(w, r); err != nil {
 			s.fail(w, r, err)

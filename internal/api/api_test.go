@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -30,13 +31,8 @@ type harness struct {
 	sessions map[string]string // token → its sign-in's session id (signIn)
 }
 
-func setup(t *testing.T, withTokens bool) *harness {
-	t.Helper()
-	return setupWith(t, withTokens, nil)
-}
-
-// setupWith is setup with more settings.
-func setupWith(t *testing.T, withTokens bool, settings map[string]string) *harness {
+// setup starts an API; settings override its environment.
+func setup(t *testing.T, withTokens bool, settings ...map[string]string) *harness {
 	t.Helper()
 	rdb, _ := redisServer.DB(t)
 	dir := t.TempDir()
@@ -45,8 +41,8 @@ func setupWith(t *testing.T, withTokens bool, settings map[string]string) *harne
 		"PKGFLEET_GIT_ALLOWFILEURLS": "false",
 		"PKGFLEET_HTTP_MAXBODYSIZE":  "4KiB",
 	}
-	for k, v := range settings {
-		env[k] = v
+	for _, m := range settings {
+		maps.Copy(env, m)
 	}
 	h := &harness{t: t, rdb: rdb, tok: map[string]string{}}
 	if withTokens {

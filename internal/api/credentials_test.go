@@ -21,7 +21,7 @@ func credentialFleet(t *testing.T, srv *testenv.GitTLS, user, secret string) (h 
 	t.Helper()
 	keyFile := filepath.Join(t.TempDir(), "credential.key")
 	os.WriteFile(keyFile, []byte(strings.Repeat("k", 40)), 0o600)
-	h = setupWith(t, true, map[string]string{"PKGFLEET_GIT_CREDENTIALKEYFILE": keyFile})
+	h = setup(t, true, map[string]string{"PKGFLEET_GIT_CREDENTIALKEYFILE": keyFile})
 	h.srv.Git.Env = srv.Env
 	host = srv.URL // https://127.0.0.1:<port>, already canonical
 	body := fmt.Sprintf(`{"name":"ci","type":"https","hosts":[%q],"username":%q,"password":%q}`, srv.URL, user, secret)

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -146,6 +147,17 @@ func (s *Server) createBuilder(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// Each builder is polled on its own; the cap bounds what one source
+	// asks of the poller. Two creates at once may pass it by one.
+	if most := s.Config.Git.MaxBuildersPerSource; most > 0 {
+		n, err := s.Registry.CountBuilders(ctx, src.Name)
+		if err != nil {
+			return err
+		}
+		if n >= most {
+			return errorf(http.StatusConflict, "source %q has %d git-builders, the most Git.MaxBuildersPerSource allows", src.Name, n)
+		}
+	}
 	if req.WebhookSecret != nil {
 		if err := validWebhookSecret(*req.WebhookSecret); err != nil {
 			return err
@@ -245,11 +257,29 @@ func (s *Server) packageName(ctx context.Context, b *registry.Builder) (string, 
 	return name, nil
 }
 
+// A list of git-builders is answered a page at a time (?limit=, default
+// builderPage, at most maxBuilderPage), each page naming the cursor of the
+// next (?cursor=): a source of 10,000 builders is not one answer.
+const (
+	builderPage    = 100
+	maxBuilderPage = 1000
+)
+
 func (s *Server) listBuilders(w http.ResponseWriter, r *http.Request) error {
-	if _, err := s.Registry.Source(r.Context(), r.PathValue("source")); err != nil {
+	source := r.PathValue("source")
+	if _, err := s.Registry.Source(r.Context(), source); err != nil {
 		return err
 	}
-	list, err := s.Registry.Builders(r.Context(), r.PathValue("source"))
+	q := r.URL.Query()
+	limit, err := pageLimit(q.Get("limit"), builderPage, maxBuilderPage)
+	if err != nil {
+		return err
+	}
+	after, err := decodeCursor(q.Get("cursor"))
+	if err != nil {
+		return err
+	}
+	list, next, err := s.Registry.BuildersPage(r.Context(), source, after, limit)
 	if err != nil {
 		return err
 	}
@@ -259,8 +289,37 @@ func (s *Server) listBuilders(w http.ResponseWriter, r *http.Request) error {
 	if err := s.withPollStatus(r.Context(), list...); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, apiv1.Builders{Builders: list})
+	writeJSON(w, http.StatusOK, apiv1.Builders{Builders: list, NextCursor: encodeCursor(next)})
 	return nil
+}
+
+// pageLimit reads a page size: def when v is "", else 1 to most.
+func pageLimit(v string, def, most int) (int, error) {
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > most {
+		return 0, errorf(http.StatusBadRequest, "limit must be a number from 1 to %d", most)
+	}
+	return n, nil
+}
+
+// A cursor is the key of the last builder of a page, opaque to clients
+// so that its form can change.
+func encodeCursor(key string) string {
+	if key == "" {
+		return ""
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte(key))
+}
+
+func decodeCursor(c string) (string, error) {
+	key, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || len(key) > 512 {
+		return "", errorf(http.StatusBadRequest, "cursor is not one this API gave")
+	}
+	return string(key), nil
 }
 
 func (s *Server) getBuilder(w http.ResponseWriter, r *http.Request) error {
@@ -423,9 +482,9 @@ func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusBadRequest, "status %q is not one of queued, waiting, running, succeeded, failed, canceled", f.Status)
 	}
 	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			return errorf(http.StatusBadRequest, "limit must be a number from 1 to 1000")
+		n, err := pageLimit(v, 0, 1000)
+		if err != nil {
+			return err
 		}
 		f.Limit = n
 	}

@@ -5,184 +5,163 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
-	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
-	"net/url"
-	"path"
 	"strings"
 
 	"github.com/pkgfleet/pkgfleet/internal/poller"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 )
 
-// Webhooks ask for an immediate poll of the git-builders of the pushed
-// repository; the poll decides what to build, so a webhook, a poll and a
-// manual run of one commit build it once. They are not behind token auth:
-// each is checked against the webhook_secret of the builders it names, and
-// a request that matches none is 401 and triggers nothing.
+// Webhooks ask for an immediate poll of one git-builder; the poll decides
+// what to build, so a webhook, a poll and a manual run of one commit build
+// it once. They are not behind token auth: the URL names the builder
+// (/api/v1/hooks/{provider}/{source}/{name}) and the request must prove
+// that builder's webhook_secret.
+//
+// An unauthenticated sender can reach this, so it is bounded before it
+// is trusted: the body is capped (HTTP.WebhookMaxBodySize) and streamed
+// through the HMAC, never held nor parsed; one Redis field (the named
+// builder's secret) is read, never every builder's; a rejection is
+// counted in a metric and logged at debug level only, so it cannot fill
+// the log; and a delivery id seen before is refused (replays).
 
-// webhookProviders maps a route to how it proves the secret.
-var webhookProviders = map[string]func(r *http.Request, body []byte, secret string) bool{
-	// GitHub: X-Hub-Signature-256: sha256=HMAC-SHA256(body, secret).
-	"github": func(r *http.Request, body []byte, secret string) bool {
+const webhookPrefix = "/api/v1/hooks/"
+
+// webhookProviders maps a route to how it proves the secret. A check
+// that needs the body reads it from body, which is capped.
+var webhookProviders = map[string]func(r *http.Request, body io.Reader, secret string) (bool, error){
+	// GitHub (and Gitea, Forgejo): X-Hub-Signature-256: sha256=HMAC-SHA256(body, secret).
+	"github": func(r *http.Request, body io.Reader, secret string) (bool, error) {
 		sig, ok := strings.CutPrefix(r.Header.Get("X-Hub-Signature-256"), "sha256=")
 		got, err := hex.DecodeString(sig)
-		if !ok || err != nil {
-			return false
+		if !ok || err != nil || len(got) != sha256.Size {
+			return false, nil
 		}
 		mac := hmac.New(sha256.New, []byte(secret))
-		mac.Write(body)
-		return hmac.Equal(got, mac.Sum(nil))
+		if _, err := io.Copy(mac, body); err != nil {
+			return false, err
+		}
+		return hmac.Equal(got, mac.Sum(nil)), nil
 	},
 	// GitLab: X-Gitlab-Token: secret.
-	"gitlab": func(r *http.Request, _ []byte, secret string) bool {
-		return equalSecret(r.Header.Get("X-Gitlab-Token"), secret)
+	"gitlab": func(r *http.Request, _ io.Reader, secret string) (bool, error) {
+		return equalSecret(r.Header.Get("X-Gitlab-Token"), secret), nil
 	},
 	// Anything else: Authorization: Bearer secret.
-	"generic": func(r *http.Request, _ []byte, secret string) bool {
+	"generic": func(r *http.Request, _ io.Reader, secret string) (bool, error) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		return ok && equalSecret(strings.TrimSpace(tok), secret)
+		return ok && equalSecret(strings.TrimSpace(tok), secret), nil
 	},
 }
 
-// webhookBodyLimit lets webhook payloads be as large as GitHub sends
-// (25 MB: a push of many commits), whatever HTTP.MaxBodySize says; the
-// signature covers the whole body, so it cannot be cut.
-func webhookBodyLimit(r *http.Request, limit int64) int64 {
-	if strings.HasPrefix(r.URL.Path, "/api/v1/hooks/") {
-		return max(limit, 25<<20)
+// deliveryHeaders name a delivery's id, in order of preference: GitHub's,
+// Gitea's and Forgejo's, then GitLab's Idempotency-Key (kept across its
+// retries) before its X-Gitlab-Event-UUID; a generic sender may send
+// Idempotency-Key.
+var deliveryHeaders = []string{"X-GitHub-Delivery", "X-Gitea-Delivery", "X-Forgejo-Delivery", "Idempotency-Key", "X-Gitlab-Event-UUID"}
+
+// maxDeliveryID bounds the id a sender may name (GitHub's is a 36-byte UUID).
+const maxDeliveryID = 200
+
+func deliveryID(r *http.Request) string {
+	for _, h := range deliveryHeaders {
+		if v := strings.TrimSpace(r.Header.Get(h)); v != "" {
+			return v
+		}
 	}
-	return limit
+	return ""
 }
 
 func equalSecret(got, want string) bool {
 	return want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }
 
+// errWebhookRejected is the one answer to a request that proves no
+// secret, whether the builder exists, has no secret or the proof is wrong,
+// so that the answer does not tell which builders exist.
+var errWebhookRejected = errorf(http.StatusUnauthorized, "the request does not carry the webhook secret of this git-builder")
+
 func (s *Server) webhook(provider string) func(w http.ResponseWriter, r *http.Request) error {
 	verify := webhookProviders[provider]
+	limit := int64(s.Config.HTTP.WebhookMaxBodySize)
 	return func(w http.ResponseWriter, r *http.Request) error {
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			return err
-		}
-		urls, err := repositoryURLs(r, body)
-		if err != nil {
-			return err
-		}
 		ctx := r.Context()
-		builders, err := s.Registry.Builders(ctx, "")
+		source, name := r.PathValue("source"), r.PathValue("name")
+		if r.ContentLength > limit {
+			return s.rejectWebhook(provider, r, &http.MaxBytesError{Limit: limit})
+		}
+		id := deliveryID(r)
+		if len(id) > maxDeliveryID {
+			return s.rejectWebhook(provider, r, errorf(http.StatusBadRequest, "the delivery id is longer than %d bytes", maxDeliveryID))
+		}
+		sealed, err := s.Registry.WebhookSecret(ctx, source, name)
 		if err != nil {
 			return err
 		}
-		secrets, err := s.Registry.WebhookSecrets(ctx)
-		if err != nil {
-			return err
+		if sealed == "" {
+			return s.rejectWebhook(provider, r, errWebhookRejected)
 		}
-		var keys []string
-		for _, b := range builders {
-			if !urls[canonicalRepo(b.URL)] || secrets[b.Key()] == "" {
-				continue
-			}
-			secret, err := s.Creds.Unseal("webhook-secret\x00"+b.Key(), secrets[b.Key()])
+		key := source + "/" + name
+		secret, err := s.Creds.Unseal("webhook-secret\x00"+key, sealed)
+		if err != nil {
+			// The operator's key changed; not the sender's fault, but a
+			// sender can repeat it, so it is not logged per request.
+			return s.rejectWebhook(provider, r, errorf(http.StatusInternalServerError, "the webhook secret of this git-builder cannot be read; see Git.CredentialKeyFile"))
+		}
+		ok, err := verify(r, r.Body, secret) // capped by limitBody
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			return s.rejectWebhook(provider, r, err)
+		case err != nil:
+			return err
+		case !ok:
+			return s.rejectWebhook(provider, r, errWebhookRejected)
+		}
+		// Authenticated: only now is the delivery id remembered, so that a
+		// stranger cannot use up ids the sender will send.
+		if id != "" {
+			first, err := s.Registry.FirstDelivery(ctx, source, name, id, s.Config.HTTP.WebhookReplayWindow)
 			if err != nil {
-				s.Log.Warn("webhook secret unreadable", "builder", b.Key(), "error", err)
-				continue
+				return err
 			}
-			if verify(r, body, secret) {
-				keys = append(keys, b.Key())
+			if !first {
+				s.Metrics.Webhook(provider, "replayed")
+				return errorf(http.StatusConflict, "delivery %q was received before; a replay triggers nothing", id)
 			}
 		}
-		if len(keys) == 0 {
-			s.Metrics.Webhook(provider, "rejected")
-			s.Log.Warn("webhook rejected", "provider", provider, "remote", r.RemoteAddr)
-			return errorf(http.StatusUnauthorized, "the request does not carry the webhook secret of any git-builder of this repository")
-		}
-		if err := poller.PollNow(ctx, s.Enqueuer.Redis, keys...); err != nil {
+		if err := poller.PollNow(ctx, s.Enqueuer.Redis, key); err != nil {
 			s.Metrics.Webhook(provider, "error")
+			if id != "" {
+				_ = s.Registry.ForgetDelivery(ctx, source, name, id)
+			}
 			return err
 		}
 		s.Metrics.Webhook(provider, "accepted")
-		s.Log.Info("webhook: polling", "provider", provider, "git_builders", strings.Join(keys, ","))
-		writeJSON(w, http.StatusAccepted, map[string]any{"polling": keys})
+		s.Log.Info("webhook: polling", "provider", provider, "git_builder", key, "delivery", id)
+		writeJSON(w, http.StatusAccepted, map[string]any{"polling": []string{key}})
 		return nil
 	}
 }
 
-// repositoryURLs collects the repository URLs a payload names (GitHub's
-// repository.*_url, GitLab's project.* and repository.*, or a generic
-// {"url": …} / {"urls": […]}), canonicalised.
-func repositoryURLs(r *http.Request, body []byte) (map[string]bool, error) {
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
-		// GitHub's form content type: the JSON is the "payload" field.
-		form, err := url.ParseQuery(string(body))
-		if err != nil {
-			return nil, errorf(http.StatusBadRequest, "malformed form body")
-		}
-		body = []byte(form.Get("payload"))
-	}
-	var p struct {
-		Repository map[string]any `json:"repository"`
-		Project    map[string]any `json:"project"`
-		URL        string         `json:"url"`
-		URLs       []string       `json:"urls"`
-	}
-	if err := json.Unmarshal(body, &p); err != nil {
-		return nil, errorf(http.StatusBadRequest, "the webhook payload is not a JSON object")
-	}
-	out := map[string]bool{}
-	add := func(u string) {
-		if c := canonicalRepo(u); c != "" {
-			out[c] = true
-		}
-	}
-	add(p.URL)
-	for _, u := range p.URLs {
-		add(u)
-	}
-	for _, m := range []map[string]any{p.Repository, p.Project} {
-		for _, k := range []string{"clone_url", "ssh_url", "git_url", "html_url", "svn_url", "url",
-			"git_http_url", "git_ssh_url", "web_url", "http_url", "homepage"} {
-			if v, ok := m[k].(string); ok {
-				add(v)
-			}
-		}
-	}
-	if len(out) == 0 {
-		return nil, errorf(http.StatusBadRequest, "the webhook payload names no repository URL")
-	}
-	return out, nil
+// rejectWebhook counts a refused webhook and logs it at debug level only:
+// anyone can send them, and a WARN line each would let them fill the log.
+func (s *Server) rejectWebhook(provider string, r *http.Request, err error) error {
+	s.Metrics.Webhook(provider, "rejected")
+	s.Log.Debug("webhook rejected", "provider", provider, "path", r.URL.Path, "remote", r.RemoteAddr, "error", err)
+	return err
 }
 
-// canonicalRepo reduces the forms of one repository's URL to one string,
-// "host/path" in lower case without ".git", so that
-// https://github.com/Org/Repo, git@github.com:org/repo.git and
-// ssh://git@github.com/org/repo match.
-func canonicalRepo(raw string) string {
-	raw = strings.TrimSpace(raw)
-	if raw == "" {
-		return ""
+// legacyWebhook answers the routes that named no builder (the builder was
+// found from repository URLs in the body, which meant parsing an
+// unauthenticated body and reading every builder's secret): 410, without
+// reading the body, naming the URL to configure instead.
+func legacyWebhook(provider string) func(w http.ResponseWriter, r *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		return errorf(http.StatusGone, "webhook URLs name their git-builder: POST /api/v1/hooks/%s/SOURCE/BUILDER", provider)
 	}
-	var host, p string
-	if !strings.Contains(raw, "://") {
-		// scp-like: user@host:path
-		at := strings.LastIndex(raw, "@")
-		h, rest, ok := strings.Cut(raw[at+1:], ":")
-		if !ok {
-			return ""
-		}
-		host, p = h, rest
-	} else {
-		u, err := url.Parse(raw)
-		if err != nil {
-			return ""
-		}
-		host, p = u.Hostname(), u.Path
-	}
-	p = path.Clean("/" + p)
-	p = strings.TrimSuffix(strings.TrimSuffix(p, "/"), ".git")
-	return strings.ToLower(host + p)
 }
 
 // validWebhookSecret checks a new secret ("" removes it).

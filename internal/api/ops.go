@@ -17,8 +17,15 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// fleetRefresh is how often /metrics reads the fleet's state (every
+// builder, the waiting builds) from Redis; scrapes in between are answered
+// from the last reading. Prometheus scrapes every 15-60s, so gauges are at
+// most one scrape old.
+const fleetRefresh = 15 * time.Second
+
 // newMetrics builds the API's metrics: its own counters, the fleet's state
-// read from Redis at each scrape, and asynq's queue collector.
+// read from Redis at most once per fleetRefresh, and asynq's queue
+// collector.
 func (s *Server) newMetrics() *metrics.API {
 	fleet := func() (metrics.FleetState, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -50,7 +57,7 @@ func (s *Server) newMetrics() *metrics.API {
 		st.Waiting = len(waiting)
 		return st, nil
 	}
-	return metrics.NewAPI(fleet, asynqmetrics.NewQueueMetricsCollector(s.Enqueuer.Inspector))
+	return metrics.NewAPI(fleet, fleetRefresh, asynqmetrics.NewQueueMetricsCollector(s.Enqueuer.Inspector))
 }
 
 // redisInfoPath is asynqmon's Redis INFO: the server's version, config

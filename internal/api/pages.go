@@ -136,6 +136,12 @@ func (s *Server) page(need auth.Scope, h func(w http.ResponseWriter, r *http.Req
 				return
 			}
 		}
+		if err := s.limitWrite(w, r, sess.Who); err != nil {
+			if status, msg := s.statusOf(r, err); status != 0 {
+				s.errorPage(w, r, status, msg)
+			}
+			return
+		}
 		if err := h(w, r, sess); err != nil {
 			if status, msg := s.statusOf(r, err); status != 0 {
 				s.errorPage(w, r, status, msg)

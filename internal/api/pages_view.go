@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +17,9 @@ import (
 
 // buildsPerBuilder is how many of a builder's newest builds the page lists.
 const buildsPerBuilder = 10
+
+// pageBuilders is how many git-builders the builds page shows at once.
+const pageBuilders = 50
 
 var pageFuncs = template.FuncMap{
 	"short": func(sha string) string {
@@ -136,6 +140,8 @@ type indexView struct {
 	BudgetMath string
 	Active     bool // a build is still going: the page refreshes itself
 	Now        string
+	Next       string // the next page's cursor, "" on the last
+	Later      bool   // not the first page
 }
 
 // baseURL is how the visitor reached the API, for the install lines.
@@ -155,16 +161,32 @@ func (s *Server) indexPage(w http.ResponseWriter, r *http.Request, sess *session
 	if err != nil {
 		return err
 	}
-	all, err := s.Registry.Builders(ctx, "")
+	// One page of builders (pageBuilders, in source/name order), each
+	// with its last builds: the page's size does not grow with the fleet.
+	after, err := decodeCursor(r.URL.Query().Get("after"))
 	if err != nil {
 		return err
 	}
-	if err := s.withPollStatus(ctx, all...); err != nil {
+	page, next, err := s.Registry.BuildersPage(ctx, "", after, pageBuilders)
+	if err != nil {
+		return err
+	}
+	view.Next, view.Later = encodeCursor(next), after != ""
+	if err := s.withPollStatus(ctx, page...); err != nil {
 		return err
 	}
 	for _, src := range sources {
 		sv := sourceView{Source: src, NeedsToken: !s.Config.HTTP.PublicIndexes}
-		for _, b := range all {
+		if !slices.ContainsFunc(page, func(b *registry.Builder) bool { return b.Source == src.Name }) {
+			// Shown without builders on the first page only if it has none.
+			if n, err := s.Registry.CountBuilders(ctx, src.Name); err != nil || n > 0 || after != "" {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		for _, b := range page {
 			if b.Source != src.Name {
 				continue
 			}
@@ -185,6 +207,11 @@ func (s *Server) indexPage(w http.ResponseWriter, r *http.Request, sess *session
 		}
 		sv.Install = installLine(baseURL(r), src, sv.PackageHint)
 		view.Sources = append(view.Sources, sv)
+	}
+	// The user-namespace budget counts every builder.
+	all, err := s.Registry.Builders(ctx, "")
+	if err != nil {
+		return err
 	}
 	if err := s.fleetView(ctx, all, &view); err != nil {
 		return err

@@ -23,10 +23,14 @@ func (s *Server) Poller() *poller.Poller {
 
 // withPollStatus fills in the poller's view of each builder, for output.
 func (s *Server) withPollStatus(ctx context.Context, builders ...*registry.Builder) error {
-	if s.Enqueuer.Redis == nil {
+	if s.Enqueuer.Redis == nil || len(builders) == 0 {
 		return nil
 	}
-	st, err := poller.Statuses(ctx, s.Enqueuer.Redis)
+	keys := make([]string, len(builders))
+	for i, b := range builders {
+		keys[i] = b.Key()
+	}
+	st, err := poller.Statuses(ctx, s.Enqueuer.Redis, keys...)
 	if err != nil {
 		return err
 	}

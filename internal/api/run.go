@@ -16,6 +16,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/index"
 	"github.com/pkgfleet/pkgfleet/internal/queue"
+	"github.com/pkgfleet/pkgfleet/internal/ratelimit"
 	"github.com/pkgfleet/pkgfleet/internal/redisconn"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/store"
@@ -59,6 +60,7 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 		Tokens: tokens,
 		Index:  index.New(reg, st),
 		Creds:  creds,
+		Writes: &ratelimit.Limiter{Redis: rdb, PerMinute: cfg.HTTP.WriteRate, Burst: cfg.HTTP.WriteBurst},
 		Log:    log,
 	}
 	if tokens != nil {

@@ -34,9 +34,12 @@ type (
 	Sources struct {
 		Sources []Source `json:"sources"`
 	}
-	// Builders answers GET /api/v1/sources/{source}/git-builders.
+	// Builders answers GET /api/v1/sources/{source}/git-builders, one
+	// page (?limit=, default 100, at most 1000) in name order; NextCursor,
+	// when set, is the ?cursor= of the next page.
 	Builders struct {
-		Builders []*Builder `json:"git_builders"`
+		Builders   []*Builder `json:"git_builders"`
+		NextCursor string     `json:"next_cursor,omitempty"`
 	}
 	// Builds answers GET /api/v1/builds.
 	Builds struct {

@@ -403,9 +403,18 @@ func (app *App) listBuilders() *cobra.Command {
 	cmd := &cobra.Command{
 		Use: "git-builders", Short: "List the git-builders of a source", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// The API answers a page at a time; this lists them all.
 			var res apiv1.Builders
-			if err := app.client.do(cmd.Context(), "GET", "/api/v1/sources/"+url.PathEscape(source)+"/git-builders", nil, &res); err != nil {
-				return err
+			for cursor := ""; ; {
+				var page apiv1.Builders
+				path := "/api/v1/sources/" + url.PathEscape(source) + "/git-builders?cursor=" + url.QueryEscape(cursor)
+				if err := app.client.do(cmd.Context(), "GET", path, nil, &page); err != nil {
+					return err
+				}
+				res.Builders = append(res.Builders, page.Builders...)
+				if cursor = page.NextCursor; cursor == "" {
+					break
+				}
 			}
 			app.print(res, func(w io.Writer) {
 				fmt.Fprintln(w, "Git Builders:")

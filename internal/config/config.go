@@ -69,6 +69,7 @@ type Git struct {
 	BuildLogSize              Size
 	MaxSlotWait               time.Duration
 	PollConcurrency           int
+	MaxBuildersPerSource      int
 	PollTimeout               time.Duration
 }
 
@@ -97,6 +98,11 @@ type HTTP struct {
 	PublicIndexes  bool
 	MaxBodySize    Size
 	SessionTimeout time.Duration
+
+	WebhookMaxBodySize  Size
+	WebhookReplayWindow time.Duration
+	WriteRate           int
+	WriteBurst          int
 }
 
 // FileStorage holds the [FileStorage] section.

@@ -136,6 +136,7 @@ var settings = []*Setting{
 	size("Git", "BuildDiskSize", "8GiB", "Limit on what one build writes to its TMPDIR and destination.", func(c *Config) *Size { return &c.Git.BuildDiskSize }),
 	size("Git", "BuildLogSize", "4MiB", "Build log kept per build; the rest is cut with a visible mark.", func(c *Config) *Size { return &c.Git.BuildLogSize }),
 	duration("Git", "MaxSlotWait", "24h", "How long a build may wait for a free build slot of its builder (BuildConcurrency) before that attempt fails.", func(c *Config) *time.Duration { return &c.Git.MaxSlotWait }),
+	integer("Git", "MaxBuildersPerSource", "1000", "Git-builders one source may have; creating one more is 409 (each is polled on its own interval). 0: no limit.", func(c *Config) *int { return &c.Git.MaxBuildersPerSource }),
 	integer("Git", "PollConcurrency", "8", "Remotes the poller queries at once.", func(c *Config) *int { return &c.Git.PollConcurrency }),
 	duration("Git", "PollTimeout", "1m", "Time limit of one poll (ls-remote) of a remote.", func(c *Config) *time.Duration { return &c.Git.PollTimeout }),
 
@@ -156,6 +157,10 @@ var settings = []*Setting{
 	boolean("HTTP", "PublicIndexes", "true", "Serve the CRAN-like and PyPI-like package indexes without a token (false: they need a read token).", func(c *Config) *bool { return &c.HTTP.PublicIndexes }),
 	size("HTTP", "MaxBodySize", "1MiB", "Largest request body accepted.", func(c *Config) *Size { return &c.HTTP.MaxBodySize }),
 	duration("HTTP", "SessionTimeout", "12h", "How long a sign-in to the builds page and the queue dashboard lasts (from sign-in, not from the last request); signing out, or removing the token from TokensFile, ends it sooner.", func(c *Config) *time.Duration { return &c.HTTP.SessionTimeout }),
+	size("HTTP", "WebhookMaxBodySize", "4MiB", "Largest webhook body accepted; webhook bodies are streamed through the signature check and never held, and GitHub's push payloads of many commits outgrow MaxBodySize (a webhook refused as too large leaves the push to the next poll).", func(c *Config) *Size { return &c.HTTP.WebhookMaxBodySize }),
+	integer("HTTP", "WriteRate", "120", "Writes (POST, PUT, PATCH, DELETE on /api/v1 and the page's forms) a minute that one API token may make, or one client address without tokens, after WriteBurst; counted in Redis, so across API replicas; over it is 429 with Retry-After. 0: no limit.", func(c *Config) *int { return &c.HTTP.WriteRate }),
+	integer("HTTP", "WriteBurst", "60", "Writes one API token may make at once before WriteRate applies.", func(c *Config) *int { return &c.HTTP.WriteBurst }),
+	duration("HTTP", "WebhookReplayWindow", "24h", "How long a webhook's delivery id (X-GitHub-Delivery, Idempotency-Key, …) is remembered; the same id again within it is refused with 409.", func(c *Config) *time.Duration { return &c.HTTP.WebhookReplayWindow }),
 
 	str("FileStorage", "Location", "", "Artifacts (default: DataDir/packages); masked in the sandbox.", func(c *Config) *string { return &c.FileStorage.Location }),
 }

@@ -41,7 +41,7 @@ func TestCLISetsWebhookSecretAndInitialTagsAndCancels(t *testing.T) {
 		t.Fatalf("builder = %+v, %v", b, err)
 	}
 	// Without Git.CredentialKeyFile the secret is stored unsealed.
-	if secrets, _ := f.reg.WebhookSecrets(context.Background()); secrets["src/c"] != "plain:"+secret {
+	if got, _ := f.reg.WebhookSecret(context.Background(), "src", "c"); got != "plain:"+secret {
 		t.Fatal("the webhook secret was not stored")
 	}
 	if out, code := f.pkgfleet("edit", "git-builder", "--source", "src", "--name", "c", "--webhook-secret", ""); code != 0 {
@@ -50,7 +50,7 @@ func TestCLISetsWebhookSecretAndInitialTagsAndCancels(t *testing.T) {
 	if b, _ := f.reg.Builder(context.Background(), "src", "c"); b.WebhookSecretSet {
 		t.Fatal("the secret is still set after removing it")
 	}
-	if secrets, _ := f.reg.WebhookSecrets(context.Background()); secrets["src/c"] != "" {
+	if got, _ := f.reg.WebhookSecret(context.Background(), "src", "c"); got != "" {
 		t.Fatal("the removed secret is still stored")
 	}
 
@@ -61,5 +61,21 @@ func TestCLISetsWebhookSecretAndInitialTagsAndCancels(t *testing.T) {
 	}
 	if b := f.build(id); b.Status != registry.StatusCanceled {
 		t.Fatalf("build is %s", b.Status)
+	}
+}
+
+func TestCLIListsEveryGitBuilderAcrossPages(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 1)
+	f.do("POST", "/api/v1/sources", map[string]string{"name": "src", "type": "git"}, 201)
+	for i := range 250 {
+		b := &registry.Builder{Source: "src", Name: fmt.Sprintf("b%03d", i), URL: "https://example.invalid/r", BuildTrigger: "commits"}
+		if err := f.reg.CreateBuilder(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, code := f.pkgfleet("list", "git-builders", "--source", "src")
+	if n := strings.Count(out, "\n- b"); code != 0 || n != 250 || !strings.Contains(out, "- b249\n") {
+		t.Fatalf("list git-builders: exit %d, %d builders listed, want all 250", code, n)
 	}
 }

@@ -190,7 +190,8 @@ func (noopRecipe) Build(_ context.Context, in recipe.Input) (*recipe.Output, err
 // succeeded with its artifact; scripts/bench.sh prints the BENCH line.
 func TestNoopBuildCost(t *testing.T) {
 	n := loadBuilds()
-	f := setup(t, n)
+	// It measures the build path, not HTTP.WriteRate: n writes at once.
+	f := setup(t, n, "PKGFLEET_HTTP_WRITERATE", "0")
 	f.builder("noop", registry.TriggerTags, 0)
 	addrFile, apiStats, workerStats := filepath.Join(f.dir, "api.addr"), filepath.Join(f.dir, "api.stats"), filepath.Join(f.dir, "worker.stats")
 	apiProc := f.child(childSpec{Name: "api", API: true, Addr: addrFile, Stats: apiStats})

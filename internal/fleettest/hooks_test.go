@@ -32,11 +32,11 @@ func (f *fleet) poller() {
 	f.t.Cleanup(func() { cancel(); <-done })
 }
 
-// hook posts a webhook and returns the status code.
-func (f *fleet) hook(provider string, payload any, header map[string]string) int {
+// hook posts a webhook for builder src/name and returns the status code.
+func (f *fleet) hook(provider, name string, payload any, header map[string]string) int {
 	f.t.Helper()
 	body, _ := json.Marshal(payload)
-	req, _ := http.NewRequest("POST", f.api.URL+"/api/v1/hooks/"+provider, bytes.NewReader(body))
+	req, _ := http.NewRequest("POST", f.api.URL+"/api/v1/hooks/"+provider+"/src/"+name, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	for k, v := range header {
 		if v == "SIGN" {
@@ -89,19 +89,21 @@ func TestWebhookWithABadSecretIs401AndQueuesNothing(t *testing.T) {
 	f.do("POST", "/api/v1/sources/src/git-builders", map[string]any{"name": "nosecret", "url": "file://" + other}, 201)
 	payload := map[string]any{"repository": map[string]any{"clone_url": "file://" + repo}}
 	cases := []struct {
-		provider string
-		payload  any
-		header   map[string]string
+		provider, builder string
+		payload           any
+		header            map[string]string
 	}{
-		{"github", payload, map[string]string{"X-Hub-Signature-256": "sha256=" + strings.Repeat("ab", 32)}},
-		{"github", payload, nil},
-		{"gitlab", map[string]any{"project": map[string]any{"git_http_url": "file://" + repo}}, map[string]string{"X-Gitlab-Token": "wrong-token-0123456789"}},
-		{"generic", map[string]any{"url": "file://" + repo}, map[string]string{"Authorization": "Bearer nope"}},
-		// The right secret for another repository's builder.
-		{"generic", map[string]any{"url": "file://" + other}, map[string]string{"Authorization": "Bearer " + secret}},
+		{"github", "h", payload, map[string]string{"X-Hub-Signature-256": "sha256=" + strings.Repeat("ab", 32)}},
+		{"github", "h", payload, nil},
+		{"gitlab", "h", map[string]any{"project": map[string]any{"git_http_url": "file://" + repo}}, map[string]string{"X-Gitlab-Token": "wrong-token-0123456789"}},
+		{"generic", "h", map[string]any{"url": "file://" + repo}, map[string]string{"Authorization": "Bearer nope"}},
+		// The right secret for another builder, which has none.
+		{"generic", "nosecret", map[string]any{"url": "file://" + other}, map[string]string{"Authorization": "Bearer " + secret}},
+		// The right secret for a builder that does not exist.
+		{"generic", "absent", map[string]any{"url": "file://" + other}, map[string]string{"Authorization": "Bearer " + secret}},
 	}
 	for _, c := range cases {
-		if got := f.hook(c.provider, c.payload, c.header); got != http.StatusUnauthorized {
+		if got := f.hook(c.provider, c.builder, c.payload, c.header); got != http.StatusUnauthorized {
 			t.Fatalf("%s webhook with %v: status %d, want 401", c.provider, c.header, got)
 		}
 	}
@@ -133,7 +135,7 @@ func TestWebhooksTriggerABuildOfThePushedCommitOnce(t *testing.T) {
 		{"generic", map[string]any{"urls": []string{"file://" + repo + "/"}}, map[string]string{"Authorization": "Bearer " + secret}},
 	} {
 		sha := testenv.Commit(t, repo, map[string]string{"f": fmt.Sprint(i)}, "push")
-		if got := f.hook(c.provider, c.payload, c.header); got != http.StatusAccepted {
+		if got := f.hook(c.provider, "h", c.payload, c.header); got != http.StatusAccepted {
 			t.Fatalf("%s webhook: status %d, want 202", c.provider, got)
 		}
 		var b *registry.Build
@@ -152,7 +154,7 @@ func TestWebhooksTriggerABuildOfThePushedCommitOnce(t *testing.T) {
 		if run.Builds[0].ID != b.ID {
 			t.Fatalf("run after the webhook made build %d, want the webhook's build %d", run.Builds[0].ID, b.ID)
 		}
-		f.hook(c.provider, c.payload, c.header)
+		f.hook(c.provider, "h", c.payload, c.header)
 	}
 	body := f.do("GET", "/api/v1/sources/src/git-builders/h", nil, 200)
 	var bl registry.Builder
@@ -161,7 +163,7 @@ func TestWebhooksTriggerABuildOfThePushedCommitOnce(t *testing.T) {
 		t.Fatalf("builder = %s; want webhook_secret_set, last/next poll times and no secret", body)
 	}
 	// One more webhook, and its poll done: a duplicate would show by now.
-	f.hook("gitlab", map[string]any{"project": map[string]any{"git_http_url": "file://" + repo}}, map[string]string{"X-Gitlab-Token": secret})
+	f.hook("gitlab", "h", map[string]any{"project": map[string]any{"git_http_url": "file://" + repo}}, map[string]string{"X-Gitlab-Token": secret})
 	testenv.Eventually(t, 20*time.Second, "the webhook's poll", func() bool {
 		var now registry.Builder
 		json.Unmarshal(f.do("GET", "/api/v1/sources/src/git-builders/h", nil, 200), &now)

@@ -29,7 +29,8 @@ func loadBuilds() int {
 func TestNoopBuildLoad(t *testing.T) {
 	t.Parallel()
 	n := loadBuilds()
-	f := setup(t, n)
+	// It measures the build path, not HTTP.WriteRate: n writes at once.
+	f := setup(t, n, "PKGFLEET_HTTP_WRITERATE", "0")
 	f.recipe.command.Store("true")
 	shas := f.builder("load", registry.TriggerTags, n)
 	f.worker("L1", 4)

@@ -9,6 +9,7 @@ package metrics
 
 import (
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/apiv1"
@@ -213,7 +214,7 @@ type API struct {
 	webhooks *prometheus.CounterVec
 }
 
-// FleetState is computed at every scrape from Redis.
+// FleetState is read from Redis, at most once per refresh (see NewAPI).
 type FleetState struct {
 	Required        int               // PPM's user-namespace formula
 	Builders        map[[2]string]int // (language, trigger) → count
@@ -221,9 +222,10 @@ type FleetState struct {
 	Waiting         int               // builds waiting for a slot
 }
 
-// NewAPI registers the API's metrics; fleet is called at each scrape, and
-// extra collectors (asynq's queue collector) are registered beside them.
-func NewAPI(fleet func() (FleetState, error), extra ...prometheus.Collector) *API {
+// NewAPI registers the API's metrics; fleet is called at most once per
+// refresh, whatever the scrape rate, and extra collectors (asynq's queue
+// collector) are registered beside them.
+func NewAPI(fleet func() (FleetState, error), refresh time.Duration, extra ...prometheus.Collector) *API {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := &API{
@@ -236,12 +238,12 @@ func NewAPI(fleet func() (FleetState, error), extra ...prometheus.Collector) *AP
 			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
 		}),
 		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pkgfleet_webhook_deliveries_total", Help: "Webhook deliveries, by provider and outcome (accepted, rejected, error).",
+			Name: "pkgfleet_webhook_deliveries_total", Help: "Webhook deliveries, by provider and outcome (accepted, rejected, replayed, error).",
 		}, []string{"provider", "outcome"}),
 	}
 	m.polls.WithLabelValues("ok")
 	m.polls.WithLabelValues("error")
-	reg.MustRegister(m.polls, m.pollTime, m.webhooks, &fleetCollector{fleet: fleet})
+	reg.MustRegister(m.polls, m.pollTime, m.webhooks, &fleetCollector{fleet: fleet, refresh: refresh})
 	reg.MustRegister(extra...)
 	return m
 }
@@ -276,9 +278,29 @@ var (
 	descWaiting  = prometheus.NewDesc("pkgfleet_builds_waiting", "Builds waiting for a build slot.", nil, nil)
 )
 
-// fleetCollector reads the fleet's state from Redis at each scrape.
+// fleetCollector reads the fleet's state from Redis at most once per
+// refresh and answers the scrapes in between from that reading: /metrics
+// needs no token, and reading the fleet walks every builder, so the scrape
+// rate must not set how often that happens. Concurrent scrapes wait for
+// one reading.
 type fleetCollector struct {
-	fleet func() (FleetState, error)
+	fleet   func() (FleetState, error)
+	refresh time.Duration
+
+	mu   sync.Mutex
+	at   time.Time // of the last reading; zero before the first
+	last FleetState
+	err  error
+}
+
+func (c *fleetCollector) read() (FleetState, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.at.IsZero() || time.Since(c.at) >= c.refresh {
+		c.last, c.err = c.fleet()
+		c.at = time.Now()
+	}
+	return c.last, c.err
 }
 
 func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -289,7 +311,7 @@ func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
-	st, err := c.fleet()
+	st, err := c.read()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(descRequired, err)
 		return

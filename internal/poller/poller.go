@@ -103,11 +103,26 @@ type Status struct {
 	LastError  string
 }
 
-// Statuses returns the poller's view of every builder it has polled.
-func Statuses(ctx context.Context, rdb redis.UniversalClient) (map[string]Status, error) {
-	raw, err := rdb.HGetAll(ctx, keySched).Result()
-	if err != nil {
-		return nil, fmt.Errorf("poll status: %w", err)
+// Statuses returns the poller's view of the builders named by key
+// ("source/name"), or of every builder it has polled when none is named.
+func Statuses(ctx context.Context, rdb redis.UniversalClient, keys ...string) (map[string]Status, error) {
+	raw := map[string]string{}
+	if len(keys) == 0 {
+		all, err := rdb.HGetAll(ctx, keySched).Result()
+		if err != nil {
+			return nil, fmt.Errorf("poll status: %w", err)
+		}
+		raw = all
+	} else {
+		vals, err := rdb.HMGet(ctx, keySched, keys...).Result()
+		if err != nil {
+			return nil, fmt.Errorf("poll status: %w", err)
+		}
+		for i, v := range vals {
+			if v, ok := v.(string); ok {
+				raw[keys[i]] = v
+			}
+		}
 	}
 	out := make(map[string]Status, len(raw))
 	for k, v := range raw {
@@ -305,12 +320,24 @@ func (p *Poller) poll(ctx context.Context, term *leader.Term, d dueBuilder) {
 		}
 		p.Observe(outcome, time.Since(started))
 	}
+	// A remote is logged when it starts failing and when it recovers, not
+	// at each poll between: a fleet of failing builders (or one created
+	// to fail) must not fill the log. The builder's last_error and
+	// pkgfleet_polls_total{outcome="error"} show the rest.
+	wasFailing := st.Failures > 0
 	if err != nil {
 		st.Failures++
 		st.LastError = err.Error()
 		st.NextPollAt = now.Add(jitter(backoff(st.Failures, interval)))
-		log.Warn("poll failed", "error", err, "failures", st.Failures, "next_poll_at", st.NextPollAt)
+		level := slog.LevelWarn
+		if wasFailing {
+			level = slog.LevelDebug
+		}
+		log.Log(ctx, level, "poll failed", "error", err, "failures", st.Failures, "next_poll_at", st.NextPollAt)
 	} else {
+		if wasFailing {
+			log.Info("poll succeeds again", "failures", st.Failures)
+		}
 		st.Failures, st.LastError = 0, ""
 		st.NextPollAt = now.Add(jitter(interval))
 	}

@@ -318,3 +318,55 @@ func TestPollerUsesTheBuildersGitClient(t *testing.T) {
 		t.Fatalf("git client asked for credential %q", cred)
 	}
 }
+
+func TestRepeatedPollFailuresAreLoggedOncePerStateChange(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	repo, _ := testenv.Repo(t, map[string]string{"f": "1"})
+	away := repo + ".away"
+	move := func(from, to string) {
+		if err := os.Rename(from, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	move(repo, away) // failing from the start
+	// Polled only on demand (the first poll, then PollNow): a scheduled
+	// poll racing a requested one could start from the state read before
+	// the other saved, and count a failure twice.
+	b := e.builder(registry.Builder{Name: "flaky", URL: "file://" + repo, PollInterval: registry.Duration(time.Hour)})
+	p, rdb := e.poller("a")
+	log, captured := testenv.CapturingLogger(t)
+	p.Log = log
+	e.start(p, rdb)
+	poll := func() {
+		t.Helper()
+		if err := PollNow(context.Background(), e.rdb, b.Key()); err != nil {
+			t.Fatal(err)
+		}
+		e.polls(b.Key(), 1)
+	}
+	// count returns the warnings and the recoveries logged so far.
+	count := func() (warn, info int) {
+		out := captured.String()
+		return strings.Count(out, `level=WARN msg="poll failed"`), strings.Count(out, `level=INFO msg="poll succeeds again"`)
+	}
+	e.polls(b.Key(), 0)
+	for range 3 {
+		poll()
+	}
+	if w, i := count(); w != 1 || i != 0 {
+		t.Fatalf("4 failed polls logged %d warnings and %d recoveries, want 1 and 0:\n%s", w, i, captured)
+	}
+	move(away, repo)
+	poll()
+	poll()
+	if w, i := count(); w != 1 || i != 1 {
+		t.Fatalf("after the recovery: %d warnings and %d recoveries, want 1 and 1:\n%s", w, i, captured)
+	}
+	move(repo, away)
+	poll()
+	poll()
+	if w, i := count(); w != 2 || i != 1 {
+		t.Fatalf("failing again: %d warnings and %d recoveries, want 2 and 1:\n%s", w, i, captured)
+	}
+}

@@ -3,11 +3,14 @@ package registry
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -125,6 +128,9 @@ func (r *Registry) CreateBuilder(ctx context.Context, b *Builder) error {
 	if !ok {
 		return fmt.Errorf("git-builder %q in source %q %w", b.Name, b.Source, ErrExists)
 	}
+	if err := r.rdb.ZAdd(ctx, keyBuilderIndex, redis.Z{Member: b.Key()}).Err(); err != nil {
+		return fmt.Errorf("create git-builder: index: %w", err)
+	}
 	return nil
 }
 
@@ -159,6 +165,101 @@ func (r *Registry) Builders(ctx context.Context, source string) ([]*Builder, err
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
 	return out, nil
+}
+
+// keyBuilderIndex is a sorted set of every builder's "source/name", all
+// with score 0, so that ZRANGEBYLEX reads one page of builders in name
+// order without reading the others.
+const keyBuilderIndex = "pkgfleet:builder-index"
+
+// BuildersPage lists at most limit builders of source (of all sources
+// when ""), in "source/name" order, starting after the builder key after
+// ("" for the first page). next is the key to pass as after for the next
+// page, "" after the last.
+func (r *Registry) BuildersPage(ctx context.Context, source, after string, limit int) (page []*Builder, next string, err error) {
+	if err := r.indexBuilders(ctx); err != nil {
+		return nil, "", err
+	}
+	lo, hi := "-", "+"
+	if source != "" {
+		// '/' + 1 is '0': every "source/…" key sorts below "source0".
+		lo, hi = "["+source+"/", "("+source+"0"
+	}
+	if after != "" && (source == "" || strings.HasPrefix(after, source+"/")) {
+		lo = "(" + after
+	}
+	keys, err := r.rdb.ZRangeByLex(ctx, keyBuilderIndex, &redis.ZRangeBy{Min: lo, Max: hi, Count: int64(limit) + 1}).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("list git-builders: %w", err)
+	}
+	if len(keys) > limit {
+		keys, next = keys[:limit], keys[limit-1]
+	}
+	if len(keys) == 0 {
+		return nil, "", nil
+	}
+	vals, err := r.rdb.HMGet(ctx, keyBuilders, keys...).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("list git-builders: %w", err)
+	}
+	for _, v := range vals {
+		raw, ok := v.(string)
+		if !ok {
+			continue // deleted since the index was read
+		}
+		var b Builder
+		if err := json.Unmarshal([]byte(raw), &b); err != nil {
+			return nil, "", fmt.Errorf("list git-builders: %w", err)
+		}
+		page = append(page, &b)
+	}
+	return page, next, nil
+}
+
+// CountBuilders says how many builders source has.
+func (r *Registry) CountBuilders(ctx context.Context, source string) (int, error) {
+	if err := r.indexBuilders(ctx); err != nil {
+		return 0, err
+	}
+	n, err := r.rdb.ZLexCount(ctx, keyBuilderIndex, "["+source+"/", "("+source+"0").Result()
+	if err != nil {
+		return 0, fmt.Errorf("count git-builders of %s: %w", source, err)
+	}
+	return int(n), nil
+}
+
+// indexBuilders rebuilds the index when it does not hold as many keys as
+// the builders' hash: builders stored before the index existed, or an
+// index write lost between the two (create and delete write the hash
+// first).
+func (r *Registry) indexBuilders(ctx context.Context) error {
+	pipe := r.rdb.Pipeline()
+	hlen, zcard := pipe.HLen(ctx, keyBuilders), pipe.ZCard(ctx, keyBuilderIndex)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("git-builder index: %w", err)
+	}
+	if hlen.Val() == zcard.Val() {
+		return nil
+	}
+	keys, err := r.rdb.HKeys(ctx, keyBuilders).Result()
+	if err != nil {
+		return fmt.Errorf("git-builder index: %w", err)
+	}
+	_, err = r.rdb.TxPipelined(ctx, func(tx redis.Pipeliner) error {
+		tx.Del(ctx, keyBuilderIndex)
+		members := make([]redis.Z, len(keys))
+		for i, k := range keys {
+			members[i] = redis.Z{Member: k}
+		}
+		if len(members) > 0 {
+			tx.ZAdd(ctx, keyBuilderIndex, members...)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("git-builder index: %w", err)
+	}
+	return nil
 }
 
 // UpdateBuilder applies edit to a builder atomically; edit validates.
@@ -207,6 +308,7 @@ func (r *Registry) DeleteBuilder(ctx context.Context, source, name string) error
 		return fmt.Errorf("git-builder %q in source %q %w", name, source, ErrNotFound)
 	}
 	_ = r.rdb.HDel(ctx, keyWebhookSecrets, source+"/"+name).Err()
+	_ = r.rdb.ZRem(ctx, keyBuilderIndex, source+"/"+name).Err()
 	return r.rdb.Del(ctx, keyClaims(source+"/"+name)).Err()
 }
 
@@ -479,11 +581,37 @@ func (r *Registry) SetWebhookSecret(ctx context.Context, source, name, secret st
 	return r.rdb.HSet(ctx, keyWebhookSecrets, source+"/"+name, secret).Err()
 }
 
-// WebhookSecrets returns the webhook secrets by "source/name".
-func (r *Registry) WebhookSecrets(ctx context.Context) (map[string]string, error) {
-	m, err := r.rdb.HGetAll(ctx, keyWebhookSecrets).Result()
-	if err != nil {
-		return nil, fmt.Errorf("webhook secrets: %w", err)
+// WebhookSecret returns one builder's stored webhook secret, "" when it
+// has none (or there is no such builder): a webhook names its builder, so
+// checking it reads one field, never every builder's.
+func (r *Registry) WebhookSecret(ctx context.Context, source, name string) (string, error) {
+	v, err := r.rdb.HGet(ctx, keyWebhookSecrets, source+"/"+name).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return "", fmt.Errorf("webhook secret of %s/%s: %w", source, name, err)
 	}
-	return m, nil
+	return v, nil
+}
+
+// FirstDelivery remembers a webhook delivery id of a builder for window
+// and says whether it is the first time the id is seen in that window
+// (SET NX with a TTL, so it holds across API replicas). Forget undoes it.
+func (r *Registry) FirstDelivery(ctx context.Context, source, name, id string, window time.Duration) (bool, error) {
+	ok, err := r.rdb.SetNX(ctx, keyDelivery(source, name, id), 1, window).Result()
+	if err != nil {
+		return false, fmt.Errorf("webhook delivery of %s/%s: %w", source, name, err)
+	}
+	return ok, nil
+}
+
+// ForgetDelivery lets a delivery id be used again (its poll request could
+// not be stored, so the sender's retry must not be refused).
+func (r *Registry) ForgetDelivery(ctx context.Context, source, name, id string) error {
+	return r.rdb.Del(ctx, keyDelivery(source, name, id)).Err()
+}
+
+// keyDelivery hashes the sender's id so that the key's size is bounded
+// whatever the header holds.
+func keyDelivery(source, name, id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return "pkgfleet:webhook-delivery:" + source + "/" + name + ":" + hex.EncodeToString(sum[:16])
 }

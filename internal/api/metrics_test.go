@@ -1,0 +1,59 @@
+package api
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/pkgfleet/pkgfleet/internal/testenv"
+)
+
+func TestMetricsScrapesDoNotWalkTheFleet(t *testing.T) {
+	t.Parallel()
+	h := setup(t, false, map[string]string{"PKGFLEET_HTTP_WRITERATE": "0"})
+	h.many(100)
+	scrape := func() string {
+		t.Helper()
+		resp, err := http.Get(h.url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("/metrics: %d", resp.StatusCode)
+		}
+		return string(body)
+	}
+	counter := &testenv.CommandCounter{}
+	h.rdb.AddHook(counter)
+	if first := scrape(); !strings.Contains(first, `pkgfleet_git_builders{language="r",trigger="commits"} 103`) {
+		t.Fatalf("the first scrape does not count the 103 builders:\n%s", first)
+	}
+	walk, _ := counter.Total()
+	counter.Reset()
+	const scrapes = 20
+	for range scrapes {
+		scrape()
+	}
+	n, by := counter.Total()
+	if by["hvals"] != 0 || by["zrevrange"] != 0 || by["mget"] != 0 {
+		t.Fatalf("%d scrapes within the refresh read every builder or build again: %v", scrapes, by)
+	}
+	// What is left per scrape (asynq's queue sizes) does not grow with
+	// the fleet: 100 more builders change nothing.
+	per := n / scrapes
+	for i := range 100 {
+		if code, body := h.req("POST", "/api/v1/sources/src/git-builders", fmt.Sprintf(`{"name":"more%03d","url":"https://example.invalid/r"}`, i), ""); code != 201 {
+			t.Fatalf("create builder: %d %s", code, body)
+		}
+	}
+	counter.Reset()
+	scrape()
+	if again, by := counter.Total(); again > per {
+		t.Fatalf("a scrape with 100 more builders sent %d Redis commands (%v), before %d", again, by, per)
+	}
+	t.Logf("one reading of the fleet: %d Redis commands; a scrape between readings: %d", walk, per)
+}
