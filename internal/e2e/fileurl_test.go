@@ -3,8 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"html"
-	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -45,13 +43,8 @@ func TestAPIAcceptsAnEncodedFileURLAndShowsItDecoded(t *testing.T) {
 		t.Fatalf("builder %q with url %q, want hellofleet (read from DESCRIPTION through git) and %q", bl.Name, bl.URL, encoded)
 	}
 
-	resp, err := http.Get(f.api.URL + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	page, _ := io.ReadAll(resp.Body)
-	if !strings.Contains(html.UnescapeString(string(page)), "<code>file://"+repo+"</code>") {
+	page := scrape(t, f.api.URL+"/")
+	if !strings.Contains(html.UnescapeString(page), "<code>file://"+repo+"</code>") {
 		t.Errorf("the builds page does not show file://%s decoded:\n%s", repo, page)
 	}
 }

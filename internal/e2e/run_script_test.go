@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"html"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -109,7 +107,7 @@ func TestMakeRunWorksFromAClosedPathWithASpace(t *testing.T) {
 
 	api := fmt.Sprintf("http://127.0.0.1:%d", port)
 	var builds apiv1.Builds
-	if err := json.Unmarshal(fetchOK(t, api+"/api/v1/builds"), &builds); err != nil {
+	if err := json.Unmarshal([]byte(scrape(t, api+"/api/v1/builds")), &builds); err != nil {
 		t.Fatal(err)
 	}
 	succeeded := map[string]bool{}
@@ -119,7 +117,7 @@ func TestMakeRunWorksFromAClosedPathWithASpace(t *testing.T) {
 	if !succeeded["hellofleet"] || !succeeded["hellofleet-py"] {
 		t.Errorf("builds %+v, want hellofleet and hellofleet-py succeeded", builds.Builds)
 	}
-	page := html.UnescapeString(string(fetchOK(t, api+"/")))
+	page := html.UnescapeString(scrape(t, api+"/"))
 	for _, want := range []string{
 		`id="builder-r-demo-hellofleet"`, `id="builder-py-demo-hellofleet-py"`,
 		"<code>file://" + filepath.Join(checkout, "var", "repos", "hellofleet") + "</code>",
@@ -204,18 +202,4 @@ func copyCheckout(t *testing.T, dst string) {
 			t.Fatal(err)
 		}
 	}
-}
-
-func fetchOK(t *testing.T, url string) []byte {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
-	}
-	return b
 }

@@ -41,13 +41,11 @@ func reachConfig(t *testing.T) (sandbox.Config, string) {
 	}, base
 }
 
-// mkdirClosed makes a directory only its owner (root) may enter.
+// mkdirClosed makes a directory only its owner (root) may enter, below
+// parents every user can.
 func mkdirClosed(t *testing.T, p string) string {
 	t.Helper()
-	if err := os.MkdirAll(p, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(p, 0o700); err != nil {
+	if err := os.Chmod(mkdirOpen(t, p), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -96,7 +94,7 @@ func TestUnreachableDirectoriesAreNamed(t *testing.T) {
 		setting string
 	}{
 		{"TempDir below a closed directory", func(cfg *sandbox.Config, base string) string {
-			closed := mkdirClosed(t, filepath.Join(mkdirOpen(t, filepath.Join(base, "home")), "me"))
+			closed := mkdirClosed(t, filepath.Join(base, "home", "me"))
 			cfg.TempDir = filepath.Join(closed, "checkout", "var", "tmp")
 			return closed
 		}, "Server.TempDir"},
