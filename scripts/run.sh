@@ -2,8 +2,11 @@
 # make run: a whole local pkgfleet — Redis, the API and one worker — with
 # the bundled example packages turned into git repositories, built once.
 # It prints one line per example build as it changes state, then where to
-# look. Everything lives under ./var; Ctrl-C stops the worker, then the
-# API, then Redis.
+# look. What you look at lives under ./var (logs, artifacts, the example
+# repositories, Redis's data); the builds' work directories live in one of
+# their own under /var/tmp, which the build user can reach wherever the
+# checkout is (a 0700 home, a path with spaces). Ctrl-C stops the worker,
+# then the API, then Redis, and removes that directory.
 #
 # Builds run in the sandbox. Where it does not work, make run stops and
 # says why; PKGFLEET_RUN_UNSANDBOXED=1 make run builds without it instead
@@ -13,10 +16,47 @@ cd "$(dirname "$0")/.."
 root=$PWD
 var=$root/var
 bash scripts/deps.sh
-mkdir -p "$var"/{data,tmp,run,log,redis,repos}
-go build -o bin/pkgfleet-api ./cmd/api
-go build -o bin/pkgfleet-worker ./cmd/worker
-go build -o bin/pkgfleet ./cmd/pkgfleet
+mkdir -p "$var"/{data,log,redis,repos}
+
+# Builds run as the build user (the pkgfleet account when root), which
+# must traverse every directory down to the build's checkout and TMPDIR.
+# A checkout's own path may not let it (/root and home directories are
+# 0700 or 0750), and widening a home directory is no fix; so the temp and
+# checkout roots go in a directory of this user's own under /var/tmp,
+# 0711, keyed by the checkout so that two checkouts do not collide. The
+# worker checks the whole path again (pkgfleet-worker sandbox check).
+work=/var/tmp/pkgfleet-run-$(id -u)-$(printf %s "$root" | sha256sum | cut -c1-12)
+if [ -L "$work" ] || { [ -e "$work" ] && { [ ! -d "$work" ] || [ ! -O "$work" ]; }; }; then
+  echo "run: $work is not a directory of this user's own; remove it and run again" >&2
+  exit 1
+fi
+mkdir -p -m 0711 "$work" && chmod 0711 "$work"
+mkdir -p "$work"/{tmp,builder,run}
+
+# gcfg_value quotes a path for the config file: an unquoted ';' or '#'
+# would start a comment.
+gcfg_value() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "$s"; }
+
+# file_url is the file:// URL of an absolute path, percent-encoded byte by
+# byte (spaces, '#', '?', '%', non-ASCII): the API refuses a raw space, and
+# git decodes %XX in a file:// path itself.
+file_url() {
+  local LC_ALL=C path=$1 out= c i
+  for ((i = 0; i < ${#path}; i++)); do
+    c=${path:i:1}
+    case $c in
+      [A-Za-z0-9/._~-]) out+=$c ;;
+      *) printf -v c '%%%02X' "'$c"; out+=$c ;;
+    esac
+  done
+  printf 'file://%s' "$out"
+}
+# -trimpath keeps the checkout's path out of the build cache's keys: a
+# fresh checkout elsewhere (a second clone, the e2e test's copy) builds in
+# seconds from what an earlier one compiled, instead of minutes.
+go build -trimpath -o bin/pkgfleet-api ./cmd/api
+go build -trimpath -o bin/pkgfleet-worker ./cmd/worker
+go build -trimpath -o bin/pkgfleet ./cmd/pkgfleet
 
 # Each daemon runs in a session of its own, so that Ctrl-C reaches only
 # this script, which then stops them in order: the worker first (it may
@@ -34,13 +74,17 @@ cleanup() {
   [ -z "$worker_pid" ] || what+=("the worker")
   [ -z "$api_pid" ] || what+=("the API")
   [ -z "$redis_pid" ] || what+=("Redis")
-  [ ${#what[@]} -gt 0 ] || return 0
+  if [ ${#what[@]} -eq 0 ]; then
+    rm -rf "$work"
+    return 0
+  fi
   echo
   echo "run: stopping $(IFS=,; echo "${what[*]}" | sed 's/,/, then /g')"
   for p in "${follow_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   stop "$worker_pid"
   stop "$api_pid"
   stop "$redis_pid"
+  rm -rf "$work"
   echo "run: stopped"
 }
 trap cleanup EXIT
@@ -48,7 +92,9 @@ trap 'cleanup; exit 0' INT TERM
 
 redis_addr=${PKGFLEET_REDIS_ADDRESS:-}
 if [ -z "$redis_addr" ]; then
-  redis_addr=$var/redis/redis.sock
+  # The socket goes in the work directory: a socket's path must be short
+  # (108 bytes), and a checkout's path may be long.
+  redis_addr=$work/redis.sock
   setsid redis-server --port 0 --unixsocket "$redis_addr" --unixsocketperm 700 --dir "$var/redis" \
     --appendonly yes --maxmemory-policy noeviction --save "" >"$var/log/redis.log" 2>&1 </dev/null &
   redis_pid=$!
@@ -59,11 +105,12 @@ port=${PKGFLEET_PORT:-4242}
 cat >"$var/pkgfleet.gcfg" <<CFG
 ; written by scripts/run.sh for a local demo
 [Server]
-DataDir = $var/data
-TempDir = $var/tmp
-SockFileDir = $var/run
+DataDir = $(gcfg_value "$var/data")
+TempDir = $(gcfg_value "$work/tmp")
+SockFileDir = $(gcfg_value "$work/run")
 
 [Git]
+BuilderDir = $(gcfg_value "$work/builder")
 AllowFileURLs = true
 PollInterval = 1m
 BuildRetries = 2
@@ -72,27 +119,39 @@ BuildRetries = 2
 MetricsListen = 127.0.0.1:${PKGFLEET_WORKER_METRICS_PORT:-9464}
 
 [Redis]
-Address = $redis_addr
+Address = $(gcfg_value "$redis_addr")
 
 [HTTP]
 Listen = 127.0.0.1:$port
 CFG
 
 # The sandbox is required: probe it as the worker will, and stop here with
-# the reason and the remedy when it does not work.
-if ! check=$(bin/pkgfleet-worker -config "$var/pkgfleet.gcfg" sandbox check 2>&1); then
+# the reason and the remedy when it does not work. Exit status 3 is a
+# precondition that is not the kernel's (a directory the build user cannot
+# reach, the build user itself): its line names the fix, and user
+# namespaces are not the cause.
+check_status=0
+check=$(bin/pkgfleet-worker -config "$var/pkgfleet.gcfg" sandbox check 2>&1) || check_status=$?
+if [ "$check_status" -ne 0 ]; then
   echo "run: ==================================================================" >&2
   echo "run: THE BUILD SANDBOX DOES NOT WORK ON THIS MACHINE" >&2
   sed 's/^/run:   /' <<<"$check" | grep -v 'level=INFO' >&2 || true
-  echo "run: Remedy: fix what the lines above name; for user namespaces see docs/sandbox.md," >&2
-  echo "run: \"Enabling user namespaces\" (user.max_user_namespaces > 0; on Ubuntu 24.04 also" >&2
-  echo "run: kernel.apparmor_restrict_unprivileged_userns = 0)" >&2
+  if [ "$check_status" -eq 3 ]; then
+    echo "run: Remedy: the line above names what blocks the build user and the setting that fixes it" >&2
+    echo "run: (in $var/pkgfleet.gcfg, which scripts/run.sh writes)." >&2
+  else
+    echo "run: Remedy: fix what the lines above name; for user namespaces see docs/sandbox.md," >&2
+    echo "run: \"Enabling user namespaces\" (user.max_user_namespaces > 0; on Ubuntu 24.04 also" >&2
+    echo "run: kernel.apparmor_restrict_unprivileged_userns = 0)" >&2
+  fi
   if [ -n "${PKGFLEET_RUN_UNSANDBOXED:-}" ]; then
     echo "run: PKGFLEET_RUN_UNSANDBOXED is set: building WITHOUT the sandbox (Git.AllowUnsandboxedGitBuilds)." >&2
     echo "run: ==================================================================" >&2
     printf '\n[Git]\nAllowUnsandboxedGitBuilds = true\n' >>"$var/pkgfleet.gcfg"
   else
-    echo "run: or, for a demo only, build without it: PKGFLEET_RUN_UNSANDBOXED=1 make run" >&2
+    if [ "$check_status" -ne 3 ]; then
+      echo "run: or, for a demo only, build without it: PKGFLEET_RUN_UNSANDBOXED=1 make run" >&2
+    fi
     echo "run: ==================================================================" >&2
     exit 1
   fi
@@ -131,12 +190,22 @@ make_repo hellofleet examples/r/hellofleet DESCRIPTION
 make_repo hellofleet-py examples/python/hellofleet-py pyproject.toml src/hellofleet_py/__init__.py
 
 # Sources and builders are created once; a second make run finds them
-# (and the builds of the same commits) in Redis.
-post() { curl -sS -o /dev/null -X POST -H 'Content-Type: application/json' -d "$2" "$api$1"; }
+# (and the builds of the same commits) in Redis: the API's 409 is fine.
+# Any other refusal stops make run with the API's own error.
+post() { # path json
+  local out code
+  out=$(curl -sS -X POST -H 'Content-Type: application/json' -d "$2" -w '\n%{http_code}' "$api$1") ||
+    { echo "run: POST $1: the API did not answer; see $var/log/api.log" >&2; exit 1; }
+  code=${out##*$'\n'}
+  out=${out%$'\n'*}
+  case $code in 2?? | 409) return 0 ;; esac
+  echo "run: the API refused POST $1 (HTTP $code): $(sed -E 's/^\{"error":"(.*)"\}$/\1/' <<<"$out")" >&2
+  exit 1
+}
 post /api/v1/sources '{"name":"r-demo","type":"git"}'
 post /api/v1/sources '{"name":"py-demo","type":"git-python"}'
-post /api/v1/sources/r-demo/git-builders "{\"url\":\"file://$var/repos/hellofleet\",\"branch\":\"main\"}"
-post /api/v1/sources/py-demo/git-builders "{\"name\":\"hellofleet-py\",\"url\":\"file://$var/repos/hellofleet-py\",\"build_trigger\":\"tags\",\"tag_pattern\":\"v*\"}"
+post /api/v1/sources/r-demo/git-builders "{\"url\":\"$(file_url "$var/repos/hellofleet")\",\"branch\":\"main\"}"
+post /api/v1/sources/py-demo/git-builders "{\"name\":\"hellofleet-py\",\"url\":\"$(file_url "$var/repos/hellofleet-py")\",\"build_trigger\":\"tags\",\"tag_pattern\":\"v*\"}"
 
 # Build the examples and follow them with the CLI's --wait lines (plain
 # lines, one per change, since its output is a pipe here).
@@ -165,6 +234,7 @@ pkgfleet is running (Ctrl-C stops it):
   API          $api/api/v1/builds   CLI: PKGFLEET_ADDRESS=$api bin/pkgfleet list git-builds
   logs         $var/log/{api,worker,redis}.log
   artifacts    $var/data/packages
+  build dirs   $work (removed when make run stops)
   repos        $var/repos/hellofleet, $var/repos/hellofleet-py (commit or tag there, then run/rerun)
 MSG
 set +e

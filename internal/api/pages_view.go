@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/queue"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/roster"
@@ -112,6 +113,7 @@ func newBuildView(b *registry.Build, now time.Time) buildView {
 
 type builderView struct {
 	*registry.Builder
+	URL      string // as a person reads it (git.DisplayURL)
 	Schedule string
 	Builds   []buildView
 }
@@ -253,7 +255,7 @@ func (s *Server) builderView(ctx context.Context, b *registry.Builder, now time.
 	if err := s.noWorkerDetail(ctx, builds...); err != nil {
 		return builderView{}, err
 	}
-	bv := builderView{Builder: b, Schedule: sched}
+	bv := builderView{Builder: b, URL: git.DisplayURL(b.URL), Schedule: sched}
 	for _, x := range builds {
 		bv.Builds = append(bv.Builds, newBuildView(x, now))
 	}

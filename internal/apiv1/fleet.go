@@ -11,8 +11,11 @@ type Worker struct {
 	// SandboxTier is the tier of the worker's sandbox: "full",
 	// "masked-proc", or "none" when it is unusable (docs/sandbox.md).
 	SandboxTier string `json:"sandbox_tier"`
-	Slots       int    `json:"slots"` // builds at once (Worker.Concurrency, capped)
-	Running     int    `json:"running_builds"`
+	// SandboxRefusal is why the sandbox is unusable when SandboxTier is
+	// "none": the line pkgfleet-worker sandbox check prints.
+	SandboxRefusal string `json:"sandbox_refusal,omitempty"`
+	Slots          int    `json:"slots"` // builds at once (Worker.Concurrency, capped)
+	Running        int    `json:"running_builds"`
 	// MaxUserNamespaces is /proc/sys/user/max_user_namespaces (-1 when
 	// unreadable).
 	MaxUserNamespaces int `json:"max_user_namespaces"`

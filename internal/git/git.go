@@ -95,6 +95,14 @@ func (p URLPolicy) ValidateURL(raw string) error {
 		if !path.IsAbs(u.Path) {
 			return errors.New("file:// url needs an absolute path")
 		}
+		// git decodes %XX in a file:// path but reads ? and # literally:
+		// a path that needs them (or a space) comes percent-encoded.
+		if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+			return errors.New("file:// url must percent-encode '?' and '#' in its path (%3F, %23)")
+		}
+		if strings.ContainsFunc(u.Path, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return errors.New("file:// url must not encode control characters")
+		}
 	case "http":
 		return errors.New("http:// urls are not allowed: use https://")
 	case "":
@@ -103,6 +111,17 @@ func (p URLPolicy) ValidateURL(raw string) error {
 		return fmt.Errorf("url scheme %q is not allowed (https, ssh, git)", u.Scheme)
 	}
 	return nil
+}
+
+// DisplayURL is raw as a person reads it: a file:// URL with its path
+// decoded (file:///my work/repo for file:///my%20work/repo); others as
+// they are.
+func DisplayURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "file" || u.RawQuery != "" || u.Fragment != "" {
+		return raw
+	}
+	return "file://" + u.Host + u.Path
 }
 
 var refName = regexp.MustCompile(`^[A-Za-z0-9._/+-]+$`)

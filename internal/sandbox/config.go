@@ -10,6 +10,7 @@ type Config struct {
 	SockFileDir      string   // Server.SockFileDir: masked
 	StorageLocations []string // every FileStorage.Location: masked
 	TempDir          string   // Server.TempDir: parent of pkgfleet-workspaces
+	WorkDir          string   // Git.BuilderDir/work: builds' Source and Dest, which the build user must reach
 	RunAsUser        string   // Server.RunAsUser: name or numeric uid; "" = invoking user
 	Defaults         Limits   // limits for a Spec that sets none
 	// Tier forces a sandbox tier (tests, and operators who want masked-proc

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -61,10 +60,7 @@ func New(cfg Config) (*Namespaces, error) {
 	if !initCalled.Load() {
 		return nil, fmt.Errorf("%w: sandbox.Init was not called at the start of main (or TestMain)", ErrUnavailable)
 	}
-	if max, err := MaxUserNamespaces(); err == nil && max == 0 {
-		return nil, fmt.Errorf("%w: /proc/sys/user/max_user_namespaces is 0", ErrUnavailable)
-	}
-	n := &Namespaces{cfg: cfg, runUID: os.Getuid(), runGID: os.Getgid(), selfPath: "/proc/self/exe", tier: cfg.Tier}
+	n := &Namespaces{cfg: cfg, selfPath: "/proc/self/exe", tier: cfg.Tier}
 	if n.cfg.TempDir == "" {
 		n.cfg.TempDir = os.TempDir()
 	}
@@ -74,12 +70,18 @@ func New(cfg Config) (*Namespaces, error) {
 		n.cfg.TempDir = p
 	}
 	n.masks = maskList(n.cfg)
-	if os.Geteuid() == 0 {
-		uid, gid, err := lookupRunAs(cfg.RunAsUser)
-		if err != nil {
-			return nil, err
-		}
-		n.asRoot, n.runUID, n.runGID = true, uid, gid
+	// What is not the kernel's first (reach.go): its refusals name a
+	// setting or a directory, not user namespaces.
+	u, err := resolveBuildUser(cfg.RunAsUser)
+	if err != nil {
+		return nil, err
+	}
+	n.asRoot, n.runUID, n.runGID = u.dropped, u.uid, u.gid
+	if err := checkPreconditions(n.cfg, u); err != nil {
+		return nil, err
+	}
+	if max, err := MaxUserNamespaces(); err == nil && max == 0 {
+		return nil, fmt.Errorf("%w: /proc/sys/user/max_user_namespaces is 0", ErrUnavailable)
 	}
 	// The probe settles the tier: every build after it is set up the same way.
 	res, err := n.run(context.Background(), Spec{}, true)
@@ -306,38 +308,6 @@ func readReport(body []byte, res *Result) error {
 	}
 	res.ExitCode, res.Signal, res.Killed, res.Detail, res.Tier = hr.ExitCode, hr.Signal, hr.Killed, hr.Detail, hr.Tier
 	return nil
-}
-
-// lookupRunAs resolves Server.RunAsUser for a root worker. Empty means a
-// dedicated "pkgfleet" account, else "nobody". Root itself is refused:
-// builds never run as host root.
-func lookupRunAs(name string) (uid, gid int, err error) {
-	var u *user.User
-	switch {
-	case name != "":
-		if u, err = user.Lookup(name); err != nil {
-			if _, nerr := strconv.Atoi(name); nerr != nil {
-				return 0, 0, fmt.Errorf("sandbox: RunAsUser %q: %w", name, err)
-			}
-			if u, err = user.LookupId(name); err != nil {
-				// A bare numeric id without a passwd entry is fine.
-				id, _ := strconv.Atoi(name)
-				u = &user.User{Uid: name, Gid: strconv.Itoa(id)}
-			}
-		}
-	default:
-		if u, err = user.Lookup("pkgfleet"); err != nil {
-			if u, err = user.Lookup("nobody"); err != nil {
-				u = &user.User{Uid: "65534", Gid: "65534"}
-			}
-		}
-	}
-	uid, _ = strconv.Atoi(u.Uid)
-	gid, _ = strconv.Atoi(u.Gid)
-	if uid == 0 || gid == 0 {
-		return 0, 0, fmt.Errorf("sandbox: RunAsUser %q is root; builds must run unprivileged", name)
-	}
-	return uid, gid, nil
 }
 
 // handOver gives runUID the directories a root worker's build must

@@ -17,19 +17,38 @@ import (
 // TempDir/pkgfleet-workspaces. The name carries the worker's pid so that
 // CleanStale can tell a dead worker's leftovers from a live one's.
 func newWorkspace(tempDir string) (string, error) {
-	if tempDir == "" {
-		tempDir = os.TempDir()
-	}
-	parent := filepath.Join(tempDir, WorkspacesDir)
-	// 0711: a run-as user can reach its own workspace but not list others.
-	if err := os.MkdirAll(parent, 0o711); err != nil {
-		return "", fmt.Errorf("workspace: %w", err)
+	parent, err := workspaceRoot(tempDir)
+	if err != nil {
+		return "", err
 	}
 	dir, err := os.MkdirTemp(parent, fmt.Sprintf("ws-%d-", os.Getpid()))
 	if err != nil {
 		return "", fmt.Errorf("workspace: %w", err)
 	}
 	return dir, nil // MkdirTemp creates it 0700
+}
+
+// workspaceRoot makes tempDir/pkgfleet-workspaces if it is missing and
+// returns its path. It is 0711 whatever the umask: a run-as user can
+// reach its own workspace but not list others.
+func workspaceRoot(tempDir string) (string, error) {
+	if tempDir == "" {
+		tempDir = os.TempDir()
+	}
+	parent := filepath.Join(tempDir, WorkspacesDir)
+	if err := os.MkdirAll(tempDir, 0o755); err != nil {
+		return "", fmt.Errorf("workspace: %w", err)
+	}
+	err := os.Mkdir(parent, 0o711)
+	if err == nil {
+		err = os.Chmod(parent, 0o711)
+	} else if errors.Is(err, fs.ErrExist) {
+		err = nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("workspace: %w", err)
+	}
+	return parent, nil
 }
 
 // removeWorkspace deletes a workspace even when the build left

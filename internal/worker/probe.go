@@ -31,7 +31,7 @@ func (w *Worker) probeSandbox(log *slog.Logger) bool {
 	w.limitRefused = w.limitRefused || errors.Is(err, sandbox.ErrNamespaceLimit)
 	w.mu.Unlock()
 	if err != nil {
-		log.Warn("the user-namespace sandbox is unusable", "error", err)
+		log.Warn("the sandbox is unusable", "error", err)
 		log.Info("sandbox tier", "tier", sandbox.TierNone, "gives_up", givesUp(nil))
 		w.metrics.SandboxTier(string(sandbox.TierNone), false)
 		return false
@@ -198,7 +198,7 @@ func (w *Worker) reprobeOnce(ctx context.Context) bool {
 	if sandboxDown {
 		buf := &bufferedLog{}
 		if !w.probeSandbox(slog.New(buf)) {
-			w.log.Debug("re-probe: the user-namespace sandbox is still unusable", "error", w.sandboxError())
+			w.log.Debug("re-probe: the sandbox is still unusable", "error", w.sandboxError())
 			return false
 		}
 		buf.replay(ctx, w.log)

@@ -1,7 +1,9 @@
 package worker
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -35,8 +37,15 @@ func SandboxCommand(ctx context.Context, cfg *config.Config, args []string, stdo
 	return 2
 }
 
+// CheckPrecondition is the exit status of sandbox check when the sandbox
+// is refused for something that is not a kernel feature (a directory the
+// build user cannot reach, the build user itself): scripts then point at
+// the line it printed, not at user namespaces.
+const CheckPrecondition = 3
+
 // sandboxCheck prints what a worker would find at startup and whether its
-// slots fit the user-namespace limit; non-zero when the sandbox is unusable.
+// slots fit the user-namespace limit; non-zero when the sandbox is unusable
+// (CheckPrecondition when for a precondition, else 1).
 func sandboxCheck(ctx context.Context, cfg *config.Config, out io.Writer) int {
 	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
 		if a.Key == slog.TimeKey {
@@ -51,6 +60,9 @@ func sandboxCheck(ctx context.Context, cfg *config.Config, out io.Writer) int {
 		fmt.Fprintf(out, "sandbox tier: %s (refused: %v)\n", sandbox.TierNone, err)
 		fmt.Fprintf(out, "sandbox: UNUSABLE: %v\n", err)
 		status = 1
+		if errors.As(err, new(*sandbox.PreconditionError)) {
+			status = CheckPrecondition
+		}
 	} else {
 		fmt.Fprintf(out, "sandbox tier: %s (gives up %s)\n", ns.Tier(), givesUp(ns))
 		uid, gid := ns.RunAs()
@@ -79,7 +91,7 @@ func sandboxCheck(ctx context.Context, cfg *config.Config, out io.Writer) int {
 		fmt.Fprintf(out, "max_user_namespaces: unknown (%v)\n", err)
 	case max < needed:
 		fmt.Fprintf(out, "max_user_namespaces: %d; this worker's %d slots need %d: TOO FEW (raise user.max_user_namespaces or lower Worker.Concurrency)\n", max, cfg.Worker.Concurrency, needed)
-		status = 1
+		status = cmp.Or(status, 1)
 	default:
 		fmt.Fprintf(out, "max_user_namespaces: %d; this worker's %d slots need %d (2 per build): fits\n", max, cfg.Worker.Concurrency, needed)
 	}

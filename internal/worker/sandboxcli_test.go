@@ -94,3 +94,56 @@ func TestSandboxCheckNamesTierNoneAndTheRefusalWhenTheSandboxIsUnusable(t *testi
 		t.Fatalf("check output should start a line with the tier none and the refusal:\n%s", out)
 	}
 }
+
+// TestAnUnreachableTempDirIsNamedTheSameEverywhere: a root worker whose
+// TempDir the build user cannot reach refuses the sandbox with one line
+// naming the directory, and sandbox check, the fleet list (the builds
+// page's workers) and the worker's own start say the same line.
+func TestAnUnreachableTempDirIsNamedTheSameEverywhere(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" && os.Getenv("PKGFLEET_TEST_UNPRIVILEGED") == "" {
+			t.Fatal("CI must run this test as root")
+		}
+		t.Skip("needs root: only a root worker builds as another user")
+	}
+	testenv.Require(t, "R", "python3")
+	cfg := testConfig(t)
+	closed := filepath.Join(cfg.Server.TempDir, "home")
+	if err := os.Mkdir(closed, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Server.TempDir = filepath.Join(closed, "checkout", "var", "tmp")
+
+	out := &bytes.Buffer{}
+	if code := SandboxCommand(context.Background(), cfg, []string{"check"}, out, out); code != CheckPrecondition {
+		t.Fatalf("sandbox check exit %d, want %d:\n%s", code, CheckPrecondition, out)
+	}
+	var line string
+	for l := range strings.Lines(out.String()) {
+		if r, ok := strings.CutPrefix(l, "sandbox: UNUSABLE: "); ok {
+			line = strings.TrimSpace(r)
+		}
+	}
+	if !strings.Contains(line, "cannot traverse "+closed+" (owner root:root, mode 0700)") || !strings.Contains(line, "remedy: set Server.TempDir") {
+		t.Fatalf("sandbox check does not name the directory and the remedy:\n%s", out)
+	}
+	if strings.Contains(out.String(), "namespace sandbox unavailable") {
+		t.Errorf("sandbox check blames user namespaces:\n%s", out)
+	}
+
+	_, err := New(context.Background(), cfg, testenv.Logger(t), Options{})
+	if err == nil || !strings.Contains(err.Error(), line) || strings.Contains(err.Error(), "max_user_namespaces") {
+		t.Errorf("the worker's start failure is %v, want the line %q and no kernel remedies", err, line)
+	}
+
+	own := *cfg
+	own.Git.AllowUnsandboxedGitBuilds = true
+	w, err := New(context.Background(), &own, testenv.Logger(t), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := w.Info(); info.SandboxTier != string(sandbox.TierNone) || info.SandboxRefusal != line {
+		t.Errorf("the fleet list says tier %q, refusal %q; want none and %q", info.SandboxTier, info.SandboxRefusal, line)
+	}
+}

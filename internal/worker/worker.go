@@ -182,6 +182,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 		}
 	}
 	if len(w.tools) == 0 && !w.limitRefused {
+		// ErrNothingToBuild's remedies are the kernel's; a refusal that
+		// names a directory or a user is the whole story.
+		var pe *sandbox.PreconditionError
+		if errors.As(w.sandboxErr, &pe) {
+			return nil, fmt.Errorf("no language can be built on this worker: %w", pe)
+		}
 		return nil, ErrNothingToBuild
 	}
 	w.setSlots()
@@ -325,6 +331,9 @@ func (w *Worker) Info() roster.Worker {
 	if sandboxed {
 		info.NamespacesNeeded = roster.NamespacesPerBuild * w.slots
 	}
+	if w.ns == nil && w.sandboxErr != nil {
+		info.SandboxRefusal = w.sandboxErr.Error()
+	}
 	if w.ns != nil {
 		info.SandboxTier = string(w.ns.Tier())
 		info.NamespacesInUse = w.ns.InUse()
@@ -348,6 +357,7 @@ func SandboxConfig(cfg *config.Config) sandbox.Config {
 		SockFileDir:      cfg.Server.SockFileDir,
 		StorageLocations: []string{cfg.FileStorage.Location},
 		TempDir:          cfg.Server.TempDir,
+		WorkDir:          WorkDir(cfg),
 		RunAsUser:        cfg.Server.RunAsUser,
 		// The one conversion of the build limits: every build command
 		// that sets none (the recipes set none) gets these.
