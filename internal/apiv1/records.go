@@ -126,7 +126,15 @@ type Build struct {
 	MaxAttempts int    `json:"max_attempts"`
 	Package     string `json:"package,omitempty"`
 	Version     string `json:"version,omitempty"`
-	Sandbox     string `json:"sandbox,omitempty"`
+	// Describe is where a version from git comes from: `git describe
+	// --tags --long` of the commit in its checkout, as setuptools-scm and
+	// hatch-vcs ask it ("v1.2.3-4-gabcdef0"); empty when no tag is in the
+	// commit's history.
+	Describe string `json:"describe,omitempty"`
+	// VersionWarning says why pip may not install this build's version
+	// (a branch build below a release the source already holds).
+	VersionWarning string `json:"version_warning,omitempty"`
+	Sandbox        string `json:"sandbox,omitempty"`
 	// SandboxTier is the tier of the sandbox that ran the last attempt
 	// ("full", "masked-proc"), or "unsandboxed"; empty before one started.
 	SandboxTier string     `json:"sandbox_tier"`

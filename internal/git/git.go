@@ -239,26 +239,54 @@ func MatchTag(pattern, tag string) (bool, error) {
 type CloneOptions struct {
 	URL               string
 	SHA               string
-	Depth             int // 0 = full history
+	Depth             int // of the files' history; 0 = full history
 	RecurseSubmodules int // submodule recursion depth; 0 = none
-	// Tag, when set, names SHA on the remote; the checkout gets it as a
-	// lightweight tag (fetch --no-tags brings none), so that tools that
-	// version a package from git tags see the release.
-	Tag string
+	// Ref is the name the build was asked for (a branch, a tag or SHA).
+	// When it names one of the remote's tags, or RefIsTag says it is a
+	// tag, the checkout's tag of that name points at SHA, even if the
+	// remote's tag has moved since: the build is of that release.
+	Ref      string
+	RefIsTag bool
+	// FilesOnly fetches SHA's files at Depth and neither the history nor
+	// the tags: for reading a package's metadata, not for building it.
+	FilesOnly bool
 }
 
+// Checkout is what Clone made.
+type Checkout struct {
+	// Time is the commit's committer time: the SOURCE_DATE_EPOCH of its
+	// build, which every checked-out file's mtime is set to.
+	Time time.Time
+	// Describe is `git describe --tags --long` of the commit, as
+	// setuptools-scm (and hatch-vcs through it) runs it in the checkout:
+	// "v1.2.3-4-gabcdef0"; empty when no tag is in the commit's history.
+	Describe string
+}
+
+// describeArgs is setuptools-scm's own describe command (its
+// DEFAULT_DESCRIBE) less --dirty: the checkout is clean.
+var describeArgs = []string{"describe", "--tags", "--long", "--match", "*[0-9]*"}
+
 // Clone checks out exactly opts.SHA into dir, which must not exist or be
-// empty, and returns the commit's time: the SOURCE_DATE_EPOCH of its
-// build, which every checked-out file's mtime is set to.
-func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (time.Time, error) {
+// empty.
+//
+// The checkout is a full clone to every tool that versions a package
+// from git (setuptools-scm, hatch-vcs, versioneer, dunamai): it has every
+// commit of SHA's history and every tag of the remote, so `git describe`
+// in it says what it says in a full clone. Only SHA's own files come
+// with it: the history is fetched as commits alone (a partial clone,
+// --filter=tree:0), a few hundred bytes a commit. A server that does not
+// filter (uploadpack.allowFilter unset) sends the whole history instead,
+// which is slower and gives the same checkout.
+func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Checkout, error) {
 	if err := c.Policy.ValidateURL(opts.URL); err != nil {
-		return time.Time{}, err
+		return Checkout{}, err
 	}
 	if err := ValidateSHA(opts.SHA); err != nil {
-		return time.Time{}, fmt.Errorf("commit %q %w", opts.SHA, err)
+		return Checkout{}, fmt.Errorf("commit %q %w", opts.SHA, err)
 	}
-	fail := func(err error) (time.Time, error) {
-		return time.Time{}, fmt.Errorf("clone %s at %s: %w", opts.URL, opts.SHA[:12], err)
+	fail := func(err error) (Checkout, error) {
+		return Checkout{}, fmt.Errorf("clone %s at %s: %w", opts.URL, opts.SHA[:12], err)
 	}
 	// Every step is a git process (fetch starts more), and starting one
 	// costs milliseconds on a busy worker, so a build starts as few as it
@@ -275,12 +303,21 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (time
 		steps = append(steps, []string{"remote", "add", "origin", "--", opts.URL})
 		remote = "origin"
 	}
-	fetch := []string{"fetch", "--quiet", "--no-tags"}
-	if opts.Depth > 0 {
-		fetch = append(fetch, "--depth", strconv.Itoa(opts.Depth))
+	const tags = "+refs/tags/*:refs/tags/*"
+	switch {
+	case opts.Depth > 0:
+		// The files of the last Depth commits, then (unless FilesOnly)
+		// the rest of the history as commits only, with the tags.
+		steps = append(steps, []string{"fetch", "--quiet", "--no-tags", "--depth", strconv.Itoa(opts.Depth), "--", remote, opts.SHA})
+		if !opts.FilesOnly {
+			steps = append(steps, []string{"fetch", "--quiet", "--no-tags", "--unshallow", "--filter=tree:0", "--", remote, tags, opts.SHA})
+		}
+	case opts.FilesOnly:
+		steps = append(steps, []string{"fetch", "--quiet", "--no-tags", "--", remote, opts.SHA})
+	default:
+		steps = append(steps, []string{"fetch", "--quiet", "--no-tags", "--", remote, tags, opts.SHA})
 	}
-	fetch = append(fetch, "--", remote, opts.SHA)
-	steps = append(steps, fetch, []string{"-c", "advice.detachedHead=false", "checkout", "--quiet", opts.SHA})
+	steps = append(steps, []string{"-c", "advice.detachedHead=false", "checkout", "--quiet", opts.SHA})
 	if opts.RecurseSubmodules > 0 {
 		sub := []string{"submodule", "update", "--init", "--quiet"}
 		if opts.RecurseSubmodules > 1 {
@@ -296,23 +333,30 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (time
 			return fail(err)
 		}
 	}
-	if opts.Tag != "" {
-		if err := writeTag(dir, opts.Tag, opts.SHA); err != nil {
+	if opts.Ref != "" && opts.Ref != opts.SHA && (opts.RefIsTag || hasTag(dir, opts.Ref)) {
+		if err := writeTag(dir, opts.Ref, opts.SHA); err != nil {
 			return fail(err)
 		}
 	}
-	when, err := readCommitTime(filepath.Join(dir, ".git"), opts.SHA)
-	if err != nil {
-		if when, err = c.commitTime(ctx, dir, opts.SHA); err != nil {
+	var out Checkout
+	var err error
+	if out.Time, err = readCommitTime(filepath.Join(dir, ".git"), opts.SHA); err != nil {
+		if out.Time, err = c.commitTime(ctx, dir, opts.SHA); err != nil {
 			return fail(err)
+		}
+	}
+	if hasTags(dir) {
+		// Fails only when no tag is in SHA's history: no describe.
+		if d, err := c.run(ctx, dir, append(describeArgs, opts.SHA)...); err == nil {
+			out.Describe = strings.TrimSpace(string(d))
 		}
 	}
 	// A checkout's mtimes are the time of the checkout; archives made from
 	// it would differ on every build. Every file gets the commit's time.
-	if err := setMtimes(dir, when); err != nil {
+	if err := setMtimes(dir, out.Time); err != nil {
 		return fail(err)
 	}
-	return when, nil
+	return out, nil
 }
 
 // gitConfig is a checkout's own repository configuration. The checkout
@@ -423,8 +467,9 @@ func (c *Client) run(ctx context.Context, dir string, args ...string) ([]byte, e
 }
 
 // writeTag makes tag a lightweight tag of sha in the checkout at dir: a
-// loose ref, written directly (no git process). The name is checked as
-// git checks ref names, which also keeps the file inside refs/tags.
+// loose ref, written directly (no git process), which takes precedence
+// over a packed one. The name is checked as git checks ref names, which
+// also keeps the file inside refs/tags.
 func writeTag(dir, tag, sha string) error {
 	if err := ValidateTagName(tag); err != nil {
 		return err
@@ -437,6 +482,27 @@ func writeTag(dir, tag, sha string) error {
 		return fmt.Errorf("tag %s: %w", tag, err)
 	}
 	return nil
+}
+
+// hasTag reports whether the checkout at dir has tag, loose or packed.
+func hasTag(dir, tag string) bool {
+	if ValidateTagName(tag) != nil {
+		return false
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".git", "refs", "tags", filepath.FromSlash(tag))); err == nil {
+		return true
+	}
+	packed, _ := os.ReadFile(filepath.Join(dir, ".git", "packed-refs"))
+	return bytes.Contains(packed, []byte(" refs/tags/"+tag+"\n"))
+}
+
+// hasTags reports whether the checkout at dir has any tag.
+func hasTags(dir string) bool {
+	if packed, _ := os.ReadFile(filepath.Join(dir, ".git", "packed-refs")); bytes.Contains(packed, []byte(" refs/tags/")) {
+		return true
+	}
+	entries, _ := os.ReadDir(filepath.Join(dir, ".git", "refs", "tags"))
+	return len(entries) > 0
 }
 
 // ValidateTagName refuses what git-check-ref-format(1) refuses in a tag's
