@@ -250,6 +250,9 @@ type CloneOptions struct {
 	// FilesOnly fetches SHA's files at Depth and neither the history nor
 	// the tags: for reading a package's metadata, not for building it.
 	FilesOnly bool
+	// History is the builder's history repository, kept across its
+	// builds (history.go); "" fetches the history afresh.
+	History string
 }
 
 // Checkout is what Clone made.
@@ -268,16 +271,8 @@ type Checkout struct {
 var describeArgs = []string{"describe", "--tags", "--long", "--match", "*[0-9]*"}
 
 // Clone checks out exactly opts.SHA into dir, which must not exist or be
-// empty.
-//
-// The checkout is a full clone to every tool that versions a package
-// from git (setuptools-scm, hatch-vcs, versioneer, dunamai): it has every
-// commit of SHA's history and every tag of the remote, so `git describe`
-// in it says what it says in a full clone. Only SHA's own files come
-// with it: the history is fetched as commits alone (a partial clone,
-// --filter=tree:0), a few hundred bytes a commit. A server that does not
-// filter (uploadpack.allowFilter unset) sends the whole history instead,
-// which is slower and gives the same checkout.
+// empty. Unless opts.FilesOnly, the checkout is a full clone to the tools
+// that version a package from git (history.go).
 func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Checkout, error) {
 	if err := c.Policy.ValidateURL(opts.URL); err != nil {
 		return Checkout{}, err
@@ -297,27 +292,47 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 	if err := initRepo(dir); err != nil {
 		return fail(err)
 	}
+	// The history, beside the files (history.go).
+	var hist chan historyResult
+	if opts.Depth > 0 && !opts.FilesOnly {
+		histDir := opts.History
+		if histDir == "" {
+			tmp, err := os.MkdirTemp(filepath.Dir(dir), ".history-")
+			if err != nil {
+				return fail(err)
+			}
+			defer os.RemoveAll(tmp)
+			histDir = tmp
+		}
+		hist = make(chan historyResult, 1)
+		histCtx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			h, err := c.fetchHistory(histCtx, histDir, opts.URL, opts.SHA)
+			hist <- historyResult{h, err}
+		}()
+		defer func() {
+			if r := <-hist; r.h != nil {
+				r.h.unlock()
+			}
+		}()
+	}
 	var steps [][]string
 	remote := opts.URL
 	if opts.RecurseSubmodules > 0 {
 		steps = append(steps, []string{"remote", "add", "origin", "--", opts.URL})
 		remote = "origin"
 	}
-	const tags = "+refs/tags/*:refs/tags/*"
-	switch {
-	case opts.Depth > 0:
-		// The files of the last Depth commits, then (unless FilesOnly)
-		// the rest of the history as commits only, with the tags.
-		steps = append(steps, []string{"fetch", "--quiet", "--no-tags", "--depth", strconv.Itoa(opts.Depth), "--", remote, opts.SHA})
+	fetch := []string{"fetch", "--quiet", "--no-tags"}
+	if opts.Depth > 0 {
+		fetch = append(fetch, "--depth", strconv.Itoa(opts.Depth), "--", remote, opts.SHA)
+	} else {
+		fetch = append(fetch, "--", remote, opts.SHA)
 		if !opts.FilesOnly {
-			steps = append(steps, []string{"fetch", "--quiet", "--no-tags", "--unshallow", "--filter=tree:0", "--", remote, tags, opts.SHA})
+			fetch = append(fetch, "+refs/tags/*:refs/tags/*")
 		}
-	case opts.FilesOnly:
-		steps = append(steps, []string{"fetch", "--quiet", "--no-tags", "--", remote, opts.SHA})
-	default:
-		steps = append(steps, []string{"fetch", "--quiet", "--no-tags", "--", remote, tags, opts.SHA})
 	}
-	steps = append(steps, []string{"-c", "advice.detachedHead=false", "checkout", "--quiet", opts.SHA})
+	steps = append(steps, fetch, []string{"-c", "advice.detachedHead=false", "checkout", "--quiet", opts.SHA})
 	if opts.RecurseSubmodules > 0 {
 		sub := []string{"submodule", "update", "--init", "--quiet"}
 		if opts.RecurseSubmodules > 1 {
@@ -333,22 +348,40 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 			return fail(err)
 		}
 	}
-	if opts.Ref != "" && opts.Ref != opts.SHA && (opts.RefIsTag || hasTag(dir, opts.Ref)) {
+	var out Checkout
+	describeHere := opts.Depth == 0 && !opts.FilesOnly
+	if hist != nil {
+		r := <-hist
+		hist <- r // for the deferred unlock
+		if r.err != nil {
+			return fail(r.err)
+		}
+		if err := r.h.copyInto(filepath.Join(dir, ".git")); err != nil {
+			return fail(fmt.Errorf("history: %w", err))
+		}
+		out.Describe = r.h.describe
+	}
+	if opts.Ref != "" && opts.Ref != opts.SHA && (opts.RefIsTag || hasTag(dir, opts.Ref)) &&
+		!strings.HasPrefix(out.Describe, opts.Ref+"-0-g") { // not already the tag of SHA
+
 		if err := writeTag(dir, opts.Ref, opts.SHA); err != nil {
 			return fail(err)
 		}
+		describeHere = true
 	}
-	var out Checkout
 	var err error
 	if out.Time, err = readCommitTime(filepath.Join(dir, ".git"), opts.SHA); err != nil {
 		if out.Time, err = c.commitTime(ctx, dir, opts.SHA); err != nil {
 			return fail(err)
 		}
 	}
-	if hasTags(dir) {
-		// Fails only when no tag is in SHA's history: no describe.
-		if d, err := c.run(ctx, dir, append(describeArgs, opts.SHA)...); err == nil {
-			out.Describe = strings.TrimSpace(string(d))
+	if describeHere {
+		out.Describe = ""
+		if hasTags(filepath.Join(dir, ".git")) {
+			// Fails only when no tag is in SHA's history: no describe.
+			if d, err := c.run(ctx, dir, append(describeArgs, opts.SHA)...); err == nil {
+				out.Describe = strings.TrimSpace(string(d))
+			}
 		}
 	}
 	// A checkout's mtimes are the time of the checkout; archives made from
@@ -357,6 +390,11 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 		return fail(err)
 	}
 	return out, nil
+}
+
+type historyResult struct {
+	h   *history
+	err error
 }
 
 // gitConfig is a checkout's own repository configuration. The checkout
@@ -489,20 +527,20 @@ func hasTag(dir, tag string) bool {
 	if ValidateTagName(tag) != nil {
 		return false
 	}
-	if _, err := os.Stat(filepath.Join(dir, ".git", "refs", "tags", filepath.FromSlash(tag))); err == nil {
-		return true
+	tags, _ := readTags(filepath.Join(dir, ".git"))
+	for _, t := range tags {
+		if t.ref == "refs/tags/"+tag {
+			return true
+		}
 	}
-	packed, _ := os.ReadFile(filepath.Join(dir, ".git", "packed-refs"))
-	return bytes.Contains(packed, []byte(" refs/tags/"+tag+"\n"))
+	return false
 }
 
-// hasTags reports whether the checkout at dir has any tag.
-func hasTags(dir string) bool {
-	if packed, _ := os.ReadFile(filepath.Join(dir, ".git", "packed-refs")); bytes.Contains(packed, []byte(" refs/tags/")) {
-		return true
-	}
-	entries, _ := os.ReadDir(filepath.Join(dir, ".git", "refs", "tags"))
-	return len(entries) > 0
+// hasTags reports whether the repository whose git directory is gitDir
+// has any tag.
+func hasTags(gitDir string) bool {
+	tags, _ := readTags(gitDir)
+	return len(tags) > 0
 }
 
 // ValidateTagName refuses what git-check-ref-format(1) refuses in a tag's

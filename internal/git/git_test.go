@@ -298,3 +298,44 @@ func TestARebuildOfATagIsOfTheTagEvenWhenTheRemoteMovedIt(t *testing.T) {
 		t.Fatalf("a branch build: Describe = %q %v, want none (the tag is on a later commit)", co.Describe, err)
 	}
 }
+
+// TestAKeptHistoryServesTheNextBuildAndNoBuildWritesIt: the second clone
+// with the same history repository describes a newer commit and a new
+// tag, and what a build writes into its checkout's objects never reaches
+// the history repository (the packs are copies).
+func TestAKeptHistoryServesTheNextBuildAndNoBuildWritesIt(t *testing.T) {
+	t.Parallel()
+	dir, _ := testenv.Repo(t, map[string]string{"a.txt": "a"})
+	testenv.Git(t, dir, "tag", "v1.0")
+	second := testenv.Commit(t, dir, map[string]string{"a.txt": "b"}, "two")
+	c := &Client{Policy: URLPolicy{AllowFile: true}}
+	hist := filepath.Join(t.TempDir(), "history")
+	dst := filepath.Join(t.TempDir(), "checkout")
+	co, err := c.Clone(context.Background(), dst, CloneOptions{URL: "file://" + dir, SHA: second, Depth: 1, History: hist})
+	if err != nil || !strings.HasPrefix(co.Describe, "v1.0-1-g") {
+		t.Fatalf("first build: Describe = %q %v, want v1.0-1-g…", co.Describe, err)
+	}
+	packs, _ := filepath.Glob(filepath.Join(dst, ".git", "objects", "pack", "*.pack"))
+	for _, p := range packs {
+		if err := os.Chmod(p, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("written by the build"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Commit(t, dir, map[string]string{"a.txt": "c"}, "three")
+	testenv.Git(t, dir, "tag", "-a", "v1.1", "-m", "release")
+	fourth := testenv.Commit(t, dir, map[string]string{"a.txt": "d"}, "four")
+	dst = filepath.Join(t.TempDir(), "checkout")
+	co, err = c.Clone(context.Background(), dst, CloneOptions{URL: "file://" + dir, SHA: fourth, Depth: 1, History: hist})
+	if err != nil || !strings.HasPrefix(co.Describe, "v1.1-1-g") {
+		t.Fatalf("second build: Describe = %q %v, want v1.1-1-g…", co.Describe, err)
+	}
+	if got := testenv.Git(t, dst, "describe", "--tags", "--long"); got != co.Describe {
+		t.Fatalf("describe in the second checkout = %q, want %q", got, co.Describe)
+	}
+	if out := testenv.Git(t, dst, "rev-list", "--count", "HEAD"); out != "4" {
+		t.Fatalf("the second checkout has %s commits of history, want 4", out)
+	}
+}

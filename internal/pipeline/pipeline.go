@@ -13,6 +13,8 @@ package pipeline
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -611,8 +613,16 @@ func (p *Pipeline) clone(ctx context.Context, bl *registry.Builder, dir string, 
 	// The build's ref names a release when it is a tag of the remote (the
 	// checkout has them all); a tags builder's always does.
 	opts := git.CloneOptions{URL: bl.URL, SHA: b.SHA, Depth: bl.CloneDepth, RecurseSubmodules: bl.RecurseSubmodules,
-		Ref: b.Ref, RefIsTag: bl.BuildTrigger == registry.TriggerTags}
+		Ref: b.Ref, RefIsTag: bl.BuildTrigger == registry.TriggerTags, History: p.historyDir(bl)}
 	return gc.Clone(ctx, dir, opts)
+}
+
+// historyDir is builder bl's history repository on this worker, kept
+// across its builds (internal/git's history.go): one per builder and
+// URL, as another builder's credential may not read the same remote.
+func (p *Pipeline) historyDir(bl *registry.Builder) string {
+	sum := sha256.Sum256([]byte(bl.Key() + "\n" + bl.URL))
+	return filepath.Join(p.builderDir, "history", hex.EncodeToString(sum[:12]))
 }
 
 func reason(err error) string {
