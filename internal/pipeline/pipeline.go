@@ -544,9 +544,13 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 	out, err := rc.Build(ctx, in)
 	var fetched []door.Fetched
 	if d != nil {
-		fetched = d.Fetched()
+		var envs []string
+		if e, ok := rc.(Environments); ok {
+			envs = e.Environments()
+		}
+		fetched = d.Fetched(envs...)
 		for _, f := range fetched {
-			fmt.Fprintf(logw, "==> fetched through the door: %s %s (%s, sha256 %s)\n", f.Name, f.Version, f.File, f.SHA256)
+			fmt.Fprintf(logw, "==> fetched through the door: %s %s (%s, sha256 %s)%s\n", f.Name, f.Version, f.File, f.SHA256, forEnvironments(f.Environments))
 		}
 	}
 	if err != nil {
@@ -590,6 +594,18 @@ func mkdirFresh(dir string) error {
 		err = os.Mkdir(dir, 0o755)
 	}
 	return err
+}
+
+// Environments is implemented by a recipe whose build makes environments
+// that each install requirements through the door: it names them in the
+// order the build makes them, for the provenance (door.Fetched).
+type Environments interface{ Environments() []string }
+
+func forEnvironments(envs []string) string {
+	if len(envs) == 0 {
+		return ""
+	}
+	return " for the " + strings.Join(envs, " and ")
 }
 
 // NoCheckout is implemented by a recipe that needs no checkout: the
