@@ -56,9 +56,13 @@ dynamic = ["version"]
 `,
 		"scmver/__init__.py": "",
 	}, []string{systemPython, "-m", "setuptools_scm"}},
+	// Debian 12's hatchling names editables as a requirement, which
+	// Debian does not package, so build's dependency check would refuse
+	// a --no-isolation build that requires hatchling: the project requires
+	// nothing, and the backend with its hatch-vcs plugin are Debian's.
 	{"hatchver", map[string]string{
 		"pyproject.toml": `[build-system]
-requires = ["hatchling", "hatch-vcs"]
+requires = []
 build-backend = "hatchling.build"
 
 [project]

@@ -266,9 +266,11 @@ type Checkout struct {
 	Describe string
 }
 
-// describeArgs is setuptools-scm's own describe command (its
-// DEFAULT_DESCRIBE) less --dirty: the checkout is clean.
-var describeArgs = []string{"describe", "--tags", "--long", "--match", "*[0-9]*"}
+// describe is setuptools-scm's own describe command (its
+// DEFAULT_DESCRIBE) less --dirty (the checkout is clean), of commit sha.
+func describe(sha string) []string {
+	return []string{"describe", "--tags", "--long", "--match", "*[0-9]*", sha}
+}
 
 // Clone checks out exactly opts.SHA into dir, which must not exist or be
 // empty. Unless opts.FilesOnly, the checkout is a full clone to the tools
@@ -306,12 +308,12 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 		}
 		hist = make(chan historyResult, 1)
 		histCtx, cancel := context.WithCancel(ctx)
-		defer cancel()
 		go func() {
 			h, err := c.fetchHistory(histCtx, histDir, opts.URL, opts.SHA)
 			hist <- historyResult{h, err}
 		}()
 		defer func() {
+			cancel() // a failed clone does not wait for the history
 			if r := <-hist; r.h != nil {
 				r.h.unlock()
 			}
@@ -379,7 +381,7 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 		out.Describe = ""
 		if hasTags(filepath.Join(dir, ".git")) {
 			// Fails only when no tag is in SHA's history: no describe.
-			if d, err := c.run(ctx, dir, append(describeArgs, opts.SHA)...); err == nil {
+			if d, err := c.run(ctx, dir, describe(opts.SHA)...); err == nil {
 				out.Describe = strings.TrimSpace(string(d))
 			}
 		}

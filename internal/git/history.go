@@ -111,7 +111,7 @@ func (c *Client) fetchHistoryOnce(ctx context.Context, dir, remote, sha string) 
 	}
 	if hasTags(dir) {
 		// Fails only when no tag is in sha's history: no describe.
-		if d, err := c.run(ctx, dir, append(describeArgs, sha)...); err == nil {
+		if d, err := c.run(ctx, dir, describe(sha)...); err == nil {
 			h.describe = strings.TrimSpace(string(d))
 		}
 	}
