@@ -248,7 +248,9 @@ type CloneOptions struct {
 	Ref      string
 	RefIsTag bool
 	// FilesOnly fetches SHA's files at Depth and neither the history nor
-	// the tags: for reading a package's metadata, not for building it.
+	// the tags (a RefIsTag Ref is still written), and says no Describe:
+	// for a package whose version is not git's (R), or for reading a
+	// package's metadata.
 	FilesOnly bool
 	// History is the builder's history repository, kept across its
 	// builds (history.go); "" fetches the history afresh.
@@ -365,11 +367,10 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 	}
 	if opts.Ref != "" && opts.Ref != opts.SHA && (opts.RefIsTag || hasTag(dir, opts.Ref)) &&
 		!strings.HasPrefix(out.Describe, opts.Ref+"-0-g") { // not already the tag of SHA
-
 		if err := writeTag(dir, opts.Ref, opts.SHA); err != nil {
 			return fail(err)
 		}
-		describeHere = true
+		describeHere = !opts.FilesOnly
 	}
 	var err error
 	if out.Time, err = readCommitTime(filepath.Join(dir, ".git"), opts.SHA); err != nil {

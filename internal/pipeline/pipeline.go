@@ -627,9 +627,16 @@ func (p *Pipeline) clone(ctx context.Context, bl *registry.Builder, dir string, 
 	}
 	defer done()
 	// The build's ref names a release when it is a tag of the remote (the
-	// checkout has them all); a tags builder's always does.
+	// checkout has them all); a tags builder's always does. Only Python
+	// packages take their version from git (setuptools-scm, hatch-vcs …):
+	// an R package's is its DESCRIPTION's, so its checkout needs no history.
 	opts := git.CloneOptions{URL: bl.URL, SHA: b.SHA, Depth: bl.CloneDepth, RecurseSubmodules: bl.RecurseSubmodules,
-		Ref: b.Ref, RefIsTag: bl.BuildTrigger == registry.TriggerTags, History: p.historyDir(bl)}
+		Ref: b.Ref, RefIsTag: bl.BuildTrigger == registry.TriggerTags}
+	if b.Language == registry.LangPython {
+		opts.History = p.historyDir(bl)
+	} else {
+		opts.FilesOnly = true
+	}
 	return gc.Clone(ctx, dir, opts)
 }
 
