@@ -338,4 +338,13 @@ func TestAKeptHistoryServesTheNextBuildAndNoBuildWritesIt(t *testing.T) {
 	if out := testenv.Git(t, dst, "rev-list", "--count", "HEAD"); out != "4" {
 		t.Fatalf("the second checkout has %s commits of history, want 4", out)
 	}
+	// A history repository a crash left unreadable is made anew.
+	if err := os.WriteFile(filepath.Join(hist, "HEAD"), []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dst = filepath.Join(t.TempDir(), "checkout")
+	co, err = c.Clone(context.Background(), dst, CloneOptions{URL: "file://" + dir, SHA: fourth, Depth: 1, History: hist})
+	if err != nil || !strings.HasPrefix(co.Describe, "v1.1-1-g") {
+		t.Fatalf("after a broken history repository: Describe = %q %v, want v1.1-1-g…", co.Describe, err)
+	}
 }

@@ -61,10 +61,12 @@ const maxHistoryPacks = 16
 
 // fetchHistory brings the history of sha and the remote's tags into the
 // history repository at dir (made when missing), locked until unlock.
-// One that git cannot fetch into (a crash mid-write) is made anew once.
+// A kept one that git cannot fetch into (a crash mid-write) is made anew
+// once.
 func (c *Client) fetchHistory(ctx context.Context, dir, remote, sha string) (*history, error) {
+	_, statErr := os.Stat(filepath.Join(dir, "HEAD"))
 	h, err := c.fetchHistoryOnce(ctx, dir, remote, sha)
-	if err != nil && ctx.Err() == nil {
+	if err != nil && statErr == nil && ctx.Err() == nil {
 		if rmErr := os.RemoveAll(dir); rmErr == nil {
 			h, err = c.fetchHistoryOnce(ctx, dir, remote, sha)
 		}
