@@ -3,7 +3,8 @@
 # missing: redis-server, R, Python's build module (with setuptools and
 # wheel for --no-isolation builds), git and bubblewrap (benchmarks only);
 # with --tests also chromium (the builds page's browser test drives it
-# headless) and setuptools-scm, which make run does not need.
+# headless), setuptools-scm, hatchling and hatch-vcs, which make run does
+# not need.
 set -euo pipefail
 
 need=()
@@ -19,6 +20,8 @@ if [ "${1:-}" = --tests ]; then
   # A package that takes its version from its git tag (e2e), as the
   # worker image's setuptools-scm and hatch-vcs do.
   /usr/bin/python3 -c 'import setuptools_scm' 2>/dev/null || need+=(python3-setuptools-scm)
+  # Packages versioned from git history by hatch-vcs (e2e versions_test.go).
+  /usr/bin/python3 -c 'import hatchling, hatch_vcs' 2>/dev/null || need+=(python3-hatchling python3-hatch-vcs)
 fi
 
 # As root, builds run as a dedicated unprivileged user (Server.RunAsUser's

@@ -244,7 +244,7 @@ func (s *Server) packageName(ctx context.Context, b *registry.Builder) (string, 
 		return "", err
 	}
 	defer os.RemoveAll(dir)
-	if _, err := gc.Clone(ctx, dir, git.CloneOptions{URL: b.URL, SHA: sha, Depth: 1}); err != nil {
+	if _, err := gc.Clone(ctx, dir, git.CloneOptions{URL: b.URL, SHA: sha, Depth: 1, FilesOnly: true}); err != nil {
 		return "", errorf(http.StatusBadGateway, "no name given, and the package name could not be read: %v", err)
 	}
 	name, err := pkgmeta.PackageName(filepath.Join(dir, filepath.FromSlash(b.SubDir)))

@@ -88,7 +88,9 @@ func TestBuildsPageFollowsTokenScopes(t *testing.T) {
 		b.Status, b.Attempts = registry.StatusFailed, 2
 		b.Detail = "R CMD build failed: no DESCRIPTION\nmore lines"
 		b.Phases = []registry.Phase{{Phase: "queued", MS: 12.5}, {Phase: "clone", MS: 800}}
-		b.Fetched = []door.Fetched{{Name: "setuptools", Version: "68.1.2", File: "setuptools-68.1.2-py3-none-any.whl", SHA256: strings.Repeat("b", 64)}}
+		b.Fetched = []door.Fetched{{Name: "setuptools", Version: "68.1.2", File: "setuptools-68.1.2-py3-none-any.whl", SHA256: strings.Repeat("b", 64),
+			Environments: []string{"sdist", "wheel"}}}
+		b.Describe = "v1.1.0-55-g0123abc"
 		return nil
 	})
 	if err != nil {
@@ -148,8 +150,9 @@ func TestBuildsPageFollowsTokenScopes(t *testing.T) {
 	}
 	// The build's own page shows its phases too.
 	if code, body, _ = h.page("GET", buildPath, h.tok["read"], nil); code != 200 || !strings.Contains(body, "queued 12ms · clone 800ms") ||
-		!strings.Contains(body, "setuptools 68.1.2") {
-		t.Errorf("build page: %d, want its phases and what came through the door", code)
+		!strings.Contains(body, "setuptools 68.1.2") || !strings.Contains(body, "for the sdist and wheel") ||
+		!strings.Contains(body, "git describe: v1.1.0-55-g0123abc") {
+		t.Errorf("build page: %d, want its phases, what came through the door for which environment and its git describe", code)
 	}
 	// The poller's last error shows under its builder.
 	pctx, stopPoller := context.WithCancel(ctx)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/queue"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/roster"
+	"github.com/pkgfleet/pkgfleet/internal/version"
 )
 
 // buildsPerBuilder is how many of a builder's newest builds the page lists.
@@ -39,6 +41,7 @@ var pageFuncs = template.FuncMap{
 		return fmt.Sprintf("%d B", n)
 	},
 	"terminal": registry.Terminal,
+	"join":     strings.Join,
 }
 
 // humanDuration writes d as a person reads it: 340ms, 4.2s, 3m12s, 1h02m.
@@ -78,6 +81,9 @@ type buildView struct {
 	Reason  string // the first line of the detail
 	Phases  []phaseView
 	Running bool
+	// VersionWarning says that pip will not pick this build: a
+	// development version below a release its source already holds.
+	VersionWarning string
 }
 
 type phaseView struct {
@@ -255,11 +261,47 @@ func (s *Server) builderView(ctx context.Context, b *registry.Builder, now time.
 	if err := s.noWorkerDetail(ctx, builds...); err != nil {
 		return builderView{}, err
 	}
+	releases, err := s.newestReleases(ctx, b.Source)
+	if err != nil {
+		return builderView{}, err
+	}
 	bv := builderView{Builder: b, URL: git.DisplayURL(b.URL), Schedule: sched}
 	for _, x := range builds {
-		bv.Builds = append(bv.Builds, newBuildView(x, now))
+		v := newBuildView(x, now)
+		v.VersionWarning = versionWarning(x, releases)
+		bv.Builds = append(bv.Builds, v)
 	}
 	return bv, nil
+}
+
+// newestReleases is the newest release (no dev, pre-release or local
+// part) of each package that source's successful builds made.
+func (s *Server) newestReleases(ctx context.Context, source string) (map[string]string, error) {
+	builds, err := s.Registry.Builds(ctx, registry.Filter{Source: source, Status: registry.StatusSucceeded, Limit: 1000})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, b := range builds {
+		if b.Package != "" && releaseVersion.MatchString(b.Version) && version.Compare(b.Version, out[b.Package]) > 0 {
+			out[b.Package] = b.Version
+		}
+	}
+	return out, nil
+}
+
+// releaseVersion is a PEP 440 final release (or post-release), which pip
+// picks over any development or pre-release version.
+var releaseVersion = regexp.MustCompile(`^v?[0-9]+(\.[0-9]+)*([.-]?post[0-9]*)?$`)
+
+// versionWarning warns of a succeeded build that pip will not pick: not a
+// release, and below the newest release of its package in its source.
+func versionWarning(b *registry.Build, releases map[string]string) string {
+	newest := releases[b.Package]
+	if b.Status != registry.StatusSucceeded || newest == "" || releaseVersion.MatchString(b.Version) || version.Compare(b.Version, newest) >= 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s is below %s, the newest release of %s in this source: pip will not pick it", b.Version, newest, b.Package)
 }
 
 // fleetView fills in the workers and PPM's user-namespace budget.
@@ -324,6 +366,11 @@ func (s *Server) buildPage(w http.ResponseWriter, r *http.Request, sess *session
 		return err
 	}
 	view := buildPageView{Session: sess, Build: newBuildView(b, time.Now()), Log: string(log), Offset: len(log)}
+	releases, err := s.newestReleases(r.Context(), b.Source)
+	if err != nil {
+		return err
+	}
+	view.Build.VersionWarning = versionWarning(b, releases)
 	for _, a := range b.Artifacts {
 		view.Artifacts = append(view.Artifacts, artifactView{Artifact: a,
 			URL: fmt.Sprintf("/builds/%d/artifacts/%s", b.ID, a.File)})

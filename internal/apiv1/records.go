@@ -126,7 +126,12 @@ type Build struct {
 	MaxAttempts int    `json:"max_attempts"`
 	Package     string `json:"package,omitempty"`
 	Version     string `json:"version,omitempty"`
-	Sandbox     string `json:"sandbox,omitempty"`
+	// Describe is where a version from git comes from: `git describe
+	// --tags --long` of the commit in its checkout, as setuptools-scm and
+	// hatch-vcs ask it ("v1.2.3-4-gabcdef0"); empty when no tag is in the
+	// commit's history.
+	Describe string `json:"describe,omitempty"`
+	Sandbox  string `json:"sandbox,omitempty"`
 	// SandboxTier is the tier of the sandbox that ran the last attempt
 	// ("full", "masked-proc"), or "unsandboxed"; empty before one started.
 	SandboxTier string     `json:"sandbox_tier"`
@@ -204,10 +209,14 @@ func (b *Build) SetPhase(phase string, d time.Duration) {
 // (internal/door), as the build record lists it: a rebuild can pin to
 // these.
 type Fetched struct {
-	Name    string `json:"name"`
+	Name    string `json:"name"` // PEP 503-normalised for Python ("poetry-core")
 	Version string `json:"version"`
 	File    string `json:"file"`
 	SHA256  string `json:"sha256"`
+	// Environments are the build environments that asked for the file,
+	// in the order the build made them: "sdist", "wheel" or both for
+	// python -m build; none for R.
+	Environments []string `json:"environments,omitempty"`
 }
 
 // Artifact is one file a build produced.

@@ -236,7 +236,7 @@ func (app *App) rerunBuilder() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&source, "source", "", "source name")
 	cmd.Flags().StringVar(&name, "name", "", "git-builder name")
-	cmd.Flags().StringVar(&tag, "tag", "", "tag to build")
+	cmd.Flags().StringVar(&tag, "tag", "", "tag to build, as that release, on any builder (a builder's tag_pattern only says what polling builds)")
 	cmd.Flags().StringVar(&sha, "commit-sha", "", "commit to build")
 	cmd.Flags().BoolVar(&wait, "wait", true, "wait for the build and show its progress")
 	requireFlags(cmd, "source", "name")
@@ -342,7 +342,7 @@ func progressLine(b *apiv1.Build, elapsed time.Duration) string {
 		for i, a := range b.Artifacts {
 			files[i] = a.File
 		}
-		s += fmt.Sprintf(" %s %s → %s", b.Package, b.Version, strings.Join(files, ", "))
+		s += fmt.Sprintf(" %s %s → %s", b.Package, versionOf(b), strings.Join(files, ", "))
 	case apiv1.StatusFailed, apiv1.StatusCanceled:
 		if b.Detail != "" {
 			s += ": " + oneLine(b.Detail)
@@ -367,8 +367,20 @@ func fetched(b *apiv1.Build) []string {
 	out := make([]string, len(b.Fetched))
 	for i, f := range b.Fetched {
 		out[i] = fmt.Sprintf("%s %s sha256:%s", f.Name, f.Version, short(f.SHA256))
+		if len(f.Environments) > 0 {
+			out[i] += " (" + strings.Join(f.Environments, "+") + ")"
+		}
 	}
 	return out
+}
+
+// versionOf is the build's version with where git says it comes from
+// ("1.2.1.dev3 (git describe v1.2-3-gabcdef0)").
+func versionOf(b *apiv1.Build) string {
+	if b.Describe == "" || b.Version == "" {
+		return b.Version
+	}
+	return b.Version + " (git describe " + b.Describe + ")"
 }
 
 func short(sha string) string {
@@ -460,7 +472,7 @@ func (app *App) listBuilds() *cobra.Command {
 				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 				fmt.Fprintln(tw, "ID\tSOURCE\tBUILDER\tREF\tCOMMIT\tSTATUS\tVERSION\tATTEMPTS\tFETCHED\tPHASES")
 				for _, b := range res.Builds {
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", b.ID, b.Source, b.Builder, b.Ref, short(b.SHA), b.Status, dash(b.Version), b.Attempts, b.MaxAttempts,
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", b.ID, b.Source, b.Builder, b.Ref, short(b.SHA), b.Status, dash(versionOf(b)), b.Attempts, b.MaxAttempts,
 						dash(strings.Join(fetched(b), ", ")), dash(phases(b.Phases)))
 				}
 				tw.Flush()

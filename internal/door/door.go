@@ -37,11 +37,13 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/apiv1"
+	"github.com/pkgfleet/pkgfleet/internal/pkgmeta"
 )
 
 // Kinds of index, which say how a fetched file names its package.
@@ -151,11 +153,43 @@ func (d *Door) BuildURL(i int) string { return d.indexes[i].buildURL }
 // Host is the i-th index's host:port, as the build names it.
 func (d *Door) Host(i int) string { return d.indexes[i].hostport }
 
-// Fetched lists the distributions that came through the door, in order.
-func (d *Door) Fetched() []Fetched {
+// Fetched lists the distributions that came through the door, once per
+// file, in the order they first came. envs names the build's
+// environments in the order the build made them, each of which installs
+// its requirements through the door (python -m build --sdist --wheel:
+// "sdist", then "wheel"); each entry says which asked for it. An
+// environment fetches a file once (pip runs without a cache), so a file
+// fetched again is the next environment's start.
+func (d *Door) Fetched(envs ...string) []Fetched {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return append([]Fetched(nil), d.fetched...)
+	return provenance(d.fetched, envs)
+}
+
+func provenance(fetched []Fetched, envs []string) []Fetched {
+	var out []Fetched
+	at := map[string]int{} // file → index in out
+	env := 0
+	seen := map[string]bool{} // files of the current environment
+	for _, f := range fetched {
+		key := f.File + "\x00" + f.SHA256
+		if seen[key] && env+1 < len(envs) {
+			env++
+			seen = map[string]bool{}
+		}
+		seen[key] = true
+		i, ok := at[key]
+		if !ok {
+			i = len(out)
+			at[key] = i
+			f.Environments = nil
+			out = append(out, f)
+		}
+		if env < len(envs) && !slices.Contains(out[i].Environments, envs[env]) {
+			out[i].Environments = append(out[i].Environments, envs[env])
+		}
+	}
+	return out
 }
 
 // Serve answers the build's connections on l until l is closed (the build
@@ -285,6 +319,9 @@ func (d *Door) forward(w http.ResponseWriter, r *http.Request, x *index) {
 	n, err := io.Copy(io.MultiWriter(w, h), resp.Body)
 	if err != nil || (resp.ContentLength >= 0 && n != resp.ContentLength) {
 		return // not all of it: not what the build installed
+	}
+	if x.kind == Python {
+		name = pkgmeta.NormalizeName(name) // a wheel's file says poetry_core
 	}
 	d.mu.Lock()
 	d.fetched = append(d.fetched, Fetched{Name: name, Version: version, File: path.Base(r.URL.Path),

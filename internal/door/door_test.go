@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -121,7 +122,7 @@ func TestDoorFetchesFromAPrivateHTTPSIndexWithCredentialsTheBuildNeverSees(t *te
 		t.Fatalf("wheel: %d %q", code, body)
 	}
 	sum := sha256.Sum256([]byte(wheelBody))
-	if f := d.Fetched(); len(f) != 1 || f[0] != (Fetched{Name: "pkg", Version: "1.0", File: "pkg-1.0-py3-none-any.whl", SHA256: hex.EncodeToString(sum[:])}) {
+	if f := d.Fetched(); len(f) != 1 || !reflect.DeepEqual(f[0], Fetched{Name: "pkg", Version: "1.0", File: "pkg-1.0-py3-none-any.whl", SHA256: hex.EncodeToString(sum[:])}) {
 		t.Fatalf("Fetched = %+v", f)
 	}
 	for _, h := range *seen {
@@ -230,5 +231,30 @@ func TestIndexURLsAreCheckedWithoutRepeatingAPassword(t *testing.T) {
 	}
 	if err := CheckURL("https://user:pw@mirror.example/simple/"); err != nil {
 		t.Errorf("a private index: %v", err)
+	}
+}
+
+// TestProvenanceListsEachFileOnceWithTheEnvironmentsThatAskedForIt: python
+// -m build --sdist --wheel installs its requirements through the door
+// twice, once per environment (pip without a cache); the record lists
+// each file once and says which environment asked for it.
+func TestProvenanceListsEachFileOnceWithTheEnvironmentsThatAskedForIt(t *testing.T) {
+	t.Parallel()
+	f := func(name, file string) Fetched { return Fetched{Name: name, Version: "1", File: file, SHA256: file} }
+	st, pc, wh, ex := f("setuptools", "setuptools-1-py3-none-any.whl"), f("poetry-core", "poetry_core-1-py3-none-any.whl"),
+		f("wheel", "wheel-1-py3-none-any.whl"), f("extra", "extra-1.tar.gz")
+	// sdist: setuptools, poetry-core; wheel: setuptools, poetry-core, wheel, extra.
+	got := provenance([]Fetched{st, pc, st, pc, wh, ex}, []string{"sdist", "wheel"})
+	want := []Fetched{st, pc, wh, ex}
+	want[0].Environments = []string{"sdist", "wheel"}
+	want[1].Environments = []string{"sdist", "wheel"}
+	want[2].Environments = []string{"wheel"}
+	want[3].Environments = []string{"wheel"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("provenance =\n%+v\nwant\n%+v", got, want)
+	}
+	// Without environments (R): each file once, none named.
+	if got := provenance([]Fetched{st, st}, nil); len(got) != 1 || got[0].Environments != nil {
+		t.Fatalf("provenance without environments = %+v", got)
 	}
 }

@@ -63,6 +63,12 @@ func TestPythonBuildGetsItsRequirementsFromTheFleetsOwnIndexThroughTheDoor(t *te
 	}
 	got := map[string]string{}
 	for _, fe := range b.Fetched {
+		// Once per file, with the environments that asked for it: the
+		// backend both python -m build's, the extra the one that named it.
+		if _, twice := got[fe.Name]; twice || len(fe.Environments) == 0 ||
+			fe.Name == "fleetbackend" && strings.Join(fe.Environments, "+") != "sdist+wheel" {
+			t.Errorf("fetched %+v: want each file once, the backend for the sdist and the wheel", fe)
+		}
 		got[fe.Name] = fe.SHA256
 		if fe.Version == "" || !strings.HasSuffix(fe.File, ".whl") {
 			t.Errorf("fetched %+v lacks a version or is no wheel", fe)

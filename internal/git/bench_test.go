@@ -3,7 +3,11 @@ package git
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -45,4 +49,111 @@ func cpuTime() time.Duration {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &self)
 	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &children)
 	return time.Duration(self.Utime.Nano() + self.Stime.Nano() + children.Utime.Nano() + children.Stime.Nano())
+}
+
+// BenchmarkCloneHistory clones the head of a 1000-commit repository with
+// a tag every 100 commits (50 files), as a build's checkout does, one new
+// commit on the remote before each round (a branch builder's next build).
+// Each round clones it every way, in turn, so that a busy machine slows
+// them alike:
+//
+//   - files: the commit's files alone (every build's clone before issue
+//     23; FilesOnly now);
+//   - kept: with the history and tags from the builder's history
+//     repository, so that `git describe` says what it says in a full
+//     clone (a build's clone now);
+//   - fresh: the same with a new history repository each time (a
+//     builder's first build on a worker);
+//   - unfiltered: kept, from a server that does not filter.
+//
+// <way>-p50-ms is the clone's own wall time, <way>-cpu-ms its CPU.
+func BenchmarkCloneHistory(b *testing.B) {
+	dir := historyRepo(b, 1000, 50, 100)
+	unfiltered := b.TempDir()
+	testenv.Git(b, unfiltered, "init", "--quiet", "--bare")
+	testenv.Git(b, unfiltered, "config", "uploadpack.allowFilter", "false")
+	testenv.Git(b, dir, "config", "uploadpack.allowFilter", "true")
+	c := &Client{Policy: URLPolicy{AllowFile: true}}
+	tmp := b.TempDir()
+	ways := []struct {
+		name string
+		opts CloneOptions
+	}{
+		{"files", CloneOptions{URL: "file://" + dir, Depth: 1, FilesOnly: true}},
+		{"kept", CloneOptions{URL: "file://" + dir, Depth: 1, History: filepath.Join(tmp, "kept")}},
+		{"fresh", CloneOptions{URL: "file://" + dir, Depth: 1}},
+		{"unfiltered", CloneOptions{URL: "file://" + unfiltered, Depth: 1, History: filepath.Join(tmp, "unfiltered")}},
+	}
+	walls := make([][]time.Duration, len(ways))
+	cpus := make([][]time.Duration, len(ways))
+	i := 0
+	for b.Loop() {
+		i++
+		sha := newCommit(b, dir, i)
+		testenv.Git(b, dir, "push", "--quiet", "--force", unfiltered, "--tags", "main")
+		for k := range ways {
+			w := &ways[(k+i)%len(ways)]
+			opts := w.opts
+			opts.SHA = sha
+			began, cpuBegan := time.Now(), cpuTime()
+			if _, err := c.Clone(context.Background(), filepath.Join(tmp, fmt.Sprint(i, w.name)), opts); err != nil {
+				b.Fatal(err)
+			}
+			walls[(k+i)%len(ways)] = append(walls[(k+i)%len(ways)], time.Since(began))
+			cpus[(k+i)%len(ways)] = append(cpus[(k+i)%len(ways)], cpuTime()-cpuBegan)
+		}
+	}
+	for k, w := range ways {
+		b.ReportMetric(p50ms(walls[k]), w.name+"-p50-ms")
+		b.ReportMetric(p50ms(cpus[k]), w.name+"-cpu-ms")
+	}
+}
+
+func p50ms(ds []time.Duration) float64 {
+	slices.Sort(ds)
+	return float64(ds[len(ds)/2]) / float64(time.Millisecond)
+}
+
+// newCommit adds a commit to main in dir (one git process) and returns it.
+func newCommit(b *testing.B, dir string, i int) string {
+	in := fmt.Sprintf("commit refs/heads/main\ncommitter t <t@invalid> %d +0000\ndata 3\nnew\nfrom refs/heads/main^0\nM 644 inline new.txt\ndata %d\n%d\n\n",
+		1800000000+i, len(strconv.Itoa(i))+1, i)
+	cmd := exec.Command("git", "fast-import", "--quiet")
+	cmd.Dir, cmd.Stdin = dir, strings.NewReader(in)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("fast-import: %v\n%s", err, out)
+	}
+	return testenv.Git(b, dir, "rev-parse", "main")
+}
+
+// historyRepo makes a packed repository of commits commits, each
+// changing one of files files, with an annotated tag every tagEvery
+// commits, in one git fast-import.
+func historyRepo(b *testing.B, commits, files, tagEvery int) string {
+	dir := b.TempDir()
+	testenv.Git(b, dir, "init", "--quiet", "--initial-branch=main")
+	var in strings.Builder
+	lines := make([]string, files)
+	for i := range commits {
+		n := i % files
+		lines[n] += fmt.Sprintf("line %d\n", i)
+		fmt.Fprintf(&in, "commit refs/heads/main\nmark :%d\ncommitter t <t@invalid> %d +0000\ndata 3\nc%d\n", i+1, 1700000000+i*60, i%10)
+		if i == 0 {
+			for f := range files {
+				fmt.Fprintf(&in, "M 644 inline f%02d.txt\ndata %d\n%s\n", f, len(lines[f]), lines[f])
+			}
+		} else {
+			fmt.Fprintf(&in, "M 644 inline f%02d.txt\ndata %d\n%s\n", n, len(lines[n]), lines[n])
+		}
+		if (i+1)%tagEvery == 0 {
+			fmt.Fprintf(&in, "tag v0.%d.0\nfrom :%d\ntagger t <t@invalid> %d +0000\ndata 3\nrel\n", (i+1)/tagEvery, i+1, 1700000000+i*60)
+		}
+	}
+	cmd := exec.Command("git", "fast-import", "--quiet")
+	cmd.Dir, cmd.Stdin = dir, strings.NewReader(in.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("fast-import: %v\n%s", err, out)
+	}
+	testenv.Git(b, dir, "repack", "-adq")
+	return dir
 }

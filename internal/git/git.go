@@ -258,26 +258,53 @@ func MatchTag(pattern, tag string) (bool, error) {
 type CloneOptions struct {
 	URL               string
 	SHA               string
-	Depth             int // 0 = full history
+	Depth             int // of the files' history; 0 = full history
 	RecurseSubmodules int // submodule recursion depth; 0 = none
-	// Tag, when set, names SHA on the remote; the checkout gets it as a
-	// lightweight tag (fetch --no-tags brings none), so that tools that
-	// version a package from git tags see the release.
-	Tag string
+	// Ref is the name the build was asked for (a branch, a tag or SHA).
+	// When it names one of the remote's tags, or RefIsTag says it is a
+	// tag, the checkout's tag of that name points at SHA, even if the
+	// remote's tag has moved since: the build is of that release.
+	Ref      string
+	RefIsTag bool
+	// FilesOnly fetches SHA's files at Depth and neither the history nor
+	// the tags (a RefIsTag Ref is still written), and says no Describe:
+	// for a package whose version is not git's (R), or for reading a
+	// package's metadata.
+	FilesOnly bool
+	// History is the builder's history repository, kept across its
+	// builds (history.go); "" fetches the history afresh.
+	History string
+}
+
+// Checkout is what Clone made.
+type Checkout struct {
+	// Time is the commit's committer time: the SOURCE_DATE_EPOCH of its
+	// build, which every checked-out file's mtime is set to.
+	Time time.Time
+	// Describe is `git describe --tags --long` of the commit, as
+	// setuptools-scm (and hatch-vcs through it) runs it in the checkout:
+	// "v1.2.3-4-gabcdef0"; empty when no tag is in the commit's history.
+	Describe string
+}
+
+// describe is setuptools-scm's own describe command (its
+// DEFAULT_DESCRIBE) less --dirty (the checkout is clean), of commit sha.
+func describe(sha string) []string {
+	return []string{"describe", "--tags", "--long", "--match", "*[0-9]*", sha}
 }
 
 // Clone checks out exactly opts.SHA into dir, which must not exist or be
-// empty, and returns the commit's time: the SOURCE_DATE_EPOCH of its
-// build, which every checked-out file's mtime is set to.
-func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (time.Time, error) {
+// empty. Unless opts.FilesOnly, the checkout is a full clone to the tools
+// that version a package from git (history.go).
+func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Checkout, error) {
 	if err := c.Policy.ValidateURL(opts.URL); err != nil {
-		return time.Time{}, err
+		return Checkout{}, err
 	}
 	if err := ValidateSHA(opts.SHA); err != nil {
-		return time.Time{}, fmt.Errorf("commit %q %w", opts.SHA, err)
+		return Checkout{}, fmt.Errorf("commit %q %w", opts.SHA, err)
 	}
-	fail := func(err error) (time.Time, error) {
-		return time.Time{}, fmt.Errorf("clone %s at %s: %w", opts.URL, opts.SHA[:12], err)
+	fail := func(err error) (Checkout, error) {
+		return Checkout{}, fmt.Errorf("clone %s at %s: %w", opts.URL, opts.SHA[:12], err)
 	}
 	// Every step is a git process (fetch starts more), and starting one
 	// costs milliseconds on a busy worker, so a build starts as few as it
@@ -288,6 +315,31 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (time
 	if err := initRepo(dir); err != nil {
 		return fail(err)
 	}
+	// The history, beside the files (history.go).
+	var hist chan historyResult
+	if opts.Depth > 0 && !opts.FilesOnly {
+		histDir := opts.History
+		if histDir == "" {
+			tmp, err := os.MkdirTemp(filepath.Dir(dir), ".history-")
+			if err != nil {
+				return fail(err)
+			}
+			defer os.RemoveAll(tmp)
+			histDir = tmp
+		}
+		hist = make(chan historyResult, 1)
+		histCtx, cancel := context.WithCancel(ctx)
+		go func() {
+			h, err := c.fetchHistory(histCtx, histDir, opts.URL, opts.SHA)
+			hist <- historyResult{h, err}
+		}()
+		defer func() {
+			cancel() // a failed clone does not wait for the history
+			if r := <-hist; r.h != nil {
+				r.h.unlock()
+			}
+		}()
+	}
 	var steps [][]string
 	remote := opts.URL
 	if opts.RecurseSubmodules > 0 {
@@ -296,9 +348,13 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (time
 	}
 	fetch := []string{"fetch", "--quiet", "--no-tags"}
 	if opts.Depth > 0 {
-		fetch = append(fetch, "--depth", strconv.Itoa(opts.Depth))
+		fetch = append(fetch, "--depth", strconv.Itoa(opts.Depth), "--", remote, opts.SHA)
+	} else {
+		fetch = append(fetch, "--", remote, opts.SHA)
+		if !opts.FilesOnly {
+			fetch = append(fetch, "+refs/tags/*:refs/tags/*")
+		}
 	}
-	fetch = append(fetch, "--", remote, opts.SHA)
 	steps = append(steps, fetch, []string{"-c", "advice.detachedHead=false", "checkout", "--quiet", opts.SHA})
 	if opts.RecurseSubmodules > 0 {
 		sub := []string{"submodule", "update", "--init", "--quiet"}
@@ -315,23 +371,52 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (time
 			return fail(err)
 		}
 	}
-	if opts.Tag != "" {
-		if err := writeTag(dir, opts.Tag, opts.SHA); err != nil {
+	var out Checkout
+	describeHere := opts.Depth == 0 && !opts.FilesOnly
+	if hist != nil {
+		r := <-hist
+		hist <- r // for the deferred unlock
+		if r.err != nil {
+			return fail(r.err)
+		}
+		if err := r.h.copyInto(filepath.Join(dir, ".git")); err != nil {
+			return fail(fmt.Errorf("history: %w", err))
+		}
+		out.Describe = r.h.describe
+	}
+	if opts.Ref != "" && opts.Ref != opts.SHA && (opts.RefIsTag || hasTag(dir, opts.Ref)) &&
+		!strings.HasPrefix(out.Describe, opts.Ref+"-0-g") { // not already the tag of SHA
+		if err := writeTag(dir, opts.Ref, opts.SHA); err != nil {
+			return fail(err)
+		}
+		describeHere = !opts.FilesOnly
+	}
+	var err error
+	if out.Time, err = readCommitTime(filepath.Join(dir, ".git"), opts.SHA); err != nil {
+		if out.Time, err = c.commitTime(ctx, dir, opts.SHA); err != nil {
 			return fail(err)
 		}
 	}
-	when, err := readCommitTime(filepath.Join(dir, ".git"), opts.SHA)
-	if err != nil {
-		if when, err = c.commitTime(ctx, dir, opts.SHA); err != nil {
-			return fail(err)
+	if describeHere {
+		out.Describe = ""
+		if hasTags(filepath.Join(dir, ".git")) {
+			// Fails only when no tag is in SHA's history: no describe.
+			if d, err := c.run(ctx, dir, describe(opts.SHA)...); err == nil {
+				out.Describe = strings.TrimSpace(string(d))
+			}
 		}
 	}
 	// A checkout's mtimes are the time of the checkout; archives made from
 	// it would differ on every build. Every file gets the commit's time.
-	if err := setMtimes(dir, when); err != nil {
+	if err := setMtimes(dir, out.Time); err != nil {
 		return fail(err)
 	}
-	return when, nil
+	return out, nil
+}
+
+type historyResult struct {
+	h   *history
+	err error
 }
 
 // gitConfig is a checkout's own repository configuration. The checkout
@@ -442,8 +527,9 @@ func (c *Client) run(ctx context.Context, dir string, args ...string) ([]byte, e
 }
 
 // writeTag makes tag a lightweight tag of sha in the checkout at dir: a
-// loose ref, written directly (no git process). The name is checked as
-// git checks ref names, which also keeps the file inside refs/tags.
+// loose ref, written directly (no git process), which takes precedence
+// over a packed one. The name is checked as git checks ref names, which
+// also keeps the file inside refs/tags.
 func writeTag(dir, tag, sha string) error {
 	if err := ValidateTagName(tag); err != nil {
 		return err
@@ -456,6 +542,27 @@ func writeTag(dir, tag, sha string) error {
 		return fmt.Errorf("tag %s: %w", tag, err)
 	}
 	return nil
+}
+
+// hasTag reports whether the checkout at dir has tag, loose or packed.
+func hasTag(dir, tag string) bool {
+	if ValidateTagName(tag) != nil {
+		return false
+	}
+	tags, _ := readTags(filepath.Join(dir, ".git"))
+	for _, t := range tags {
+		if t.ref == "refs/tags/"+tag {
+			return true
+		}
+	}
+	return false
+}
+
+// hasTags reports whether the repository whose git directory is gitDir
+// has any tag.
+func hasTags(gitDir string) bool {
+	tags, _ := readTags(gitDir)
+	return len(tags) > 0
 }
 
 // ValidateTagName refuses what git-check-ref-format(1) refuses in a tag's

@@ -131,12 +131,13 @@ func TestLsRemoteAndCloneAnExactCommit(t *testing.T) {
 		t.Fatalf("HEAD = %s, want %s", got, first)
 	}
 	// The checkout's repository is lean: the fetched objects stay in their
-	// pack (no file per object) and no hook samples were copied.
+	// packs (no file per object: one for the files, one for the history)
+	// and no hook samples were copied.
 	loose, _ := filepath.Glob(filepath.Join(dst, ".git", "objects", "??", "*"))
 	packs, _ := filepath.Glob(filepath.Join(dst, ".git", "objects", "pack", "*.pack"))
 	hooks, _ := filepath.Glob(filepath.Join(dst, ".git", "hooks", "*"))
-	if len(loose) != 0 || len(packs) != 1 || len(hooks) != 0 {
-		t.Fatalf("checkout's .git has %d loose objects, %d packs, hooks %v; want 0, 1, none", len(loose), len(packs), hooks)
+	if len(loose) != 0 || len(packs) != 2 || len(hooks) != 0 {
+		t.Fatalf("checkout's .git has %d loose objects, %d packs, hooks %v; want 0, 2, none", len(loose), len(packs), hooks)
 	}
 	if out := testenv.Git(t, dst, "status", "--porcelain"); out != "" {
 		t.Fatalf("git status of the checkout:\n%s", out)
@@ -171,9 +172,9 @@ func TestCloneSetsEveryCheckedOutFileToTheCommitTime(t *testing.T) {
 	want := time.Unix(mustAtoi(t, testenv.Git(t, dir, "log", "-1", "--format=%ct")), 0)
 	c := &Client{Policy: URLPolicy{AllowFile: true}}
 	dst := filepath.Join(t.TempDir(), "checkout")
-	got, err := c.Clone(context.Background(), dst, CloneOptions{URL: "file://" + dir, SHA: sha, Depth: 1})
-	if err != nil || !got.Equal(want) {
-		t.Fatalf("Clone = %v %v, want the commit time %v", got, err, want)
+	co, err := c.Clone(context.Background(), dst, CloneOptions{URL: "file://" + dir, SHA: sha, Depth: 1})
+	if got := co.Time; err != nil || !got.Equal(want) {
+		t.Fatalf("Clone = %v %v, want the commit time %v", co.Time, err, want)
 	}
 	for _, p := range []string{".", "pkg", "pkg/a.txt", "b.txt"} {
 		st, err := os.Lstat(filepath.Join(dst, p))
@@ -198,7 +199,7 @@ func TestACloneForATagCarriesTheTag(t *testing.T) {
 	testenv.Git(t, dir, "tag", "-a", "release/1.2.3", "-m", "annotated")
 	c := &Client{Policy: URLPolicy{AllowFile: true}}
 	dst := filepath.Join(t.TempDir(), "checkout")
-	if _, err := c.Clone(context.Background(), dst, CloneOptions{URL: "file://" + dir, SHA: sha, Depth: 1, Tag: "release/1.2.3"}); err != nil {
+	if _, err := c.Clone(context.Background(), dst, CloneOptions{URL: "file://" + dir, SHA: sha, Depth: 1, Ref: "release/1.2.3", RefIsTag: true}); err != nil {
 		t.Fatal(err)
 	}
 	// What setuptools-scm asks git.
@@ -215,11 +216,135 @@ func TestACloneForATagCarriesTheTag(t *testing.T) {
 	}
 	// A hostile name fails the clone and writes nothing outside refs/tags.
 	bad := filepath.Join(t.TempDir(), "checkout")
-	_, err := c.Clone(context.Background(), bad, CloneOptions{URL: "file://" + dir, SHA: sha, Depth: 1, Tag: "../../hooks/x"})
+	_, err := c.Clone(context.Background(), bad, CloneOptions{URL: "file://" + dir, SHA: sha, Depth: 1, Ref: "../../hooks/x", RefIsTag: true})
 	if err == nil || !strings.Contains(err.Error(), "not a valid tag name") {
 		t.Fatalf("clone with a hostile tag name: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(bad, ".git", "hooks", "x")); !os.IsNotExist(err) {
 		t.Fatalf("a hostile tag name wrote outside refs/tags: %v", err)
+	}
+}
+
+// TestACheckoutDescribesItsCommitAsAFullCloneDoes builds a history that a
+// shallow clone gets wrong (a tag, a branch forked before it and merged
+// after it, 60 commits after the tag, a later tag on another branch) and
+// checks the checkout's describe against a full clone's, with a server
+// that filters (the history comes as commits only) and one that does not.
+func TestACheckoutDescribesItsCommitAsAFullCloneDoes(t *testing.T) {
+	t.Parallel()
+	dir, _ := testenv.Repo(t, map[string]string{"a.txt": "0"})
+	testenv.Commit(t, dir, map[string]string{"a.txt": "1"}, "one")
+	testenv.Git(t, dir, "branch", "side")
+	testenv.Commit(t, dir, map[string]string{"a.txt": "2"}, "two")
+	testenv.Git(t, dir, "tag", "-a", "v1.0.0", "-m", "release")
+	testenv.Git(t, dir, "checkout", "-q", "side")
+	for i := range 3 {
+		testenv.Commit(t, dir, map[string]string{"side.txt": strconv.Itoa(i)}, "side")
+	}
+	testenv.Git(t, dir, "checkout", "-q", "main")
+	testenv.Git(t, dir, "merge", "-q", "--no-ff", "-m", "merge side", "side")
+	for i := range 60 {
+		testenv.Commit(t, dir, map[string]string{"a.txt": "after " + strconv.Itoa(i)}, "after")
+	}
+	head := testenv.Git(t, dir, "rev-parse", "HEAD")
+	testenv.Git(t, dir, "checkout", "-q", "-b", "next", "HEAD~5")
+	testenv.Commit(t, dir, map[string]string{"b.txt": "b"}, "next")
+	testenv.Git(t, dir, "tag", "v2.0.0rc1")
+	testenv.Git(t, dir, "checkout", "-q", "main")
+	want := testenv.Git(t, dir, "describe", "--tags", "--long", "--match", "*[0-9]*", head)
+	if !strings.HasPrefix(want, "v1.0.0-64-g") {
+		t.Fatalf("the full clone describes HEAD as %q", want)
+	}
+	c := &Client{Policy: URLPolicy{AllowFile: true}}
+	for _, filter := range []string{"false", "true"} {
+		testenv.Git(t, dir, "config", "uploadpack.allowFilter", filter)
+		for _, depth := range []int{1, 0} {
+			dst := filepath.Join(t.TempDir(), "checkout")
+			co, err := c.Clone(context.Background(), dst, CloneOptions{URL: "file://" + dir, SHA: head, Depth: depth, Ref: "main"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Both: what the record says, and what setuptools-scm's own
+			// command says in the checkout.
+			inside := testenv.Git(t, dst, "describe", "--dirty", "--tags", "--long", "--match", "*[0-9]*")
+			if co.Describe != want || inside != want {
+				t.Errorf("filter %s, depth %d: Describe %q, describe in the checkout %q; want the full clone's %q", filter, depth, co.Describe, inside, want)
+			}
+			if out := testenv.Git(t, dst, "status", "--porcelain"); out != "" {
+				t.Errorf("git status of the checkout:\n%s", out)
+			}
+		}
+	}
+}
+
+// TestARebuildOfATagIsOfTheTagEvenWhenTheRemoteMovedIt: a build by tag
+// (a rerun by tag on any builder) carries the tag at the commit it was
+// asked for; a branch build whose name is not a tag carries no new tag.
+func TestARebuildOfATagIsOfTheTagEvenWhenTheRemoteMovedIt(t *testing.T) {
+	t.Parallel()
+	dir, first := testenv.Repo(t, map[string]string{"a.txt": "a"})
+	testenv.Git(t, dir, "tag", "v1.0")
+	testenv.Commit(t, dir, map[string]string{"a.txt": "b"}, "two")
+	testenv.Git(t, dir, "tag", "-f", "v1.0") // moved after the build was queued
+	c := &Client{Policy: URLPolicy{AllowFile: true}}
+	dst := filepath.Join(t.TempDir(), "checkout")
+	co, err := c.Clone(context.Background(), dst, CloneOptions{URL: "file://" + dir, SHA: first, Depth: 1, Ref: "v1.0"})
+	if err != nil || !strings.HasPrefix(co.Describe, "v1.0-0-g") {
+		t.Fatalf("Describe = %q %v, want the tag at the commit built", co.Describe, err)
+	}
+	dst = filepath.Join(t.TempDir(), "checkout")
+	co, err = c.Clone(context.Background(), dst, CloneOptions{URL: "file://" + dir, SHA: first, Depth: 1, Ref: "main"})
+	if err != nil || co.Describe != "" {
+		t.Fatalf("a branch build: Describe = %q %v, want none (the tag is on a later commit)", co.Describe, err)
+	}
+}
+
+// TestAKeptHistoryServesTheNextBuildAndNoBuildWritesIt: the second clone
+// with the same history repository describes a newer commit and a new
+// tag, and what a build writes into its checkout's objects never reaches
+// the history repository (the packs are copies).
+func TestAKeptHistoryServesTheNextBuildAndNoBuildWritesIt(t *testing.T) {
+	t.Parallel()
+	dir, _ := testenv.Repo(t, map[string]string{"a.txt": "a"})
+	testenv.Git(t, dir, "tag", "v1.0")
+	second := testenv.Commit(t, dir, map[string]string{"a.txt": "b"}, "two")
+	c := &Client{Policy: URLPolicy{AllowFile: true}}
+	hist := filepath.Join(t.TempDir(), "history")
+	dst := filepath.Join(t.TempDir(), "checkout")
+	co, err := c.Clone(context.Background(), dst, CloneOptions{URL: "file://" + dir, SHA: second, Depth: 1, History: hist})
+	if err != nil || !strings.HasPrefix(co.Describe, "v1.0-1-g") {
+		t.Fatalf("first build: Describe = %q %v, want v1.0-1-g…", co.Describe, err)
+	}
+	packs, _ := filepath.Glob(filepath.Join(dst, ".git", "objects", "pack", "*.pack"))
+	for _, p := range packs {
+		if err := os.Chmod(p, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("written by the build"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Commit(t, dir, map[string]string{"a.txt": "c"}, "three")
+	testenv.Git(t, dir, "tag", "-a", "v1.1", "-m", "release")
+	fourth := testenv.Commit(t, dir, map[string]string{"a.txt": "d"}, "four")
+	dst = filepath.Join(t.TempDir(), "checkout")
+	co, err = c.Clone(context.Background(), dst, CloneOptions{URL: "file://" + dir, SHA: fourth, Depth: 1, History: hist})
+	if err != nil || !strings.HasPrefix(co.Describe, "v1.1-1-g") {
+		t.Fatalf("second build: Describe = %q %v, want v1.1-1-g…", co.Describe, err)
+	}
+	if got := testenv.Git(t, dst, "describe", "--tags", "--long"); got != co.Describe {
+		t.Fatalf("describe in the second checkout = %q, want %q", got, co.Describe)
+	}
+	if out := testenv.Git(t, dst, "rev-list", "--count", "HEAD"); out != "4" {
+		t.Fatalf("the second checkout has %s commits of history, want 4", out)
+	}
+	// A history repository a crash left unreadable is made anew.
+	if err := os.WriteFile(filepath.Join(hist, "HEAD"), []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dst = filepath.Join(t.TempDir(), "checkout")
+	co, err = c.Clone(context.Background(), dst, CloneOptions{URL: "file://" + dir, SHA: fourth, Depth: 1, History: hist})
+	if err != nil || !strings.HasPrefix(co.Describe, "v1.1-1-g") {
+		t.Fatalf("after a broken history repository: Describe = %q %v, want v1.1-1-g…", co.Describe, err)
 	}
 }

@@ -13,6 +13,8 @@ package pipeline
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -334,6 +336,7 @@ func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, at registry.Att
 			now := time.Now().UTC()
 			b.Status, b.Detail, b.FinishedAt = registry.StatusSucceeded, "", &now
 			b.Package, b.Version, b.Artifacts, b.Fetched = out.pkg, out.version, out.artifacts, out.fetched
+			b.Describe = out.describe
 			b.Phases = out.phases
 			b.SetPhase(registry.PhaseRecord, time.Since(recordStart))
 			return nil
@@ -467,6 +470,7 @@ func (p *Pipeline) start(ctx context.Context, log *slog.Logger, at registry.Atte
 
 type result struct {
 	source, pkg, version string
+	describe             string
 	artifacts            []registry.Artifact
 	fetched              []door.Fetched
 	phases               []registry.Phase // the record's, with this attempt's added
@@ -506,19 +510,23 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 		}
 	}
 	phases := &registry.Build{Phases: b.Phases}
-	var sourceDate time.Time
+	var co git.Checkout
 	if clone {
 		fmt.Fprintf(logw, "==> cloning %s at %s (%s)\n", bl.URL, b.SHA, b.Ref)
 		began := time.Now()
 		cloneCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 		var err error
-		sourceDate, err = p.clone(cloneCtx, bl, checkout, b)
+		co, err = p.clone(cloneCtx, bl, checkout, b)
 		cancel()
 		phases.SetPhase(registry.PhaseClone, time.Since(began))
 		if err != nil {
 			return nil, err
 		}
+		if co.Describe != "" {
+			fmt.Fprintf(logw, "==> git describe: %s\n", co.Describe)
+		}
 	}
+	sourceDate := co.Time
 	in := recipe.Input{
 		Checkout: checkout, SubDir: bl.SubDir, Dest: dest, Log: logw,
 		Network: p.network, SourceDate: sourceDate, BuildVignettes: bl.BuildVignettes,
@@ -536,9 +544,13 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 	out, err := rc.Build(ctx, in)
 	var fetched []door.Fetched
 	if d != nil {
-		fetched = d.Fetched()
+		var envs []string
+		if e, ok := rc.(Environments); ok {
+			envs = e.Environments()
+		}
+		fetched = d.Fetched(envs...)
 		for _, f := range fetched {
-			fmt.Fprintf(logw, "==> fetched through the door: %s %s (%s, sha256 %s)\n", f.Name, f.Version, f.File, f.SHA256)
+			fmt.Fprintf(logw, "==> fetched through the door: %s %s (%s, sha256 %s)%s\n", f.Name, f.Version, f.File, f.SHA256, forEnvironments(f.Environments))
 		}
 	}
 	if err != nil {
@@ -561,7 +573,7 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 	for _, a := range arts {
 		fmt.Fprintf(logw, "==> stored %s (%d bytes, sha256 %s)\n", a.File, a.Size, a.SHA256)
 	}
-	return &result{source: b.Source, pkg: out.Package, version: out.Version, artifacts: arts, fetched: fetched, phases: phases.Phases, recordStart: stored}, nil
+	return &result{source: b.Source, pkg: out.Package, version: out.Version, describe: co.Describe, artifacts: arts, fetched: fetched, phases: phases.Phases, recordStart: stored}, nil
 }
 
 // mkdirFresh makes dir, empty: mkdir first, as dir is almost always new
@@ -584,6 +596,18 @@ func mkdirFresh(dir string) error {
 	return err
 }
 
+// Environments is implemented by a recipe whose build makes environments
+// that each install requirements through the door: it names them in the
+// order the build makes them, for the provenance (door.Fetched).
+type Environments interface{ Environments() []string }
+
+func forEnvironments(envs []string) string {
+	if len(envs) == 0 {
+		return ""
+	}
+	return " for the " + strings.Join(envs, " and ")
+}
+
 // NoCheckout is implemented by a recipe that needs no checkout: the
 // pipeline then skips the clone. Only the no-op benchmark's recipe does, to
 // measure the pipeline's own cost without git's.
@@ -591,25 +615,38 @@ type NoCheckout interface{ NoCheckout() bool }
 
 // clone checks the commit out with the builder's credential, which lives
 // in a masked directory only while git runs; the build never sees it. It
-// returns the commit's time, the build's SOURCE_DATE_EPOCH.
-func (p *Pipeline) clone(ctx context.Context, bl *registry.Builder, dir string, b *registry.Build) (time.Time, error) {
+// returns the commit's time (the build's SOURCE_DATE_EPOCH) and its
+// describe.
+func (p *Pipeline) clone(ctx context.Context, bl *registry.Builder, dir string, b *registry.Build) (git.Checkout, error) {
 	gc, done, err := p.creds.GitClient(ctx, p.git, bl.Credential, bl.URL, p.builderDir)
 	if err != nil {
 		var refused *registry.ValidationError // the credential is not for this URL
 		if errors.Is(err, registry.ErrNotFound) || errors.Is(err, credential.ErrNoKey) || errors.Is(err, credential.ErrUndecryptable) || errors.As(err, &refused) {
-			return time.Time{}, fmt.Errorf("%w: %w", err, asynq.SkipRetry) // retrying cannot help
+			return git.Checkout{}, fmt.Errorf("%w: %w", err, asynq.SkipRetry) // retrying cannot help
 		}
-		return time.Time{}, err // Redis unreachable: a retry can
+		return git.Checkout{}, err // Redis unreachable: a retry can
 	}
 	defer done()
-	opts := git.CloneOptions{URL: bl.URL, SHA: b.SHA, Depth: bl.CloneDepth, RecurseSubmodules: bl.RecurseSubmodules}
-	// A release built from its tag carries the tag, so that packages that
-	// take their version from git (setuptools-scm, hatch-vcs) get the
-	// release's version, not a development one.
-	if bl.BuildTrigger == registry.TriggerTags && b.Ref != b.SHA {
-		opts.Tag = b.Ref
+	// The build's ref names a release when it is a tag of the remote (the
+	// checkout has them all); a tags builder's always does. Only Python
+	// packages take their version from git (setuptools-scm, hatch-vcs …):
+	// an R package's is its DESCRIPTION's, so its checkout needs no history.
+	opts := git.CloneOptions{URL: bl.URL, SHA: b.SHA, Depth: bl.CloneDepth, RecurseSubmodules: bl.RecurseSubmodules,
+		Ref: b.Ref, RefIsTag: bl.BuildTrigger == registry.TriggerTags}
+	if b.Language == registry.LangPython {
+		opts.History = p.historyDir(bl)
+	} else {
+		opts.FilesOnly = true
 	}
 	return gc.Clone(ctx, dir, opts)
+}
+
+// historyDir is builder bl's history repository on this worker, kept
+// across its builds (internal/git's history.go): one per builder and
+// URL, as another builder's credential may not read the same remote.
+func (p *Pipeline) historyDir(bl *registry.Builder) string {
+	sum := sha256.Sum256([]byte(bl.Key() + "\n" + bl.URL))
+	return filepath.Join(p.builderDir, "history", hex.EncodeToString(sum[:12]))
 }
 
 func reason(err error) string {

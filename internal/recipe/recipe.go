@@ -140,6 +140,10 @@ type Python struct {
 	Tool   detect.Tool
 }
 
+// Environments are the environments python -m build --sdist --wheel
+// makes, in its order (pipeline.Environments).
+func (p *Python) Environments() []string { return []string{"sdist", "wheel"} }
+
 // Build implements Recipe.
 func (p *Python) Build(ctx context.Context, in Input) (*Output, error) {
 	dir, err := packageDir(in)

@@ -52,7 +52,8 @@ func buildTwice(t *testing.T, recipe Recipe, repo, sha string) (first, second ma
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		checkout := filepath.Join(t.TempDir(), "src")
-		when, err := gc.Clone(ctx, checkout, git.CloneOptions{URL: "file://" + repo, SHA: sha, Depth: 1})
+		co, err := gc.Clone(ctx, checkout, git.CloneOptions{URL: "file://" + repo, SHA: sha, Depth: 1})
+		when := co.Time
 		if err != nil || when.Unix() != commitTime {
 			t.Fatalf("commit time %v %v, want %d", when, err, commitTime)
 		}

@@ -1,0 +1,241 @@
+package git
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// A checkout is a full clone to the tools that version a package from
+// git: it has every commit of its commit's history and every tag of the
+// remote. Only the commit's own files come with it; the history comes as
+// commits alone (a partial fetch, --filter=tree:0), which is all that
+// `git describe` reads.
+//
+// The history is fetched beside the files, not after them, and into a
+// history repository that is kept across a builder's builds (under
+// Git.BuilderDir), so that a build fetches only the commits and tags that
+// are new since the last one: the clone then takes about as long as the
+// files' fetch alone. Its packs are copied, never linked, into the
+// checkout, because the build may write to its checkout: it must not
+// reach the next build's history. A server that does not filter
+// (uploadpack.allowFilter unset) sends trees and files too, once, into
+// the history repository.
+
+// history is the describe-able history of one commit, fetched into a
+// history repository.
+type history struct {
+	dir      string // the history repository (bare)
+	describe string // `git describe` of the commit there; "" when no tag
+	unlock   func()
+}
+
+// historyConfig is a history repository's configuration: kept across
+// builds, so git's own upkeep stays off (the clone repacks it, see
+// maxHistoryPacks) and fetched objects stay in packs, which the checkout
+// copies.
+const historyConfig = `[core]
+	repositoryformatversion = 0
+	bare = true
+	logallrefupdates = false
+[fetch]
+	unpackLimit = 1
+[maintenance]
+	auto = false
+[gc]
+	auto = 0
+`
+
+// maxHistoryPacks is how many packs a history repository may hold before
+// a clone repacks it: each fetch adds one, and each build copies them all.
+const maxHistoryPacks = 16
+
+// fetchHistory brings the history of sha and the remote's tags into the
+// history repository at dir (made when missing), locked until unlock.
+// A kept one that git cannot fetch into (a crash mid-write) is made anew
+// once.
+func (c *Client) fetchHistory(ctx context.Context, dir, remote, sha string) (*history, error) {
+	_, statErr := os.Stat(filepath.Join(dir, "HEAD"))
+	h, err := c.fetchHistoryOnce(ctx, dir, remote, sha)
+	if err != nil && statErr == nil && ctx.Err() == nil {
+		if rmErr := os.RemoveAll(dir); rmErr == nil {
+			h, err = c.fetchHistoryOnce(ctx, dir, remote, sha)
+		}
+	}
+	return h, err
+}
+
+func (c *Client) fetchHistoryOnce(ctx context.Context, dir, remote, sha string) (*history, error) {
+	if err := os.MkdirAll(filepath.Join(dir, "objects", "pack"), 0o755); err != nil {
+		return nil, fmt.Errorf("history: %w", err)
+	}
+	unlock, err := lockDir(ctx, dir)
+	if err != nil {
+		return nil, fmt.Errorf("history: %w", err)
+	}
+	h := &history{dir: dir, unlock: unlock}
+	fail := func(err error) (*history, error) {
+		unlock()
+		return nil, fmt.Errorf("history: %w", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "HEAD")); err != nil {
+		for _, d := range []string{"refs/heads", "refs/tags"} {
+			if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+				return fail(err)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(dir, "config"), []byte(historyConfig), 0o644); err != nil {
+			return fail(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "HEAD"), []byte("ref: refs/heads/main\n"), 0o644); err != nil {
+			return fail(err)
+		}
+	}
+	// The commit under a ref of its own: the next build's fetch offers it
+	// to the server as had, and tags that moved or went are pruned.
+	if _, err := c.run(ctx, dir, "fetch", "--quiet", "--no-tags", "--prune", "--filter=tree:0", "--",
+		remote, "+refs/tags/*:refs/tags/*", "+"+sha+":refs/heads/main"); err != nil {
+		return fail(err)
+	}
+	if packs, _ := filepath.Glob(filepath.Join(dir, "objects", "pack", "*.pack")); len(packs) > maxHistoryPacks {
+		if _, err := c.run(ctx, dir, "repack", "-adq"); err != nil {
+			return fail(err)
+		}
+	}
+	if hasTags(dir) {
+		// Fails only when no tag is in sha's history: no describe.
+		if d, err := c.run(ctx, dir, describe(sha)...); err == nil {
+			h.describe = strings.TrimSpace(string(d))
+		}
+	}
+	return h, nil
+}
+
+// copyInto gives the checkout whose git directory is gitDir the history's
+// objects and tags. The checkout was fetched shallow (its commit without
+// parents); with the history it is whole.
+func (h *history) copyInto(gitDir string) error {
+	packs, err := filepath.Glob(filepath.Join(h.dir, "objects", "pack", "pack-*"))
+	if err != nil {
+		return err
+	}
+	for _, p := range packs {
+		if ext := filepath.Ext(p); ext != ".pack" && ext != ".idx" {
+			continue // .promisor, .keep: the checkout fetches nothing later
+		}
+		// A pack's name is its content's hash: one of the same name is
+		// the same (a history of one commit, fetched with its files).
+		if err := copyFile(p, filepath.Join(gitDir, "objects", "pack", filepath.Base(p))); err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+	}
+	tags, err := readTags(h.dir)
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	for _, t := range tags {
+		fmt.Fprintf(&b, "%s %s\n", t.sha, t.ref)
+	}
+	if err := os.WriteFile(filepath.Join(gitDir, "packed-refs"), []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	if err := os.Remove(filepath.Join(gitDir, "shallow")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+type tagRef struct{ ref, sha string }
+
+// readTags lists the tags of the repository whose git directory is
+// gitDir, loose and packed (a loose one wins), sorted by ref.
+func readTags(gitDir string) ([]tagRef, error) {
+	refs := map[string]string{}
+	if f, err := os.Open(filepath.Join(gitDir, "packed-refs")); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			sha, ref, ok := strings.Cut(sc.Text(), " ")
+			if ok && strings.HasPrefix(ref, "refs/tags/") {
+				refs[ref] = sha
+			}
+		}
+		f.Close()
+	}
+	root := filepath.Join(gitDir, "refs", "tags")
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		refs["refs/tags/"+filepath.ToSlash(rel)] = string(bytes.TrimSpace(b))
+		return nil
+	})
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	out := make([]tagRef, 0, len(refs))
+	for ref, sha := range refs {
+		out = append(out, tagRef{ref, sha})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ref < out[j].ref })
+	return out, nil
+}
+
+func copyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// lockDir takes an exclusive lock on dir (two builds of one builder on
+// one worker share its history repository), waiting for it as long as ctx
+// allows.
+func lockDir(ctx context.Context, dir string) (func(), error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	locked := make(chan error, 1)
+	go func() { locked <- unix.Flock(int(f.Fd()), unix.LOCK_EX) }()
+	select {
+	case err := <-locked:
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		return func() { f.Close() }, nil
+	case <-ctx.Done():
+		// Closing the file does not end a waiting flock; the goroutine
+		// releases the lock when it gets it.
+		go func() {
+			<-locked
+			f.Close()
+		}()
+		return nil, ctx.Err()
+	}
+}
