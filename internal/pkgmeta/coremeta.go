@@ -39,19 +39,16 @@ type coreField struct {
 
 // ParseCoreMetadata reads Python core metadata (PKG-INFO, METADATA) as
 // importlib.metadata does: the text decoded as UTF-8 with universal
-// newlines, then Python's email parser. file names the file in warnings
-// and errors.
+// newlines, then Python's email parser, then its _adapters.Message, which
+// dedents values of several lines and makes the body the last
+// Description. file names the file in warnings and errors.
 func ParseCoreMetadata(file string, data []byte) (*Metadata, error) {
-	if len(data) == 0 {
-		// importlib.metadata takes an empty METADATA for a missing one.
-		return nil, &Error{File: file, Expected: "empty; Python's importlib.metadata expects at least the Name and Version headers"}
-	}
 	if bad := invalidUTF8At(data); bad >= 0 {
 		return nil, &Error{File: file, Line: 1 + countBreaks(data[:bad]),
 			Expected: fmt.Sprintf("byte %#02x is not UTF-8; importlib.metadata reads core metadata as UTF-8 and refuses it", data[bad]),
 			Remedy:   "write the file in UTF-8"}
 	}
-	m := &Metadata{Fields: Fields{}, All: map[string][]string{}}
+	m := &Metadata{Fields: Fields{}, All: map[string][]string{}, names: map[string]string{}}
 	lines, crlf, cr := splitUniversal(data)
 	if e := lineEndings(crlf, cr); e != "" {
 		m.warnf(file, 0, "%s line endings, read as LF (importlib.metadata reads with universal newlines)", e)
@@ -94,7 +91,7 @@ func ParseCoreMetadata(file string, data []byte) (*Metadata, error) {
 				b.WriteByte('\n')
 			}
 		}
-		m.addHeader(file, name, strings.TrimRight(b.String(), "\r\n"), cur[0].n)
+		m.addHeader(file, name, redent(strings.TrimRight(b.String(), "\r\n")), cur[0].n)
 		cur = nil
 	}
 	var pushedBack []line
@@ -136,6 +133,9 @@ func ParseCoreMetadata(file string, data []byte) (*Metadata, error) {
 		}
 	}
 	m.Body = b.String()
+	if m.Body != "" {
+		m.addHeader(file, "Description", m.Body, 0)
+	}
 	return m, nil
 }
 
@@ -146,20 +146,55 @@ func (m *Metadata) addHeader(file, name, value string, n int) {
 	known, ok := coreFields[strings.ToLower(name)]
 	if ok {
 		key = known.name
+	} else if k, seen := m.names[strings.ToLower(name)]; seen {
+		key = k
 	} else {
-		for k := range m.All {
-			if strings.EqualFold(k, name) {
-				key = k
-				break
-			}
-		}
+		m.names[strings.ToLower(name)] = name
 	}
 	if _, seen := m.Fields[key]; !seen {
 		m.Fields[key] = value
-	} else if ok && !known.multiple {
+	} else if ok && !known.multiple && n > 0 {
 		m.warnf(file, n, "%s repeated, which the core metadata specification does not allow; Python's email parser reads the first", key)
 	}
 	m.All[key] = append(m.All[key], value)
+}
+
+// redent is importlib.metadata's correction for RFC 822 indentation
+// (_adapters.Message._repair_headers): a value of several lines is
+// dedented as textwrap.dedent(8 spaces + value) dedents it.
+func redent(v string) string {
+	if !strings.Contains(v, "\n") {
+		return v
+	}
+	lines := strings.Split("        "+v, "\n")
+	margin, found := "", false
+	for i, l := range lines {
+		rest := strings.TrimLeft(l, " \t")
+		if rest == "" {
+			lines[i] = "" // whitespace-only lines are emptied
+			continue
+		}
+		indent := l[:len(l)-len(rest)]
+		switch {
+		case !found:
+			margin, found = indent, true
+		case strings.HasPrefix(indent, margin):
+		case strings.HasPrefix(margin, indent):
+			margin = indent
+		default:
+			j := 0
+			for j < len(margin) && j < len(indent) && margin[j] == indent[j] {
+				j++
+			}
+			margin = margin[:j]
+		}
+	}
+	if margin != "" {
+		for i, l := range lines {
+			lines[i] = strings.TrimPrefix(l, margin)
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 // headerLine is feedparser's headerRE: a line the email parser still

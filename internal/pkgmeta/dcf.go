@@ -48,12 +48,21 @@ func parseDCF(file string, data []byte) (*dcf, int, error) {
 	}
 	records := 0
 	var (
-		field      string // the field being read; "" before one
-		fold       bool   // it is trimmed (not one of keepWhite)
-		dots       int    // " ." lines not yet added (R carries them to the next field)
+		field      string          // the field being read; "" before one
+		value      strings.Builder // its value so far, in the first record
+		fold       bool            // it is trimmed (not one of keepWhite)
+		dots       int             // " ." lines not yet added (R carries them to the next field)
 		blankSkip  = true
 		firstLines = map[string]int{}
 	)
+	// commit stores the field being read, once it is complete.
+	commit := func() {
+		if field != "" && records == 1 {
+			m.Fields[field] = value.String()
+			m.All[field] = append(m.All[field], value.String())
+		}
+		value.Reset()
+	}
 	for _, l := range lines {
 		text := l.text
 		if i := strings.IndexByte(text, 0); i >= 0 {
@@ -62,6 +71,7 @@ func parseDCF(file string, data []byte) (*dcf, int, error) {
 		if strings.Trim(text, " \t") == "" {
 			// The first blank line after a record ends it.
 			if !blankSkip {
+				commit()
 				blankSkip, field, dots = true, "", 0
 			}
 			continue
@@ -90,32 +100,32 @@ func parseDCF(file string, data []byte) (*dcf, int, error) {
 			if fold {
 				cont = strings.TrimRight(strings.TrimLeft(text, " \t"), " \t")
 			}
-			v := m.Fields[field]
-			if v != "" || !fold {
-				v += "\n"
+			if value.Len() > 0 || !fold {
+				value.WriteByte('\n')
 			}
 			if !dot {
-				v += strings.Repeat("\n", dots) + cont
+				value.WriteString(strings.Repeat("\n", dots))
+				value.WriteString(cont)
 				dots = 0
 			}
-			m.Fields[field] = v
-			m.All[field][len(m.All[field])-1] = v
 			continue
 		}
-		name, value, ok := strings.Cut(text, ":")
+		name, first, ok := strings.Cut(text, ":")
 		if !ok || name == "" {
 			return nil, 0, &Error{File: file, Line: l.n,
 				Expected: fmt.Sprintf("\"Field: value\" or an indented continuation line; R's read.dcf refuses this one (\"Line starting '%s ...' is malformed!\")", rTruncate(text))}
 		}
+		commit()
 		if records > 1 {
 			field = name
 			continue
 		}
 		field, fold = name, !keepWhite[name]
-		value = strings.TrimLeft(value, " \t")
+		first = strings.TrimLeft(first, " \t")
 		if fold {
-			value = strings.TrimRight(value, " \t")
+			first = strings.TrimRight(first, " \t")
 		}
+		value.WriteString(first)
 		if first, seen := firstLines[name]; seen {
 			m.warnf(file, l.n, "%s repeated (first at line %d); R's read.dcf keeps the last", name, first)
 		} else {
@@ -124,9 +134,8 @@ func parseDCF(file string, data []byte) (*dcf, int, error) {
 		if strings.ContainsAny(name, " \t") {
 			m.warnf(file, l.n, "field name %q has a space; R's read.dcf accepts it, R CMD check does not", name)
 		}
-		m.Fields[name] = value
-		m.All[name] = append(m.All[name], value)
 	}
+	commit()
 	return m, records, nil
 }
 

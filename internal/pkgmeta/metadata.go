@@ -19,6 +19,8 @@ type Metadata struct {
 	// Warnings are the malformations the tool accepted, one line each,
 	// naming the file and the line.
 	Warnings []string
+
+	names map[string]string // core metadata: the spelling of each field by its lower-case name
 }
 
 // Error is a metadata file its own tool refuses: one line that names the
