@@ -66,6 +66,7 @@ func ParseCoreMetadata(file string, data []byte) (*Metadata, error) {
 			continue
 		}
 		end, body = i, i+1
+		m.headersEnd = l
 		if l.text != "" {
 			body = i
 			m.warnf(file, l.n, "no blank line between the headers and the description; read as Python's email parser does (MissingHeaderBodySeparatorDefect): the headers end at line %d and this line begins the description (flit_core 4.0 writes its metadata so)", l.n-1)
@@ -273,5 +274,18 @@ func (m *Metadata) NameVersion(file string) (name, version string, err error) {
 	} else if version == "" {
 		missing = "Name and Version"
 	}
-	return "", "", &Error{File: file, Expected: "no " + missing + " header, which Python's email parser would read before the first blank line or line that is not a header"}
+	e := &Error{File: file, Expected: "no " + missing + " header"}
+	switch l := m.headersEnd; {
+	case l.n == 1 && strings.HasPrefix(l.text, "\uFEFF"):
+		e.Line, e.Expected = 1, e.Expected+": a byte-order mark starts the file, and Python's email parser reads no header after it"
+		e.Remedy = "write the file without a byte-order mark"
+	case l.text != "":
+		e.Line = l.n
+		e.Expected += fmt.Sprintf(": Python's email parser ends the headers at this line, which is not \"Field: value\" (%q)", lineStart(l.text))
+		e.Remedy = "the field names before a colon are printable ASCII without spaces"
+	case l.n > 0:
+		e.Line = l.n
+		e.Expected += ": Python's email parser ends the headers at this blank line"
+	}
+	return "", "", e
 }

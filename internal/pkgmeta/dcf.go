@@ -86,7 +86,7 @@ func parseDCF(file string, data []byte) (*dcf, int, error) {
 		if text[0] == ' ' || text[0] == '\t' {
 			if field == "" {
 				return nil, 0, &Error{File: file, Line: l.n,
-					Expected: fmt.Sprintf("continuation line before any field; R's read.dcf expects \"Field: value\" first (\"Found continuation line starting '%s ...' at begin of record.\")", rTruncate(text))}
+					Expected: fmt.Sprintf("continuation line before any field; R's read.dcf expects \"Field: value\" first (\"Found continuation line starting '%s ...' at begin of record.\")", lineStart(text))}
 			}
 			if records > 1 {
 				continue
@@ -113,7 +113,7 @@ func parseDCF(file string, data []byte) (*dcf, int, error) {
 		name, first, ok := strings.Cut(text, ":")
 		if !ok || name == "" {
 			return nil, 0, &Error{File: file, Line: l.n,
-				Expected: fmt.Sprintf("\"Field: value\" or an indented continuation line; R's read.dcf refuses this one (\"Line starting '%s ...' is malformed!\")", rTruncate(text))}
+				Expected: fmt.Sprintf("\"Field: value\" or an indented continuation line; R's read.dcf refuses this one (\"Line starting '%s ...' is malformed!\")", lineStart(text))}
 		}
 		commit()
 		if records > 1 {
@@ -139,8 +139,8 @@ func parseDCF(file string, data []byte) (*dcf, int, error) {
 	return m, records, nil
 }
 
-// rTruncate is the start of a line as R's messages quote it (20 bytes).
-func rTruncate(s string) string {
+// lineStart is the start of a line as R's messages quote it (20 bytes).
+func lineStart(s string) string {
 	if len(s) > 20 {
 		return s[:20]
 	}

@@ -20,7 +20,8 @@ type Metadata struct {
 	// naming the file and the line.
 	Warnings []string
 
-	names map[string]string // core metadata: the spelling of each field by its lower-case name
+	names      map[string]string // core metadata: the spelling of each field by its lower-case name
+	headersEnd line              // core metadata: the line that ended the headers, if one did
 }
 
 // Error is a metadata file its own tool refuses: one line that names the
