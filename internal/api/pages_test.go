@@ -67,6 +67,7 @@ func TestBuildsPageFollowsTokenScopes(t *testing.T) {
 		b.Detail = "R CMD build failed: no DESCRIPTION\nmore lines"
 		b.Phases = []registry.Phase{{Phase: "queued", MS: 12.5}, {Phase: "clone", MS: 800}}
 		b.Fetched = []door.Fetched{{Name: "setuptools", Version: "68.1.2", File: "setuptools-68.1.2-py3-none-any.whl", SHA256: strings.Repeat("b", 64)}}
+		b.Warnings = []string{"DESCRIPTION: line 3: Version repeated (first at line 2); R's read.dcf keeps the last"}
 		return nil
 	})
 	if err != nil {
@@ -110,7 +111,7 @@ func TestBuildsPageFollowsTokenScopes(t *testing.T) {
 
 	// A read token sees the builds, the reason and the phases, and no buttons.
 	code, body, _ = h.page("GET", "/", h.tok["read"], nil)
-	for _, want := range []string{"r-src", "#" + itoa(b.ID), "R CMD build failed: no DESCRIPTION", "clone 800ms", `repos = "http://`} {
+	for _, want := range []string{"r-src", "#" + itoa(b.ID), "R CMD build failed: no DESCRIPTION", "clone 800ms", `repos = "http://`, "1 metadata warning<"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("index with a read token lacks %q", want)
 		}
@@ -125,8 +126,8 @@ func TestBuildsPageFollowsTokenScopes(t *testing.T) {
 	}
 	// The build's own page shows its phases too.
 	if code, body, _ = h.page("GET", buildPath, h.tok["read"], nil); code != 200 || !strings.Contains(body, "queued 12ms · clone 800ms") ||
-		!strings.Contains(body, "setuptools 68.1.2") {
-		t.Errorf("build page: %d, want its phases and what came through the door", code)
+		!strings.Contains(body, "setuptools 68.1.2") || !strings.Contains(body, "line 3: Version repeated (first at line 2)") {
+		t.Errorf("build page: %d, want its phases, what came through the door and its warnings", code)
 	}
 	// The poller's last error shows under its builder.
 	pctx, stopPoller := context.WithCancel(ctx)
