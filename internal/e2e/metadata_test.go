@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/testenv"
 )
 
 // flitlikeBackend is a PEP 517 backend that writes its core metadata as
@@ -146,5 +147,32 @@ func separatorWarned(t *testing.T, f *fleet, b *registry.Build) {
 	out, _, code := f.pkgfleet("logs", "--build-id", strconv.FormatInt(b.ID, 10))
 	if code != 0 || strings.Count(out, "==> warning: ") != len(want) {
 		t.Errorf("pkgfleet logs (exit %d) does not show the warnings:\n%s", code, out)
+	}
+}
+
+// An R package whose DESCRIPTION has CRLF line ends and a repeated field,
+// which R CMD build accepts, builds with a warning for each; one whose
+// DESCRIPTION R refuses fails with the file, the line and what R expected.
+func TestDESCRIPTIONAsRReadsIt(t *testing.T) {
+	t.Parallel()
+	f := setup(t, nil)
+	files := testenv.CopyTree(t, examples(t, "r/hellofleet"))
+	desc := strings.Replace(files["DESCRIPTION"], "Encoding: UTF-8\n", "Encoding: UTF-8\nLicense: MIT + file LICENSE\n", 1)
+	files["DESCRIPTION"] = strings.ReplaceAll(desc, "\n", "\r\n")
+	f.do("POST", "/api/v1/sources", map[string]string{"name": "cran", "type": "git"}, 201)
+	f.do("POST", "/api/v1/sources/cran/git-builders", map[string]any{"name": "crlf", "url": "file://" + versionedRepoFrom(t, files)}, 201)
+	b := f.mustSucceed(f.run("/api/v1/sources/cran/git-builders/crlf/run", nil))
+	log := f.log(b.ID)
+	if len(b.Warnings) != 2 || !strings.HasPrefix(b.Warnings[0], "DESCRIPTION: 10 CRLF line endings") ||
+		!strings.HasPrefix(b.Warnings[1], "DESCRIPTION: line 10: License repeated (first at line 8)") ||
+		!strings.Contains(log, "==> warning: DESCRIPTION: line 10: License repeated") {
+		t.Errorf("build %d warnings %q\n%s", b.ID, b.Warnings, log)
+	}
+
+	files["DESCRIPTION"] = strings.Replace(desc, "Title:", "\nTitle:", 1)
+	f.do("POST", "/api/v1/sources/cran/git-builders", map[string]any{"name": "tworecords", "url": "file://" + versionedRepoFrom(t, files)}, 201)
+	m := f.wait(f.run("/api/v1/sources/cran/git-builders/tworecords/run", nil).ID)
+	if want := "DESCRIPTION: line 4: a blank line ends the fields and more follow; R CMD build expects one record"; m.Status != registry.StatusFailed || !strings.HasPrefix(m.Detail, want) {
+		t.Errorf("build %d: %s %q, want failed with %q…", m.ID, m.Status, m.Detail, want)
 	}
 }
