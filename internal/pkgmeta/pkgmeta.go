@@ -1,7 +1,11 @@
 // Package pkgmeta reads what an R or Python package says about itself:
-// R's DESCRIPTION (DCF), Python's PKG-INFO and wheel METADATA (RFC 822
-// headers), from a directory, a tarball or a wheel, never following a
-// symlink out of what it reads. It is a leaf: the recipes check their
+// R's DESCRIPTION, Python's PKG-INFO and wheel METADATA, from a directory,
+// a tarball or a wheel, never following a symlink out of what it reads.
+// Each file is read as the tool that consumes it reads it: DESCRIPTION
+// as R CMD build (read.dcf), core metadata as importlib.metadata (Python's
+// email parser); what they accept is accepted, each malformation a
+// warning, and what they refuse is an Error naming the file and the line
+// (testdata/corpus holds the proof). It is a leaf: the recipes check their
 // results with it, the API names R builders with it and the package
 // indexes describe releases with it. It does not build or validate
 // packages beyond the fields those callers need.
