@@ -91,6 +91,7 @@ func TestBuildsPageFollowsTokenScopes(t *testing.T) {
 		b.Fetched = []door.Fetched{{Name: "setuptools", Version: "68.1.2", File: "setuptools-68.1.2-py3-none-any.whl", SHA256: strings.Repeat("b", 64),
 			Environments: []string{"sdist", "wheel"}}}
 		b.Describe = "v1.1.0-55-g0123abc"
+		b.Warnings = []string{"DESCRIPTION: line 3: Version repeated (first at line 2); R's read.dcf keeps the last"}
 		return nil
 	})
 	if err != nil {
@@ -135,7 +136,7 @@ func TestBuildsPageFollowsTokenScopes(t *testing.T) {
 
 	// A read token sees the builds, the reason and the phases, and no buttons.
 	code, body, _ = h.page("GET", "/", h.tok["read"], nil)
-	for _, want := range []string{"r-src", "#" + itoa(b.ID), "R CMD build failed: no DESCRIPTION", "clone 800ms", `repos = "http://`} {
+	for _, want := range []string{"r-src", "#" + itoa(b.ID), "R CMD build failed: no DESCRIPTION", "clone 800ms", `repos = "http://`, "1 metadata warning<"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("index with a read token lacks %q", want)
 		}
@@ -151,8 +152,8 @@ func TestBuildsPageFollowsTokenScopes(t *testing.T) {
 	// The build's own page shows its phases too.
 	if code, body, _ = h.page("GET", buildPath, h.tok["read"], nil); code != 200 || !strings.Contains(body, "queued 12ms · clone 800ms") ||
 		!strings.Contains(body, "setuptools 68.1.2") || !strings.Contains(body, "for the sdist and wheel") ||
-		!strings.Contains(body, "git describe: v1.1.0-55-g0123abc") {
-		t.Errorf("build page: %d, want its phases, what came through the door for which environment and its git describe", code)
+		!strings.Contains(body, "git describe: v1.1.0-55-g0123abc") || !strings.Contains(body, "line 3: Version repeated (first at line 2)") {
+		t.Errorf("build page: %d, want its phases, what came through the door for which environment, its git describe and its warnings", code)
 	}
 	// The poller's last error shows under its builder.
 	pctx, stopPoller := context.WithCancel(ctx)

@@ -153,6 +153,9 @@ type Build struct {
 	// queued, waiting, clone, sandbox_start, build, checks, store, record
 	// (those that happened; PhaseOrder).
 	Phases []Phase `json:"phases,omitempty"`
+	// Warnings are what the package's metadata does that its own tools
+	// accept but warn of (internal/pkgmeta), one line each.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Phase is how long one phase of a build took.

@@ -322,6 +322,9 @@ func (app *App) follow(cmd *cobra.Command, builds []*apiv1.Build) ([]*apiv1.Buil
 					for _, f := range fetched(b) {
 						fmt.Fprintf(app.Stdout, "Build %d fetched through the door: %s\n", b.ID, f)
 					}
+					for _, w := range b.Warnings {
+						fmt.Fprintf(app.Stdout, "Build %d warning: %s\n", b.ID, w)
+					}
 				}
 			}
 			return builds, nil
@@ -343,6 +346,13 @@ func progressLine(b *apiv1.Build, elapsed time.Duration) string {
 			files[i] = a.File
 		}
 		s += fmt.Sprintf(" %s %s → %s", b.Package, versionOf(b), strings.Join(files, ", "))
+		switch n := len(b.Warnings); n {
+		case 0:
+		case 1:
+			s += " (1 metadata warning)"
+		default:
+			s += fmt.Sprintf(" (%d metadata warnings)", n)
+		}
 	case apiv1.StatusFailed, apiv1.StatusCanceled:
 		if b.Detail != "" {
 			s += ": " + oneLine(b.Detail)

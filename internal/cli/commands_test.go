@@ -13,14 +13,12 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/apiv1"
 )
 
-// A unit test of the output alone, against a stub API (the whole path runs
-// against a real fleet in internal/e2e): when a build ends, run says what it
-// fetched through its door, succeeded or not.
-func TestRunShowsWhatTheBuildsFetchedThroughTheDoor(t *testing.T) {
-	queued := apiv1.Build{ID: 7, Builder: "app", Ref: "main", SHA: strings.Repeat("a", 40), Status: apiv1.StatusQueued}
-	done := queued
-	done.Status, done.Detail = apiv1.StatusFailed, "a requirement is missing"
-	done.Fetched = []apiv1.Fetched{{Name: "fleetbackend", Version: "1.0.0", File: "fleetbackend-1.0.0-py3-none-any.whl", SHA256: "0123456789abcdef" + strings.Repeat("f", 48)}}
+// runOnce runs "pkgfleet run" against a stub API whose build 7 is done
+// as done says, and returns what it printed and its exit code.
+func runOnce(t *testing.T, done apiv1.Build) (string, int) {
+	t.Helper()
+	queued := done
+	queued.Status, queued.Detail, queued.Fetched, queued.Warnings = apiv1.StatusQueued, "", nil, nil
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.Method + " " + r.URL.Path {
 		case "POST /api/v1/sources/apps/git-builders/app/run":
@@ -39,11 +37,35 @@ func TestRunShowsWhatTheBuildsFetchedThroughTheDoor(t *testing.T) {
 		}
 		return ""
 	}}
-	if code := Main(context.Background(), []string{"run", "git-builder", "--source", "apps", "--name", "app"}, app); code == 0 {
+	code := Main(context.Background(), []string{"run", "git-builder", "--source", "apps", "--name", "app"}, app)
+	return out.String() + errb.String(), code
+}
+
+// A unit test of the output alone, against a stub API (the whole path runs
+// against a real fleet in internal/e2e): when a build ends, run says what it
+// fetched through its door, succeeded or not.
+func TestRunShowsWhatTheBuildsFetchedThroughTheDoor(t *testing.T) {
+	done := apiv1.Build{ID: 7, Builder: "app", Ref: "main", SHA: strings.Repeat("a", 40), Status: apiv1.StatusFailed, Detail: "a requirement is missing"}
+	done.Fetched = []apiv1.Fetched{{Name: "fleetbackend", Version: "1.0.0", File: "fleetbackend-1.0.0-py3-none-any.whl", SHA256: "0123456789abcdef" + strings.Repeat("f", 48)}}
+	out, code := runOnce(t, done)
+	if code == 0 {
 		t.Errorf("run of a failed build exited 0")
 	}
 	want := "Build 7 fetched through the door: fleetbackend 1.0.0 sha256:0123456789ab\n"
-	if !strings.Contains(out.String(), want) {
-		t.Errorf("run output lacks %q:\n%s%s", want, out.String(), errb.String())
+	if !strings.Contains(out, want) {
+		t.Errorf("run output lacks %q:\n%s", want, out)
+	}
+}
+
+// When a build ends, run counts its metadata warnings on the build's line
+// and prints each.
+func TestRunShowsTheBuildsMetadataWarnings(t *testing.T) {
+	done := apiv1.Build{ID: 7, Builder: "app", Ref: "main", SHA: strings.Repeat("a", 40), Status: apiv1.StatusSucceeded,
+		Package: "app", Version: "1.0", Warnings: []string{"sdist PKG-INFO: line 7: no blank line between the headers and the description"}}
+	out, code := runOnce(t, done)
+	for _, want := range []string{"app 1.0 →  (1 metadata warning)\n", "Build 7 warning: sdist PKG-INFO: line 7: no blank line between the headers and the description\n"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("run (exit %d) output lacks %q:\n%s", code, want, out)
+		}
 	}
 }

@@ -105,7 +105,7 @@ func (x *Index) packages(gz bool) func(w http.ResponseWriter, r *http.Request) e
 			}
 			for _, field := range cranFields {
 				if v := f[field]; v != "" {
-					fmt.Fprintf(&buf, "%s: %s\n", field, strings.ReplaceAll(v, "\n", "\n        "))
+					fmt.Fprintf(&buf, "%s: %s\n", field, dcfValue(v))
 				}
 			}
 			fmt.Fprintf(&buf, "MD5sum: %s\n", f["MD5sum"])
@@ -321,4 +321,18 @@ func sortFold(s []string) {
 		}
 		return a < b
 	})
+}
+
+// dcfValue writes a value read by read.dcf back as DCF: each further line
+// indented, and an empty line (read.dcf's " .") as " .", since a
+// whitespace-only line would end the record.
+func dcfValue(v string) string {
+	lines := strings.Split(v, "\n")
+	for i := 1; i < len(lines); i++ {
+		if lines[i] == "" {
+			lines[i] = "."
+		}
+		lines[i] = "        " + lines[i]
+	}
+	return strings.Join(lines, "\n")
 }

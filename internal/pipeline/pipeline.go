@@ -337,6 +337,7 @@ func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, at registry.Att
 			b.Status, b.Detail, b.FinishedAt = registry.StatusSucceeded, "", &now
 			b.Package, b.Version, b.Artifacts, b.Fetched = out.pkg, out.version, out.artifacts, out.fetched
 			b.Describe = out.describe
+			b.Warnings = out.warnings
 			b.Phases = out.phases
 			b.SetPhase(registry.PhaseRecord, time.Since(recordStart))
 			return nil
@@ -473,6 +474,7 @@ type result struct {
 	describe             string
 	artifacts            []registry.Artifact
 	fetched              []door.Fetched
+	warnings             []string
 	phases               []registry.Phase // the record's, with this attempt's added
 	recordStart          time.Time
 }
@@ -573,7 +575,8 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 	for _, a := range arts {
 		fmt.Fprintf(logw, "==> stored %s (%d bytes, sha256 %s)\n", a.File, a.Size, a.SHA256)
 	}
-	return &result{source: b.Source, pkg: out.Package, version: out.Version, describe: co.Describe, artifacts: arts, fetched: fetched, phases: phases.Phases, recordStart: stored}, nil
+	return &result{source: b.Source, pkg: out.Package, version: out.Version, describe: co.Describe, artifacts: arts, fetched: fetched,
+		warnings: out.Warnings, phases: phases.Phases, recordStart: stored}, nil
 }
 
 // mkdirFresh makes dir, empty: mkdir first, as dir is almost always new

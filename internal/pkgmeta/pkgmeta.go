@@ -1,7 +1,11 @@
 // Package pkgmeta reads what an R or Python package says about itself:
-// R's DESCRIPTION (DCF), Python's PKG-INFO and wheel METADATA (RFC 822
-// headers), from a directory, a tarball or a wheel, never following a
-// symlink out of what it reads. It is a leaf: the recipes check their
+// R's DESCRIPTION, Python's PKG-INFO and wheel METADATA, from a directory,
+// a tarball or a wheel, never following a symlink out of what it reads.
+// Each file is read as the tool that consumes it reads it: DESCRIPTION
+// as R CMD build (read.dcf), core metadata as importlib.metadata (Python's
+// email parser); what they accept is accepted, each malformation a
+// warning, and what they refuse is an Error naming the file and the line
+// (testdata/corpus holds the proof). It is a leaf: the recipes check their
 // results with it, the API names R builders with it and the package
 // indexes describe releases with it. It does not build or validate
 // packages beyond the fields those callers need.
@@ -10,8 +14,6 @@ package pkgmeta
 import (
 	"archive/tar"
 	"archive/zip"
-	"bufio"
-	"bytes"
 	"compress/gzip"
 	"errors"
 	"fmt"
@@ -22,91 +24,63 @@ import (
 )
 
 // Fields is a parsed DESCRIPTION (Debian control format) or PKG-INFO /
-// METADATA (RFC 822 headers) file: the first value of each field.
+// METADATA (RFC 822 headers) file: one value of each field, the one its
+// own tool gives (Metadata.Fields).
 type Fields map[string]string
 
-// ParseDCF parses R's DESCRIPTION format: "Field: value" with indented
-// continuation lines, one record up to the first blank line.
-func ParseDCF(data []byte) (Fields, error) { return parseFields(data, false) }
-
-// parseFields reads "Field: value" lines. A line of only spaces ends a DCF
-// record, but in Python's metadata it is a continuation line: setuptools
-// writes a License of several paragraphs exactly so, and every header after
-// it would otherwise be lost (Requires-Python among them).
-func parseFields(data []byte, blankContinues bool) (Fields, error) {
-	f := Fields{}
-	var last string
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimRight(sc.Text(), "\r")
-		if blankContinues && line != "" && strings.TrimSpace(line) == "" && last != "" {
-			f[last] += "\n"
-			continue
-		}
-		if strings.TrimSpace(line) == "" {
-			if len(f) > 0 {
-				break // one record only
-			}
-			continue
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			if last == "" {
-				return nil, fmt.Errorf("line %d: continuation line without a field", n)
-			}
-			f[last] += "\n" + strings.TrimSpace(line)
-			continue
-		}
-		name, value, ok := strings.Cut(line, ":")
-		if !ok || name == "" || strings.ContainsAny(name, " \t") {
-			return nil, fmt.Errorf("line %d: expected \"Field: value\"", n)
-		}
-		if _, dup := f[name]; !dup {
-			f[name] = strings.TrimSpace(value)
-		}
-		last = name
-	}
-	if err := sc.Err(); err != nil {
+// ParseDCF reads the first record of a DCF file as R's read.dcf does. A
+// DESCRIPTION to build from is read with ParseDESCRIPTION, which also
+// holds it to R CMD build's rules.
+func ParseDCF(data []byte) (Fields, error) {
+	m, _, err := parseDCF("DCF", data)
+	if err != nil {
 		return nil, err
 	}
-	return f, nil
+	return m.Fields, nil
 }
 
-// ParsePKGInfo parses Python core metadata (PKG-INFO, METADATA): headers
-// up to the first blank line.
+// ParsePKGInfo reads Python core metadata (PKG-INFO, METADATA) as
+// ParseCoreMetadata does, for callers that need no warnings.
 func ParsePKGInfo(data []byte) (Fields, error) {
-	head, _, _ := bytes.Cut(bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n")), []byte("\n\n"))
-	return parseFields(head, true)
+	m, err := ParseCoreMetadata("PKG-INFO", data)
+	if err != nil {
+		return nil, err
+	}
+	return m.Fields, nil
 }
 
-// readDESCRIPTION reads dir/DESCRIPTION and checks Package and Version.
-func ReadDESCRIPTION(dir string) (pkg, version string, err error) {
+// ReadDESCRIPTION reads dir/DESCRIPTION as R CMD build would and checks
+// its Package and Version.
+func ReadDESCRIPTION(dir string) (*Metadata, error) {
 	data, err := readFileNoFollow(path.Join(dir, "DESCRIPTION"), 1<<20)
 	if err != nil {
-		return "", "", fmt.Errorf("DESCRIPTION: %w", err)
+		return nil, fmt.Errorf("DESCRIPTION: %w", err)
 	}
-	f, err := ParseDCF(data)
+	m, err := ParseDESCRIPTION("DESCRIPTION", data)
 	if err != nil {
-		return "", "", fmt.Errorf("DESCRIPTION: %w", err)
+		return nil, err
 	}
-	pkg, version = f["Package"], f["Version"]
+	pkg, version := m.Fields["Package"], m.Fields["Version"]
 	if pkg == "" || version == "" {
-		return "", "", errors.New("DESCRIPTION: Package and Version are required")
+		return nil, errors.New("DESCRIPTION: Package and Version are required")
 	}
 	if !validRPackage(pkg) {
-		return "", "", fmt.Errorf("DESCRIPTION: Package %q is not a valid R package name", pkg)
+		return nil, fmt.Errorf("DESCRIPTION: Package %q is not a valid R package name", pkg)
 	}
 	if !validVersion(version) {
-		return "", "", fmt.Errorf("DESCRIPTION: Version %q is not a valid version", version)
+		return nil, fmt.Errorf("DESCRIPTION: Version %q is not a valid version", version)
 	}
-	return pkg, version, nil
+	return m, nil
 }
 
 // PackageName reads the package name from the DESCRIPTION in dir (used to
 // name R builders that were created without a name).
 func PackageName(dir string) (string, error) {
-	pkg, _, err := ReadDESCRIPTION(dir)
-	return pkg, err
+	m, err := ReadDESCRIPTION(dir)
+	if err != nil {
+		return "", err
+	}
+	return m.Fields["Package"], nil
 }
 
 func validRPackage(s string) bool {

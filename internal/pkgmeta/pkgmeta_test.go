@@ -16,7 +16,7 @@ func TestParseDCFReadsDescription(t *testing.T) {
 	if f["Package"] != "shiny" || f["Version"] != "1.8.0" || f["Imports"] != "a,\nb (>= 1.0)" || f["Title"] != "x: y" {
 		t.Fatalf("fields = %q", f)
 	}
-	for _, bad := range []string{"  continuation first\n", "no colon here\n", "Bad Field: x\n"} {
+	for _, bad := range []string{"  continuation first\n", "no colon here\n", ": no name\n"} {
 		if _, err := ParseDCF([]byte(bad)); err == nil {
 			t.Errorf("ParseDCF(%q) accepted", bad)
 		}
@@ -64,19 +64,20 @@ func TestDESCRIPTIONChecks(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, "DESCRIPTION"), []byte(s), 0o644)
 	}
 	write("Package: good.pkg\nVersion: 1.2-3\n")
-	if pkg, v, err := ReadDESCRIPTION(dir); err != nil || pkg != "good.pkg" || v != "1.2-3" {
-		t.Fatalf("ReadDESCRIPTION = %q %q %v", pkg, v, err)
+	if m, err := ReadDESCRIPTION(dir); err != nil || m.Fields["Package"] != "good.pkg" || m.Fields["Version"] != "1.2-3" {
+		t.Fatalf("ReadDESCRIPTION = %v, %v", m, err)
 	}
-	for _, bad := range []string{"Package: 1bad\nVersion: 1\n", "Package: ok\nVersion: one\n", "Version: 1\n", "Package: ../x\nVersion: 1\n"} {
+	for _, bad := range []string{"Package: 1bad\nVersion: 1\n", "Package: ok\nVersion: one\n", "Version: 1\n", "Package: ../x\nVersion: 1\n",
+		"Package: ok\nVersion: 1\n\nTitle: a second record\n"} {
 		write(bad)
-		if _, _, err := ReadDESCRIPTION(dir); err == nil {
+		if _, err := ReadDESCRIPTION(dir); err == nil {
 			t.Errorf("ReadDESCRIPTION accepted %q", bad)
 		}
 	}
 	// A DESCRIPTION that is a symlink to a host file is not followed.
 	os.Remove(filepath.Join(dir, "DESCRIPTION"))
 	os.Symlink("/etc/passwd", filepath.Join(dir, "DESCRIPTION"))
-	if _, _, err := ReadDESCRIPTION(dir); err == nil {
+	if _, err := ReadDESCRIPTION(dir); err == nil {
 		t.Fatal("followed a symlinked DESCRIPTION")
 	}
 }

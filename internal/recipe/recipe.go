@@ -56,8 +56,11 @@ type Output struct {
 	// Artifacts are the files made in Input.Dest: File (the name) and
 	// Kind ("source", "sdist" or "wheel") set; the store adds the rest.
 	Artifacts []registry.Artifact
-	Result    sandbox.Result
-	Timing    Timing
+	// Warnings are what the package's metadata does that its own tools
+	// accept but should not be written so (pkgmeta.Metadata.Warnings).
+	Warnings []string
+	Result   sandbox.Result
+	Timing   Timing
 }
 
 // Failure is a build that ran and failed; Error() is the reason shown on
@@ -86,10 +89,12 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
-	pkg, version, err := pkgmeta.ReadDESCRIPTION(dir)
+	desc, err := pkgmeta.ReadDESCRIPTION(dir)
 	if err != nil {
 		return nil, &Failure{Reason: err.Error()}
 	}
+	pkg, version := desc.Fields["Package"], desc.Fields["Version"]
+	warn(in.Log, desc.Warnings)
 	fmt.Fprintf(in.Log, "==> R CMD build %s (package %s %s, R %s)\n", rel(in, dir), pkg, version, r.Tool.Version)
 	why := &reasonWriter{}
 	// The PDF manual needs LaTeX; vignettes need their engine and the
@@ -119,7 +124,7 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 	// DESCRIPTION for the check.
 	tarball := filepath.Join(in.Dest, pkg+"_"+version+".tar.gz")
 	epoch := sourceDateEpoch(in.SourceDate)
-	desc, err := normalizeTarGz(tarball, epoch, pkg+"/DESCRIPTION", fixRPackaged(epoch))
+	built, err := normalizeTarGz(tarball, epoch, pkg+"/DESCRIPTION", fixRPackaged(epoch))
 	var bad *badTarballError
 	if errors.As(err, &bad) {
 		return nil, &Failure{Reason: "R CMD build made no " + filepath.Base(tarball) + ": " + err.Error(), Result: res}
@@ -127,11 +132,12 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 	if err != nil {
 		return nil, fmt.Errorf("make %s reproducible: %w", filepath.Base(tarball), err)
 	}
-	f, err := pkgmeta.ParseDCF(desc)
+	f, err := pkgmeta.ParseDCF(built)
 	if err != nil || f["Package"] != pkg || f["Version"] != version {
 		return nil, &Failure{Reason: fmt.Sprintf("%s: its DESCRIPTION does not say Package %s Version %s", filepath.Base(tarball), pkg, version), Result: res}
 	}
-	return &Output{Package: pkg, Version: version, Artifacts: []registry.Artifact{{File: filepath.Base(tarball), Kind: "source"}}, Result: res, Timing: sw.timing()}, nil
+	return &Output{Package: pkg, Version: version, Artifacts: []registry.Artifact{{File: filepath.Base(tarball), Kind: "source"}},
+		Warnings: desc.Warnings, Result: res, Timing: sw.timing()}, nil
 }
 
 // Python runs python -m build.
@@ -190,6 +196,7 @@ func (p *Python) Build(ctx context.Context, in Input) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
+	warn(in.Log, out.Warnings)
 	out.Timing = sw.timing()
 	return out, nil
 }
@@ -216,28 +223,30 @@ func checkPython(dest string, epoch int64, res sandbox.Result) (*Output, error) 
 	if err != nil {
 		return nil, fmt.Errorf("make %s reproducible: %w", sdist, err)
 	}
-	sf, err := pkgmeta.ParsePKGInfo(pkgInfo)
+	sm, err := pkgmeta.ParseCoreMetadata("sdist PKG-INFO", pkgInfo)
 	if err != nil {
-		return nil, fail("sdist PKG-INFO: %v", err)
+		return nil, fail("%v", err)
 	}
+	wheel := filepath.Base(wheels[0])
 	meta, err := pkgmeta.ZipMember(wheels[0], ".dist-info/METADATA")
 	if err != nil {
 		return nil, fail("wheel: %v", err)
 	}
-	wf, err := pkgmeta.ParsePKGInfo(meta)
+	wm, err := pkgmeta.ParseCoreMetadata("wheel METADATA", meta)
 	if err != nil {
-		return nil, fail("wheel METADATA: %v", err)
+		return nil, fail("%v", err)
 	}
-	name, version := sf["Name"], sf["Version"]
-	if name == "" || version == "" {
-		return nil, fail("sdist PKG-INFO has no Name or Version")
+	name, version, err := sm.NameVersion("sdist PKG-INFO")
+	if err != nil {
+		return nil, fail("%v", err)
 	}
-	if pkgmeta.NormalizeName(wf["Name"]) != pkgmeta.NormalizeName(name) || wf["Version"] != version {
-		return nil, fail("sdist says %s %s but wheel says %s %s", name, version, wf["Name"], wf["Version"])
+	wname, wversion, _ := wm.NameVersion("wheel METADATA")
+	if pkgmeta.NormalizeName(wname) != pkgmeta.NormalizeName(name) || wversion != version {
+		return nil, fail("sdist says %s %s but wheel says %s %s", name, version, wname, wversion)
 	}
 	return &Output{Package: name, Version: version, Result: res, Artifacts: []registry.Artifact{
-		{File: sdist, Kind: "sdist"}, {File: filepath.Base(wheels[0]), Kind: "wheel"},
-	}}, nil
+		{File: sdist, Kind: "sdist"}, {File: wheel, Kind: "wheel"},
+	}, Warnings: append(sm.Warnings, wm.Warnings...)}, nil
 }
 
 // packageDir resolves SubDir inside the checkout without leaving it, even
@@ -321,6 +330,13 @@ func describe(res sandbox.Result) string {
 		return "was killed by " + res.Signal
 	default:
 		return fmt.Sprintf("exited with status %d", res.ExitCode)
+	}
+}
+
+// warn writes each warning to the build log as a "==> warning:" line.
+func warn(log io.Writer, warnings []string) {
+	for _, w := range warnings {
+		fmt.Fprintf(log, "==> warning: %s\n", w)
 	}
 }
 
