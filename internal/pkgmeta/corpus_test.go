@@ -1,4 +1,4 @@
-package pkgmeta
+package pkgmeta_test
 
 import (
 	"bufio"
@@ -16,6 +16,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pkgfleet/pkgfleet/internal/pkgmeta"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
 )
 
@@ -120,7 +121,7 @@ func comparePython(t *testing.T, file string, want map[string]any) bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := ParseCoreMetadata(filepath.Base(file), data)
+	m, err := pkgmeta.ParseCoreMetadata(filepath.Base(file), data)
 	if want == nil {
 		t.Errorf("%s: the oracle did not read it", file)
 		return false
@@ -168,8 +169,8 @@ func compareR(t *testing.T, file string, want []string) bool {
 		t.Errorf("%s: the oracle did not read it", file)
 		return false
 	}
-	_, strictErr := ParseDESCRIPTION(filepath.Base(file), data)
-	m, records, err := parseDCF(filepath.Base(file), data)
+	_, strictErr := pkgmeta.ParseDESCRIPTION(filepath.Base(file), data)
+	m, records, err := pkgmeta.ParseDCFRecords(filepath.Base(file), data)
 	if want[0] == "error" || err != nil {
 		if want[0] != "error" || err == nil {
 			msg, _ := hex.DecodeString(want[len(want)-1])
