@@ -40,6 +40,10 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
+	outbound, err := cfg.Outbound()
+	if err != nil {
+		return nil, err
+	}
 	reg := registry.New(rdb)
 	s := &Server{
 		Config:   cfg,
@@ -55,7 +59,9 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 			BuildConcurrency: cfg.Git.BuildConcurrency,
 		},
 		Store:  st,
-		Git:    &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs}},
+		Git: &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs},
+			Net: outbound, MaxFetchSize: int64(cfg.Git.MaxCloneSize)},
+		remotes: make(chan struct{}, cfg.Git.RemoteConcurrency),
 		Tokens: tokens,
 		Index:  index.New(reg, st),
 		Creds:  creds,

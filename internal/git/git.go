@@ -20,6 +20,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,6 +28,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pkgfleet/pkgfleet/internal/netpolicy"
 	"github.com/pkgfleet/pkgfleet/internal/version"
 )
 
@@ -142,6 +144,27 @@ type Client struct {
 	// Env is added to git's environment (e.g. GIT_SSH_COMMAND for a
 	// credential). Nil adds nothing.
 	Env []string
+	// Net is the outbound policy that every https connection of git (and
+	// of the git processes it starts: redirects, submodules) is dialled
+	// through, by a CONNECT proxy per operation; nil: the default policy
+	// (no loopback, private or metadata addresses).
+	Net *netpolicy.Policy
+	// MaxFetchSize caps the bytes one operation (an ls-remote, a whole
+	// clone with its submodules) receives through that proxy; 0: no cap.
+	MaxFetchSize int64
+}
+
+// ErrTooLarge is the error of a clone that received more than
+// Client.MaxFetchSize.
+var ErrTooLarge = errors.New("the remote sent more than the clone size limit (Git.MaxCloneSize)")
+
+// outbound starts the proxy of one operation.
+func (c *Client) outbound() (*netpolicy.Proxy, error) {
+	p := c.Net
+	if p == nil {
+		p = &netpolicy.Policy{}
+	}
+	return p.Listen(c.MaxFetchSize)
 }
 
 // Refs is what a remote advertises.
@@ -156,7 +179,12 @@ func (c *Client) LsRemote(ctx context.Context, repoURL string) (*Refs, error) {
 	if err := c.Policy.ValidateURL(repoURL); err != nil {
 		return nil, err
 	}
-	out, err := c.run(ctx, "", "ls-remote", "--symref", "--", repoURL, "HEAD", "refs/heads/*", "refs/tags/*")
+	px, err := c.outbound()
+	if err != nil {
+		return nil, err
+	}
+	defer px.Close()
+	out, err := c.run(ctx, "", px, "ls-remote", "--symref", "--", repoURL, "HEAD", "refs/heads/*", "refs/tags/*")
 	if err != nil {
 		return nil, fmt.Errorf("ls-remote %s: %w", repoURL, err)
 	}
@@ -291,8 +319,13 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (time
 		}
 		steps = append(steps, sub)
 	}
+	px, err := c.outbound()
+	if err != nil {
+		return fail(err)
+	}
+	defer px.Close() // one proxy for every step: MaxFetchSize bounds the whole clone
 	for _, args := range steps {
-		if _, err := c.run(ctx, dir, args...); err != nil {
+		if _, err := c.run(ctx, dir, px, args...); err != nil {
 			return fail(err)
 		}
 	}
@@ -352,7 +385,7 @@ func initRepo(dir string) error {
 
 // commitTime asks git for the committer time of commit sha in dir.
 func (c *Client) commitTime(ctx context.Context, dir, sha string) (time.Time, error) {
-	out, err := c.run(ctx, dir, "log", "-1", "--format=%ct", sha)
+	out, err := c.run(ctx, dir, nil, "log", "-1", "--format=%ct", sha)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("commit time: %w", err)
 	}
@@ -378,7 +411,13 @@ func setMtimes(root string, t time.Time) error {
 	})
 }
 
-func (c *Client) run(ctx context.Context, dir string, args ...string) ([]byte, error) {
+// proxyEnv are the variables by which git or curl would choose another
+// proxy, or none, for some hosts: the operation's proxy must see them all.
+var proxyEnv = []string{"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"}
+
+// run runs one git command; px, when set, is the proxy its connections go
+// through, and its refusal or cap replaces git's own error.
+func (c *Client) run(ctx context.Context, dir string, px *netpolicy.Proxy, args ...string) ([]byte, error) {
 	protocols := "https:ssh:git"
 	if c.Policy.AllowFile {
 		protocols += ":file"
@@ -393,9 +432,29 @@ func (c *Client) run(ctx context.Context, dir string, args ...string) ([]byte, e
 	if c.Policy.AllowFile {
 		full = append([]string{"-c", "protocol.file.allow=always"}, full...)
 	}
+	env := os.Environ()
+	if px != nil {
+		// On the command line, so that every git process this one starts
+		// inherits it (GIT_CONFIG_PARAMETERS).
+		full = append([]string{"-c", "http.proxy=" + px.URL()}, full...)
+		env = slices.DeleteFunc(env, func(kv string) bool {
+			name, _, _ := strings.Cut(kv, "=")
+			return slices.Contains(proxyEnv, name)
+		})
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-px.Over():
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	cmd := exec.CommandContext(ctx, "git", full...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(),
+	cmd.Env = append(env,
 		"GIT_TERMINAL_PROMPT=0",
 		"GIT_ASKPASS=/bin/false",
 		"SSH_ASKPASS=/bin/false",
@@ -407,6 +466,16 @@ func (c *Client) run(ctx context.Context, dir string, args ...string) ([]byte, e
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
+		if px != nil {
+			select {
+			case <-px.Over():
+				return nil, ErrTooLarge
+			default:
+			}
+			if re := px.Refused(); re != nil {
+				return nil, fmt.Errorf("git remote %w", re)
+			}
+		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -417,7 +486,7 @@ func (c *Client) run(ctx context.Context, dir string, args ...string) ([]byte, e
 		if msg == "" {
 			msg = err.Error()
 		}
-		return nil, errors.New(msg)
+		return nil, &commandError{stderr: msg}
 	}
 	return stdout.Bytes(), nil
 }
@@ -463,3 +532,69 @@ func ValidateTagName(tag string) error {
 	}
 	return nil
 }
+
+// commandError is git's own failure: its stderr, which names hosts, ports
+// and whatever a server answered. It goes to the server's log; what an
+// API client or a build log sees is Explain's summary of it.
+type commandError struct{ stderr string }
+
+func (e *commandError) Error() string { return e.stderr }
+
+// explanations map git's messages to the few an API client may see, first
+// match wins. A remote's own words (a banner, an HTTP body) never pass:
+// they would make git a port scanner and banner reader for whoever may
+// name a URL.
+var explanations = []struct {
+	say     string
+	needles []string
+}{
+	{"the remote's host name does not resolve", []string{"Could not resolve host", "Name or service not known", "Temporary failure in name resolution"}},
+	{"could not connect to the remote", []string{"Connection refused", "Failed to connect", "Connection timed out", "Operation timed out", "No route to host", "Network is unreachable", "Couldn't connect"}},
+	{"the remote's TLS certificate was not accepted", []string{"SSL certificate", "server certificate verification failed", "certificate verify failed", "SSL_ERROR", "gnutls_handshake"}},
+	{"the remote refused the credentials, or needs some", []string{"Authentication failed", "could not read Username", "could not read Password", "terminal prompts disabled", "Permission denied (publickey", "Host key verification failed", "returned error: 401", "returned error: 403"}},
+	{"the remote has no such repository", []string{"Repository not found", "does not appear to be a git repository", "returned error: 404", "not found"}},
+	{"the remote does not have that commit or branch", []string{"not our ref", "couldn't find remote ref", "unadvertised object", "reference is not a tree"}},
+}
+
+// Explain is err as an API client or a build log may see it: the outbound
+// policy's refusal, the size cap, a time-out and this package's own
+// validation as they are; git's own text reduced to one of a few fixed
+// messages. Log the full err where only the server's operator reads.
+func Explain(err error) string {
+	var re *netpolicy.RefusedError
+	var ce *commandError
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &re):
+		return "git remote " + re.Error()
+	case errors.Is(err, ErrTooLarge):
+		return ErrTooLarge.Error()
+	case errors.Is(err, context.DeadlineExceeded):
+		return "the git remote did not answer in time"
+	case errors.As(err, &ce):
+		for _, e := range explanations {
+			for _, n := range e.needles {
+				if strings.Contains(ce.stderr, n) {
+					return e.say
+				}
+			}
+		}
+		return "git could not read the remote (the server's log has git's message)"
+	}
+	return err.Error()
+}
+
+// Explained is err with Explain's text, still wrapping err: errors.Is and
+// errors.As see a time-out, a cancellation or a refusal through it.
+func Explained(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &explainedError{err}
+}
+
+type explainedError struct{ err error }
+
+func (e *explainedError) Error() string { return Explain(e.err) }
+func (e *explainedError) Unwrap() error { return e.err }

@@ -307,7 +307,7 @@ func (p *Poller) poll(ctx context.Context, term *leader.Term, d dueBuilder) {
 	}
 	if err != nil {
 		st.Failures++
-		st.LastError = err.Error()
+		st.LastError = git.Explain(err) // shown to API clients: never git's own text
 		st.NextPollAt = now.Add(jitter(backoff(st.Failures, interval)))
 		log.Warn("poll failed", "error", err, "failures", st.Failures, "next_poll_at", st.NextPollAt)
 	} else {
