@@ -58,14 +58,14 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 			Redis:            rdb,
 			BuildConcurrency: cfg.Git.BuildConcurrency,
 		},
-		Store:  st,
+		Store: st,
 		Git: &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs},
 			Net: outbound, MaxFetchSize: int64(cfg.Git.MaxCloneSize)},
 		remotes: make(chan struct{}, cfg.Git.RemoteConcurrency),
-		Tokens: tokens,
-		Index:  index.New(reg, st),
-		Creds:  creds,
-		Log:    log,
+		Tokens:  tokens,
+		Index:   index.New(reg, st),
+		Creds:   creds,
+		Log:     log,
 	}
 	s.Metrics = s.newMetrics()
 	return s, nil
