@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -24,6 +25,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -454,6 +456,13 @@ func (c *Client) run(ctx context.Context, dir string, px *netpolicy.Proxy, args 
 	}
 	cmd := exec.CommandContext(ctx, "git", full...)
 	cmd.Dir = dir
+	// git leaves the network to helpers (git-remote-https, ssh) that hold
+	// its output pipes: killing git alone would leave a helper waiting on
+	// a silent remote, and Run waiting on the helper. The whole process
+	// group goes.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return unix.Kill(-cmd.Process.Pid, unix.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
 	cmd.Env = append(env,
 		"GIT_TERMINAL_PROMPT=0",
 		"GIT_ASKPASS=/bin/false",
@@ -474,6 +483,9 @@ func (c *Client) run(ctx context.Context, dir string, px *netpolicy.Proxy, args 
 			}
 			if re := px.Refused(); re != nil {
 				return nil, fmt.Errorf("git remote %w", re)
+			}
+			if fe := px.Failed(); fe != nil && ctx.Err() == nil {
+				return nil, fmt.Errorf("git remote: %w", fe)
 			}
 		}
 		if ctx.Err() != nil {
@@ -563,6 +575,8 @@ var explanations = []struct {
 func Explain(err error) string {
 	var re *netpolicy.RefusedError
 	var ce *commandError
+	var dnsErr *net.DNSError
+	var opErr *net.OpError
 	switch {
 	case err == nil:
 		return ""
@@ -572,6 +586,10 @@ func Explain(err error) string {
 		return ErrTooLarge.Error()
 	case errors.Is(err, context.DeadlineExceeded):
 		return "the git remote did not answer in time"
+	case errors.As(err, &dnsErr):
+		return explanations[0].say
+	case errors.As(err, &opErr):
+		return explanations[1].say
 	case errors.As(err, &ce):
 		for _, e := range explanations {
 			for _, n := range e.needles {

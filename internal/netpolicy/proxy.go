@@ -40,6 +40,7 @@ type Proxy struct {
 
 	mu      sync.Mutex
 	refused error
+	failed  error
 	conns   map[net.Conn]bool
 	served  sync.WaitGroup
 }
@@ -66,6 +67,14 @@ func (x *Proxy) Refused() error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	return x.refused
+}
+
+// Failed is the first connection that could not be made for another
+// reason than the policy (no such host, refused, timed out), or nil.
+func (x *Proxy) Failed() error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.failed
 }
 
 // Over is closed once the bytes received pass the limit.
@@ -148,6 +157,11 @@ func (x *Proxy) handle(down net.Conn) {
 			_, _ = io.WriteString(down, "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
 			return
 		}
+		x.mu.Lock()
+		if x.failed == nil {
+			x.failed = err
+		}
+		x.mu.Unlock()
 		_, _ = io.WriteString(down, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
 		return
 	}
