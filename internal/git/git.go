@@ -160,6 +160,51 @@ type Client struct {
 // Client.MaxFetchSize.
 var ErrTooLarge = errors.New("the remote sent more than the clone size limit (Git.MaxCloneSize)")
 
+// RemoteHost is the host and port (port "" when the URL names none) that
+// a repository URL connects to; "" for a file:// URL or one that does not
+// parse.
+func RemoteHost(raw string) (host, port string) {
+	if !strings.Contains(raw, "://") {
+		if m := scpLike.FindStringSubmatch(raw); m != nil {
+			return m[2], "22" // user@host:path, ssh
+		}
+		return "", ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "file" {
+		return "", ""
+	}
+	port = u.Port()
+	if port == "" {
+		port = map[string]string{"https": "443", "ssh": "22", "git": "9418"}[u.Scheme]
+	}
+	return u.Hostname(), port
+}
+
+// precheck judges an ssh or git:// remote's host before git runs: those
+// transports do not go through the operation's proxy, so this check on
+// the name's addresses now is all they get (a name that changes its
+// answer between this lookup and ssh's is not caught). https is judged
+// at connect time by the proxy.
+func (c *Client) precheck(ctx context.Context, raw string) error {
+	if strings.HasPrefix(raw, "https://") {
+		return nil
+	}
+	host, port := RemoteHost(raw)
+	if host == "" {
+		return nil
+	}
+	p := c.Net
+	if p == nil {
+		p = &netpolicy.Policy{}
+	}
+	var re *netpolicy.RefusedError
+	if _, err := p.Resolve(ctx, host, port); errors.As(err, &re) {
+		return fmt.Errorf("git remote %w", re)
+	}
+	return nil // a name that does not resolve: git says so
+}
+
 // outbound starts the proxy of one operation.
 func (c *Client) outbound() (*netpolicy.Proxy, error) {
 	p := c.Net
@@ -180,6 +225,9 @@ type Refs struct {
 func (c *Client) LsRemote(ctx context.Context, repoURL string) (*Refs, error) {
 	if err := c.Policy.ValidateURL(repoURL); err != nil {
 		return nil, err
+	}
+	if err := c.precheck(ctx, repoURL); err != nil {
+		return nil, fmt.Errorf("ls-remote %s: %w", repoURL, err)
 	}
 	px, err := c.outbound()
 	if err != nil {
@@ -320,6 +368,9 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (time
 			sub = append(sub, "--depth", strconv.Itoa(opts.Depth))
 		}
 		steps = append(steps, sub)
+	}
+	if err := c.precheck(ctx, opts.URL); err != nil {
+		return fail(err)
 	}
 	px, err := c.outbound()
 	if err != nil {

@@ -64,14 +64,16 @@ func TestARedirectToARefusedAddressIsRefusedAtConnectTime(t *testing.T) {
 	}
 }
 
-// By default an https remote on loopback is refused, by address and by a
-// name that resolves there; nothing connects.
+// By default a remote on loopback is refused, by address and by a name
+// that resolves there; nothing connects. https is judged at connect time;
+// ssh and git:// before git runs (RemoteHost, precheck).
 func TestALoopbackRemoteIsRefusedByDefault(t *testing.T) {
 	t.Parallel()
 	testenv.Require(t, "git")
 	addr, seen := testenv.Silent(t)
 	_, port, _ := net.SplitHostPort(addr)
-	for _, u := range []string{"https://" + addr + "/x.git", "https://localhost:" + port + "/x.git", "https://2130706433:" + port + "/x.git"} {
+	for _, u := range []string{"https://" + addr + "/x.git", "https://localhost:" + port + "/x.git", "https://2130706433:" + port + "/x.git",
+		"ssh://git@localhost:" + port + "/x.git", "git://" + addr + "/x.git", "git@localhost:x.git"} {
 		_, err := (&Client{}).LsRemote(context.Background(), u)
 		if !strings.Contains(Explain(err), "is refused by the outbound policy (loopback)") {
 			t.Errorf("%s: %v", u, err)

@@ -23,15 +23,7 @@ type Policy struct {
 // checkHost refuses raw when its host is a literal address the outbound
 // policy refuses.
 func (p Policy) checkHost(field, raw string) error {
-	host := ""
-	if u, err := url.Parse(raw); err == nil && strings.Contains(raw, "://") {
-		if u.Scheme == "file" {
-			return nil
-		}
-		host = u.Hostname()
-	} else if h, _, ok := strings.Cut(raw, ":"); ok { // user@host:path
-		host = h[strings.LastIndexByte(h, '@')+1:]
-	}
+	host, _ := git.RemoteHost(raw)
 	np := p.Net
 	if np == nil {
 		np = &netpolicy.Policy{}
