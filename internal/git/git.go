@@ -607,12 +607,17 @@ func (e *commandError) Error() string { return e.stderr }
 // match wins. A remote's own words (a banner, an HTTP body) never pass:
 // they would make git a port scanner and banner reader for whoever may
 // name a URL.
+const (
+	sayNoSuchHost = "the remote's host name does not resolve"
+	sayNoConnect  = "could not connect to the remote"
+)
+
 var explanations = []struct {
 	say     string
 	needles []string
 }{
-	{"the remote's host name does not resolve", []string{"Could not resolve host", "Name or service not known", "Temporary failure in name resolution"}},
-	{"could not connect to the remote", []string{"Connection refused", "Failed to connect", "Connection timed out", "Operation timed out", "No route to host", "Network is unreachable", "Couldn't connect"}},
+	{sayNoSuchHost, []string{"Could not resolve host", "Name or service not known", "Temporary failure in name resolution"}},
+	{sayNoConnect, []string{"Connection refused", "Failed to connect", "Connection timed out", "Operation timed out", "No route to host", "Network is unreachable", "Couldn't connect"}},
 	{"the remote's TLS certificate was not accepted", []string{"SSL certificate", "server certificate verification failed", "certificate verify failed", "SSL_ERROR", "gnutls_handshake"}},
 	{"the remote refused the credentials, or needs some", []string{"Authentication failed", "could not read Username", "could not read Password", "terminal prompts disabled", "Permission denied (publickey", "Host key verification failed", "returned error: 401", "returned error: 403"}},
 	{"the remote has no such repository", []string{"Repository not found", "does not appear to be a git repository", "returned error: 404", "not found"}},
@@ -638,9 +643,9 @@ func Explain(err error) string {
 	case errors.Is(err, context.DeadlineExceeded):
 		return "the git remote did not answer in time"
 	case errors.As(err, &dnsErr):
-		return explanations[0].say
+		return sayNoSuchHost
 	case errors.As(err, &opErr):
-		return explanations[1].say
+		return sayNoConnect
 	case errors.As(err, &ce):
 		for _, e := range explanations {
 			for _, n := range e.needles {
