@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
@@ -23,11 +22,7 @@ func TestGitRedirectToARefusedAddressAnswersThePolicysLine(t *testing.T) {
 	testenv.Require(t, "git")
 	h := setupWith(t, false, map[string]string{"PKGFLEET_GIT_ALLOWEDHOSTS": "example.com"})
 	inner, seen := testenv.Silent(t)
-	var asked atomic.Int32
-	srv, ca := testenv.TLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		asked.Add(1)
-		http.Redirect(w, r, "https://"+inner+r.URL.RequestURI(), http.StatusFound)
-	}))
+	srv, ca, asked := testenv.Redirector(t, inner)
 	// example.com is the test server's name in its certificate; the
 	// policy resolves it to where the server listens.
 	h.srv.Git.Net.Lookup = func(context.Context, string) ([]netip.Addr, error) {
@@ -54,7 +49,7 @@ func TestGitRedirectToARefusedAddressAnswersThePolicysLine(t *testing.T) {
 			t.Errorf("the answer carries git's text (%q): %s", leak, body)
 		}
 	}
-	if asked.Load() == 0 {
+	if asked() == 0 {
 		t.Error("the allowed remote was never asked: the test proves nothing")
 	}
 	if n := seen(); n != 0 {

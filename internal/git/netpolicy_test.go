@@ -5,12 +5,10 @@ import (
 	"crypto/rand"
 	"errors"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/pkgfleet/pkgfleet/internal/netpolicy"
@@ -40,11 +38,7 @@ func TestARedirectToARefusedAddressIsRefusedAtConnectTime(t *testing.T) {
 	t.Parallel()
 	testenv.Require(t, "git")
 	inner, seen := testenv.Silent(t)
-	var asked atomic.Int32
-	srv, ca := testenv.TLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		asked.Add(1)
-		http.Redirect(w, r, "https://"+inner+r.URL.RequestURI(), http.StatusFound)
-	}))
+	srv, ca, asked := testenv.Redirector(t, inner)
 	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
 	c := &Client{Net: exampleIsLoopback(t), Env: []string{"GIT_SSL_CAINFO=" + ca}}
 	_, err := c.LsRemote(context.Background(), "https://example.com:"+port+"/x.git")
@@ -56,7 +50,7 @@ func TestARedirectToARefusedAddressIsRefusedAtConnectTime(t *testing.T) {
 	if got := Explain(err); got != want {
 		t.Errorf("Explain = %q, want %q", got, want)
 	}
-	if asked.Load() == 0 {
+	if asked() == 0 {
 		t.Error("the allowed remote was never asked: the test proves nothing")
 	}
 	if n := seen(); n != 0 {

@@ -147,22 +147,18 @@ func (x *Proxy) handle(down net.Conn) {
 	}
 	up, err := x.policy.DialContext(x.ctx, "tcp", req.Host)
 	if err != nil {
+		// The first of each kind is what the client's failure was about.
+		first, status := &x.failed, "502 Bad Gateway"
 		var re *RefusedError
 		if errors.As(err, &re) {
-			x.mu.Lock()
-			if x.refused == nil {
-				x.refused = re
-			}
-			x.mu.Unlock()
-			_, _ = io.WriteString(down, "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-			return
+			first, status = &x.refused, "403 Forbidden"
 		}
 		x.mu.Lock()
-		if x.failed == nil {
-			x.failed = err
+		if *first == nil {
+			*first = err
 		}
 		x.mu.Unlock()
-		_, _ = io.WriteString(down, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+		_, _ = io.WriteString(down, "HTTP/1.1 "+status+"\r\nContent-Length: 0\r\n\r\n")
 		return
 	}
 	if !x.track(up) {

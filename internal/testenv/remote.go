@@ -63,3 +63,16 @@ func Silent(t testing.TB) (string, func() int64) {
 	}()
 	return ln.Addr().String(), n.Load
 }
+
+// Redirector is an https server (CA file as TLSServer's) that redirects
+// every request to the same path on https://to, and counts the requests
+// it answered: a remote that sends git elsewhere.
+func Redirector(t testing.TB, to string) (srv *httptest.Server, ca string, asked func() int64) {
+	t.Helper()
+	var n atomic.Int64
+	srv, ca = TLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		http.Redirect(w, r, "https://"+to+r.URL.RequestURI(), http.StatusFound)
+	}))
+	return srv, ca, n.Load
+}
