@@ -90,6 +90,23 @@ func serve(t *testing.T, d *Door, tlsFrom *httptest.Server) (*http.Client, strin
 	return &http.Client{Transport: tr}, l.Addr().String(), stop
 }
 
+// connect asks the door at proxyAddr for a tunnel to target and returns
+// the connection (closed when the test ends) and the door's status.
+func connect(t *testing.T, proxyAddr, target string) (net.Conn, int) {
+	t.Helper()
+	conn, err := net.Dial("tcp", proxyAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("CONNECT %s: %v", target, err)
+	}
+	return conn, resp.StatusCode
+}
+
 func get(t *testing.T, c *http.Client, method, u string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, u, nil)
@@ -177,27 +194,12 @@ func TestDoorTunnelsOnlyToAnHTTPSIndexAndClosesTunnelsWhenTheBuildEnds(t *testin
 
 	other := httptest.NewTLSServer(http.NotFoundHandler())
 	defer other.Close()
-	conn, err := net.Dial("tcp", proxyAddr)
-	if err != nil {
-		t.Fatal(err)
+	if _, code := connect(t, proxyAddr, other.Listener.Addr().String()); code != http.StatusForbidden {
+		t.Fatalf("CONNECT to another host: %d, want 403", code)
 	}
-	defer conn.Close()
-	br := bufio.NewReader(conn)
-	fmt.Fprintf(conn, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", other.Listener.Addr(), other.Listener.Addr())
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("CONNECT to another host: %v %v", resp, err)
-	}
-
-	open, err := net.Dial("tcp", proxyAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer open.Close()
-	fmt.Fprintf(open, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", idx.Listener.Addr(), idx.Listener.Addr())
-	resp, err = http.ReadResponse(bufio.NewReader(open), nil)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("CONNECT to the index: %v %v", resp, err)
+	open, code := connect(t, proxyAddr, idx.Listener.Addr().String())
+	if code != http.StatusOK {
+		t.Fatalf("CONNECT to the index: %d", code)
 	}
 	stop() // fails the test if Serve waits for the open tunnel
 	_ = open.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -344,15 +346,8 @@ func TestDoorRefusesATunnelToALoopbackIndex(t *testing.T) {
 	}
 	_, proxyAddr, stop := serve(t, d, idx)
 	defer stop()
-	conn, err := net.Dial("tcp", proxyAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", idx.Listener.Addr(), idx.Listener.Addr())
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil || resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("CONNECT to a loopback index: %v %v, want 403", resp, err)
+	if _, code := connect(t, proxyAddr, idx.Listener.Addr().String()); code != http.StatusForbidden {
+		t.Fatalf("CONNECT to a loopback index: %d, want 403", code)
 	}
 	if !strings.Contains(log.String(), "refused by the outbound policy (loopback)") {
 		t.Errorf("the build log does not name the policy:\n%s", log.String())
