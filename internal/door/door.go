@@ -318,20 +318,12 @@ func unwrapURL(err error) error {
 	return err
 }
 
-// policy is the door's outbound policy.
-func (d *Door) policy() *netpolicy.Policy {
-	if d.Net == nil {
-		return &netpolicy.Policy{}
-	}
-	return d.Net
-}
-
 // transport is the door's own: direct, dialled through its policy.
 func (d *Door) transport() http.RoundTripper {
 	d.once.Do(func() {
 		d.direct = &http.Transport{
 			Proxy:                 nil,
-			DialContext:           d.policy().DialContext,
+			DialContext:           d.Net.DialContext,
 			TLSHandshakeTimeout:   30 * time.Second,
 			ResponseHeaderTimeout: 2 * time.Minute,
 			MaxIdleConnsPerHost:   4,
@@ -366,7 +358,7 @@ func (d *Door) tunnel(w http.ResponseWriter, r *http.Request) {
 		d.refuse(w, "CONNECT "+target, "only "+d.allowed()+" is reachable")
 		return
 	}
-	up, err := d.policy().DialContext(r.Context(), "tcp", x.hostport)
+	up, err := d.Net.DialContext(r.Context(), "tcp", x.hostport)
 	if d.refused(w, shown(r), err) {
 		return
 	}

@@ -194,12 +194,8 @@ func (c *Client) precheck(ctx context.Context, raw string) error {
 	if host == "" {
 		return nil
 	}
-	p := c.Net
-	if p == nil {
-		p = &netpolicy.Policy{}
-	}
 	var re *netpolicy.RefusedError
-	if _, err := p.Resolve(ctx, host, port); errors.As(err, &re) {
+	if _, err := c.Net.Resolve(ctx, host, port); errors.As(err, &re) {
 		return fmt.Errorf("git remote %w", re)
 	}
 	return nil // a name that does not resolve: git says so
@@ -207,11 +203,7 @@ func (c *Client) precheck(ctx context.Context, raw string) error {
 
 // outbound starts the proxy of one operation.
 func (c *Client) outbound() (*netpolicy.Proxy, error) {
-	p := c.Net
-	if p == nil {
-		p = &netpolicy.Policy{}
-	}
-	return p.Listen(c.MaxFetchSize)
+	return c.Net.Listen(c.MaxFetchSize)
 }
 
 // Refs is what a remote advertises.

@@ -61,9 +61,9 @@ var refused = []struct {
 	{netip.MustParsePrefix("::/96"), "IPv4-compatible"},
 }
 
-// Policy says which addresses may be reached. The zero value refuses
-// what the package doc lists and allows the rest; it is safe for
-// concurrent use.
+// Policy says which addresses may be reached. The zero value, and a nil
+// *Policy, refuse what the package doc lists and allow the rest; it is
+// safe for concurrent use.
 type Policy struct {
 	nets  []netip.Prefix
 	hosts []string // lower-case ASCII names; "*.example.com" allows subdomains
@@ -199,12 +199,14 @@ func (e *RefusedError) Error() string {
 // reached at addr (what it resolved to).
 func (p *Policy) Check(host, port string, addr netip.Addr) error {
 	addr = addr.Unmap()
-	if p.allowsName(host) {
-		return nil
-	}
-	for _, n := range p.nets {
-		if n.Contains(addr) {
+	if p != nil {
+		if p.allowsName(host) {
 			return nil
+		}
+		for _, n := range p.nets {
+			if n.Contains(addr) {
+				return nil
+			}
 		}
 	}
 	if why := Refused(addr); why != "" {
@@ -291,11 +293,11 @@ func (p *Policy) Resolve(ctx context.Context, host, port string) ([]netip.Addr, 
 		if err != nil {
 			return nil, fmt.Errorf("host %q: %w", host, err)
 		}
-		lookup := p.Lookup
-		if lookup == nil {
-			lookup = func(ctx context.Context, h string) ([]netip.Addr, error) {
-				return net.DefaultResolver.LookupNetIP(ctx, "ip", h)
-			}
+		lookup := func(ctx context.Context, h string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", h)
+		}
+		if p != nil && p.Lookup != nil {
+			lookup = p.Lookup
 		}
 		if addrs, err = lookup(ctx, name); err != nil {
 			return nil, err
@@ -325,9 +327,9 @@ func (p *Policy) DialContext(ctx context.Context, network, address string) (net.
 	if err != nil {
 		return nil, err
 	}
-	timeout := p.Timeout
-	if timeout == 0 {
-		timeout = 30 * time.Second
+	timeout := 30 * time.Second
+	if p != nil && p.Timeout != 0 {
+		timeout = p.Timeout
 	}
 	d := net.Dialer{Timeout: timeout}
 	var errs []error

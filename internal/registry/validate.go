@@ -24,11 +24,7 @@ type Policy struct {
 // policy refuses.
 func (p Policy) checkHost(field, raw string) error {
 	host, _ := git.RemoteHost(raw)
-	np := p.Net
-	if np == nil {
-		np = &netpolicy.Policy{}
-	}
-	if err := np.CheckLiteral(host); err != nil {
+	if err := p.Net.CheckLiteral(host); err != nil {
 		return invalid("%s: %s", field, err.Error())
 	}
 	return nil
