@@ -42,6 +42,7 @@ type Proxy struct {
 	refused error
 	failed  error
 	conns   map[net.Conn]bool
+	pipes   []net.Listener
 	served  sync.WaitGroup
 }
 
@@ -91,14 +92,22 @@ func (x *Proxy) Close() {
 	for c := range x.conns {
 		c.Close()
 	}
+	for _, l := range x.pipes {
+		l.Close()
+	}
 	x.mu.Unlock()
 	x.served.Wait()
 }
 
 func (x *Proxy) serve() {
 	defer x.served.Done()
+	x.accept(x.l, x.handle)
+}
+
+// accept hands each connection of l to handle until l is closed.
+func (x *Proxy) accept(l net.Listener, handle func(net.Conn)) {
 	for {
-		c, err := x.l.Accept()
+		c, err := l.Accept()
 		if err != nil {
 			return
 		}
@@ -110,9 +119,85 @@ func (x *Proxy) serve() {
 		go func() {
 			defer x.served.Done()
 			defer x.untrack(c)
-			x.handle(c)
+			handle(c)
 		}()
 	}
+}
+
+// Pipe opens a second loopback port of the proxy that forwards each
+// connection, raw, to host:port, dialled through the policy like a
+// tunnel (and counted against the same limit): the way out of a client
+// that speaks no HTTP proxy protocol, such as ssh's ProxyCommand. The
+// target is fixed here, so nothing the client says can choose it.
+func (x *Proxy) Pipe(host, port string) (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("outbound proxy: %w", err)
+	}
+	x.mu.Lock()
+	if x.ctx.Err() != nil {
+		x.mu.Unlock()
+		l.Close()
+		return "", errors.New("outbound proxy: closed")
+	}
+	x.pipes = append(x.pipes, l)
+	x.mu.Unlock()
+	target := net.JoinHostPort(host, port)
+	x.served.Add(1)
+	go func() {
+		defer x.served.Done()
+		x.accept(l, func(down net.Conn) {
+			up, err := x.dial(target)
+			if err != nil {
+				return
+			}
+			defer x.untrack(up)
+			x.splice(down, up, down)
+		})
+	}()
+	return l.Addr().String(), nil
+}
+
+// dial connects to target through the policy and remembers the first
+// refusal and the first other failure.
+func (x *Proxy) dial(target string) (net.Conn, error) {
+	up, err := x.policy.DialContext(x.ctx, "tcp", target)
+	if err != nil {
+		// The first of each kind is what the client's failure was about.
+		first := &x.failed
+		var re *RefusedError
+		if errors.As(err, &re) {
+			first = &x.refused
+		}
+		x.mu.Lock()
+		if *first == nil {
+			*first = err
+		}
+		x.mu.Unlock()
+		return nil, err
+	}
+	if !x.track(up) {
+		up.Close()
+		return nil, net.ErrClosed
+	}
+	return up, nil
+}
+
+// splice copies between the client (down, whose unread bytes are in
+// from) and the remote until both are done, counting what comes back.
+func (x *Proxy) splice(down net.Conn, up net.Conn, from io.Reader) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = io.Copy(up, from)
+		if tc, ok := up.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+	}()
+	_, _ = io.Copy(down, &counted{r: up, x: x})
+	down.Close()
+	up.Close()
+	<-done
 }
 
 // track remembers c for Close; false once closed.
@@ -145,42 +230,20 @@ func (x *Proxy) handle(down net.Conn) {
 		_, _ = io.WriteString(down, "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
 		return
 	}
-	up, err := x.policy.DialContext(x.ctx, "tcp", req.Host)
+	up, err := x.dial(req.Host)
 	if err != nil {
-		// The first of each kind is what the client's failure was about.
-		first, status := &x.failed, "502 Bad Gateway"
-		var re *RefusedError
+		status, re := "502 Bad Gateway", (*RefusedError)(nil)
 		if errors.As(err, &re) {
-			first, status = &x.refused, "403 Forbidden"
+			status = "403 Forbidden"
 		}
-		x.mu.Lock()
-		if *first == nil {
-			*first = err
-		}
-		x.mu.Unlock()
 		_, _ = io.WriteString(down, "HTTP/1.1 "+status+"\r\nContent-Length: 0\r\n\r\n")
-		return
-	}
-	if !x.track(up) {
-		up.Close()
 		return
 	}
 	defer x.untrack(up)
 	if _, err := io.WriteString(down, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		return
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = io.Copy(up, br) // what curl sent after CONNECT, then the rest
-		if tc, ok := up.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
-		}
-	}()
-	_, _ = io.Copy(down, &counted{r: up, x: x})
-	down.Close()
-	up.Close()
-	<-done
+	x.splice(down, up, br) // br: what curl sent after CONNECT, then the rest
 }
 
 // counted counts what a tunnel receives and fails its reads once the
