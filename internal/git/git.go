@@ -181,13 +181,13 @@ func RemoteHost(raw string) (host, port string) {
 	return u.Hostname(), port
 }
 
-// precheck judges an ssh or git:// remote's host before git runs: those
-// transports do not go through the operation's proxy, so this check on
-// the name's addresses now is all they get (a name that changes its
-// answer between this lookup and ssh's is not caught). https is judged
-// at connect time by the proxy.
+// precheck judges a git:// remote's host before git runs: that transport
+// does not go through the operation's proxy, so this check on the name's
+// addresses now is all it gets (a name that changes its answer between
+// this lookup and git's is not caught). https and ssh are judged when
+// the proxy dials them.
 func (c *Client) precheck(ctx context.Context, raw string) error {
-	if strings.HasPrefix(raw, "https://") {
+	if !strings.HasPrefix(raw, "git://") {
 		return nil
 	}
 	host, port := RemoteHost(raw)
@@ -201,9 +201,55 @@ func (c *Client) precheck(ctx context.Context, raw string) error {
 	return nil // a name that does not resolve: git says so
 }
 
-// outbound starts the proxy of one operation.
-func (c *Client) outbound() (*netpolicy.Proxy, error) {
-	return c.Net.Listen(c.MaxFetchSize)
+// way is one operation's way out: the proxy of its https connections,
+// and for an ssh remote the ProxyCommand that reaches the remote's host
+// through the same proxy.
+type way struct {
+	px *netpolicy.Proxy
+	// sshProxy is ssh's ProxyCommand: bash's /dev/tcp to the proxy's pipe
+	// to the remote's host and port, both fixed before ssh starts, so no
+	// host name from a URL passes through a shell, and the address ssh
+	// reaches is the one the policy checked when it was dialled.
+	sshProxy string
+}
+
+// outbound starts the proxy of one operation on repoURL.
+func (c *Client) outbound(repoURL string) (*way, error) {
+	px, err := c.Net.Listen(c.MaxFetchSize)
+	if err != nil {
+		return nil, err
+	}
+	w := &way{px: px}
+	if isSSH(repoURL) {
+		host, port := RemoteHost(repoURL)
+		pipe, err := px.Pipe(host, port)
+		if err != nil {
+			px.Close()
+			return nil, err
+		}
+		_, pipePort, _ := net.SplitHostPort(pipe)
+		w.sshProxy = "bash -c 'exec 3<>/dev/tcp/127.0.0.1/" + pipePort + " && { cat <&3 & exec cat >&3; }'"
+	}
+	return w, nil
+}
+
+func (w *way) close() { w.px.Close() }
+
+func isSSH(raw string) bool {
+	return strings.HasPrefix(raw, "ssh://") || (!strings.Contains(raw, "://") && scpLike.MatchString(raw))
+}
+
+// sshVia makes the last GIT_SSH_COMMAND of env (the default, or a
+// credential's) connect through proxyCommand: the one place the ssh
+// command is amended, whoever composed it.
+func sshVia(env []string, proxyCommand string) []string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], "GIT_SSH_COMMAND="); ok {
+			env[i] = "GIT_SSH_COMMAND=" + v + ` -o "ProxyCommand=` + proxyCommand + `"`
+			return env
+		}
+	}
+	return env
 }
 
 // Refs is what a remote advertises.
@@ -221,12 +267,12 @@ func (c *Client) LsRemote(ctx context.Context, repoURL string) (*Refs, error) {
 	if err := c.precheck(ctx, repoURL); err != nil {
 		return nil, fmt.Errorf("ls-remote %s: %w", repoURL, err)
 	}
-	px, err := c.outbound()
+	w, err := c.outbound(repoURL)
 	if err != nil {
 		return nil, err
 	}
-	defer px.Close()
-	out, err := c.run(ctx, "", px, "ls-remote", "--symref", "--", repoURL, "HEAD", "refs/heads/*", "refs/tags/*")
+	defer w.close()
+	out, err := c.run(ctx, "", w, "ls-remote", "--symref", "--", repoURL, "HEAD", "refs/heads/*", "refs/tags/*")
 	if err != nil {
 		return nil, fmt.Errorf("ls-remote %s: %w", repoURL, err)
 	}
@@ -364,13 +410,13 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (time
 	if err := c.precheck(ctx, opts.URL); err != nil {
 		return fail(err)
 	}
-	px, err := c.outbound()
+	w, err := c.outbound(opts.URL)
 	if err != nil {
 		return fail(err)
 	}
-	defer px.Close() // one proxy for every step: MaxFetchSize bounds the whole clone
+	defer w.close() // one proxy for every step: MaxFetchSize bounds the whole clone
 	for _, args := range steps {
-		if _, err := c.run(ctx, dir, px, args...); err != nil {
+		if _, err := c.run(ctx, dir, w, args...); err != nil {
 			return fail(err)
 		}
 	}
@@ -460,9 +506,13 @@ func setMtimes(root string, t time.Time) error {
 // proxy, or none, for some hosts: the operation's proxy must see them all.
 var proxyEnv = []string{"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"}
 
-// run runs one git command; px, when set, is the proxy its connections go
-// through, and its refusal or cap replaces git's own error.
-func (c *Client) run(ctx context.Context, dir string, px *netpolicy.Proxy, args ...string) ([]byte, error) {
+// run runs one git command; w, when set, is its way out, and the proxy's
+// refusal or cap replaces git's own error.
+func (c *Client) run(ctx context.Context, dir string, w *way, args ...string) ([]byte, error) {
+	var px *netpolicy.Proxy
+	if w != nil {
+		px = w.px
+	}
 	protocols := "https:ssh:git"
 	if c.Policy.AllowFile {
 		protocols += ":file"
@@ -515,6 +565,9 @@ func (c *Client) run(ctx context.Context, dir string, px *netpolicy.Proxy, args 
 		"GIT_SSH_COMMAND=ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
 	)
 	cmd.Env = append(cmd.Env, c.Env...)
+	if w != nil && w.sshProxy != "" {
+		cmd.Env = sshVia(cmd.Env, w.sshProxy)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/netpolicy"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
@@ -75,6 +76,39 @@ func TestALoopbackRemoteIsRefusedByDefault(t *testing.T) {
 	}
 	if n := seen(); n != 0 {
 		t.Errorf("the loopback port saw %d connections", n)
+	}
+}
+
+// ssh reaches its remote through the operation's proxy (ProxyCommand to a
+// pipe whose target the policy checks when it dials): a name that resolves
+// to loopback is refused there and the port sees nothing; allowed, the
+// same ssh connects to the checked address.
+func TestSSHGoesThroughTheOutboundPolicy(t *testing.T) {
+	t.Parallel()
+	testenv.Require(t, "git", "ssh", "bash")
+	addr, seen := testenv.Silent(t)
+	_, port, _ := net.SplitHostPort(addr)
+	url := "ssh://git@example.com:" + port + "/x.git"
+	refusing := &netpolicy.Policy{Lookup: func(context.Context, string) ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	}}
+	_, err := (&Client{Net: refusing}).LsRemote(context.Background(), url)
+	want := "git remote host example.com:" + port + " (resolves to 127.0.0.1) is refused by the outbound policy (loopback); allow it with Git.AllowedHosts"
+	if got := Explain(err); got != want {
+		t.Errorf("ssh to a name on loopback: %q (%v), want %q", got, err, want)
+	}
+	if n := seen(); n != 0 {
+		t.Fatalf("the refused port saw %d connections", n)
+	}
+	// Allowed: ssh waits for a banner the silent port never sends, until
+	// the operation's deadline; the port saw ssh's connection.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := (&Client{Net: exampleIsLoopback(t)}).LsRemote(ctx, url); err == nil {
+		t.Fatal("ls-remote of a silent port succeeded")
+	}
+	if n := seen(); n != 1 {
+		t.Errorf("the allowed port saw %d connections, want ssh's one", n)
 	}
 }
 
