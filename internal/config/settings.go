@@ -154,7 +154,7 @@ var settings = []*Setting{
 	list("Git", "AllowedHosts", "", "Hosts (git.corp.example), domains (*.corp.example), addresses and CIDRs (10.1.0.0/16) that git remotes and package indexes may reach although they are loopback, link-local, private, CGNAT or cloud metadata addresses, all refused by default (checked on the address connected to, after DNS and redirects); comma-separated, or the key repeated.", func(c *Config) *[]string { return &c.Git.AllowedHosts }),
 	duration("Git", "RemoteTimeout", "20s", "Time limit of a query of a remote that an API request waits for (ls-remote for a run or rerun; ls-remote and shallow clone for an R builder created without a name).", func(c *Config) *time.Duration { return &c.Git.RemoteTimeout }),
 	integer("Git", "RemoteConcurrency", "4", "Remote queries API requests make at once per API process; more wait up to Git.RemoteTimeout for a free one, then get 503.", func(c *Config) *int { return &c.Git.RemoteConcurrency }),
-	size("Git", "MaxCloneSize", "2GiB", "Most a clone (with its submodules) receives from its https and ssh remotes; a larger one fails its build.", func(c *Config) *Size { return &c.Git.MaxCloneSize }),
+	size("Git", "MaxCloneSize", "2GiB", "Most a clone (with its submodules) receives from its remotes (https, ssh, git://); a larger one fails its build.", func(c *Config) *Size { return &c.Git.MaxCloneSize }),
 
 	integer("Worker", "Concurrency", "", "Build slots of one worker process (default: number of CPUs).", func(c *Config) *int { return &c.Worker.Concurrency }),
 	str("Worker", "MetricsListen", "", "Address of the worker's /metrics, /healthz and /readyz (e.g. :9464); empty: not served.", func(c *Config) *string { return &c.Worker.MetricsListen }),

@@ -181,36 +181,21 @@ func RemoteHost(raw string) (host, port string) {
 	return u.Hostname(), port
 }
 
-// precheck judges a git:// remote's host before git runs: that transport
-// does not go through the operation's proxy, so this check on the name's
-// addresses now is all it gets (a name that changes its answer between
-// this lookup and git's is not caught). https and ssh are judged when
-// the proxy dials them.
-func (c *Client) precheck(ctx context.Context, raw string) error {
-	if !strings.HasPrefix(raw, "git://") {
-		return nil
-	}
-	host, port := RemoteHost(raw)
-	if host == "" {
-		return nil
-	}
-	var re *netpolicy.RefusedError
-	if _, err := c.Net.Resolve(ctx, host, port); errors.As(err, &re) {
-		return fmt.Errorf("git remote %w", re)
-	}
-	return nil // a name that does not resolve: git says so
-}
-
 // way is one operation's way out: the proxy of its https connections,
-// and for an ssh remote the ProxyCommand that reaches the remote's host
-// through the same proxy.
+// and for an ssh or git:// remote a connector that reaches the remote's
+// host through the same proxy.
 type way struct {
 	px *netpolicy.Proxy
-	// sshProxy is ssh's ProxyCommand: bash's /dev/tcp to the proxy's pipe
-	// to the remote's host and port, both fixed before ssh starts, so no
-	// host name from a URL passes through a shell, and the address ssh
-	// reaches is the one the policy checked when it was dialled.
-	sshProxy string
+	// connect is a command (bash's /dev/tcp) that connects its standard
+	// input and output to the proxy's pipe to the remote's host and port,
+	// both fixed before git starts, so no host name from a URL passes
+	// through a shell, and the address reached is the one the policy
+	// checked when the proxy dialled it. ssh runs it as its ProxyCommand.
+	connect string
+	// gitProxy is the same as an executable file, for core.gitProxy
+	// (git runs it without a shell, so it cannot take arguments).
+	gitProxy string
+	dir      string // holds gitProxy
 }
 
 // outbound starts the proxy of one operation on repoURL.
@@ -220,20 +205,38 @@ func (c *Client) outbound(repoURL string) (*way, error) {
 		return nil, err
 	}
 	w := &way{px: px}
-	if isSSH(repoURL) {
-		host, port := RemoteHost(repoURL)
-		pipe, err := px.Pipe(host, port)
-		if err != nil {
-			px.Close()
-			return nil, err
+	git := strings.HasPrefix(repoURL, "git://")
+	if !isSSH(repoURL) && !git {
+		return w, nil
+	}
+	host, port := RemoteHost(repoURL)
+	pipe, err := px.Pipe(host, port)
+	if err != nil {
+		w.close()
+		return nil, err
+	}
+	_, pipePort, _ := net.SplitHostPort(pipe)
+	script := "exec 3<>/dev/tcp/127.0.0.1/" + pipePort + " && { cat <&3 & exec cat >&3; }"
+	w.connect = "bash -c '" + script + "'"
+	if git {
+		if w.dir, err = os.MkdirTemp("", "pkgfleet-git-proxy-"); err == nil {
+			w.gitProxy = filepath.Join(w.dir, "connect")
+			err = os.WriteFile(w.gitProxy, []byte("#!/bin/bash\n"+script+"\n"), 0o700)
 		}
-		_, pipePort, _ := net.SplitHostPort(pipe)
-		w.sshProxy = "bash -c 'exec 3<>/dev/tcp/127.0.0.1/" + pipePort + " && { cat <&3 & exec cat >&3; }'"
+		if err != nil {
+			w.close()
+			return nil, fmt.Errorf("git proxy: %w", err)
+		}
 	}
 	return w, nil
 }
 
-func (w *way) close() { w.px.Close() }
+func (w *way) close() {
+	w.px.Close()
+	if w.dir != "" {
+		os.RemoveAll(w.dir)
+	}
+}
 
 func isSSH(raw string) bool {
 	return strings.HasPrefix(raw, "ssh://") || (!strings.Contains(raw, "://") && scpLike.MatchString(raw))
@@ -263,9 +266,6 @@ type Refs struct {
 func (c *Client) LsRemote(ctx context.Context, repoURL string) (*Refs, error) {
 	if err := c.Policy.ValidateURL(repoURL); err != nil {
 		return nil, err
-	}
-	if err := c.precheck(ctx, repoURL); err != nil {
-		return nil, fmt.Errorf("ls-remote %s: %w", repoURL, err)
 	}
 	w, err := c.outbound(repoURL)
 	if err != nil {
@@ -407,9 +407,6 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (time
 		}
 		steps = append(steps, sub)
 	}
-	if err := c.precheck(ctx, opts.URL); err != nil {
-		return fail(err)
-	}
 	w, err := c.outbound(opts.URL)
 	if err != nil {
 		return fail(err)
@@ -532,6 +529,9 @@ func (c *Client) run(ctx context.Context, dir string, w *way, args ...string) ([
 		// On the command line, so that every git process this one starts
 		// inherits it (GIT_CONFIG_PARAMETERS).
 		full = append([]string{"-c", "http.proxy=" + px.URL()}, full...)
+		if w.gitProxy != "" {
+			full = append([]string{"-c", "core.gitProxy=" + w.gitProxy}, full...)
+		}
 		env = slices.DeleteFunc(env, func(kv string) bool {
 			name, _, _ := strings.Cut(kv, "=")
 			return slices.Contains(proxyEnv, name)
@@ -565,8 +565,8 @@ func (c *Client) run(ctx context.Context, dir string, w *way, args ...string) ([
 		"GIT_SSH_COMMAND=ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
 	)
 	cmd.Env = append(cmd.Env, c.Env...)
-	if w != nil && w.sshProxy != "" {
-		cmd.Env = sshVia(cmd.Env, w.sshProxy)
+	if w != nil && w.connect != "" {
+		cmd.Env = sshVia(cmd.Env, w.connect)
 	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -60,8 +60,7 @@ func TestARedirectToARefusedAddressIsRefusedAtConnectTime(t *testing.T) {
 }
 
 // By default a remote on loopback is refused, by address and by a name
-// that resolves there; nothing connects. https is judged at connect time;
-// ssh and git:// before git runs (RemoteHost, precheck).
+// that resolves there, over https, ssh and git://; nothing connects.
 func TestALoopbackRemoteIsRefusedByDefault(t *testing.T) {
 	t.Parallel()
 	testenv.Require(t, "git")
@@ -79,36 +78,40 @@ func TestALoopbackRemoteIsRefusedByDefault(t *testing.T) {
 	}
 }
 
-// ssh reaches its remote through the operation's proxy (ProxyCommand to a
-// pipe whose target the policy checks when it dials): a name that resolves
-// to loopback is refused there and the port sees nothing; allowed, the
-// same ssh connects to the checked address.
-func TestSSHGoesThroughTheOutboundPolicy(t *testing.T) {
+// ssh and git:// reach their remote through the operation's proxy (ssh's
+// ProxyCommand, git's core.gitProxy: a connector to a pipe whose target
+// the policy checks when it dials): a name that resolves to loopback is
+// refused there and the port sees nothing; allowed, the same command
+// connects to the checked address.
+func TestSSHAndGitProtocolGoThroughTheOutboundPolicy(t *testing.T) {
 	t.Parallel()
 	testenv.Require(t, "git", "ssh", "bash")
-	addr, seen := testenv.Silent(t)
-	_, port, _ := net.SplitHostPort(addr)
-	url := "ssh://git@example.com:" + port + "/x.git"
-	refusing := &netpolicy.Policy{Lookup: func(context.Context, string) ([]netip.Addr, error) {
-		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
-	}}
-	_, err := (&Client{Net: refusing}).LsRemote(context.Background(), url)
-	want := "git remote host example.com:" + port + " (resolves to 127.0.0.1) is refused by the outbound policy (loopback); allow it with Git.AllowedHosts"
-	if got := Explain(err); got != want {
-		t.Errorf("ssh to a name on loopback: %q (%v), want %q", got, err, want)
-	}
-	if n := seen(); n != 0 {
-		t.Fatalf("the refused port saw %d connections", n)
-	}
-	// Allowed: ssh waits for a banner the silent port never sends, until
-	// the operation's deadline; the port saw ssh's connection.
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	if _, err := (&Client{Net: exampleIsLoopback(t)}).LsRemote(ctx, url); err == nil {
-		t.Fatal("ls-remote of a silent port succeeded")
-	}
-	if n := seen(); n != 1 {
-		t.Errorf("the allowed port saw %d connections, want ssh's one", n)
+	for _, scheme := range []string{"ssh://git@", "git://"} {
+		addr, seen := testenv.Silent(t)
+		_, port, _ := net.SplitHostPort(addr)
+		url := scheme + "example.com:" + port + "/x.git"
+		refusing := &netpolicy.Policy{Lookup: func(context.Context, string) ([]netip.Addr, error) {
+			return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+		}}
+		_, err := (&Client{Net: refusing}).LsRemote(context.Background(), url)
+		want := "git remote host example.com:" + port + " (resolves to 127.0.0.1) is refused by the outbound policy (loopback); allow it with Git.AllowedHosts"
+		if got := Explain(err); got != want {
+			t.Errorf("%s to a name on loopback: %q (%v), want %q", scheme, got, err, want)
+		}
+		if n := seen(); n != 0 {
+			t.Fatalf("%s: the refused port saw %d connections", scheme, n)
+		}
+		// Allowed: the client waits for an answer the silent port never
+		// sends, until the operation's deadline; the port saw it connect.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_, err = (&Client{Net: exampleIsLoopback(t)}).LsRemote(ctx, url)
+		cancel()
+		if err == nil {
+			t.Fatalf("%s: ls-remote of a silent port succeeded", scheme)
+		}
+		if n := seen(); n != 1 {
+			t.Errorf("%s: the allowed port saw %d connections, want one", scheme, n)
+		}
 	}
 }
 
