@@ -146,10 +146,11 @@ type Client struct {
 	// Env is added to git's environment (e.g. GIT_SSH_COMMAND for a
 	// credential). Nil adds nothing.
 	Env []string
-	// Net is the outbound policy that every https connection of git (and
-	// of the git processes it starts: redirects, submodules) is dialled
-	// through, by a CONNECT proxy per operation; nil: the default policy
-	// (no loopback, private or metadata addresses).
+	// Net is the outbound policy that every connection of git (and of the
+	// git processes it starts: redirects, submodules) is dialled through,
+	// by a proxy per operation (https through http.proxy, ssh and git://
+	// through a connector); nil: the default policy (no loopback, private
+	// or metadata addresses).
 	Net *netpolicy.Policy
 	// MaxFetchSize caps the bytes one operation (an ls-remote, a whole
 	// clone with its submodules) receives through that proxy; 0: no cap.
