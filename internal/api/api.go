@@ -51,6 +51,9 @@ type Server struct {
 	Log      *slog.Logger
 
 	pageKey pageKey // signs the builds page's CSRF tokens when there are no API tokens
+	// remotes holds a token per git remote query an API request is making
+	// (Git.RemoteConcurrency); nil: no cap.
+	remotes chan struct{}
 }
 
 // CheckListen refuses a non-loopback address when there are no tokens.

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/apiv1"
 	"github.com/pkgfleet/pkgfleet/internal/credential"
@@ -131,7 +130,7 @@ func (s *Server) storeWebhookSecret(r *http.Request, b *registry.Builder, f *bui
 }
 
 func (s *Server) policy() registry.Policy {
-	return registry.Policy{URLs: s.Git.Policy}
+	return registry.Policy{URLs: s.Git.Policy, Net: s.Git.Net}
 }
 
 func (s *Server) createBuilder(w http.ResponseWriter, r *http.Request) error {
@@ -224,32 +223,35 @@ func (s *Server) gitFor(ctx context.Context, b *registry.Builder) (*git.Client, 
 // A remote that does not answer is a 502, as for a run; what the remote
 // holds (no such branch, no DESCRIPTION) is the caller's to judge.
 func (s *Server) packageName(ctx context.Context, b *registry.Builder) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	gc, done, err := s.gitFor(ctx, b)
+	var name string
+	var read error // what the remote holds, not whether it answered
+	err := s.remote(ctx, b, "no name given, and the package name could not be read", func(ctx context.Context, gc *git.Client) error {
+		refs, err := gc.LsRemote(ctx, b.URL)
+		if err != nil {
+			return err
+		}
+		_, sha, err := refs.Branch(b.Branch)
+		if err != nil {
+			read = err
+			return nil
+		}
+		dir, err := os.MkdirTemp(s.Config.Server.TempDir, "pkgfleet-name-")
+		if err != nil {
+			read = err
+			return nil
+		}
+		defer os.RemoveAll(dir)
+		if _, err := gc.Clone(ctx, dir, git.CloneOptions{URL: b.URL, SHA: sha, Depth: 1, FilesOnly: true}); err != nil {
+			return err
+		}
+		name, read = pkgmeta.PackageName(filepath.Join(dir, filepath.FromSlash(b.SubDir)))
+		return nil
+	})
 	if err != nil {
 		return "", err
 	}
-	defer done()
-	refs, err := gc.LsRemote(ctx, b.URL)
-	if err != nil {
-		return "", errorf(http.StatusBadGateway, "no name given, and the package name could not be read: %v", err)
-	}
-	_, sha, err := refs.Branch(b.Branch)
-	if err != nil {
-		return "", err
-	}
-	dir, err := os.MkdirTemp(s.Config.Server.TempDir, "pkgfleet-name-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(dir)
-	if _, err := gc.Clone(ctx, dir, git.CloneOptions{URL: b.URL, SHA: sha, Depth: 1, FilesOnly: true}); err != nil {
-		return "", errorf(http.StatusBadGateway, "no name given, and the package name could not be read: %v", err)
-	}
-	name, err := pkgmeta.PackageName(filepath.Join(dir, filepath.FromSlash(b.SubDir)))
-	if err != nil {
-		return "", err
+	if read != nil {
+		return "", read
 	}
 	if err := registry.ValidateName("name", name); err != nil {
 		return "", err
@@ -264,6 +266,39 @@ const (
 	builderPage    = 100
 	maxBuilderPage = 1000
 )
+
+// remote runs f, a query of b's remote that an API request waits for,
+// within Git.RemoteTimeout and with at most Git.RemoteConcurrency at once,
+// so that silent remotes cannot hold requests and git processes without
+// bound. Its failure is a 502 (504 on the time-out) with git.Explain's
+// message after what: git's own text, which would make the API a port
+// scanner and banner reader, goes to the server log only.
+func (s *Server) remote(ctx context.Context, b *registry.Builder, what string, f func(context.Context, *git.Client) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.Config.Git.RemoteTimeout)
+	defer cancel()
+	if s.remotes != nil {
+		select {
+		case s.remotes <- struct{}{}:
+			defer func() { <-s.remotes }()
+		case <-ctx.Done():
+			return errorf(http.StatusServiceUnavailable, "%s: too many git remote queries in flight (Git.RemoteConcurrency); try again later", what)
+		}
+	}
+	gc, done, err := s.gitFor(ctx, b)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := f(ctx, gc); err != nil {
+		s.Log.Warn("git remote query failed", "source", b.Source, "builder", b.Name, "error", err)
+		code := http.StatusBadGateway
+		if errors.Is(err, context.DeadlineExceeded) {
+			code = http.StatusGatewayTimeout
+		}
+		return errorf(code, "%s: %s", what, git.Explain(err))
+	}
+	return nil
+}
 
 func (s *Server) listBuilders(w http.ResponseWriter, r *http.Request) error {
 	source := r.PathValue("source")
@@ -435,18 +470,13 @@ func (s *Server) rerunBuilder(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) lsRemote(ctx context.Context, b *registry.Builder) (*git.Refs, error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	gc, done, err := s.gitFor(ctx, b)
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	refs, err := gc.LsRemote(ctx, b.URL)
-	if err != nil {
-		return nil, errorf(http.StatusBadGateway, "%v", err)
-	}
-	return refs, nil
+	var refs *git.Refs
+	err := s.remote(ctx, b, "ls-remote", func(ctx context.Context, gc *git.Client) error {
+		var err error
+		refs, err = gc.LsRemote(ctx, b.URL)
+		return err
+	})
+	return refs, err
 }
 
 func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, req queue.Request) error {

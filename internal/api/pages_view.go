@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/apiv1"
 	"github.com/pkgfleet/pkgfleet/internal/queue"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/roster"
@@ -265,7 +265,7 @@ func (s *Server) builderView(ctx context.Context, b *registry.Builder, now time.
 	if err != nil {
 		return builderView{}, err
 	}
-	bv := builderView{Builder: b, URL: git.DisplayURL(b.URL), Schedule: sched}
+	bv := builderView{Builder: b, URL: apiv1.DisplayURL(b.URL), Schedule: sched}
 	for _, x := range builds {
 		v := newBuildView(x, now)
 		v.VersionWarning = versionWarning(x, releases)

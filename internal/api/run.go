@@ -41,6 +41,10 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
+	outbound, err := cfg.Outbound()
+	if err != nil {
+		return nil, err
+	}
 	reg := registry.New(rdb)
 	s := &Server{
 		Config:   cfg,
@@ -55,13 +59,15 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 			Redis:            rdb,
 			BuildConcurrency: cfg.Git.BuildConcurrency,
 		},
-		Store:  st,
-		Git:    &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs}},
-		Tokens: tokens,
-		Index:  index.New(reg, st),
-		Creds:  creds,
-		Writes: &ratelimit.Limiter{Redis: rdb, PerMinute: cfg.HTTP.WriteRate, Burst: cfg.HTTP.WriteBurst},
-		Log:    log,
+		Store: st,
+		Git: &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs},
+			Net: outbound, MaxFetchSize: int64(cfg.Git.MaxCloneSize)},
+		remotes: make(chan struct{}, cfg.Git.RemoteConcurrency),
+		Tokens:  tokens,
+		Index:   index.New(reg, st),
+		Creds:   creds,
+		Writes:  &ratelimit.Limiter{Redis: rdb, PerMinute: cfg.HTTP.WriteRate, Burst: cfg.HTTP.WriteBurst},
+		Log:     log,
 	}
 	if tokens != nil {
 		s.Sessions = &auth.Sessions{Redis: rdb, Tokens: tokens, TTL: cfg.HTTP.SessionTimeout}

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 )
 
@@ -257,4 +258,16 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// DisplayURL is a repository URL as a person reads it (the page and the
+// CLI show it so): a file:// URL with its path
+// decoded (file:///my work/repo for file:///my%20work/repo); others as
+// they are.
+func DisplayURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "file" || u.RawQuery != "" || u.Fragment != "" {
+		return raw
+	}
+	return "file://" + u.Host + u.Path
 }

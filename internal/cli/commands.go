@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/apiv1"
-	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/spf13/cobra"
 )
 
@@ -442,7 +441,7 @@ func (app *App) listBuilders() *cobra.Command {
 			app.print(res, func(w io.Writer) {
 				fmt.Fprintln(w, "Git Builders:")
 				for _, b := range res.Builders {
-					fmt.Fprintf(w, "- %s\n    Source: %s\n    URL: %s\n    Trigger: %s\n", b.Name, b.Source, git.DisplayURL(b.URL), b.BuildTrigger)
+					fmt.Fprintf(w, "- %s\n    Source: %s\n    URL: %s\n    Trigger: %s\n", b.Name, b.Source, apiv1.DisplayURL(b.URL), b.BuildTrigger)
 					fmt.Fprintf(w, "    Branch: %s\n", b.Branch)
 					if b.TagPattern != "" {
 						fmt.Fprintf(w, "    Tag pattern: %s\n", b.TagPattern)

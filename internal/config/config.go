@@ -24,6 +24,7 @@ import (
 
 	"github.com/go-git/gcfg/v2"
 	"github.com/pkgfleet/pkgfleet/internal/door"
+	"github.com/pkgfleet/pkgfleet/internal/netpolicy"
 )
 
 // Config is the whole of pkgfleet's settings.
@@ -71,6 +72,10 @@ type Git struct {
 	PollConcurrency           int
 	MaxBuildersPerSource      int
 	PollTimeout               time.Duration
+	AllowedHosts              []string
+	RemoteTimeout             time.Duration
+	RemoteConcurrency         int
+	MaxCloneSize              Size
 }
 
 // Worker holds the [Worker] section.
@@ -198,6 +203,12 @@ func (c *Config) readGcfg(file string, data []byte) error {
 			}
 			value = "true"
 		}
+		if s.kind == kindList {
+			// A repeated key adds to the list (gcfg's multi-valued variable).
+			p := s.field(c).(*[]string)
+			*p = append(*p, splitList(value)...)
+			return nil
+		}
 		if err := s.set(c, value); err != nil {
 			return fmt.Errorf("config: %s: %s: %w", where, s.Name(), err)
 		}
@@ -295,6 +306,15 @@ func (c *Config) Validate() error {
 	if c.Git.PollTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("Git.PollTimeout must be at least 1s, got %s", c.Git.PollTimeout))
 	}
+	if c.Git.RemoteTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("Git.RemoteTimeout must be at least 1s, got %s", c.Git.RemoteTimeout))
+	}
+	if c.Git.RemoteConcurrency < 1 {
+		errs = append(errs, fmt.Errorf("Git.RemoteConcurrency must be at least 1, got %d", c.Git.RemoteConcurrency))
+	}
+	if _, err := netpolicy.New(c.Git.AllowedHosts); err != nil {
+		errs = append(errs, err)
+	}
 	for _, ix := range []struct{ name, url string }{{"Git.PythonIndexURL", c.Git.PythonIndexURL}, {"Git.RRepositoryURL", c.Git.RRepositoryURL}} {
 		if ix.url != "" {
 			if err := door.CheckURL(ix.url); err != nil {
@@ -324,6 +344,16 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%s: %w", where, errors.Join(errs...))
 	}
 	return nil
+}
+
+// Outbound is the outbound network policy of git remotes and package
+// indexes (Git.AllowedHosts).
+func (c *Config) Outbound() (*netpolicy.Policy, error) {
+	p, err := netpolicy.New(c.Git.AllowedHosts)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return p, nil
 }
 
 // Dir is the directory of the config file, masked in the sandbox ("" when

@@ -152,3 +152,36 @@ func TestSizes(t *testing.T) {
 		t.Errorf("String() = %q", s)
 	}
 }
+
+// Git.AllowedHosts is a list: the key repeated in the file (gcfg's
+// multi-valued variable) or comma-separated; the environment replaces the
+// file's list; an entry that is no host, address or CIDR names the setting.
+func TestAllowedHostsIsAList(t *testing.T) {
+	t.Parallel()
+	p := writeFile(t, "[Server]\nDataDir = /srv/pkgfleet\n[Git]\nAllowedHosts = git.corp.example\nAllowedHosts = 10.0.0.0/8, *.mirror.example\n")
+	c, err := Load(Source{File: p, Getenv: noEnv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.Git.AllowedHosts, " "); got != "git.corp.example 10.0.0.0/8 *.mirror.example" {
+		t.Errorf("from the file: %q", got)
+	}
+	c, err = Load(Source{File: p, Getenv: func(k string) string {
+		return map[string]string{"PKGFLEET_GIT_ALLOWEDHOSTS": "127.0.0.1,::1"}[k]
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.Git.AllowedHosts, " "); got != "127.0.0.1 ::1" {
+		t.Errorf("the environment over the file: %q", got)
+	}
+	if _, err := c.Outbound(); err != nil {
+		t.Error(err)
+	}
+	_, err = Load(Source{Getenv: func(k string) string {
+		return map[string]string{"PKGFLEET_GIT_ALLOWEDHOSTS": "https://x/"}[k]
+	}})
+	if err == nil || !strings.Contains(err.Error(), "Git.AllowedHosts") {
+		t.Errorf("a URL as an entry: %v", err)
+	}
+}

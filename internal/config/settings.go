@@ -17,6 +17,7 @@ const (
 	kindBool
 	kindDuration
 	kindSize
+	kindList
 )
 
 // Setting is one declared setting: its place in the file, its default, its
@@ -74,6 +75,8 @@ func (s *Setting) set(c *Config, v string) error {
 			return err
 		}
 		*p = sz
+	case *[]string:
+		*p = splitList(v)
 	default:
 		return fmt.Errorf("unsupported setting type %T", p)
 	}
@@ -104,6 +107,17 @@ func boolean(sec, key, def, doc string, f func(*Config) *bool) *Setting {
 
 func duration(sec, key, def, doc string, f func(*Config) *time.Duration) *Setting {
 	return &Setting{Section: sec, Key: key, Default: def, Doc: doc, kind: kindDuration, field: func(c *Config) any { return f(c) }}
+}
+
+// list is a setting of several values: comma-separated, or (in a file)
+// the key repeated, as gcfg's multi-valued variables are.
+func list(sec, key, def, doc string, f func(*Config) *[]string) *Setting {
+	return &Setting{Section: sec, Key: key, Default: def, Doc: doc, kind: kindList, field: func(c *Config) any { return f(c) }}
+}
+
+// splitList reads a list value: items separated by commas or white space.
+func splitList(v string) []string {
+	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })
 }
 
 func size(sec, key, def, doc string, f func(*Config) *Size) *Setting {
@@ -139,6 +153,10 @@ var settings = []*Setting{
 	integer("Git", "MaxBuildersPerSource", "1000", "Git-builders one source may have; creating one more is 409 (each is polled on its own interval). 0: no limit.", func(c *Config) *int { return &c.Git.MaxBuildersPerSource }),
 	integer("Git", "PollConcurrency", "8", "Remotes the poller queries at once.", func(c *Config) *int { return &c.Git.PollConcurrency }),
 	duration("Git", "PollTimeout", "1m", "Time limit of one poll (ls-remote) of a remote.", func(c *Config) *time.Duration { return &c.Git.PollTimeout }),
+	list("Git", "AllowedHosts", "", "Hosts (git.corp.example), domains (*.corp.example), addresses and CIDRs (10.1.0.0/16) that git remotes and package indexes may reach although they are loopback, link-local, private, CGNAT or cloud metadata addresses, all refused by default (checked on the address connected to, after DNS and redirects); comma-separated, or the key repeated.", func(c *Config) *[]string { return &c.Git.AllowedHosts }),
+	duration("Git", "RemoteTimeout", "20s", "Time limit of a query of a remote that an API request waits for (ls-remote for a run or rerun; ls-remote and shallow clone for an R builder created without a name).", func(c *Config) *time.Duration { return &c.Git.RemoteTimeout }),
+	integer("Git", "RemoteConcurrency", "4", "Remote queries API requests make at once per API process; more wait up to Git.RemoteTimeout for a free one, then get 503.", func(c *Config) *int { return &c.Git.RemoteConcurrency }),
+	size("Git", "MaxCloneSize", "2GiB", "Most a clone (with its submodules) receives from its remotes (https, ssh, git://); a larger one fails its build.", func(c *Config) *Size { return &c.Git.MaxCloneSize }),
 
 	integer("Worker", "Concurrency", "", "Build slots of one worker process (default: number of CPUs).", func(c *Config) *int { return &c.Worker.Concurrency }),
 	str("Worker", "MetricsListen", "", "Address of the worker's /metrics, /healthz and /readyz (e.g. :9464); empty: not served.", func(c *Config) *string { return &c.Worker.MetricsListen }),

@@ -23,6 +23,11 @@
 //
 // Everything else (another host or port, another path on the index's host
 // such as pkgfleet's own API, other methods) gets 403 and a line in the log.
+//
+// The door connects only where the outbound policy (internal/netpolicy,
+// Door.Net) allows, judged on the address it dials: an index on loopback,
+// a private range or a metadata address is refused unless the admin
+// allowed it (Git.AllowedHosts), whatever its name resolves to.
 package door
 
 import (
@@ -43,6 +48,7 @@ import (
 	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/apiv1"
+	"github.com/pkgfleet/pkgfleet/internal/netpolicy"
 	"github.com/pkgfleet/pkgfleet/internal/pkgmeta"
 )
 
@@ -122,12 +128,17 @@ func parseIndex(ix Index) (*index, error) {
 type Door struct {
 	indexes []*index
 	log     io.Writer
-	// Transport fetches from the indexes; nil: a direct one (no proxy) with
-	// the system's certificate roots.
+	// Net is the outbound policy every connection to an index is dialled
+	// through; nil: the default policy (no loopback, link-local, private
+	// or metadata address).
+	Net *netpolicy.Policy
+	// Transport fetches from the indexes; nil: a direct one (no proxy)
+	// with the system's certificate roots that dials through Net. A test
+	// that sets it bypasses Net.
 	Transport http.RoundTripper
-	// Dial opens CONNECT tunnels; nil: net.Dialer with a 30s timeout.
-	Dial func(network, addr string) (net.Conn, error)
 
+	once    sync.Once
+	direct  *http.Transport
 	mu      sync.Mutex
 	fetched []Fetched
 	tunnels map[net.Conn]bool
@@ -198,6 +209,9 @@ func (d *Door) Serve(l net.Listener) error {
 	srv := &http.Server{Handler: d, ReadHeaderTimeout: time.Minute, ErrorLog: log.New(io.Discard, "", 0)}
 	_ = srv.Serve(l)
 	_ = srv.Close()
+	if t, ok := d.transport().(*http.Transport); ok {
+		t.CloseIdleConnections()
+	}
 	d.mu.Lock()
 	for c := range d.tunnels {
 		c.Close()
@@ -220,7 +234,7 @@ func (d *Door) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Port() == "" {
 		target = net.JoinHostPort(r.URL.Hostname(), "80")
 	}
-	shown := r.Method + " " + r.URL.Redacted()
+	shown := shown(r)
 	if r.URL.Scheme != "http" {
 		d.refuse(w, shown, "ask for http://HOST:PORT/…; the door speaks the index's own scheme")
 		return
@@ -294,9 +308,12 @@ func (d *Door) forward(w http.ResponseWriter, r *http.Request, x *index) {
 	}
 	rt := d.Transport
 	if rt == nil {
-		rt = defaultTransport
+		rt = d.transport()
 	}
 	resp, err := rt.RoundTrip(up)
+	if d.refused(w, shown(r), err) {
+		return
+	}
 	if err != nil {
 		fmt.Fprintf(d.log, "==> door: %s %s%s: %v\n", r.Method, x.hostport, r.URL.Path, unwrapURL(err))
 		http.Error(w, "pkgfleet door: the index did not answer", http.StatusBadGateway)
@@ -338,12 +355,36 @@ func unwrapURL(err error) error {
 	return err
 }
 
-var defaultTransport = &http.Transport{
-	Proxy:                 nil,
-	DialContext:           (&net.Dialer{Timeout: 30 * time.Second}).DialContext,
-	TLSHandshakeTimeout:   30 * time.Second,
-	ResponseHeaderTimeout: 2 * time.Minute,
-	MaxIdleConnsPerHost:   4,
+// transport is the door's own: direct, dialled through its policy.
+func (d *Door) transport() http.RoundTripper {
+	d.once.Do(func() {
+		d.direct = &http.Transport{
+			Proxy:                 nil,
+			DialContext:           d.Net.DialContext,
+			TLSHandshakeTimeout:   30 * time.Second,
+			ResponseHeaderTimeout: 2 * time.Minute,
+			MaxIdleConnsPerHost:   4,
+		}
+	})
+	return d.direct
+}
+
+// refused answers a connection the outbound policy refused (403, and its
+// one-line reason in the build log); false when err is no refusal.
+func (d *Door) refused(w http.ResponseWriter, what string, err error) bool {
+	var re *netpolicy.RefusedError
+	if !errors.As(err, &re) {
+		return false
+	}
+	d.refuse(w, what, "package index "+re.Error())
+	return true
+}
+
+func shown(r *http.Request) string {
+	if r.Method == http.MethodConnect {
+		return "CONNECT " + r.Host
+	}
+	return r.Method + " " + r.URL.Redacted()
 }
 
 // tunnel opens a CONNECT tunnel to an https index.
@@ -354,11 +395,10 @@ func (d *Door) tunnel(w http.ResponseWriter, r *http.Request) {
 		d.refuse(w, "CONNECT "+target, "only "+d.allowed()+" is reachable")
 		return
 	}
-	dial := d.Dial
-	if dial == nil {
-		dial = (&net.Dialer{Timeout: 30 * time.Second}).Dial
+	up, err := d.Net.DialContext(r.Context(), "tcp", x.hostport)
+	if d.refused(w, shown(r), err) {
+		return
 	}
-	up, err := dial("tcp", x.hostport)
 	if err != nil {
 		fmt.Fprintf(d.log, "==> door: CONNECT %s: %v\n", x.hostport, err)
 		http.Error(w, "pkgfleet door: the index did not answer", http.StatusBadGateway)

@@ -2,6 +2,7 @@ package door
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -9,12 +10,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pkgfleet/pkgfleet/internal/netpolicy"
 )
 
 // syncLog is a build log several handlers write at once.
@@ -85,6 +89,23 @@ func serve(t *testing.T, d *Door, tlsFrom *httptest.Server) (*http.Client, strin
 	}
 	t.Cleanup(func() { l.Close() })
 	return &http.Client{Transport: tr}, l.Addr().String(), stop
+}
+
+// connect asks the door at proxyAddr for a tunnel to target and returns
+// the connection (closed when the test ends) and the door's status.
+func connect(t *testing.T, proxyAddr, target string) (net.Conn, int) {
+	t.Helper()
+	conn, err := net.Dial("tcp", proxyAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("CONNECT %s: %v", target, err)
+	}
+	return conn, resp.StatusCode
 }
 
 func get(t *testing.T, c *http.Client, method, u string) (int, string) {
@@ -163,6 +184,7 @@ func TestDoorTunnelsOnlyToAnHTTPSIndexAndClosesTunnelsWhenTheBuildEnds(t *testin
 	if err != nil {
 		t.Fatal(err)
 	}
+	d.Net = allow(t, "127.0.0.1")
 	c, proxyAddr, stop := serve(t, d, idx)
 	if code, _ := get(t, c, "GET", idx.URL+"/repo/simple/pkg/"); code != http.StatusUnauthorized {
 		t.Fatalf("through the tunnel: %d, want the index's own 401 (no credentials are added to a tunnel)", code)
@@ -173,27 +195,12 @@ func TestDoorTunnelsOnlyToAnHTTPSIndexAndClosesTunnelsWhenTheBuildEnds(t *testin
 
 	other := httptest.NewTLSServer(http.NotFoundHandler())
 	defer other.Close()
-	conn, err := net.Dial("tcp", proxyAddr)
-	if err != nil {
-		t.Fatal(err)
+	if _, code := connect(t, proxyAddr, other.Listener.Addr().String()); code != http.StatusForbidden {
+		t.Fatalf("CONNECT to another host: %d, want 403", code)
 	}
-	defer conn.Close()
-	br := bufio.NewReader(conn)
-	fmt.Fprintf(conn, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", other.Listener.Addr(), other.Listener.Addr())
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("CONNECT to another host: %v %v", resp, err)
-	}
-
-	open, err := net.Dial("tcp", proxyAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer open.Close()
-	fmt.Fprintf(open, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", idx.Listener.Addr(), idx.Listener.Addr())
-	resp, err = http.ReadResponse(bufio.NewReader(open), nil)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("CONNECT to the index: %v %v", resp, err)
+	open, code := connect(t, proxyAddr, idx.Listener.Addr().String())
+	if code != http.StatusOK {
+		t.Fatalf("CONNECT to the index: %d", code)
 	}
 	stop() // fails the test if Serve waits for the open tunnel
 	_ = open.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -256,5 +263,119 @@ func TestProvenanceListsEachFileOnceWithTheEnvironmentsThatAskedForIt(t *testing
 	// Without environments (R): each file once, none named.
 	if got := provenance([]Fetched{st, st}, nil); len(got) != 1 || got[0].Environments != nil {
 		t.Fatalf("provenance without environments = %+v", got)
+	}
+}
+
+func allow(t *testing.T, entries ...string) *netpolicy.Policy {
+	t.Helper()
+	p, err := netpolicy.New(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// countingIndex is a plain http index on loopback that counts the
+// connections it accepts.
+func countingIndex(t *testing.T) (*httptest.Server, func() int) {
+	t.Helper()
+	var mu sync.Mutex
+	conns := 0
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "index page")
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			conns++
+			mu.Unlock()
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv, func() int { mu.Lock(); defer mu.Unlock(); return conns }
+}
+
+// The door's upstream connections go through the outbound policy: an index
+// on loopback (the worker's own ports), a link-local or metadata address
+// or a private range is refused by default, with the reason in the build
+// log and the answer, and the index never sees a connection; allowed, the
+// same index is reached. The names are resolved by a hook, as DNS
+// rebinding would answer.
+func TestDoorRefusesLoopbackLinkLocalAndPrivateIndexesUnlessAllowed(t *testing.T) {
+	t.Parallel()
+	idx, conns := countingIndex(t)
+	_, port, _ := net.SplitHostPort(idx.Listener.Addr().String())
+	rebind := func(addr string) func(context.Context, string) ([]netip.Addr, error) {
+		return func(context.Context, string) ([]netip.Addr, error) {
+			return []netip.Addr{netip.MustParseAddr(addr)}, nil
+		}
+	}
+	for _, tc := range []struct {
+		name, url, why string
+		net            *netpolicy.Policy
+	}{
+		{"loopback", idx.URL + "/simple/", "(loopback)", nil},
+		{"localhost", "http://localhost:" + port + "/simple/", "(loopback)", nil},
+		{"IPv4-mapped loopback", "http://[::ffff:127.0.0.1]:" + port + "/simple/", "(loopback)", nil},
+		{"link-local", "http://index.test:" + port + "/simple/", "(link-local)", &netpolicy.Policy{Lookup: rebind("169.254.10.1")}},
+		{"metadata", "http://index.test/simple/", "(cloud metadata)", &netpolicy.Policy{Lookup: rebind("169.254.169.254")}},
+		{"private", "http://index.test:" + port + "/simple/", "(private)", &netpolicy.Policy{Lookup: rebind("10.1.2.3")}},
+		{"rebound to loopback", "http://index.test:" + port + "/simple/", "(loopback)", &netpolicy.Policy{Lookup: rebind("127.0.0.1")}},
+	} {
+		var log syncLog
+		d, err := New(&log, Index{URL: tc.url, Kind: Python})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Net = tc.net
+		c, _, stop := serve(t, d, nil)
+		code, body := get(t, c, "GET", d.BuildURL(0)+"pkg/")
+		stop()
+		if code != http.StatusForbidden || !strings.Contains(body, "refused by the outbound policy "+tc.why) {
+			t.Errorf("%s: %d %q, want 403 naming the outbound policy %s", tc.name, code, body, tc.why)
+		}
+		if want := "is refused by the outbound policy " + tc.why + "; allow it with Git.AllowedHosts"; !strings.Contains(log.String(), want) {
+			t.Errorf("%s: the build log does not say %q:\n%s", tc.name, want, log.String())
+		}
+	}
+	if n := conns(); n != 0 {
+		t.Errorf("the loopback index saw %d connections through refusing doors", n)
+	}
+
+	// Allowed by address, and by name.
+	for _, net := range []*netpolicy.Policy{allow(t, "127.0.0.0/8"), allow(t, "localhost")} {
+		d, err := New(io.Discard, Index{URL: "http://localhost:" + port + "/simple/", Kind: Python})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Net = net
+		c, _, stop := serve(t, d, nil)
+		if code, body := get(t, c, "GET", d.BuildURL(0)+"pkg/"); code != 200 || body != "index page" {
+			t.Errorf("allowed: %d %q", code, body)
+		}
+		stop()
+	}
+	if conns() == 0 {
+		t.Error("the allowed door never reached the index")
+	}
+}
+
+// A CONNECT tunnel to an https index is dialled through the policy too.
+func TestDoorRefusesATunnelToALoopbackIndex(t *testing.T) {
+	t.Parallel()
+	idx, _ := privateIndex(t)
+	var log syncLog
+	d, err := New(&log, Index{URL: idx.URL + "/repo/simple/", Kind: Python})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, proxyAddr, stop := serve(t, d, idx)
+	defer stop()
+	if _, code := connect(t, proxyAddr, idx.Listener.Addr().String()); code != http.StatusForbidden {
+		t.Fatalf("CONNECT to a loopback index: %d, want 403", code)
+	}
+	if !strings.Contains(log.String(), "refused by the outbound policy (loopback)") {
+		t.Errorf("the build log does not name the policy:\n%s", log.String())
 	}
 }

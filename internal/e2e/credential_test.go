@@ -54,7 +54,7 @@ func TestHTTPSCredentialClonesAPrivateRepoAndNeverShows(t *testing.T) {
 
 	keyFile := filepath.Join(t.TempDir(), "credential.key")
 	os.WriteFile(keyFile, []byte("0123456789abcdef0123456789abcdef-test-key"), 0o600)
-	f := setup(t, map[string]string{"PKGFLEET_GIT_CREDENTIALKEYFILE": keyFile})
+	f := setup(t, testenv.AllowLoopback(map[string]string{"PKGFLEET_GIT_CREDENTIALKEYFILE": keyFile}))
 	url := base + "/hellofleet.git"
 
 	f.do("POST", "/api/v1/sources", map[string]string{"name": "private", "type": "git"}, 201)

@@ -31,7 +31,7 @@ func doorRepo(t *testing.T, name string) string {
 // door. A package whose requirement the index lacks fails in one line.
 func TestPythonBuildGetsItsRequirementsFromTheFleetsOwnIndexThroughTheDoor(t *testing.T) {
 	t.Parallel()
-	f := setup(t, nil)
+	f := setup(t, testenv.AllowLoopback(map[string]string{})) // the fleet's own index is on loopback
 	f.do("POST", "/api/v1/sources", map[string]string{"name": "tools", "type": "git-python"}, 201)
 	tools := map[string]*registry.Build{}
 	for _, name := range []string{"fleetbackend", "fleetextra"} {
@@ -111,13 +111,42 @@ func TestPythonBuildGetsItsRequirementsFromTheFleetsOwnIndexThroughTheDoor(t *te
 	}
 }
 
+// By default the door reaches no loopback port of the worker's host, even
+// through a name: a builder whose index is a loopback address is refused
+// at creation (400, the one-line reason), and one whose index is named
+// "localhost" is built, but its door refuses the connection, and the build
+// log and the build's record say why.
+func TestTheDoorRefusesALoopbackIndexByDefault(t *testing.T) {
+	t.Parallel()
+	f := setup(t, nil)
+	f.do("POST", "/api/v1/sources", map[string]string{"name": "tools", "type": "git-python"}, 201)
+	f.do("POST", "/api/v1/sources/tools/git-builders", map[string]any{"name": "fleetbackend", "url": "file://" + doorRepo(t, "fleetbackend")}, 201)
+	f.mustSucceed(f.run("/api/v1/sources/tools/git-builders/fleetbackend/run", nil))
+	index := f.api.URL + "/pypi/tools/simple/"
+	f.do("POST", "/api/v1/sources", map[string]string{"name": "apps", "type": "git-python"}, 201)
+	body := string(f.do("POST", "/api/v1/sources/apps/git-builders", map[string]any{
+		"name": "literal", "url": "file://" + doorRepo(t, "needsbackend"), "python_index_url": index}, 400))
+	if !strings.Contains(body, "is refused by the outbound policy (loopback); allow it with Git.AllowedHosts") {
+		t.Errorf("a loopback index at creation: %s", body)
+	}
+	named := strings.Replace(index, "127.0.0.1", "localhost", 1)
+	f.do("POST", "/api/v1/sources/apps/git-builders", map[string]any{
+		"name": "needsbackend", "url": "file://" + doorRepo(t, "needsbackend"), "python_index_url": named}, 201)
+	b := f.wait(f.run("/api/v1/sources/apps/git-builders/needsbackend/run", nil).ID)
+	log := f.log(b.ID)
+	if b.Status != registry.StatusFailed || len(b.Fetched) != 0 ||
+		!strings.Contains(log, "package index host localhost:") || !strings.Contains(log, "is refused by the outbound policy (loopback)") {
+		t.Fatalf("build through a door to localhost: %s %+v\n%s", b.Status, b.Fetched, log)
+	}
+}
+
 // From inside a sandboxed build with a door to the fleet's own index, the
 // index answers and nothing else does: not the API beside it on the same
 // port, not Redis, not a host service on loopback, not another host; not
 // through the door, not around it.
 func TestFromInsideABuildWithADoorOnlyTheIndexAnswers(t *testing.T) {
 	t.Parallel()
-	f := setup(t, nil)
+	f := setup(t, testenv.AllowLoopback(map[string]string{}))
 	f.do("POST", "/api/v1/sources", map[string]string{"name": "tools", "type": "git-python"}, 201)
 	redisAddr := tcpRedis(t)
 	host := testenv.HostService(t, "HOST SERVICE\n").Addr().String()
@@ -128,6 +157,9 @@ func TestFromInsideABuildWithADoorOnlyTheIndexAnswers(t *testing.T) {
 	var doorLog, out testenv.Capture
 	d, err := door.New(&doorLog, door.Index{URL: f.api.URL + "/pypi/tools/simple/", Kind: door.Python})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Net, err = f.cfg.Outbound(); err != nil {
 		t.Fatal(err)
 	}
 	probe, err := os.ReadFile(filepath.Join("testdata", "door", "probe.py"))
@@ -201,7 +233,7 @@ func tcpRedis(t *testing.T) string {
 func TestRVignettesGetTheirEngineFromTheFleetsOwnRepositoryThroughTheDoor(t *testing.T) {
 	t.Parallel()
 	testenv.Require(t, "Rscript")
-	f := setup(t, nil)
+	f := setup(t, testenv.AllowLoopback(map[string]string{}))
 	f.do("POST", "/api/v1/sources", map[string]string{"name": "rtools", "type": "git"}, 201)
 	f.do("POST", "/api/v1/sources/rtools/git-builders", map[string]any{"url": "file://" + doorRepo(t, "fleetvig")}, 201)
 	engine := f.mustSucceed(f.run("/api/v1/sources/rtools/git-builders/fleetvig/run", nil))

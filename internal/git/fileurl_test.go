@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pkgfleet/pkgfleet/internal/apiv1"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
 )
 
@@ -35,8 +36,8 @@ func TestPercentEncodedFileURLsReachTheirRepository(t *testing.T) {
 	if _, err := c.Clone(context.Background(), filepath.Join(t.TempDir(), "checkout"), CloneOptions{URL: encoded, SHA: sha, Depth: 1}); err != nil {
 		t.Fatalf("Clone(%q): %v", encoded, err)
 	}
-	if got := DisplayURL(encoded); got != "file://"+dir {
-		t.Errorf("DisplayURL(%q) = %q, want file://%s", encoded, got, dir)
+	if got := apiv1.DisplayURL(encoded); got != "file://"+dir {
+		t.Errorf("apiv1.DisplayURL(%q) = %q, want file://%s", encoded, got, dir)
 	}
 	for raw, want := range map[string]string{
 		"file://" + dir:             "spaces",
@@ -55,8 +56,8 @@ func TestPercentEncodedFileURLsReachTheirRepository(t *testing.T) {
 		"https://example.org/a%20b.git": "https://example.org/a%20b.git", // only file:// paths are decoded
 		"file:///srv/plain":             "file:///srv/plain",
 	} {
-		if got := DisplayURL(raw); got != want {
-			t.Errorf("DisplayURL(%q) = %q, want %q", raw, got, want)
+		if got := apiv1.DisplayURL(raw); got != want {
+			t.Errorf("apiv1.DisplayURL(%q) = %q, want %q", raw, got, want)
 		}
 	}
 }

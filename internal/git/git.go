@@ -14,19 +14,23 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pkgfleet/pkgfleet/internal/netpolicy"
 	"github.com/pkgfleet/pkgfleet/internal/version"
 )
 
@@ -113,17 +117,6 @@ func (p URLPolicy) ValidateURL(raw string) error {
 	return nil
 }
 
-// DisplayURL is raw as a person reads it: a file:// URL with its path
-// decoded (file:///my work/repo for file:///my%20work/repo); others as
-// they are.
-func DisplayURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme != "file" || u.RawQuery != "" || u.Fragment != "" {
-		return raw
-	}
-	return "file://" + u.Host + u.Path
-}
-
 var refName = regexp.MustCompile(`^[A-Za-z0-9._/+-]+$`)
 
 // ValidateRef rejects branch and tag names that git would refuse or that
@@ -161,6 +154,114 @@ type Client struct {
 	// Env is added to git's environment (e.g. GIT_SSH_COMMAND for a
 	// credential). Nil adds nothing.
 	Env []string
+	// Net is the outbound policy that every connection of git (and of the
+	// git processes it starts: redirects, submodules) is dialled through,
+	// by a proxy per operation (https through http.proxy, ssh and git://
+	// through a connector); nil: the default policy (no loopback, private
+	// or metadata addresses).
+	Net *netpolicy.Policy
+	// MaxFetchSize caps the bytes one operation (an ls-remote, a whole
+	// clone with its submodules) receives through that proxy; 0: no cap.
+	MaxFetchSize int64
+}
+
+// ErrTooLarge is the error of a clone that received more than
+// Client.MaxFetchSize.
+var ErrTooLarge = errors.New("the remote sent more than the clone size limit (Git.MaxCloneSize)")
+
+// RemoteHost is the host and port (port "" when the URL names none) that
+// a repository URL connects to; "" for a file:// URL or one that does not
+// parse.
+func RemoteHost(raw string) (host, port string) {
+	if !strings.Contains(raw, "://") {
+		if m := scpLike.FindStringSubmatch(raw); m != nil {
+			return m[2], "22" // user@host:path, ssh
+		}
+		return "", ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "file" {
+		return "", ""
+	}
+	port = u.Port()
+	if port == "" {
+		port = map[string]string{"https": "443", "ssh": "22", "git": "9418"}[u.Scheme]
+	}
+	return u.Hostname(), port
+}
+
+// way is one operation's way out: the proxy of its https connections,
+// and for an ssh or git:// remote a connector that reaches the remote's
+// host through the same proxy.
+type way struct {
+	px *netpolicy.Proxy
+	// connect is a command (bash's /dev/tcp) that connects its standard
+	// input and output to the proxy's pipe to the remote's host and port,
+	// both fixed before git starts, so no host name from a URL passes
+	// through a shell, and the address reached is the one the policy
+	// checked when the proxy dialled it. ssh runs it as its ProxyCommand.
+	connect string
+	// gitProxy is the same as an executable file, for core.gitProxy
+	// (git runs it without a shell, so it cannot take arguments).
+	gitProxy string
+	dir      string // holds gitProxy
+}
+
+// outbound starts the proxy of one operation on repoURL.
+func (c *Client) outbound(repoURL string) (*way, error) {
+	px, err := c.Net.Listen(c.MaxFetchSize)
+	if err != nil {
+		return nil, err
+	}
+	w := &way{px: px}
+	git := strings.HasPrefix(repoURL, "git://")
+	if !isSSH(repoURL) && !git {
+		return w, nil
+	}
+	host, port := RemoteHost(repoURL)
+	pipe, err := px.Pipe(host, port)
+	if err != nil {
+		w.close()
+		return nil, err
+	}
+	_, pipePort, _ := net.SplitHostPort(pipe)
+	script := "exec 3<>/dev/tcp/127.0.0.1/" + pipePort + " && { cat <&3 & exec cat >&3; }"
+	w.connect = "bash -c '" + script + "'"
+	if git {
+		if w.dir, err = os.MkdirTemp("", "pkgfleet-git-proxy-"); err == nil {
+			w.gitProxy = filepath.Join(w.dir, "connect")
+			err = os.WriteFile(w.gitProxy, []byte("#!/bin/bash\n"+script+"\n"), 0o700)
+		}
+		if err != nil {
+			w.close()
+			return nil, fmt.Errorf("git proxy: %w", err)
+		}
+	}
+	return w, nil
+}
+
+func (w *way) close() {
+	w.px.Close()
+	if w.dir != "" {
+		os.RemoveAll(w.dir)
+	}
+}
+
+func isSSH(raw string) bool {
+	return strings.HasPrefix(raw, "ssh://") || (!strings.Contains(raw, "://") && scpLike.MatchString(raw))
+}
+
+// sshVia makes the last GIT_SSH_COMMAND of env (the default, or a
+// credential's) connect through proxyCommand: the one place the ssh
+// command is amended, whoever composed it.
+func sshVia(env []string, proxyCommand string) []string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], "GIT_SSH_COMMAND="); ok {
+			env[i] = "GIT_SSH_COMMAND=" + v + ` -o "ProxyCommand=` + proxyCommand + `"`
+			return env
+		}
+	}
+	return env
 }
 
 // Refs is what a remote advertises.
@@ -175,7 +276,12 @@ func (c *Client) LsRemote(ctx context.Context, repoURL string) (*Refs, error) {
 	if err := c.Policy.ValidateURL(repoURL); err != nil {
 		return nil, err
 	}
-	out, err := c.run(ctx, "", "ls-remote", "--symref", "--", repoURL, "HEAD", "refs/heads/*", "refs/tags/*")
+	w, err := c.outbound(repoURL)
+	if err != nil {
+		return nil, err
+	}
+	defer w.close()
+	out, err := c.run(ctx, "", w, "ls-remote", "--symref", "--", repoURL, "HEAD", "refs/heads/*", "refs/tags/*")
 	if err != nil {
 		return nil, fmt.Errorf("ls-remote %s: %w", repoURL, err)
 	}
@@ -366,8 +472,13 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 		}
 		steps = append(steps, sub)
 	}
+	w, err := c.outbound(opts.URL)
+	if err != nil {
+		return fail(err)
+	}
+	defer w.close() // one proxy for every step: MaxFetchSize bounds the whole clone
 	for _, args := range steps {
-		if _, err := c.run(ctx, dir, args...); err != nil {
+		if _, err := c.run(ctx, dir, w, args...); err != nil {
 			return fail(err)
 		}
 	}
@@ -391,7 +502,6 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 		}
 		describeHere = !opts.FilesOnly
 	}
-	var err error
 	if out.Time, err = readCommitTime(filepath.Join(dir, ".git"), opts.SHA); err != nil {
 		if out.Time, err = c.commitTime(ctx, dir, opts.SHA); err != nil {
 			return fail(err)
@@ -401,7 +511,7 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 		out.Describe = ""
 		if hasTags(filepath.Join(dir, ".git")) {
 			// Fails only when no tag is in SHA's history: no describe.
-			if d, err := c.run(ctx, dir, describe(opts.SHA)...); err == nil {
+			if d, err := c.run(ctx, dir, nil, describe(opts.SHA)...); err == nil {
 				out.Describe = strings.TrimSpace(string(d))
 			}
 		}
@@ -456,7 +566,7 @@ func initRepo(dir string) error {
 
 // commitTime asks git for the committer time of commit sha in dir.
 func (c *Client) commitTime(ctx context.Context, dir, sha string) (time.Time, error) {
-	out, err := c.run(ctx, dir, "log", "-1", "--format=%ct", sha)
+	out, err := c.run(ctx, dir, nil, "log", "-1", "--format=%ct", sha)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("commit time: %w", err)
 	}
@@ -482,7 +592,17 @@ func setMtimes(root string, t time.Time) error {
 	})
 }
 
-func (c *Client) run(ctx context.Context, dir string, args ...string) ([]byte, error) {
+// proxyEnv are the variables by which git or curl would choose another
+// proxy, or none, for some hosts: the operation's proxy must see them all.
+var proxyEnv = []string{"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"}
+
+// run runs one git command; w, when set, is its way out, and the proxy's
+// refusal or cap replaces git's own error.
+func (c *Client) run(ctx context.Context, dir string, w *way, args ...string) ([]byte, error) {
+	var px *netpolicy.Proxy
+	if w != nil {
+		px = w.px
+	}
 	protocols := "https:ssh:git"
 	if c.Policy.AllowFile {
 		protocols += ":file"
@@ -497,9 +617,39 @@ func (c *Client) run(ctx context.Context, dir string, args ...string) ([]byte, e
 	if c.Policy.AllowFile {
 		full = append([]string{"-c", "protocol.file.allow=always"}, full...)
 	}
+	env := os.Environ()
+	if px != nil {
+		// On the command line, so that every git process this one starts
+		// inherits it (GIT_CONFIG_PARAMETERS).
+		full = append([]string{"-c", "http.proxy=" + px.URL()}, full...)
+		if w.gitProxy != "" {
+			full = append([]string{"-c", "core.gitProxy=" + w.gitProxy}, full...)
+		}
+		env = slices.DeleteFunc(env, func(kv string) bool {
+			name, _, _ := strings.Cut(kv, "=")
+			return slices.Contains(proxyEnv, name)
+		})
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-px.Over():
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	cmd := exec.CommandContext(ctx, "git", full...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(),
+	// git leaves the network to helpers (git-remote-https, ssh) that hold
+	// its output pipes: killing git alone would leave a helper waiting on
+	// a silent remote, and Run waiting on the helper. The whole process
+	// group goes.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return unix.Kill(-cmd.Process.Pid, unix.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
+	cmd.Env = append(env,
 		"GIT_TERMINAL_PROMPT=0",
 		"GIT_ASKPASS=/bin/false",
 		"SSH_ASKPASS=/bin/false",
@@ -508,9 +658,25 @@ func (c *Client) run(ctx context.Context, dir string, args ...string) ([]byte, e
 		"GIT_SSH_COMMAND=ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
 	)
 	cmd.Env = append(cmd.Env, c.Env...)
+	if w != nil && w.connect != "" {
+		cmd.Env = sshVia(cmd.Env, w.connect)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
+		if px != nil {
+			select {
+			case <-px.Over():
+				return nil, ErrTooLarge
+			default:
+			}
+			if re := px.Refused(); re != nil {
+				return nil, fmt.Errorf("git remote %w", re)
+			}
+			if fe := px.Failed(); fe != nil && ctx.Err() == nil {
+				return nil, fmt.Errorf("git remote: %w", fe)
+			}
+		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -521,7 +687,7 @@ func (c *Client) run(ctx context.Context, dir string, args ...string) ([]byte, e
 		if msg == "" {
 			msg = err.Error()
 		}
-		return nil, errors.New(msg)
+		return nil, &commandError{stderr: msg}
 	}
 	return stdout.Bytes(), nil
 }
@@ -589,3 +755,80 @@ func ValidateTagName(tag string) error {
 	}
 	return nil
 }
+
+// commandError is git's own failure: its stderr, which names hosts, ports
+// and whatever a server answered. It goes to the server's log; what an
+// API client or a build log sees is Explain's summary of it.
+type commandError struct{ stderr string }
+
+func (e *commandError) Error() string { return e.stderr }
+
+// explanations map git's messages to the few an API client may see, first
+// match wins. A remote's own words (a banner, an HTTP body) never pass:
+// they would make git a port scanner and banner reader for whoever may
+// name a URL.
+const (
+	sayNoSuchHost = "the remote's host name does not resolve"
+	sayNoConnect  = "could not connect to the remote"
+)
+
+var explanations = []struct {
+	say     string
+	needles []string
+}{
+	{sayNoSuchHost, []string{"Could not resolve host", "Name or service not known", "Temporary failure in name resolution"}},
+	{sayNoConnect, []string{"Connection refused", "Failed to connect", "Connection timed out", "Operation timed out", "No route to host", "Network is unreachable", "Couldn't connect"}},
+	{"the remote's TLS certificate was not accepted", []string{"SSL certificate", "server certificate verification failed", "certificate verify failed", "SSL_ERROR", "gnutls_handshake"}},
+	{"the remote refused the credentials, or needs some", []string{"Authentication failed", "could not read Username", "could not read Password", "terminal prompts disabled", "Permission denied (publickey", "Host key verification failed", "returned error: 401", "returned error: 403"}},
+	{"the remote has no such repository", []string{"Repository not found", "does not appear to be a git repository", "returned error: 404", "not found"}},
+	{"the remote does not have that commit or branch", []string{"not our ref", "couldn't find remote ref", "unadvertised object", "reference is not a tree"}},
+}
+
+// Explain is err as an API client or a build log may see it: the outbound
+// policy's refusal, the size cap, a time-out and this package's own
+// validation as they are; git's own text reduced to one of a few fixed
+// messages. Log the full err where only the server's operator reads.
+func Explain(err error) string {
+	var re *netpolicy.RefusedError
+	var ce *commandError
+	var dnsErr *net.DNSError
+	var opErr *net.OpError
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &re):
+		return "git remote " + re.Error()
+	case errors.Is(err, ErrTooLarge):
+		return ErrTooLarge.Error()
+	case errors.Is(err, context.DeadlineExceeded):
+		return "the git remote did not answer in time"
+	case errors.As(err, &dnsErr):
+		return sayNoSuchHost
+	case errors.As(err, &opErr):
+		return sayNoConnect
+	case errors.As(err, &ce):
+		for _, e := range explanations {
+			for _, n := range e.needles {
+				if strings.Contains(ce.stderr, n) {
+					return e.say
+				}
+			}
+		}
+		return "git could not read the remote (the server's log has git's message)"
+	}
+	return err.Error()
+}
+
+// Explained is err with Explain's text, still wrapping err: errors.Is and
+// errors.As see a time-out, a cancellation or a refusal through it.
+func Explained(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &explainedError{err}
+}
+
+type explainedError struct{ err error }
+
+func (e *explainedError) Error() string { return Explain(e.err) }
+func (e *explainedError) Unwrap() error { return e.err }

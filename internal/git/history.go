@@ -102,18 +102,25 @@ func (c *Client) fetchHistoryOnce(ctx context.Context, dir, remote, sha string) 
 	}
 	// The commit under a ref of its own: the next build's fetch offers it
 	// to the server as had, and tags that moved or went are pruned.
-	if _, err := c.run(ctx, dir, "fetch", "--quiet", "--no-tags", "--prune", "--filter=tree:0", "--",
+	// Its own way out: the outbound policy holds for this fetch as for the
+	// checkout's, which runs beside it.
+	w, err := c.outbound(remote)
+	if err != nil {
+		return fail(err)
+	}
+	defer w.close()
+	if _, err := c.run(ctx, dir, w, "fetch", "--quiet", "--no-tags", "--prune", "--filter=tree:0", "--",
 		remote, "+refs/tags/*:refs/tags/*", "+"+sha+":refs/heads/main"); err != nil {
 		return fail(err)
 	}
 	if packs, _ := filepath.Glob(filepath.Join(dir, "objects", "pack", "*.pack")); len(packs) > maxHistoryPacks {
-		if _, err := c.run(ctx, dir, "repack", "-adq"); err != nil {
+		if _, err := c.run(ctx, dir, nil, "repack", "-adq"); err != nil {
 			return fail(err)
 		}
 	}
 	if hasTags(dir) {
 		// Fails only when no tag is in sha's history: no describe.
-		if d, err := c.run(ctx, dir, describe(sha)...); err == nil {
+		if d, err := c.run(ctx, dir, nil, describe(sha)...); err == nil {
 			h.describe = strings.TrimSpace(string(d))
 		}
 	}

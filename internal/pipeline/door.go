@@ -37,6 +37,7 @@ func (p *Pipeline) doorFor(bl *registry.Builder, log io.Writer) (*door.Door, err
 	if err != nil {
 		return nil, fmt.Errorf("builder %s: %w", bl.Key(), err)
 	}
+	d.Net = p.git.Net // one outbound policy for git and the door
 	return d, nil
 }
 

@@ -34,6 +34,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/fence"
 	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/metrics"
+	"github.com/pkgfleet/pkgfleet/internal/netpolicy"
 	"github.com/pkgfleet/pkgfleet/internal/notify"
 	"github.com/pkgfleet/pkgfleet/internal/queue"
 	"github.com/pkgfleet/pkgfleet/internal/recipe"
@@ -142,10 +143,15 @@ func New(d Deps) (*Pipeline, error) {
 		// A build must stop before its slot can go to another attempt.
 		return nil, fmt.Errorf("pipeline: the build slot's lease (%s) must be longer than FenceAfter (%s)", hold, fenceAfter)
 	}
+	outbound, err := cfg.Outbound()
+	if err != nil {
+		return nil, err
+	}
 	return &Pipeline{
-		registry:         registry.New(d.Redis),
-		store:            st,
-		git:              &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs}},
+		registry: registry.New(d.Redis),
+		store:    st,
+		git: &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs},
+			Net: outbound, MaxFetchSize: int64(cfg.Git.MaxCloneSize)},
 		creds:            creds,
 		languages:        d.Languages,
 		builderDir:       cfg.Git.BuilderDir,
@@ -641,7 +647,19 @@ func (p *Pipeline) clone(ctx context.Context, bl *registry.Builder, dir string, 
 	} else {
 		opts.FilesOnly = true
 	}
-	return gc.Clone(ctx, dir, opts)
+	when, err := gc.Clone(ctx, dir, opts)
+	if err != nil {
+		// The build's record and log are the API's to show: they get
+		// git.Explain's message, the worker's log git's own text.
+		p.log.Warn("clone failed", "build", b.ID, "error", err)
+		var refused *netpolicy.RefusedError
+		final := errors.As(err, &refused) || errors.Is(err, git.ErrTooLarge)
+		err = fmt.Errorf("clone %s at %s: %w", bl.URL, b.SHA, git.Explained(err))
+		if final {
+			err = fmt.Errorf("%w: %w", err, asynq.SkipRetry) // a retry meets the same policy or size
+		}
+	}
+	return when, err
 }
 
 // historyDir is builder bl's history repository on this worker, kept

@@ -327,7 +327,7 @@ func (p *Poller) poll(ctx context.Context, term *leader.Term, d dueBuilder) {
 	wasFailing := st.Failures > 0
 	if err != nil {
 		st.Failures++
-		st.LastError = err.Error()
+		st.LastError = git.Explain(err) // shown to API clients: never git's own text
 		st.NextPollAt = now.Add(jitter(backoff(st.Failures, interval)))
 		level := slog.LevelWarn
 		if wasFailing {

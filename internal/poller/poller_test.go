@@ -199,8 +199,9 @@ func TestUnreachableRemoteBacksOffAndShowsItsError(t *testing.T) {
 		st = all["src/gone"]
 		return st.LastError != ""
 	})
-	if !strings.Contains(st.LastError, "nonexistent") {
-		t.Fatalf("last error %q does not name the problem", st.LastError)
+	// The problem, in pkgfleet's words: git's own text is for the log.
+	if st.LastError != "the remote has no such repository" {
+		t.Fatalf("last error %q does not name the problem in pkgfleet's words", st.LastError)
 	}
 	// The interval is 100ms; the retry after a failure waits ~30s.
 	if wait := st.NextPollAt.Sub(*st.LastPollAt); wait < 25*time.Second {

@@ -8,11 +8,26 @@ import (
 
 	"github.com/pkgfleet/pkgfleet/internal/door"
 	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/netpolicy"
 )
 
 // Policy holds the settings that decide which builders are acceptable.
 type Policy struct {
 	URLs git.URLPolicy
+	// Net refuses a URL whose host is an address the outbound policy
+	// refuses (nil: the default policy). Only a literal address can be
+	// judged here; a name is judged when it is connected to.
+	Net *netpolicy.Policy
+}
+
+// checkHost refuses raw when its host is a literal address the outbound
+// policy refuses.
+func (p Policy) checkHost(field, raw string) error {
+	host, _ := git.RemoteHost(raw)
+	if err := p.Net.CheckLiteral(host); err != nil {
+		return invalid("%s: %s", field, err.Error())
+	}
+	return nil
 }
 
 // ValidateBuilder checks and normalises a builder before it is stored.
@@ -22,6 +37,9 @@ func (p Policy) ValidateBuilder(b *Builder) error {
 	}
 	if err := p.URLs.ValidateURL(b.URL); err != nil {
 		return invalid("%s", err.Error())
+	}
+	if err := p.checkHost("url", b.URL); err != nil {
+		return err
 	}
 	if b.Branch != "" {
 		if err := git.ValidateRef(b.Branch); err != nil {
@@ -72,6 +90,9 @@ func (p Policy) ValidateBuilder(b *Builder) error {
 		}
 		if err := door.CheckURL(o.url); err != nil {
 			return invalid("%s: %s", o.field, err.Error())
+		}
+		if err := p.checkHost(o.field, o.url); err != nil {
+			return err
 		}
 		if u, _ := url.Parse(o.url); u.User != nil {
 			return invalid("%s must carry no credentials: give them in the workers' Git.PythonIndexURL or Git.RRepositoryURL of the same host, which the door adds to the builder's requests", o.field)

@@ -31,3 +31,16 @@ func Config(t testing.TB, env map[string]string) *config.Config {
 	}
 	return cfg
 }
+
+// Loopback is the Git.AllowedHosts value of a test whose git remotes or
+// package indexes listen on this host: the outbound policy refuses
+// loopback by default (internal/netpolicy), so such a test allows it
+// explicitly, by setting, as an admin would.
+const Loopback = "127.0.0.0/8, ::1, localhost"
+
+// AllowLoopback lets the git remotes and doors of a test fleet configured
+// by env reach loopback (Loopback), and returns env.
+func AllowLoopback(env map[string]string) map[string]string {
+	env["PKGFLEET_GIT_ALLOWEDHOSTS"] = Loopback
+	return env
+}
