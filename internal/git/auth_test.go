@@ -103,7 +103,7 @@ func TestRedirectToAnotherPortOrHostGetsNoCredential(t *testing.T) {
 	work, _ := testenv.Repo(t, map[string]string{"a.txt": "one"})
 	testenv.Git(t, srv.Root, "clone", "--quiet", "--bare", work, "repo.git")
 
-	base := &Client{Env: srv.Env}
+	base := &Client{Env: srv.Env, Net: testenv.LoopbackPolicy(t)}
 	ep, err := URLEndpoint(srv.URL + "/repo.git")
 	if err != nil {
 		t.Fatal(err)

@@ -3,9 +3,11 @@ package testenv
 import (
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/pkgfleet/pkgfleet/internal/config"
+	"github.com/pkgfleet/pkgfleet/internal/netpolicy"
 )
 
 // Settings are the settings a test fleet starts from: its data and
@@ -43,4 +45,15 @@ const Loopback = "127.0.0.0/8, ::1, localhost"
 func AllowLoopback(env map[string]string) map[string]string {
 	env["PKGFLEET_GIT_ALLOWEDHOSTS"] = Loopback
 	return env
+}
+
+// LoopbackPolicy is the outbound policy of a fleet configured with
+// AllowLoopback, for tests that make a git client or a door themselves.
+func LoopbackPolicy(t testing.TB) *netpolicy.Policy {
+	t.Helper()
+	p, err := netpolicy.New(strings.Split(Loopback, ", "))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
