@@ -31,13 +31,11 @@ func (s *Server) newMetrics() *metrics.API {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		st := metrics.FleetState{Builders: map[[2]string]int{}, LanguageWorkers: map[string]int{}}
-		builders, err := s.Registry.Builders(ctx, "")
+		builders, err := s.Registry.CountBuildersByKind(ctx)
 		if err != nil {
 			return st, err
 		}
-		for _, b := range builders {
-			st.Builders[[2]string{b.Language, b.BuildTrigger}]++
-		}
+		st.Builders = builders
 		var workers []roster.Worker
 		if s.Enqueuer.Redis != nil {
 			if workers, err = roster.List(ctx, s.Enqueuer.Redis); err != nil {

@@ -121,15 +121,12 @@ func (r *Registry) CreateBuilder(ctx context.Context, b *Builder) error {
 	b.CreatedAt = r.now()
 	b.UpdatedAt = b.CreatedAt
 	data, _ := json.Marshal(b)
-	ok, err := r.rdb.HSetNX(ctx, keyBuilders, b.Key(), data).Result()
+	ok, err := createBuilder.Run(ctx, r.rdb, []string{keyBuilders, keyBuilderIndex, keyBuilderCounts}, b.Key(), data).Int()
 	if err != nil {
 		return fmt.Errorf("create git-builder: %w", err)
 	}
-	if !ok {
+	if ok == 0 {
 		return fmt.Errorf("git-builder %q in source %q %w", b.Name, b.Source, ErrExists)
-	}
-	if err := r.rdb.ZAdd(ctx, keyBuilderIndex, redis.Z{Member: b.Key()}).Err(); err != nil {
-		return fmt.Errorf("create git-builder: index: %w", err)
 	}
 	return nil
 }
@@ -264,52 +261,51 @@ func (r *Registry) indexBuilders(ctx context.Context) error {
 
 // UpdateBuilder applies edit to a builder atomically; edit validates.
 func (r *Registry) UpdateBuilder(ctx context.Context, source, name string, edit func(*Builder) error) (*Builder, error) {
-	var out *Builder
 	field := source + "/" + name
-	err := r.rdb.Watch(ctx, func(tx *redis.Tx) error {
-		raw, err := tx.HGet(ctx, keyBuilders, field).Result()
-		if errors.Is(err, redis.Nil) {
-			return fmt.Errorf("git-builder %q in source %q %w", name, source, ErrNotFound)
-		}
-		if err != nil {
-			return err
-		}
-		var b Builder
-		if err := json.Unmarshal([]byte(raw), &b); err != nil {
-			return err
-		}
-		if err := edit(&b); err != nil {
-			return err
-		}
-		b.Source, b.Name = source, name // identity never changes
-		b.UpdatedAt = r.now()
-		data, _ := json.Marshal(&b)
-		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.HSet(ctx, keyBuilders, field, data)
-			return nil
-		})
-		out = &b
-		return err
-	}, keyBuilders)
-	if errors.Is(err, redis.TxFailedErr) {
+	raw, err := r.rdb.HGet(ctx, keyBuilders, field).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("git-builder %q in source %q %w", name, source, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("edit git-builder: %w", err)
+	}
+	var b Builder
+	if err := json.Unmarshal([]byte(raw), &b); err != nil {
+		return nil, fmt.Errorf("edit git-builder: %w", err)
+	}
+	if err := edit(&b); err != nil {
+		return nil, err
+	}
+	b.Source, b.Name = source, name // identity never changes
+	b.UpdatedAt = r.now()
+	data, _ := json.Marshal(&b)
+	// Written only over the record edit started from, so a concurrent edit
+	// is not lost, and recounted in the same step.
+	ok, err := replaceBuilder.Run(ctx, r.rdb, []string{keyBuilders, keyBuilderCounts}, field, raw, data).Int()
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("edit git-builder: %w", err)
+	case ok < 0:
+		return nil, fmt.Errorf("git-builder %q in source %q %w", name, source, ErrNotFound)
+	case ok == 0:
 		return nil, fmt.Errorf("git-builder %q changed meanwhile, try again: %w", name, ErrConflict)
 	}
-	return out, err
+	return &b, nil
 }
 
 // DeleteBuilder removes a builder and its commit claims; its builds stay
 // listed as history.
 func (r *Registry) DeleteBuilder(ctx context.Context, source, name string) error {
-	n, err := r.rdb.HDel(ctx, keyBuilders, source+"/"+name).Result()
+	field := source + "/" + name
+	keys := []string{keyBuilders, keyBuilderIndex, keyBuilderCounts, keyWebhookSecrets, keyClaims(field)}
+	n, err := deleteBuilder.Run(ctx, r.rdb, keys, field).Int()
 	if err != nil {
 		return fmt.Errorf("delete git-builder: %w", err)
 	}
 	if n == 0 {
 		return fmt.Errorf("git-builder %q in source %q %w", name, source, ErrNotFound)
 	}
-	_ = r.rdb.HDel(ctx, keyWebhookSecrets, source+"/"+name).Err()
-	_ = r.rdb.ZRem(ctx, keyBuilderIndex, source+"/"+name).Err()
-	return r.rdb.Del(ctx, keyClaims(source+"/"+name)).Err()
+	return nil
 }
 
 // ClaimMode says when CreateBuild may start a new build for a commit that
