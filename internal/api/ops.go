@@ -17,10 +17,10 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// fleetRefresh is how often /metrics reads the fleet's state (every
-// builder, the waiting builds) from Redis; scrapes in between are answered
-// from the last reading. Prometheus scrapes every 15-60s, so gauges are at
-// most one scrape old.
+// fleetRefresh is how often /metrics reads the fleet's state (the
+// registry's counts of builders and builds, the workers) from Redis;
+// scrapes in between are answered from the last reading. Prometheus
+// scrapes every 15-60s, so gauges are at most one scrape old.
 const fleetRefresh = 15 * time.Second
 
 // newMetrics builds the API's metrics: its own counters, the fleet's state
@@ -48,11 +48,11 @@ func (s *Server) newMetrics() *metrics.API {
 				st.LanguageWorkers[lang]++
 			}
 		}
-		waiting, err := s.Registry.Builds(ctx, registry.Filter{Status: registry.StatusWaiting, Limit: 100000})
+		byStatus, err := s.Registry.CountBuildsByStatus(ctx)
 		if err != nil {
 			return st, err
 		}
-		st.Waiting = len(waiting)
+		st.Waiting = byStatus[registry.StatusWaiting]
 		return st, nil
 	}
 	return metrics.NewAPI(fleet, fleetRefresh, asynqmetrics.NewQueueMetricsCollector(s.Enqueuer.Inspector))

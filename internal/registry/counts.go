@@ -122,3 +122,79 @@ func (r *Registry) CountBuildersByKind(ctx context.Context) (BuilderCounts, erro
 	}
 	return out, nil
 }
+
+// keyBuildCounts is a hash status → how many builds are in it, kept by
+// the scripts that write build records (createBuild, putBuild, casBuild)
+// in the same step, and counted once by the first reader of a store
+// written before it existed.
+const keyBuildCounts = "pkgfleet:counts:builds"
+
+// countBuild is Lua that moves a build between status counts as its
+// record goes from old (false: new build) to record, while the counts
+// exist.
+const countBuild = `
+local function statusOf(record)
+  local ok, b = pcall(cjson.decode, record)
+  if ok and type(b) == 'table' and type(b.status) == 'string' then return b.status end
+  return ''
+end
+local function countBuild(counts, old, record)
+  if redis.call('EXISTS', counts) == 0 then return end
+  local to = statusOf(record)
+  if old then
+    local from = statusOf(old)
+    if from == to then return end
+    redis.call('HINCRBY', counts, from, -1)
+  end
+  redis.call('HINCRBY', counts, to, 1)
+end
+`
+
+// putBuild replaces a build's record if it is still the one the edit
+// started from, and recounts it: KEYS build, counts; ARGV old, new.
+// {1}: written; {0, current}: changed meanwhile (no current: gone).
+var putBuild = redis.NewScript(countBuild + `
+local cur = redis.call('GET', KEYS[1])
+if cur ~= ARGV[1] then return {0, cur} end
+redis.call('SET', KEYS[1], ARGV[2])
+countBuild(KEYS[2], cur, ARGV[2])
+return {1}
+`)
+
+// readBuildCounts returns the counts (KEYS[1]), counting every build
+// (KEYS[2], ids; ARGV[1] the records' key prefix) first when there are
+// none.
+var readBuildCounts = redis.NewScript(countBuild + `
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local n = {}
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    local raw = redis.call('GET', ARGV[1] .. id)
+    if raw then
+      local s = statusOf(raw)
+      n[s] = (n[s] or 0) + 1
+    end
+  end
+  for k, v in pairs(n) do redis.call('HSET', KEYS[1], k, v) end
+end
+return redis.call('HGETALL', KEYS[1])
+`)
+
+// CountBuildsByStatus counts every build by status in one Redis command,
+// whatever the number of builds.
+func (r *Registry) CountBuildsByStatus(ctx context.Context) (map[string]int, error) {
+	raw, err := readBuildCounts.Run(ctx, r.rdb, []string{keyBuildCounts, keyBuilds}, keyBuildPrefix).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("count builds: %w", err)
+	}
+	out := map[string]int{}
+	for i := 0; i+1 < len(raw); i += 2 {
+		n, err := strconv.Atoi(raw[i+1])
+		if err != nil {
+			return nil, fmt.Errorf("count builds: %s: %w", raw[i], err)
+		}
+		if n != 0 {
+			out[raw[i]] = n
+		}
+	}
+	return out, nil
+}

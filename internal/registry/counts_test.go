@@ -2,7 +2,9 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
@@ -92,5 +94,117 @@ func TestCountingBuildersIsOneCommandWhateverTheFleet(t *testing.T) {
 		if err := r.CreateBuilder(ctx, &Builder{Source: "r", Name: fmt.Sprintf("b%03d", n), URL: "https://h/x", BuildTrigger: TriggerCommits}); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+func TestBuildCountsFollowEveryStatusChange(t *testing.T) {
+	t.Parallel()
+	r, ctx := setup(t), context.Background()
+	want := func(step string, w map[string]int) {
+		t.Helper()
+		got, err := r.CountBuildsByStatus(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(w) {
+			t.Fatalf("%s: counts %v, want %v", step, got, w)
+		}
+	}
+	create := func(sha string) *Build {
+		t.Helper()
+		b, _, err := r.CreateBuild(ctx, &Build{Source: "s", Builder: "b", Language: LangR, Ref: "main", SHA: sha}, ReuseUnlessFailed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	set := func(id int64, status string) {
+		t.Helper()
+		if _, err := r.UpdateBuild(ctx, id, func(b *Build) error { b.Status = status; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want("none", map[string]int{})
+	one, two := create("a1"), create("b2")
+	create("a1") // reused: not a new build
+	want("created", map[string]int{StatusQueued: 2})
+
+	set(one.ID, StatusWaiting)
+	set(one.ID, StatusWaiting) // no change of status
+	if _, err := r.UpdateBuild(ctx, two.ID, func(b *Build) error { b.Status = StatusRunning; return errors.New("refused") }); err == nil {
+		t.Fatal("a refused edit was written")
+	}
+	want("waiting", map[string]int{StatusQueued: 1, StatusWaiting: 1})
+
+	// Fenced writes of an attempt count too; a stale attempt's do not.
+	_, _, stale, err := r.BeginAttempt(ctx, one.ID, 1, "A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, cur, err := r.BeginAttempt(ctx, one.ID, 2, "B")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.UpdateBuildAs(ctx, stale, func(b *Build) error { b.Status = StatusFailed; return nil }); !errors.Is(err, ErrSuperseded) {
+		t.Fatalf("a stale attempt's write: %v", err)
+	}
+	if _, err := r.UpdateBuildWithLogAs(ctx, cur, []byte("log"), 100, "x", func(b *Build) error { b.Status = StatusRunning; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	want("running", map[string]int{StatusQueued: 1, StatusRunning: 1})
+	if _, err := r.UpdateBuildAs(ctx, cur, func(b *Build) error { b.Status = StatusSucceeded; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	set(two.ID, StatusCanceled)
+	want("finished", map[string]int{StatusSucceeded: 1, StatusCanceled: 1})
+
+	// A store written before the counts existed is counted once, by the
+	// first reader; writes after it count on from there.
+	r.rdb.Del(ctx, keyBuildCounts)
+	want("migrated", map[string]int{StatusSucceeded: 1, StatusCanceled: 1})
+	create("c3")
+	want("after the migration", map[string]int{StatusQueued: 1, StatusSucceeded: 1, StatusCanceled: 1})
+}
+
+func TestBuildCountsDoNotDriftUnderConcurrentWriters(t *testing.T) {
+	t.Parallel()
+	r, ctx := setup(t), context.Background()
+	if _, err := r.CountBuildsByStatus(ctx); err != nil { // counting from the start
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				b, _, err := r.CreateBuild(ctx, &Build{Source: "s", Builder: "b", Language: LangR, Ref: "main", SHA: fmt.Sprint((w + i) % 5)}, ReuseActive)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				// Writers share the five commits, so they race on one build.
+				next := []string{StatusWaiting, StatusRunning, StatusFailed}[i%3]
+				if _, err := r.UpdateBuild(ctx, b.ID, func(b *Build) error { b.Status = next; return nil }); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	got, err := r.CountBuildsByStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := r.Builds(ctx, Filter{Limit: 10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	walked := map[string]int{}
+	for _, b := range all {
+		walked[b.Status]++
+	}
+	if fmt.Sprint(got) != fmt.Sprint(walked) {
+		t.Fatalf("counts %v, a walk of every build %v", got, walked)
 	}
 }

@@ -323,11 +323,11 @@ const (
 
 // createBuild claims a commit for a new build, or returns the build that
 // already has it, in one script: KEYS claims, build-seq, builds,
-// builder-builds; ARGV sha, the build keys' prefix, the new record's JSON
+// builder-builds, build counts; ARGV sha, the build keys' prefix, the new record's JSON
 // after its leading `{"id":0,`, then the statuses in which an existing
 // build is reused.
 // {0, record}: reused; {1, id}: created.
-var createBuild = redis.NewScript(`
+var createBuild = redis.NewScript(countBuild + `
 local id = redis.call('HGET', KEYS[1], ARGV[1])
 if id then
   local raw = redis.call('GET', ARGV[2] .. id)
@@ -341,7 +341,9 @@ if id then
   end
 end
 id = redis.call('INCR', KEYS[2])
-redis.call('SET', ARGV[2] .. id, '{"id":' .. id .. ',' .. ARGV[3])
+local record = '{"id":' .. id .. ',' .. ARGV[3]
+redis.call('SET', ARGV[2] .. id, record)
+countBuild(KEYS[5], false, record)
 redis.call('HSET', KEYS[1], ARGV[1], id)
 redis.call('ZADD', KEYS[3], id, id)
 redis.call('ZADD', KEYS[4], id, id)
@@ -377,7 +379,7 @@ func (r *Registry) CreateBuild(ctx context.Context, b *Build, mode ClaimMode) (o
 			args = append(args, s)
 		}
 	}
-	keys := []string{keyClaims(builderKey), keyBuildSeq, keyBuilds, keyBuilderBuilds(builderKey)}
+	keys := []string{keyClaims(builderKey), keyBuildSeq, keyBuilds, keyBuilderBuilds(builderKey), keyBuildCounts}
 	res, err := createBuild.Run(ctx, r.rdb, keys, args...).Slice()
 	if err != nil {
 		return nil, false, fmt.Errorf("create build: %w", err)
@@ -419,39 +421,40 @@ func (r *Registry) Build(ctx context.Context, id int64) (*Build, error) {
 // UpdateBuild applies edit to a build atomically. If edit returns an error
 // nothing is written.
 func (r *Registry) UpdateBuild(ctx context.Context, id int64, edit func(*Build) error) (*Build, error) {
-	var out *Build
 	key := keyBuild(id)
-	var err error
-	for range 20 {
-		err = r.rdb.Watch(ctx, func(tx *redis.Tx) error {
-			raw, err := tx.Get(ctx, key).Bytes()
-			if errors.Is(err, redis.Nil) {
-				return fmt.Errorf("build %d %w", id, ErrNotFound)
-			}
-			if err != nil {
-				return err
-			}
-			var b Build
-			if err := json.Unmarshal(raw, &b); err != nil {
-				return err
-			}
-			if err := edit(&b); err != nil {
-				return err
-			}
-			b.ID = id
-			data, _ := json.Marshal(&b)
-			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				p.Set(ctx, key, data, 0)
-				return nil
-			})
-			out = &b
-			return err
-		}, key)
-		if !errors.Is(err, redis.TxFailedErr) {
-			break
-		}
+	raw, err := r.rdb.Get(ctx, key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("build %d %w", id, ErrNotFound)
 	}
-	return out, err
+	if err != nil {
+		return nil, fmt.Errorf("get build %d: %w", id, err)
+	}
+	for range 20 {
+		var b Build
+		if err := json.Unmarshal(raw, &b); err != nil {
+			return nil, fmt.Errorf("get build %d: %w", id, err)
+		}
+		if err := edit(&b); err != nil {
+			return nil, err
+		}
+		b.ID = id
+		data, _ := json.Marshal(&b)
+		// Written only over the record edit started from, and recounted
+		// by status in the same step.
+		res, err := putBuild.Run(ctx, r.rdb, []string{key, keyBuildCounts}, raw, data).Slice()
+		if err != nil {
+			return nil, fmt.Errorf("update build %d: %w", id, err)
+		}
+		if res[0].(int64) == 1 {
+			return &b, nil
+		}
+		cur, ok := res[1].(string)
+		if !ok {
+			return nil, fmt.Errorf("build %d %w", id, ErrNotFound)
+		}
+		raw = []byte(cur)
+	}
+	return nil, fmt.Errorf("build %d changed too often meanwhile: %w", id, ErrConflict)
 }
 
 // Filter selects builds to list.
