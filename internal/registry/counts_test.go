@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
+	"github.com/redis/go-redis/v9"
 )
 
 func TestBuilderCountsFollowCreateEditAndDelete(t *testing.T) {
@@ -206,5 +207,35 @@ func TestBuildCountsDoNotDriftUnderConcurrentWriters(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(walked) {
 		t.Fatalf("counts %v, a walk of every build %v", got, walked)
+	}
+}
+
+// BenchmarkFirstCountOfAStoreWithoutCounts times the one walk that counts
+// a store written before the counters existed: 100,000 builds and 1,000
+// builders, counted inside one script each (Redis serves nothing else
+// meanwhile).
+func BenchmarkFirstCountOfAStoreWithoutCounts(b *testing.B) {
+	r, ctx := setup(b), context.Background()
+	const builds, builders = 100000, 1000
+	pipe := r.rdb.Pipeline()
+	for i := 1; i <= builds; i++ {
+		pipe.Set(ctx, keyBuild(int64(i)), fmt.Sprintf(`{"id":%d,"source":"s","builder":"b","status":%q}`, i, statuses[i%len(statuses)]), 0)
+		pipe.ZAdd(ctx, keyBuilds, redis.Z{Score: float64(i), Member: i})
+		if i <= builders {
+			pipe.HSet(ctx, keyBuilders, fmt.Sprintf("s/b%d", i), `{"source":"s","language":"r","build_trigger":"commits"}`)
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		r.rdb.Del(ctx, keyBuildCounts, keyBuilderCounts)
+		n, err := r.CountBuildsByStatus(ctx)
+		if err != nil || n[StatusQueued] != builds/len(statuses) {
+			b.Fatalf("counts %v, %v", n, err)
+		}
+		if c, err := r.CountBuildersByKind(ctx); err != nil || c.Commits() != builders {
+			b.Fatalf("counts %v, %v", c, err)
+		}
 	}
 }
