@@ -76,7 +76,7 @@ def build_sdist(sdist_directory, config_settings=None):
 // record and in the log, the API and the CLI.
 func TestMetadataWithoutAHeaderBodySeparatorBuildsWithAWarning(t *testing.T) {
 	t.Parallel()
-	f := setup(t, nil)
+	f := setup(t, testenv.AllowLoopback(map[string]string{})) // the fleet's own index is on loopback
 	f.do("POST", "/api/v1/sources", map[string]string{"name": "backends", "type": "git-python"}, 201)
 	f.do("POST", "/api/v1/sources/backends/git-builders", map[string]any{"name": "flitlike", "url": "file://" + versionedRepoFrom(t, map[string]string{
 		"flitlike.py": flitlikeBackend,
