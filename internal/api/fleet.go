@@ -24,7 +24,7 @@ func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) error {
 // builders beside what the live workers need and their hosts allow.
 func (s *Server) namespaces(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	builders, err := s.Registry.Builders(ctx, "")
+	builders, err := s.Registry.CountBuildersByKind(ctx)
 	if err != nil {
 		return err
 	}

@@ -1,12 +1,14 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 
+	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
 )
 
@@ -27,12 +29,31 @@ func TestMetricsScrapesDoNotWalkTheFleet(t *testing.T) {
 		}
 		return string(body)
 	}
+	for _, sha := range []string{"a1", "b2", "c3"} {
+		b, _, err := h.srv.Registry.CreateBuild(context.Background(), &registry.Build{Source: "src", Builder: "b000", Language: registry.LangR, Ref: "main", SHA: sha}, registry.ReuseActive)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sha != "c3" {
+			if _, err := h.srv.Registry.UpdateBuild(context.Background(), b.ID, func(b *registry.Build) error { b.Status = registry.StatusWaiting; return nil }); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	counter := &testenv.CommandCounter{}
 	h.rdb.AddHook(counter)
-	if first := scrape(); !strings.Contains(first, `pkgfleet_git_builders{language="r",trigger="commits"} 103`) {
+	first := scrape()
+	if !strings.Contains(first, `pkgfleet_git_builders{language="r",trigger="commits"} 103`) {
 		t.Fatalf("the first scrape does not count the 103 builders:\n%s", first)
 	}
-	walk, _ := counter.Total()
+	if !strings.Contains(first, "pkgfleet_builds_waiting 2\n") {
+		t.Fatalf("the first scrape does not count the 2 waiting builds:\n%s", first)
+	}
+	walk, by := counter.Total()
+	// Even a reading of the fleet reads counts, not records.
+	if by["hvals"] != 0 || by["zrevrange"] != 0 || by["mget"] != 0 {
+		t.Fatalf("a reading of the fleet read every builder or build: %v", by)
+	}
 	counter.Reset()
 	const scrapes = 20
 	for range scrapes {

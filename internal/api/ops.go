@@ -17,10 +17,10 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// fleetRefresh is how often /metrics reads the fleet's state (every
-// builder, the waiting builds) from Redis; scrapes in between are answered
-// from the last reading. Prometheus scrapes every 15-60s, so gauges are at
-// most one scrape old.
+// fleetRefresh is how often /metrics reads the fleet's state (the
+// registry's counts of builders and builds, the workers) from Redis;
+// scrapes in between are answered from the last reading. Prometheus
+// scrapes every 15-60s, so gauges are at most one scrape old.
 const fleetRefresh = 15 * time.Second
 
 // newMetrics builds the API's metrics: its own counters, the fleet's state
@@ -31,13 +31,11 @@ func (s *Server) newMetrics() *metrics.API {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		st := metrics.FleetState{Builders: map[[2]string]int{}, LanguageWorkers: map[string]int{}}
-		builders, err := s.Registry.Builders(ctx, "")
+		builders, err := s.Registry.CountBuildersByKind(ctx)
 		if err != nil {
 			return st, err
 		}
-		for _, b := range builders {
-			st.Builders[[2]string{b.Language, b.BuildTrigger}]++
-		}
+		st.Builders = builders
 		var workers []roster.Worker
 		if s.Enqueuer.Redis != nil {
 			if workers, err = roster.List(ctx, s.Enqueuer.Redis); err != nil {
@@ -50,11 +48,11 @@ func (s *Server) newMetrics() *metrics.API {
 				st.LanguageWorkers[lang]++
 			}
 		}
-		waiting, err := s.Registry.Builds(ctx, registry.Filter{Status: registry.StatusWaiting, Limit: 100000})
+		byStatus, err := s.Registry.CountBuildsByStatus(ctx)
 		if err != nil {
 			return st, err
 		}
-		st.Waiting = len(waiting)
+		st.Waiting = byStatus[registry.StatusWaiting]
 		return st, nil
 	}
 	return metrics.NewAPI(fleet, fleetRefresh, asynqmetrics.NewQueueMetricsCollector(s.Enqueuer.Inspector))

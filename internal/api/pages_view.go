@@ -216,12 +216,7 @@ func (s *Server) indexPage(w http.ResponseWriter, r *http.Request, sess *session
 		sv.Install = installLine(baseURL(r), src, sv.PackageHint)
 		view.Sources = append(view.Sources, sv)
 	}
-	// The user-namespace budget counts every builder.
-	all, err := s.Registry.Builders(ctx, "")
-	if err != nil {
-		return err
-	}
-	if err := s.fleetView(ctx, all, &view); err != nil {
+	if err := s.fleetView(ctx, &view); err != nil {
 		return err
 	}
 	s.render(w, r, http.StatusOK, "index", view)
@@ -305,9 +300,15 @@ func versionWarning(b *registry.Build, releases map[string]string) string {
 }
 
 // fleetView fills in the workers and PPM's user-namespace budget.
-func (s *Server) fleetView(ctx context.Context, builders []*registry.Builder, view *indexView) error {
+func (s *Server) fleetView(ctx context.Context, view *indexView) error {
 	if s.Enqueuer.Redis == nil {
 		return nil
+	}
+	// The user-namespace budget counts every builder, from the counts
+	// kept as builders change (never a walk of the fleet per view).
+	builders, err := s.Registry.CountBuildersByKind(ctx)
+	if err != nil {
+		return err
 	}
 	workers, err := roster.List(ctx, s.Enqueuer.Redis)
 	if err != nil {

@@ -4,14 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/apiv1"
+	"github.com/pkgfleet/pkgfleet/internal/roster"
+	"github.com/pkgfleet/pkgfleet/internal/testenv"
+	"github.com/redis/go-redis/v9"
 )
 
 // many makes source src with n git-builders b000… and source other with
@@ -141,4 +147,86 @@ func TestASourceHoldsAtMostMaxBuildersPerSource(t *testing.T) {
 	if code, body := create("other", "b0"); code != 201 {
 		t.Fatalf("another source's builder: %d %s", code, body)
 	}
+}
+
+func TestBuildsPageDoesNotWalkTheFleetForTheBudget(t *testing.T) {
+	t.Parallel()
+	h := setup(t, false, map[string]string{"PKGFLEET_HTTP_WRITERATE": "0"})
+	h.many(pageBuilders)
+	w := roster.Worker{Name: "w", Slots: 1, Languages: map[string]roster.Language{"r": {Sandbox: "user-namespace"}}}
+	if err := roster.Heartbeat(context.Background(), h.rdb, w, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	view := func() string {
+		t.Helper()
+		req, _ := http.NewRequest("GET", h.url+"/", nil)
+		req.Header.Set("Accept", "text/html")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("/: %d", resp.StatusCode)
+		}
+		return string(body)
+	}
+	budget := regexp.MustCompile(`id="ppm-required">([^<]*)<`)
+	required := func(page string) string {
+		t.Helper()
+		m := budget.FindStringSubmatch(page)
+		if m == nil {
+			t.Fatalf("no budget on the page:\n%.2000s", page)
+		}
+		return html.UnescapeString(m[1])
+	}
+	view() // the first view counts a store written before the counts
+	counter := &testenv.CommandCounter{}
+	h.rdb.AddHook(counter)
+	var readsOfEveryBuilder atomic.Int64
+	h.rdb.AddHook(keyWatch{key: "pkgfleet:builders", cmds: []string{"hvals", "hgetall", "hkeys"}, n: &readsOfEveryBuilder})
+	if got := required(view()); got != fmt.Sprintf("((0 × 25) + %d) × 2 = %d", pageBuilders+3, 2*(pageBuilders+3)) {
+		t.Fatalf("budget %q, want all %d commit builders counted", got, pageBuilders+3)
+	}
+	before, _ := counter.Total()
+	// 100 more builders, after the first page's: the view's work is the
+	// page's builders, never the fleet's.
+	for i := range 100 {
+		if code, body := h.req("POST", "/api/v1/sources/src/git-builders", fmt.Sprintf(`{"name":"z%03d","url":"https://example.invalid/r"}`, i), ""); code != 201 {
+			t.Fatalf("create builder: %d %s", code, body)
+		}
+	}
+	counter.Reset()
+	if got := required(view()); got != fmt.Sprintf("((0 × 25) + %d) × 2 = %d", pageBuilders+103, 2*(pageBuilders+103)) {
+		t.Fatalf("budget %q after 100 more builders, want %d commit builders", got, pageBuilders+103)
+	}
+	after, by := counter.Total()
+	if walks := readsOfEveryBuilder.Load(); walks != 0 || after > before {
+		t.Fatalf("a view with 100 more builders sent %d Redis commands (%v), before %d", after, by, before)
+	}
+	t.Logf("a view of the first page: %d Redis commands, with %d or %d builders", after, pageBuilders+3, pageBuilders+103)
+}
+
+// keyWatch is a go-redis hook that counts the commands among cmds that
+// read key.
+type keyWatch struct {
+	key  string
+	cmds []string
+	n    *atomic.Int64
+}
+
+func (k keyWatch) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (k keyWatch) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if args := cmd.Args(); len(args) > 1 && args[1] == k.key && slices.Contains(k.cmds, strings.ToLower(cmd.Name())) {
+			k.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (k keyWatch) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }

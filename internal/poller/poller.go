@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -66,6 +67,10 @@ type Poller struct {
 	// Observe, when set, is told the outcome ("ok", "error") and the
 	// duration of each poll (metrics).
 	Observe func(outcome string, d time.Duration)
+
+	// polled, when set (tests), is told that a builder's poll has ended
+	// and the builder is no longer in flight.
+	polled func(key string)
 }
 
 // state is what the poller remembers of one builder: its schedule
@@ -176,6 +181,15 @@ func (p *Poller) lead(ctx context.Context, term *leader.Term) {
 	t := time.NewTicker(p.tick())
 	defer t.Stop()
 	for {
+		// A builder in flight when due reads the poll state is never due:
+		// its poll may save between that read and the check below, and a
+		// poll started from the state read before would count a failure
+		// twice, log it twice and miscompute the backoff. A poll saves
+		// before it leaves inFlight, so a builder not in flight now has
+		// its latest state in Redis.
+		mu.Lock()
+		wasBusy := maps.Clone(inFlight)
+		mu.Unlock()
 		due, err := p.due(ctx)
 		if err != nil && ctx.Err() == nil {
 			p.Log.Warn("poller: cannot list builders", "error", err)
@@ -183,8 +197,10 @@ func (p *Poller) lead(ctx context.Context, term *leader.Term) {
 		for _, d := range due {
 			key := d.builder.Key()
 			mu.Lock()
-			busy := inFlight[key]
-			inFlight[key] = true
+			busy := wasBusy[key] || inFlight[key]
+			if !busy {
+				inFlight[key] = true
+			}
 			mu.Unlock()
 			if busy {
 				// due took the webhook's request; it must outlive the poll
@@ -209,6 +225,9 @@ func (p *Poller) lead(ctx context.Context, term *leader.Term) {
 				mu.Lock()
 				delete(inFlight, key)
 				mu.Unlock()
+				if p.polled != nil {
+					p.polled(key)
+				}
 			}()
 		}
 		select {

@@ -371,3 +371,101 @@ func TestRepeatedPollFailuresAreLoggedOncePerStateChange(t *testing.T) {
 		t.Fatalf("failing again: %d warnings and %d recoveries, want 2 and 1:\n%s", w, i, captured)
 	}
 }
+
+// tickHook calls onTick after each of the poll loop's reads of the poll
+// schedule (one per tick), before due returns what it read.
+type tickHook struct{ onTick func(ctx context.Context) }
+
+func (h tickHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h tickHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if args := cmd.Args(); strings.EqualFold(cmd.Name(), "hgetall") && len(args) == 2 && args[1] == keySched {
+			h.onTick(ctx)
+		}
+		return err
+	}
+}
+
+func (h tickHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func TestAPollEndingWhileTheLoopReadsTheScheduleIsNotRepeatedFromStaleState(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	b := e.builder(registry.Builder{Name: "gone", URL: "file:///nonexistent/repo", PollInterval: registry.Duration(time.Hour)})
+	p, rdb := e.poller("a")
+	log, captured := testenv.CapturingLogger(t)
+	p.Log = log
+
+	// The first poll is held in flight until a tick has read the schedule;
+	// then it fails, saves and leaves flight before that tick goes on.
+	var mu sync.Mutex
+	calls := 0
+	held, release, ended := make(chan struct{}), make(chan struct{}), make(chan struct{}, 1)
+	p.GitFor = func(ctx context.Context, _ *registry.Builder) (*git.Client, func(), error) {
+		mu.Lock()
+		calls++
+		first := calls == 1
+		mu.Unlock()
+		if first {
+			close(held)
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		return p.Git, func() {}, nil
+	}
+	p.polled = func(string) {
+		select {
+		case ended <- struct{}{}:
+		default:
+		}
+	}
+	ticksAfter := 0 // ticks after the one that read the schedule mid-poll
+	raced := false
+	rdb.AddHook(tickHook{onTick: func(ctx context.Context) {
+		select {
+		case <-held:
+		default:
+			return // the first poll has not started
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if raced {
+			ticksAfter++
+			return
+		}
+		raced = true
+		close(release)
+		select {
+		case <-ended:
+		case <-time.After(20 * time.Second):
+			t.Error("the held poll did not end")
+		case <-ctx.Done():
+		}
+	}})
+	e.start(p, rdb)
+
+	testenv.Eventually(t, 20*time.Second, "three ticks after the poll ended", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return ticksAfter >= 3
+	})
+	mu.Lock()
+	n := calls
+	mu.Unlock()
+	// The failed poll set a backoff of ~30s: nothing is due in these ticks.
+	if n != 1 {
+		t.Fatalf("the remote was listed %d times, want 1: a poll started from the state read before the last one saved", n)
+	}
+	if w := strings.Count(captured.String(), `level=WARN msg="poll failed"`); w != 1 {
+		t.Fatalf("%d warnings for one failing remote, want 1:\n%s", w, captured)
+	}
+	if st, _ := Statuses(context.Background(), e.rdb, b.Key()); st[b.Key()].LastError == "" {
+		t.Fatal("the failed poll's state was not saved")
+	}
+}

@@ -121,15 +121,12 @@ func (r *Registry) CreateBuilder(ctx context.Context, b *Builder) error {
 	b.CreatedAt = r.now()
 	b.UpdatedAt = b.CreatedAt
 	data, _ := json.Marshal(b)
-	ok, err := r.rdb.HSetNX(ctx, keyBuilders, b.Key(), data).Result()
+	ok, err := createBuilder.Run(ctx, r.rdb, []string{keyBuilders, keyBuilderIndex, keyBuilderCounts}, b.Key(), data).Int()
 	if err != nil {
 		return fmt.Errorf("create git-builder: %w", err)
 	}
-	if !ok {
+	if ok == 0 {
 		return fmt.Errorf("git-builder %q in source %q %w", b.Name, b.Source, ErrExists)
-	}
-	if err := r.rdb.ZAdd(ctx, keyBuilderIndex, redis.Z{Member: b.Key()}).Err(); err != nil {
-		return fmt.Errorf("create git-builder: index: %w", err)
 	}
 	return nil
 }
@@ -264,52 +261,51 @@ func (r *Registry) indexBuilders(ctx context.Context) error {
 
 // UpdateBuilder applies edit to a builder atomically; edit validates.
 func (r *Registry) UpdateBuilder(ctx context.Context, source, name string, edit func(*Builder) error) (*Builder, error) {
-	var out *Builder
 	field := source + "/" + name
-	err := r.rdb.Watch(ctx, func(tx *redis.Tx) error {
-		raw, err := tx.HGet(ctx, keyBuilders, field).Result()
-		if errors.Is(err, redis.Nil) {
-			return fmt.Errorf("git-builder %q in source %q %w", name, source, ErrNotFound)
-		}
-		if err != nil {
-			return err
-		}
-		var b Builder
-		if err := json.Unmarshal([]byte(raw), &b); err != nil {
-			return err
-		}
-		if err := edit(&b); err != nil {
-			return err
-		}
-		b.Source, b.Name = source, name // identity never changes
-		b.UpdatedAt = r.now()
-		data, _ := json.Marshal(&b)
-		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.HSet(ctx, keyBuilders, field, data)
-			return nil
-		})
-		out = &b
-		return err
-	}, keyBuilders)
-	if errors.Is(err, redis.TxFailedErr) {
+	raw, err := r.rdb.HGet(ctx, keyBuilders, field).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("git-builder %q in source %q %w", name, source, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("edit git-builder: %w", err)
+	}
+	var b Builder
+	if err := json.Unmarshal([]byte(raw), &b); err != nil {
+		return nil, fmt.Errorf("edit git-builder: %w", err)
+	}
+	if err := edit(&b); err != nil {
+		return nil, err
+	}
+	b.Source, b.Name = source, name // identity never changes
+	b.UpdatedAt = r.now()
+	data, _ := json.Marshal(&b)
+	// Written only over the record edit started from, so a concurrent edit
+	// is not lost, and recounted in the same step.
+	ok, err := replaceBuilder.Run(ctx, r.rdb, []string{keyBuilders, keyBuilderCounts}, field, raw, data).Int()
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("edit git-builder: %w", err)
+	case ok < 0:
+		return nil, fmt.Errorf("git-builder %q in source %q %w", name, source, ErrNotFound)
+	case ok == 0:
 		return nil, fmt.Errorf("git-builder %q changed meanwhile, try again: %w", name, ErrConflict)
 	}
-	return out, err
+	return &b, nil
 }
 
 // DeleteBuilder removes a builder and its commit claims; its builds stay
 // listed as history.
 func (r *Registry) DeleteBuilder(ctx context.Context, source, name string) error {
-	n, err := r.rdb.HDel(ctx, keyBuilders, source+"/"+name).Result()
+	field := source + "/" + name
+	keys := []string{keyBuilders, keyBuilderIndex, keyBuilderCounts, keyWebhookSecrets, keyClaims(field)}
+	n, err := deleteBuilder.Run(ctx, r.rdb, keys, field).Int()
 	if err != nil {
 		return fmt.Errorf("delete git-builder: %w", err)
 	}
 	if n == 0 {
 		return fmt.Errorf("git-builder %q in source %q %w", name, source, ErrNotFound)
 	}
-	_ = r.rdb.HDel(ctx, keyWebhookSecrets, source+"/"+name).Err()
-	_ = r.rdb.ZRem(ctx, keyBuilderIndex, source+"/"+name).Err()
-	return r.rdb.Del(ctx, keyClaims(source+"/"+name)).Err()
+	return nil
 }
 
 // ClaimMode says when CreateBuild may start a new build for a commit that
@@ -327,11 +323,11 @@ const (
 
 // createBuild claims a commit for a new build, or returns the build that
 // already has it, in one script: KEYS claims, build-seq, builds,
-// builder-builds; ARGV sha, the build keys' prefix, the new record's JSON
+// builder-builds, build counts; ARGV sha, the build keys' prefix, the new record's JSON
 // after its leading `{"id":0,`, then the statuses in which an existing
 // build is reused.
 // {0, record}: reused; {1, id}: created.
-var createBuild = redis.NewScript(`
+var createBuild = redis.NewScript(countBuild + `
 local id = redis.call('HGET', KEYS[1], ARGV[1])
 if id then
   local raw = redis.call('GET', ARGV[2] .. id)
@@ -345,7 +341,9 @@ if id then
   end
 end
 id = redis.call('INCR', KEYS[2])
-redis.call('SET', ARGV[2] .. id, '{"id":' .. id .. ',' .. ARGV[3])
+local record = '{"id":' .. id .. ',' .. ARGV[3]
+redis.call('SET', ARGV[2] .. id, record)
+countBuild(KEYS[5], false, record)
 redis.call('HSET', KEYS[1], ARGV[1], id)
 redis.call('ZADD', KEYS[3], id, id)
 redis.call('ZADD', KEYS[4], id, id)
@@ -381,7 +379,7 @@ func (r *Registry) CreateBuild(ctx context.Context, b *Build, mode ClaimMode) (o
 			args = append(args, s)
 		}
 	}
-	keys := []string{keyClaims(builderKey), keyBuildSeq, keyBuilds, keyBuilderBuilds(builderKey)}
+	keys := []string{keyClaims(builderKey), keyBuildSeq, keyBuilds, keyBuilderBuilds(builderKey), keyBuildCounts}
 	res, err := createBuild.Run(ctx, r.rdb, keys, args...).Slice()
 	if err != nil {
 		return nil, false, fmt.Errorf("create build: %w", err)
@@ -423,39 +421,40 @@ func (r *Registry) Build(ctx context.Context, id int64) (*Build, error) {
 // UpdateBuild applies edit to a build atomically. If edit returns an error
 // nothing is written.
 func (r *Registry) UpdateBuild(ctx context.Context, id int64, edit func(*Build) error) (*Build, error) {
-	var out *Build
 	key := keyBuild(id)
-	var err error
-	for range 20 {
-		err = r.rdb.Watch(ctx, func(tx *redis.Tx) error {
-			raw, err := tx.Get(ctx, key).Bytes()
-			if errors.Is(err, redis.Nil) {
-				return fmt.Errorf("build %d %w", id, ErrNotFound)
-			}
-			if err != nil {
-				return err
-			}
-			var b Build
-			if err := json.Unmarshal(raw, &b); err != nil {
-				return err
-			}
-			if err := edit(&b); err != nil {
-				return err
-			}
-			b.ID = id
-			data, _ := json.Marshal(&b)
-			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				p.Set(ctx, key, data, 0)
-				return nil
-			})
-			out = &b
-			return err
-		}, key)
-		if !errors.Is(err, redis.TxFailedErr) {
-			break
-		}
+	raw, err := r.rdb.Get(ctx, key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("build %d %w", id, ErrNotFound)
 	}
-	return out, err
+	if err != nil {
+		return nil, fmt.Errorf("get build %d: %w", id, err)
+	}
+	for range 20 {
+		var b Build
+		if err := json.Unmarshal(raw, &b); err != nil {
+			return nil, fmt.Errorf("get build %d: %w", id, err)
+		}
+		if err := edit(&b); err != nil {
+			return nil, err
+		}
+		b.ID = id
+		data, _ := json.Marshal(&b)
+		// Written only over the record edit started from, and recounted
+		// by status in the same step.
+		res, err := putBuild.Run(ctx, r.rdb, []string{key, keyBuildCounts}, raw, data).Slice()
+		if err != nil {
+			return nil, fmt.Errorf("update build %d: %w", id, err)
+		}
+		if res[0].(int64) == 1 {
+			return &b, nil
+		}
+		cur, ok := res[1].(string)
+		if !ok {
+			return nil, fmt.Errorf("build %d %w", id, ErrNotFound)
+		}
+		raw = []byte(cur)
+	}
+	return nil, fmt.Errorf("build %d changed too often meanwhile: %w", id, ErrConflict)
 }
 
 // Filter selects builds to list.

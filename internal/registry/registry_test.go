@@ -16,7 +16,7 @@ var redisServer *testenv.Redis
 
 func TestMain(m *testing.M) { os.Exit(testenv.MainWithRedis(m, &redisServer)) }
 
-func setup(t *testing.T) *Registry {
+func setup(t testing.TB) *Registry {
 	t.Helper()
 	rdb, _ := redisServer.DB(t)
 	return New(rdb)

@@ -160,19 +160,15 @@ func CapSlots(slots, max int) (int, error) {
 // (see apiv1).
 type Budget = apiv1.Budget
 
-// NewBudget computes the budget of builders on workers.
-func NewBudget(builders []*registry.Builder, buildConcurrency int, workers []Worker) Budget {
+// NewBudget computes the budget of the builders counted (see
+// registry.CountBuildersByKind) on workers.
+func NewBudget(builders registry.BuilderCounts, buildConcurrency int, workers []Worker) Budget {
 	b := Budget{
 		Formula:          "((tag builders × Git.BuildConcurrency) + commit builders) × 2",
 		BuildConcurrency: buildConcurrency,
 		Warnings:         []string{},
-	}
-	for _, bl := range builders {
-		if bl.BuildTrigger == registry.TriggerTags {
-			b.TagBuilders++
-		} else {
-			b.CommitBuilders++
-		}
+		TagBuilders:      builders.Tags(),
+		CommitBuilders:   builders.Commits(),
 	}
 	b.Required = (b.TagBuilders*buildConcurrency + b.CommitBuilders) * NamespacesPerBuild
 	for _, w := range workers {

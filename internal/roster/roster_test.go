@@ -65,9 +65,9 @@ func TestSlotsAreCappedByTheUserNamespaceLimit(t *testing.T) {
 
 func TestBudgetFollowsPPMsFormula(t *testing.T) {
 	t.Parallel()
-	builders := []*registry.Builder{
-		{BuildTrigger: registry.TriggerTags}, {BuildTrigger: registry.TriggerTags},
-		{BuildTrigger: registry.TriggerCommits}, {BuildTrigger: registry.TriggerCommits}, {BuildTrigger: registry.TriggerCommits},
+	builders := registry.BuilderCounts{
+		{"r", registry.TriggerTags}: 1, {"python", registry.TriggerTags}: 1,
+		{"r", registry.TriggerCommits}: 2, {"python", ""}: 1, // no trigger: commits
 	}
 	sandboxed := map[string]Language{"r": {Sandbox: "user-namespace"}}
 	workers := []Worker{
