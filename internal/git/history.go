@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -83,40 +86,9 @@ func (c *Client) fetchHistoryOnce(ctx context.Context, dir, remote, sha string) 
 		return nil, fmt.Errorf("history: %w", err)
 	}
 	h := &history{dir: dir, unlock: unlock}
-	fail := func(err error) (*history, error) {
+	if err := c.fetchLocked(ctx, dir, remote, sha); err != nil {
 		unlock()
 		return nil, fmt.Errorf("history: %w", err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "HEAD")); err != nil {
-		for _, d := range []string{"refs/heads", "refs/tags"} {
-			if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-				return fail(err)
-			}
-		}
-		if err := os.WriteFile(filepath.Join(dir, "config"), []byte(historyConfig), 0o644); err != nil {
-			return fail(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "HEAD"), []byte("ref: refs/heads/main\n"), 0o644); err != nil {
-			return fail(err)
-		}
-	}
-	// The commit under a ref of its own: the next build's fetch offers it
-	// to the server as had, and tags that moved or went are pruned.
-	// Its own way out: the outbound policy holds for this fetch as for the
-	// checkout's, which runs beside it.
-	w, err := c.outbound(remote)
-	if err != nil {
-		return fail(err)
-	}
-	defer w.close()
-	if _, err := c.run(ctx, dir, w, "fetch", "--quiet", "--no-tags", "--prune", "--filter=tree:0", "--",
-		remote, "+refs/tags/*:refs/tags/*", "+"+sha+":refs/heads/main"); err != nil {
-		return fail(err)
-	}
-	if packs, _ := filepath.Glob(filepath.Join(dir, "objects", "pack", "*.pack")); len(packs) > maxHistoryPacks {
-		if _, err := c.run(ctx, dir, nil, "repack", "-adq"); err != nil {
-			return fail(err)
-		}
 	}
 	if hasTags(dir) {
 		// Fails only when no tag is in sha's history: no describe.
@@ -125,6 +97,255 @@ func (c *Client) fetchHistoryOnce(ctx context.Context, dir, remote, sha string) 
 		}
 	}
 	return h, nil
+}
+
+// fetchLocked fetches the history of sha and the remote's tags into the
+// history repository at dir, whose lock the caller holds.
+func (c *Client) fetchLocked(ctx context.Context, dir, remote, sha string) error {
+	if _, err := os.Stat(filepath.Join(dir, "HEAD")); err != nil {
+		for _, d := range []string{"refs/heads", "refs/tags"} {
+			if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+				return err
+			}
+		}
+		if err := os.WriteFile(filepath.Join(dir, "config"), []byte(historyConfig), 0o644); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "HEAD"), []byte("ref: refs/heads/main\n"), 0o644); err != nil {
+			return err
+		}
+	}
+	// The commit under a ref of its own: the next build's fetch offers it
+	// to the server as had, and tags that moved or went are pruned.
+	// Its own way out: the outbound policy holds for this fetch as for the
+	// checkout's, which runs beside it.
+	w, err := c.outbound(remote)
+	if err != nil {
+		return err
+	}
+	defer w.close()
+	if _, err := c.run(ctx, dir, w, "fetch", "--quiet", "--no-tags", "--prune", "--filter=tree:0", "--",
+		remote, "+refs/tags/*:refs/tags/*", "+"+sha+":refs/heads/main"); err != nil {
+		return err
+	}
+	return c.repackHistory(ctx, dir)
+}
+
+// repackHistory repacks the history repository at dir once it holds too
+// many packs (maxHistoryPacks).
+func (c *Client) repackHistory(ctx context.Context, dir string) error {
+	if packs, _ := filepath.Glob(filepath.Join(dir, "objects", "pack", "*.pack")); len(packs) > maxHistoryPacks {
+		if _, err := c.run(ctx, dir, nil, "repack", "-adq"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lockKept locks the history repository at dir and returns it when it
+// holds a history already (an earlier build's); nil, unlocked, when not.
+func lockKept(ctx context.Context, dir string) (*history, error) {
+	if _, err := os.Stat(filepath.Join(dir, "HEAD")); err != nil {
+		return nil, nil
+	}
+	unlock, err := lockDir(ctx, dir)
+	if err != nil {
+		return nil, fmt.Errorf("history: %w", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "HEAD")); err != nil {
+		unlock() // removed while this build waited: a broken one
+		return nil, nil
+	}
+	return &history{dir: dir, unlock: unlock}, nil
+}
+
+// discard removes a kept history that a build could not use, so that the
+// next build makes it anew (fetchHistory).
+func (h *history) discard() {
+	os.RemoveAll(h.dir)
+}
+
+// keptFetchArgs is the checkout's fetch when a kept history was copied
+// into it first (copyInto): the files of sha as before, and the remote's
+// tags, pruned, in the same fetch. The checkout's tags then are the
+// remote's, and only a tag new since the last build comes over the wire
+// (with its commit's files, at depth). No commit is offered as had
+// (negotiation noop): the server would leave out every file a had commit
+// has, and the kept history has commits alone.
+func keptFetchArgs(depth int, remote, sha string) []string {
+	return []string{"-c", "fetch.negotiationAlgorithm=noop", "fetch", "--quiet", "--no-tags", "--prune",
+		"--depth", strconv.Itoa(depth), "--", remote, sha, "+refs/tags/*:refs/tags/*"}
+}
+
+// completeFrom makes whole the checkout whose git directory is gitDir,
+// into which h was copied before its fetch (keptFetchArgs), and brings
+// what that fetch added of the history (commits and tags, never files)
+// into h. It reports false, with nothing changed, when the history the
+// checkout lacks is not h's: a commit whose parents h has not (a push of
+// several commits, a force push, a tag on a new branch).
+//
+// The new commits and tags go into h from this fetch's own pack, before
+// the build runs and as a pack of h's own (written here, not copied), so
+// nothing a build does to its checkout reaches h.
+func (h *history) completeFrom(gitDir, sha string) (bool, error) {
+	tags, err := readTags(gitDir)
+	if err != nil {
+		return false, err
+	}
+	var todo [][]byte
+	for _, hexID := range append([]string{sha}, tagSHAs(tags)...) {
+		if id, err := hex.DecodeString(hexID); err == nil {
+			todo = append(todo, id)
+		}
+	}
+	// Every object h has, as seen: read once from its packs' indexes.
+	seen := map[string]bool{}
+	idxs, _ := filepath.Glob(filepath.Join(h.dir, "objects", "pack", "pack-*.idx"))
+	for _, idx := range idxs {
+		names, _, err := packNames(idx)
+		if err != nil {
+			return false, nil
+		}
+		for _, n := range names {
+			seen[string(n)] = true
+		}
+	}
+	var objs []packedObj
+	for len(todo) > 0 {
+		id := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		if seen[string(id)] {
+			continue
+		}
+		seen[string(id)] = true
+		typ, body, err := readObject(gitDir, id)
+		if err != nil {
+			return false, nil // not here (beyond the fetch's depth), or not readable here: git's fetch
+		}
+		objs = append(objs, packedObj{id, typ, body})
+		switch typ {
+		case objCommit:
+			todo = append(todo, commitParents(body)...)
+		case objTag:
+			if target, ok := tagTarget(body); ok {
+				todo = append(todo, target)
+			}
+		}
+	}
+	if len(objs) > 0 {
+		if err := h.addObjects(objs); err != nil {
+			return false, err
+		}
+	}
+	// The checkout's tags are the remote's now (its fetch pruned them);
+	// h's are written only when they differ, each file costing as much
+	// here as a millisecond of a busy worker.
+	if old, err := readTags(h.dir); err != nil || !slices.Equal(old, tags) {
+		var b strings.Builder
+		for _, t := range tags {
+			fmt.Fprintf(&b, "%s %s\n", t.sha, t.ref)
+		}
+		if err := writeFileAtomic(filepath.Join(h.dir, "packed-refs"), b.String()); err != nil {
+			return false, err
+		}
+		if err := os.RemoveAll(filepath.Join(h.dir, "refs", "tags")); err != nil {
+			return false, err
+		}
+		if err := os.MkdirAll(filepath.Join(h.dir, "refs", "tags"), 0o755); err != nil {
+			return false, err
+		}
+	}
+	if err := writeFileAtomic(filepath.Join(h.dir, "refs", "heads", "main"), sha+"\n"); err != nil {
+		return false, err
+	}
+	if err := os.Remove(filepath.Join(gitDir, "shallow")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, err
+	}
+	return true, nil
+}
+
+// maxOwnObjects is how many objects the pack h writes of its own may
+// hold before the next build starts another: each build adds a few (its
+// commit, a new tag) and rewrites the pack, so that every build's checkout
+// copies one pack of them, not one a build. maxHistoryPacks then bounds
+// how many such packs build up.
+const maxOwnObjects = 512
+
+// addObjects writes objs, commits and tags from a checkout's fetch, into
+// h's own pack (a .own file marks it), merged with the one there unless
+// it is full.
+func (h *history) addObjects(objs []packedObj) error {
+	dir := filepath.Join(h.dir, "objects", "pack")
+	owns, _ := filepath.Glob(filepath.Join(dir, "pack-*.own"))
+	old := ""
+	for _, o := range owns {
+		base := strings.TrimSuffix(o, ".own")
+		names, offsets, err := packNames(base + ".idx")
+		if err != nil {
+			os.Remove(o) // repacked by git: an ordinary pack now, or none
+			continue
+		}
+		if old != "" || len(names)+len(objs) > maxOwnObjects {
+			continue
+		}
+		pack, err := os.Open(base + ".pack")
+		if err != nil {
+			return err
+		}
+		merged := objs
+		for i, id := range names {
+			typ, body, err := packedObject(pack, offsets[i])
+			if err != nil {
+				merged = nil
+				break
+			}
+			merged = append(merged, packedObj{id, typ, body})
+		}
+		pack.Close()
+		if merged != nil {
+			objs, old = merged, base
+		}
+	}
+	// .promisor: the trees of its commits are the remote's, as in the
+	// packs git fetched with --filter=tree:0.
+	if _, err := writePack(dir, objs, ".promisor", ".own"); err != nil {
+		return err
+	}
+	if old != "" {
+		for _, ext := range []string{".idx", ".pack", ".promisor", ".own"} {
+			if err := os.Remove(old + ext); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func tagSHAs(tags []tagRef) []string {
+	out := make([]string, len(tags))
+	for i, t := range tags {
+		out[i] = t.sha
+	}
+	return out
+}
+
+// tagTarget is the object an annotated tag's body names.
+func tagTarget(body []byte) ([]byte, bool) {
+	line, _, _ := bytes.Cut(body, []byte("\n"))
+	rest, ok := bytes.CutPrefix(line, []byte("object "))
+	if !ok {
+		return nil, false
+	}
+	id, err := hex.DecodeString(string(rest))
+	return id, err == nil && len(id) == 20
+}
+
+func writeFileAtomic(name, data string) error {
+	tmp := name + ".tmp"
+	if err := os.WriteFile(tmp, []byte(data), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, name)
 }
 
 // copyInto gives the checkout whose git directory is gitDir the history's
