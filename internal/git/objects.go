@@ -252,22 +252,6 @@ func packNames(idxFile string) (names [][]byte, offsets []int64, err error) {
 	return names, offsets, nil
 }
 
-// hasObject reports whether the repository whose git directory is gitDir
-// has the object id, loose or in a pack.
-func hasObject(gitDir string, id []byte) bool {
-	h := hex.EncodeToString(id)
-	if _, err := os.Stat(filepath.Join(gitDir, "objects", h[:2], h[2:])); err == nil {
-		return true
-	}
-	idxs, _ := filepath.Glob(filepath.Join(gitDir, "objects", "pack", "pack-*.idx"))
-	for _, idx := range idxs {
-		if _, err := packOffset(idx, id); err == nil {
-			return true
-		}
-	}
-	return false
-}
-
 // commitParents reads the parents of a commit's body.
 func commitParents(body []byte) [][]byte {
 	var parents [][]byte
