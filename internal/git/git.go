@@ -485,6 +485,7 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 			fetch = append(fetch, "+refs/tags/*:refs/tags/*")
 		}
 	}
+	fetchAt := len(steps)
 	steps = append(steps, fetch, []string{"-c", "advice.detachedHead=false", "checkout", "--quiet", opts.SHA})
 	if opts.RecurseSubmodules > 0 {
 		sub := []string{"submodule", "update", "--init", "--quiet"}
@@ -501,34 +502,42 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 		return fail(err)
 	}
 	defer w.close() // one proxy for every step: MaxFetchSize bounds the whole clone
-	for _, args := range steps {
+	// With a kept history, what follows the fetch (completing the
+	// history, describing the commit) runs beside the checkout of the
+	// files, which reads neither.
+	var keptDescribe string
+	var keptErr error
+	var keptDone chan struct{}
+	keptCtx, keptCancel := context.WithCancel(ctx)
+	defer func() {
+		keptCancel() // a failed clone does not wait for the history's fetch
+		if keptDone != nil {
+			<-keptDone // before the history's lock goes
+		}
+	}()
+	for i, args := range steps {
 		if _, err := c.run(ctx, dir, w, args...); err != nil {
-			if kept != nil && ctx.Err() == nil {
+			if kept != nil && i == fetchAt && ctx.Err() == nil {
 				kept.discard() // it may be what broke the fetch; the next build fetches it anew
 			}
 			return fail(err)
 		}
+		if kept != nil && i == fetchAt {
+			keptDone = make(chan struct{})
+			go func() {
+				defer close(keptDone)
+				keptDescribe, keptErr = c.completeFromKept(keptCtx, kept, dir, opts.URL, opts.SHA)
+			}()
+		}
 	}
 	var out Checkout
 	describeHere := opts.Depth == 0 && !opts.FilesOnly
-	if kept != nil {
-		complete, err := kept.completeFrom(gitDir, opts.SHA)
-		if err == nil && !complete {
-			// More than the fetch's depth is new: the history's own fetch.
-			if err = c.fetchLocked(ctx, kept.dir, opts.URL, opts.SHA); err == nil {
-				err = kept.copyInto(gitDir)
-			}
+	if keptDone != nil {
+		<-keptDone
+		if keptErr != nil {
+			return fail(keptErr)
 		}
-		if err == nil {
-			err = c.repackHistory(ctx, kept.dir)
-		}
-		if err != nil {
-			if ctx.Err() == nil {
-				kept.discard()
-			}
-			return fail(fmt.Errorf("history: %w", err))
-		}
-		out.Describe = c.describeIn(ctx, dir, opts.SHA)
+		out.Describe = keptDescribe
 	}
 	if hist != nil {
 		r := <-hist

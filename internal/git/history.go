@@ -159,6 +159,29 @@ func lockKept(ctx context.Context, dir string) (*history, error) {
 	return &history{dir: dir, unlock: unlock}, nil
 }
 
+// completeFromKept completes the checkout at dir from h after the
+// checkout's fetch (completeFrom; past the fetch's depth, the history's
+// own fetch) and describes sha there.
+func (c *Client) completeFromKept(ctx context.Context, h *history, dir, remote, sha string) (string, error) {
+	gitDir := filepath.Join(dir, ".git")
+	complete, err := h.completeFrom(gitDir, sha)
+	if err == nil && !complete {
+		if err = c.fetchLocked(ctx, h.dir, remote, sha); err == nil {
+			err = h.copyInto(gitDir)
+		}
+	}
+	if err == nil {
+		err = c.repackHistory(ctx, h.dir)
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			h.discard()
+		}
+		return "", fmt.Errorf("history: %w", err)
+	}
+	return c.describeIn(ctx, dir, sha), nil
+}
+
 // discard removes a kept history that a build could not use, so that the
 // next build makes it anew (fetchHistory).
 func (h *history) discard() {
@@ -349,20 +372,35 @@ func writeFileAtomic(name, data string) error {
 }
 
 // copyInto gives the checkout whose git directory is gitDir the history's
-// objects and tags. The checkout was fetched shallow (its commit without
-// parents); with the history it is whole.
+// objects and tags: before the checkout's fetch (a kept history), or
+// after it, when it was fetched shallow (its commit without parents);
+// with the history it is whole. Each pack goes before its index, which
+// comes by a rename: git may be reading the checkout meanwhile, and uses
+// a pack once its index is there.
 func (h *history) copyInto(gitDir string) error {
-	packs, err := filepath.Glob(filepath.Join(h.dir, "objects", "pack", "pack-*"))
+	packs, err := filepath.Glob(filepath.Join(h.dir, "objects", "pack", "pack-*.pack"))
 	if err != nil {
 		return err
 	}
 	for _, p := range packs {
-		if ext := filepath.Ext(p); ext != ".pack" && ext != ".idx" {
-			continue // .promisor, .keep: the checkout fetches nothing later
-		}
+		// .promisor, .keep, .own stay: the checkout fetches nothing later.
 		// A pack's name is its content's hash: one of the same name is
 		// the same (a history of one commit, fetched with its files).
-		if err := copyFile(p, filepath.Join(gitDir, "objects", "pack", filepath.Base(p))); err != nil && !errors.Is(err, os.ErrExist) {
+		idx := strings.TrimSuffix(p, ".pack") + ".idx"
+		if _, err := os.Stat(idx); err != nil {
+			continue // not a pack git uses (a write that a crash cut short)
+		}
+		to := filepath.Join(gitDir, "objects", "pack", filepath.Base(p))
+		if err := copyFile(p, to); errors.Is(err, os.ErrExist) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		toIdx := strings.TrimSuffix(to, ".pack") + ".idx"
+		if err := copyFile(idx, toIdx+".tmp"); err != nil {
+			return err
+		}
+		if err := os.Rename(toIdx+".tmp", toIdx); err != nil {
 			return err
 		}
 	}
@@ -374,7 +412,8 @@ func (h *history) copyInto(gitDir string) error {
 	for _, t := range tags {
 		fmt.Fprintf(&b, "%s %s\n", t.sha, t.ref)
 	}
-	if err := os.WriteFile(filepath.Join(gitDir, "packed-refs"), []byte(b.String()), 0o644); err != nil {
+	// A rename: after the checkout's fetch, git reads it beside this.
+	if err := writeFileAtomic(filepath.Join(gitDir, "packed-refs"), b.String()); err != nil {
 		return err
 	}
 	if err := os.Remove(filepath.Join(gitDir, "shallow")); err != nil && !errors.Is(err, os.ErrNotExist) {
