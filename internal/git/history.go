@@ -24,13 +24,26 @@ import (
 // commits alone (a partial fetch, --filter=tree:0), which is all that
 // `git describe` reads.
 //
-// The history is fetched beside the files, not after them, and into a
-// history repository that is kept across a builder's builds (under
-// Git.BuilderDir), so that a build fetches only the commits and tags that
-// are new since the last one: the clone then takes about as long as the
-// files' fetch alone. Its packs are copied, never linked, into the
-// checkout, because the build may write to its checkout: it must not
-// reach the next build's history. A server that does not filter
+// The history is kept across a builder's builds, in a history repository
+// under Git.BuilderDir, and its packs are copied, never linked, into each
+// checkout: the build may write to its checkout, and must not reach the
+// next build's history.
+//
+// A kept history is copied into the checkout before its fetch, which then
+// brings the commit's files and the remote's tags (pruned) at once: a
+// build starts no process more than a files-only clone but `git
+// describe`. That fetch offers the server no commit as had (negotiation
+// noop), since the server would then leave out every file a had commit
+// has, and the history has commits alone; only a tag new since the last
+// build comes over (with its commit's files, at depth). When the new
+// commits' parents are in the history (a push of up to Depth commits,
+// new tags on known commits), the checkout is whole: the new commits and
+// tags go into the history, as a pack written here from the fetch's
+// objects before the build runs (completeFrom). Otherwise (a force push,
+// a longer push) the history's own fetch brings what is missing.
+//
+// A builder's first build on a worker fetches the history beside the
+// files, into a new history repository. A server that does not filter
 // (uploadpack.allowFilter unset) sends trees and files too, once, into
 // the history repository.
 
