@@ -401,6 +401,15 @@ func TestAKeptHistoryFollowsTheRemoteAsAFullCloneDoes(t *testing.T) {
 	if own, _ := filepath.Glob(filepath.Join(hist, "objects", "pack", "*.own")); len(own) != 1 {
 		t.Fatalf("the history repository has %d packs of its own after a one-commit push, want 1 (its checkout's fetch served it)", len(own))
 	}
+	for i := range 3 { // described from the last build's describe
+		testenv.Commit(t, dir, map[string]string{"a.txt": "more " + strconv.Itoa(i)}, "more")
+		build("one more commit", "main")
+	}
+	testenv.Git(t, dir, "checkout", "-q", "-b", "side", "HEAD~1")
+	testenv.Commit(t, dir, map[string]string{"side.txt": "s"}, "side")
+	testenv.Git(t, dir, "checkout", "-q", "main")
+	testenv.Git(t, dir, "merge", "-q", "--no-ff", "-m", "merge side", "side")
+	build("a merge", "main")
 	testenv.Git(t, dir, "tag", "-a", "v0.9", "-m", "late", "HEAD~4")
 	testenv.Git(t, dir, "tag", "-d", "v1.0")
 	testenv.Git(t, dir, "tag", "-f", "old1", "HEAD~1")

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha1"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"slices"
@@ -53,6 +55,9 @@ type history struct {
 	dir      string // the history repository (bare)
 	describe string // `git describe` of the commit there; "" when no tag
 	unlock   func()
+	// shaIsNew says that completeFrom brought the commit into the
+	// history: no tag it had before can name it.
+	shaIsNew bool
 }
 
 // historyConfig is a history repository's configuration: kept across
@@ -192,7 +197,134 @@ func (c *Client) completeFromKept(ctx context.Context, h *history, dir, remote, 
 		}
 		return "", fmt.Errorf("history: %w", err)
 	}
-	return c.describeIn(ctx, dir, sha), nil
+	tags, err := readTags(gitDir)
+	if err != nil {
+		return "", fmt.Errorf("history: %w", err)
+	}
+	if d, ok := h.describeChild(gitDir, sha, tags); ok {
+		return d, nil
+	}
+	d := c.describeIn(ctx, dir, sha)
+	h.remember(sha, d, tags)
+	return d, nil
+}
+
+// The describe of the last build's commit is kept with the history, with
+// a digest of the tags it was computed under (describeFile), so that the
+// next build's commit, when its one parent is that commit and the tags
+// are the same, is described without a git process: git's describe walks
+// from the commit by date, and with one parent and no tag of its own the
+// walk is its parent's with one commit more, to every candidate tag.
+const describeFile = "pkgfleet-describe"
+
+func tagsDigest(tags []tagRef) string {
+	s := sha1.New()
+	for _, t := range tags {
+		fmt.Fprintf(s, "%s %s\n", t.sha, t.ref)
+	}
+	return hex.EncodeToString(s.Sum(nil))
+}
+
+// remember keeps d, the describe of sha under tags, for the next build.
+func (h *history) remember(sha, d string, tags []tagRef) {
+	if h.dir == "" {
+		return
+	}
+	// At worst the next build runs git describe.
+	_ = writeFileAtomic(filepath.Join(h.dir, describeFile), sha+" "+tagsDigest(tags)+" "+d+"\n")
+}
+
+// describeChild describes sha, the commit checked out in the repository
+// whose git directory is gitDir, from the kept describe of its parent
+// (see describeFile); false when it cannot.
+func (h *history) describeChild(gitDir, sha string, tags []tagRef) (string, bool) {
+	b, err := os.ReadFile(filepath.Join(h.dir, describeFile))
+	if err != nil || !h.shaIsNew {
+		return "", false
+	}
+	fields := strings.SplitN(strings.TrimSuffix(string(b), "\n"), " ", 3)
+	if len(fields) != 3 || fields[1] != tagsDigest(tags) {
+		return "", false
+	}
+	parent, parentDescribe := fields[0], fields[2]
+	id, err := hex.DecodeString(sha)
+	if err != nil {
+		return "", false
+	}
+	typ, body, err := readObject(gitDir, id)
+	if err != nil || typ != objCommit {
+		return "", false
+	}
+	parents := commitParents(body)
+	if len(parents) != 1 || hex.EncodeToString(parents[0]) != parent {
+		return "", false
+	}
+	var d string
+	if parentDescribe != "" { // else no tag is in the parent's history, nor in sha's
+		rest, _, ok := cutLast(parentDescribe, "-g")
+		if !ok {
+			return "", false
+		}
+		name, depth, ok := cutLast(rest, "-")
+		n, err := strconv.Atoi(depth)
+		if !ok || err != nil || n < 0 {
+			return "", false
+		}
+		abbrev, ok := uniqueAbbrev(gitDir, id)
+		if !ok {
+			return "", false
+		}
+		d = fmt.Sprintf("%s-%d-g%s", name, n+1, sha[:abbrev])
+	}
+	h.remember(sha, d, tags)
+	return d, true
+}
+
+func cutLast(s, sep string) (before, after string, ok bool) {
+	i := strings.LastIndex(s, sep)
+	if i < 0 {
+		return "", "", false
+	}
+	return s[:i], s[i+len(sep):], true
+}
+
+// uniqueAbbrev is how many hex digits of id git's describe prints in the
+// repository whose git directory is gitDir (core.abbrev unset): 7, or
+// more for a repository of over 2^14 objects (half the bit length of
+// their count, as counted from the packs' indexes), and then as many as
+// make it unique among the objects.
+func uniqueAbbrev(gitDir string, id []byte) (int, bool) {
+	idxs, _ := filepath.Glob(filepath.Join(gitDir, "objects", "pack", "pack-*.idx"))
+	count, common := 0, 0
+	for _, idx := range idxs {
+		names, _, err := packNames(idx)
+		if err != nil {
+			return 0, false
+		}
+		count += len(names)
+		for _, n := range names {
+			if bytes.Equal(n, id) {
+				continue
+			}
+			c := 0 // hex digits in common
+			for c < 2*len(id) && nibble(n, c) == nibble(id, c) {
+				c++
+			}
+			common = max(common, c)
+		}
+	}
+	if loose, _ := filepath.Glob(filepath.Join(gitDir, "objects", "??")); len(loose) > 0 {
+		return 0, false // loose objects: git's count, not this one
+	}
+	abbrev := max(7, (bits.Len(uint(count))+1)/2)
+	return max(abbrev, common+1), common+1 <= 2*len(id)
+}
+
+func nibble(b []byte, i int) byte {
+	if i%2 == 0 {
+		return b[i/2] >> 4
+	}
+	return b[i/2] & 15
 }
 
 // discard removes a kept history that a build could not use, so that the
@@ -246,6 +378,7 @@ func (h *history) completeFrom(gitDir, sha string) (bool, error) {
 			seen[string(n)] = true
 		}
 	}
+	h.shaIsNew = !seen[string(todo[0])]
 	var objs []packedObj
 	for len(todo) > 0 {
 		id := todo[len(todo)-1]
