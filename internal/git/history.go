@@ -378,6 +378,9 @@ func (h *history) completeFrom(gitDir, sha string) (bool, error) {
 			seen[string(n)] = true
 		}
 	}
+	if len(todo) == 0 || len(todo[0]) != 20 {
+		return false, nil // not a SHA-1 name: git's fetch
+	}
 	h.shaIsNew = !seen[string(todo[0])]
 	var objs []packedObj
 	for len(todo) > 0 {
