@@ -339,9 +339,10 @@ func (h *history) discard() {
 // remote's, and only a tag new since the last build comes over the wire
 // (with its commit's files, at depth). No commit is offered as had
 // (negotiation noop): the server would leave out every file a had commit
-// has, and the kept history has commits alone. The noop algorithm is git
-// 2.36's (the worker image has 2.39); an older git offers commits anyway,
-// and then the checkout fails for the files it lacks.
+// has, and the kept history has commits alone. A git that does not know
+// the noop algorithm (the worker image's 2.39 does; git's own lazy
+// fetches use it) offers commits anyway, and then the checkout fails for
+// the files it lacks: a failure, never a wrong build.
 func keptFetchArgs(depth int, remote, sha string) []string {
 	return []string{"-c", "fetch.negotiationAlgorithm=noop", "fetch", "--quiet", "--no-tags", "--prune",
 		"--depth", strconv.Itoa(depth), "--", remote, sha, "+refs/tags/*:refs/tags/*"}
