@@ -62,6 +62,9 @@ func cpuTime() time.Duration {
 //   - kept: with the history and tags from the builder's history
 //     repository, so that `git describe` says what it says in a full
 //     clone (a build's clone now);
+//   - kept-fetch: the same, the history fetched beside the files on
+//     every build (a build's clone before the kept history served the
+//     checkout's own fetch);
 //   - fresh: the same with a new history repository each time (a
 //     builder's first build on a worker);
 //   - unfiltered: kept, from a server that does not filter.
@@ -81,6 +84,7 @@ func BenchmarkCloneHistory(b *testing.B) {
 	}{
 		{"files", CloneOptions{URL: "file://" + dir, Depth: 1, FilesOnly: true}},
 		{"kept", CloneOptions{URL: "file://" + dir, Depth: 1, History: filepath.Join(tmp, "kept")}},
+		{"kept-fetch", CloneOptions{URL: "file://" + dir, Depth: 1, History: filepath.Join(tmp, "kept-fetch"), fetchHistory: true}},
 		{"fresh", CloneOptions{URL: "file://" + dir, Depth: 1}},
 		{"unfiltered", CloneOptions{URL: "file://" + unfiltered, Depth: 1, History: filepath.Join(tmp, "unfiltered")}},
 	}

@@ -380,6 +380,10 @@ type CloneOptions struct {
 	// History is the builder's history repository, kept across its
 	// builds (history.go); "" fetches the history afresh.
 	History string
+	// fetchHistory fetches a kept History beside the files on every
+	// build, as before it served the checkout's own fetch (the
+	// benchmark's comparison).
+	fetchHistory bool
 }
 
 // Checkout is what Clone made.
@@ -421,9 +425,27 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 	if err := initRepo(dir); err != nil {
 		return fail(err)
 	}
-	// The history, beside the files (history.go).
+	gitDir := filepath.Join(dir, ".git")
+	// A kept history goes into the checkout before its fetch, which then
+	// brings the files and the tags at once; the history fetch runs only
+	// when the new commits are more than the fetch's depth (history.go).
+	var kept *history
+	if opts.Depth > 0 && !opts.FilesOnly && opts.History != "" && !opts.fetchHistory {
+		h, err := lockKept(ctx, opts.History)
+		if err != nil {
+			return fail(err)
+		}
+		if h != nil {
+			kept = h
+			defer h.unlock()
+			if err := h.copyInto(gitDir); err != nil {
+				return fail(fmt.Errorf("history: %w", err))
+			}
+		}
+	}
+	// Else the history, beside the files.
 	var hist chan historyResult
-	if opts.Depth > 0 && !opts.FilesOnly {
+	if opts.Depth > 0 && !opts.FilesOnly && kept == nil {
 		histDir := opts.History
 		if histDir == "" {
 			tmp, err := os.MkdirTemp(filepath.Dir(dir), ".history-")
@@ -453,7 +475,9 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 		remote = "origin"
 	}
 	fetch := []string{"fetch", "--quiet", "--no-tags"}
-	if opts.Depth > 0 {
+	if kept != nil {
+		fetch = keptFetchArgs(opts.Depth, remote, opts.SHA)
+	} else if opts.Depth > 0 {
 		fetch = append(fetch, "--depth", strconv.Itoa(opts.Depth), "--", remote, opts.SHA)
 	} else {
 		fetch = append(fetch, "--", remote, opts.SHA)
@@ -461,6 +485,7 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 			fetch = append(fetch, "+refs/tags/*:refs/tags/*")
 		}
 	}
+	fetchAt := len(steps)
 	steps = append(steps, fetch, []string{"-c", "advice.detachedHead=false", "checkout", "--quiet", opts.SHA})
 	if opts.RecurseSubmodules > 0 {
 		sub := []string{"submodule", "update", "--init", "--quiet"}
@@ -477,13 +502,43 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 		return fail(err)
 	}
 	defer w.close() // one proxy for every step: MaxFetchSize bounds the whole clone
-	for _, args := range steps {
+	// With a kept history, what follows the fetch (completing the
+	// history, describing the commit) runs beside the checkout of the
+	// files, which reads neither.
+	var keptDescribe string
+	var keptErr error
+	var keptDone chan struct{}
+	keptCtx, keptCancel := context.WithCancel(ctx)
+	defer func() {
+		keptCancel() // a failed clone does not wait for the history's fetch
+		if keptDone != nil {
+			<-keptDone // before the history's lock goes
+		}
+	}()
+	for i, args := range steps {
 		if _, err := c.run(ctx, dir, w, args...); err != nil {
+			if kept != nil && i == fetchAt && ctx.Err() == nil {
+				kept.discard() // it may be what broke the fetch; the next build fetches it anew
+			}
 			return fail(err)
+		}
+		if kept != nil && i == fetchAt {
+			keptDone = make(chan struct{})
+			go func() {
+				defer close(keptDone)
+				keptDescribe, keptErr = c.completeFromKept(keptCtx, kept, dir, opts.URL, opts.SHA)
+			}()
 		}
 	}
 	var out Checkout
 	describeHere := opts.Depth == 0 && !opts.FilesOnly
+	if keptDone != nil {
+		<-keptDone
+		if keptErr != nil {
+			return fail(keptErr)
+		}
+		out.Describe = keptDescribe
+	}
 	if hist != nil {
 		r := <-hist
 		hist <- r // for the deferred unlock
@@ -508,13 +563,7 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 		}
 	}
 	if describeHere {
-		out.Describe = ""
-		if hasTags(filepath.Join(dir, ".git")) {
-			// Fails only when no tag is in SHA's history: no describe.
-			if d, err := c.run(ctx, dir, nil, describe(opts.SHA)...); err == nil {
-				out.Describe = strings.TrimSpace(string(d))
-			}
-		}
+		out.Describe = c.describeIn(ctx, dir, opts.SHA)
 	}
 	// A checkout's mtimes are the time of the checkout; archives made from
 	// it would differ on every build. Every file gets the commit's time.
@@ -522,6 +571,19 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 		return fail(err)
 	}
 	return out, nil
+}
+
+// describeIn is `git describe` of sha in the checkout at dir; "" when no
+// tag is in sha's history.
+func (c *Client) describeIn(ctx context.Context, dir, sha string) string {
+	if !hasTags(filepath.Join(dir, ".git")) {
+		return ""
+	}
+	d, err := c.run(ctx, dir, nil, describe(sha)...)
+	if err != nil {
+		return "" // fails only when no tag is in sha's history
+	}
+	return strings.TrimSpace(string(d))
 }
 
 type historyResult struct {

@@ -348,3 +348,79 @@ func TestAKeptHistoryServesTheNextBuildAndNoBuildWritesIt(t *testing.T) {
 		t.Fatalf("after a broken history repository: Describe = %q %v, want v1.1-1-g…", co.Describe, err)
 	}
 }
+
+// TestAKeptHistoryFollowsTheRemoteAsAFullCloneDoes: builds that take
+// their history from the builder's history repository (the checkout's
+// own fetch bringing the new commit and the tags, or, past its depth, the
+// history's own fetch) see what a full clone sees, build after build: a
+// new commit, a tag added on an old commit, a tag deleted, a tag moved, a
+// force push of several commits, the same commit again, and a build by
+// tag.
+func TestAKeptHistoryFollowsTheRemoteAsAFullCloneDoes(t *testing.T) {
+	t.Parallel()
+	dir, _ := testenv.Repo(t, map[string]string{"a.txt": "0"})
+	for i := range 4 {
+		testenv.Commit(t, dir, map[string]string{"a.txt": strconv.Itoa(i)}, "c")
+		if i == 1 {
+			testenv.Git(t, dir, "tag", "-a", "v1.0", "-m", "release")
+			testenv.Git(t, dir, "tag", "old1")
+		}
+	}
+	testenv.Git(t, dir, "config", "uploadpack.allowFilter", "true")
+	c := &Client{Policy: URLPolicy{AllowFile: true}}
+	hist := filepath.Join(t.TempDir(), "history")
+	build := func(step, ref string) {
+		t.Helper()
+		sha := testenv.Git(t, dir, "rev-parse", ref+"^{commit}")
+		dst := filepath.Join(t.TempDir(), "checkout")
+		co, err := c.Clone(context.Background(), dst, CloneOptions{URL: "file://" + dir, SHA: sha, Depth: 1, Ref: ref, History: hist})
+		if err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		want := testenv.Git(t, dir, "describe", "--tags", "--long", "--match", "*[0-9]*", sha)
+		inside := testenv.Git(t, dst, "describe", "--tags", "--long", "--match", "*[0-9]*")
+		if co.Describe != want || inside != want {
+			t.Errorf("%s: Describe %q, in the checkout %q; want the full clone's %q", step, co.Describe, inside, want)
+		}
+		tags := func(d string) string {
+			return testenv.Git(t, d, "for-each-ref", "--format=%(refname) %(objectname)", "refs/tags")
+		}
+		if got, want := tags(dst), tags(dir); got != want {
+			t.Errorf("%s: the checkout's tags\n%s\nwant the remote's\n%s", step, got, want)
+		}
+		if got, want := testenv.Git(t, dst, "rev-list", "--count", "HEAD"), testenv.Git(t, dir, "rev-list", "--count", sha); got != want {
+			t.Errorf("%s: %s commits of history, want %s", step, got, want)
+		}
+		if out := testenv.Git(t, dst, "status", "--porcelain"); out != "" {
+			t.Errorf("%s: git status of the checkout:\n%s", step, out)
+		}
+	}
+	build("first build", "main")
+	testenv.Commit(t, dir, map[string]string{"a.txt": "next"}, "next")
+	build("a new commit", "main")
+	if own, _ := filepath.Glob(filepath.Join(hist, "objects", "pack", "*.own")); len(own) != 1 {
+		t.Fatalf("the history repository has %d packs of its own after a one-commit push, want 1 (its checkout's fetch served it)", len(own))
+	}
+	for i := range 3 { // described from the last build's describe
+		testenv.Commit(t, dir, map[string]string{"a.txt": "more " + strconv.Itoa(i)}, "more")
+		build("one more commit", "main")
+	}
+	testenv.Git(t, dir, "checkout", "-q", "-b", "side", "HEAD~1")
+	testenv.Commit(t, dir, map[string]string{"side.txt": "s"}, "side")
+	testenv.Git(t, dir, "checkout", "-q", "main")
+	testenv.Git(t, dir, "merge", "-q", "--no-ff", "-m", "merge side", "side")
+	build("a merge", "main")
+	testenv.Git(t, dir, "tag", "-a", "v0.9", "-m", "late", "HEAD~4")
+	testenv.Git(t, dir, "tag", "-d", "v1.0")
+	testenv.Git(t, dir, "tag", "-f", "old1", "HEAD~1")
+	testenv.Commit(t, dir, map[string]string{"a.txt": "after tags"}, "after tags")
+	build("tags added, deleted and moved", "main")
+	testenv.Git(t, dir, "reset", "-q", "--hard", "HEAD~3")
+	for i := range 3 {
+		testenv.Commit(t, dir, map[string]string{"b.txt": strconv.Itoa(i)}, "forced")
+	}
+	build("a force push of three commits", "main")
+	build("the same commit again", "main")
+	testenv.Git(t, dir, "tag", "v2.0", "HEAD~1")
+	build("a build by tag", "v2.0")
+}
