@@ -44,7 +44,18 @@ func readCommitTime(gitDir, sha string) (time.Time, error) {
 		defer f.Close()
 		return looseCommitTime(f)
 	}
-	idxs, _ := filepath.Glob(filepath.Join(objects, "pack", "pack-*.idx"))
+	pack, off, err := findPacked(gitDir, id)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer pack.Close()
+	return packedCommitTime(pack, off)
+}
+
+// findPacked opens the pack of the repository whose git directory is
+// gitDir that holds object id, and says where in it the object starts.
+func findPacked(gitDir string, id []byte) (*os.File, int64, error) {
+	idxs, _ := filepath.Glob(filepath.Join(gitDir, "objects", "pack", "pack-*.idx"))
 	for _, idx := range idxs {
 		off, err := packOffset(idx, id)
 		if err != nil {
@@ -52,12 +63,11 @@ func readCommitTime(gitDir, sha string) (time.Time, error) {
 		}
 		pack, err := os.Open(idx[:len(idx)-len(".idx")] + ".pack")
 		if err != nil {
-			return time.Time{}, errNotHere
+			return nil, 0, errNotHere
 		}
-		defer pack.Close()
-		return packedCommitTime(pack, off)
+		return pack, off, nil
 	}
-	return time.Time{}, errNotHere
+	return nil, 0, errNotHere
 }
 
 // looseCommitTime reads a loose object: zlib("commit <size>\x00<body>").
@@ -344,18 +354,10 @@ func writePack(dir string, objs []packedObj, marks ...string) (string, error) {
 // readObject reads the object id, whole, from a pack of the repository
 // whose git directory is gitDir.
 func readObject(gitDir string, id []byte) (int, []byte, error) {
-	idxs, _ := filepath.Glob(filepath.Join(gitDir, "objects", "pack", "pack-*.idx"))
-	for _, idx := range idxs {
-		off, err := packOffset(idx, id)
-		if err != nil {
-			continue
-		}
-		pack, err := os.Open(idx[:len(idx)-len(".idx")] + ".pack")
-		if err != nil {
-			return 0, nil, errNotHere
-		}
-		defer pack.Close()
-		return packedObject(pack, off)
+	pack, off, err := findPacked(gitDir, id)
+	if err != nil {
+		return 0, nil, err
 	}
-	return 0, nil, errNotHere
+	defer pack.Close()
+	return packedObject(pack, off)
 }
