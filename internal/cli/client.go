@@ -9,7 +9,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/apiv1"
 )
@@ -29,20 +31,49 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.Msg }
 
+// A write over the API's rate limit (HTTP.WriteRate) is answered 429 before
+// it does anything, with the seconds to wait in Retry-After: do waits that
+// long and asks again, up to rateLimitTries times, when the wait is at most
+// maxRetryAfter (a longer one is the API telling a script to stop).
+const (
+	rateLimitTries = 3
+	maxRetryAfter  = 60 * time.Second
+)
+
 func (c *client) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
+	var payload []byte
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return err
 		}
-		rd = bytes.NewReader(b)
+		payload = b
+	}
+	for try := 1; ; try++ {
+		wait, err := c.once(ctx, method, path, payload, body != nil, out)
+		if wait <= 0 || try == rateLimitTries {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
+}
+
+// once sends one request. A 429 whose Retry-After do may wait for returns
+// that wait beside its error.
+func (c *client) once(ctx context.Context, method, path string, payload []byte, hasBody bool, out any) (time.Duration, error) {
+	var rd io.Reader
+	if hasBody {
+		rd = bytes.NewReader(payload)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
-		return fmt.Errorf("bad address %q: %v", c.base, err)
+		return 0, fmt.Errorf("bad address %q: %v", c.base, err)
 	}
-	if body != nil {
+	if hasBody {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.token != "" {
@@ -54,12 +85,12 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return fmt.Errorf("cannot reach pkgfleet at %s: %v", c.base, err)
+		return 0, fmt.Errorf("cannot reach pkgfleet at %s: %v", c.base, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if resp.StatusCode >= 400 {
 		var e apiv1.Error
@@ -69,19 +100,29 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 				e.Error = resp.Status
 			}
 		}
-		return &apiError{Status: resp.StatusCode, Msg: e.Error}
+		var wait time.Duration
+		if resp.StatusCode == http.StatusTooManyRequests {
+			if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n >= 0 {
+				if wait = time.Duration(n) * time.Second; wait > maxRetryAfter {
+					wait = 0
+				} else if wait == 0 {
+					wait = time.Millisecond // "now": still a wait, so do asks again
+				}
+			}
+		}
+		return wait, &apiError{Status: resp.StatusCode, Msg: e.Error}
 	}
 	switch out := out.(type) {
 	case nil:
-		return nil
+		return 0, nil
 	case *[]byte:
 		*out = data
-		return nil
+		return 0, nil
 	default:
 		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("unexpected answer from %s: %v", path, err)
+			return 0, fmt.Errorf("unexpected answer from %s: %v", path, err)
 		}
-		return nil
+		return 0, nil
 	}
 }
 
