@@ -194,11 +194,19 @@ func (s *Server) indexPage(w http.ResponseWriter, r *http.Request, sess *session
 				continue
 			}
 		}
+		// The newest releases of the source, read once for all its
+		// builders on the page (a branch build below one is warned of).
+		var releases map[string]string
 		for _, b := range page {
 			if b.Source != src.Name {
 				continue
 			}
-			bv, err := s.builderView(ctx, b, now)
+			if releases == nil {
+				if releases, err = s.newestReleases(ctx, src.Name); err != nil {
+					return err
+				}
+			}
+			bv, err := s.builderView(ctx, b, releases, now)
 			if err != nil {
 				return err
 			}
@@ -234,7 +242,7 @@ func installLine(base string, src registry.Source, pkg string) string {
 	return fmt.Sprintf(`install.packages("%s", repos = "%s/cran/%s")`, pkg, base, src.Name)
 }
 
-func (s *Server) builderView(ctx context.Context, b *registry.Builder, now time.Time) (builderView, error) {
+func (s *Server) builderView(ctx context.Context, b *registry.Builder, releases map[string]string, now time.Time) (builderView, error) {
 	every := time.Duration(b.PollInterval)
 	if every == 0 {
 		every = s.Config.Git.PollInterval
@@ -254,10 +262,6 @@ func (s *Server) builderView(ctx context.Context, b *registry.Builder, now time.
 		return builderView{}, err
 	}
 	if err := s.noWorkerDetail(ctx, builds...); err != nil {
-		return builderView{}, err
-	}
-	releases, err := s.newestReleases(ctx, b.Source)
-	if err != nil {
 		return builderView{}, err
 	}
 	bv := builderView{Builder: b, URL: apiv1.DisplayURL(b.URL), Schedule: sched}
