@@ -184,8 +184,8 @@ func RemoteHost(raw string) (host, port string) {
 		return "", ""
 	}
 	port = u.Port()
-	if port == "" {
-		port = map[string]string{"https": "443", "ssh": "22", "git": "9418"}[u.Scheme]
+	if n, ok := defaultPorts[u.Scheme]; ok && port == "" {
+		port = strconv.Itoa(n)
 	}
 	return u.Hostname(), port
 }
