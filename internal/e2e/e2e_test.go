@@ -288,24 +288,13 @@ func TestPythonTagBuilderBuildsNewestTagIntoSdistAndWheel(t *testing.T) {
 func TestAReleaseVersionedFromItsTagGetsTheTagsVersion(t *testing.T) {
 	t.Parallel()
 	f := setup(t, nil)
-	repo := versionedRepoFrom(t, map[string]string{
-		"pyproject.toml": `[build-system]
-requires = ["setuptools", "setuptools-scm"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "scmfleet"
-dynamic = ["version"]
-
-[tool.setuptools_scm]
-`,
-		"scmfleet/__init__.py": "",
-	})
+	scm := gitVersionedProjects[0] // a setuptools-scm project (versions_test.go)
+	repo := versionedRepoFrom(t, scm.files)
 	testenv.Git(t, repo, "tag", "v1.2.3")
 	f.do("POST", "/api/v1/sources", map[string]string{"name": "scm-py", "type": "git-python"}, 201)
 	f.do("POST", "/api/v1/sources/scm-py/git-builders",
-		map[string]any{"name": "scmfleet", "url": "file://" + repo, "build_trigger": "tags"}, 201)
-	b := f.wait(f.run("/api/v1/sources/scm-py/git-builders/scmfleet/run", nil).ID)
+		map[string]any{"name": scm.name, "url": "file://" + repo, "build_trigger": "tags"}, 201)
+	b := f.wait(f.run("/api/v1/sources/scm-py/git-builders/"+scm.name+"/run", nil).ID)
 	if b.Status != registry.StatusSucceeded {
 		t.Fatalf("build %d %s: %s\n%s", b.ID, b.Status, b.Detail, f.log(b.ID))
 	}

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -21,20 +20,6 @@ import (
 
 // systemPython is the interpreter Debian's backends are installed for.
 const systemPython = "/usr/bin/python3"
-
-// requirePython fails the test when one of modules is missing and
-// CI=true, and skips it otherwise (as testenv.Require does for tools).
-func requirePython(t *testing.T, modules ...string) {
-	t.Helper()
-	for _, m := range modules {
-		if out, err := exec.Command(systemPython, "-c", "import "+m).CombinedOutput(); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("python module %s is required (CI=true; scripts/deps.sh --tests): %v\n%s", m, err, out)
-			}
-			t.Skipf("python module %s not installed", m)
-		}
-	}
-}
 
 // gitVersionedProjects are a setuptools-scm and a hatch-vcs project, each
 // with the command that prints its version in a checkout.
@@ -133,7 +118,7 @@ func fullCloneVersion(t *testing.T, repo, sha string, version []string) string {
 
 func TestGitVersionedPackagesGetTheVersionOfAFullClone(t *testing.T) {
 	t.Parallel()
-	requirePython(t, "setuptools_scm", "hatchling", "hatch_vcs")
+	testenv.RequirePython(t, systemPython, "setuptools_scm", "hatchling", "hatch_vcs")
 	f := setup(t, nil)
 	f.do("POST", "/api/v1/sources", map[string]string{"name": "versions", "type": "git-python"}, 201)
 	type want struct {

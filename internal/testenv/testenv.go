@@ -33,12 +33,28 @@ func Require(t testing.TB, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is required (CI=true): %v", tool, err)
-			}
-			t.Skipf("%s not installed", tool)
+			missing(t, tool, err)
 		}
 	}
+}
+
+// RequirePython is Require for modules of the interpreter python (the
+// build backends Debian packages, installed by scripts/deps.sh --tests).
+func RequirePython(t testing.TB, python string, modules ...string) {
+	t.Helper()
+	for _, m := range modules {
+		if out, err := exec.Command(python, "-c", "import "+m).CombinedOutput(); err != nil {
+			missing(t, "python module "+m, fmt.Errorf("%v: %s", err, out))
+		}
+	}
+}
+
+func missing(t testing.TB, what string, err error) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s is required (CI=true; scripts/deps.sh --tests installs it): %v", what, err)
+	}
+	t.Skipf("%s not installed", what)
 }
 
 // Redis is one redis-server started for a test package.
