@@ -40,7 +40,7 @@ type Server struct {
 	Config   *config.Config
 	Registry *registry.Registry
 	Enqueuer *queue.Enqueuer
-	Store    *store.Store
+	Store    store.Artifacts
 	Git      *git.Client
 	Tokens   *auth.Tokens   // nil: no auth (loopback only)
 	Sessions *auth.Sessions // the browser sign-ins; nil without Tokens

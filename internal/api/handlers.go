@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/pkgmeta"
 	"github.com/pkgfleet/pkgfleet/internal/queue"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/store"
 )
 
 func (s *Server) createSource(w http.ResponseWriter, r *http.Request) error {
@@ -586,19 +588,17 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) error {
 		if a.File != name {
 			continue
 		}
-		f, err := s.Store.Open(b.Source, b.Package, b.ID, b.AttemptToken, name)
-		if err != nil {
-			return fmt.Errorf("artifact %s of build %d: %w", name, b.ID, err)
-		}
-		defer f.Close()
-		st, err := f.Stat()
-		if err != nil {
-			return err
-		}
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", name))
 		w.Header().Set("X-Checksum-Sha256", a.SHA256)
-		http.ServeContent(w, r, name, st.ModTime(), f)
+		err := store.Serve(w, r, s.Store, s.Config.Storage.S3Redirect, b.Source, b.Package, b.ID, b.AttemptToken, name)
+		if errors.Is(err, fs.ErrNotExist) {
+			s.Log.Error("an artifact a build record names is missing from the store", "build", b.ID, "file", name, "store", s.Store.String(), "error", err)
+			return errorf(http.StatusNotFound, "artifact %s of build %d is missing from the artifact store", name, b.ID)
+		}
+		if err != nil {
+			return fmt.Errorf("artifact %s of build %d: %w", name, b.ID, err)
+		}
 		return nil
 	}
 	return errorf(http.StatusNotFound, "build %d has no artifact %q", b.ID, name)

@@ -7,17 +7,32 @@ import (
 
 	"github.com/pkgfleet/pkgfleet/internal/poller"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/store"
 )
+
+// owner names this replica in the leases it campaigns for.
+func owner() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s:%d", host, os.Getpid())
+}
 
 // Poller returns the poller of this API replica (see internal/poller);
 // Run starts it.
 func (s *Server) Poller() *poller.Poller {
-	host, _ := os.Hostname()
 	return &poller.Poller{
 		Registry: s.Registry, Enqueuer: s.Enqueuer, Git: s.Git, GitFor: s.gitFor, Redis: s.Enqueuer.Redis,
-		Log: s.Log.With("component", "poller"), Owner: fmt.Sprintf("%s:%d", host, os.Getpid()),
+		Log: s.Log.With("component", "poller"), Owner: owner(),
 		Interval: s.Config.Git.PollInterval, Concurrency: s.Config.Git.PollConcurrency, Timeout: s.Config.Git.PollTimeout,
 		Observe: s.Metrics.Poll,
+	}
+}
+
+// Sweeper is the orphan sweep of the artifact store (one per fleet).
+func (s *Server) Sweeper() *store.Sweeper {
+	return &store.Sweeper{
+		Store: s.Store, Registry: s.Registry, Redis: s.Enqueuer.Redis,
+		Owner: owner(), Grace: s.Config.Storage.OrphanGrace,
+		Log: s.Log.With("component", "orphan-sweep"), Removed: s.Metrics.OrphansRemoved,
 	}
 }
 

@@ -33,7 +33,7 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 		}
 		tokens = t
 	}
-	st, err := store.New(cfg.FileStorage.Location)
+	st, err := store.New(context.Background(), cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -64,11 +64,12 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 			Net: outbound, MaxFetchSize: int64(cfg.Git.MaxCloneSize)},
 		remotes: make(chan struct{}, cfg.Git.RemoteConcurrency),
 		Tokens:  tokens,
-		Index:   index.New(reg, st),
+		Index:   index.New(reg, st, log),
 		Creds:   creds,
 		Writes:  &ratelimit.Limiter{Redis: rdb, PerMinute: cfg.HTTP.WriteRate, Burst: cfg.HTTP.WriteBurst},
 		Log:     log,
 	}
+	s.Index.Redirect = cfg.Storage.S3Redirect
 	if tokens != nil {
 		s.Sessions = &auth.Sessions{Redis: rdb, Tokens: tokens, TTL: cfg.HTTP.SessionTimeout}
 	}
@@ -88,6 +89,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	defer rdb.Close()
 	s, err := NewServer(cfg, rdb, log)
 	if err != nil {
+		return err
+	}
+	// A store it cannot write to is a setting to fix, not a wait: the
+	// API refuses to start, in one line naming the store.
+	if err := s.Store.Check(ctx); err != nil {
 		return err
 	}
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
@@ -114,14 +120,19 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		auth = "none (loopback only)"
 	}
 	log.Info("pkgfleet-api listening", "address", ln.Addr().String(), "auth", auth, "redis", redisconn.Describe(cfg.Redis))
-	// Every replica campaigns; only the leader polls.
+	// Every replica campaigns; only the leader polls, and only one
+	// sweeps the store's orphans.
 	pollCtx, stopPolling := context.WithCancel(ctx)
-	polled := make(chan struct{})
+	polled := make(chan struct{}, 2)
 	go func() {
-		defer close(polled)
+		defer func() { polled <- struct{}{} }()
 		_ = s.Poller().Run(pollCtx)
 	}()
-	defer func() { stopPolling(); <-polled }()
+	go func() {
+		defer func() { polled <- struct{}{} }()
+		_ = s.Sweeper().Run(pollCtx)
+	}()
+	defer func() { stopPolling(); <-polled; <-polled }()
 	select {
 	case err := <-errc:
 		return err

@@ -14,8 +14,12 @@ type Worker struct {
 	// SandboxRefusal is why the sandbox is unusable when SandboxTier is
 	// "none": the line pkgfleet-worker sandbox check prints.
 	SandboxRefusal string `json:"sandbox_refusal,omitempty"`
-	Slots          int    `json:"slots"` // builds at once (Worker.Concurrency, capped)
-	Running        int    `json:"running_builds"`
+	// StoreRefusal is why the worker takes no builds although it could
+	// build: its artifact store failed the startup check (one line
+	// naming the bucket, the endpoint and the error).
+	StoreRefusal string `json:"store_refusal,omitempty"`
+	Slots        int    `json:"slots"` // builds at once (Worker.Concurrency, capped)
+	Running      int    `json:"running_builds"`
 	// MaxUserNamespaces is /proc/sys/user/max_user_namespaces (-1 when
 	// unreadable).
 	MaxUserNamespaces int `json:"max_user_namespaces"`

@@ -35,6 +35,8 @@ type Config struct {
 	Redis       Redis
 	HTTP        HTTP
 	FileStorage FileStorage
+	Storage     Storage
+	S3Storage   S3Storage
 
 	// File is the config file the settings were read from ("" if none).
 	File string
@@ -113,6 +115,23 @@ type HTTP struct {
 // FileStorage holds the [FileStorage] section.
 type FileStorage struct {
 	Location string
+}
+
+// Storage holds the [Storage] section: where artifacts are kept.
+type Storage struct {
+	Default     string // "file" or "s3"
+	S3Redirect  bool
+	OrphanGrace time.Duration
+}
+
+// S3Storage holds the [S3Storage] section (PPM's names). Credentials are
+// the AWS SDK's default chain's, never a setting.
+type S3Storage struct {
+	Bucket          string
+	Region          string
+	Prefix          string
+	Endpoint        string
+	EnablePathStyle bool
 }
 
 // Source tells Load where settings come from. The zero value reads no file
@@ -284,6 +303,15 @@ func (c *Config) Validate() error {
 	abs("FileStorage.Location", c.FileStorage.Location)
 	if c.Server.DataDir == "" {
 		errs = append(errs, errors.New("Server.DataDir must be set"))
+	}
+	switch c.Storage.Default {
+	case "file":
+	case "s3":
+		if c.S3Storage.Bucket == "" {
+			errs = append(errs, errors.New("S3Storage.Bucket must be set when Storage.Default = s3"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("Storage.Default must be file or s3, got %q", c.Storage.Default))
 	}
 	if c.Git.BuildConcurrency < 1 {
 		errs = append(errs, fmt.Errorf("Git.BuildConcurrency must be at least 1, got %d", c.Git.BuildConcurrency))

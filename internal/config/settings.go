@@ -181,6 +181,16 @@ var settings = []*Setting{
 	duration("HTTP", "WebhookReplayWindow", "24h", "How long a webhook's delivery id (X-GitHub-Delivery, Idempotency-Key, …) is remembered; the same id again within it is refused with 409.", func(c *Config) *time.Duration { return &c.HTTP.WebhookReplayWindow }),
 
 	str("FileStorage", "Location", "", "Artifacts (default: DataDir/packages); masked in the sandbox.", func(c *Config) *string { return &c.FileStorage.Location }),
+
+	str("Storage", "Default", "file", "Where artifacts are kept: file (FileStorage.Location, shared by the API and every worker) or s3 (the S3Storage bucket; no shared volume).", func(c *Config) *string { return &c.Storage.Default }),
+	boolean("Storage", "S3Redirect", "false", "With s3, answer artifact and index file downloads with a redirect to a presigned URL instead of streaming them through the API (clients must reach the bucket).", func(c *Config) *bool { return &c.Storage.S3Redirect }),
+	duration("Storage", "OrphanGrace", "1h", "Stored artifacts that no build record names (a worker died after its upload) are deleted by a sweep once older than this; longer than any build's upload-to-record time.", func(c *Config) *time.Duration { return &c.Storage.OrphanGrace }),
+
+	str("S3Storage", "Bucket", "", "Bucket of the artifacts when Storage.Default = s3. Credentials come from the AWS default chain (environment, shared files, web identity, instance role), never from this file.", func(c *Config) *string { return &c.S3Storage.Bucket }),
+	str("S3Storage", "Region", "", "The bucket's region (default: the AWS chain's, else us-east-1).", func(c *Config) *string { return &c.S3Storage.Region }),
+	str("S3Storage", "Prefix", "", "Key prefix of every artifact in the bucket (e.g. pkgfleet/).", func(c *Config) *string { return &c.S3Storage.Prefix }),
+	str("S3Storage", "Endpoint", "", "S3 endpoint URL of an S3-compatible server (Ceph RGW, GCS, versitygw, …); empty: AWS.", func(c *Config) *string { return &c.S3Storage.Endpoint }),
+	boolean("S3Storage", "EnablePathStyle", "false", "Address the bucket in the path (endpoint/bucket/key), as most S3-compatible servers need, instead of a virtual host.", func(c *Config) *bool { return &c.S3Storage.EnablePathStyle }),
 }
 
 func secret(s *Setting) *Setting { s.Secret = true; return s }

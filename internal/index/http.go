@@ -16,6 +16,7 @@ import (
 
 	"github.com/pkgfleet/pkgfleet/internal/pkgmeta"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/store"
 )
 
 // Routes registers the index endpoints on mux; wrap adds the API's auth
@@ -96,7 +97,10 @@ func (x *Index) packages(gz bool) func(w http.ResponseWriter, r *http.Request) e
 			if !ok {
 				continue
 			}
-			f, err := x.metadata(b, a)
+			f, err := x.metadata(r.Context(), b, a)
+			if x.missing(b, a.File, err) {
+				continue
+			}
 			if err != nil {
 				return err
 			}
@@ -148,23 +152,17 @@ func (x *Index) cranFile(archive bool) func(w http.ResponseWriter, r *http.Reque
 }
 
 func (x *Index) serve(w http.ResponseWriter, r *http.Request, b *registry.Build, file string) error {
-	f, err := x.Store.Open(b.Source, b.Package, b.ID, b.AttemptToken, file)
-	if err != nil {
-		return notFound("%s is missing from the artifact store", file)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
 	ctype := "application/octet-stream"
 	if strings.HasSuffix(file, ".tar.gz") {
 		ctype = "application/x-gzip"
 	}
 	w.Header().Set("Content-Type", ctype)
 	w.Header().Set("X-Pkgfleet-Build", strconv.FormatInt(b.ID, 10))
-	http.ServeContent(w, r, file, st.ModTime(), f)
-	return nil
+	err := store.Serve(w, r, x.Store, x.Redirect, b.Source, b.Package, b.ID, b.AttemptToken, file)
+	if x.missing(b, file, err) {
+		return notFound("%s is missing from the artifact store", file)
+	}
+	return err
 }
 
 func artifactOfKind(b *registry.Build, kind string) (registry.Artifact, bool) {
@@ -245,7 +243,10 @@ func (x *Index) simpleProject(w http.ResponseWriter, r *http.Request) error {
 		}
 		for _, b := range builds {
 			for _, a := range b.Artifacts {
-				f, err := x.metadata(b, a)
+				f, err := x.metadata(r.Context(), b, a)
+				if x.missing(b, a.File, err) {
+					continue
+				}
 				if err != nil {
 					return err
 				}

@@ -13,7 +13,10 @@ package index
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"sort"
 	"sync"
 
@@ -26,15 +29,31 @@ import (
 // Index reads builds from the registry and files from the store.
 type Index struct {
 	Registry *registry.Registry
-	Store    *store.Store
+	Store    store.Artifacts
+	// Redirect sends package downloads to a presigned URL when the store
+	// makes them (Storage.S3Redirect).
+	Redirect bool
+	// Log hears of files a record names that are missing from the store.
+	Log *slog.Logger
 
 	mu    sync.Mutex
 	cache map[string]pkgmeta.Fields // build id + file → metadata
 }
 
 // New returns an index.
-func New(reg *registry.Registry, st *store.Store) *Index {
-	return &Index{Registry: reg, Store: st, cache: map[string]pkgmeta.Fields{}}
+func New(reg *registry.Registry, st store.Artifacts, log *slog.Logger) *Index {
+	return &Index{Registry: reg, Store: st, Log: log, cache: map[string]pkgmeta.Fields{}}
+}
+
+// missing reports whether err says a file a record names is gone from
+// the store (deleted behind pkgfleet's back), and logs it: the listing
+// leaves that file out and serves the rest.
+func (x *Index) missing(b *registry.Build, file string, err error) bool {
+	if !errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	x.Log.Error("an artifact a build record names is missing from the store", "build", b.ID, "file", file, "store", x.Store.String(), "error", err)
+	return true
 }
 
 // maxBuilds bounds how many successful builds one listing considers.
@@ -74,7 +93,7 @@ func (x *Index) served(ctx context.Context, source string) (map[string][]*regist
 }
 
 // metadata reads (and caches) the package metadata inside an artifact.
-func (x *Index) metadata(b *registry.Build, a registry.Artifact) (pkgmeta.Fields, error) {
+func (x *Index) metadata(ctx context.Context, b *registry.Build, a registry.Artifact) (pkgmeta.Fields, error) {
 	k := fmt.Sprintf("%d/%s", b.ID, a.File)
 	x.mu.Lock()
 	f, ok := x.cache[k]
@@ -82,7 +101,7 @@ func (x *Index) metadata(b *registry.Build, a registry.Artifact) (pkgmeta.Fields
 	if ok {
 		return f, nil
 	}
-	fh, err := x.Store.Open(b.Source, b.Package, b.ID, b.AttemptToken, a.File)
+	fh, err := x.Store.Open(ctx, b.Source, b.Package, b.ID, b.AttemptToken, a.File)
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +115,7 @@ func (x *Index) metadata(b *registry.Build, a registry.Artifact) (pkgmeta.Fields
 			}
 		}
 	case "wheel":
-		f, err = pkgmeta.ReadWheelMetadata(fh)
+		f, err = pkgmeta.ReadWheelMetadata(fh, fh.Size())
 	default:
 		f, err = pkgmeta.ReadSdistPKGInfo(fh)
 	}

@@ -212,6 +212,7 @@ type API struct {
 	polls    *prometheus.CounterVec
 	pollTime prometheus.Histogram
 	webhooks *prometheus.CounterVec
+	orphans  prometheus.Counter
 }
 
 // FleetState is read from Redis, at most once per refresh (see NewAPI).
@@ -240,10 +241,13 @@ func NewAPI(fleet func() (FleetState, error), refresh time.Duration, extra ...pr
 		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pkgfleet_webhook_deliveries_total", Help: "Webhook deliveries, by provider and outcome (accepted, rejected, replayed, error).",
 		}, []string{"provider", "outcome"}),
+		orphans: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pkgfleet_store_orphans_removed_total", Help: "Artifact files no build record named, removed by the orphan sweep after Storage.OrphanGrace.",
+		}),
 	}
 	m.polls.WithLabelValues("ok")
 	m.polls.WithLabelValues("error")
-	reg.MustRegister(m.polls, m.pollTime, m.webhooks, &fleetCollector{fleet: fleet, refresh: refresh})
+	reg.MustRegister(m.polls, m.pollTime, m.webhooks, m.orphans, &fleetCollector{fleet: fleet, refresh: refresh})
 	reg.MustRegister(extra...)
 	return m
 }
@@ -263,6 +267,14 @@ func (m *API) Webhook(provider, outcome string) {
 		return
 	}
 	m.webhooks.WithLabelValues(provider, outcome).Inc()
+}
+
+// OrphansRemoved counts files the orphan sweep removed.
+func (m *API) OrphansRemoved(n int) {
+	if m == nil {
+		return
+	}
+	m.orphans.Add(float64(n))
 }
 
 // Handler serves /metrics.

@@ -58,8 +58,10 @@ type Deps struct {
 	// changes it while builds run (tests put a fake recipe in it).
 	Languages *Languages
 	Worker    string // this worker's name
-	Log       *slog.Logger
-	Metrics   *metrics.Worker // nil: none
+	// Store keeps the artifacts; nil: the one the settings choose.
+	Store   store.Artifacts
+	Log     *slog.Logger
+	Metrics *metrics.Worker // nil: none
 	// Stopping is closed when the worker shuts down: builds waiting for
 	// a slot stop waiting (running ones may finish).
 	Stopping <-chan struct{}
@@ -82,7 +84,7 @@ type Deps struct {
 // Pipeline runs build tasks on a worker; it is an asynq.Handler.
 type Pipeline struct {
 	registry   *registry.Registry
-	store      *store.Store
+	store      store.Artifacts
 	git        *git.Client
 	creds      *credential.Store // opens the builder's credential for the clone only
 	languages  *Languages
@@ -126,9 +128,12 @@ func New(d Deps) (*Pipeline, error) {
 	if cfg == nil || d.Redis == nil || d.Events == nil || d.Languages == nil || d.Log == nil {
 		return nil, errors.New("pipeline: Config, Redis, Events, Languages and Log are required")
 	}
-	st, err := store.New(cfg.FileStorage.Location)
-	if err != nil {
-		return nil, err
+	st := d.Store
+	if st == nil {
+		var err error
+		if st, err = store.New(context.Background(), cfg); err != nil {
+			return nil, err
+		}
 	}
 	creds, err := credential.FromConfig(d.Redis, cfg.Git)
 	if err != nil {
@@ -351,7 +356,7 @@ func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, at registry.Att
 		if err != nil {
 			// Nothing refers to this attempt's files: the record that
 			// would have published them was refused or never written.
-			_ = p.store.Discard(out.source, out.pkg, at.Build, at.Token, out.artifacts)
+			_ = p.store.Discard(final, out.source, out.pkg, at.Build, at.Token, out.artifacts)
 		}
 		if errors.Is(err, errSkip) {
 			return nil
@@ -572,7 +577,7 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 		fmt.Fprintln(logw, "==> note: build output exceeded the output limit and was cut")
 	}
 	began := time.Now()
-	arts, err := p.store.Put(b.Source, out.Package, b.ID, at.Token, dest, out.Artifacts)
+	arts, err := p.store.Put(ctx, b.Source, out.Package, b.ID, at.Token, dest, out.Artifacts)
 	if err != nil {
 		return &result{fetched: fetched}, err
 	}

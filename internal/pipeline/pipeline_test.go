@@ -185,7 +185,7 @@ func TestASucceededBuildRecordsItsStoredArtifacts(t *testing.T) {
 	if len(got.Artifacts) != 1 || got.Artifacts[0].File != "p_1.1.tar.gz" || got.Artifacts[0].Size != int64(len("tarball")) {
 		t.Fatalf("artifacts = %+v, want the one tarball", got.Artifacts)
 	}
-	f, err := b.p.store.Open("src", "p", id, got.AttemptToken, "p_1.1.tar.gz")
+	f, err := b.p.store.Open(context.Background(), "src", "p", id, got.AttemptToken, "p_1.1.tar.gz")
 	if err != nil {
 		t.Fatalf("the artifact is not in the store: %v", err)
 	}

@@ -192,13 +192,10 @@ func ReadSdistPKGInfo(r io.Reader) (Fields, error) {
 	return ParsePKGInfo(data)
 }
 
-// ReadWheelMetadata reads *.dist-info/METADATA from a wheel.
-func ReadWheelMetadata(f *os.File) (Fields, error) {
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	z, err := zip.NewReader(f, st.Size())
+// ReadWheelMetadata reads *.dist-info/METADATA from a wheel of size
+// bytes.
+func ReadWheelMetadata(f io.ReaderAt, size int64) (Fields, error) {
+	z, err := zip.NewReader(f, size)
 	if err != nil {
 		return nil, err
 	}

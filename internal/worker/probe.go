@@ -41,6 +41,26 @@ func (w *Worker) probeSandbox(log *slog.Logger) bool {
 	return true
 }
 
+// checkStore checks that the artifact store is reachable and writable,
+// and reports whether it is. While it is not, the worker takes no builds
+// (queuesAndSlots) and says why in one line, in its log and the fleet
+// list; re-probes check it again.
+func (w *Worker) checkStore(ctx context.Context, log *slog.Logger) bool {
+	w.mu.Lock()
+	st := w.store
+	w.mu.Unlock()
+	err := st.Check(ctx)
+	w.mu.Lock()
+	w.storeErr = err
+	w.mu.Unlock()
+	if err != nil {
+		log.Error("the worker refuses builds: its artifact store failed its check", "error", err)
+		return false
+	}
+	log.Info("artifact store", "store", st.String())
+	return true
+}
+
 // givesUp says in words what builds give up in ns's tier (nil: no
 // sandbox).
 func givesUp(ns *sandbox.Namespaces) string {
@@ -147,7 +167,7 @@ func (w *Worker) setSlots() {
 func (w *Worker) missing() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.ns == nil {
+	if w.ns == nil || w.storeErr != nil {
 		return true
 	}
 	for _, lang := range languages {
@@ -194,7 +214,17 @@ func (w *Worker) reprobeOnce(ctx context.Context) bool {
 	came := false
 	w.mu.Lock()
 	sandboxDown := w.ns == nil
+	storeDown := w.storeErr != nil
 	w.mu.Unlock()
+	if storeDown {
+		buf := &bufferedLog{}
+		if !w.checkStore(ctx, slog.New(buf)) {
+			w.log.Debug("re-probe: the artifact store still fails its check", "error", w.storeError())
+		} else {
+			buf.replay(ctx, w.log)
+			w.changes()
+		}
+	}
 	if sandboxDown {
 		buf := &bufferedLog{}
 		if !w.probeSandbox(slog.New(buf)) {
@@ -228,6 +258,12 @@ func (w *Worker) reprobeOnce(ctx context.Context) bool {
 		w.changes()
 	}
 	return came
+}
+
+func (w *Worker) storeError() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.storeErr
 }
 
 func (w *Worker) sandboxError() error {

@@ -70,6 +70,9 @@ func (w *Worker) queuesAndSlots() ([]string, int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var queues []string
+	if w.storeErr != nil {
+		return nil, w.slots // no builds while the store refuses them
+	}
 	for lang := range w.tools {
 		queues = append(queues, queue.Queue(lang))
 	}

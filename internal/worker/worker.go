@@ -30,6 +30,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/roster"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/semaphore"
+	"github.com/pkgfleet/pkgfleet/internal/store"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -91,6 +92,10 @@ type Worker struct {
 	mu         sync.Mutex // guards the fields below, which re-probes change
 	ns         *sandbox.Namespaces
 	sandboxErr error // why ns is nil
+	// store keeps the artifacts; storeErr is why it failed its check
+	// (the worker then takes no builds, as without a sandbox).
+	store    store.Artifacts
+	storeErr error
 	// limitRefused is set when max_user_namespaces refused a probe: a
 	// refusal that may pass later, so New does not give up.
 	limitRefused bool
@@ -262,12 +267,20 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := redisconn.WaitReady(ctx, rc, w.log, redisconn.Describe(w.cfg.Redis)); err != nil {
 		return err
 	}
+	st, err := store.New(ctx, w.cfg)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	w.store = st
+	w.mu.Unlock()
+	w.checkStore(ctx, w.log)
 	hub := notify.New(rc, w.log, semaphore.WakeChannel, queue.CancelChannel)
 	defer hub.Close()
 	stopping := make(chan struct{})
 	pl, err := pipeline.New(pipeline.Deps{
 		Config: w.cfg, Redis: rc, Events: hub, Languages: w.langs,
-		Worker: w.opts.Name, Log: w.log, Metrics: w.metrics, Stopping: stopping,
+		Worker: w.opts.Name, Store: st, Log: w.log, Metrics: w.metrics, Stopping: stopping,
 		Slots: w.opts.Slots, FenceAfter: cmp.Or(w.opts.FenceAfter, w.cfg.Worker.FenceAfter), ParkRecheck: w.opts.ParkRecheck, SweepEvery: w.opts.SweepEvery,
 	})
 	if err != nil {
@@ -333,6 +346,9 @@ func (w *Worker) Info() roster.Worker {
 	}
 	if w.ns == nil && w.sandboxErr != nil {
 		info.SandboxRefusal = w.sandboxErr.Error()
+	}
+	if w.storeErr != nil {
+		info.StoreRefusal = w.storeErr.Error()
 	}
 	if w.ns != nil {
 		info.SandboxTier = string(w.ns.Tier())
