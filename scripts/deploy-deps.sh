@@ -15,6 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/apt.sh
+tools_who=deploy-deps
+source scripts/tools.sh # mod_version, build_tools; sets cache
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -23,8 +25,6 @@ sudo=""
 if ! command -v apparmor_parser >/dev/null && [ ! -x /usr/sbin/apparmor_parser ] && [ ! -x /sbin/apparmor_parser ]; then
   apt_install deploy-deps apparmor # for apparmor_parser; nothing is loaded
 fi
-
-cache=${XDG_CACHE_HOME:-$HOME/.cache}
 
 # An AppArmor 4 parser (it knows the userns rule; Debian 12 ships 3.0):
 # Debian 13's apparmor and libc6 packages, unpacked, run with their own
@@ -88,40 +88,6 @@ if [ ! -x "$helm_dir/helm" ]; then
     "helm.sh/helm/v3/cmd/helm@$helm_version")
   mv "$tmp/helm" "$helm_dir/helm"
 fi
-
-# mod_version MODDIR MODULE prints the version MODDIR/go.mod requires of
-# MODULE (a tool's module is "// indirect" to go mod tidy).
-mod_version() {
-  sed -n -E "s#^(require)?[[:space:]]*$2 (v[^ ]+)( // indirect)?\$#\\2#p" "$1/go.mod"
-}
-
-# build_tools MODDIR VERSION NAME=PACKAGE... builds each PACKAGE of the tool
-# module MODDIR into $cache/pkgfleet/tools/NAME-VERSION/NAME, unless it is
-# there; all in one go build, so shared packages compile once.
-build_tools() {
-  local moddir=$1 version=$2 ldflags=$3
-  shift 3
-  local names=() pkgs=() spec
-  for spec in "$@"; do
-    if [ ! -x "$cache/pkgfleet/tools/${spec%%=*}-$version/${spec%%=*}" ]; then
-      names+=("${spec%%=*}")
-      pkgs+=("${spec#*=}")
-    fi
-  done
-  [ ${#pkgs[@]} -gt 0 ] || return 0
-  echo "deploy-deps: building ${names[*]} $version into $cache/pkgfleet/tools/ (once)" >&2
-  mkdir -p "$cache/pkgfleet/tools"
-  local tmp
-  tmp=$(mktemp -d "$cache/pkgfleet/tools/build-XXXXXX")
-  (cd "$moddir" && GOWORK=off GOFLAGS=-buildvcs=false CGO_ENABLED=0 \
-    go build -trimpath "-ldflags=-s -w $ldflags" -o "$tmp/" "${pkgs[@]}") || { rm -rf "$tmp"; return 1; }
-  local name
-  for name in "${names[@]}"; do
-    mkdir -p "$cache/pkgfleet/tools/$name-$version"
-    mv "$tmp/$name" "$cache/pkgfleet/tools/$name-$version/$name"
-  done
-  rm -rf "$tmp"
-}
 
 kube_version=$(mod_version deploy/tools/kube k8s.io/kubernetes)
 etcd_version=$(mod_version deploy/tools/etcd go.etcd.io/etcd/server/v3)

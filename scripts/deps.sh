@@ -4,7 +4,8 @@
 # wheel for --no-isolation builds), git and bubblewrap (benchmarks only);
 # with --tests also chromium (the builds page's browser test drives it
 # headless), setuptools-scm, hatchling and hatch-vcs, which make run does
-# not need.
+# not need, and versitygw, the S3 server the tests start (scripts/versitygw.sh
+# builds it once into ~/.cache/pkgfleet/tools/).
 set -euo pipefail
 
 need=()
@@ -31,8 +32,10 @@ if [ "$(id -u)" -eq 0 ] && ! id pkgfleet >/dev/null 2>&1 && command -v useradd >
   useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin pkgfleet
 fi
 
-if [ ${#need[@]} -eq 0 ]; then
-  exit 0
+if [ ${#need[@]} -gt 0 ]; then
+  source "$(dirname "$0")/apt.sh"
+  apt_install deps "${need[@]}"
 fi
-source "$(dirname "$0")/apt.sh"
-apt_install deps "${need[@]}"
+if [ "${1:-}" = --tests ]; then
+  bash "$(dirname "$0")/versitygw.sh"
+fi

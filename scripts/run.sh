@@ -11,10 +11,22 @@
 # Builds run in the sandbox. Where it does not work, make run stops and
 # says why; PKGFLEET_RUN_UNSANDBOXED=1 make run builds without it instead
 # (Git.AllowUnsandboxedGitBuilds, for a demo on such a machine only).
+#
+# Artifacts go to the filesystem (Storage.Default = file) unless
+# PKGFLEET_STORAGE=s3: then a local S3 server (versitygw, built once into
+# ~/.cache/pkgfleet/tools/ by scripts/versitygw.sh) serves a bucket from
+# ./var/s3 on 127.0.0.1:${PKGFLEET_S3_PORT:-7070}, and the API and the worker
+# reach it with the AWS default chain's environment variables (the config
+# file holds no credential). Ctrl-C stops it last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 var=$root/var
+storage=${PKGFLEET_STORAGE:-file}
+case $storage in
+  file | s3) ;;
+  *) echo "run: PKGFLEET_STORAGE is file (the default) or s3, not \"$storage\"" >&2; exit 1 ;;
+esac
 bash scripts/deps.sh
 mkdir -p "$var"/{data,log,redis,repos}
 
@@ -60,9 +72,9 @@ go build -trimpath -o bin/pkgfleet ./cmd/pkgfleet
 
 # Each daemon runs in a session of its own, so that Ctrl-C reaches only
 # this script, which then stops them in order: the worker first (it may
-# finish or requeue its builds, which needs Redis), then the API, then
-# Redis.
-redis_pid="" api_pid="" worker_pid="" follow_pids=()
+# finish or requeue its builds, which needs Redis and the store), then the
+# API, then Redis, then the S3 server.
+redis_pid="" api_pid="" worker_pid="" s3_pid="" follow_pids=()
 stop() { # pid
   [ -n "$1" ] || return 0
   kill -TERM "$1" 2>/dev/null || return 0
@@ -74,6 +86,7 @@ cleanup() {
   [ -z "$worker_pid" ] || what+=("the worker")
   [ -z "$api_pid" ] || what+=("the API")
   [ -z "$redis_pid" ] || what+=("Redis")
+  [ -z "$s3_pid" ] || what+=("the S3 server")
   if [ ${#what[@]} -eq 0 ]; then
     rm -rf "$work"
     return 0
@@ -84,6 +97,7 @@ cleanup() {
   stop "$worker_pid"
   stop "$api_pid"
   stop "$redis_pid"
+  stop "$s3_pid"
   rm -rf "$work"
   echo "run: stopped"
 }
@@ -99,6 +113,60 @@ if [ -z "$redis_addr" ]; then
     --appendonly yes --maxmemory-policy noeviction --save "" >"$var/log/redis.log" 2>&1 </dev/null &
   redis_pid=$!
   for _ in $(seq 100); do [ -S "$redis_addr" ] && break; sleep 0.1; done
+fi
+
+storage_cfg=""
+if [ "$storage" = s3 ]; then
+  vgw=$(bash scripts/versitygw.sh --print)
+  s3_endpoint=http://127.0.0.1:${PKGFLEET_S3_PORT:-7070}
+  s3_bucket=pkgfleet s3_region=us-east-1
+  # The server's root credentials are made once and kept with its data
+  # (owner-only), so that a second make run reads what the first stored.
+  mkdir -p -m 0700 "$var/s3/data"
+  if [ ! -s "$var/s3/credentials" ]; then
+    (umask 077 && printf 'pkgfleet%s %s\n' "$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')" \
+      "$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')" >"$var/s3/credentials")
+  fi
+  read -r s3_access s3_secret <"$var/s3/credentials"
+  # The POSIX backend keeps object metadata in user xattrs; on a
+  # filesystem without them it keeps it in a sidecar directory instead.
+  meta=()
+  if ! /usr/bin/python3 -c 'import os, sys; os.setxattr(sys.argv[1], "user.pkgfleet-probe", b"1"); os.removexattr(sys.argv[1], "user.pkgfleet-probe")' "$var/s3/data" 2>/dev/null; then
+    mkdir -p -m 0700 "$var/s3/meta"
+    meta=(--sidecar "$var/s3/meta")
+  fi
+  # Credentials go in the environment, never in an argument list that
+  # any process can read.
+  ROOT_ACCESS_KEY_ID=$s3_access ROOT_SECRET_ACCESS_KEY=$s3_secret VGW_PORT=${s3_endpoint#http://} VGW_REGION=$s3_region \
+    setsid "$vgw" posix "${meta[@]}" "$var/s3/data" >"$var/log/s3.log" 2>&1 </dev/null &
+  s3_pid=$!
+  for _ in $(seq 100); do
+    kill -0 "$s3_pid" 2>/dev/null || { echo "run: the S3 server exited; see $var/log/s3.log" >&2; s3_pid=""; exit 1; }
+    curl -s -o /dev/null "$s3_endpoint/" && break
+    sleep 0.1
+  done
+  # The bucket, once: 200 when made, 409 when a previous run made it. S3
+  # wants the body's sha256 signed too (here the empty body's).
+  code=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT --aws-sigv4 "aws:amz:$s3_region:s3" -K - "$s3_endpoint/$s3_bucket" \
+    -H "x-amz-content-sha256: $(sha256sum </dev/null | cut -d' ' -f1)" \
+    <<<"user = \"$s3_access:$s3_secret\"") || code=000
+  case $code in 200 | 409) ;; *)
+    echo "run: the S3 server did not make bucket $s3_bucket at $s3_endpoint (HTTP $code); see $var/log/s3.log" >&2
+    exit 1
+    ;;
+  esac
+  export AWS_ACCESS_KEY_ID=$s3_access AWS_SECRET_ACCESS_KEY=$s3_secret AWS_REGION=$s3_region
+  export AWS_EC2_METADATA_DISABLED=true
+  storage_cfg="
+[Storage]
+Default = s3
+
+[S3Storage]
+Bucket = $s3_bucket
+Region = $s3_region
+Endpoint = $s3_endpoint
+EnablePathStyle = true
+"
 fi
 
 port=${PKGFLEET_PORT:-4242}
@@ -123,6 +191,7 @@ Address = $(gcfg_value "$redis_addr")
 
 [HTTP]
 Listen = 127.0.0.1:$port
+$storage_cfg
 CFG
 
 # The sandbox is required: probe it as the worker will, and stop here with
@@ -225,6 +294,10 @@ if [ "$failed" -ne 0 ]; then
 fi
 
 metrics=http://127.0.0.1:${PKGFLEET_WORKER_METRICS_PORT:-9464}/metrics
+artifacts=$var/data/packages
+if [ "$storage" = s3 ]; then
+  artifacts="s3://$s3_bucket at $s3_endpoint (versitygw; its files in $var/s3/data, its log $var/log/s3.log)"
+fi
 cat <<MSG
 
 pkgfleet is running (Ctrl-C stops it):
@@ -233,13 +306,13 @@ pkgfleet is running (Ctrl-C stops it):
   metrics      $api/metrics (API)   $metrics (worker)
   API          $api/api/v1/builds   CLI: PKGFLEET_ADDRESS=$api bin/pkgfleet list git-builds
   logs         $var/log/{api,worker,redis}.log
-  artifacts    $var/data/packages
+  artifacts    $artifacts
   build dirs   $work (removed when make run stops)
   repos        $var/repos/hellofleet, $var/repos/hellofleet-py (commit or tag there, then run/rerun)
 MSG
 set +e
-wait -n $worker_pid $api_pid ${redis_pid:+$redis_pid}
-for pair in "worker:$worker_pid" "API:$api_pid" "Redis:$redis_pid"; do
+wait -n $worker_pid $api_pid ${redis_pid:+$redis_pid} ${s3_pid:+$s3_pid}
+for pair in "worker:$worker_pid" "API:$api_pid" "Redis:$redis_pid" "S3 server:$s3_pid"; do
   pid=${pair#*:}
   if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
     echo "run: the ${pair%%:*} exited by itself; see $var/log" >&2

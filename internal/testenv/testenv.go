@@ -135,7 +135,7 @@ func (r *Redis) DB(t testing.TB) (*redis.Client, int) {
 }
 
 // MainWithRedis is a TestMain body: it starts redis, stores it in *dst, runs
-// the tests and stops redis.
+// the tests and stops redis (and the S3 server, if a test started one).
 func MainWithRedis(m *testing.M, dst **Redis) int {
 	r, err := StartRedis()
 	if err != nil {
@@ -144,6 +144,7 @@ func MainWithRedis(m *testing.M, dst **Redis) int {
 	}
 	*dst = r
 	defer r.Stop()
+	defer StopS3()
 	return m.Run()
 }
 
