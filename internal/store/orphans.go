@@ -69,6 +69,15 @@ func (s *Sweeper) Sweep(ctx context.Context, now time.Time) (int, error) {
 			s.Removed(removed)
 		}
 	}()
+	if a, ok := s.Store.(interface {
+		AbortStale(context.Context, time.Time) (int, error)
+	}); ok {
+		if n, err := a.AbortStale(ctx, now.Add(-s.Grace)); err != nil {
+			return 0, err
+		} else if n > 0 {
+			s.Log.Info("aborted stale multipart uploads", "uploads", n)
+		}
+	}
 	err := s.Store.Walk(ctx, func(f Stored) error {
 		if now.Sub(f.ModTime) < s.Grace {
 			return nil

@@ -57,7 +57,12 @@ const (
 // NewBucket returns the bucket the settings name. It does not reach it:
 // Check does.
 func NewBucket(ctx context.Context, c config.S3Storage) (*Bucket, error) {
-	var opts []func(*awsconfig.LoadOptions) error
+	return newBucket(ctx, c)
+}
+
+// newBucket is NewBucket with more of the SDK's options (a test's
+// credentials, its own process's, instead of the environment's).
+func newBucket(ctx context.Context, c config.S3Storage, opts ...func(*awsconfig.LoadOptions) error) (*Bucket, error) {
 	if c.Region != "" {
 		opts = append(opts, awsconfig.WithRegion(c.Region))
 	}
@@ -73,6 +78,9 @@ func NewBucket(ctx context.Context, c config.S3Storage) (*Bucket, error) {
 			o.BaseEndpoint = aws.String(c.Endpoint)
 		}
 		o.UsePathStyle = c.EnablePathStyle
+		// A ranged read, or a multipart object, has no whole-object
+		// checksum to validate; that is no news for the log.
+		o.DisableLogOutputChecksumValidationSkipped = true
 	})
 	b := &Bucket{
 		client: client,
@@ -323,6 +331,31 @@ func (b *Bucket) Walk(ctx context.Context, fn func(Stored) error) error {
 		}
 	}
 	return nil
+}
+
+// AbortStale aborts the multipart uploads under the prefix begun before
+// t: those a killed worker, or a failed upload whose abort failed too,
+// left. Their parts are invisible but are paid for.
+func (b *Bucket) AbortStale(ctx context.Context, t time.Time) (int, error) {
+	pages := s3.NewListMultipartUploadsPaginator(b.client, &s3.ListMultipartUploadsInput{Bucket: aws.String(b.bucket), Prefix: aws.String(b.prefix)})
+	n := 0
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return n, b.opError("list uploads", b.prefix, err)
+		}
+		for _, u := range page.Uploads {
+			if !aws.ToTime(u.Initiated).Before(t) {
+				continue
+			}
+			_, err := b.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(b.bucket), Key: u.Key, UploadId: u.UploadId})
+			if err != nil && !notFound(err) {
+				return n, b.opError("abort upload", aws.ToString(u.Key), err)
+			}
+			n++
+		}
+	}
+	return n, nil
 }
 
 // Remove implements Artifacts.
