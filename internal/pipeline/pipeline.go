@@ -576,6 +576,7 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 	if out.Result.OutputTruncated {
 		fmt.Fprintln(logw, "==> note: build output exceeded the output limit and was cut")
 	}
+	fmt.Fprintf(logw, "==> storing %d files\n", len(out.Artifacts))
 	began := time.Now()
 	arts, err := p.store.Put(ctx, b.Source, out.Package, b.ID, at.Token, dest, out.Artifacts)
 	if err != nil {
