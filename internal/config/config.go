@@ -24,6 +24,7 @@ import (
 
 	"github.com/go-git/gcfg/v2"
 	"github.com/pkgfleet/pkgfleet/internal/door"
+	"github.com/pkgfleet/pkgfleet/internal/lease"
 	"github.com/pkgfleet/pkgfleet/internal/netpolicy"
 )
 
@@ -356,10 +357,9 @@ func (c *Config) Validate() error {
 	if c.Worker.TaskCheckInterval < time.Millisecond || c.Worker.TaskCheckInterval > time.Minute {
 		errs = append(errs, fmt.Errorf("Worker.TaskCheckInterval must be between 1ms and 1m, got %s", c.Worker.TaskCheckInterval))
 	}
-	// A third of the slot lease stays for the stop itself: the build must
-	// be gone before its slot can lapse to another attempt.
-	if c.Worker.FenceAfter < time.Second || c.Worker.FenceAfter > 45*time.Second {
-		errs = append(errs, fmt.Errorf("Worker.FenceAfter must be between 1s and 45s (the build slot's lease is 60s), got %s", c.Worker.FenceAfter))
+	// The build must be gone before its slot can lapse to another attempt.
+	if err := lease.CheckFence(c.Worker.FenceAfter, lease.Slot); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Redis.Address == "" && c.Redis.URL == "" {
 		errs = append(errs, errors.New("Redis.Address or Redis.URL must be set"))

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/pkgfleet/pkgfleet/internal/lease"
 )
 
 type kind int
@@ -162,7 +164,7 @@ var settings = []*Setting{
 	str("Worker", "MetricsListen", "", "Address of the worker's /metrics, /healthz and /readyz (e.g. :9464); empty: not served.", func(c *Config) *string { return &c.Worker.MetricsListen }),
 	duration("Worker", "ShutdownGrace", "30s", "On SIGTERM, how long running builds may finish before they are requeued.", func(c *Config) *time.Duration { return &c.Worker.ShutdownGrace }),
 	duration("Worker", "TaskCheckInterval", "20ms", "How often an idle worker asks Redis for a build (asynq polls): sets how soon a push on an idle fleet starts, and costs each idle worker about 50 Redis commands a second per queue at 20ms (20 at 50ms); a large fleet may trade latency for less idle load.", func(c *Config) *time.Duration { return &c.Worker.TaskCheckInterval }),
-	duration("Worker", "FenceAfter", "20s", "A running build whose worker could not confirm its hold (Redis unreachable, the slot or task lease gone) for this long is stopped, before its build slot's 60s lease can pass to another attempt; must be between 1s and 45s.", func(c *Config) *time.Duration { return &c.Worker.FenceAfter }),
+	duration("Worker", "FenceAfter", lease.DefaultFence.String(), fmt.Sprintf("A running build whose worker could not confirm its hold (Redis unreachable, the slot or task lease gone) for this long is stopped, before its build slot's %gs lease can pass to another attempt; must be between %gs and %gs.", lease.Slot.Seconds(), lease.MinFence.Seconds(), lease.MaxFence(lease.Slot).Seconds()), func(c *Config) *time.Duration { return &c.Worker.FenceAfter }),
 	duration("Worker", "ReprobeInterval", "30s", "First wait before a language or a sandbox whose probe failed is probed again; it doubles up to 5m (0: never re-probe).", func(c *Config) *time.Duration { return &c.Worker.ReprobeInterval }),
 
 	str("Redis", "Address", "localhost:6379", "Redis host:port, or a unix socket path.", func(c *Config) *string { return &c.Redis.Address }),
