@@ -73,6 +73,7 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 		s.Sessions = &auth.Sessions{Redis: rdb, Tokens: tokens, TTL: cfg.HTTP.SessionTimeout}
 	}
 	s.Metrics = s.newMetrics()
+	reg.OnIDJump = s.idJumped
 	return s, nil
 }
 
@@ -122,6 +123,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		_ = s.Poller().Run(pollCtx)
 	}()
 	defer func() { stopPolling(); <-polled }()
+	// Likewise one replica, the leader, reconciles.
+	reconciled := make(chan struct{})
+	go func() {
+		defer close(reconciled)
+		_ = s.Reconciler().Run(pollCtx)
+	}()
+	defer func() { stopPolling(); <-reconciled }()
 	select {
 	case err := <-errc:
 		return err

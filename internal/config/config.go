@@ -35,6 +35,7 @@ type Config struct {
 	Redis       Redis
 	HTTP        HTTP
 	FileStorage FileStorage
+	Reconcile   Reconcile
 
 	// File is the config file the settings were read from ("" if none).
 	File string
@@ -94,6 +95,13 @@ type Redis struct {
 	URL      string
 	Password string
 	DB       int
+}
+
+// Reconcile holds the [Reconcile] section: the reconciler's
+// (internal/reconcile).
+type Reconcile struct {
+	Interval time.Duration
+	Grace    time.Duration
 }
 
 // HTTP holds the [HTTP] section.
@@ -332,6 +340,14 @@ func (c *Config) Validate() error {
 	// be gone before its slot can lapse to another attempt.
 	if c.Worker.FenceAfter < time.Second || c.Worker.FenceAfter > 45*time.Second {
 		errs = append(errs, fmt.Errorf("Worker.FenceAfter must be between 1s and 45s (the build slot's lease is 60s), got %s", c.Worker.FenceAfter))
+	}
+	// An attempt that can no longer confirm its hold stops within
+	// FenceAfter: until then what it holds is work in flight.
+	if c.Reconcile.Grace <= c.Worker.FenceAfter {
+		errs = append(errs, fmt.Errorf("Reconcile.Grace must exceed Worker.FenceAfter (%s): a worker's build that lost its task or slot is still stopping until then, got %s", c.Worker.FenceAfter, c.Reconcile.Grace))
+	}
+	if c.Reconcile.Interval < time.Second {
+		errs = append(errs, fmt.Errorf("Reconcile.Interval must be at least 1s, got %s", c.Reconcile.Interval))
 	}
 	if c.Redis.Address == "" && c.Redis.URL == "" {
 		errs = append(errs, errors.New("Redis.Address or Redis.URL must be set"))

@@ -212,6 +212,8 @@ type API struct {
 	polls    *prometheus.CounterVec
 	pollTime prometheus.Histogram
 	webhooks *prometheus.CounterVec
+	repairs  *prometheus.CounterVec
+	idJumps  *prometheus.CounterVec
 }
 
 // FleetState is read from Redis, at most once per refresh (see NewAPI).
@@ -240,10 +242,16 @@ func NewAPI(fleet func() (FleetState, error), refresh time.Duration, extra ...pr
 		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pkgfleet_webhook_deliveries_total", Help: "Webhook deliveries, by provider and outcome (accepted, rejected, replayed, error).",
 		}, []string{"provider", "outcome"}),
+		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pkgfleet_reconciler_repairs_total", Help: "Inconsistencies the reconciler repaired, by kind (lost_task, unleased_task, stale_slot, orphan_task).",
+		}, []string{"kind"}),
+		idJumps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pkgfleet_build_id_jumps_total", Help: "Jumps of the build-id counter past ids Redis may have lost, by reason.",
+		}, []string{"reason"}),
 	}
 	m.polls.WithLabelValues("ok")
 	m.polls.WithLabelValues("error")
-	reg.MustRegister(m.polls, m.pollTime, m.webhooks, &fleetCollector{fleet: fleet, refresh: refresh})
+	reg.MustRegister(m.polls, m.pollTime, m.webhooks, m.repairs, m.idJumps, &fleetCollector{fleet: fleet, refresh: refresh})
 	reg.MustRegister(extra...)
 	return m
 }
@@ -263,6 +271,25 @@ func (m *API) Webhook(provider, outcome string) {
 		return
 	}
 	m.webhooks.WithLabelValues(provider, outcome).Inc()
+}
+
+// Repairs shows each of kinds at 0 and returns what counts one repair.
+func (m *API) Repairs(kinds []string) func(kind string) {
+	if m == nil {
+		return nil
+	}
+	for _, k := range kinds {
+		m.repairs.WithLabelValues(k)
+	}
+	return func(kind string) { m.repairs.WithLabelValues(kind).Inc() }
+}
+
+// IDJump counts one jump of the build-id counter.
+func (m *API) IDJump(reason string) {
+	if m == nil {
+		return
+	}
+	m.idJumps.WithLabelValues(reason).Inc()
 }
 
 // Handler serves /metrics.
