@@ -64,9 +64,9 @@ type Reconciler struct {
 	Grace            time.Duration // an inconsistency is repaired once seen this long (Reconcile.Grace)
 	BuildConcurrency int           // Git.BuildConcurrency, for a freed slot's waiters
 
-	Repaired func(kind string)      // counts a repair (the metric); may be nil
-	Lease    func(*leader.Elector)  // adjusts the election (tests); may be nil
-	Now      func() time.Time       // default time.Now; tests move it past Grace
+	Repaired func(kind string)     // counts a repair (the metric); may be nil
+	Lease    func(*leader.Elector) // adjusts the election (tests); may be nil
+	Now      func() time.Time      // default time.Now; tests move it past Grace
 
 	// suspects maps an inconsistency to when a pass first saw it; only
 	// the leading goroutine touches it.
