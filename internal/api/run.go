@@ -91,6 +91,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Before any build is created: the store's files are a witness of
+	// build ids handed out that Redis cannot lose.
+	if top, err := s.Store.HighestBuildID(); err != nil {
+		log.Warn("could not read the highest build id in the artifact store; ids rest on Redis's witnesses alone", "error", err)
+	} else {
+		s.Registry.SeeBuildID(top)
+	}
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)

@@ -48,7 +48,7 @@ func TestAnOlderAOFRestoredUnderARunningFleetReusesNoIDAndNoToken(t *testing.T) 
 	f.startFleet()
 	// A new builder's head is built at once (by the poller); run returns
 	// that build.
-	f.builders(map[string]string{"a1": "0.1", "a2": "0.2", "x": "4.05"})
+	f.builders(map[string]string{"a1": "0.1", "a2": "0.2"})
 
 	named := map[int64]string{} // every id the API handed out → its builder
 	tokens := map[int64]int64{} // every succeeded attempt's token → its build
@@ -77,6 +77,7 @@ func TestAnOlderAOFRestoredUnderARunningFleetReusesNoIDAndNoToken(t *testing.T) 
 	for _, n := range []string{"a1", "a2"} {
 		succeeded(handOut(n))
 	}
+	f.addBuilder("x", "6.05")
 	x := handOut("x")
 	f.waitStatus(x, time.Minute, running, "to run")
 	snap := f.snapshotAOF() // x runs under its first token

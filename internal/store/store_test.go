@@ -100,3 +100,25 @@ func TestOpenReadsTheEarlierLayouts(t *testing.T) {
 		}
 	}
 }
+
+func TestHighestBuildIDReadsTheAttemptsFileNames(t *testing.T) {
+	s, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.HighestBuildID(); err != nil || n != 0 {
+		t.Fatalf("empty store: %d %v", n, err)
+	}
+	for _, p := range []string{"src/a/7-1796598339238052-a_1.0.tar.gz", "src/b/12-3-b-1.0.whl", "other/c/9/2/c.tar.gz", "src/a/notes.txt"} {
+		path := filepath.Join(s.Root, p)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.HighestBuildID(); err != nil || n != 12 {
+		t.Fatalf("highest build id %d (%v), want 12", n, err)
+	}
+}
