@@ -39,9 +39,8 @@ func (f *fleet) restoreAOF(snap map[string]string) {
 // running API and worker: the worst a crash under everysec or a failover
 // can do, and more). Builds acknowledged after that point are lost, but
 // no id handed out before is given to another build, and no attempt
-// token repeats: the build that was running at the snapshot runs again
-// under a new token (with the old per-build counter it took the same one,
-// and its artifacts' names collided with the first run's).
+// token repeats: the builds queued or running at the snapshot run again,
+// each under a new token.
 func TestAnOlderAOFRestoredUnderARunningFleetReusesNoIDAndNoToken(t *testing.T) {
 	t.Parallel()
 	f := setup(t, "PKGFLEET_RECONCILE_GRACE", "25s", "PKGFLEET_RECONCILE_INTERVAL", "2s")
@@ -77,12 +76,27 @@ func TestAnOlderAOFRestoredUnderARunningFleetReusesNoIDAndNoToken(t *testing.T) 
 	for _, n := range []string{"a1", "a2"} {
 		succeeded(handOut(n))
 	}
-	f.addBuilder("x", "6.05")
+	// Both worker slots busy, so x waits in its queue, no attempt begun,
+	// when Redis's state is saved.
+	var busy []int64
+	for _, n := range []string{"y1", "y2"} {
+		f.addBuilder(n, "6.0"+n[1:])
+		busy = append(busy, handOut(n))
+	}
+	for _, id := range busy {
+		f.waitStatus(id, time.Minute, running, "to run")
+	}
+	f.addBuilder("x", "0.5")
 	x := handOut("x")
-	f.waitStatus(x, time.Minute, running, "to run")
-	snap := f.snapshotAOF() // x runs under its first token
+	if b := f.build(x); b == nil || b.Status != registry.StatusQueued || b.AttemptToken != 0 {
+		t.Fatalf("build %d is not queued before any attempt: %+v", x, b)
+	}
+	snap := f.snapshotAOF()
 
-	xFirst := succeeded(x)
+	first := map[int64]int64{} // build → the token it succeeded under
+	for _, id := range append([]int64{x}, busy...) {
+		first[id] = succeeded(id).AttemptToken
+	}
 	var lost []int64
 	for _, n := range []string{"a3", "a4"} {
 		f.addBuilder(n, "0.3")
@@ -107,16 +121,19 @@ func TestAnOlderAOFRestoredUnderARunningFleetReusesNoIDAndNoToken(t *testing.T) 
 	for _, id := range after {
 		succeeded(id)
 	}
-	// x ran again (asynq's recoverer found its task active with an old
-	// lease), under a token it never had.
-	xAgain := succeeded(x)
-	if xAgain.AttemptToken == xFirst.AttemptToken {
-		t.Fatalf("build %d ran again under its first token %d", x, xFirst.AttemptToken)
+	// x runs again from its queue, and y1 and y2 again once asynq's
+	// recoverer finds their tasks active with old leases: each under a
+	// token it never had (a per-build counter gave x its first token
+	// again, and its files' names collided with the first run's).
+	for id, tok := range first {
+		if again := succeeded(id); again.AttemptToken == tok {
+			t.Fatalf("build %d ran again under its first token %d", id, tok)
+		}
 	}
 	for _, id := range lost {
 		if b := f.build(id); b != nil && b.Builder != named[id] {
 			t.Fatalf("lost build id %d now names %s's build", id, b.Builder)
 		}
 	}
-	t.Logf("ids lost in the restore %v, handed out after it %v; x's tokens %d then %d", lost, after, xFirst.AttemptToken, xAgain.AttemptToken)
+	t.Logf("ids lost in the restore %v, handed out after it %v; tokens %v", lost, after, tokens)
 }
