@@ -172,6 +172,9 @@ var settings = []*Setting{
 	secret(str("Redis", "Password", "", "Redis password.", func(c *Config) *string { return &c.Redis.Password })),
 	integer("Redis", "DB", "0", "Redis database number.", func(c *Config) *int { return &c.Redis.DB }),
 
+	duration("Reconcile", "Interval", "1m", "Time between the reconciler's passes (one API replica, the leader, runs them): it repairs builds whose task Redis lost, active tasks with no lease, build slots held by superseded attempts and tasks whose build is gone.", func(c *Config) *time.Duration { return &c.Reconcile.Interval }),
+	duration("Reconcile", "Grace", "2m", "How long the reconciler must see an inconsistency unchanged before it repairs it, so that work in flight (a task being queued, a task between dequeue and its attempt) is never taken for a loss; must exceed Worker.FenceAfter.", func(c *Config) *time.Duration { return &c.Reconcile.Grace }),
+
 	str("HTTP", "Listen", "127.0.0.1:4242", "API listen address; without TokensFile only loopback is allowed.", func(c *Config) *string { return &c.HTTP.Listen }),
 	str("HTTP", "TokensFile", "", "File of API tokens with scopes read, write, admin.", func(c *Config) *string { return &c.HTTP.TokensFile }),
 	boolean("HTTP", "PublicIndexes", "true", "Serve the CRAN-like and PyPI-like package indexes without a token (false: they need a read token).", func(c *Config) *bool { return &c.HTTP.PublicIndexes }),

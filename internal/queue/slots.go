@@ -108,3 +108,18 @@ func (s *Slots) Wake(woken []semaphore.Woken) int {
 	}
 	return n
 }
+
+// Evict frees the slot of key that holder holds (an attempt that is no
+// longer its build's current one: the reconciler's repair) and wakes the
+// parked builds that may go instead; it returns how many it woke.
+func (s *Slots) Evict(ctx context.Context, key, holder string) (int, error) {
+	source, name, ok := strings.Cut(key, "/")
+	if !ok {
+		return 0, fmt.Errorf("slot key %q names no builder", key)
+	}
+	woken, err := s.Sema.Evict(ctx, key, s.Limit(ctx, source, name), holder)
+	if err != nil {
+		return 0, err
+	}
+	return s.Wake(woken), nil
+}
