@@ -43,6 +43,8 @@ var contractMetrics = []string{
 	"pkgfleet_language_workers",
 	"pkgfleet_builds_waiting",
 	"pkgfleet_polls_total",
+	"pkgfleet_reconciler_repairs_total",
+	"pkgfleet_build_id_jumps_total",
 	"pkgfleet_poll_duration_seconds_bucket",
 	"pkgfleet_poll_duration_seconds_sum",
 	"pkgfleet_poll_duration_seconds_count",

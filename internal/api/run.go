@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -74,6 +75,7 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 		s.Sessions = &auth.Sessions{Redis: rdb, Tokens: tokens, TTL: cfg.HTTP.SessionTimeout}
 	}
 	s.Metrics = s.newMetrics()
+	reg.OnIDJump = s.idJumped
 	return s, nil
 }
 
@@ -95,6 +97,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	// API refuses to start, in one line naming the store.
 	if err := s.Store.Check(ctx); err != nil {
 		return err
+	}
+	// Before any build is created: the store's files are a witness of
+	// build ids handed out that Redis cannot lose.
+	if top, err := store.HighestBuildID(ctx, s.Store); err != nil {
+		log.Warn("could not read the highest build id in the artifact store; ids rest on Redis's witnesses alone", "error", err)
+	} else {
+		s.Registry.SeeBuildID(top)
 	}
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
@@ -120,19 +129,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		auth = "none (loopback only)"
 	}
 	log.Info("pkgfleet-api listening", "address", ln.Addr().String(), "auth", auth, "redis", redisconn.Describe(cfg.Redis))
-	// Every replica campaigns; only the leader polls, and only one
-	// sweeps the store's orphans.
+	// Every replica campaigns; only the leader of each polls, sweeps the
+	// store's orphans, and reconciles.
 	pollCtx, stopPolling := context.WithCancel(ctx)
-	polled := make(chan struct{}, 2)
-	go func() {
-		defer func() { polled <- struct{}{} }()
-		_ = s.Poller().Run(pollCtx)
-	}()
-	go func() {
-		defer func() { polled <- struct{}{} }()
-		_ = s.Sweeper().Run(pollCtx)
-	}()
-	defer func() { stopPolling(); <-polled; <-polled }()
+	var leaders sync.WaitGroup
+	for _, run := range []func(context.Context) error{s.Poller().Run, s.Sweeper().Run, s.Reconciler().Run} {
+		leaders.Go(func() { _ = run(pollCtx) })
+	}
+	defer func() { stopPolling(); leaders.Wait() }()
 	select {
 	case err := <-errc:
 		return err

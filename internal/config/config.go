@@ -24,6 +24,7 @@ import (
 
 	"github.com/go-git/gcfg/v2"
 	"github.com/pkgfleet/pkgfleet/internal/door"
+	"github.com/pkgfleet/pkgfleet/internal/lease"
 	"github.com/pkgfleet/pkgfleet/internal/netpolicy"
 )
 
@@ -37,6 +38,7 @@ type Config struct {
 	FileStorage FileStorage
 	Storage     Storage
 	S3Storage   S3Storage
+	Reconcile   Reconcile
 
 	// File is the config file the settings were read from ("" if none).
 	File string
@@ -96,6 +98,13 @@ type Redis struct {
 	URL      string
 	Password string
 	DB       int
+}
+
+// Reconcile holds the [Reconcile] section: the reconciler's
+// (internal/reconcile).
+type Reconcile struct {
+	Interval time.Duration
+	Grace    time.Duration
 }
 
 // HTTP holds the [HTTP] section.
@@ -356,10 +365,17 @@ func (c *Config) Validate() error {
 	if c.Worker.TaskCheckInterval < time.Millisecond || c.Worker.TaskCheckInterval > time.Minute {
 		errs = append(errs, fmt.Errorf("Worker.TaskCheckInterval must be between 1ms and 1m, got %s", c.Worker.TaskCheckInterval))
 	}
-	// A third of the slot lease stays for the stop itself: the build must
-	// be gone before its slot can lapse to another attempt.
-	if c.Worker.FenceAfter < time.Second || c.Worker.FenceAfter > 45*time.Second {
-		errs = append(errs, fmt.Errorf("Worker.FenceAfter must be between 1s and 45s (the build slot's lease is 60s), got %s", c.Worker.FenceAfter))
+	// The build must be gone before its slot can lapse to another attempt.
+	if err := lease.CheckFence(c.Worker.FenceAfter, lease.Slot); err != nil {
+		errs = append(errs, err)
+	}
+	// An attempt that can no longer confirm its hold stops within
+	// FenceAfter: until then what it holds is work in flight.
+	if c.Reconcile.Grace <= c.Worker.FenceAfter {
+		errs = append(errs, fmt.Errorf("Reconcile.Grace must exceed Worker.FenceAfter (%s): a worker's build that lost its task or slot is still stopping until then, got %s", c.Worker.FenceAfter, c.Reconcile.Grace))
+	}
+	if c.Reconcile.Interval < time.Second {
+		errs = append(errs, fmt.Errorf("Reconcile.Interval must be at least 1s, got %s", c.Reconcile.Interval))
 	}
 	if c.Redis.Address == "" && c.Redis.URL == "" {
 		errs = append(errs, errors.New("Redis.Address or Redis.URL must be set"))

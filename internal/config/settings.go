@@ -7,6 +7,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/pkgfleet/pkgfleet/internal/lease"
 )
 
 type kind int
@@ -162,13 +164,16 @@ var settings = []*Setting{
 	str("Worker", "MetricsListen", "", "Address of the worker's /metrics, /healthz and /readyz (e.g. :9464); empty: not served.", func(c *Config) *string { return &c.Worker.MetricsListen }),
 	duration("Worker", "ShutdownGrace", "30s", "On SIGTERM, how long running builds may finish before they are requeued.", func(c *Config) *time.Duration { return &c.Worker.ShutdownGrace }),
 	duration("Worker", "TaskCheckInterval", "20ms", "How often an idle worker asks Redis for a build (asynq polls): sets how soon a push on an idle fleet starts, and costs each idle worker about 50 Redis commands a second per queue at 20ms (20 at 50ms); a large fleet may trade latency for less idle load.", func(c *Config) *time.Duration { return &c.Worker.TaskCheckInterval }),
-	duration("Worker", "FenceAfter", "20s", "A running build whose worker could not confirm its hold (Redis unreachable, the slot or task lease gone) for this long is stopped, before its build slot's 60s lease can pass to another attempt; must be between 1s and 45s.", func(c *Config) *time.Duration { return &c.Worker.FenceAfter }),
+	duration("Worker", "FenceAfter", lease.DefaultFence.String(), fmt.Sprintf("A running build whose worker could not confirm its hold (Redis unreachable, the slot or task lease gone) for this long is stopped, before its build slot's %gs lease can pass to another attempt; must be between %gs and %gs.", lease.Slot.Seconds(), lease.MinFence.Seconds(), lease.MaxFence(lease.Slot).Seconds()), func(c *Config) *time.Duration { return &c.Worker.FenceAfter }),
 	duration("Worker", "ReprobeInterval", "30s", "First wait before a language or a sandbox whose probe failed is probed again; it doubles up to 5m (0: never re-probe).", func(c *Config) *time.Duration { return &c.Worker.ReprobeInterval }),
 
 	str("Redis", "Address", "localhost:6379", "Redis host:port, or a unix socket path.", func(c *Config) *string { return &c.Redis.Address }),
 	str("Redis", "URL", "", "Redis URL (redis://, rediss://, unix://); overrides Address.", func(c *Config) *string { return &c.Redis.URL }),
 	secret(str("Redis", "Password", "", "Redis password.", func(c *Config) *string { return &c.Redis.Password })),
 	integer("Redis", "DB", "0", "Redis database number.", func(c *Config) *int { return &c.Redis.DB }),
+
+	duration("Reconcile", "Interval", "1m", "Time between the reconciler's passes (one API replica, the leader, runs them): it repairs builds whose task Redis lost, active tasks with no lease, build slots held by superseded attempts and tasks whose build is gone.", func(c *Config) *time.Duration { return &c.Reconcile.Interval }),
+	duration("Reconcile", "Grace", "2m", "How long the reconciler must see an inconsistency unchanged before it repairs it, so that work in flight (a task being queued, a task between dequeue and its attempt) is never taken for a loss; must exceed Worker.FenceAfter.", func(c *Config) *time.Duration { return &c.Reconcile.Grace }),
 
 	str("HTTP", "Listen", "127.0.0.1:4242", "API listen address; without TokensFile only loopback is allowed.", func(c *Config) *string { return &c.HTTP.Listen }),
 	str("HTTP", "TokensFile", "", "File of API tokens with scopes read, write, admin.", func(c *Config) *string { return &c.HTTP.TokensFile }),

@@ -75,7 +75,7 @@ func child(role string) int {
 			ParkRecheck: 5 * time.Second,
 			SweepEvery:  time.Second,
 			Slots: func(s *semaphore.Semaphore) {
-				s.HoldLease, s.RenewEvery, s.CheckEvery = 6*time.Second, 300*time.Millisecond, 500*time.Millisecond
+				s.HoldLease, s.CheckEvery = 6*time.Second, 500*time.Millisecond
 			},
 		})
 		if err == nil {
@@ -381,7 +381,7 @@ func (f *fleet) checkNothingLost(names []string, ids []int64) {
 	if len(list.Builders) != len(names) {
 		f.t.Errorf("%d builders listed, want %d", len(list.Builders), len(names))
 	}
-	sema := semaphore.New(f.rdb, nil)
+	sema := semaphore.New(f.rdb)
 	testenv.Eventually(f.t, 10*time.Second, "every build slot to be free", func() bool {
 		for _, n := range names {
 			if h, err := sema.Holders(context.Background(), queue.SlotKey("py", n)); err != nil || len(h) != 0 {
@@ -589,7 +589,7 @@ func TestKilledWorkerLeavesNoProcessWorkspaceOrMount(t *testing.T) {
 		t.Fatalf("mounts left on the host: %v", m)
 	}
 	// The build's slot returns when its lease ends (6s here).
-	sema := semaphore.New(f.rdb, nil)
+	sema := semaphore.New(f.rdb)
 	testenv.Eventually(t, 15*time.Second, "the killed build's slot to return", func() bool {
 		h, err := sema.Holders(context.Background(), queue.SlotKey("py", "victim"))
 		return err == nil && len(h) == 0

@@ -149,7 +149,7 @@ func (f *fleet) checkFenced(id int64, c *copies, w1, w2 *proc) {
 		f.t.Fatalf("%d copies of the build ran at once, want 1", n)
 	}
 	testenv.Eventually(f.t, 3*time.Minute, "w1 to log its refused late write", func() bool {
-		return w1.logged("stale write refused") && w1.logged("superseded by attempt 2 (token 2) on worker w2")
+		return w1.logged("stale write refused") && w1.logged(fmt.Sprintf("superseded by attempt 2 (token %d) on worker w2", b.AttemptToken))
 	})
 	log, err := f.rdb.Get(context.Background(), fmt.Sprintf("pkgfleet:build:%d:log", id)).Result()
 	if err != nil {

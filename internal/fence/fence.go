@@ -19,13 +19,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pkgfleet/pkgfleet/internal/lease"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/semaphore"
 )
 
-// DefaultAfter is T: how long a hold may go unconfirmed. It is well below
-// asynq's 30s task lease and the 30s build-slot lease.
-const DefaultAfter = 20 * time.Second
+// DefaultAfter is T by default (lease.DefaultFence, 20s).
+const DefaultAfter = lease.DefaultFence
 
 // Why a build was stopped, as the metric pkgfleet_builds_fenced_total
 // names it.

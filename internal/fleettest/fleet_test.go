@@ -169,7 +169,7 @@ func workerDeps(cfg *config.Config, name, builderDir string, rdb redis.Universal
 }
 
 func shortLeases(s *semaphore.Semaphore) {
-	s.HoldLease, s.RenewEvery, s.CheckEvery = 4*time.Second, 200*time.Millisecond, 500*time.Millisecond
+	s.HoldLease, s.CheckEvery = 4*time.Second, 500*time.Millisecond
 }
 
 // asynqConfig is a test worker's asynq server: it takes tasks as a
@@ -425,7 +425,7 @@ func TestCancelRunningBuildKillsItsProcessesAndIsNotRetried(t *testing.T) {
 	if b.Status != registry.StatusCanceled || b.Attempts != 1 || f.recipe.calls.Load() != 1 {
 		t.Fatalf("build %s after %d attempts, %d recipe runs; want canceled after 1", b.Status, b.Attempts, f.recipe.calls.Load())
 	}
-	if h, _ := semaphore.New(f.rdb, nil).Holders(context.Background(), queue.SlotKey("src", "long")); len(h) != 0 {
+	if h, _ := semaphore.New(f.rdb).Holders(context.Background(), queue.SlotKey("src", "long")); len(h) != 0 {
 		t.Fatalf("the canceled build still holds its slot: %v", h)
 	}
 }
@@ -471,7 +471,7 @@ func TestShutdownRequeuesRunningBuildsLeavesParkedOnesInLineAndReleasesSlots(t *
 	// then requeued. The parked one belongs to no worker: it keeps its
 	// place in line. Nothing may keep a slot.
 	stopA()
-	if h, _ := semaphore.New(f.rdb, nil).Holders(context.Background(), queue.SlotKey("src", "grace")); len(h) != 0 {
+	if h, _ := semaphore.New(f.rdb).Holders(context.Background(), queue.SlotKey("src", "grace")); len(h) != 0 {
 		t.Fatalf("slots still held after shutdown: %v", h)
 	}
 	if b := f.build(first); b.Status != registry.StatusQueued {

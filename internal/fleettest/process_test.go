@@ -190,7 +190,7 @@ func TestKilledWorkersSlotReturnsAndItsBuildCompletesElsewhere(t *testing.T) {
 	if done.Status != registry.StatusSucceeded || done.Worker != "B" || done.Attempts != 2 {
 		t.Fatalf("killed build: %s on %s after %d attempts (%s)", done.Status, done.Worker, done.Attempts, done.Detail)
 	}
-	if h, _ := semaphore.New(f.rdb, nil).Holders(context.Background(), queue.SlotKey("src", "crash")); len(h) != 0 {
+	if h, _ := semaphore.New(f.rdb).Holders(context.Background(), queue.SlotKey("src", "crash")); len(h) != 0 {
 		t.Fatalf("slots still held: %v", h)
 	}
 }

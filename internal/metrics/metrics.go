@@ -213,6 +213,8 @@ type API struct {
 	pollTime prometheus.Histogram
 	webhooks *prometheus.CounterVec
 	orphans  prometheus.Counter
+	repairs  *prometheus.CounterVec
+	idJumps  *prometheus.CounterVec
 }
 
 // FleetState is read from Redis, at most once per refresh (see NewAPI).
@@ -244,10 +246,16 @@ func NewAPI(fleet func() (FleetState, error), refresh time.Duration, extra ...pr
 		orphans: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pkgfleet_store_orphans_removed_total", Help: "Artifact files no build record named, removed by the orphan sweep after Storage.OrphanGrace.",
 		}),
+		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pkgfleet_reconciler_repairs_total", Help: "Inconsistencies the reconciler repaired, by kind (lost_task, unleased_task, stale_slot, orphan_task).",
+		}, []string{"kind"}),
+		idJumps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pkgfleet_build_id_jumps_total", Help: "Jumps of the build-id counter past ids Redis may have lost, by reason.",
+		}, []string{"reason"}),
 	}
 	m.polls.WithLabelValues("ok")
 	m.polls.WithLabelValues("error")
-	reg.MustRegister(m.polls, m.pollTime, m.webhooks, m.orphans, &fleetCollector{fleet: fleet, refresh: refresh})
+	reg.MustRegister(m.polls, m.pollTime, m.webhooks, m.orphans, m.repairs, m.idJumps, &fleetCollector{fleet: fleet, refresh: refresh})
 	reg.MustRegister(extra...)
 	return m
 }
@@ -275,6 +283,25 @@ func (m *API) OrphansRemoved(n int) {
 		return
 	}
 	m.orphans.Add(float64(n))
+}
+
+// Repairs shows each of kinds at 0 and returns what counts one repair.
+func (m *API) Repairs(kinds []string) func(kind string) {
+	if m == nil {
+		return nil
+	}
+	for _, k := range kinds {
+		m.repairs.WithLabelValues(k)
+	}
+	return func(kind string) { m.repairs.WithLabelValues(kind).Inc() }
+}
+
+// IDJump counts one jump of the build-id counter.
+func (m *API) IDJump(reason string) {
+	if m == nil {
+		return
+	}
+	m.idJumps.WithLabelValues(reason).Inc()
 }
 
 // Handler serves /metrics.

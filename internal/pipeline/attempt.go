@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -43,7 +42,7 @@ func (e *parkedError) Error() string {
 // on (it archives such a task): the build then waits here. errSkip means
 // the build was canceled or finished meanwhile.
 func (p *Pipeline) acquire(ctx context.Context, log *slog.Logger, at registry.Attempt, b *registry.Build, bl *registry.Builder, canPark bool) (*semaphore.Lease, error) {
-	key, limit := queue.SlotKey(b.Source, b.Builder), queue.SlotLimit(bl, p.buildConcurrency)
+	key, limit := queue.SlotKey(b.Source, b.Builder), queue.SlotLimit(bl, p.slots.BuildConcurrency)
 	waiter, holder := strconv.FormatInt(b.ID, 10), holderToken(at)
 	woken, stop := p.events.Listen(semaphore.WakeChannel, waiter)
 	defer stop()
@@ -52,7 +51,7 @@ func (p *Pipeline) acquire(ctx context.Context, log *slog.Logger, at registry.At
 		if canPark {
 			ask.WakeBy = queue.WakeBy(b)
 		}
-		lease, w, err := p.slots.TryAcquire(ctx, key, limit, ask)
+		lease, w, err := p.slots.Sema.TryAcquire(ctx, key, limit, ask)
 		if err != nil || lease != nil {
 			return lease, err
 		}
@@ -70,19 +69,19 @@ func (p *Pipeline) acquire(ctx context.Context, log *slog.Logger, at registry.At
 		})
 		if err != nil {
 			if errors.Is(err, errSkip) {
-				p.leave(ctx, log, key, limit, waiter)
+				p.leave(ctx, log, b, limit)
 			}
 			return nil, err
 		}
 		if time.Since(*rec.WaitingSince) > p.maxSlotWait {
-			p.leave(ctx, log, key, limit, waiter)
+			p.leave(ctx, log, b, limit)
 			return nil, fmt.Errorf("waited longer than Git.MaxSlotWait (%s) for a build slot", p.maxSlotWait)
 		}
 		if canPark {
 			log.Info("build parked: no free build slot", "in_use", w.InUse, "limit", w.Limit, "position", w.Position)
 			return nil, &parkedError{recheck: p.parkRecheck, wait: w}
 		}
-		timer := time.NewTimer(p.slots.CheckInterval())
+		timer := time.NewTimer(p.slots.Sema.CheckInterval())
 		select {
 		case <-ctx.Done():
 			timer.Stop()
@@ -109,30 +108,16 @@ func (p *Pipeline) parkFor() time.Duration { return 3*p.parkRecheck + 30*time.Se
 
 // release gives the slot back and wakes the parked builds that may go now.
 func (p *Pipeline) release(ctx context.Context, log *slog.Logger, lease *semaphore.Lease) {
-	woken, err := lease.Release(context.WithoutCancel(ctx))
-	if err != nil {
+	if _, err := p.slots.Release(context.WithoutCancel(ctx), lease); err != nil {
 		log.Warn("could not release the build slot", "error", err)
-		return
 	}
-	p.wake(log, woken)
 }
 
 // leave gives up a build's place in line and wakes the parked builds that
 // may go instead.
-func (p *Pipeline) leave(ctx context.Context, log *slog.Logger, key string, limit int, waiter string) {
-	woken, err := p.slots.Leave(context.WithoutCancel(ctx), key, limit, waiter)
-	if err != nil {
-		log.Warn("could not leave the line for a build slot; the place lapses by itself", "slots", key, "error", err)
-		return
-	}
-	p.wake(log, woken)
-}
-
-// wake puts the tasks of parked builds that may take a slot now back in
-// their queue: they sit in asynq's retry set until then.
-func (p *Pipeline) wake(log *slog.Logger, woken []semaphore.Woken) {
-	if n := queue.Wake(p.inspector, woken); n > 0 {
-		log.Debug("woke parked builds", "woken", n)
+func (p *Pipeline) leave(ctx context.Context, log *slog.Logger, b *registry.Build, limit int) {
+	if _, err := p.slots.Leave(context.WithoutCancel(ctx), b, limit); err != nil {
+		log.Warn("could not leave the line for a build slot; the place lapses by itself", "build", b.ID, "error", err)
 	}
 }
 
@@ -147,25 +132,14 @@ func (p *Pipeline) Sweep(ctx context.Context) {
 			return
 		case <-time.After(d):
 		}
-		keys, err := p.slots.WaitingKeys(ctx)
+		keys, err := p.slots.Sema.WaitingKeys(ctx)
 		if err != nil {
 			continue
 		}
 		for _, key := range keys {
-			source, name, ok := strings.Cut(key, "/")
-			if !ok {
-				continue
-			}
-			limit := 1
-			if bl, err := p.registry.Builder(ctx, source, name); err == nil {
-				limit = queue.SlotLimit(bl, p.buildConcurrency)
-			}
-			woken, err := p.slots.Next(ctx, key, limit)
-			if err != nil {
+			if _, err := p.slots.Next(ctx, key); err != nil {
 				p.log.Warn("could not look for parked builds to wake", "slots", key, "error", err)
-				continue
 			}
-			p.wake(p.log, woken)
 		}
 	}
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/door"
 	"github.com/pkgfleet/pkgfleet/internal/fence"
 	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/lease"
 	"github.com/pkgfleet/pkgfleet/internal/metrics"
 	"github.com/pkgfleet/pkgfleet/internal/netpolicy"
 	"github.com/pkgfleet/pkgfleet/internal/notify"
@@ -102,15 +103,13 @@ type Pipeline struct {
 	// slots limits each builder's concurrent builds across the fleet:
 	// BuildConcurrency for tag builders, one for commit builders. A build
 	// waits at most maxSlotWait.
-	slots            *semaphore.Semaphore
-	buildConcurrency int
-	maxSlotWait      time.Duration
+	slots       *queue.Slots
+	maxSlotWait time.Duration
 	// runTimeout bounds one attempt once it has its slot (the asynq task
 	// timeout also counts the wait).
 	runTimeout  time.Duration
 	events      *notify.Hub
 	stopping    <-chan struct{}
-	inspector   *asynq.Inspector // wakes parked builds
 	fenceAfter  time.Duration
 	parkRecheck time.Duration
 	sweepEvery  time.Duration
@@ -139,45 +138,45 @@ func New(d Deps) (*Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
-	slots := semaphore.New(d.Redis, d.Events)
+	slots := semaphore.New(d.Redis)
 	if d.Slots != nil {
 		d.Slots(slots)
 	}
 	fenceAfter := cmp.Or(d.FenceAfter, fence.DefaultAfter)
-	if hold := cmp.Or(slots.HoldLease, semaphore.DefaultHoldLease); hold <= fenceAfter {
+	if err := lease.CheckFence(fenceAfter, cmp.Or(slots.HoldLease, semaphore.DefaultHoldLease)); err != nil {
 		// A build must stop before its slot can go to another attempt.
-		return nil, fmt.Errorf("pipeline: the build slot's lease (%s) must be longer than FenceAfter (%s)", hold, fenceAfter)
+		return nil, fmt.Errorf("pipeline: %w", err)
 	}
 	outbound, err := cfg.Outbound()
 	if err != nil {
 		return nil, err
 	}
+	reg := registry.New(d.Redis)
 	return &Pipeline{
-		registry: registry.New(d.Redis),
+		registry: reg,
 		store:    st,
 		git: &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs},
 			Net: outbound, MaxFetchSize: int64(cfg.Git.MaxCloneSize)},
-		creds:            creds,
-		languages:        d.Languages,
-		builderDir:       cfg.Git.BuilderDir,
-		network:          cfg.Git.BuildNetwork,
-		pythonIndexURL:   cfg.Git.PythonIndexURL,
-		rRepositoryURL:   cfg.Git.RRepositoryURL,
-		logLimit:         cfg.Git.BuildLogSize,
-		worker:           d.Worker,
-		log:              d.Log,
-		metrics:          d.Metrics,
-		slots:            slots,
-		buildConcurrency: cfg.Git.BuildConcurrency,
-		maxSlotWait:      cmp.Or(cfg.Git.MaxSlotWait, 24*time.Hour),
-		runTimeout:       queue.RunTimeout(cfg),
-		events:           d.Events,
-		stopping:         d.Stopping,
-		inspector:        asynq.NewInspectorFromRedisClient(d.Redis),
-		fenceAfter:       fenceAfter,
-		parkRecheck:      cmp.Or(d.ParkRecheck, time.Minute),
-		sweepEvery:       cmp.Or(d.SweepEvery, 15*time.Second),
-		lateWrites:       2 * time.Minute,
+		creds:          creds,
+		languages:      d.Languages,
+		builderDir:     cfg.Git.BuilderDir,
+		network:        cfg.Git.BuildNetwork,
+		pythonIndexURL: cfg.Git.PythonIndexURL,
+		rRepositoryURL: cfg.Git.RRepositoryURL,
+		logLimit:       cfg.Git.BuildLogSize,
+		worker:         d.Worker,
+		log:            d.Log,
+		metrics:        d.Metrics,
+		slots: &queue.Slots{Sema: slots, Registry: reg, Inspector: asynq.NewInspectorFromRedisClient(d.Redis),
+			BuildConcurrency: cfg.Git.BuildConcurrency},
+		maxSlotWait: cmp.Or(cfg.Git.MaxSlotWait, 24*time.Hour),
+		runTimeout:  queue.RunTimeout(cfg),
+		events:      d.Events,
+		stopping:    d.Stopping,
+		fenceAfter:  fenceAfter,
+		parkRecheck: cmp.Or(d.ParkRecheck, time.Minute),
+		sweepEvery:  cmp.Or(d.SweepEvery, 15*time.Second),
+		lateWrites:  2 * time.Minute,
 	}, nil
 }
 

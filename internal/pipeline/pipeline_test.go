@@ -310,12 +310,22 @@ func TestShutdownRequeuesEvenTheLastAttempt(t *testing.T) {
 	}
 }
 
+// takeSlot takes builder's only slot for another build (one that is not
+// in line: order 0), held for the slot's whole lease.
+func takeSlot(t *testing.T, rdb redis.UniversalClient, builder string) *semaphore.Lease {
+	t.Helper()
+	l, _, err := semaphore.New(rdb).TryAcquire(context.Background(), queue.SlotKey("src", builder), 1,
+		semaphore.Ask{Waiter: "other", Holder: "other", PlaceFor: time.Minute})
+	if err != nil || l == nil {
+		t.Fatalf("take the slot of %s: %v %v", builder, l, err)
+	}
+	return l
+}
+
 func TestABuildWithARetryLeftParksForItsBuildersSlot(t *testing.T) {
 	b := setup(t, registry.TriggerCommits) // a commit builder: one slot
 	ctx := context.Background()
-	if _, err := semaphore.New(b.rdb, b.hub).Acquire(ctx, queue.SlotKey("src", b.builder.Name), 1, "other", 0, nil); err != nil {
-		t.Fatal(err)
-	}
+	takeSlot(t, b.rdb, b.builder.Name)
 	id := b.queued(2)
 	var parked *parkedError
 	if err := b.p.process(ctx, id, 1, 2); !errors.As(err, &parked) {
@@ -330,10 +340,7 @@ func TestABuildWithARetryLeftParksForItsBuildersSlot(t *testing.T) {
 func TestABuildWaitsForItsBuildersSlotAndShowsItsPlace(t *testing.T) {
 	b := setup(t, registry.TriggerCommits) // a commit builder: one slot
 	ctx := context.Background()
-	other, err := semaphore.New(b.rdb, b.hub).Acquire(ctx, queue.SlotKey("src", b.builder.Name), 1, "other", 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := takeSlot(t, b.rdb, b.builder.Name)
 	id := b.queued(2)
 	// The last attempt asynq counts has no retry to park on: it waits here.
 	done := b.start(ctx, id, 2, 2)
@@ -355,9 +362,7 @@ func TestABuildWaitsForItsBuildersSlotAndShowsItsPlace(t *testing.T) {
 func TestAWaitingBuildIsRequeuedWhenTheWorkerStops(t *testing.T) {
 	b := setup(t, registry.TriggerCommits)
 	ctx := context.Background()
-	if _, err := semaphore.New(b.rdb, b.hub).Acquire(ctx, queue.SlotKey("src", b.builder.Name), 1, "other", 0, nil); err != nil {
-		t.Fatal(err)
-	}
+	takeSlot(t, b.rdb, b.builder.Name)
 	id := b.queued(2)
 	taskCtx, graceOver := context.WithCancel(ctx)
 	done := b.start(taskCtx, id, 2, 2)
@@ -375,9 +380,7 @@ func TestAWaitingBuildIsRequeuedWhenTheWorkerStops(t *testing.T) {
 func TestACanceledWaitingBuildLeavesTheLine(t *testing.T) {
 	b := setup(t, registry.TriggerCommits)
 	ctx := context.Background()
-	if _, err := semaphore.New(b.rdb, b.hub).Acquire(ctx, queue.SlotKey("src", b.builder.Name), 1, "other", 0, nil); err != nil {
-		t.Fatal(err)
-	}
+	takeSlot(t, b.rdb, b.builder.Name)
 	id := b.queued(2)
 	done := b.start(ctx, id, 2, 2)
 	testenv.Eventually(t, time.Minute, "the build to wait", func() bool { return b.get(id).Status == registry.StatusWaiting })

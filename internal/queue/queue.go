@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -55,21 +54,6 @@ func WakeBy(b *registry.Build) string {
 	return Queue(b.Language) + " " + TaskID(b.Source, b.Builder, b.SHA)
 }
 
-// Wake moves the tasks of parked builds that may take a slot now from
-// asynq's retry set back to their queue. A task that is already queued
-// or running is refused by asynq, which is fine: it is on its way. It
-// returns how many it moved.
-func Wake(insp *asynq.Inspector, woken []semaphore.Woken) int {
-	n := 0
-	for _, w := range woken {
-		queue, id, ok := strings.Cut(w.WakeBy, " ")
-		if ok && insp.RunTask(queue, id) == nil {
-			n++
-		}
-	}
-	return n
-}
-
 // Enqueuer records builds and queues their tasks.
 type Enqueuer struct {
 	Registry  *registry.Registry
@@ -82,6 +66,14 @@ type Enqueuer struct {
 	// Redis, when set, lets Cancel reach running builds and slot queues.
 	Redis            redis.UniversalClient
 	BuildConcurrency int // Git.BuildConcurrency, for Cancel
+}
+
+// slots is the builders' slot lines, nil without Redis.
+func (e *Enqueuer) slots() *Slots {
+	if e.Redis == nil {
+		return nil
+	}
+	return &Slots{Sema: semaphore.New(e.Redis), Registry: e.Registry, Inspector: e.Inspector, BuildConcurrency: e.BuildConcurrency}
 }
 
 // Request is one ref of a builder to build.
@@ -187,16 +179,13 @@ func (e *Enqueuer) queue(ctx context.Context, b *registry.Build) (err error) {
 		asynq.Timeout(e.Timeout),
 		asynq.MaxRetry(spareRetry(e.MaxAttempts)),
 	}
-	if e.Redis != nil {
-		// In its builder's line before any worker can see it, so that a
-		// newer build of the builder cannot take a slot ahead of it.
-		sema, key, waiter := semaphore.New(e.Redis, nil), SlotKey(b.Source, b.Builder), strconv.FormatInt(b.ID, 10)
-		if err := sema.Join(ctx, key, waiter, b.ID, PlaceInLine); err != nil {
+	if slots := e.slots(); slots != nil {
+		if err := slots.Join(ctx, b); err != nil {
 			return err
 		}
 		defer func() {
 			if err != nil { // never queued: keep no one waiting behind it
-				_, _ = sema.Leave(context.WithoutCancel(ctx), key, 1, waiter)
+				_, _ = slots.Leave(context.WithoutCancel(ctx), b, 1)
 			}
 		}()
 	}
@@ -235,19 +224,13 @@ func spareRetry(maxAttempts int) int { return max(maxAttempts, 1) }
 // is given up.
 func (e *Enqueuer) Cancel(ctx context.Context, b *registry.Build) error {
 	var errs []error
-	if e.Redis != nil {
+	if slots := e.slots(); slots != nil {
 		if err := e.Redis.Publish(ctx, CancelChannel, strconv.FormatInt(b.ID, 10)).Err(); err != nil {
 			errs = append(errs, fmt.Errorf("announce cancel: %w", err))
 		}
-		limit := 1
-		if bl, err := e.Registry.Builder(ctx, b.Source, b.Builder); err == nil {
-			limit = SlotLimit(bl, e.BuildConcurrency)
-		}
-		woken, err := semaphore.New(e.Redis, nil).Leave(ctx, SlotKey(b.Source, b.Builder), limit, strconv.FormatInt(b.ID, 10))
-		if err != nil {
+		if _, err := slots.Leave(ctx, b, slots.Limit(ctx, b.Source, b.Builder)); err != nil {
 			errs = append(errs, fmt.Errorf("leave the slot queue: %w", err))
 		}
-		Wake(e.Inspector, woken)
 	}
 	queue, id := Queue(b.Language), TaskID(b.Source, b.Builder, b.SHA)
 	info, err := e.Inspector.GetTaskInfo(queue, id)
@@ -274,18 +257,6 @@ func (e *Enqueuer) Cancel(ctx context.Context, b *registry.Build) error {
 // at once. Workers also re-read a running build's status now and then, in
 // case the message was lost.
 const CancelChannel = "pkgfleet:cancel"
-
-// SlotLimit is how many builds of b may run at once across the fleet:
-// Git.BuildConcurrency for a tag builder, one for a commit builder.
-func SlotLimit(b *registry.Builder, buildConcurrency int) int {
-	if b.BuildTrigger == registry.TriggerTags {
-		return max(buildConcurrency, 1)
-	}
-	return 1
-}
-
-// SlotKey is the semaphore key of a builder's build slots.
-func SlotKey(source, builder string) string { return source + "/" + builder }
 
 // RunTimeout bounds one build attempt once it has its slot: the build
 // itself (Git.BuildTimeout) plus room for the clone and the upload.

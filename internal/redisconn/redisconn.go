@@ -32,7 +32,7 @@ func Options(c config.Redis) (*redis.Options, error) {
 }
 
 // Client returns a go-redis client.
-func Client(c config.Redis) (*redis.Client, error) {
+func Client(c config.Redis) (redis.UniversalClient, error) {
 	o, err := Options(c)
 	if err != nil {
 		return nil, err
@@ -53,7 +53,7 @@ const (
 // WorkerClient returns the go-redis client of a worker (its registry,
 // build slots and asynq server): short dial, read and write timeouts, one
 // retry, one dial retry, and contexts' deadlines honoured.
-func WorkerClient(c config.Redis) (*redis.Client, error) {
+func WorkerClient(c config.Redis) (redis.UniversalClient, error) {
 	o, err := Options(c)
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/pkgfleet/pkgfleet/internal/config"
+	"github.com/redis/go-redis/v9"
 )
 
 // A server that accepts and then never answers, like a Redis behind a
@@ -44,7 +45,7 @@ func TestAWorkersClientGivesUpOnAHungServer(t *testing.T) {
 	if n := accepted.Load(); n > 1+WorkerMaxRetries {
 		t.Fatalf("%d connections for one ping, want at most %d", n, 1+WorkerMaxRetries)
 	}
-	o := rdb.Options()
+	o := rdb.(*redis.Client).Options()
 	if o.ReadTimeout != WorkerIOTimeout || o.DialTimeout != WorkerDialTimeout || o.MaxRetries != WorkerMaxRetries || !o.ContextTimeoutEnabled {
 		t.Fatalf("worker client options: %+v", o)
 	}

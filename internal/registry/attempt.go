@@ -12,8 +12,8 @@ import (
 )
 
 // Attempts and fenced writes: each delivery of a build to a worker is an
-// attempt with a token from a per-build counter, increasing across
-// attempts and workers. An attempt's writes (UpdateBuildAs, AppendLogAs)
+// attempt with a token that increases across attempts and workers and
+// never repeats, even after Redis lost writes (nextToken). An attempt's writes (UpdateBuildAs, AppendLogAs)
 // are applied only while its token is the build's current one, checked in
 // the same Lua script that writes, so an attempt that was superseded (its
 // worker was cut off or paused and the build went to another) can never
@@ -109,11 +109,11 @@ if not ok or type(b) ~= 'table' then return redis.error_reply('build record is n
 for i = 3, #ARGV do
   if b.status == ARGV[i] then return {1, raw} end
 end
-local t = redis.call('HINCRBY', KEYS[2], 'token', 1)
+` + nextToken + `
 redis.call('HSET', KEYS[2], 'worker', ARGV[1], 'attempt', ARGV[2])
 local bl = redis.call('HGET', KEYS[3], tostring(b.source) .. '/' .. tostring(b.builder))
-if bl then return {2, raw, t, bl} end
-return {2, raw, t}
+if bl then return {2, raw, tok, bl} end
+return {2, raw, tok}
 `)
 
 // terminal lists the statuses in which a build is finished.
@@ -152,6 +152,7 @@ func (r *Registry) BeginAttempt(ctx context.Context, id int64, number int, worke
 	if res[0].(int64) == 1 {
 		return &b, nil, Attempt{}, nil
 	}
+	r.ids.see(id)
 	a := Attempt{Build: id, Token: res[2].(int64), Number: number, Worker: worker, seen: &seenRecord{raw: raw}}
 	if len(res) < 4 {
 		return &b, nil, a, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -51,7 +52,7 @@ func TestAStaleAttemptsWritesAreRefusedAndNamedBySuccessor(t *testing.T) {
 	if !errors.As(err, &se) || !errors.Is(err, ErrSuperseded) {
 		t.Fatalf("stale update: %v, want a SupersededError", err)
 	}
-	if want := "superseded by attempt 2 (token 2) on worker B"; err.Error() != want {
+	if want := fmt.Sprintf("superseded by attempt 2 (token %d) on worker B", a2.Token); err.Error() != want {
 		t.Fatalf("message %q, want %q", err, want)
 	}
 	if err := r.AppendLogAs(ctx, a1, []byte("late line from A\n"), 1<<20, "1MiB"); !errors.Is(err, ErrSuperseded) {
@@ -144,22 +145,25 @@ func TestBeginAttemptReadsBuildAndBuilderAndSkipsFinishedBuilds(t *testing.T) {
 	}
 	b := newBuild(t, r)
 	got, bl, a, err := r.BeginAttempt(ctx, b.ID, 1, "A")
-	if err != nil || got.ID != b.ID || got.Status != StatusQueued || bl == nil || bl.URL != "https://h/x" || a.Token != 1 || a.Worker != "A" {
+	if err != nil || got.ID != b.ID || got.Status != StatusQueued || bl == nil || bl.URL != "https://h/x" || a.Token <= 0 || a.Worker != "A" {
 		t.Fatalf("begin: %+v %+v %+v %v", got, bl, a, err)
 	}
 	// A deleted builder: the attempt begins (to record why it cannot run).
 	if err := r.DeleteBuilder(ctx, "s", "b"); err != nil {
 		t.Fatal(err)
 	}
-	if _, bl, a, err := r.BeginAttempt(ctx, b.ID, 2, "A"); err != nil || bl != nil || a.Token != 2 {
+	first := a
+	_, bl, a, err = r.BeginAttempt(ctx, b.ID, 2, "A")
+	if err != nil || bl != nil || a.Token <= first.Token {
 		t.Fatalf("begin without a builder: %+v %+v %v", bl, a, err)
 	}
+	second := a
 	// A finished build: no attempt begins, so the current one stays.
 	r.UpdateBuild(ctx, b.ID, func(b *Build) error { b.Status = StatusSucceeded; return nil })
 	if got, _, a, err := r.BeginAttempt(ctx, b.ID, 3, "B"); err != nil || got.Status != StatusSucceeded || a.Token != 0 {
 		t.Fatalf("begin of a finished build: %+v %+v %v", got, a, err)
 	}
-	if err := r.ConfirmAttempt(ctx, Attempt{Build: b.ID, Token: 2}, "", ""); err != nil {
+	if err := r.ConfirmAttempt(ctx, Attempt{Build: b.ID, Token: second.Token}, "", ""); err != nil {
 		t.Fatalf("the current attempt after a refused begin: %v", err)
 	}
 	if _, _, _, err := r.BeginAttempt(ctx, 99999, 1, "A"); !errors.Is(err, ErrNotFound) {

@@ -37,6 +37,11 @@ func keyClaims(k string) string        { return "pkgfleet:claims:" + k }        
 type Registry struct {
 	rdb redis.UniversalClient
 	now func() time.Time
+	ids highWater // the highest build id this process handed out or read
+
+	// OnIDJump, when set, hears of each jump of the build-id counter (to
+	// log and count it).
+	OnIDJump func(IDJump)
 }
 
 // New returns a registry on rdb.
@@ -323,10 +328,12 @@ const (
 
 // createBuild claims a commit for a new build, or returns the build that
 // already has it, in one script: KEYS claims, build-seq, builds,
-// builder-builds, build counts; ARGV sha, the build keys' prefix, the new record's JSON
-// after its leading `{"id":0,`, then the statuses in which an existing
-// build is reused.
-// {0, record}: reused; {1, id}: created.
+// builder-builds, build counts, build-seq's run; ARGV sha, the build keys'
+// prefix, the new record's JSON after its leading `{"id":0,`, the
+// caller's high-water mark of ids, IDGap, then the statuses in which an
+// existing build is reused.
+// {0, record}: reused; {1, id, jump, counter before}: created (see
+// nextBuildID).
 var createBuild = redis.NewScript(countBuild + `
 local id = redis.call('HGET', KEYS[1], ARGV[1])
 if id then
@@ -334,20 +341,20 @@ if id then
   if raw then
     local ok, prev = pcall(cjson.decode, raw)
     if ok and type(prev) == 'table' then
-      for i = 4, #ARGV do
+      for i = 6, #ARGV do
         if prev.status == ARGV[i] then return {0, raw} end
       end
     end
   end
 end
-id = redis.call('INCR', KEYS[2])
+` + nextBuildID + `
 local record = '{"id":' .. id .. ',' .. ARGV[3]
 redis.call('SET', ARGV[2] .. id, record)
 countBuild(KEYS[5], false, record)
 redis.call('HSET', KEYS[1], ARGV[1], id)
 redis.call('ZADD', KEYS[3], id, id)
 redis.call('ZADD', KEYS[4], id, id)
-return {1, id}
+return {1, id, jump, before}
 `)
 
 // statuses lists every build status, for the claim script's reuse test.
@@ -373,13 +380,13 @@ func (r *Registry) CreateBuild(ctx context.Context, b *Build, mode ClaimMode) (o
 	if !bytes.HasPrefix(data, []byte(idZero)) {
 		return nil, false, fmt.Errorf("create build: a record's JSON must start with %s", idZero)
 	}
-	args := []any{b.SHA, keyBuildPrefix, data[len(idZero):]}
+	args := []any{b.SHA, keyBuildPrefix, data[len(idZero):], r.ids.get(), IDGap}
 	for _, s := range statuses {
 		if reuse(&Build{Status: s}, mode) {
 			args = append(args, s)
 		}
 	}
-	keys := []string{keyClaims(builderKey), keyBuildSeq, keyBuilds, keyBuilderBuilds(builderKey), keyBuildCounts}
+	keys := []string{keyClaims(builderKey), keyBuildSeq, keyBuilds, keyBuilderBuilds(builderKey), keyBuildCounts, keyBuildSeqRun}
 	res, err := createBuild.Run(ctx, r.rdb, keys, args...).Slice()
 	if err != nil {
 		return nil, false, fmt.Errorf("create build: %w", err)
@@ -389,9 +396,14 @@ func (r *Registry) CreateBuild(ctx context.Context, b *Build, mode ClaimMode) (o
 		if err := json.Unmarshal([]byte(res[1].(string)), &prev); err != nil {
 			return nil, false, fmt.Errorf("create build: %w", err)
 		}
+		r.ids.see(prev.ID)
 		return &prev, false, nil
 	}
 	nb.ID = res[1].(int64)
+	if jump := res[2].(int64); jump != 0 && r.OnIDJump != nil {
+		r.OnIDJump(IDJump{Reason: idJumpReasons[jump], Counter: res[3].(int64), HighMark: r.ids.get(), ID: nb.ID})
+	}
+	r.ids.see(nb.ID)
 	return &nb, true, nil
 }
 
@@ -415,6 +427,7 @@ func (r *Registry) Build(ctx context.Context, id int64) (*Build, error) {
 	if err := json.Unmarshal(raw, &b); err != nil {
 		return nil, fmt.Errorf("get build %d: %w", id, err)
 	}
+	r.ids.see(id)
 	return &b, nil
 }
 
@@ -506,6 +519,7 @@ func (r *Registry) Builds(ctx context.Context, f Filter) ([]*Build, error) {
 				(f.Status != "" && b.Status != f.Status) {
 				continue
 			}
+			r.ids.see(b.ID)
 			out = append(out, &b)
 			if len(out) == f.Limit {
 				break

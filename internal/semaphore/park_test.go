@@ -88,7 +88,7 @@ func TestALaterAttemptDoesNotAdoptAnEarlierAttemptsSlot(t *testing.T) {
 
 func TestAnUnrenewedLeaseIsLostAndAParkedPlaceLapses(t *testing.T) {
 	t.Parallel()
-	s, ctx := setup(t, 1, func(s *Semaphore) { s.HoldLease = 300 * time.Millisecond })[0].sema, context.Background()
+	s, ctx := setup(t, 1, func(p *process) { p.sema.HoldLease = 300 * time.Millisecond })[0].sema, context.Background()
 	l, _, _ := s.TryAcquire(ctx, "k", 1, parked("1", "1:1", 1, time.Minute))
 	if err := l.Renew(ctx); err != nil {
 		t.Fatalf("renew within the lease: %v", err)
@@ -168,7 +168,7 @@ func TestAReleaseWakesOnlyTheWaitersThatAsked(t *testing.T) {
 	if _, _, err := s.TryAcquire(ctx, "k", limit, listening); err != nil {
 		t.Fatal(err)
 	}
-	heard, stop := s.hub.Listen(WakeChannel, "4")
+	heard, stop := p.hub.Listen(WakeChannel, "4")
 	defer stop()
 	if err := releaseScript.Load(ctx, p.rdb).Err(); err != nil {
 		t.Fatal(err)

@@ -27,9 +27,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"sync"
 	"time"
 
-	"github.com/pkgfleet/pkgfleet/internal/notify"
+	"github.com/pkgfleet/pkgfleet/internal/lease"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -39,32 +40,25 @@ const WakeChannel = "pkgfleet:slots:wake"
 
 // Defaults of the Semaphore's timings.
 const (
-	DefaultHoldLease  = 60 * time.Second
-	DefaultRenewEvery = 15 * time.Second
-	DefaultWaitLease  = 60 * time.Second
+	// DefaultHoldLease is the build slot's lease (lease.Slot).
+	DefaultHoldLease  = lease.Slot
 	DefaultCheckEvery = 15 * time.Second
 )
 
 // Semaphore hands out per-key slots. The zero durations take the defaults.
 type Semaphore struct {
 	rdb redis.UniversalClient
-	hub *notify.Hub // nil: periodic checks only
 
 	HoldLease  time.Duration // a slot's lease; a dead holder's slot returns after it
-	RenewEvery time.Duration // how often Acquire's leases renew themselves (well under HoldLease)
-	WaitLease  time.Duration // Acquire's place in line; a dead waiter leaves the line after it
 	CheckEvery time.Duration // how often a listening waiter re-checks without a wake-up
 }
 
-// New returns a semaphore on rdb. hub, when not nil, must be subscribed to
-// WakeChannel.
-func New(rdb redis.UniversalClient, hub *notify.Hub) *Semaphore {
-	return &Semaphore{rdb: rdb, hub: hub}
+// New returns a semaphore on rdb.
+func New(rdb redis.UniversalClient) *Semaphore {
+	return &Semaphore{rdb: rdb}
 }
 
-func (s *Semaphore) holdLease() time.Duration  { return or(s.HoldLease, DefaultHoldLease) }
-func (s *Semaphore) renewEvery() time.Duration { return or(s.RenewEvery, DefaultRenewEvery) }
-func (s *Semaphore) waitLease() time.Duration  { return or(s.WaitLease, DefaultWaitLease) }
+func (s *Semaphore) holdLease() time.Duration { return or(s.HoldLease, DefaultHoldLease) }
 
 // CheckInterval is how long a listening waiter sleeps between checks when
 // no release wakes it, with jitter, so that waiters that started together
@@ -173,54 +167,6 @@ type Wait struct {
 	Limit    int
 }
 
-// Acquire takes one of limit slots of key for token (its waiter and
-// holder both), listening in line in order (lower order first) until one
-// is free or ctx ends. waiting, when not nil, is called with the waiter's
-// place whenever it changes; it runs on the caller's goroutine. On success
-// the lease is renewed in the background until Release. It is TryAcquire
-// in a loop, for callers that wait in their process.
-func (s *Semaphore) Acquire(ctx context.Context, key string, limit int, token string, order int64, waiting func(Wait)) (*Lease, error) {
-	woken, stop := s.hub.Listen(WakeChannel, token)
-	defer stop()
-	ask := Ask{Waiter: token, Holder: token, Order: order, PlaceFor: s.waitLease()}
-	var last Wait
-	for {
-		l, w, err := s.TryAcquire(ctx, key, limit, ask)
-		switch {
-		case err != nil && ctx.Err() != nil:
-			s.leave(ctx, key, limit, token)
-			return nil, ctx.Err()
-		case err != nil:
-			// Redis unreachable: try again at the next check; the place
-			// in line outlives a few missed checks (WaitLease).
-		case l != nil:
-			l.done = make(chan struct{})
-			go l.renew()
-			return l, nil
-		case w != last && waiting != nil:
-			waiting(w)
-			last = w
-		}
-		timer := time.NewTimer(s.CheckInterval())
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			s.leave(ctx, key, limit, token)
-			return nil, ctx.Err()
-		case <-woken:
-		case <-timer.C:
-		}
-		timer.Stop()
-	}
-}
-
-// leave takes token out of the line, even when ctx has ended.
-func (s *Semaphore) leave(ctx context.Context, key string, limit int, token string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	_, _ = s.Leave(ctx, key, limit, token)
-}
-
 // Leave takes waiter out of key's line (for a build canceled while it
 // waits) and returns the parked waiters that may go instead. A slot the
 // build holds stays held until its holder releases it, so a canceled
@@ -238,49 +184,18 @@ func (s *Semaphore) Leave(ctx context.Context, key string, limit int, waiter str
 // unreachable for longer than HoldLease): another build may have the slot.
 var ErrLost = errors.New("build slot lease lost")
 
-// Lease is a held slot. A lease from TryAcquire is renewed by its holder
-// (Renew); one from Acquire renews itself until Release.
+// Lease is a held slot, renewed by its holder (Renew) well within
+// HoldLease.
 type Lease struct {
 	s     *Semaphore
 	key   string
 	limit int
 	token string
-	stop  chan struct{}
-	done  chan struct{} // closed when no renew runs (any more)
-	lost  chan struct{}
+	once  sync.Once
 }
 
-// lease is a lease its holder renews; Acquire gives it an open done and
-// a renew of its own.
 func (s *Semaphore) lease(key string, limit int, holder string) *Lease {
-	l := &Lease{s: s, key: key, limit: limit, token: holder,
-		stop: make(chan struct{}), done: make(chan struct{}), lost: make(chan struct{})}
-	close(l.done)
-	return l
-}
-
-// renew renews the lease every RenewEvery until Release, and closes lost
-// when it ran out first.
-func (l *Lease) renew() {
-	defer close(l.done)
-	t := time.NewTicker(l.s.renewEvery())
-	defer t.Stop()
-	for {
-		select {
-		case <-l.stop:
-			return
-		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), l.s.renewEvery())
-		err := l.Renew(ctx)
-		cancel()
-		if errors.Is(err, ErrLost) {
-			close(l.lost)
-			return
-		}
-		// Any other error is retried at the next tick; the lease
-		// outlives several of them.
-	}
+	return &Lease{s: s, key: key, limit: limit, token: holder}
 }
 
 // Renew extends the lease by HoldLease; ErrLost means it had already run
@@ -296,21 +211,15 @@ func (l *Lease) Renew(ctx context.Context) error {
 	return nil
 }
 
-// Lost is closed when a self-renewing lease (Acquire's) ran out before
-// it could be renewed.
-func (l *Lease) Lost() <-chan struct{} { return l.lost }
-
 // Release gives the slot back and returns the parked waiters that may go
 // now (listening ones are woken by pub/sub). It works with a canceled ctx
 // (it only keeps ctx's values) and is safe to call twice.
 func (l *Lease) Release(ctx context.Context) ([]Woken, error) {
-	select {
-	case <-l.stop:
+	first := false
+	l.once.Do(func() { first = true })
+	if !first {
 		return nil, nil
-	default:
-		close(l.stop)
 	}
-	<-l.done
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	res, err := releaseScript.Run(ctx, l.s.rdb, keys(l.key), l.token, l.limit).Slice()

@@ -2,6 +2,7 @@ package semaphore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -21,13 +22,95 @@ func TestMain(m *testing.M) { os.Exit(testenv.MainWithRedis(m, &redisServer)) }
 // process is what one worker process has: its own Redis connections, its
 // own subscription and its own Semaphore.
 type process struct {
-	rdb  *redis.Client
-	sema *Semaphore
-	cmds *testenv.CommandCounter
+	rdb   *redis.Client
+	sema  *Semaphore
+	hub   *notify.Hub
+	cmds  *testenv.CommandCounter
+	renew time.Duration // how often held leases are renewed
+	place time.Duration // how long a listening waiter's place lasts
+}
+
+// held is a slot acquire holds, renewed with Lease.Renew every renew
+// until released or the process "crashes".
+type held struct {
+	*Lease
+	stop, done, lost chan struct{}
+}
+
+// acquire is what a caller that waits in its process does: TryAcquire
+// (listening, WakeBy "") until a slot is granted or ctx ends, woken by a
+// release's pub/sub message or after CheckInterval; then Lease.Renew
+// every renew. waiting, when not nil, sees each new place in line.
+func (p *process) acquire(ctx context.Context, key string, limit int, token string, order int64, waiting func(Wait)) (*held, error) {
+	woken, stop := p.hub.Listen(WakeChannel, token)
+	defer stop()
+	ask := Ask{Waiter: token, Holder: token, Order: order, PlaceFor: p.place}
+	var last Wait
+	for {
+		l, w, err := p.sema.TryAcquire(ctx, key, limit, ask)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			_, _ = p.sema.Leave(context.WithoutCancel(ctx), key, limit, token)
+			return nil, ctx.Err()
+		case l != nil:
+			h := &held{Lease: l, stop: make(chan struct{}), done: make(chan struct{}), lost: make(chan struct{})}
+			go h.renew(p.renew)
+			return h, nil
+		case err == nil && w != last && waiting != nil:
+			waiting(w)
+			last = w
+		}
+		select {
+		case <-ctx.Done():
+			_, _ = p.sema.Leave(context.WithoutCancel(ctx), key, limit, token)
+			return nil, ctx.Err()
+		case <-woken:
+		case <-time.After(p.sema.CheckInterval()):
+		}
+	}
+}
+
+func (h *held) renew(every time.Duration) {
+	defer close(h.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), every)
+		err := h.Renew(ctx)
+		cancel()
+		if errors.Is(err, ErrLost) {
+			close(h.lost)
+			return
+		}
+	}
+}
+
+// crash stops renewing without releasing, as a dead holder does.
+func (h *held) crash() {
+	close(h.stop)
+	<-h.done
+}
+
+// Lost is closed when the lease ran out before it was renewed.
+func (h *held) Lost() <-chan struct{} { return h.lost }
+
+// Release stops renewing and gives the slot back.
+func (h *held) Release(ctx context.Context) ([]Woken, error) {
+	select {
+	case <-h.stop:
+	default:
+		h.crash()
+	}
+	return h.Lease.Release(ctx)
 }
 
 // setup returns n processes sharing one fresh Redis database.
-func setup(t *testing.T, n int, tune func(*Semaphore)) []*process {
+func setup(t *testing.T, n int, tune func(*process)) []*process {
 	t.Helper()
 	_, db := redisServer.DB(t)
 	var out []*process
@@ -36,14 +119,14 @@ func setup(t *testing.T, n int, tune func(*Semaphore)) []*process {
 		cc := &testenv.CommandCounter{}
 		rdb.AddHook(cc)
 		hub := notify.New(rdb, testenv.Logger(t), WakeChannel)
-		s := New(rdb, hub)
-		s.HoldLease, s.RenewEvery = 2*time.Second, 200*time.Millisecond
-		s.WaitLease, s.CheckEvery = 2*time.Second, 200*time.Millisecond
+		s := New(rdb)
+		s.HoldLease, s.CheckEvery = 2*time.Second, 200*time.Millisecond
+		p := &process{rdb: rdb, sema: s, hub: hub, cmds: cc, renew: 200 * time.Millisecond, place: 2 * time.Second}
 		if tune != nil {
-			tune(s)
+			tune(p)
 		}
 		t.Cleanup(func() { hub.Close(); rdb.Close() })
-		out = append(out, &process{rdb: rdb, sema: s, cmds: cc})
+		out = append(out, p)
 	}
 	return out
 }
@@ -60,7 +143,7 @@ func TestConcurrencyLimitHoldsAcrossProcesses(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			p := procs[i%len(procs)]
-			l, err := p.sema.Acquire(context.Background(), "src/tags", limit, fmt.Sprint(i+1), int64(i+1), nil)
+			l, err := p.acquire(context.Background(), "src/tags", limit, fmt.Sprint(i+1), int64(i+1), nil)
 			if err != nil {
 				errs <- err
 				return
@@ -92,26 +175,25 @@ func TestConcurrencyLimitHoldsAcrossProcesses(t *testing.T) {
 
 func TestCrashedHoldersSlotReturnsAfterItsLease(t *testing.T) {
 	t.Parallel()
-	procs := setup(t, 2, func(s *Semaphore) { s.HoldLease = time.Second })
+	procs := setup(t, 2, func(p *process) { p.sema.HoldLease = time.Second })
 	ctx := context.Background()
-	crashed, err := procs[0].sema.Acquire(ctx, "src/commits", 1, "1", 1, nil)
+	crashed, err := procs[0].acquire(ctx, "src/commits", 1, "1", 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The holder's process dies: its lease is no longer renewed and it
 	// never releases.
-	close(crashed.stop)
-	<-crashed.done
+	crashed.crash()
 	start := time.Now()
 
-	got, err := procs[1].sema.Acquire(ctx, "src/commits", 1, "2", 2, nil)
+	got, err := procs[1].acquire(ctx, "src/commits", 1, "2", 2, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer got.Release(ctx)
 	waited := time.Since(start)
-	// The last renewal was at most RenewEvery before the crash.
-	if waited < time.Second-procs[0].sema.RenewEvery-100*time.Millisecond || waited > time.Second+time.Second {
+	// The last renewal was at most renew before the crash.
+	if waited < time.Second-procs[0].renew-100*time.Millisecond || waited > time.Second+time.Second {
 		t.Fatalf("slot came back after %s, want about the 1s lease", waited)
 	}
 	t.Logf("slot of the crashed holder came back after %s (lease 1s)", waited.Round(time.Millisecond))
@@ -119,15 +201,15 @@ func TestCrashedHoldersSlotReturnsAfterItsLease(t *testing.T) {
 
 func TestHeldLeaseIsRenewedBeyondItsDuration(t *testing.T) {
 	t.Parallel()
-	procs := setup(t, 2, func(s *Semaphore) { s.HoldLease, s.RenewEvery = 500*time.Millisecond, 100*time.Millisecond })
+	procs := setup(t, 2, func(p *process) { p.sema.HoldLease, p.renew = 500*time.Millisecond, 100*time.Millisecond })
 	ctx := context.Background()
-	l, err := procs[0].sema.Acquire(ctx, "k", 1, "a", 1, nil)
+	l, err := procs[0].acquire(ctx, "k", 1, "a", 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	other, cancel := context.WithTimeout(ctx, 1500*time.Millisecond) // three lease durations
 	defer cancel()
-	if _, err := procs[1].sema.Acquire(other, "k", 1, "b", 2, nil); err == nil {
+	if _, err := procs[1].acquire(other, "k", 1, "b", 2, nil); err == nil {
 		t.Fatal("a second holder got the only slot while the first renewed its lease")
 	}
 	select {
@@ -142,9 +224,9 @@ func TestHeldLeaseIsRenewedBeyondItsDuration(t *testing.T) {
 
 func TestWaitersTakeSlotsInOrder(t *testing.T) {
 	t.Parallel()
-	procs := setup(t, 2, func(s *Semaphore) { s.CheckEvery = time.Hour }) // only wake-ups move waiters
+	procs := setup(t, 2, func(p *process) { p.sema.CheckEvery = time.Hour }) // only wake-ups move waiters
 	ctx := context.Background()
-	head, err := procs[0].sema.Acquire(ctx, "k", 1, "holder", 0, nil)
+	head, err := procs[0].acquire(ctx, "k", 1, "holder", 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +237,7 @@ func TestWaitersTakeSlotsInOrder(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l, err := procs[i%2].sema.Acquire(ctx, "k", 1, fmt.Sprint(n), n, nil)
+			l, err := procs[i%2].acquire(ctx, "k", 1, fmt.Sprint(n), n, nil)
 			if err != nil {
 				t.Error(err)
 				return
@@ -182,12 +264,12 @@ func TestWaiterReportsItsPlace(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for i := range 2 {
-		if _, err := procs[0].sema.Acquire(ctx, "k", 2, fmt.Sprint("h", i), int64(i), nil); err != nil {
+		if _, err := procs[0].acquire(ctx, "k", 2, fmt.Sprint("h", i), int64(i), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
 	places := make(chan Wait, 10)
-	go procs[0].sema.Acquire(ctx, "k", 2, "w", 10, func(w Wait) { places <- w })
+	go procs[0].acquire(ctx, "k", 2, "w", 10, func(w Wait) { places <- w })
 	if w := <-places; w != (Wait{Position: 1, InUse: 2, Limit: 2}) {
 		t.Fatalf("wait = %+v, want position 1 with 2 of 2 slots in use", w)
 	}
@@ -195,15 +277,15 @@ func TestWaiterReportsItsPlace(t *testing.T) {
 
 func TestCanceledWaiterLeavesTheQueue(t *testing.T) {
 	t.Parallel()
-	procs := setup(t, 1, func(s *Semaphore) { s.CheckEvery = time.Hour })
+	procs := setup(t, 1, func(p *process) { p.sema.CheckEvery = time.Hour })
 	ctx := context.Background()
-	holder, err := procs[0].sema.Acquire(ctx, "k", 1, "holder", 0, nil)
+	holder, err := procs[0].acquire(ctx, "k", 1, "holder", 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	errc := make(chan error, 1)
-	go func() { _, err := procs[0].sema.Acquire(wctx, "k", 1, "first", 1, nil); errc <- err }()
+	go func() { _, err := procs[0].acquire(wctx, "k", 1, "first", 1, nil); errc <- err }()
 	testenv.Eventually(t, 5*time.Second, "the first waiter to queue", func() bool {
 		return procs[0].rdb.ZCard(ctx, keys("k")[1]).Val() == 1
 	})
@@ -217,7 +299,7 @@ func TestCanceledWaiterLeavesTheQueue(t *testing.T) {
 	// The next waiter is not blocked behind the canceled one.
 	done := make(chan error, 1)
 	go func() {
-		l, err := procs[0].sema.Acquire(ctx, "k", 1, "second", 2, nil)
+		l, err := procs[0].acquire(ctx, "k", 1, "second", 2, nil)
 		if err == nil {
 			l.Release(ctx)
 		}
@@ -238,7 +320,7 @@ func TestReleaseWorksWithACanceledContext(t *testing.T) {
 	t.Parallel()
 	procs := setup(t, 1, nil)
 	ctx, cancel := context.WithCancel(context.Background())
-	l, err := procs[0].sema.Acquire(ctx, "k", 1, "a", 1, nil)
+	l, err := procs[0].acquire(ctx, "k", 1, "a", 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,18 +338,18 @@ func TestReleaseWorksWithACanceledContext(t *testing.T) {
 func TestWaitingBuildCostsFewRedisCommands(t *testing.T) {
 	t.Parallel()
 	const check = 100 * time.Millisecond
-	procs := setup(t, 2, func(s *Semaphore) { s.CheckEvery = check })
+	procs := setup(t, 2, func(p *process) { p.sema.CheckEvery = check })
 	ctx := context.Background()
-	holder, err := procs[0].sema.Acquire(ctx, "k", 1, "holder", 0, nil)
+	holder, err := procs[0].acquire(ctx, "k", 1, "holder", 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	waiter := procs[1]
 	waiter.cmds.Reset()
 	start := time.Now()
-	acquired := make(chan *Lease, 1)
+	acquired := make(chan *held, 1)
 	go func() {
-		l, err := waiter.sema.Acquire(ctx, "k", 1, "w", 1, nil)
+		l, err := waiter.acquire(ctx, "k", 1, "w", 1, nil)
 		if err != nil {
 			t.Error(err)
 		}
@@ -295,16 +377,16 @@ func TestWaitingBuildCostsFewRedisCommands(t *testing.T) {
 
 func TestReleaseWakesTheNextWaiterAtOnce(t *testing.T) {
 	t.Parallel()
-	procs := setup(t, 2, func(s *Semaphore) { s.CheckEvery = time.Hour })
+	procs := setup(t, 2, func(p *process) { p.sema.CheckEvery = time.Hour })
 	ctx := context.Background()
-	holder, err := procs[0].sema.Acquire(ctx, "k", 1, "holder", 0, nil)
+	holder, err := procs[0].acquire(ctx, "k", 1, "holder", 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	queued := make(chan struct{})
 	got := make(chan time.Time, 1)
 	go func() {
-		l, err := procs[1].sema.Acquire(ctx, "k", 1, "w", 1, func(Wait) { close(queued) })
+		l, err := procs[1].acquire(ctx, "k", 1, "w", 1, func(Wait) { close(queued) })
 		if err == nil {
 			got <- time.Now()
 			l.Release(ctx)
@@ -323,9 +405,9 @@ func TestReleaseWakesTheNextWaiterAtOnce(t *testing.T) {
 
 func TestLeaveGivesUpAPlaceButNotAHeldSlot(t *testing.T) {
 	t.Parallel()
-	procs := setup(t, 1, func(s *Semaphore) { s.CheckEvery = time.Hour })
+	procs := setup(t, 1, func(p *process) { p.sema.CheckEvery = time.Hour })
 	ctx := context.Background()
-	held, err := procs[0].sema.Acquire(ctx, "k", 1, "running", 1, nil)
+	held, err := procs[0].acquire(ctx, "k", 1, "running", 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,11 +428,11 @@ func BenchmarkAcquireRelease(b *testing.B) {
 	_, db := redisServer.DB(b)
 	rdb := redis.NewClient(&redis.Options{Network: "unix", Addr: redisServer.Socket, DB: db})
 	defer rdb.Close()
-	s := New(rdb, nil)
+	s := New(rdb)
 	ctx := context.Background()
 	for i := 0; b.Loop(); i++ {
-		l, err := s.Acquire(ctx, "bench", 2, fmt.Sprint(i), int64(i), nil)
-		if err != nil {
+		l, _, err := s.TryAcquire(ctx, "bench", 2, Ask{Waiter: fmt.Sprint(i), Holder: fmt.Sprint(i), Order: int64(i), PlaceFor: time.Minute})
+		if err != nil || l == nil {
 			b.Fatal(err)
 		}
 		if _, err := l.Release(ctx); err != nil {

@@ -172,7 +172,10 @@ func testContract(t *testing.T, open func(t *testing.T) Artifacts) {
 		if err := s.Check(ctx); err != nil {
 			t.Fatal(err)
 		}
-		for _, at := range [][2]int64{{1, 1}, {2, 5}} {
+		if n, err := HighestBuildID(ctx, s); err != nil || n != 0 {
+			t.Fatalf("an empty store's highest build id: %d (%v)", n, err)
+		}
+		for _, at := range [][2]int64{{2, 5}, {1, 1}} {
 			if _, err := s.Put(ctx, "src", "pkg", at[0], at[1], src, []registry.Artifact{tarball}); err != nil {
 				t.Fatal(err)
 			}
@@ -180,6 +183,9 @@ func testContract(t *testing.T, open func(t *testing.T) Artifacts) {
 		got := walk(t, s)
 		if strings.Join(got, " ") != "src/pkg/1-1-pkg_1.0.tar.gz src/pkg/2-5-pkg_1.0.tar.gz" {
 			t.Fatalf("walk = %v (the check's probe must not stay)", got)
+		}
+		if n, err := HighestBuildID(ctx, s); err != nil || n != 2 {
+			t.Fatalf("highest build id %d (%v), want 2", n, err)
 		}
 		if err := s.Remove(ctx, Stored{Source: "src", Package: "pkg", Build: 1, Token: 1, File: "pkg_1.0.tar.gz"}); err != nil {
 			t.Fatal(err)

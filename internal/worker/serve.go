@@ -32,7 +32,7 @@ import (
 // worker-wide gate holds all of them to the worker's slots: a task the
 // new server took while the old one still builds waits for a slot here,
 // once per change.
-func (w *Worker) serve(ctx context.Context, rc *redis.Client) error {
+func (w *Worker) serve(ctx context.Context, rc redis.UniversalClient) error {
 	var current []string
 	currentSlots := 0
 	for {
@@ -88,7 +88,7 @@ func (w *Worker) changes() {
 	}
 }
 
-func (w *Worker) newServer(rc *redis.Client, queues []string, slots int) *asynq.Server {
+func (w *Worker) newServer(rc redis.UniversalClient, queues []string, slots int) *asynq.Server {
 	retry := w.opts.RetryDelay
 	if retry == nil {
 		retry = defaultRetryDelay

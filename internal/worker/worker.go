@@ -219,7 +219,7 @@ func (w *Worker) namespacesInUse() int {
 // serveOps serves /metrics, /healthz and /readyz on Worker.MetricsListen
 // until ctx ends. It starts before Redis is reached, so that readiness
 // says "not ready" while the worker waits for it.
-func (w *Worker) serveOps(ctx context.Context, rc *redis.Client) error {
+func (w *Worker) serveOps(ctx context.Context, rc redis.UniversalClient) error {
 	addr := w.cfg.Worker.MetricsListen
 	if addr == "" {
 		return nil
