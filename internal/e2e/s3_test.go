@@ -235,3 +235,24 @@ func TestAStoreThatRefusesIsOneLineAtStartup(t *testing.T) {
 		})
 	}
 }
+
+// TestBuildsFinishOnASlowS3: every answer of the server is held back 2s;
+// the build still succeeds, and its store phase shows the wait.
+func TestBuildsFinishOnASlowS3(t *testing.T) {
+	slow, _ := testenv.S3(t).Slow(t, 2*time.Second)
+	f := s3Fleet(t, slow)
+	f.do("POST", "/api/v1/sources", map[string]string{"name": "s", "type": "git"}, 201)
+	f.do("POST", "/api/v1/sources/s/git-builders", map[string]any{"url": "file://" + versionedRepo(t, "r/hellofleet", "DESCRIPTION")}, 201)
+	b := f.mustSucceed(f.run("/api/v1/sources/s/git-builders/hellofleet/run", nil))
+	var store float64
+	for _, p := range b.Phases {
+		if p.Phase == registry.PhaseStore {
+			store = p.MS
+		}
+	}
+	if store < 2000 {
+		t.Fatalf("store phase %.0f ms, want at least the relay's 2s: %+v", store, b.Phases)
+	}
+	a := artifactOf(t, b, ".tar.gz")
+	f.do("GET", fmt.Sprintf("/api/v1/builds/%d/artifacts/%s", b.ID, a.File), nil, 200)
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -231,12 +232,24 @@ func (s *S3Server) start() error {
 		"VGW_PORT="+s.addr, "VGW_REGION="+S3Region)
 	cmd.Stdout, cmd.Stderr = log, log
 	// The server dies with the test binary, even when nothing stops it.
+	// Pdeathsig fires when the thread that started it exits, not the
+	// process, and Go ends threads (one a sandbox test left locked, say):
+	// the server is started on a locked thread that lives until it exits.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	exited := make(chan struct{})
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the server
+		err := cmd.Start()
+		started <- err
+		if err == nil {
+			_ = cmd.Wait()
+			close(exited)
+		}
+	}()
+	if err := <-started; err != nil {
 		return err
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
 	s.mu.Lock()
 	s.cmd, s.exited = cmd, exited
 	s.mu.Unlock()
