@@ -2,6 +2,7 @@
 //
 //	pkgfleet-api [-config FILE]
 //	pkgfleet-api token create --name NAME --scope read|write|admin [--expires 2027-06-01]
+//	pkgfleet-api [-config FILE] storage copy --to s3
 package main
 
 import (
@@ -23,7 +24,7 @@ func main() {
 	if len(os.Args) > 2 && os.Args[1] == "token" && os.Args[2] == "create" {
 		os.Exit(tokenCreate(os.Args[3:]))
 	}
-	cfg, _, err := config.FromArgs("pkgfleet-api", "pkgfleet-api [-config FILE]\n       pkgfleet-api token create --name NAME --scope read|write|admin [--expires DATE]", os.Args[1:], os.Stderr)
+	cfg, rest, err := config.FromArgs("pkgfleet-api", "pkgfleet-api [-config FILE]\n       pkgfleet-api token create --name NAME --scope read|write|admin [--expires DATE]\n       pkgfleet-api [-config FILE] storage copy --to s3", os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}
@@ -34,6 +35,9 @@ func main() {
 	log := config.Logger(os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(rest) > 0 && rest[0] == "storage" {
+		os.Exit(api.StorageCommand(ctx, cfg, rest[1:], os.Stdout, os.Stderr))
+	}
 	if err := api.Run(ctx, cfg, log); err != nil {
 		log.Error("pkgfleet-api stopped", "error", err)
 		os.Exit(1)

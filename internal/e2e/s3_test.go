@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -255,4 +256,46 @@ func TestBuildsFinishOnASlowS3(t *testing.T) {
 	}
 	a := artifactOf(t, b, ".tar.gz")
 	f.do("GET", fmt.Sprintf("/api/v1/builds/%d/artifacts/%s", b.ID, a.File), nil, 200)
+}
+
+// TestStorageCopyMovesAFleetToS3: a fleet built on disk; pkgfleet-api
+// storage copy --to s3 puts its artifacts in the bucket (again: nothing
+// to do), and an API on the bucket then serves them to install.packages.
+func TestStorageCopyMovesAFleetToS3(t *testing.T) {
+	testenv.Require(t, "Rscript")
+	f := setup(t, nil)
+	f.do("POST", "/api/v1/sources", map[string]string{"name": "s", "type": "git"}, 201)
+	f.do("POST", "/api/v1/sources/s/git-builders", map[string]any{"url": "file://" + versionedRepo(t, "r/hellofleet", "DESCRIPTION")}, 201)
+	b := f.mustSucceed(f.run("/api/v1/sources/s/git-builders/hellofleet/run", nil))
+
+	bucket := testenv.S3(t)
+	for _, kv := range bucket.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	cfg := *f.cfg
+	cfg.S3Storage.Bucket, cfg.S3Storage.Region, cfg.S3Storage.Endpoint, cfg.S3Storage.EnablePathStyle = bucket.Bucket, bucket.Region, bucket.Endpoint, true
+	for run, want := range []string{"1 files copied, 0 already there", "0 files copied, 1 already there"} {
+		var out, errs bytes.Buffer
+		if code := api.StorageCommand(context.Background(), &cfg, []string{"copy", "--to", "s3"}, &out, &errs); code != 0 || !strings.Contains(out.String(), want) {
+			t.Fatalf("run %d: exit %d, %q, %s", run+1, code, out.String(), errs.String())
+		}
+	}
+	cfg.Storage.Default = "s3"
+	srv, err := api.NewServer(&cfg, f.rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	a := artifactOf(t, b, ".tar.gz")
+	if sum := sha256.Sum256(curl(t, fmt.Sprintf("%s/api/v1/builds/%d/artifacts/%s", hs.URL, b.ID, a.File))); hex.EncodeToString(sum[:]) != a.SHA256 {
+		t.Fatal("the artifact served from the bucket is not the recorded one")
+	}
+	lib := t.TempDir()
+	out, err := exec.Command("Rscript", "-e", `install.packages("hellofleet", repos = "`+hs.URL+`/cran/s", lib = "`+lib+`", quiet = TRUE)
+library(hellofleet, lib.loc = "`+lib+`"); cat(hello("copy"), "\n")`).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Hello, copy!") {
+		t.Fatalf("install.packages after the copy: %v\n%s", err, out)
+	}
 }
