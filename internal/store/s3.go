@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -11,15 +12,17 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 
 	"github.com/pkgfleet/pkgfleet/internal/config"
@@ -34,7 +37,6 @@ import (
 // multipart upload, aborted when it fails.
 type Bucket struct {
 	client   *s3.Client
-	uploader *manager.Uploader
 	presign  *s3.PresignClient
 	bucket   string
 	prefix   string
@@ -83,10 +85,7 @@ func newBucket(ctx context.Context, c config.S3Storage, opts ...func(*awsconfig.
 		o.DisableLogOutputChecksumValidationSkipped = true
 	})
 	b := &Bucket{
-		client: client,
-		uploader: manager.NewUploader(client, func(u *manager.Uploader) {
-			u.PartSize, u.Concurrency = partSize, partConcurrency
-		}),
+		client:   client,
 		presign:  s3.NewPresignClient(client),
 		bucket:   c.Bucket,
 		prefix:   c.Prefix,
@@ -134,7 +133,8 @@ func (b *Bucket) Put(ctx context.Context, source, pkg string, buildID, token int
 }
 
 // upload sends the regular file src to the new object key, and returns
-// the size and digest of the bytes sent.
+// the size and digest of the bytes sent: in one PUT up to partSize, in a
+// multipart upload above it.
 func (b *Bucket) upload(ctx context.Context, src, key string) (registry.Artifact, error) {
 	in, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
@@ -148,27 +148,108 @@ func (b *Bucket) upload(ctx context.Context, src, key string) (registry.Artifact
 	if !st.Mode().IsRegular() {
 		return registry.Artifact{}, errors.New("not a regular file")
 	}
-	// The digest is of what the uploader read, in order: it reads a
-	// plain io.Reader sequentially, one part after another.
 	h := sha256.New()
-	n := &countingWriter{}
-	body := io.TeeReader(in, io.MultiWriter(h, n))
-	_, err = b.uploader.Upload(ctx, &s3.PutObjectInput{
-		Bucket: aws.String(b.bucket), Key: aws.String(key), Body: struct{ io.Reader }{body},
-		IfNoneMatch: aws.String("*"), ContentType: aws.String("application/octet-stream"),
-	})
-	if err != nil {
-		return registry.Artifact{}, b.opError("put", key, err)
+	var n int64
+	if st.Size() <= partSize {
+		data, err := io.ReadAll(io.LimitReader(in, partSize+1))
+		if err != nil {
+			return registry.Artifact{}, err
+		}
+		h.Write(data)
+		n = int64(len(data))
+		_, err = b.client.PutObject(ctx, &s3.PutObjectInput{
+			Bucket: aws.String(b.bucket), Key: aws.String(key), Body: bytes.NewReader(data), ContentLength: aws.Int64(n),
+			IfNoneMatch: aws.String("*"), ContentType: aws.String("application/octet-stream"),
+		})
+		if err != nil {
+			return registry.Artifact{}, b.opError("put", key, err)
+		}
+	} else if n, err = b.multipart(ctx, io.TeeReader(in, h), key); err != nil {
+		return registry.Artifact{}, err
 	}
-	if n.n != st.Size() {
-		return registry.Artifact{}, fmt.Errorf("s3://%s/%s: sent %d bytes of %d", b.bucket, key, n.n, st.Size())
+	if n != st.Size() {
+		return registry.Artifact{}, fmt.Errorf("s3://%s/%s: sent %d bytes of %d", b.bucket, key, n, st.Size())
 	}
-	return registry.Artifact{Size: n.n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+	return registry.Artifact{Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
-type countingWriter struct{ n int64 }
-
-func (c *countingWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+// multipart sends in as a multipart upload of partSize parts, up to
+// partConcurrency at once, read in order (so a digest of in is of the
+// object). The object appears only when the upload completes, and only
+// if the key is free (If-None-Match); an upload that fails is aborted,
+// even when ctx ended.
+func (b *Bucket) multipart(ctx context.Context, in io.Reader, key string) (int64, error) {
+	created, err := b.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
+		Bucket: aws.String(b.bucket), Key: aws.String(key), ContentType: aws.String("application/octet-stream"),
+		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
+	})
+	if err != nil {
+		return 0, b.opError("put", key, err)
+	}
+	id := created.UploadId
+	abort := func(cause error) error {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		_, _ = b.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: aws.String(b.bucket), Key: aws.String(key), UploadId: id})
+		return cause
+	}
+	pctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		parts []types.CompletedPart
+		total int64
+		slots = make(chan struct{}, partConcurrency)
+	)
+	for num := int32(1); pctx.Err() == nil; num++ {
+		buf := make([]byte, partSize)
+		n, rerr := io.ReadFull(in, buf)
+		if n > 0 {
+			total += int64(n)
+			select {
+			case slots <- struct{}{}:
+			case <-pctx.Done():
+				continue // the loop ends: a part failed
+			}
+			wg.Add(1)
+			go func(num int32, data []byte) {
+				defer wg.Done()
+				defer func() { <-slots }()
+				out, err := b.client.UploadPart(pctx, &s3.UploadPartInput{
+					Bucket: aws.String(b.bucket), Key: aws.String(key), UploadId: id, PartNumber: aws.Int32(num),
+					Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))), ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
+				})
+				if err != nil {
+					stop(b.opError("put", key, err))
+					return
+				}
+				mu.Lock()
+				parts = append(parts, types.CompletedPart{PartNumber: aws.Int32(num), ETag: out.ETag, ChecksumCRC32: out.ChecksumCRC32})
+				mu.Unlock()
+			}(num, buf[:n])
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			stop(rerr)
+		}
+	}
+	wg.Wait()
+	if err := context.Cause(pctx); err != nil {
+		return 0, abort(err)
+	}
+	slices.SortFunc(parts, func(x, y types.CompletedPart) int { return int(aws.ToInt32(x.PartNumber) - aws.ToInt32(y.PartNumber)) })
+	_, err = b.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+		Bucket: aws.String(b.bucket), Key: aws.String(key), UploadId: id,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}, IfNoneMatch: aws.String("*"),
+	})
+	if err != nil {
+		return 0, abort(b.opError("put", key, err))
+	}
+	return total, nil
+}
 
 // Open implements Artifacts: a HEAD now, then ranged GETs as the file is
 // read and sought.
