@@ -36,6 +36,9 @@ run "example Python package: API -> queue -> worker -> sandbox vs python -m buil
 run "a generated Python package (300 modules in 10 subpackages, package data) vs python -m build" \
 	TestBenchLargePythonPackageAgainstPythonBuild ./internal/e2e/ PKGFLEET_BENCH=1
 
+run "artifact store: a build's store phase on the directory vs S3 (versitygw on loopback), 100 MiB up and down vs curl, streaming vs presigned redirect" \
+	TestBenchStorePhase ./internal/store/ PKGFLEET_BENCH=1
+
 echo
 echo "== clone of one commit (4 and 700 files), as a build's checkout: wall and CPU with git's processes"
 go test -run '^$' -bench '^BenchmarkClone$' -benchtime 20x ./internal/git/ | grep '^Benchmark'
