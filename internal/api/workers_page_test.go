@@ -26,3 +26,20 @@ func TestBuildsPageShowsAWorkersSandboxRefusal(t *testing.T) {
 		t.Errorf("the builds page (%d) does not show the worker's refusal under its tier:\n%s", code, body)
 	}
 }
+
+// TestBuildsPageShowsAWorkersStoreRefusal: a worker whose artifact store
+// failed its startup check takes no builds, and the builds page says why
+// beside its slots.
+func TestBuildsPageShowsAWorkersStoreRefusal(t *testing.T) {
+	t.Parallel()
+	h := setup(t, false)
+	refusal := "S3 bucket artifacts at https://s3.example.org is not reachable and writable: api error AccessDenied: Access Denied"
+	w := roster.Worker{Name: "no-store", SandboxTier: "full", StoreRefusal: refusal, Slots: 2, Languages: map[string]roster.Language{}}
+	if err := roster.Heartbeat(context.Background(), h.rdb, w, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	code, body, _ := h.page("GET", "/", "", nil)
+	if code != 200 || !strings.Contains(body, `<div class="bad store-refusal">takes no builds: `+refusal+`</div>`) {
+		t.Errorf("the builds page (%d) does not show the worker's store refusal:\n%s", code, body)
+	}
+}
