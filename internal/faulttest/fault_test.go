@@ -45,7 +45,9 @@ func TestMain(m *testing.M) {
 	case "relay":
 		os.Exit(relay(os.Getenv(relayListenEnv), os.Getenv(relayTargetEnv)))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	testenv.StopS3()
+	os.Exit(code)
 }
 
 // child is a real API or worker process, configured from the environment

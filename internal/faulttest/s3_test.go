@@ -2,6 +2,8 @@ package faulttest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -107,5 +109,49 @@ func TestWorkerKilledAfterItsUploadLeavesOrphansTheSweepRemoves(t *testing.T) {
 	}
 	if n, _ := strconv.Atoi(string(m[1])); n < len(orphans) {
 		t.Fatalf("pkgfleet_store_orphans_removed_total %d, want at least %d", n, len(orphans))
+	}
+}
+
+// TestChaosOnS3LosesNothingAndEveryArtifactIsReadable: two workers keep
+// their artifacts in a bucket while Redis, the API and one worker are
+// killed (SIGKILL) in turn during builds; every build succeeds, and every
+// artifact every record names downloads with its recorded sha256.
+func TestChaosOnS3LosesNothingAndEveryArtifactIsReadable(t *testing.T) {
+	t.Parallel()
+	b := testenv.S3(t)
+	f := setup(t, s3Env(b)...)
+	f.startRedis()
+	apiProc := f.start("api", "api")
+	w1, w2 := f.start("worker", "w1"), f.start("worker", "w2")
+	testenv.Eventually(t, 30*time.Second, "the API to be ready", f.ready)
+	for _, w := range []*proc{w1, w2} {
+		testenv.Eventually(t, 60*time.Second, "the workers to be ready", func() bool { return w.logged("worker ready") })
+	}
+	names := []string{"c1", "c2", "c3", "c4", "c5", "c6"}
+	f.builders(map[string]string{"c1": "2.11", "c2": "2.12", "c3": "2.13", "c4": "1.14", "c5": "1.15", "c6": "1.16"})
+	var ids []int64
+	for _, n := range names {
+		ids = append(ids, f.run(n))
+	}
+	f.waitStatus(ids[0], time.Minute, running, "to run")
+	f.stopRedis(syscall.SIGKILL)
+	f.startRedis()
+	testenv.Eventually(t, 30*time.Second, "the API to be ready again", f.ready)
+	apiProc.stop(t, syscall.SIGKILL)
+	f.start("api", "api2")
+	testenv.Eventually(t, 30*time.Second, "the new API to be ready", f.ready)
+	w1.stop(t, syscall.SIGKILL)
+	f.checkNothingLost(names, ids)
+	for _, id := range ids {
+		got := f.build(id)
+		if len(got.Artifacts) == 0 {
+			t.Errorf("build %d records no artifact", id)
+		}
+		for _, a := range got.Artifacts {
+			code, body := f.do("GET", fmt.Sprintf("/api/v1/builds/%d/artifacts/%s", id, a.File), nil)
+			if sum := sha256.Sum256(body); code != 200 || hex.EncodeToString(sum[:]) != a.SHA256 {
+				t.Errorf("build %d %s: %d, sha256 %x, want the recorded %s", id, a.File, code, sum, a.SHA256)
+			}
+		}
 	}
 }
