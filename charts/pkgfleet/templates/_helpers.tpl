@@ -96,11 +96,27 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.credentialKey.existingSecret }}{{ .Values.credentialKey.existingSecretKey }}{{ else }}credential.key{{ end }}
 {{- end }}
 
+{{/* Artifacts on the shared PVC (storage.type file), not in a bucket. */}}
+{{- define "pkgfleet.fileStorage" -}}
+{{- if eq .Values.storage.type "file" }}true{{ end }}
+{{- end }}
+
+{{/* The ServiceAccount of the API and worker pods; "" is the namespace's default. */}}
+{{- define "pkgfleet.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "pkgfleet.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
 {{- define "pkgfleet.artifactClaim" -}}
 {{- default (include "pkgfleet.component" (dict "ctx" . "component" "artifacts")) .Values.artifacts.existingClaim }}
 {{- end }}
 
-{{/* Environment shared by API and workers: the config file and the Redis password. */}}
+{{/* Environment shared by API and workers: the config file, the Redis
+password and, with an S3 bucket, its static credentials for the AWS
+default chain (never in the ConfigMap). */}}
 {{- define "pkgfleet.env" -}}
 - name: PKGFLEET_CONFIG
   value: {{ include "pkgfleet.configDir" . }}/pkgfleet.gcfg
@@ -112,6 +128,20 @@ app.kubernetes.io/component: {{ .component }}
     secretKeyRef:
       name: {{ include "pkgfleet.redisPasswordSecret" . }}
       key: {{ include "pkgfleet.redisPasswordKey" . }}
+{{- end }}
+{{- with .Values.storage.s3.credentials }}
+{{- if and (eq $.Values.storage.type "s3") .existingSecret }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .accessKeyIdKey }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .secretAccessKeyKey }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -190,9 +220,11 @@ capabilities:
   "Server" (list "DataDir" "TempDir" "SockFileDir")
   "Git" (list "CredentialKeyFile")
   "Worker" (list "Concurrency" "ShutdownGrace" "MetricsListen")
-  "Redis" (list "Address" "URL" "Password" "DB")
+  "Redis" (list "Address" "URL" "Password" "DB" "SentinelAddresses" "SentinelMaster" "SentinelPassword")
   "HTTP" (list "Listen" "TokensFile")
-  "FileStorage" (list "Location") }}
+  "FileStorage" (list "Location")
+  "Storage" (list "Default")
+  "S3Storage" (list "Bucket" "Region" "Prefix" "Endpoint" "EnablePathStyle") }}
 {{- range $section, $keys := .Values.config }}
 {{- range $key, $_ := $keys }}
 {{- if has $key (get $managed $section) }}
@@ -220,6 +252,9 @@ The message never repeats the URL. */}}
 {{- if and .Values.redis.external.enabled (not (or .Values.redis.external.address .Values.redis.external.url)) }}
 {{- fail "redis.external.enabled needs redis.external.address or redis.external.url" }}
 {{- end }}
+{{- if and (eq .Values.storage.type "s3") (not .Values.storage.s3.bucket) }}
+{{- fail "storage.type s3 needs storage.s3.bucket" }}
+{{- end }}
 {{- if and (not .Values.api.tokens.existingSecret) (not .Values.api.tokens.lines) (not .Values.api.tokens.generateAdminToken) }}
 {{- fail "the API listens on the pod network and needs tokens: set api.tokens.existingSecret, api.tokens.lines or api.tokens.generateAdminToken" }}
 {{- end }}
@@ -244,8 +279,10 @@ procMount: Unmasked
   mountPath: {{ include "pkgfleet.sockDir" . }}
 - name: tmp
   mountPath: /tmp
+{{- if include "pkgfleet.fileStorage" . }}
 - name: artifacts
   mountPath: {{ include "pkgfleet.artifactDir" . }}
+{{- end }}
 {{- end }}
 
 {{- define "pkgfleet.appArmorAnnotationValue" -}}
