@@ -255,6 +255,19 @@ var valueSets = []valueSet{
 		check: checkS3IRSAValues,
 	},
 	{
+		name: "redis-sentinel", file: "redis-sentinel-values.yaml",
+		concurrency: 2, grace: 300 * time.Second, margin: 15,
+		seccomp: corev1.SeccompProfileTypeUnconfined, apparmor: corev1.AppArmorProfileTypeUnconfined,
+		check: checkRedisSentinelValues,
+	},
+	{
+		name: "external-sentinel", file: "external-sentinel-values.yaml",
+		existing:    []string{"pkgfleet-redis", "pkgfleet-redis-sentinel"},
+		concurrency: 2, grace: 300 * time.Second, margin: 15,
+		seccomp: corev1.SeccompProfileTypeUnconfined, apparmor: corev1.AppArmorProfileTypeUnconfined,
+		check: checkExternalSentinelValues,
+	},
+	{
 		name: "node-profiles", file: "node-profiles-values.yaml",
 		concurrency: 2, grace: 300 * time.Second, margin: 15,
 		seccomp: corev1.SeccompProfileTypeLocalhost, apparmor: corev1.AppArmorProfileTypeLocalhost,
@@ -1015,6 +1028,12 @@ func TestChartSchemaRejectsMistakes(t *testing.T) {
 		{"storage.type=gcs", "/storage/type"},
 		{"storage.s3.endpoint=s3.example.com", "endpoint"},
 		{"config.S3Storage.Bucket=b", "S3Storage"},
+		{"config.Redis.SentinelAddresses=s:26379", "Redis"},
+		{"redis.mode=cluster", "/redis/mode"},
+		{"redis.sentinel.replicas=2", "/redis/sentinel/replicas"},
+		{"redis.mode=sentinel,redis.sentinel.quorum=4", "redis.sentinel.quorum"},
+		{"redis.mode=sentinel,redis.sentinel.minReplicasToWrite=3", "redis.sentinel.minReplicasToWrite"},
+		{"redis.external.sentinelAddresses[0]=no-port", "sentinelAddresses"},
 	} {
 		t.Run(tc.set, func(t *testing.T) {
 			t.Parallel()

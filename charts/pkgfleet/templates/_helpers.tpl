@@ -72,6 +72,51 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* Redis through Sentinel: the chart's (redis.mode sentinel) or an external set. */}}
+{{- define "pkgfleet.redisSentinel" -}}
+{{- if .Values.redis.external.enabled }}
+{{- if .Values.redis.external.sentinelAddresses }}true{{ end }}
+{{- else if eq .Values.redis.mode "sentinel" }}true
+{{- end }}
+{{- end }}
+
+{{/* The DNS name of pod i of the chart's Redis StatefulSet, through its
+headless Service: pkgfleet.redisPodHost (dict "ctx" $ "i" 0). */}}
+{{- define "pkgfleet.redisPodHost" -}}
+{{- $name := include "pkgfleet.component" (dict "ctx" .ctx "component" "redis") }}
+{{- printf "%s-%d.%s.%s.svc" $name (int .i) $name .ctx.Release.Namespace }}
+{{- end }}
+
+{{/* Every pod's DNS name, the first pod first, space-separated. */}}
+{{- define "pkgfleet.redisPeers" -}}
+{{- $hosts := list }}
+{{- range $i := until (int .Values.redis.sentinel.replicas) }}
+{{- $hosts = append $hosts (include "pkgfleet.redisPodHost" (dict "ctx" $ "i" $i)) }}
+{{- end }}
+{{- join " " $hosts }}
+{{- end }}
+
+{{/* Redis.SentinelAddresses: the external set's, or each pod's sentinel. */}}
+{{- define "pkgfleet.sentinelAddresses" -}}
+{{- if .Values.redis.external.enabled }}
+{{- join "," .Values.redis.external.sentinelAddresses }}
+{{- else }}
+{{- $addrs := list }}
+{{- range $host := splitList " " (include "pkgfleet.redisPeers" .) }}
+{{- $addrs = append $addrs (printf "%s:26379" $host) }}
+{{- end }}
+{{- join "," $addrs }}
+{{- end }}
+{{- end }}
+
+{{- define "pkgfleet.sentinelPasswordSecret" -}}
+{{- if .Values.redis.sentinel.existingSecret }}{{ .Values.redis.sentinel.existingSecret }}{{ else if .Values.redis.sentinel.password }}{{ include "pkgfleet.component" (dict "ctx" . "component" "redis-sentinel") }}{{ end }}
+{{- end }}
+
+{{- define "pkgfleet.sentinelPasswordKey" -}}
+{{- if .Values.redis.sentinel.existingSecret }}{{ .Values.redis.sentinel.existingSecretKey }}{{ else }}sentinel-password{{ end }}
+{{- end }}
+
 {{- define "pkgfleet.redisPasswordSecret" -}}
 {{- if .Values.redis.existingSecret }}{{ .Values.redis.existingSecret }}{{ else if .Values.redis.password }}{{ include "pkgfleet.component" (dict "ctx" . "component" "redis") }}{{ end }}
 {{- end }}
@@ -128,6 +173,13 @@ default chain (never in the ConfigMap). */}}
     secretKeyRef:
       name: {{ include "pkgfleet.redisPasswordSecret" . }}
       key: {{ include "pkgfleet.redisPasswordKey" . }}
+{{- end }}
+{{- if and (include "pkgfleet.redisSentinel" .) (include "pkgfleet.sentinelPasswordSecret" .) }}
+- name: PKGFLEET_REDIS_SENTINELPASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "pkgfleet.sentinelPasswordSecret" . }}
+      key: {{ include "pkgfleet.sentinelPasswordKey" . }}
 {{- end }}
 {{- with .Values.storage.s3.credentials }}
 {{- if and (eq $.Values.storage.type "s3") .existingSecret }}
@@ -249,8 +301,18 @@ The message never repeats the URL. */}}
 {{- if and $ix.name (not (or $ix.pythonIndexURLKey $ix.rRepositoryURLKey)) }}
 {{- fail "worker.indexSecret.name is set but neither worker.indexSecret.pythonIndexURLKey nor worker.indexSecret.rRepositoryURLKey" }}
 {{- end }}
-{{- if and .Values.redis.external.enabled (not (or .Values.redis.external.address .Values.redis.external.url)) }}
-{{- fail "redis.external.enabled needs redis.external.address or redis.external.url" }}
+{{- if and .Values.redis.external.enabled (not (or .Values.redis.external.address .Values.redis.external.url .Values.redis.external.sentinelAddresses)) }}
+{{- fail "redis.external.enabled needs redis.external.address, redis.external.url or redis.external.sentinelAddresses" }}
+{{- end }}
+{{- with .Values.redis.sentinel }}
+{{- if and (eq $.Values.redis.mode "sentinel") (not $.Values.redis.external.enabled) }}
+{{- if gt (int .quorum) (int .replicas) }}
+{{- fail (printf "redis.sentinel.quorum %d is more than the %d sentinels (redis.sentinel.replicas): no failover could ever happen" (int .quorum) (int .replicas)) }}
+{{- end }}
+{{- if ge (int .minReplicasToWrite) (int .replicas) }}
+{{- fail (printf "redis.sentinel.minReplicasToWrite %d needs more replicas than the %d pods leave the master (redis.sentinel.replicas - 1): it would refuse every write" (int .minReplicasToWrite) (int .replicas)) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and (eq .Values.storage.type "s3") (not .Values.storage.s3.bucket) }}
 {{- fail "storage.type s3 needs storage.s3.bucket" }}
