@@ -14,26 +14,15 @@ import (
 
 // pendingSettings are settings the chart and compose file already set for
 // code that is being written (Worker.MetricsListen: the worker's /metrics,
-// /healthz and /readyz listener; the object store's settings, issue 24;
-// Redis through Sentinel, issue 25). Until internal/config declares one, it
-// is left out when the rendered file is loaded; once declared, it is
-// checked like every other.
+// /healthz and /readyz listener; Redis through Sentinel, issue 25). Until
+// internal/config declares one, it is left out when the rendered file is
+// loaded; once declared, it is checked like every other.
 var pendingSettings = []string{"Worker.MetricsListen",
-	"Storage.Default", "S3Storage.Bucket", "S3Storage.Region", "S3Storage.Prefix", "S3Storage.Endpoint", "S3Storage.EnablePathStyle",
 	"Redis.SentinelAddresses", "Redis.SentinelMaster", "Redis.SentinelPassword"}
 
 func declared(name string) bool {
 	for _, s := range config.Settings() {
 		if strings.EqualFold(s.Name(), name) {
-			return true
-		}
-	}
-	return false
-}
-
-func sectionDeclared(section string) bool {
-	for _, s := range config.Settings() {
-		if strings.EqualFold(s.Section, section) {
 			return true
 		}
 	}
@@ -79,27 +68,17 @@ func loadGcfg(t testing.TB, text string) (*config.Config, map[string]string) {
 	t.Helper()
 	values := gcfgValues(t, text)
 	var kept []string
-	section, header := "", "" // header: a section line not kept yet
+	section := ""
 	for _, line := range strings.Split(text, "\n") {
 		trimmed := strings.TrimSpace(line)
 		if strings.HasPrefix(trimmed, "[") {
-			section, header = strings.Trim(trimmed, "[]"), ""
-			// A section that only pending settings fill (none of it
-			// declared yet) is left out with them.
-			if !sectionDeclared(section) {
-				header = line
-				continue
-			}
+			section = strings.Trim(trimmed, "[]")
 		}
 		if k, _, ok := strings.Cut(trimmed, "="); ok && !strings.HasPrefix(trimmed, ";") {
 			name := section + "." + strings.TrimSpace(k)
 			if slices.Contains(pendingSettings, name) && !declared(name) {
 				t.Logf("%s is not declared in internal/config yet; not loaded", name)
 				continue
-			}
-			if header != "" {
-				kept = append(kept, header)
-				header = ""
 			}
 		}
 		kept = append(kept, line)
