@@ -243,6 +243,31 @@ var valueSets = []valueSet{
 		},
 	},
 	{
+		name: "s3", file: "s3-values.yaml", existing: []string{"pkgfleet-s3"},
+		concurrency: 2, grace: 300 * time.Second, margin: 15,
+		seccomp: corev1.SeccompProfileTypeUnconfined, apparmor: corev1.AppArmorProfileTypeUnconfined,
+		check: checkS3Values,
+	},
+	{
+		name: "s3-irsa", file: "s3-irsa-values.yaml",
+		concurrency: 2, grace: 300 * time.Second, margin: 15,
+		seccomp: corev1.SeccompProfileTypeUnconfined, apparmor: corev1.AppArmorProfileTypeUnconfined,
+		check: checkS3IRSAValues,
+	},
+	{
+		name: "redis-sentinel", file: "redis-sentinel-values.yaml",
+		concurrency: 2, grace: 300 * time.Second, margin: 15,
+		seccomp: corev1.SeccompProfileTypeUnconfined, apparmor: corev1.AppArmorProfileTypeUnconfined,
+		check: checkRedisSentinelValues,
+	},
+	{
+		name: "external-sentinel", file: "external-sentinel-values.yaml",
+		existing:    []string{"pkgfleet-redis", "pkgfleet-redis-sentinel"},
+		concurrency: 2, grace: 300 * time.Second, margin: 15,
+		seccomp: corev1.SeccompProfileTypeUnconfined, apparmor: corev1.AppArmorProfileTypeUnconfined,
+		check: checkExternalSentinelValues,
+	},
+	{
 		name: "node-profiles", file: "node-profiles-values.yaml",
 		concurrency: 2, grace: 300 * time.Second, margin: 15,
 		seccomp: corev1.SeccompProfileTypeLocalhost, apparmor: corev1.AppArmorProfileTypeLocalhost,
@@ -286,6 +311,7 @@ type rendered struct {
 	secrets         map[string]*corev1.Secret
 	services        map[string]*corev1.Service
 	pvcs            map[string]*corev1.PersistentVolumeClaim
+	serviceAccounts map[string]*corev1.ServiceAccount
 	deployments     map[string]*appsv1.Deployment
 	daemonSets      map[string]*appsv1.DaemonSet
 	namespaces      map[string]*corev1.Namespace
@@ -371,7 +397,8 @@ func render(t *testing.T, vs valueSet) *rendered {
 	r := &rendered{
 		kinds: map[string]int{}, configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{},
 		services: map[string]*corev1.Service{}, pvcs: map[string]*corev1.PersistentVolumeClaim{},
-		deployments: map[string]*appsv1.Deployment{}, statefulSets: map[string]*appsv1.StatefulSet{},
+		serviceAccounts: map[string]*corev1.ServiceAccount{},
+		deployments:     map[string]*appsv1.Deployment{}, statefulSets: map[string]*appsv1.StatefulSet{},
 		daemonSets: map[string]*appsv1.DaemonSet{}, namespaces: map[string]*corev1.Namespace{},
 		pdbs: map[string]*policyv1.PodDisruptionBudget{}, netpols: map[string]*networkingv1.NetworkPolicy{},
 		ingresses:       map[string]*networkingv1.Ingress{},
@@ -397,6 +424,8 @@ func render(t *testing.T, vs valueSet) *rendered {
 			meta = decode(t, doc, r.services)
 		case "v1 PersistentVolumeClaim":
 			meta = decode(t, doc, r.pvcs)
+		case "v1 ServiceAccount":
+			meta = decode(t, doc, r.serviceAccounts)
 		case "apps/v1 Deployment":
 			meta = decode(t, doc, r.deployments)
 		case "apps/v1 StatefulSet":
@@ -857,6 +886,11 @@ func checkConfig(t *testing.T, r *rendered, vs valueSet) {
 	if cfg.HTTP.TokensFile != configDir+"/tokens" {
 		t.Errorf("HTTP.TokensFile = %s", cfg.HTTP.TokensFile)
 	}
+	// Storage.Default is read raw: it may be pending (see pendingSettings).
+	s3 := raw["Storage.Default"] == "s3"
+	if s3 && raw["FileStorage.Location"] != "" {
+		t.Errorf("Storage.Default = s3 and FileStorage.Location %s both set", raw["FileStorage.Location"])
+	}
 	for _, d := range []*appsv1.Deployment{api, worker} {
 		c := d.Spec.Template.Spec.Containers[0]
 		pod := d.Spec.Template.Spec
@@ -889,7 +923,9 @@ func checkConfig(t *testing.T, r *rendered, vs valueSet) {
 		if d == api && !paths["tokens"] {
 			t.Errorf("API: HTTP.TokensFile is not in its config volume")
 		}
-		if v := mountOf(pod, c, cfg.FileStorage.Location); v == nil || v.PersistentVolumeClaim == nil {
+		if s3 {
+			checkS3Pod(t, r, d, raw)
+		} else if v := mountOf(pod, c, cfg.FileStorage.Location); v == nil || v.PersistentVolumeClaim == nil {
 			t.Errorf("%s: FileStorage.Location %s is not the shared artifact PVC", d.Name, cfg.FileStorage.Location)
 		}
 		for _, dir := range []string{cfg.Server.DataDir, cfg.Server.TempDir, cfg.Server.SockFileDir} {
@@ -988,6 +1024,16 @@ func TestChartSchemaRejectsMistakes(t *testing.T) {
 		{"api.tokens.lines[0]=ci-bot write deadbeef", "lines"},
 		{"redis.external.enabled=true", "redis.external"},
 		{"api.tokens.generateAdminToken=false", "tokens"},
+		{"storage.type=s3", "storage.s3.bucket"},
+		{"storage.type=gcs", "/storage/type"},
+		{"storage.s3.endpoint=s3.example.com", "endpoint"},
+		{"config.S3Storage.Bucket=b", "S3Storage"},
+		{"config.Redis.SentinelAddresses=s:26379", "Redis"},
+		{"redis.mode=cluster", "/redis/mode"},
+		{"redis.sentinel.replicas=2", "/redis/sentinel/replicas"},
+		{"redis.mode=sentinel,redis.sentinel.quorum=4", "redis.sentinel.quorum"},
+		{"redis.mode=sentinel,redis.sentinel.minReplicasToWrite=3", "redis.sentinel.minReplicasToWrite"},
+		{"redis.external.sentinelAddresses[0]=no-port", "sentinelAddresses"},
 	} {
 		t.Run(tc.set, func(t *testing.T) {
 			t.Parallel()
@@ -1056,7 +1102,9 @@ var chartManaged = []string{
 	"Server.DataDir", "Server.TempDir", "Server.SockFileDir", "Git.CredentialKeyFile",
 	"Worker.Concurrency", "Worker.ShutdownGrace", "Worker.MetricsListen",
 	"Redis.Address", "Redis.URL", "Redis.Password", "Redis.DB",
+	"Redis.SentinelAddresses", "Redis.SentinelMaster", "Redis.SentinelPassword",
 	"HTTP.Listen", "HTTP.TokensFile", "FileStorage.Location",
+	"Storage.Default", "S3Storage.Bucket", "S3Storage.Region", "S3Storage.Prefix", "S3Storage.Endpoint", "S3Storage.EnablePathStyle",
 }
 
 type schemaNode struct {

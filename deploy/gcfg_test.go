@@ -14,10 +14,11 @@ import (
 
 // pendingSettings are settings the chart and compose file already set for
 // code that is being written (Worker.MetricsListen: the worker's /metrics,
-// /healthz and /readyz listener). Until internal/config declares one, it is
-// left out when the rendered file is loaded; once declared, it is checked
-// like every other.
-var pendingSettings = []string{"Worker.MetricsListen"}
+// /healthz and /readyz listener; Redis through Sentinel, issue 25). Until
+// internal/config declares one, it is left out when the rendered file is
+// loaded; once declared, it is checked like every other.
+var pendingSettings = []string{"Worker.MetricsListen",
+	"Redis.SentinelAddresses", "Redis.SentinelMaster", "Redis.SentinelPassword"}
 
 func declared(name string) bool {
 	for _, s := range config.Settings() {

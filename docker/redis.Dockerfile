@@ -1,5 +1,6 @@
 # Redis for docker/compose.yaml, from Debian's redis-server, for machines
-# that cannot pull a Redis image. Build from this directory:
+# that cannot pull a Redis image; with Debian's redis-sentinel too, so that
+# the chart's Redis with Sentinel (redis.mode sentinel) runs on it. Build from this directory:
 #
 #   docker build -f docker/redis.Dockerfile -t pkgfleet-redis docker
 #
@@ -9,7 +10,7 @@
 ARG BASE_IMAGE=debian:bookworm-slim
 
 FROM ${BASE_IMAGE}
-ARG PACKAGES="redis-server"
+ARG PACKAGES="redis-server redis-sentinel"
 # Packages the base image already holds are skipped (no network needed).
 RUN missing=""; \
     for p in $PACKAGES; do \

@@ -4,8 +4,8 @@
 # wheel for --no-isolation builds), git and bubblewrap (benchmarks only);
 # with --tests also chromium (the builds page's browser test drives it
 # headless), setuptools-scm, hatchling and hatch-vcs, which make run does
-# not need, and versitygw, the S3 server the tests start (scripts/versitygw.sh
-# builds it once into ~/.cache/pkgfleet/tools/).
+# not need, redis-sentinel, and versitygw, the S3 server the tests start
+# (scripts/versitygw.sh builds it once into ~/.cache/pkgfleet/tools/).
 set -euo pipefail
 
 need=()
@@ -23,6 +23,8 @@ if [ "${1:-}" = --tests ]; then
   /usr/bin/python3 -c 'import setuptools_scm' 2>/dev/null || need+=(python3-setuptools-scm)
   # Packages versioned from git history by hatch-vcs (e2e versions_test.go).
   /usr/bin/python3 -c 'import hatchling, hatch_vcs' 2>/dev/null || need+=(python3-hatchling python3-hatch-vcs)
+  # Redis with Sentinel (issue 25; the chart's Sentinel scripts in deploy/).
+  command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
 fi
 
 # As root, builds run as a dedicated unprivileged user (Server.RunAsUser's
@@ -35,6 +37,12 @@ fi
 if [ ${#need[@]} -gt 0 ]; then
   source "$(dirname "$0")/apt.sh"
   apt_install deps "${need[@]}"
+  # Only the binary is wanted: the tests start their own sentinels, and
+  # the packaged service would hold port 26379.
+  if [[ " ${need[*]} " == *" redis-sentinel "* ]] && command -v systemctl >/dev/null &&
+    systemctl is-active --quiet redis-sentinel 2>/dev/null; then
+    systemctl disable --now redis-sentinel >/dev/null 2>&1 || true
+  fi
 fi
 if [ "${1:-}" = --tests ]; then
   bash "$(dirname "$0")/versitygw.sh"

@@ -72,6 +72,51 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* Redis through Sentinel: the chart's (redis.mode sentinel) or an external set. */}}
+{{- define "pkgfleet.redisSentinel" -}}
+{{- if .Values.redis.external.enabled }}
+{{- if .Values.redis.external.sentinelAddresses }}true{{ end }}
+{{- else if eq .Values.redis.mode "sentinel" }}true
+{{- end }}
+{{- end }}
+
+{{/* The DNS name of pod i of the chart's Redis StatefulSet, through its
+headless Service: pkgfleet.redisPodHost (dict "ctx" $ "i" 0). */}}
+{{- define "pkgfleet.redisPodHost" -}}
+{{- $name := include "pkgfleet.component" (dict "ctx" .ctx "component" "redis") }}
+{{- printf "%s-%d.%s.%s.svc" $name (int .i) $name .ctx.Release.Namespace }}
+{{- end }}
+
+{{/* Every pod's DNS name, the first pod first, space-separated. */}}
+{{- define "pkgfleet.redisPeers" -}}
+{{- $hosts := list }}
+{{- range $i := until (int .Values.redis.sentinel.replicas) }}
+{{- $hosts = append $hosts (include "pkgfleet.redisPodHost" (dict "ctx" $ "i" $i)) }}
+{{- end }}
+{{- join " " $hosts }}
+{{- end }}
+
+{{/* Redis.SentinelAddresses: the external set's, or each pod's sentinel. */}}
+{{- define "pkgfleet.sentinelAddresses" -}}
+{{- if .Values.redis.external.enabled }}
+{{- join "," .Values.redis.external.sentinelAddresses }}
+{{- else }}
+{{- $addrs := list }}
+{{- range $host := splitList " " (include "pkgfleet.redisPeers" .) }}
+{{- $addrs = append $addrs (printf "%s:26379" $host) }}
+{{- end }}
+{{- join "," $addrs }}
+{{- end }}
+{{- end }}
+
+{{- define "pkgfleet.sentinelPasswordSecret" -}}
+{{- if .Values.redis.sentinel.existingSecret }}{{ .Values.redis.sentinel.existingSecret }}{{ else if .Values.redis.sentinel.password }}{{ include "pkgfleet.component" (dict "ctx" . "component" "redis-sentinel") }}{{ end }}
+{{- end }}
+
+{{- define "pkgfleet.sentinelPasswordKey" -}}
+{{- if .Values.redis.sentinel.existingSecret }}{{ .Values.redis.sentinel.existingSecretKey }}{{ else }}sentinel-password{{ end }}
+{{- end }}
+
 {{- define "pkgfleet.redisPasswordSecret" -}}
 {{- if .Values.redis.existingSecret }}{{ .Values.redis.existingSecret }}{{ else if .Values.redis.password }}{{ include "pkgfleet.component" (dict "ctx" . "component" "redis") }}{{ end }}
 {{- end }}
@@ -96,11 +141,27 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.credentialKey.existingSecret }}{{ .Values.credentialKey.existingSecretKey }}{{ else }}credential.key{{ end }}
 {{- end }}
 
+{{/* Artifacts on the shared PVC (storage.type file), not in a bucket. */}}
+{{- define "pkgfleet.fileStorage" -}}
+{{- if eq .Values.storage.type "file" }}true{{ end }}
+{{- end }}
+
+{{/* The ServiceAccount of the API and worker pods; "" is the namespace's default. */}}
+{{- define "pkgfleet.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "pkgfleet.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
 {{- define "pkgfleet.artifactClaim" -}}
 {{- default (include "pkgfleet.component" (dict "ctx" . "component" "artifacts")) .Values.artifacts.existingClaim }}
 {{- end }}
 
-{{/* Environment shared by API and workers: the config file and the Redis password. */}}
+{{/* Environment shared by API and workers: the config file, the Redis
+password and, with an S3 bucket, its static credentials for the AWS
+default chain (never in the ConfigMap). */}}
 {{- define "pkgfleet.env" -}}
 - name: PKGFLEET_CONFIG
   value: {{ include "pkgfleet.configDir" . }}/pkgfleet.gcfg
@@ -112,6 +173,27 @@ app.kubernetes.io/component: {{ .component }}
     secretKeyRef:
       name: {{ include "pkgfleet.redisPasswordSecret" . }}
       key: {{ include "pkgfleet.redisPasswordKey" . }}
+{{- end }}
+{{- if and (include "pkgfleet.redisSentinel" .) (include "pkgfleet.sentinelPasswordSecret" .) }}
+- name: PKGFLEET_REDIS_SENTINELPASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "pkgfleet.sentinelPasswordSecret" . }}
+      key: {{ include "pkgfleet.sentinelPasswordKey" . }}
+{{- end }}
+{{- with .Values.storage.s3.credentials }}
+{{- if and (eq $.Values.storage.type "s3") .existingSecret }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .accessKeyIdKey }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .secretAccessKeyKey }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -190,9 +272,11 @@ capabilities:
   "Server" (list "DataDir" "TempDir" "SockFileDir")
   "Git" (list "CredentialKeyFile")
   "Worker" (list "Concurrency" "ShutdownGrace" "MetricsListen")
-  "Redis" (list "Address" "URL" "Password" "DB")
+  "Redis" (list "Address" "URL" "Password" "DB" "SentinelAddresses" "SentinelMaster" "SentinelPassword")
   "HTTP" (list "Listen" "TokensFile")
-  "FileStorage" (list "Location") }}
+  "FileStorage" (list "Location")
+  "Storage" (list "Default")
+  "S3Storage" (list "Bucket" "Region" "Prefix" "Endpoint" "EnablePathStyle") }}
 {{- range $section, $keys := .Values.config }}
 {{- range $key, $_ := $keys }}
 {{- if has $key (get $managed $section) }}
@@ -217,8 +301,21 @@ The message never repeats the URL. */}}
 {{- if and $ix.name (not (or $ix.pythonIndexURLKey $ix.rRepositoryURLKey)) }}
 {{- fail "worker.indexSecret.name is set but neither worker.indexSecret.pythonIndexURLKey nor worker.indexSecret.rRepositoryURLKey" }}
 {{- end }}
-{{- if and .Values.redis.external.enabled (not (or .Values.redis.external.address .Values.redis.external.url)) }}
-{{- fail "redis.external.enabled needs redis.external.address or redis.external.url" }}
+{{- if and .Values.redis.external.enabled (not (or .Values.redis.external.address .Values.redis.external.url .Values.redis.external.sentinelAddresses)) }}
+{{- fail "redis.external.enabled needs redis.external.address, redis.external.url or redis.external.sentinelAddresses" }}
+{{- end }}
+{{- with .Values.redis.sentinel }}
+{{- if and (eq $.Values.redis.mode "sentinel") (not $.Values.redis.external.enabled) }}
+{{- if gt (int .quorum) (int .replicas) }}
+{{- fail (printf "redis.sentinel.quorum %d is more than the %d sentinels (redis.sentinel.replicas): no failover could ever happen" (int .quorum) (int .replicas)) }}
+{{- end }}
+{{- if ge (int .minReplicasToWrite) (int .replicas) }}
+{{- fail (printf "redis.sentinel.minReplicasToWrite %d needs more replicas than the %d pods leave the master (redis.sentinel.replicas - 1): it would refuse every write" (int .minReplicasToWrite) (int .replicas)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and (eq .Values.storage.type "s3") (not .Values.storage.s3.bucket) }}
+{{- fail "storage.type s3 needs storage.s3.bucket" }}
 {{- end }}
 {{- if and (not .Values.api.tokens.existingSecret) (not .Values.api.tokens.lines) (not .Values.api.tokens.generateAdminToken) }}
 {{- fail "the API listens on the pod network and needs tokens: set api.tokens.existingSecret, api.tokens.lines or api.tokens.generateAdminToken" }}
@@ -244,8 +341,10 @@ procMount: Unmasked
   mountPath: {{ include "pkgfleet.sockDir" . }}
 - name: tmp
   mountPath: /tmp
+{{- if include "pkgfleet.fileStorage" . }}
 - name: artifacts
   mountPath: {{ include "pkgfleet.artifactDir" . }}
+{{- end }}
 {{- end }}
 
 {{- define "pkgfleet.appArmorAnnotationValue" -}}
