@@ -154,6 +154,12 @@ func New(d Deps) (*Pipeline, error) {
 		// A build must stop before its slot can go to another attempt.
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
+	if d.Durability.Replicas > 0 {
+		hold := cmp.Or(slots.HoldLease, semaphore.DefaultHoldLease)
+		if err := lease.CheckDurability(fenceAfter, hold, d.Durability.Replicas, d.Durability.Timeout); err != nil {
+			return nil, fmt.Errorf("pipeline: %w", err)
+		}
+	}
 	outbound, err := cfg.Outbound()
 	if err != nil {
 		return nil, err
