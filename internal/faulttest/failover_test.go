@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
 	"syscall"
@@ -34,12 +33,7 @@ func sentinelFleet(t *testing.T) (*fleet, *testenv.Sentinel, []string) {
 		"PKGFLEET_REDIS_WAITTIMEOUT", "500ms")
 	f.rdb.Close()
 	f.rdb = s.Client(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	second := ln.Addr().String()
-	ln.Close()
+	second := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	f.start("api", "api1")
 	f.start("api", "api2", "PKGFLEET_HTTP_LISTEN", second)
 	w1, w2 := f.start("worker", "w1"), f.start("worker", "w2")
@@ -86,8 +80,45 @@ func (f *fleet) runAt(base, builder string) (*registry.Build, int) {
 	return &out.Builds[0], resp.StatusCode
 }
 
+// A master killed with SIGKILL mid-burst, restarted once builds run
+// again: it rejoins as a replica of the new master.
 func TestMasterKilledMidBurstLosesNoAcknowledgedBuildAndRunsOneCopy(t *testing.T) {
 	t.Parallel()
+	failoverBurst(t, 1, func(s *testenv.Sentinel, old *testenv.Node) func() {
+		old.Signal(syscall.SIGKILL)
+		old.Wait()
+		return func() { old.Start(t) }
+	})
+}
+
+// A master frozen (SIGSTOP) for longer than the sentinels' down-after
+// and the slot lease, then resumed: its clients' connections hang instead
+// of failing, and once resumed it still believes it is the master until
+// the sentinels demote it.
+func TestMasterFrozenPastTheLeaseComesBackAsAReplicaAndRunsOneCopy(t *testing.T) {
+	t.Parallel()
+	failoverBurst(t, 2, func(s *testenv.Sentinel, old *testenv.Node) func() {
+		frozen := time.Now()
+		old.Signal(syscall.SIGSTOP)
+		return func() {
+			testenv.Eventually(t, time.Minute, "a replica to be promoted and the slot lease (6s) to pass", func() bool {
+				m, err := s.Master(context.Background())
+				return err == nil && m != old && time.Since(frozen) > 7*time.Second
+			})
+			old.Signal(syscall.SIGCONT)
+		}
+	})
+}
+
+// failoverBurst starts the fleet, queues a burst, applies fault to the
+// master once builds run (fault returns how to heal it, called once
+// builds start again), calls the APIs during the failover, and checks
+// what the issue asks of every failover: every acknowledged build ends
+// succeeded under the id it was given, one copy at a time, nothing stuck;
+// and the old master ends a replica. tag sets the builds' sleep times
+// apart from those of tests that run in parallel (copies are counted by
+// their command line, host-wide).
+func failoverBurst(t *testing.T, tag int, fault func(*testenv.Sentinel, *testenv.Node) (heal func())) {
 	f, s, urls := sentinelFleet(t)
 	// A burst of 8 builds of about 6s (the issue's 40 of 10s go to make
 	// bench: this one keeps make test short), 4 slots in the fleet; and
@@ -97,11 +128,11 @@ func TestMasterKilledMidBurstLosesNoAcknowledgedBuildAndRunsOneCopy(t *testing.T
 	var names []string
 	for i := range burst {
 		n := fmt.Sprint("b", i)
-		secs[n], names = fmt.Sprintf("6.%02d", i+1), append(names, n)
+		secs[n], names = fmt.Sprintf("6.%d%02d", tag, i+1), append(names, n)
 	}
 	for i := range calls {
 		n := fmt.Sprint("c", i)
-		secs[n], names = fmt.Sprintf("2.%02d", i+1), append(names, n)
+		secs[n], names = fmt.Sprintf("2.%d%02d", tag, i+1), append(names, n)
 	}
 	f.builders(secs)
 	counted := map[string]*copies{}
@@ -117,7 +148,7 @@ func TestMasterKilledMidBurstLosesNoAcknowledgedBuildAndRunsOneCopy(t *testing.T
 		}
 		acks = append(acks, acked{b.ID, b.Builder, b.SHA})
 	}
-	// The master dies while builds run: two of them are in their sleep.
+	// The fault comes while builds run: two of them are in their sleep.
 	testenv.Eventually(t, 2*time.Minute, "two builds to run", func() bool {
 		n := 0
 		for _, c := range counted {
@@ -130,17 +161,16 @@ func TestMasterKilledMidBurstLosesNoAcknowledgedBuildAndRunsOneCopy(t *testing.T
 	if err != nil {
 		t.Fatal(err)
 	}
-	killed := time.Now()
-	old.Signal(syscall.SIGKILL)
-	old.Wait()
-	t.Logf("master %s killed %s into the burst", old.Addr, killed.Sub(start).Round(time.Millisecond))
+	faulted := time.Now()
+	heal := fault(s, old)
+	t.Logf("master %s faulted %s into the burst", old.Addr, faulted.Sub(start).Round(time.Millisecond))
 
 	// API calls during the failover, one every 300ms, alternating APIs,
 	// until builds start again: each is acknowledged (and must be kept)
 	// or refused with 503 (the CLI asks again); no answer is counted too.
 	var refused, unanswered int
 	var firstStart time.Duration
-	for i := 0; firstStart == 0 && time.Since(killed) < 90*time.Second; i++ {
+	for i := 0; firstStart == 0 && time.Since(faulted) < 90*time.Second; i++ {
 		if i < calls {
 			b, code := f.runAt(urls[i%2], fmt.Sprint("c", i))
 			switch {
@@ -155,23 +185,23 @@ func TestMasterKilledMidBurstLosesNoAcknowledgedBuildAndRunsOneCopy(t *testing.T
 			}
 		}
 		for _, a := range acks {
-			if b := f.build(a.id); b != nil && b.StartedAt != nil && b.StartedAt.After(killed) {
-				firstStart = b.StartedAt.Sub(killed)
+			if b := f.build(a.id); b != nil && b.StartedAt != nil && b.StartedAt.After(faulted) {
+				firstStart = b.StartedAt.Sub(faulted)
 				break
 			}
 		}
 		time.Sleep(300 * time.Millisecond) // the calls' pace, not a synchronisation
 	}
 	if firstStart == 0 {
-		t.Fatal("no build started within 90s of the master's death")
+		t.Fatal("no build started within 90s of the fault")
 	}
-	nm, _ := s.Master(context.Background())
-	t.Logf("master death -> first new build start: %s (new master %s); API calls during the failover: %d acknowledged, %d refused 503, %d unanswered",
-		firstStart.Round(time.Millisecond), nm.Addr, len(acks)-burst, refused, unanswered)
+	t.Logf("master fault -> first new build start: %s; API calls during the failover: %d acknowledged, %d refused 503, %d unanswered (client timeout %s)",
+		firstStart.Round(time.Millisecond), len(acks)-burst, refused, unanswered, f.client.Timeout)
 	if unanswered > 0 {
 		t.Errorf("%d API calls got no answer during the failover; want 202 or 503", unanswered)
 	}
-	old.Start(t) // it comes back as a replica of the new master
+	heal()
+	testenv.Eventually(t, time.Minute, "the old master to come back as a replica", func() bool { return old.Role() == "slave" })
 
 	checkAcknowledged(f, acks, counted, time.Since(start)+2*time.Minute)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -12,29 +11,11 @@ import (
 
 	"github.com/pkgfleet/pkgfleet/internal/config"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
-	"github.com/redis/go-redis/v9"
 )
 
 func sentinelSettings(s *testenv.Sentinel) config.Redis {
 	return config.Redis{SentinelAddresses: s.Addresses(), SentinelMaster: testenv.SentinelMaster,
 		WaitReplicas: 2, WaitTimeout: 500 * time.Millisecond}
-}
-
-// role is a node's replication role ("master" or "slave"), asked of the
-// node itself.
-func role(n *testenv.Node) string {
-	c := redis.NewClient(&redis.Options{Addr: n.Addr, MaxRetries: -1, ReadTimeout: time.Second})
-	defer c.Close()
-	info, err := c.Info(context.Background(), "replication").Result()
-	if err != nil {
-		return ""
-	}
-	for _, line := range strings.Split(info, "\r\n") {
-		if r, ok := strings.CutPrefix(line, "role:"); ok {
-			return r
-		}
-	}
-	return ""
 }
 
 // A write counts as durable only once the replicas hold it: with both
@@ -127,7 +108,7 @@ func TestAWorkersClientFollowsTheMasterAndSurvivesReadonly(t *testing.T) {
 		return err == nil && m != old
 	})
 	old.Signal(syscall.SIGCONT)
-	testenv.Eventually(t, 60*time.Second, "the old master to come back as a replica", func() bool { return role(old) == "slave" })
+	testenv.Eventually(t, 60*time.Second, "the old master to come back as a replica", func() bool { return old.Role() == "slave" })
 	// The old master is a replica now; the first writes may still fail
 	// while the client learns of the switch, then none does.
 	testenv.Eventually(t, 30*time.Second, "writes to reach the new master", func() bool { return writes(20) == nil })
@@ -137,8 +118,8 @@ func TestAWorkersClientFollowsTheMasterAndSurvivesReadonly(t *testing.T) {
 		}
 	}
 	m, _ := s.Master(ctx)
-	if role(m) != "master" {
-		t.Fatalf("the sentinels' master %s says it is %q", m.Addr, role(m))
+	if m.Role() != "master" {
+		t.Fatalf("the sentinels' master %s says it is %q", m.Addr, m.Role())
 	}
 }
 

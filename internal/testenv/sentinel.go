@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -93,20 +94,14 @@ func StartSentinel(t testing.TB) *Sentinel {
 	return s
 }
 
+// freePorts is n distinct free loopback ports.
 func freePorts(t testing.TB, n int) []int {
 	t.Helper()
-	var lns []net.Listener
 	var out []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	for len(out) < n {
+		if p := FreePort(t); !slices.Contains(out, p) {
+			out = append(out, p)
 		}
-		lns = append(lns, ln)
-		out = append(out, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
 	}
 	return out
 }
@@ -203,4 +198,21 @@ func (s *Sentinel) Client(t testing.TB) *redis.Client {
 		SentinelAddrs: strings.Split(s.Addresses(), ","), MaxRetries: 5})
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// Role is the node's replication role as it says ("master", "slave"), or
+// "" when it does not answer within a second.
+func (n *Node) Role() string {
+	c := redis.NewClient(&redis.Options{Addr: n.Addr, MaxRetries: -1, ReadTimeout: time.Second})
+	defer c.Close()
+	info, err := c.Info(context.Background(), "replication").Result()
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if r, ok := strings.CutPrefix(line, "role:"); ok {
+			return r
+		}
+	}
+	return ""
 }
