@@ -190,6 +190,8 @@ func New(d Deps) (*Pipeline, error) {
 		parkRecheck: cmp.Or(d.ParkRecheck, time.Minute),
 		sweepEvery:  cmp.Or(d.SweepEvery, 15*time.Second),
 		lateWrites:  2 * time.Minute,
+		rdb:         d.Redis,
+		durability:  d.Durability,
 	}, nil
 }
 
