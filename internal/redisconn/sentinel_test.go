@@ -11,6 +11,7 @@ import (
 
 	"github.com/pkgfleet/pkgfleet/internal/config"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
+	"github.com/redis/go-redis/v9"
 )
 
 func sentinelSettings(s *testenv.Sentinel) config.Redis {
@@ -64,6 +65,16 @@ func TestDurableWritesWaitForTheirReplicas(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, "writes to be durable again", func() bool {
 		return rdb.Set(ctx, "k", "3", 0).Err() == nil && d.Wait(ctx, rdb) == nil
 	})
+	// A write that reaches a replica (a demoted master) is transient too:
+	// asking again reaches the master.
+	replica := redis.NewClient(&redis.Options{Addr: s.Nodes[1].Addr, MaxRetries: -1})
+	defer replica.Close()
+	if err := replica.Set(ctx, "k", "4", 0).Err(); err == nil || !Transient(err) {
+		t.Fatalf("a write to a replica: %v, want a transient READONLY", err)
+	}
+	if Transient(errors.New("build 7 not found")) || Transient(nil) {
+		t.Fatal("an error that is not Redis's availability counts as transient")
+	}
 	if (Durability{}).Wait(ctx, nil) != nil {
 		t.Fatal("the zero Durability (no Sentinel) must not wait")
 	}
