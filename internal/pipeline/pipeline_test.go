@@ -330,7 +330,10 @@ func TestAnAttemptNoReplicaHoldsDoesNotBuild(t *testing.T) {
 		d.Durability = redisconn.Durability{Replicas: 1, Timeout: 100 * time.Millisecond}
 	})
 	built := false
-	b.build = func(ctx context.Context, in recipe.Input) (*recipe.Output, error) { built = true; return succeed(ctx, in) }
+	b.build = func(ctx context.Context, in recipe.Input) (*recipe.Output, error) {
+		built = true
+		return succeed(ctx, in)
+	}
 	id := b.queued(2)
 	ctx := context.Background()
 	err := b.p.process(ctx, id, 1, 2)
