@@ -43,6 +43,8 @@ echo
 echo "== clone of one commit (4 and 700 files), as a build's checkout: wall and CPU with git's processes"
 go test -run '^$' -bench '^BenchmarkClone$' -benchtime 20x ./internal/git/ | grep '^Benchmark'
 
+run "Redis durability: push -> start and Redis commands per build with WAIT (Sentinel) and without (the master's address), then master death -> first new build start over 5 failovers" \
+	TestBenchDurability ./internal/faulttest/ PKGFLEET_BENCH=1 PKGFLEET_PUSHES=20
 run "poller: 1000 builders of a local repository, one poller, 10s interval" \
 	TestManyBuildersAreAllPolled ./internal/poller/ PKGFLEET_POLL_BUILDERS=1000
 

@@ -3,9 +3,10 @@
 # missing: redis-server, R, Python's build module (with setuptools and
 # wheel for --no-isolation builds), git and bubblewrap (benchmarks only);
 # with --tests also chromium (the builds page's browser test drives it
-# headless), setuptools-scm, hatchling and hatch-vcs, which make run does
-# not need, redis-sentinel, and versitygw, the S3 server the tests start
-# (scripts/versitygw.sh builds it once into ~/.cache/pkgfleet/tools/).
+# headless), redis-sentinel (the failover tests), setuptools-scm, hatchling
+# and hatch-vcs, which make run does not need, and versitygw, the S3 server
+# the tests start (scripts/versitygw.sh builds it once into
+# ~/.cache/pkgfleet/tools/).
 set -euo pipefail
 
 need=()
@@ -18,6 +19,8 @@ command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v unshare >/dev/null || need+=(util-linux)
 if [ "${1:-}" = --tests ]; then
   command -v chromium >/dev/null || need+=(chromium)
+  # One master, two replicas and three sentinels (faulttest's failover).
+  command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
   # A package that takes its version from its git tag (e2e), as the
   # worker image's setuptools-scm and hatch-vcs do.
   /usr/bin/python3 -c 'import setuptools_scm' 2>/dev/null || need+=(python3-setuptools-scm)

@@ -31,6 +31,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/metrics"
 	"github.com/pkgfleet/pkgfleet/internal/queue"
 	"github.com/pkgfleet/pkgfleet/internal/ratelimit"
+	"github.com/pkgfleet/pkgfleet/internal/redisconn"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/store"
 )
@@ -288,6 +289,10 @@ func errorf(status int, format string, args ...any) error {
 }
 
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if redisconn.Transient(err) {
+		// Redis is failing over or out of reach: the CLI asks again.
+		w.Header().Set("Retry-After", "1")
+	}
 	if status, msg := s.statusOf(r, err); status != 0 {
 		writeError(w, status, msg)
 	}
@@ -312,6 +317,9 @@ func (s *Server) statusOf(r *http.Request, err error) (int, string) {
 		return http.StatusConflict, err.Error()
 	case errors.Is(err, context.Canceled):
 		return 0, "" // the client went away
+	case redisconn.Transient(err):
+		s.Log.Warn("request failed while Redis was unavailable; the client may ask again", "method", r.Method, "path", r.URL.Path, "error", err)
+		return http.StatusServiceUnavailable, "Redis is unavailable or failing over; try again"
 	default:
 		s.Log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 		return http.StatusInternalServerError, "internal error; see the server log"

@@ -59,6 +59,7 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 			MaxAttempts:      cfg.Git.BuildRetries,
 			Redis:            rdb,
 			BuildConcurrency: cfg.Git.BuildConcurrency,
+			Durability:       redisconn.DurabilityOf(cfg.Redis),
 		},
 		Store: st,
 		Git: &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs},

@@ -35,9 +35,14 @@ func (e *apiError) Error() string { return e.Msg }
 // it does anything, with the seconds to wait in Retry-After: do waits that
 // long and asks again, up to rateLimitTries times, when the wait is at most
 // maxRetryAfter (a longer one is the API telling a script to stop).
+//
+// A 503 with Retry-After (Redis failing over or out of reach: the API
+// did nothing it acknowledged) is asked again the same way, up to
+// unavailableTries times, which outlasts a Sentinel failover.
 const (
-	rateLimitTries = 3
-	maxRetryAfter  = 60 * time.Second
+	rateLimitTries   = 3
+	unavailableTries = 60
+	maxRetryAfter    = 60 * time.Second
 )
 
 func (c *client) do(ctx context.Context, method, path string, body, out any) error {
@@ -51,7 +56,11 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 	}
 	for try := 1; ; try++ {
 		wait, err := c.once(ctx, method, path, payload, body != nil, out)
-		if wait <= 0 || try == rateLimitTries {
+		tries := rateLimitTries
+		if ae := (*apiError)(nil); errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable {
+			tries = unavailableTries
+		}
+		if wait <= 0 || try >= tries {
 			return err
 		}
 		select {
@@ -101,7 +110,7 @@ func (c *client) once(ctx context.Context, method, path string, payload []byte, 
 			}
 		}
 		var wait time.Duration
-		if resp.StatusCode == http.StatusTooManyRequests {
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 			if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n >= 0 {
 				if wait = time.Duration(n) * time.Second; wait > maxRetryAfter {
 					wait = 0

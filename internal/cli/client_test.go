@@ -10,22 +10,27 @@ import (
 	"testing"
 )
 
-// A write refused by the API's rate limit (429 with Retry-After) is asked
-// again after the wait, with the same body; a wait longer than
-// maxRetryAfter, or a third refusal, is the API's error as it said it.
+// A write refused by the API's rate limit (429 with Retry-After), or while
+// Redis fails over (503 with Retry-After), is asked again after the wait,
+// with the same body; a wait longer than maxRetryAfter, or the last
+// refusal, is the API's error as it said it.
 func TestAWriteOverTheRateLimitIsAskedAgainAfterRetryAfter(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name       string
+		status     int
 		retryAfter string
 		refusals   int
 		wantTries  int
 		wantErr    bool
 	}{
-		{"waits and succeeds", "0", 1, 2, false},
-		{"gives up after the last try", "0", 10, rateLimitTries, true},
-		{"does not wait an hour", "3600", 1, 1, true},
-		{"no Retry-After", "", 1, 1, true},
+		{"waits and succeeds", http.StatusTooManyRequests, "0", 1, 2, false},
+		{"gives up after the last try", http.StatusTooManyRequests, "0", 10, rateLimitTries, true},
+		{"does not wait an hour", http.StatusTooManyRequests, "3600", 1, 1, true},
+		{"no Retry-After", http.StatusTooManyRequests, "", 1, 1, true},
+		{"outlasts a failover", http.StatusServiceUnavailable, "0", 20, 21, false},
+		{"gives up after a failover's tries", http.StatusServiceUnavailable, "0", 100, unavailableTries, true},
+		{"a 503 without Retry-After is not asked again", http.StatusServiceUnavailable, "", 1, 1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -41,7 +46,7 @@ func TestAWriteOverTheRateLimitIsAskedAgainAfterRetryAfter(t *testing.T) {
 					if tc.retryAfter != "" {
 						w.Header().Set("Retry-After", tc.retryAfter)
 					}
-					w.WriteHeader(http.StatusTooManyRequests)
+					w.WriteHeader(tc.status)
 					_ = json.NewEncoder(w).Encode(map[string]string{"error": "too many writes"})
 					return
 				}

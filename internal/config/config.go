@@ -98,6 +98,27 @@ type Redis struct {
 	URL      string
 	Password string
 	DB       int
+	// Sentinel: when SentinelAddresses is set, every client asks the
+	// sentinels for SentinelMaster's address and follows it across
+	// failovers (internal/redisconn).
+	SentinelAddresses string
+	SentinelMaster    string
+	SentinelPassword  string
+	// The durability step after the writes that must survive a failover
+	// (internal/redisconn.Durability).
+	WaitReplicas int
+	WaitTimeout  time.Duration
+}
+
+// Sentinels lists Redis.SentinelAddresses; none without Sentinel.
+func (r Redis) Sentinels() []string {
+	var out []string
+	for _, a := range strings.Split(r.SentinelAddresses, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // Reconcile holds the [Reconcile] section: the reconciler's
@@ -377,8 +398,18 @@ func (c *Config) Validate() error {
 	if c.Reconcile.Interval < time.Second {
 		errs = append(errs, fmt.Errorf("Reconcile.Interval must be at least 1s, got %s", c.Reconcile.Interval))
 	}
-	if c.Redis.Address == "" && c.Redis.URL == "" {
-		errs = append(errs, errors.New("Redis.Address or Redis.URL must be set"))
+	if c.Redis.Address == "" && c.Redis.URL == "" && len(c.Redis.Sentinels()) == 0 {
+		errs = append(errs, errors.New("Redis.Address, Redis.URL or Redis.SentinelAddresses must be set"))
+	}
+	if len(c.Redis.Sentinels()) > 0 {
+		if c.Redis.SentinelMaster == "" {
+			errs = append(errs, errors.New("Redis.SentinelMaster must name the master the sentinels watch"))
+		}
+		// The writes that must survive a failover wait for replicas
+		// (docs/fleet.md, "Redis failover"), within a fence period.
+		if err := lease.CheckDurability(c.Worker.FenceAfter, lease.Slot, c.Redis.WaitReplicas, c.Redis.WaitTimeout); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if len(errs) > 0 {
 		where := "config"

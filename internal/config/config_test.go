@@ -85,6 +85,10 @@ func TestBadConfigNamesFileLineAndKey(t *testing.T) {
 		{"relative path", "[Server]\nDataDir = data\n", "Server.DataDir must be an absolute path"},
 		{"zero retries", "[Git]\nBuildRetries = 0\n", "Git.BuildRetries must be at least 1"},
 		{"fence longer than the slot lease allows", "[Worker]\nFenceAfter = 50s\n", "Worker.FenceAfter must be between 1s and 45s"},
+		{"sentinel without a master name", "[Redis]\nSentinelAddresses = a:26379\nSentinelMaster =\n", "Redis.SentinelMaster must name the master"},
+		{"sentinel without replicas to wait for", "[Redis]\nSentinelAddresses = a:26379\nWaitReplicas = 0\n", "Redis.WaitReplicas must be at least 1 with Sentinel"},
+		{"durability wait longer than a confirmation's period", "[Redis]\nSentinelAddresses = a:26379\nWaitTimeout = 5s\n", "T + W <= 3/4 x L (45s, L the build slot's lease) and 4 x W < T"},
+		{"fence and wait beyond the lease", "[Worker]\nFenceAfter = 44s\n[Redis]\nSentinelAddresses = a:26379\nWaitTimeout = 2s\n", "T + W <= 3/4 x L"},
 		{"task checks too slow", "[Worker]\nTaskCheckInterval = 2m\n", "Worker.TaskCheckInterval must be between 1ms and 1m"},
 		{"syntax", "[Git\n", "expected right bracket"},
 	}

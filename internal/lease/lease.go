@@ -37,3 +37,23 @@ func CheckFence(fence, slot time.Duration) error {
 	}
 	return nil
 }
+
+// CheckDurability refuses durability settings under which a worker cut
+// off with an old master could still build while another worker starts
+// the same build on the new one (docs/fleet.md, "Redis failover"): a
+// write that must survive a failover counts only once waitReplicas
+// replicas hold it, and it waits at most wait for them, so
+//
+//	T + W <= 3/4 x L   (the hold begins up to W after its slot was granted)
+//	4 x W < T          (a confirmation, its wait included, fits its period T/4)
+//
+// with T the fence period, W the wait and L the slot's lease.
+func CheckDurability(fence, slot time.Duration, waitReplicas int, wait time.Duration) error {
+	if waitReplicas < 1 {
+		return fmt.Errorf("Redis.WaitReplicas must be at least 1 with Sentinel (got %d): a write no replica holds may be lost in a failover, and with it the fence's proof", waitReplicas)
+	}
+	if wait <= 0 || fence+wait > MaxFence(slot) || 4*wait >= fence {
+		return fmt.Errorf("Redis.WaitTimeout (W = %s) and Worker.FenceAfter (T = %s) must satisfy T + W <= 3/4 x L (%gs, L the build slot's lease) and 4 x W < T", wait, fence, MaxFence(slot).Seconds())
+	}
+	return nil
+}

@@ -161,10 +161,15 @@ func (p *Pipeline) hold(ctx context.Context, at registry.Attempt, lease *semapho
 			stop(errCanceled)
 			return nil
 		}
-		if err != nil || lease == nil {
+		if err == nil && lease != nil {
+			err = lease.Renew(cctx)
+		}
+		if err != nil {
 			return err
 		}
-		return lease.Renew(cctx)
+		// Counted only once it would survive a failover: the fence's
+		// proof needs the renewed lease on the master that follows.
+		return p.durable(cctx)
 	}}
 	return h.Run(stop)
 }

@@ -39,6 +39,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/notify"
 	"github.com/pkgfleet/pkgfleet/internal/queue"
 	"github.com/pkgfleet/pkgfleet/internal/recipe"
+	"github.com/pkgfleet/pkgfleet/internal/redisconn"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/semaphore"
@@ -80,6 +81,10 @@ type Deps struct {
 	// SweepEvery is how often Sweep looks for parked builds that may take
 	// a free slot (default 15s).
 	SweepEvery time.Duration
+	// Durability makes an attempt's begin (with its slot), each fence
+	// confirmation and a succeeded record survive a Redis failover before
+	// they count (redisconn.DurabilityOf; zero without Sentinel).
+	Durability redisconn.Durability
 }
 
 // Pipeline runs build tasks on a worker; it is an asynq.Handler.
@@ -116,6 +121,8 @@ type Pipeline struct {
 	// lateWrites is how long an attempt keeps trying to record its end
 	// while Redis is unreachable.
 	lateWrites time.Duration
+	rdb        redis.UniversalClient
+	durability redisconn.Durability
 
 	running  atomic.Int32
 	inflight sync.WaitGroup
@@ -147,6 +154,12 @@ func New(d Deps) (*Pipeline, error) {
 		// A build must stop before its slot can go to another attempt.
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
+	if d.Durability.Replicas > 0 {
+		hold := cmp.Or(slots.HoldLease, semaphore.DefaultHoldLease)
+		if err := lease.CheckDurability(fenceAfter, hold, d.Durability.Replicas, d.Durability.Timeout); err != nil {
+			return nil, fmt.Errorf("pipeline: %w", err)
+		}
+	}
 	outbound, err := cfg.Outbound()
 	if err != nil {
 		return nil, err
@@ -177,8 +190,14 @@ func New(d Deps) (*Pipeline, error) {
 		parkRecheck: cmp.Or(d.ParkRecheck, time.Minute),
 		sweepEvery:  cmp.Or(d.SweepEvery, 15*time.Second),
 		lateWrites:  2 * time.Minute,
+		rdb:         d.Redis,
+		durability:  d.Durability,
 	}, nil
 }
+
+// durable is the durability step (redisconn.Durability) after a write
+// that must survive a failover.
+func (p *Pipeline) durable(ctx context.Context) error { return p.durability.Wait(ctx, p.rdb) }
 
 // ProcessTask implements asynq.Handler.
 func (p *Pipeline) ProcessTask(ctx context.Context, t *asynq.Task) error {
@@ -250,6 +269,12 @@ func (p *Pipeline) process(ctx context.Context, id int64, attempt, attempts int)
 			return p.finish(ctx, log, at, attempts, nil, err, nil)
 		}
 		defer p.release(ctx, log, lease)
+	}
+	// The attempt's token and its slot must outlive a failover before it
+	// builds: else a new master could grant the slot to another attempt.
+	if err := p.durable(ctx); err != nil {
+		log.Warn("attempt not begun: Redis did not confirm it durable; asynq retries it", "error", err)
+		return err
 	}
 	defer p.hold(ctx, at, lease, cancelBuild)()
 	ctx, cancelRun := context.WithTimeout(ctx, p.runTimeout)
@@ -365,6 +390,13 @@ func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, at registry.Att
 			return err
 		}
 		if err == nil {
+			// Acknowledged to asynq (the task is done) only once it
+			// would survive a failover; else asynq retries, and the next
+			// attempt finds the record finished, or builds again.
+			if err = p.durable(final); err != nil {
+				log.Warn("build recorded succeeded, but Redis did not confirm it durable; asynq retries it", "error", err)
+				return err
+			}
 			p.metrics.Phases(b.Language, b.Phases)
 			log.Info("build succeeded", "package", out.pkg, "version", out.version)
 		}

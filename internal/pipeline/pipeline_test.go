@@ -15,6 +15,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/notify"
 	"github.com/pkgfleet/pkgfleet/internal/queue"
 	"github.com/pkgfleet/pkgfleet/internal/recipe"
+	"github.com/pkgfleet/pkgfleet/internal/redisconn"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/semaphore"
@@ -54,6 +55,12 @@ func (r funcRecipe) Build(ctx context.Context, in recipe.Input) (*recipe.Output,
 // sets another.
 func setup(t *testing.T, trigger string) *bundle {
 	t.Helper()
+	return setupWith(t, trigger, nil)
+}
+
+// setupWith is setup with Deps that tune changes.
+func setupWith(t *testing.T, trigger string, tune func(*Deps)) *bundle {
+	t.Helper()
 	t.Parallel()
 	testenv.Require(t, "git")
 	rdb, db := redisServer.DB(t)
@@ -62,13 +69,17 @@ func setup(t *testing.T, trigger string) *bundle {
 	hub := notify.New(rdb, log, semaphore.WakeChannel, queue.CancelChannel)
 	t.Cleanup(func() { hub.Close() })
 	b := &bundle{t: t, reg: registry.New(rdb), rdb: rdb, hub: hub, stopping: make(chan struct{}), build: succeed}
-	p, err := New(Deps{
+	d := Deps{
 		Config: cfg, Redis: rdb, Events: hub, Worker: "w1", Log: log, Stopping: b.stopping,
 		Languages: NewLanguages(map[string]Language{registry.LangR: {Recipe: funcRecipe{b}, Sandbox: "unsandboxed", Tier: "unsandboxed"}}),
 		Slots: func(s *semaphore.Semaphore) {
 			s.CheckEvery = 50 * time.Millisecond
 		},
-	})
+	}
+	if tune != nil {
+		tune(&d)
+	}
+	p, err := New(d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,6 +318,33 @@ func TestShutdownRequeuesEvenTheLastAttempt(t *testing.T) {
 	}
 	if got := b.get(id); got.Status != registry.StatusQueued || got.Detail != "interrupted on worker w1; requeued" {
 		t.Fatalf("build = %s %q, want queued again", got.Status, got.Detail)
+	}
+}
+
+// With Sentinel an attempt builds only once a replica holds its begin and
+// its slot (docs/fleet.md's durability contract): on this Redis, which has
+// no replica, WAIT finds none, so the attempt never builds, gives its slot
+// back, and returns an error asynq retries.
+func TestAnAttemptNoReplicaHoldsDoesNotBuild(t *testing.T) {
+	b := setupWith(t, registry.TriggerCommits, func(d *Deps) {
+		d.Durability = redisconn.Durability{Replicas: 1, Timeout: 100 * time.Millisecond}
+	})
+	built := false
+	b.build = func(ctx context.Context, in recipe.Input) (*recipe.Output, error) {
+		built = true
+		return succeed(ctx, in)
+	}
+	id := b.queued(2)
+	ctx := context.Background()
+	err := b.p.process(ctx, id, 1, 2)
+	if !errors.Is(err, redisconn.ErrNotDurable) || errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("process = %v, want ErrNotDurable, retried", err)
+	}
+	if built {
+		t.Fatal("the attempt built although no replica held its begin")
+	}
+	if h, err := semaphore.New(b.rdb).Holders(ctx, queue.SlotKey("src", b.builder.Name)); err != nil || len(h) != 0 {
+		t.Fatalf("slot holders after the refused attempt: %v %v", h, err)
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/pkgfleet/pkgfleet/internal/config"
 	"github.com/pkgfleet/pkgfleet/internal/git"
+	"github.com/pkgfleet/pkgfleet/internal/redisconn"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/semaphore"
 	"github.com/redis/go-redis/v9"
@@ -66,6 +67,9 @@ type Enqueuer struct {
 	// Redis, when set, lets Cancel reach running builds and slot queues.
 	Redis            redis.UniversalClient
 	BuildConcurrency int // Git.BuildConcurrency, for Cancel
+	// Durability makes a queued build survive a Redis failover before
+	// Enqueue acknowledges it (with Sentinel; needs Redis).
+	Durability redisconn.Durability
 }
 
 // slots is the builders' slot lines, nil without Redis.
@@ -165,6 +169,12 @@ func (e *Enqueuer) record(ctx context.Context, b *registry.Build, mode registry.
 			return nil
 		})
 		return nil, false, fmt.Errorf("queue build %d: %w", out.ID, err)
+	}
+	// The record, its task and its place in line are answered: only
+	// once replicas hold them too is the build acknowledged. One that is
+	// not may still survive; asking again finds it (mode) or queues it.
+	if err := e.Durability.Wait(ctx, e.Redis); err != nil {
+		return nil, false, fmt.Errorf("build %d: %w", out.ID, err)
 	}
 	return out, true, nil
 }

@@ -1,6 +1,14 @@
-// Package redisconn turns the [Redis] settings into the connection options
-// of go-redis (the registry) and asynq (the queue), so both always talk to
-// the same server the same way.
+// Package redisconn turns the [Redis] settings into the one go-redis
+// client every Redis user of a process shares (the registry, the slots,
+// leader election, pub/sub, the log followers, and asynq's client, server
+// and inspector through its *FromRedisClient constructors), so all of
+// them talk to the same server the same way. With Sentinel
+// (Redis.SentinelAddresses) that client asks the sentinels for the master
+// at every dial and drops its connections to an old one, so each user
+// follows a failover by itself. It also owns the durability step that
+// makes a write survive a failover (Durability).
+//
+// Redis Cluster is out of scope (docs/fleet.md says why).
 package redisconn
 
 import (
@@ -37,7 +45,37 @@ func Client(c config.Redis) (redis.UniversalClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return redis.NewClient(o), nil
+	return newClient(c, o), nil
+}
+
+// newClient is a client on o, or with Sentinel a failover client with
+// o's credentials, database, TLS and timeouts. A failover client dials
+// the master the sentinels name, switches on their +switch-master, and
+// treats a READONLY reply (a connection to a master demoted to replica,
+// asynq's trap in hibiken/asynq#854) as a bad connection: it closes it
+// and retries on a fresh dial, which reaches the new master.
+func newClient(c config.Redis, o *redis.Options) *redis.Client {
+	sentinels := c.Sentinels()
+	if len(sentinels) == 0 {
+		return redis.NewClient(o)
+	}
+	return redis.NewFailoverClient(&redis.FailoverOptions{
+		MasterName:       c.SentinelMaster,
+		SentinelAddrs:    sentinels,
+		SentinelPassword: c.SentinelPassword,
+		Username:         o.Username,
+		Password:         o.Password,
+		DB:               o.DB,
+		TLSConfig:        o.TLSConfig,
+
+		DialTimeout:           o.DialTimeout,
+		DialerRetries:         o.DialerRetries,
+		ReadTimeout:           o.ReadTimeout,
+		WriteTimeout:          o.WriteTimeout,
+		PoolTimeout:           o.PoolTimeout,
+		MaxRetries:            o.MaxRetries,
+		ContextTimeoutEnabled: o.ContextTimeoutEnabled,
+	})
 }
 
 // Worker connection bounds: a worker must notice a hung or cut connection
@@ -63,7 +101,7 @@ func WorkerClient(c config.Redis) (redis.UniversalClient, error) {
 	o.PoolTimeout = WorkerIOTimeout + time.Second
 	o.MaxRetries = WorkerMaxRetries
 	o.ContextTimeoutEnabled = true
-	return redis.NewClient(o), nil
+	return newClient(c, o), nil
 }
 
 // Describe names the server without its credentials, for logs.
@@ -71,6 +109,9 @@ func Describe(c config.Redis) string {
 	o, err := Options(c)
 	if err != nil {
 		return "(invalid Redis settings)"
+	}
+	if s := c.Sentinels(); len(s) > 0 {
+		return fmt.Sprintf("master %q of sentinels %s db %d", c.SentinelMaster, strings.Join(s, ","), o.DB)
 	}
 	return fmt.Sprintf("%s %s db %d", o.Network, o.Addr, o.DB)
 }

@@ -282,6 +282,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		Config: w.cfg, Redis: rc, Events: hub, Languages: w.langs,
 		Worker: w.opts.Name, Store: st, Log: w.log, Metrics: w.metrics, Stopping: stopping,
 		Slots: w.opts.Slots, FenceAfter: cmp.Or(w.opts.FenceAfter, w.cfg.Worker.FenceAfter), ParkRecheck: w.opts.ParkRecheck, SweepEvery: w.opts.SweepEvery,
+		Durability: redisconn.DurabilityOf(w.cfg.Redis),
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,218 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// SentinelMaster is the master name a Sentinel set monitors.
+const SentinelMaster = "pkgfleet"
+
+// SentinelDownAfter is how long the sentinels wait before they call a
+// silent master down: short, so a failover takes seconds.
+const SentinelDownAfter = time.Second
+
+// Sentinel is one Redis master, two replicas and three sentinels on
+// loopback ports (Sentinel cannot replicate over unix sockets), each node
+// with AOF everysec, as docs/fleet.md's failover section runs them.
+type Sentinel struct {
+	t         testing.TB
+	dir       string
+	Nodes     []*Node // Nodes[0] starts as the master
+	Sentinels []*Node
+}
+
+// Node is one redis-server or redis-sentinel process.
+type Node struct {
+	Addr string
+	args []string
+	log  string
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// StartSentinel starts the set and waits until every sentinel knows both
+// replicas and the other sentinels, so a failover can happen. Processes
+// are killed when the test ends.
+func StartSentinel(t testing.TB) *Sentinel {
+	t.Helper()
+	Require(t, "redis-server", "redis-sentinel")
+	s := &Sentinel{t: t, dir: t.TempDir()}
+	ports := freePorts(t, 6)
+	master := "127.0.0.1:" + strconv.Itoa(ports[0])
+	for i := range 3 {
+		dir := filepath.Join(s.dir, fmt.Sprint("redis", i))
+		args := []string{"--port", strconv.Itoa(ports[i]), "--bind", "127.0.0.1", "--dir", dir,
+			"--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+			// docs/fleet.md: a master without a replica within 10s refuses writes.
+			"--min-replicas-to-write", "1", "--min-replicas-max-lag", "10",
+			"--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"}
+		if i > 0 {
+			args = append(args, "--replicaof", "127.0.0.1", strconv.Itoa(ports[0]))
+		}
+		s.Nodes = append(s.Nodes, s.start("redis-server", dir, "127.0.0.1:"+strconv.Itoa(ports[i]), args))
+	}
+	for i := range 3 {
+		dir := filepath.Join(s.dir, fmt.Sprint("sentinel", i))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		conf := filepath.Join(dir, "sentinel.conf")
+		text := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor %s %s 2\nsentinel down-after-milliseconds %s %d\nsentinel failover-timeout %s 5000\nsentinel parallel-syncs %s 2\n",
+			ports[3+i], dir, SentinelMaster, strings.Replace(master, ":", " ", 1), SentinelMaster, SentinelDownAfter.Milliseconds(), SentinelMaster, SentinelMaster)
+		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s.Sentinels = append(s.Sentinels, s.start("redis-sentinel", dir, "127.0.0.1:"+strconv.Itoa(ports[3+i]), []string{conf}))
+	}
+	Eventually(t, 60*time.Second, "the sentinels to know both replicas and each other", func() bool {
+		for _, sn := range s.Sentinels {
+			c := redis.NewSentinelClient(&redis.Options{Addr: sn.Addr})
+			reps, err1 := c.Replicas(context.Background(), SentinelMaster).Result()
+			sens, err2 := c.Sentinels(context.Background(), SentinelMaster).Result()
+			c.Close()
+			if err1 != nil || err2 != nil || len(reps) != 2 || len(sens) != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	return s
+}
+
+// freePorts is n distinct free loopback ports.
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var out []int
+	for len(out) < n {
+		if p := FreePort(t); !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (s *Sentinel) start(bin, dir, addr string, args []string) *Node {
+	s.t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		s.t.Fatal(err)
+	}
+	n := &Node{Addr: addr, args: append([]string{bin}, args...), log: filepath.Join(dir, "log")}
+	n.Start(s.t)
+	s.t.Cleanup(func() { n.Signal(syscall.SIGKILL); n.Wait() })
+	return n
+}
+
+// Start (re)starts the node with its first arguments: a restarted old
+// master comes back as the master it was, and the sentinels turn it into
+// a replica of the new one.
+func (n *Node) Start(t testing.TB) {
+	t.Helper()
+	logf, err := os.OpenFile(n.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(n.args[0], n.args[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
+	n.mu.Lock()
+	n.cmd, n.done = cmd, done
+	n.mu.Unlock()
+	Eventually(t, 20*time.Second, n.args[0]+" on "+n.Addr+" to answer", func() bool {
+		c := redis.NewClient(&redis.Options{Addr: n.Addr, MaxRetries: -1})
+		defer c.Close()
+		return c.Ping(context.Background()).Err() == nil
+	})
+}
+
+// Signal sends sig to the node's process (SIGKILL, SIGSTOP, SIGCONT).
+func (n *Node) Signal(sig syscall.Signal) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil {
+		_ = n.cmd.Process.Signal(sig)
+	}
+}
+
+// Wait waits for the node's process to exit.
+func (n *Node) Wait() {
+	n.mu.Lock()
+	done := n.done
+	n.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
+
+// Addresses is Redis.SentinelAddresses for the set.
+func (s *Sentinel) Addresses() string {
+	var out []string
+	for _, n := range s.Sentinels {
+		out = append(out, n.Addr)
+	}
+	return strings.Join(out, ",")
+}
+
+// Master asks the sentinels which node is the master now.
+func (s *Sentinel) Master(ctx context.Context) (*Node, error) {
+	var last error
+	for _, sn := range s.Sentinels {
+		c := redis.NewSentinelClient(&redis.Options{Addr: sn.Addr, MaxRetries: -1, DialTimeout: time.Second})
+		addr, err := c.GetMasterAddrByName(ctx, SentinelMaster).Result()
+		c.Close()
+		if err != nil {
+			last = err
+			continue
+		}
+		for _, n := range s.Nodes {
+			if n.Addr == net.JoinHostPort(addr[0], addr[1]) {
+				return n, nil
+			}
+		}
+		last = fmt.Errorf("the sentinels name %v, no node of the set", addr)
+	}
+	return nil, last
+}
+
+// Client is a failover client of the set, for the test's own checks.
+func (s *Sentinel) Client(t testing.TB) *redis.Client {
+	c := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: SentinelMaster,
+		SentinelAddrs: strings.Split(s.Addresses(), ","), MaxRetries: 5})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Role is the node's replication role as it says ("master", "slave"), or
+// "" when it does not answer within a second.
+func (n *Node) Role() string {
+	c := redis.NewClient(&redis.Options{Addr: n.Addr, MaxRetries: -1, ReadTimeout: time.Second})
+	defer c.Close()
+	info, err := c.Info(context.Background(), "replication").Result()
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if r, ok := strings.CutPrefix(line, "role:"); ok {
+			return r
+		}
+	}
+	return ""
+}
