@@ -92,7 +92,11 @@ func (r *Reconciler) lead(ctx context.Context, term *leader.Term) {
 		if _, err := r.Pass(ctx); err != nil && ctx.Err() == nil {
 			r.Log.Warn("reconciler: pass incomplete; the next one tries again", "error", err)
 		}
-		d := r.Interval - r.Interval/10 + rand.N(r.Interval/5+1)
+		every := r.Interval
+		if every <= 0 {
+			every = time.Minute
+		}
+		d := every - every/10 + rand.N(every/5+1)
 		select {
 		case <-ctx.Done():
 			return
