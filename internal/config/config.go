@@ -371,10 +371,10 @@ func (c *Config) Validate() error {
 	}
 	// An attempt that can no longer confirm its hold stops within
 	// FenceAfter, and its worker's asynq keeps trying to move its task
-	// until its own lease (asynq's fixed 30s) runs out: until then what it
-	// holds is work in flight, which a repair could race.
-	if least := c.Worker.FenceAfter + 30*time.Second; c.Reconcile.Grace <= least {
-		errs = append(errs, fmt.Errorf("Reconcile.Grace must exceed Worker.FenceAfter + asynq's 30s task lease (%s): a worker whose build lost its task or slot is still stopping it until then, got %s", least, c.Reconcile.Grace))
+	// until its own lease of it runs out: until then what it holds is
+	// work in flight, which a repair could race.
+	if least := c.Worker.FenceAfter + lease.Task; c.Reconcile.Grace <= least {
+		errs = append(errs, fmt.Errorf("Reconcile.Grace must exceed Worker.FenceAfter + asynq's task lease (%s + %s = %s): a worker whose build lost its task or slot is still stopping it until then, got %s", c.Worker.FenceAfter, lease.Task, least, c.Reconcile.Grace))
 	}
 	if c.Reconcile.Interval < time.Second {
 		errs = append(errs, fmt.Errorf("Reconcile.Interval must be at least 1s, got %s", c.Reconcile.Interval))
