@@ -391,9 +391,11 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	// An attempt that can no longer confirm its hold stops within
-	// FenceAfter: until then what it holds is work in flight.
-	if c.Reconcile.Grace <= c.Worker.FenceAfter {
-		errs = append(errs, fmt.Errorf("Reconcile.Grace must exceed Worker.FenceAfter (%s): a worker's build that lost its task or slot is still stopping until then, got %s", c.Worker.FenceAfter, c.Reconcile.Grace))
+	// FenceAfter, and its worker's asynq keeps trying to move its task
+	// until its own lease of it runs out: until then what it holds is
+	// work in flight, which a repair could race.
+	if least := c.Worker.FenceAfter + lease.Task; c.Reconcile.Grace <= least {
+		errs = append(errs, fmt.Errorf("Reconcile.Grace must exceed Worker.FenceAfter + asynq's task lease (%s + %s = %s): a worker whose build lost its task or slot is still stopping it until then, got %s", c.Worker.FenceAfter, lease.Task, least, c.Reconcile.Grace))
 	}
 	if c.Reconcile.Interval < time.Second {
 		errs = append(errs, fmt.Errorf("Reconcile.Interval must be at least 1s, got %s", c.Reconcile.Interval))

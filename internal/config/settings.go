@@ -178,7 +178,7 @@ var settings = []*Setting{
 	duration("Redis", "WaitTimeout", "1s", "With Sentinel: how long such a write waits for Redis.WaitReplicas replicas before it is refused as not durable (the API answers 503, a worker retries or stops its build); below Worker.FenceAfter/4.", func(c *Config) *time.Duration { return &c.Redis.WaitTimeout }),
 
 	duration("Reconcile", "Interval", "1m", "Time between the reconciler's passes (one API replica, the leader, runs them): it repairs builds whose task Redis lost, active tasks with no lease, build slots held by superseded attempts and tasks whose build is gone.", func(c *Config) *time.Duration { return &c.Reconcile.Interval }),
-	duration("Reconcile", "Grace", "2m", "How long the reconciler must see an inconsistency unchanged before it repairs it, so that work in flight (a task being queued, a task between dequeue and its attempt) is never taken for a loss; must exceed Worker.FenceAfter.", func(c *Config) *time.Duration { return &c.Reconcile.Grace }),
+	duration("Reconcile", "Grace", "2m", "How long the reconciler must see an inconsistency unchanged before it repairs it, so that work in flight (a task being queued, a task between dequeue and its attempt) is never taken for a loss; must exceed Worker.FenceAfter + 30s (asynq's task lease).", func(c *Config) *time.Duration { return &c.Reconcile.Grace }),
 
 	str("HTTP", "Listen", "127.0.0.1:4242", "API listen address; without TokensFile only loopback is allowed.", func(c *Config) *string { return &c.HTTP.Listen }),
 	str("HTTP", "TokensFile", "", "File of API tokens with scopes read, write, admin.", func(c *Config) *string { return &c.HTTP.TokensFile }),

@@ -1,14 +1,21 @@
 package faulttest
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
+	"github.com/redis/go-redis/v9"
 )
 
 // snapshotAOF copies Redis's AOF directory as it is now.
@@ -34,6 +41,24 @@ func (f *fleet) restoreAOF(snap map[string]string) {
 	}
 }
 
+// attemptTokens lists the tokens of build id's attempts, from the header
+// each attempt writes in its log.
+func (f *fleet) attemptTokens(id int64) []int64 {
+	f.t.Helper()
+	log, err := f.rdb.Get(context.Background(), fmt.Sprintf("pkgfleet:build:%d:log", id)).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		f.t.Fatalf("log of build %d: %v", id, err)
+	}
+	var out []int64
+	for _, m := range attemptHeader.FindAllStringSubmatch(log, -1) {
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		out = append(out, n)
+	}
+	return out
+}
+
+var attemptHeader = regexp.MustCompile(`==> pkgfleet build \d+, attempt \d+ of \d+ \(token (\d+)\)`)
+
 // TestAnOlderAOFRestoredUnderARunningFleetReusesNoIDAndNoToken: Redis
 // loses every write after a point (an older AOF restored under the
 // running API and worker: the worst a crash under everysec or a failover
@@ -43,14 +68,13 @@ func (f *fleet) restoreAOF(snap map[string]string) {
 // each under a new token.
 func TestAnOlderAOFRestoredUnderARunningFleetReusesNoIDAndNoToken(t *testing.T) {
 	t.Parallel()
-	f := setup(t, "PKGFLEET_RECONCILE_GRACE", "25s", "PKGFLEET_RECONCILE_INTERVAL", "2s")
+	f := setup(t, "PKGFLEET_WORKER_FENCEAFTER", "4s", "PKGFLEET_RECONCILE_GRACE", "35s", "PKGFLEET_RECONCILE_INTERVAL", "2s")
 	f.startFleet()
 	// A new builder's head is built at once (by the poller); run returns
 	// that build.
 	f.builders(map[string]string{"a1": "0.1", "a2": "0.2"})
 
 	named := map[int64]string{} // every id the API handed out → its builder
-	tokens := map[int64]int64{} // every succeeded attempt's token → its build
 	handOut := func(name string) int64 {
 		id := f.run(name)
 		if prev, ok := named[id]; ok && prev != name {
@@ -67,10 +91,6 @@ func TestAnOlderAOFRestoredUnderARunningFleetReusesNoIDAndNoToken(t *testing.T) 
 		if b.Builder != named[id] {
 			t.Fatalf("build %d is %s's, the API handed it out for %s", id, b.Builder, named[id])
 		}
-		if other, ok := tokens[b.AttemptToken]; ok && other != id {
-			t.Fatalf("token %d of build %d was build %d's", b.AttemptToken, id, other)
-		}
-		tokens[b.AttemptToken] = id
 		return b
 	}
 	for _, n := range []string{"a1", "a2"} {
@@ -91,11 +111,16 @@ func TestAnOlderAOFRestoredUnderARunningFleetReusesNoIDAndNoToken(t *testing.T) 
 	if b := f.build(x); b == nil || b.Status != registry.StatusQueued || b.AttemptToken != 0 {
 		t.Fatalf("build %d is not queued before any attempt: %+v", x, b)
 	}
+	atSnap := map[int64][]int64{} // build → its attempts' tokens in the saved state
+	for _, id := range append([]int64{x}, busy...) {
+		atSnap[id] = f.attemptTokens(id)
+	}
 	snap := f.snapshotAOF()
 
-	first := map[int64]int64{} // build → the token it succeeded under
+	first := map[int64][]int64{} // build → the tokens of its attempts
 	for _, id := range append([]int64{x}, busy...) {
-		first[id] = succeeded(id).AttemptToken
+		succeeded(id)
+		first[id] = f.attemptTokens(id)
 	}
 	var lost []int64
 	for _, n := range []string{"a3", "a4"} {
@@ -125,15 +150,26 @@ func TestAnOlderAOFRestoredUnderARunningFleetReusesNoIDAndNoToken(t *testing.T) 
 	// recoverer finds their tasks active with old leases: each under a
 	// token it never had (a per-build counter gave x its first token
 	// again, and its files' names collided with the first run's).
-	for id, tok := range first {
-		if again := succeeded(id); again.AttemptToken == tok {
-			t.Fatalf("build %d ran again under its first token %d", id, tok)
+	for id, before := range first {
+		succeeded(id)
+		// The log went back to the saved state too: its attempts then,
+		// the lost ones, and the ones after the restore.
+		saved := len(atSnap[id])
+		lostAttempts, again := before[saved:], f.attemptTokens(id)[saved:]
+		if len(again) == 0 {
+			t.Fatalf("build %d: tokens %v at the save, %v before the restore, %v after: it ran again, so its log names a new attempt", id, atSnap[id], before, again)
 		}
+		for _, tok := range again {
+			if slices.Contains(before, tok) {
+				t.Fatalf("build %d took token %d again after the restore (tokens before %v, after %v)", id, tok, before, again)
+			}
+		}
+		t.Logf("build %d (%s): tokens %v at the save, then %v (lost), then %v after the restore", id, named[id], atSnap[id], lostAttempts, again)
 	}
 	for _, id := range lost {
 		if b := f.build(id); b != nil && b.Builder != named[id] {
 			t.Fatalf("lost build id %d now names %s's build", id, b.Builder)
 		}
 	}
-	t.Logf("ids lost in the restore %v, handed out after it %v; tokens %v", lost, after, tokens)
+	t.Logf("ids lost in the restore %v, handed out after it %v", lost, after)
 }

@@ -21,6 +21,10 @@ const (
 	// MinFence is the smallest T: a confirmation every T/4 must fit a
 	// few Redis round trips.
 	MinFence = time.Second
+	// Task is asynq's lease of a running task (its rdb.LeaseDuration, not
+	// configurable): a worker's asynq keeps trying to settle a task it
+	// ran until its lease of it runs out.
+	Task = 30 * time.Second
 )
 
 // MaxFence is the largest T a slot lease of slot allows: a quarter of the

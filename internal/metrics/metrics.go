@@ -247,7 +247,7 @@ func NewAPI(fleet func() (FleetState, error), refresh time.Duration, extra ...pr
 			Name: "pkgfleet_store_orphans_removed_total", Help: "Artifact files no build record named, removed by the orphan sweep after Storage.OrphanGrace.",
 		}),
 		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pkgfleet_reconciler_repairs_total", Help: "Inconsistencies the reconciler repaired, by kind (lost_task, unleased_task, stale_slot, orphan_task).",
+			Name: "pkgfleet_reconciler_repairs_total", Help: "Inconsistencies the reconciler repaired, by kind (docs/fleet.md, \"The reconciler\").",
 		}, []string{"kind"}),
 		idJumps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pkgfleet_build_id_jumps_total", Help: "Jumps of the build-id counter past ids Redis may have lost, by reason.",

@@ -25,3 +25,9 @@ func PendingKey(qname string) string { return asynqKey(qname, "pending") }
 
 // TaskKey is the hash of one task of queue qname.
 func TaskKey(qname, id string) string { return asynqKey(qname, "t:"+id) }
+
+// ScheduledKey is the sorted set of queue qname's scheduled task ids.
+func ScheduledKey(qname string) string { return asynqKey(qname, "scheduled") }
+
+// RetryKey is the sorted set of queue qname's task ids waiting to retry.
+func RetryKey(qname string) string { return asynqKey(qname, "retry") }

@@ -92,7 +92,11 @@ func (r *Reconciler) lead(ctx context.Context, term *leader.Term) {
 		if _, err := r.Pass(ctx); err != nil && ctx.Err() == nil {
 			r.Log.Warn("reconciler: pass incomplete; the next one tries again", "error", err)
 		}
-		d := r.Interval - r.Interval/10 + rand.N(r.Interval/5+1)
+		every := r.Interval
+		if every <= 0 {
+			every = time.Minute
+		}
+		d := every - every/10 + rand.N(every/5+1)
 		select {
 		case <-ctx.Done():
 			return
@@ -199,7 +203,13 @@ func (p *pass) lostTasks(ctx context.Context, _ []string) (int, error) {
 			errs = append(errs, fmt.Errorf("look up task of build %d: %w", b.ID, err))
 			continue
 		case live(info.State) && payloadBuild(info.Payload) == b.ID:
-			continue
+			if ok, err := p.inPlace(ctx, q, info); err != nil || ok {
+				if err != nil {
+					errs = append(errs, err)
+				}
+				continue
+			}
+			task = info.State.String() + ", on no list"
 		default:
 			task = info.State.String()
 		}
@@ -212,6 +222,13 @@ func (p *pass) lostTasks(ctx context.Context, _ []string) (int, error) {
 		if err != nil || registry.Terminal(cur.Status) || cur.Status != b.Status || cur.AttemptToken != b.AttemptToken {
 			continue // finished or moved on meanwhile
 		}
+		if strings.HasSuffix(task, ", on no list") {
+			// Its hash alone would make the new task's id a conflict.
+			if err := p.dropStranded(ctx, q, info); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
 		if err := p.r.Enqueuer.Requeue(ctx, cur); err != nil {
 			errs = append(errs, fmt.Errorf("queue build %d again: %w", b.ID, err))
 			continue
@@ -221,6 +238,73 @@ func (p *pass) lostTasks(ctx context.Context, _ []string) (int, error) {
 		n++
 	}
 	return n, errors.Join(errs...)
+}
+
+// where is the list or sorted set in which a task in state s sits, and
+// whether it is a list.
+func where(q string, s asynq.TaskState) (key string, isList bool) {
+	switch s {
+	case asynq.TaskStatePending:
+		return queue.PendingKey(q), true
+	case asynq.TaskStateActive:
+		return queue.ActiveKey(q), true
+	case asynq.TaskStateScheduled:
+		return queue.ScheduledKey(q), false
+	case asynq.TaskStateRetry:
+		return queue.RetryKey(q), false
+	}
+	return "", false
+}
+
+// inPlace says whether a live task sits where its state says. One that
+// does not is run by no one: asynq's retry script takes a task off the
+// active list first and then fails when its lease entry is gone
+// (hibiken/asynq#1051), leaving a hash that says active on no list.
+func (p *pass) inPlace(ctx context.Context, q string, info *asynq.TaskInfo) (bool, error) {
+	key, isList := where(q, info.State)
+	var err error
+	if isList {
+		err = p.r.Redis.LPos(ctx, key, info.ID, redis.LPosArgs{}).Err()
+	} else {
+		err = p.r.Redis.ZScore(ctx, key, info.ID).Err()
+	}
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("find task %s in %s: %w", info.ID, key, err)
+	}
+	return true, nil
+}
+
+// dropStranded deletes a task's hash while it is still in the state it
+// was seen in and still on no list: KEYS hash, the state's list or set;
+// ARGV state, "list" or "zset", task id. 1: deleted.
+var dropStranded = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'state') ~= ARGV[1] then return 0 end
+if ARGV[2] == 'list' then
+  if redis.call('LPOS', KEYS[2], ARGV[3]) then return 0 end
+elseif redis.call('ZSCORE', KEYS[2], ARGV[3]) then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+return 1
+`)
+
+func (p *pass) dropStranded(ctx context.Context, q string, info *asynq.TaskInfo) error {
+	key, isList := where(q, info.State)
+	kind := "zset"
+	if isList {
+		kind = "list"
+	}
+	n, err := dropStranded.Run(ctx, p.r.Redis, []string{queue.TaskKey(q, info.ID), key}, info.State.String(), kind, info.ID).Int()
+	if err != nil {
+		return fmt.Errorf("drop stranded task %s: %w", info.ID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("task %s moved meanwhile; left for the next pass", info.ID)
+	}
+	return nil
 }
 
 func payloadBuild(raw []byte) int64 {
