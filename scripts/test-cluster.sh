@@ -106,6 +106,7 @@ chains_before() { iptables-save 2>/dev/null | sed -n 's/^:\([^ ]*\) .*/\1/p' | s
 iptables-save >"$run/iptables.before" 2>/dev/null || true
 ip6tables-save >"$run/ip6tables.before" 2>/dev/null || true
 netns_before=$(ls /var/run/netns 2>/dev/null || true)
+netns_dir_existed=$([ -d /var/run/netns ] && echo yes || true)
 
 # new_chains TOOL TABLE: chains of TABLE that were not there before this run.
 new_chains() {
@@ -170,6 +171,7 @@ cleanup() {
   for ns in $(comm -13 <(echo "$netns_before" | sort) <(ls /var/run/netns 2>/dev/null | sort)); do
     case $ns in cni-*) ip netns delete "$ns" 2>/dev/null || { umount "/var/run/netns/$ns" 2>/dev/null; rm -f "/var/run/netns/$ns"; } ;; esac
   done
+  [ -n "$netns_dir_existed" ] || rmdir /var/run/netns 2>/dev/null
   # Mounts under the run directory (secrets' tmpfs, rootfs overlays, shm).
   grep -o " $run/[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   # The kubelet's cgroups (cgroupfs driver under $cgroup_root), deepest first.
@@ -317,13 +319,15 @@ ctr_() { ctr --address "$run/containerd.sock" -n k8s.io "$@"; }
 img=$run/pause-image
 mkdir -p "$img/rootfs"
 CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$img/rootfs/pause" ./deploy/cluster/pause
-tar -C "$img/rootfs" --owner=0 --group=0 --numeric-owner -cf "$img/layer.tar" pause
+# Reproducible (Go's build is, and the tars are made so): the same pause
+# image each run, which the kept containerd root then already holds.
+tar -C "$img/rootfs" --owner=0 --group=0 --numeric-owner --mtime=@0 -cf "$img/layer.tar" pause
 layer_sha=$(sha256sum "$img/layer.tar" | cut -d' ' -f1)
 cat >"$img/config.json" <<EOF
 {"architecture":"amd64","os":"linux","config":{"Entrypoint":["/pause"],"User":"65535:65535"},"rootfs":{"type":"layers","diff_ids":["sha256:$layer_sha"]}}
 EOF
 echo '[{"Config":"config.json","RepoTags":["registry.k8s.io/pause:3.10"],"Layers":["layer.tar"]}]' >"$img/manifest.json"
-tar -C "$img" -cf "$run/pause.tar" manifest.json config.json layer.tar
+tar -C "$img" --owner=0 --group=0 --numeric-owner --mtime=@0 -cf "$run/pause.tar" manifest.json config.json layer.tar
 pause_id=$(sha256sum "$run/pause.tar" | cut -d' ' -f1)
 
 # make images' images, under the names the chart's defaults ask for, so
