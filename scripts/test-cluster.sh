@@ -15,7 +15,9 @@
 # Everything it starts or creates is removed on exit (trap): processes,
 # pods' network namespaces, mounts, cgroups, the bridge, the iptables
 # chains the kubelet and the CNI plugins add, the kernel settings the
-# kubelet changes. The host's Docker Engine and its containerd are only
+# kubelet changes. One thing is kept, as the tools are: its containerd's
+# root in ~/.cache/pkgfleet/cluster/containerd, with the imported images
+# and no containers. The host's Docker Engine and its containerd are only
 # read from (docker save). Each step's time is logged.
 #
 # PKGFLEET_CLUSTER_HOLD=SECONDS keeps the node up that long before the
