@@ -104,17 +104,18 @@ saved_sysctls=()
 for s in "${sysctls[@]}"; do
   if v=$(sysctl -n "$s" 2>/dev/null); then saved_sysctls+=("$s=$v"); fi
 done
-chains_before() { iptables-save 2>/dev/null | sed -n 's/^:\([^ ]*\) .*/\1/p' | sort -u; }
 iptables-save >"$run/iptables.before" 2>/dev/null || true
 ip6tables-save >"$run/ip6tables.before" 2>/dev/null || true
 netns_before=$(ls /var/run/netns 2>/dev/null || true)
 netns_dir_existed=$([ -d /var/run/netns ] && echo yes || true)
 
-# new_chains TOOL TABLE: chains of TABLE that were not there before this run.
+# new_chains TOOL TABLE: the kubelet's and the CNI plugins' chains (KUBE-*,
+# CNI-*) of TABLE that were not there before this run; never another's (a
+# Docker Engine started meanwhile adds its own).
 new_chains() {
   local before=$run/${1%-save}.before
   comm -13 <(awk -v t="*$2" '/^\*/{in_t=($0==t)} in_t && /^:/{sub(/^:/,""); print $1}' "$before" | sort -u) \
-    <("$1" -t "$2" 2>/dev/null | awk '/^:/{sub(/^:/,""); print $1}' | sort -u)
+    <("$1" -t "$2" 2>/dev/null | awk '/^:/{sub(/^:/,""); print $1}' | sort -u) | grep -E '^(KUBE|CNI)-'
 }
 
 cleanup() {
