@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 GOFLAGS ?=
 
-.PHONY: all build run test vet lint deps bench bench-sandbox chart-test clean settings images test-containers
+.PHONY: all build run test vet lint deps bench bench-sandbox chart-test clean settings images test-containers test-cluster
 
 all: build
 
@@ -31,6 +31,8 @@ lint: vet
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 	$(GO) vet -tags containers ./internal/containertest/
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 -tags containers ./internal/containertest/
+	$(GO) vet -tags cluster ./internal/clustertest/
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 -tags cluster ./internal/clustertest/
 
 # pkgfleet-api:local, pkgfleet-worker:local and pkgfleet-redis:local from
 # docker/, with a local Docker Engine and no registry (scripts/images.sh).
@@ -41,6 +43,11 @@ images:
 # setting (internal/containertest); make test runs it too.
 test-containers:
 	bash scripts/test-containers.sh
+
+# The Helm chart on a single-node Kubernetes of its own (scripts/test-cluster.sh,
+# internal/clustertest; root); make test runs it too.
+test-cluster:
+	bash scripts/test-cluster.sh
 
 bench-sandbox:
 	bash scripts/bench-sandbox.sh

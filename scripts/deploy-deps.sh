@@ -9,7 +9,10 @@
 # kubectl (deploy/tools/kube/go.mod pins k8s.io/kubernetes) and etcd
 # (deploy/tools/etcd/go.mod pins go.etcd.io/etcd/server/v3), built once into
 # ~/.cache/pkgfleet/tools/<name>-<version>/ (Kubernetes takes about ten
-# minutes cold on two cores). Safe to run again: it does nothing when all
+# minutes cold on two cores); for the cluster phase's node, kube-scheduler,
+# kube-controller-manager and kubelet from the same module, CoreDNS
+# (deploy/tools/coredns/go.mod), and Debian's containerd, runc,
+# containernetworking-plugins and iptables. Safe to run again: it does nothing when all
 # are there.
 # With --print-helm it prints that helm's path on stdout (for PKGFLEET_HELM).
 set -euo pipefail
@@ -62,6 +65,17 @@ if [ ! -x "$aa4/apparmor_parser" ]; then
   mv "$aa4/apparmor_parser.new" "$aa4/apparmor_parser"
 fi
 
+# The cluster phase's node (scripts/test-cluster.sh): a second containerd
+# with runc, the CNI plugins (/usr/lib/cni), iptables.
+missing=()
+command -v containerd >/dev/null || missing+=(containerd)
+command -v runc >/dev/null || missing+=(runc)
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+command -v iptables >/dev/null || missing+=(iptables)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt_install deploy-deps "${missing[@]}"
+fi
+
 helm_version=$(sed -n 's/^const helmVersion = "\(v[0-9.]*\)"$/\1/p' deploy/tools_test.go)
 if [ -z "$helm_version" ]; then
   echo "deploy-deps: no helmVersion in deploy/tools_test.go" >&2
@@ -104,9 +118,22 @@ kube_ldflags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-
 kube_ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
 kube_ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$kube_version"
 kube_ldflags+=" -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$kube_minor"
+# The scheduler, controller manager and kubelet are the cluster phase's
+# single node (scripts/test-cluster.sh); one build, so what they share with
+# the apiserver compiles once.
 build_tools deploy/tools/kube "$kube_version" "$kube_ldflags" \
-  kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver kubectl=k8s.io/kubernetes/cmd/kubectl
+  kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver kubectl=k8s.io/kubernetes/cmd/kubectl \
+  kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler \
+  kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
+  kubelet=k8s.io/kubernetes/cmd/kubelet
 build_tools deploy/tools/etcd "$etcd_version" "" etcd=.
+# The cluster phase's DNS (deploy/tools/coredns/go.mod pins it).
+coredns_version=$(mod_version deploy/tools/coredns github.com/coredns/coredns)
+if [ -z "$coredns_version" ]; then
+  echo "deploy-deps: no github.com/coredns/coredns in deploy/tools/coredns/go.mod" >&2
+  exit 1
+fi
+build_tools deploy/tools/coredns "$coredns_version" "" coredns=github.com/coredns/coredns
 
 if [ "${1:-}" = --print-helm ]; then
   echo "$helm_dir/helm"

@@ -5,7 +5,9 @@
 # its log, and the phases after it still run.
 #
 #   install     what the tests need: apt packages (deps.sh), promtool, helm,
-#               kube-apiserver, etcd (deploy-deps.sh, built once into ~/.cache)
+#               kube-apiserver, etcd, the node's kubelet, scheduler,
+#               controller manager and CoreDNS (deploy-deps.sh, built once
+#               into ~/.cache)
 #   vet         go vet ./..., and what each binary links (scripts/binaries.sh)
 #   lint        gofmt and staticcheck
 #   unit        go test -race of every package but the ones below
@@ -15,6 +17,8 @@
 #   fleet       internal/fleettest: several real worker processes and API replicas
 #   chart       ./deploy: alert rules (promtool), the chart (helm, a real kube-apiserver)
 #   containers  images, the compose stack, the worker under each Docker setting
+#   cluster     the Helm chart on a single-node Kubernetes of its own
+#               (scripts/test-cluster.sh, internal/clustertest)
 #   fuzz        every fuzz target for a fixed count of inputs
 #
 # PKGFLEET_TEST_PHASES="vet lint unit" runs only those (install always runs).
@@ -98,6 +102,7 @@ phase fault "failures injected into Redis, workers and builds" gotest internal/f
 phase fleet "several worker processes and API replicas" gotest internal/fleettest
 phase chart "alert rules, Grafana, profiles and the Helm chart against a kube-apiserver" gotest deploy
 phase containers "images, compose stack, worker container under each Docker setting" bash scripts/test-containers.sh
+phase cluster "the chart on a single-node Kubernetes: install, builds, upgrade, rollback, restricted" bash scripts/test-cluster.sh
 phase fuzz "every fuzz target for a fixed count of inputs" bash scripts/fuzz.sh
 
 echo

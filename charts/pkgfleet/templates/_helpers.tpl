@@ -375,6 +375,7 @@ kube-apiserver admits, row by row of the chart README's table.
 {{- if eq $w.appArmorProfile.type "Unconfined" }}{{ $unconfined = append $unconfined "AppArmor" }}{{ end }}
 {{- if $unconfined }}{{ join " and " $unconfined }} Unconfined
 {{- else if $w.userNamespacedPod }}procMount: Unmasked of worker.userNamespacedPod
+{{- else if eq $w.appArmorProfile.type "None" }}seccomp Localhost, no AppArmor
 {{- else }}seccomp and AppArmor Localhost
 {{- end }}
 {{- end }}
