@@ -19,15 +19,14 @@ command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v unshare >/dev/null || need+=(util-linux)
 if [ "${1:-}" = --tests ]; then
   command -v chromium >/dev/null || need+=(chromium)
-  # One master, two replicas and three sentinels (faulttest's failover).
+  # One master, two replicas and three sentinels (faulttest's failover),
+  # and the chart's Sentinel scripts (deploy/).
   command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
   # A package that takes its version from its git tag (e2e), as the
   # worker image's setuptools-scm and hatch-vcs do.
   /usr/bin/python3 -c 'import setuptools_scm' 2>/dev/null || need+=(python3-setuptools-scm)
   # Packages versioned from git history by hatch-vcs (e2e versions_test.go).
   /usr/bin/python3 -c 'import hatchling, hatch_vcs' 2>/dev/null || need+=(python3-hatchling python3-hatch-vcs)
-  # Redis with Sentinel (issue 25; the chart's Sentinel scripts in deploy/).
-  command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
 fi
 
 # As root, builds run as a dedicated unprivileged user (Server.RunAsUser's
