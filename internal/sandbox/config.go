@@ -8,7 +8,7 @@ type Config struct {
 	BuilderDir       string   // Git.BuilderDir: masked except this build's checkout
 	ConfigDir        string   // directory of the config file: masked
 	SockFileDir      string   // Server.SockFileDir: masked
-	StorageLocations []string // every FileStorage.Location: masked
+	StorageLocations []string // every FileStorage.Location, and the AWS web-identity token's directory: masked
 	TempDir          string   // Server.TempDir: parent of pkgfleet-workspaces
 	WorkDir          string   // Git.BuilderDir/work: builds' Source and Dest, which the build user must reach
 	RunAsUser        string   // Server.RunAsUser: name or numeric uid; "" = invoking user

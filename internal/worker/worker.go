@@ -367,12 +367,19 @@ func defaultRetryDelay(n int) time.Duration {
 
 // SandboxConfig maps the settings onto the sandbox's view of the service.
 func SandboxConfig(cfg *config.Config) sandbox.Config {
+	hidden := []string{cfg.FileStorage.Location}
+	// The web-identity token the AWS default chain reads (IRSA projects it
+	// into a pod whose ServiceAccount carries a role) grants that role,
+	// and with it the artifact bucket: no build may read it.
+	if f := os.Getenv("AWS_WEB_IDENTITY_TOKEN_FILE"); filepath.IsAbs(f) {
+		hidden = append(hidden, filepath.Dir(f))
+	}
 	return sandbox.Config{
 		DataDir:          cfg.Server.DataDir,
 		BuilderDir:       cfg.Git.BuilderDir,
 		ConfigDir:        cfg.Dir(),
 		SockFileDir:      cfg.Server.SockFileDir,
-		StorageLocations: []string{cfg.FileStorage.Location},
+		StorageLocations: hidden,
 		TempDir:          cfg.Server.TempDir,
 		WorkDir:          WorkDir(cfg),
 		RunAsUser:        cfg.Server.RunAsUser,
