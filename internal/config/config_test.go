@@ -90,6 +90,8 @@ func TestBadConfigNamesFileLineAndKey(t *testing.T) {
 		{"durability wait longer than a confirmation's period", "[Redis]\nSentinelAddresses = a:26379\nWaitTimeout = 5s\n", "T + W <= 3/4 x L (45s, L the build slot's lease) and 4 x W < T"},
 		{"fence and wait beyond the lease", "[Worker]\nFenceAfter = 44s\n[Redis]\nSentinelAddresses = a:26379\nWaitTimeout = 2s\n", "T + W <= 3/4 x L"},
 		{"task checks too slow", "[Worker]\nTaskCheckInterval = 2m\n", "Worker.TaskCheckInterval must be between 1ms and 1m"},
+		{"reconciler grace within a stopping build's time", "[Worker]\nFenceAfter = 20s\n\n[Reconcile]\nGrace = 45s\n", "Reconcile.Grace must exceed Worker.FenceAfter + asynq's task lease (20s + 30s = 50s)"},
+		{"reconciler passes too often", "[Reconcile]\nInterval = 10ms\n", "Reconcile.Interval must be at least 1s"},
 		{"syntax", "[Git\n", "expected right bracket"},
 	}
 	for _, tc := range cases {

@@ -183,12 +183,18 @@ func TestABuildWhoseTaskWasLostIsQueuedAgainOnce(t *testing.T) {
 	}
 }
 
-func TestAGracePeriodProtectsABuildWhoseTaskIsBeingQueued(t *testing.T) {
+func TestAGracePeriodProtectsABuildWhoseTaskIsBeingQueuedOrPicked(t *testing.T) {
 	t.Parallel()
 	x := newRig(t)
 	// The record is written; its task is not yet (the API is between
 	// CreateBuild and the enqueue) when a pass looks.
 	b := x.record("in-flight")
+	// Another was dequeued (active, leased) by a worker that has not begun
+	// its attempt: its record still says queued, no token.
+	picked := x.enqueue("picked")
+	q, id := queue.Queue(picked.Language), queue.TaskID(picked.Source, picked.Builder, picked.SHA)
+	x.dequeueWithoutLease(q, id)
+	x.rdb.ZAdd(context.Background(), queue.LeaseKey(q), redis.Z{Score: float64(time.Now().Add(time.Hour).Unix()), Member: id})
 	x.pass(0, "the task is being written")
 	x.advance(grace - time.Second)
 	x.pass(0, "the task is being written, still")
