@@ -132,13 +132,13 @@ func TestBucketKilledDuringAnUpload(t *testing.T) {
 	big := make([]byte, 3*partSize)
 	os.WriteFile(filepath.Join(src, "big.tar.gz"), big, 0o600)
 	os.WriteFile(filepath.Join(src, "a.tar.gz"), []byte("a"), 0o600)
-	relay.SetDelay(300e6) // time for the kill to land mid-upload
+	relay.SetDelay(2 * time.Second) // time for the kill to land mid-upload, on a loaded machine too
 	errc := make(chan error, 1)
 	go func() {
 		_, err := s.Put(context.Background(), "src", "pkg", 1, 1, src, []registry.Artifact{{File: "a.tar.gz"}, {File: "big.tar.gz"}})
 		errc <- err
 	}()
-	testenv.Eventually(t, 30e9, "the multipart upload to start", func() bool {
+	testenv.Eventually(t, 30*time.Second, "the multipart upload to start", func() bool {
 		out, err := b.Client().ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: aws.String(b.Bucket)})
 		return err == nil && len(out.Uploads) > 0
 	})
