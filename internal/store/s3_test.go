@@ -116,6 +116,16 @@ func TestBucketRedirectsToAPresignedURL(t *testing.T) {
 	if !redirected || resp.StatusCode != http.StatusOK || string(body) != "the bytes" {
 		t.Fatalf("redirected %v, %s, %q", redirected, resp.Status, body)
 	}
+	// A HEAD is answered without a redirect: the URL is presigned for GET.
+	redirected = false
+	resp, err = c.Head(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if redirected || resp.StatusCode != http.StatusOK || resp.ContentLength != int64(len("the bytes")) {
+		t.Fatalf("HEAD: redirected %v, %s, length %d", redirected, resp.Status, resp.ContentLength)
+	}
 }
 
 // TestBucketKilledDuringAnUpload: the server dies in the middle of a
