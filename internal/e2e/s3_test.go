@@ -166,7 +166,7 @@ func TestABuildWhoseS3DiesMidUploadRetries(t *testing.T) {
 	f.do("POST", "/api/v1/sources", map[string]string{"name": "s", "type": "git"}, 201)
 	// A tarball of several parts: its multipart upload is under way, its
 	// parts not sent, while the relay holds back the server's answer to
-	// the upload's creation (3s, which the relay cannot cut short). Then
+	// the upload's creation (5s, which the relay cannot cut short). Then
 	// the server is killed.
 	blob := make([]byte, 12<<20)
 	_, _ = rand.NewChaCha8([32]byte{}).Read(blob)
@@ -178,7 +178,7 @@ func TestABuildWhoseS3DiesMidUploadRetries(t *testing.T) {
 		"inst/extdata/blob.bin": string(blob),
 	})
 	f.do("POST", "/api/v1/sources/s/git-builders", map[string]any{"url": "file://" + repo}, 201)
-	relay.SetDelay(3 * time.Second)
+	relay.SetDelay(5 * time.Second)
 	id := f.run("/api/v1/sources/s/git-builders/blobfleet/run", nil).ID
 	testenv.Eventually(t, 3*time.Minute, "the build to store its files", func() bool { return strings.Contains(f.log(id), "==> storing") })
 	srv.Kill(t)

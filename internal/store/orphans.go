@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -58,17 +59,17 @@ func (s *Sweeper) Run(ctx context.Context) error {
 	})
 }
 
+// maxUnnamed is how many orphans one sweep removes without question;
+// more than that, and more than half the files it looked at, and it
+// removes none: a Redis that is not the fleet's (an empty one, another
+// database) would name nothing, and the sweep would empty the store.
+const maxUnnamed = 10
+
 // Sweep removes once the orphans older than Grace at now, and returns how
 // many it removed. A file whose build cannot be read now is left for the
-// next sweep.
+// next sweep. It first finds them all, then removes them, unless they
+// are most of the store (maxUnnamed).
 func (s *Sweeper) Sweep(ctx context.Context, now time.Time) (int, error) {
-	builds := map[int64]*registry.Build{} // nil: no such build
-	removed := 0
-	defer func() {
-		if s.Removed != nil && removed > 0 {
-			s.Removed(removed)
-		}
-	}()
 	if a, ok := s.Store.(interface {
 		AbortStale(context.Context, time.Time) (int, error)
 	}); ok {
@@ -78,10 +79,14 @@ func (s *Sweeper) Sweep(ctx context.Context, now time.Time) (int, error) {
 			s.Log.Info("aborted stale multipart uploads", "uploads", n)
 		}
 	}
+	builds := map[int64]*registry.Build{} // nil: no such build
+	var orphans []Stored
+	old := 0
 	err := s.Store.Walk(ctx, func(f Stored) error {
 		if now.Sub(f.ModTime) < s.Grace {
 			return nil
 		}
+		old++
 		b, seen := builds[f.Build]
 		if !seen {
 			var err error
@@ -94,17 +99,31 @@ func (s *Sweeper) Sweep(ctx context.Context, now time.Time) (int, error) {
 			}
 			builds[f.Build] = b
 		}
-		if names(b, f) {
-			return nil
+		if !names(b, f) {
+			orphans = append(orphans, f)
 		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if len(orphans) > maxUnnamed && 2*len(orphans) > old {
+		return 0, fmt.Errorf("%d of the %d files older than Storage.OrphanGrace in the %s name no build record: removing none (is this the fleet's Redis?)", len(orphans), old, s.Store)
+	}
+	removed := 0
+	defer func() {
+		if s.Removed != nil && removed > 0 {
+			s.Removed(removed)
+		}
+	}()
+	for _, f := range orphans {
 		if err := s.Store.Remove(ctx, f); err != nil {
-			return err
+			return removed, err
 		}
 		removed++
 		s.Log.Info("removed an orphaned artifact", "file", f.Name(), "age", now.Sub(f.ModTime).Round(time.Second))
-		return nil
-	})
-	return removed, err
+	}
+	return removed, nil
 }
 
 // names reports whether record b names the stored file f, or may still:

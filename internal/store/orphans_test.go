@@ -106,3 +106,27 @@ func TestSweeperRunsUnderTheLease(t *testing.T) {
 		return n == 0
 	})
 }
+
+// TestSweepRemovesNothingWhenNoRecordNamesMostOfTheStore: a Redis that is
+// not the fleet's names nothing; the sweep then removes nothing and says
+// why, instead of emptying the store.
+func TestSweepRemovesNothingWhenNoRecordNamesMostOfTheStore(t *testing.T) {
+	t.Parallel()
+	s, _ := NewDir(t.TempDir())
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "a.tar.gz"), []byte("a"), 0o600)
+	for id := int64(1); id <= maxUnnamed+1; id++ {
+		if _, err := s.Put(context.Background(), "src", "pkg", id, 1, src, []registry.Artifact{{File: "a.tar.gz"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rdb, _ := rds.DB(t)
+	sw := &Sweeper{Store: s, Registry: registry.New(rdb), Grace: time.Hour, Log: testenv.Logger(t)}
+	n, err := sw.Sweep(context.Background(), time.Now().Add(2*time.Hour))
+	if err == nil || n != 0 || !strings.Contains(err.Error(), "removing none") {
+		t.Fatalf("sweep of a store no record names: removed %d, %v", n, err)
+	}
+	if got := walk(t, s); len(got) != maxUnnamed+1 {
+		t.Fatalf("%d files left, want all %d", len(got), maxUnnamed+1)
+	}
+}

@@ -116,6 +116,16 @@ func TestBucketRedirectsToAPresignedURL(t *testing.T) {
 	if !redirected || resp.StatusCode != http.StatusOK || string(body) != "the bytes" {
 		t.Fatalf("redirected %v, %s, %q", redirected, resp.Status, body)
 	}
+	// A HEAD is answered without a redirect: the URL is presigned for GET.
+	redirected = false
+	resp, err = c.Head(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if redirected || resp.StatusCode != http.StatusOK || resp.ContentLength != int64(len("the bytes")) {
+		t.Fatalf("HEAD: redirected %v, %s, length %d", redirected, resp.Status, resp.ContentLength)
+	}
 }
 
 // TestBucketKilledDuringAnUpload: the server dies in the middle of a
@@ -132,13 +142,13 @@ func TestBucketKilledDuringAnUpload(t *testing.T) {
 	big := make([]byte, 3*partSize)
 	os.WriteFile(filepath.Join(src, "big.tar.gz"), big, 0o600)
 	os.WriteFile(filepath.Join(src, "a.tar.gz"), []byte("a"), 0o600)
-	relay.SetDelay(300e6) // time for the kill to land mid-upload
+	relay.SetDelay(2 * time.Second) // time for the kill to land mid-upload, on a loaded machine too
 	errc := make(chan error, 1)
 	go func() {
 		_, err := s.Put(context.Background(), "src", "pkg", 1, 1, src, []registry.Artifact{{File: "a.tar.gz"}, {File: "big.tar.gz"}})
 		errc <- err
 	}()
-	testenv.Eventually(t, 30e9, "the multipart upload to start", func() bool {
+	testenv.Eventually(t, 30*time.Second, "the multipart upload to start", func() bool {
 		out, err := b.Client().ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: aws.String(b.Bucket)})
 		return err == nil && len(out.Uploads) > 0
 	})
