@@ -886,7 +886,6 @@ func checkConfig(t *testing.T, r *rendered, vs valueSet) {
 	if cfg.HTTP.TokensFile != configDir+"/tokens" {
 		t.Errorf("HTTP.TokensFile = %s", cfg.HTTP.TokensFile)
 	}
-	// Storage.Default is read raw: it may be pending (see pendingSettings).
 	s3 := raw["Storage.Default"] == "s3"
 	if s3 && raw["FileStorage.Location"] != "" {
 		t.Errorf("Storage.Default = s3 and FileStorage.Location %s both set", raw["FileStorage.Location"])
@@ -1173,9 +1172,9 @@ func TestChartSchemaConfigListsEverySetting(t *testing.T) {
 		t.Errorf("values.schema.json's config does not list exactly the settings of internal/config that the chart leaves to values (settings changed?); run:\n  go test ./deploy -run TestChartSchemaConfigListsEverySetting -update")
 	}
 	// The chart-managed settings must exist, or the chart writes a key
-	// pkgfleet refuses (pending ones aside, see pendingSettings).
+	// pkgfleet refuses.
 	for _, name := range chartManaged {
-		if !declared(name) && !slices.Contains(pendingSettings, name) {
+		if !declared(name) {
 			t.Errorf("the chart sets %s, which internal/config does not declare", name)
 		}
 	}
