@@ -107,6 +107,7 @@ func TestBenchDurability(t *testing.T) {
 			f.waitStatus(id, 3*time.Minute, func(b *registry.Build) bool { return registry.Terminal(b.Status) }, "to finish")
 		}
 		testenv.Eventually(t, time.Minute, "the old master to be a replica", func() bool { return old.Role() == "slave" })
+		s.WaitReady(t)
 		t.Logf("failover %d: master death -> first new build start %s", round+1, first.Round(time.Millisecond))
 	}
 	sorted := slices.Clone(deaths)

@@ -79,18 +79,46 @@ func StartSentinel(t testing.TB) *Sentinel {
 		}
 		s.Sentinels = append(s.Sentinels, s.start("redis-sentinel", dir, "127.0.0.1:"+strconv.Itoa(ports[3+i]), []string{conf}))
 	}
-	Eventually(t, 60*time.Second, "the sentinels to know both replicas and each other", func() bool {
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range append(slices.Clone(s.Nodes), s.Sentinels...) {
+				out, _ := os.ReadFile(n.log)
+				t.Logf("log of %s on %s:\n%s", n.args[0], n.Addr, tail(string(out), 3000))
+			}
+		}
+	})
+	s.WaitReady(t)
+	return s
+}
+
+// WaitReady waits until every sentinel sees the master and two replicas
+// in sync with it, and the other two sentinels: until a failover can
+// happen (after one, the old master must have rejoined and synced).
+func (s *Sentinel) WaitReady(t testing.TB) {
+	t.Helper()
+	Eventually(t, 60*time.Second, "the sentinels to know both replicas, in sync, and each other", func() bool {
 		for _, sn := range s.Sentinels {
-			c := redis.NewSentinelClient(&redis.Options{Addr: sn.Addr})
+			c := redis.NewSentinelClient(&redis.Options{Addr: sn.Addr, MaxRetries: -1})
 			reps, err1 := c.Replicas(context.Background(), SentinelMaster).Result()
 			sens, err2 := c.Sentinels(context.Background(), SentinelMaster).Result()
 			c.Close()
 			if err1 != nil || err2 != nil || len(reps) != 2 || len(sens) != 2 {
 				return false
 			}
+			for _, r := range reps {
+				if r["flags"] != "slave" || r["master-link-status"] != "ok" {
+					return false
+				}
+			}
 		}
 		return true
 	})
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
 	return s
 }
 
