@@ -189,3 +189,34 @@ func TestTheConnectorHalfCloses(t *testing.T) {
 type nopCloser struct{ io.Writer }
 
 func (nopCloser) Close() error { return nil }
+
+// A submodule over ssh or git:// of an https repository connects through
+// the policy too (git://: refused on loopback, ssh: no host but the
+// repository's own): the port it names never sees a connection.
+func TestASubmoduleOfAnHTTPSRepositoryDoesNotConnectAroundThePolicy(t *testing.T) {
+	t.Parallel()
+	testenv.Require(t, "git", "ssh")
+	sub, _ := testenv.Repo(t, map[string]string{"sub.txt": "x\n"})
+	for _, scheme := range []string{"git://", "ssh://git@"} {
+		silent, seen := testenv.Silent(t)
+		work, _ := testenv.Repo(t, map[string]string{"DESCRIPTION": "Package: super\n"})
+		testenv.Git(t, work, "-c", "protocol.file.allow=always", "submodule", "add", "--quiet", sub, "sub")
+		testenv.Git(t, work, "config", "-f", ".gitmodules", "submodule.sub.url", scheme+silent+"/x.git")
+		sha := testenv.Commit(t, work, nil, "with a submodule")
+		root := t.TempDir()
+		testenv.Git(t, root, "clone", "--quiet", "--bare", work, "super.git")
+		srv, ca := testenv.GitHTTPS(t, root)
+		_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		c := &Client{Net: exampleIsLoopback(t), Env: []string{"GIT_SSL_CAINFO=" + ca}}
+		_, err := c.Clone(ctx, filepath.Join(t.TempDir(), "c"), CloneOptions{URL: "https://example.com:" + port + "/super.git", SHA: sha, RecurseSubmodules: 1})
+		cancel()
+		if err == nil || errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("%s submodule on loopback: %v, want a failure at once", scheme, err)
+		}
+		if n := seen(); n != 0 {
+			t.Errorf("%s submodule: its port saw %d connections", scheme, n)
+		}
+	}
+}
