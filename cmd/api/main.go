@@ -18,9 +18,13 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/api"
 	"github.com/pkgfleet/pkgfleet/internal/auth"
 	"github.com/pkgfleet/pkgfleet/internal/config"
+	"github.com/pkgfleet/pkgfleet/internal/git"
 )
 
 func main() {
+	// git runs this binary again as the connector of its ssh and git://
+	// transports; then Init runs it and never returns.
+	git.Init()
 	if len(os.Args) > 2 && os.Args[1] == "token" && os.Args[2] == "create" {
 		os.Exit(tokenCreate(os.Args[3:]))
 	}

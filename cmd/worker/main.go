@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/pkgfleet/pkgfleet/internal/config"
+	"github.com/pkgfleet/pkgfleet/internal/git"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/worker"
 )
@@ -22,6 +23,9 @@ func main() {
 	// The sandbox re-executes this binary to set up each build; in that
 	// case Init runs the sandbox stage and never returns.
 	sandbox.Init()
+	// git runs this binary again as the connector of its ssh and git://
+	// transports; then Init runs it and never returns.
+	git.Init()
 
 	cfg, rest, err := config.FromArgs("pkgfleet-worker", "pkgfleet-worker [-config FILE]\n"+
 		"       pkgfleet-worker [-config FILE] sandbox check\n"+

@@ -248,8 +248,7 @@ func (n node) podIP(t *testing.T, ns, selector string) string {
 // address, as a git host outside the cluster would. The pods' git takes
 // the certificate with GIT_SSL_NO_VERIFY (the test's upgrade values): the
 // chart mounts no CA file of a test's. (git:// would need no certificate,
-// but pkgfleet's git:// proxy cannot half-close: a fetch over protocol v2
-// hangs until its WaitDelay.)
+// and its connector now half-closes; https is what most hosts serve.)
 func gitHTTPS(t *testing.T, n node, repos string) string {
 	t.Helper()
 	backend := filepath.Join(strings.TrimSpace(must(t, time.Minute, nil, "git", "--exec-path")), "git-http-backend")

@@ -191,61 +191,40 @@ func RemoteHost(raw string) (host, port string) {
 }
 
 // way is one operation's way out: the proxy of its https connections,
-// and for an ssh or git:// remote a connector that reaches the remote's
-// host through the same proxy.
+// and the connector (connect.go) by which git's git:// and ssh
+// transports reach the same proxy.
 type way struct {
 	px *netpolicy.Proxy
-	// connect is a command (bash's /dev/tcp) that connects its standard
-	// input and output to the proxy's pipe to the remote's host and port,
-	// both fixed before git starts, so no host name from a URL passes
-	// through a shell, and the address reached is the one the policy
-	// checked when the proxy dialled it. ssh runs it as its ProxyCommand.
-	connect string
-	// gitProxy is the same as an executable file, for core.gitProxy
-	// (git runs it without a shell, so it cannot take arguments).
-	gitProxy string
-	dir      string // holds gitProxy
+	// connector is the connector's path, for core.gitProxy (git runs it
+	// without a shell, with the host and port of each git:// remote, a
+	// submodule's too) and as ssh's ProxyCommand.
+	connector string
+	// sshTarget is the host:port of an ssh repository URL, fixed before
+	// git starts (ssh's %h would pass a submodule's host through a
+	// shell); "" when the repository is not ssh, and then ssh reaches
+	// nothing.
+	sshTarget string
 }
 
 // outbound starts the proxy of one operation on repoURL.
 func (c *Client) outbound(repoURL string) (*way, error) {
+	exe, err := connector()
+	if err != nil && (isSSH(repoURL) || strings.HasPrefix(repoURL, "git://")) {
+		return nil, err
+	}
 	px, err := c.Net.Listen(c.MaxFetchSize)
 	if err != nil {
 		return nil, err
 	}
-	w := &way{px: px}
-	git := strings.HasPrefix(repoURL, "git://")
-	if !isSSH(repoURL) && !git {
-		return w, nil
-	}
-	host, port := RemoteHost(repoURL)
-	pipe, err := px.Pipe(host, port)
-	if err != nil {
-		w.close()
-		return nil, err
-	}
-	_, pipePort, _ := net.SplitHostPort(pipe)
-	script := "exec 3<>/dev/tcp/127.0.0.1/" + pipePort + " && { cat <&3 & exec cat >&3; }"
-	w.connect = "bash -c '" + script + "'"
-	if git {
-		if w.dir, err = os.MkdirTemp("", "pkgfleet-git-proxy-"); err == nil {
-			w.gitProxy = filepath.Join(w.dir, "connect")
-			err = os.WriteFile(w.gitProxy, []byte("#!/bin/bash\n"+script+"\n"), 0o700)
-		}
-		if err != nil {
-			w.close()
-			return nil, fmt.Errorf("git proxy: %w", err)
-		}
+	w := &way{px: px, connector: exe}
+	if isSSH(repoURL) {
+		host, port := RemoteHost(repoURL)
+		w.sshTarget = net.JoinHostPort(host, port)
 	}
 	return w, nil
 }
 
-func (w *way) close() {
-	w.px.Close()
-	if w.dir != "" {
-		os.RemoveAll(w.dir)
-	}
-}
+func (w *way) close() { w.px.Close() }
 
 func isSSH(raw string) bool {
 	return strings.HasPrefix(raw, "ssh://") || (!strings.Contains(raw, "://") && scpLike.MatchString(raw))
@@ -684,9 +663,13 @@ func (c *Client) run(ctx context.Context, dir string, w *way, args ...string) ([
 		// On the command line, so that every git process this one starts
 		// inherits it (GIT_CONFIG_PARAMETERS).
 		full = append([]string{"-c", "http.proxy=" + px.URL()}, full...)
-		if w.gitProxy != "" {
-			full = append([]string{"-c", "core.gitProxy=" + w.gitProxy}, full...)
+		// Without a connector (a program that did not call Init), git://
+		// and ssh, a submodule's, reach nothing rather than everything.
+		gitProxy := "false"
+		if w.connector != "" {
+			gitProxy = w.connector
 		}
+		full = append([]string{"-c", "core.gitProxy=" + gitProxy}, full...)
 		env = slices.DeleteFunc(env, func(kv string) bool {
 			name, _, _ := strings.Cut(kv, "=")
 			return slices.Contains(proxyEnv, name)
@@ -720,8 +703,15 @@ func (c *Client) run(ctx context.Context, dir string, w *way, args ...string) ([
 		"GIT_SSH_COMMAND=ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
 	)
 	cmd.Env = append(cmd.Env, c.Env...)
-	if w != nil && w.connect != "" {
-		cmd.Env = sshVia(cmd.Env, w.connect)
+	if w != nil {
+		// The proxy's address and ssh's target travel in the environment,
+		// which git passes to the connector untouched: no shell reads them.
+		proxyCommand := "false"
+		if w.connector != "" {
+			proxyCommand = "'" + w.connector + "'" // ssh runs it with sh -c "exec …"
+		}
+		cmd.Env = append(cmd.Env, connectEnv+"="+px.Addr(), sshTargetEnv+"="+w.sshTarget)
+		cmd.Env = sshVia(cmd.Env, proxyCommand)
 	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

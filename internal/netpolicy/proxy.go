@@ -42,7 +42,6 @@ type Proxy struct {
 	refused error
 	failed  error
 	conns   map[net.Conn]bool
-	pipes   []net.Listener
 	served  sync.WaitGroup
 }
 
@@ -61,7 +60,10 @@ func (p *Policy) Listen(limit int64) (*Proxy, error) {
 }
 
 // URL is the proxy's address as curl's proxy setting takes it.
-func (x *Proxy) URL() string { return "http://" + x.l.Addr().String() }
+func (x *Proxy) URL() string { return "http://" + x.Addr() }
+
+// Addr is the proxy's loopback address and port.
+func (x *Proxy) Addr() string { return x.l.Addr().String() }
 
 // Refused is the first connection the policy refused, or nil.
 func (x *Proxy) Refused() error {
@@ -92,9 +94,6 @@ func (x *Proxy) Close() {
 	for c := range x.conns {
 		c.Close()
 	}
-	for _, l := range x.pipes {
-		l.Close()
-	}
 	x.mu.Unlock()
 	x.served.Wait()
 }
@@ -122,40 +121,6 @@ func (x *Proxy) accept(l net.Listener, handle func(net.Conn)) {
 			handle(c)
 		}()
 	}
-}
-
-// Pipe opens a second loopback port of the proxy that forwards each
-// connection, raw, to host:port, dialled through the policy like a
-// tunnel (and counted against the same limit): the way out of a client
-// that speaks no HTTP proxy protocol, such as ssh's ProxyCommand. The
-// target is fixed here, so nothing the client says can choose it.
-func (x *Proxy) Pipe(host, port string) (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("outbound proxy: %w", err)
-	}
-	x.mu.Lock()
-	if x.ctx.Err() != nil {
-		x.mu.Unlock()
-		l.Close()
-		return "", errors.New("outbound proxy: closed")
-	}
-	x.pipes = append(x.pipes, l)
-	x.mu.Unlock()
-	target := net.JoinHostPort(host, port)
-	x.served.Add(1)
-	go func() {
-		defer x.served.Done()
-		x.accept(l, func(down net.Conn) {
-			up, err := x.dial(target)
-			if err != nil {
-				return
-			}
-			defer x.untrack(up)
-			x.splice(down, up, down)
-		})
-	}()
-	return l.Addr().String(), nil
 }
 
 // dial connects to target through the policy and remembers the first

@@ -7,7 +7,9 @@ import (
 	"net/http/cgi"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -75,4 +77,43 @@ func Redirector(t testing.TB, to string) (srv *httptest.Server, ca string, asked
 		http.Redirect(w, r, "https://"+to+r.URL.RequestURI(), http.StatusFound)
 	}))
 	return srv, ca, n.Load
+}
+
+// GitDaemon serves the bare repositories below root over git:// with
+// git daemon (one `git daemon --inetd` per connection, on a loopback port
+// of the test's) and returns its address.
+func GitDaemon(t testing.TB, root string) string {
+	t.Helper()
+	Require(t, "git")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var served sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); served.Wait() })
+	served.Add(1)
+	go func() {
+		defer served.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			served.Add(1)
+			go func() {
+				defer served.Done()
+				defer c.Close()
+				f, err := c.(*net.TCPConn).File()
+				if err != nil {
+					return
+				}
+				defer f.Close()
+				cmd := exec.Command("git", "daemon", "--inetd", "--export-all", "--base-path="+root, root)
+				cmd.Stdin, cmd.Stdout = f, f
+				cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1")
+				_ = cmd.Run()
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
