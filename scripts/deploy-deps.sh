@@ -10,8 +10,8 @@
 # (deploy/tools/etcd/go.mod pins go.etcd.io/etcd/server/v3), built once into
 # ~/.cache/pkgfleet/tools/<name>-<version>/ (Kubernetes takes about ten
 # minutes cold on two cores); for the cluster phase's node, kube-scheduler,
-# kube-controller-manager and kubelet from the same module, CoreDNS
-# (deploy/tools/coredns/go.mod), and Debian's containerd, runc,
+# kube-controller-manager and kubelet from the same module, CoreDNS with
+# the plugins it uses (deploy/tools/coredns), and Debian's containerd, runc,
 # containernetworking-plugins and iptables. Safe to run again: it does nothing when all
 # are there.
 # With --print-helm it prints that helm's path on stdout (for PKGFLEET_HELM).
@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/apt.sh
 tools_who=deploy-deps
-source scripts/tools.sh # mod_version, build_tools; sets cache
+source scripts/tools.sh # mod_version, own_main_key, build_tools; sets cache
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -127,13 +127,13 @@ build_tools deploy/tools/kube "$kube_version" "$kube_ldflags" \
   kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
   kubelet=k8s.io/kubernetes/cmd/kubelet
 build_tools deploy/tools/etcd "$etcd_version" "" etcd=.
-# The cluster phase's DNS (deploy/tools/coredns/go.mod pins it).
-coredns_version=$(mod_version deploy/tools/coredns github.com/coredns/coredns)
-if [ -z "$coredns_version" ]; then
+# The cluster phase's DNS: CoreDNS with only the plugins its Corefile uses
+# (deploy/tools/coredns/main.go; go.mod pins the version).
+if ! coredns_key=$(own_main_key deploy/tools/coredns github.com/coredns/coredns); then
   echo "deploy-deps: no github.com/coredns/coredns in deploy/tools/coredns/go.mod" >&2
   exit 1
 fi
-build_tools deploy/tools/coredns "$coredns_version" "" coredns=github.com/coredns/coredns
+build_tools deploy/tools/coredns "$coredns_key" "" coredns=.
 
 if [ "${1:-}" = --print-helm ]; then
   echo "$helm_dir/helm"

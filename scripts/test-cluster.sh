@@ -39,7 +39,7 @@ step() { # logs the time of the step that ended and names the next
   echo "cluster: ${step_name} ..."
 }
 
-cache=${XDG_CACHE_HOME:-$HOME/.cache}/pkgfleet/tools
+source scripts/tools.sh # mod_version, own_main_key; sets cache
 if [ "$(id -u)" -ne 0 ]; then
   echo "cluster: a kubelet and containerd need root" >&2
   exit 1
@@ -55,18 +55,17 @@ if [ "${PKGFLEET_CLUSTER_IMAGES:-}" = build ] || ! bash scripts/dockerd.sh ||
   ! docker image inspect pkgfleet-api:local pkgfleet-worker:local pkgfleet-redis:local >/dev/null 2>&1; then
   bash scripts/images.sh
 fi
-mod_version() { sed -n -E "s#^(require)?[[:space:]]*$2 (v[^ ]+)( // indirect)?\$#\\2#p" "$1/go.mod"; }
 kube_version=$(mod_version deploy/tools/kube k8s.io/kubernetes)
 etcd_version=$(mod_version deploy/tools/etcd go.etcd.io/etcd/server/v3)
-coredns_version=$(mod_version deploy/tools/coredns github.com/coredns/coredns)
-bin() { echo "$cache/$1-$2/$1"; }
+coredns_key=$(own_main_key deploy/tools/coredns github.com/coredns/coredns)
+bin() { echo "$cache/pkgfleet/tools/$1-$2/$1"; }
 etcd=$(bin etcd "$etcd_version")
 apiserver=$(bin kube-apiserver "$kube_version")
 kubectl=$(bin kubectl "$kube_version")
 scheduler=$(bin kube-scheduler "$kube_version")
 controller=$(bin kube-controller-manager "$kube_version")
 kubelet=$(bin kubelet "$kube_version")
-coredns=$(bin coredns "$coredns_version")
+coredns=$(bin coredns "$coredns_key")
 for b in "$etcd" "$apiserver" "$kubectl" "$scheduler" "$controller" "$kubelet" "$coredns"; do
   [ -x "$b" ] || { echo "cluster: $b is missing (scripts/deploy-deps.sh builds it)" >&2; exit 1; }
 done

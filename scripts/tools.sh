@@ -13,6 +13,19 @@ mod_version() {
   sed -n -E "s#^(require)?[[:space:]]*$2 (v[^ ]+)( // indirect)?\$#\\2#p" "$1/go.mod"
 }
 
+# own_main_key MODDIR MODULE prints the key (the directory suffix) of a
+# binary built from MODDIR's own main package (deploy/tools/coredns: CoreDNS
+# with a plugin list of ours): MODULE's pinned version and a digest of
+# main.go and go.mod, so that a changed plugin list or module builds anew,
+# under a new directory, on every machine, and none keeps an older build.
+own_main_key() {
+  local version digest
+  version=$(mod_version "$1" "$2")
+  [ -n "$version" ] || return 1
+  digest=$(cat "$1/main.go" "$1/go.mod" | sha256sum)
+  echo "$version-${digest:0:8}"
+}
+
 # build_tools MODDIR VERSION LDFLAGS NAME=PACKAGE... builds each PACKAGE of
 # the tool module MODDIR into $cache/pkgfleet/tools/NAME-VERSION/NAME,
 # unless it is there; all in one go build, so shared packages compile once.
