@@ -61,6 +61,7 @@ func TestSentinelValuesOnTheNode(t *testing.T) {
 	t.Logf("an R build through the API, the sentinels asked for the master: %s", time.Since(begin).Round(time.Second))
 	begin = time.Now()
 	n.k(t, "-n", ns, "delete", "pod", old, "--wait=true", "--timeout=2m")
+	t.Logf("%s deleted (its containers stopped): %s", old, time.Since(begin).Round(time.Second))
 	var promoted string
 	waitFor(t, 2*time.Minute, "the sentinels promote a replica of "+old, func() (bool, string) {
 		for i := range 3 {
@@ -77,7 +78,7 @@ func TestSentinelValuesOnTheNode(t *testing.T) {
 		}
 		return false, host
 	})
-	t.Logf("%s deleted: the sentinels promoted %s after %s", old, promoted, time.Since(begin).Round(time.Second))
+	t.Logf("the sentinels promoted %s %s after the deletion began", promoted, time.Since(begin).Round(time.Second))
 	// With min-replicas-to-write 1 the promoted master takes writes once
 	// the sentinels have pointed the other replica at it.
 	waitFor(t, 2*time.Minute, "a replica follows "+promoted, func() (bool, string) {
