@@ -7,30 +7,39 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
-// The chart's defaults install on one small node: every pod they make
-// requests, in all, at most 1.5 CPUs, so that a 2-CPU node keeps room for
-// its own pods (DNS, the CNI). A worker that asked for a whole CPU left the
-// second worker Pending ("Insufficient cpu") on a 2-CPU node, and
-// `helm install --wait` of the defaults timed out there.
+// The chart's defaults, and the values the cluster phase installs on its
+// one node (ci/s3-values.yaml, ci/redis-sentinel-values.yaml: three Redis
+// pods, each a redis-server and a redis-sentinel), install on one small
+// node: every pod they make requests, in all, at most 1.5 CPUs, so that a
+// 2-CPU node keeps room for its own pods (DNS, the CNI). A worker that
+// asked for a whole CPU left the second worker Pending ("Insufficient
+// cpu") on a 2-CPU node, and `helm install --wait` of the defaults timed
+// out there.
 func TestChartDefaultsFitOneTwoCPUNode(t *testing.T) {
 	t.Parallel()
-	r := render(t, valueSet{name: "defaults"})
-	total := resource.NewMilliQuantity(0, resource.DecimalSI)
-	for _, w := range r.workloads() {
-		replicas := int64(1)
-		if d, ok := r.deployments[w.name]; ok && d.Spec.Replicas != nil {
-			replicas = int64(*d.Spec.Replicas)
+	for _, vs := range []valueSet{
+		{name: "defaults"},
+		{name: "s3", file: "s3-values.yaml"},
+		{name: "redis-sentinel", file: "redis-sentinel-values.yaml"},
+	} {
+		r := render(t, vs)
+		total := resource.NewMilliQuantity(0, resource.DecimalSI)
+		for _, w := range r.workloads() {
+			replicas := int64(1)
+			if d, ok := r.deployments[w.name]; ok && d.Spec.Replicas != nil {
+				replicas = int64(*d.Spec.Replicas)
+			}
+			if s, ok := r.statefulSets[w.name]; ok && s.Spec.Replicas != nil {
+				replicas = int64(*s.Spec.Replicas)
+			}
+			for _, c := range w.pod.Spec.Containers {
+				cpu := c.Resources.Requests.Cpu()
+				total.Add(*resource.NewMilliQuantity(cpu.MilliValue()*replicas, resource.DecimalSI))
+			}
 		}
-		if s, ok := r.statefulSets[w.name]; ok && s.Spec.Replicas != nil {
-			replicas = int64(*s.Spec.Replicas)
+		if limit := resource.MustParse("1500m"); total.Cmp(limit) > 0 {
+			t.Errorf("%s: the pods request %s CPU in all, more than %s: a 2-CPU node cannot start them all", vs.name, total, &limit)
 		}
-		for _, c := range w.pod.Spec.Containers {
-			cpu := c.Resources.Requests.Cpu()
-			total.Add(*resource.NewMilliQuantity(cpu.MilliValue()*replicas, resource.DecimalSI))
-		}
-	}
-	if limit := resource.MustParse("1500m"); total.Cmp(limit) > 0 {
-		t.Errorf("the defaults' pods request %s CPU in all, more than %s: a 2-CPU node cannot start them all", total, &limit)
 	}
 }
 

@@ -38,6 +38,7 @@ func TestChartDefaultsOnTheNode(t *testing.T) {
 	begin := time.Now()
 	n.helmCmd(t, "install", release, chart, "-n", ns, "--wait", "--timeout", "8m")
 	t.Logf("helm install --wait (default values): %s", time.Since(begin).Round(time.Second))
+	n.uninstallAtEnd(t, ns, release)
 	n.podsReady(t, ns, time.Minute)
 
 	cli := buildCLI(t)

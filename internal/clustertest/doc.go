@@ -6,7 +6,9 @@
 // with KUBECONFIG naming it. They install the chart with --wait, build the
 // examples through the API, install them from pods, upgrade and roll back,
 // delete a worker mid-build and the Redis pod, follow NOTES.txt's commands,
-// and start the worker under the restricted values.
+// start the worker under the restricted values, keep the artifacts in a
+// bucket (ci/s3-values.yaml, a versitygw server on the host), and fail
+// Redis over with Sentinel (ci/redis-sentinel-values.yaml).
 //
 // The tests build with the tag cluster, so that go test ./... does not run
 // them; without a node (no KUBECONFIG) they fail under CI=true and skip

@@ -159,23 +159,38 @@ metadata:
 				t.Logf("logs of the %s pods:\n%s", c, out)
 			}
 		}
+		begin := time.Now()
 		_, _, _ = run(5*time.Minute, nil, n.kubectl, "delete", "namespace", name, "--wait=true", "--timeout=4m")
+		t.Logf("namespace %s deleted (its release's pods gone): %s", name, time.Since(begin).Round(time.Second))
 	})
 }
 
-// volumes makes the hostPath PersistentVolumes that the release's claims
-// bind (the node has no provisioner), bound ahead to those claims, in
-// directories owned by the uid that writes them (hostPath ignores fsGroup).
+// volumes makes the hostPath PersistentVolumes for the claims of a release
+// of the default values: the Redis pod's and the artifacts'.
 func (n node) volumes(t *testing.T, ns, release string) {
 	t.Helper()
-	for _, v := range []struct {
-		claim, mode, size string
-		uid               int
-	}{
-		{"data-" + release + "-redis-0", "ReadWriteOnce", "8Gi", 999},
-		{release + "-artifacts", "ReadWriteMany", "50Gi", 10001},
-	} {
-		name := ns + "-" + v.claim
+	n.claimVolumes(t, ns, redisClaim(release, 0), claim{release + "-artifacts", "ReadWriteMany", "50Gi", 10001})
+}
+
+// claim is a PersistentVolumeClaim a release makes, and the uid that
+// writes its volume.
+type claim struct {
+	name, mode, size string
+	uid              int
+}
+
+// redisClaim is the claim of the chart's Redis pod i.
+func redisClaim(release string, i int) claim {
+	return claim{fmt.Sprintf("data-%s-redis-%d", release, i), "ReadWriteOnce", "8Gi", 999}
+}
+
+// claimVolumes makes the hostPath PersistentVolumes that the claims bind
+// (the node has no provisioner), bound ahead to those claims, in
+// directories owned by the uid that writes them (hostPath ignores fsGroup).
+func (n node) claimVolumes(t *testing.T, ns string, claims ...claim) {
+	t.Helper()
+	for _, v := range claims {
+		name := ns + "-" + v.name
 		dir := filepath.Join(n.dir, "volumes", name)
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			t.Fatal(err)
@@ -194,7 +209,7 @@ spec:
   persistentVolumeReclaimPolicy: Retain
   hostPath: {path: %s, type: Directory}
   claimRef: {namespace: %s, name: %s}
-`, name, testLabel, v.size, v.mode, dir, ns, v.claim))
+`, name, testLabel, v.size, v.mode, dir, ns, v.name))
 		t.Cleanup(func() { _, _, _ = run(time.Minute, nil, n.kubectl, "delete", "pv", name, "--wait=false") })
 	}
 }

@@ -33,6 +33,7 @@ func TestRestrictedValuesOnTheNode(t *testing.T) {
 		"--set", "nodeProfiles.namespace="+profiles,
 		"--set", "nodeProfiles.kubeletRootDir="+n.kubeletRoot)
 	t.Logf("helm install --wait (restricted, seccomp only): %s", time.Since(begin).Round(time.Second))
+	n.uninstallAtEnd(t, ns, release)
 	n.podsReady(t, ns, time.Minute)
 
 	// The DaemonSet wrote the profile where the kubelet resolves it.

@@ -62,7 +62,7 @@ var shared struct {
 func S3(t testing.TB) S3Bucket {
 	t.Helper()
 	bin := versitygw(t)
-	shared.once.Do(func() { shared.srv, shared.err = startS3Server(bin, true) })
+	shared.once.Do(func() { shared.srv, shared.err = startS3Server(bin, "127.0.0.1", true) })
 	if shared.err != nil {
 		t.Fatalf("start the S3 server: %v", shared.err)
 	}
@@ -83,7 +83,15 @@ func StopS3() {
 // ends.
 func NewS3Server(t testing.TB) *S3Server {
 	t.Helper()
-	srv, err := startS3Server(versitygw(t), false)
+	return NewS3ServerOn(t, "127.0.0.1")
+}
+
+// NewS3ServerOn is NewS3Server listening on host's address instead of
+// loopback, for clients outside the test's network namespace (the pods of
+// the cluster tests reach the host on its bridge address).
+func NewS3ServerOn(t testing.TB, host string) *S3Server {
+	t.Helper()
+	srv, err := startS3Server(versitygw(t), host, false)
 	if err != nil {
 		t.Fatalf("start the S3 server: %v", err)
 	}
@@ -156,7 +164,8 @@ func moduleRoot() (string, error) {
 	}
 }
 
-// S3Server is one versitygw process serving a temp dir on a loopback port
+// S3Server is one versitygw process serving a temp dir on a port (loopback's
+// unless NewS3ServerOn)
 // with random root credentials.
 type S3Server struct {
 	bin, dir, addr    string
@@ -171,7 +180,7 @@ type S3Server struct {
 	stopped bool
 }
 
-func startS3Server(bin string, shared bool) (*S3Server, error) {
+func startS3Server(bin, host string, shared bool) (*S3Server, error) {
 	dir, err := os.MkdirTemp("", "pkgfleet-s3-")
 	if err != nil {
 		return nil, err
@@ -196,7 +205,7 @@ func startS3Server(bin string, shared bool) (*S3Server, error) {
 		_ = syscall.Removexattr(backend, "user.pkgfleet-probe")
 	}
 	args = append(args, backend)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
