@@ -107,6 +107,12 @@ iptables-save >"$run/iptables.before" 2>/dev/null || true
 ip6tables-save >"$run/ip6tables.before" 2>/dev/null || true
 netns_before=$(ls /var/run/netns 2>/dev/null || true)
 netns_dir_existed=$([ -d /var/run/netns ] && echo yes || true)
+# Host paths the kubelet creates whatever its flags say (device plugins'
+# socket, /var/log/containers): removed at the end unless they were there.
+host_dirs=()
+for d in /var/lib/kubelet /var/log/containers /usr/libexec/kubernetes; do
+  [ -e "$d" ] || host_dirs+=("$d")
+done
 
 # new_chains TOOL TABLE: the kubelet's and the CNI plugins' chains (KUBE-*,
 # CNI-*) of TABLE that were not there before this run; never another's (a
@@ -174,6 +180,8 @@ cleanup() {
     case $ns in cni-*) ip netns delete "$ns" 2>/dev/null || { umount "/var/run/netns/$ns" 2>/dev/null; rm -f "/var/run/netns/$ns"; } ;; esac
   done
   [ -n "$netns_dir_existed" ] || rmdir /var/run/netns 2>/dev/null
+  local d
+  for d in "${host_dirs[@]}"; do rm -rf "$d"; done
   # Mounts under the run directory (secrets' tmpfs, rootfs overlays, shm).
   grep -o " $run/[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   # The kubelet's cgroups (cgroupfs driver under $cgroup_root), deepest first.
@@ -445,6 +453,7 @@ containerRuntimeEndpoint: unix://$run/containerd.sock
 address: $host_ip
 port: $kubelet_port
 readOnlyPort: 0
+volumePluginDir: $run/kubelet/volume-plugins
 healthzPort: 0
 authentication:
   anonymous: {enabled: true}
@@ -467,7 +476,7 @@ for c in /sys/fs/cgroup/*/; do
   mkdir -p "$c${cgroup_root#/}"
 done
 start kubelet "$kubelet" --config="$run/kubelet.yaml" --kubeconfig="$run/kubelet.kubeconfig" \
-  --root-dir="$run/kubelet" --hostname-override="$node" --node-ip="$host_ip" -v=1
+  --root-dir="$run/kubelet" --cert-dir="$run/kubelet/pki" --hostname-override="$node" --node-ip="$host_ip" -v=1
 kubelet_pid=$last_pid
 node_registered() { kill -0 "$kubelet_pid" && k get node "$node"; }
 wait_for "the node registers" 120 node_registered || { kill -0 "$kubelet_pid" 2>/dev/null || echo "cluster: the kubelet exited" >&2; exit 1; }
