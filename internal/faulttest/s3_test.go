@@ -143,15 +143,21 @@ func TestChaosOnS3LosesNothingAndEveryArtifactIsReadable(t *testing.T) {
 	w1.stop(t, syscall.SIGKILL)
 	f.checkNothingLost(names, ids)
 	for _, id := range ids {
-		got := f.build(id)
-		if len(got.Artifacts) == 0 {
-			t.Errorf("build %d records no artifact", id)
-		}
-		for _, a := range got.Artifacts {
-			code, body := f.do("GET", fmt.Sprintf("/api/v1/builds/%d/artifacts/%s", id, a.File), nil)
-			if sum := sha256.Sum256(body); code != 200 || hex.EncodeToString(sum[:]) != a.SHA256 {
-				t.Errorf("build %d %s: %d, sha256 %x, want the recorded %s", id, a.File, code, sum, a.SHA256)
-			}
+		f.checkArtifacts(f.build(id))
+	}
+}
+
+// checkArtifacts asserts that b records artifacts and that each downloads
+// with its recorded sha256.
+func (f *fleet) checkArtifacts(b *registry.Build) {
+	f.t.Helper()
+	if len(b.Artifacts) == 0 {
+		f.t.Errorf("build %d records no artifact", b.ID)
+	}
+	for _, a := range b.Artifacts {
+		code, body := f.do("GET", fmt.Sprintf("/api/v1/builds/%d/artifacts/%s", b.ID, a.File), nil)
+		if sum := sha256.Sum256(body); code != 200 || hex.EncodeToString(sum[:]) != a.SHA256 {
+			f.t.Errorf("build %d %s: %d, sha256 %x, want the recorded %s", b.ID, a.File, code, sum, a.SHA256)
 		}
 	}
 }

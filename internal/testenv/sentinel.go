@@ -33,7 +33,20 @@ type Sentinel struct {
 	dir       string
 	Nodes     []*Node // Nodes[0] starts as the master
 	Sentinels []*Node
+	// With StartPartitionable: the only link of the sentinels and the
+	// replicas (and of every client they name the master to) to
+	// Nodes[0], and a sentinel on Nodes[0]'s side of that link.
+	Relay    *Relay
+	Minority *Node
 }
+
+// sentinelUserPassword is the test nodes' password for the set's
+// sentinels (StartPartitionable): a fixed test value, guarding nothing.
+const sentinelUserPassword = "sentinel-only"
+
+// MinorityMaster is the name under which Sentinel.Minority monitors
+// Nodes[0].
+const MinorityMaster = "pkgfleet-minority"
 
 // Node is one redis-server or redis-sentinel process.
 type Node struct {
@@ -50,10 +63,34 @@ type Node struct {
 // are killed when the test ends.
 func StartSentinel(t testing.TB) *Sentinel {
 	t.Helper()
+	return startSentinel(t, false)
+}
+
+// StartPartitionable is StartSentinel for the Jepsen case: the sentinels
+// and the replicas reach the first master only through Relay, whose
+// freezing cuts it off from them (and from every client that asks them
+// for the master), and a fourth sentinel, Minority, monitors it directly
+// under MinorityMaster: the old master's side of the partition has a
+// sentinel that goes on naming it the master (as the minority's sentinel
+// of a three-pod set would), so a client that asks Minority keeps
+// talking to the old master while the other side fails over. Minority
+// never fails over by itself (its down-after is an hour): it is not one
+// of the set's quorum, which never hears of it (another master name).
+func StartPartitionable(t testing.TB) *Sentinel {
+	t.Helper()
+	return startSentinel(t, true)
+}
+
+func startSentinel(t testing.TB, partitionable bool) *Sentinel {
 	Require(t, "redis-server", "redis-sentinel")
 	s := &Sentinel{t: t, dir: t.TempDir()}
-	ports := freePorts(t, 6)
+	ports := freePorts(t, 7)
 	master := "127.0.0.1:" + strconv.Itoa(ports[0])
+	if partitionable {
+		s.Relay = NewRelay(t, master, 0)
+		master = s.Relay.Addr()
+	}
+	_, masterPort, _ := net.SplitHostPort(master)
 	for i := range 3 {
 		dir := filepath.Join(s.dir, fmt.Sprint("redis", i))
 		args := []string{"--port", strconv.Itoa(ports[i]), "--bind", "127.0.0.1", "--dir", dir,
@@ -62,26 +99,32 @@ func StartSentinel(t testing.TB) *Sentinel {
 			"--min-replicas-to-write", "1", "--min-replicas-max-lag", "10",
 			"--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"}
 		if i > 0 {
-			args = append(args, "--replicaof", "127.0.0.1", strconv.Itoa(ports[0]))
+			args = append(args, "--replicaof", "127.0.0.1", masterPort)
+		}
+		if partitionable {
+			// Only the set's sentinels (user "sentinel") may turn a node
+			// into a replica: the minority's sentinel sees the replicas
+			// point at the relay, not at the address it monitors, and
+			// would otherwise repoint them past the relay (undoing the
+			// partition it is meant to observe, not to make).
+			args = append(args, "--user", "default", "on", "nopass", "~*", "&*", "+@all", "-replicaof", "-slaveof",
+				"--user", "sentinel", "on", ">"+sentinelUserPassword, "~*", "&*", "+@all")
 		}
 		s.Nodes = append(s.Nodes, s.start("redis-server", dir, "127.0.0.1:"+strconv.Itoa(ports[i]), args))
 	}
 	for i := range 3 {
-		dir := filepath.Join(s.dir, fmt.Sprint("sentinel", i))
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		conf := filepath.Join(dir, "sentinel.conf")
-		text := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor %s %s 2\nsentinel down-after-milliseconds %s %d\nsentinel failover-timeout %s 5000\nsentinel parallel-syncs %s 2\n",
-			ports[3+i], dir, SentinelMaster, strings.Replace(master, ":", " ", 1), SentinelMaster, SentinelDownAfter.Milliseconds(), SentinelMaster, SentinelMaster)
-		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		s.Sentinels = append(s.Sentinels, s.start("redis-sentinel", dir, "127.0.0.1:"+strconv.Itoa(ports[3+i]), []string{conf}))
+		s.Sentinels = append(s.Sentinels, s.startSentinel(filepath.Join(s.dir, fmt.Sprint("sentinel", i)), ports[3+i], SentinelMaster, master, 2, SentinelDownAfter, partitionable))
+	}
+	if partitionable {
+		s.Minority = s.startSentinel(filepath.Join(s.dir, "minority"), ports[6], MinorityMaster, s.Nodes[0].Addr, 1, time.Hour, false)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, n := range append(slices.Clone(s.Nodes), s.Sentinels...) {
+			all := append(slices.Clone(s.Nodes), s.Sentinels...)
+			if s.Minority != nil {
+				all = append(all, s.Minority)
+			}
+			for _, n := range all {
 				out, _ := os.ReadFile(n.log)
 				t.Logf("log of %s on %s:\n%s", n.args[0], n.Addr, tail(string(out), 3000))
 			}
@@ -113,6 +156,25 @@ func (s *Sentinel) WaitReady(t testing.TB) {
 		}
 		return true
 	})
+}
+
+// startSentinel starts a redis-sentinel on port that monitors master
+// (host:port) as name; asUser: as the nodes' user "sentinel".
+func (s *Sentinel) startSentinel(dir string, port int, name, master string, quorum int, downAfter time.Duration, asUser bool) *Node {
+	s.t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		s.t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "sentinel.conf")
+	text := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor %s %s %d\nsentinel down-after-milliseconds %s %d\nsentinel failover-timeout %s 5000\nsentinel parallel-syncs %s 2\n",
+		port, dir, name, strings.Replace(master, ":", " ", 1), quorum, name, downAfter.Milliseconds(), name, name)
+	if asUser {
+		text += fmt.Sprintf("sentinel auth-user %s sentinel\nsentinel auth-pass %s %s\n", name, name, sentinelUserPassword)
+	}
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		s.t.Fatal(err)
+	}
+	return s.start("redis-sentinel", dir, "127.0.0.1:"+strconv.Itoa(port), []string{conf})
 }
 
 func tail(s string, n int) string {
@@ -210,8 +272,12 @@ func (s *Sentinel) Master(ctx context.Context) (*Node, error) {
 			last = err
 			continue
 		}
+		named := net.JoinHostPort(addr[0], addr[1])
+		if s.Relay != nil && named == s.Relay.Addr() {
+			return s.Nodes[0], nil
+		}
 		for _, n := range s.Nodes {
-			if n.Addr == net.JoinHostPort(addr[0], addr[1]) {
+			if n.Addr == named {
 				return n, nil
 			}
 		}
