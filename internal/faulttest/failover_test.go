@@ -25,14 +25,7 @@ import (
 // sentinelFleet starts the set, two APIs and two workers through it, and
 // returns the fleet and the APIs' base URLs.
 func sentinelFleet(t *testing.T) (*fleet, *testenv.Sentinel, []string) {
-	s := testenv.StartSentinel(t)
-	f := setup(t,
-		"PKGFLEET_REDIS_SENTINELADDRESSES", s.Addresses(),
-		"PKGFLEET_REDIS_SENTINELMASTER", testenv.SentinelMaster,
-		// 4 x W below the workers' T (4s here, see child).
-		"PKGFLEET_REDIS_WAITTIMEOUT", "500ms")
-	f.rdb.Close()
-	f.rdb = s.Client(t)
+	f, s := onSentinel(t)
 	second := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	f.start("api", "api1")
 	f.start("api", "api2", "PKGFLEET_HTTP_LISTEN", second)
@@ -52,6 +45,73 @@ func sentinelFleet(t *testing.T) (*fleet, *testenv.Sentinel, []string) {
 		testenv.Eventually(t, 60*time.Second, "the workers to be ready", func() bool { return w.logged("worker ready") })
 	}
 	return f, s, urls
+}
+
+// onSentinel is setup (with settings) for a fleet that reaches Redis
+// through a Sentinel set (testenv.StartSentinel) with the durability step
+// on (WAIT after the writes that must survive a failover); f.rdb follows
+// the master too. Nothing is started but the set.
+func onSentinel(t *testing.T, settings ...string) (*fleet, *testenv.Sentinel) {
+	s := testenv.StartSentinel(t)
+	return sentinelSettings(t, s, settings...), s
+}
+
+// sentinelSettings is setup (with settings) for a fleet on the set s.
+func sentinelSettings(t *testing.T, s *testenv.Sentinel, settings ...string) *fleet {
+	f := setup(t, append([]string{
+		"PKGFLEET_REDIS_SENTINELADDRESSES", s.Addresses(),
+		"PKGFLEET_REDIS_SENTINELMASTER", testenv.SentinelMaster,
+		// 4 x W below the workers' T (4s here, see child).
+		"PKGFLEET_REDIS_WAITTIMEOUT", "500ms"}, settings...)...)
+	f.rdb.Close()
+	f.rdb = s.Client(t)
+	return f
+}
+
+// killMaster kills the set's master (kill -9), waits until the sentinels
+// promote a replica, restarts the old master and waits until it is back
+// as a replica: what "Redis killed" means for a fleet on Sentinel.
+func killMaster(t *testing.T, s *testenv.Sentinel) {
+	t.Helper()
+	old, err := s.Master(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Signal(syscall.SIGKILL)
+	old.Wait()
+	killed := time.Now()
+	testenv.Eventually(t, time.Minute, "a replica to be promoted", func() bool {
+		m, err := s.Master(context.Background())
+		return err == nil && m != old
+	})
+	t.Logf("master %s killed; a replica promoted after %s", old.Addr, time.Since(killed).Round(100*time.Millisecond))
+	old.Start(t)
+	testenv.Eventually(t, time.Minute, "the old master to come back as a replica", func() bool { return old.Role() == "slave" })
+}
+
+// redisSetup is one way a fault test's fleet reaches Redis: the test runs
+// once per way (issue 25: the chaos and partition tests through Sentinel
+// as well).
+type redisSetup struct {
+	name string
+	// fleet sets up a fleet with settings and starts its Redis; kill
+	// kills Redis (the master, with Sentinel) with SIGKILL and returns
+	// once Redis serves again.
+	fleet func(t *testing.T, settings ...string) (f *fleet, kill func())
+}
+
+func redisSetups() []redisSetup {
+	return []redisSetup{
+		{"single", func(t *testing.T, settings ...string) (*fleet, func()) {
+			f := setup(t, settings...)
+			f.startRedis()
+			return f, func() { f.stopRedis(syscall.SIGKILL); f.startRedis() }
+		}},
+		{"sentinel", func(t *testing.T, settings ...string) (*fleet, func()) {
+			f, s := onSentinel(t, settings...)
+			return f, func() { killMaster(t, s) }
+		}},
+	}
 }
 
 // acked is a build an API acknowledged (202), as it was acknowledged.

@@ -103,22 +103,17 @@ func (f *fleet) waitLeaseRecoverable(b *registry.Build) {
 	})
 }
 
-// fencedFleet starts Redis, the API, and worker w1 (with the settings
-// w1Env returns, when not nil), and makes builder "long", whose build
-// sleeps secs once.
-func fencedFleet(t *testing.T, secs string, w1Env func(*fleet) []string) (*fleet, *proc) {
-	f := setup(t)
-	f.startRedis()
+// fencedFleet starts, on f's Redis (already serving), the API and worker
+// w1 (with w1Env, key, value pairs, over the fleet's settings), and makes
+// builder "long", whose build sleeps secs once.
+func fencedFleet(f *fleet, secs string, w1Env ...string) *proc {
+	f.t.Helper()
 	f.start("api", "api")
-	testenv.Eventually(t, 30*time.Second, "the API to be ready", f.ready)
-	var env []string
-	if w1Env != nil {
-		env = w1Env(f)
-	}
-	w1 := f.start("worker", "w1", env...)
-	testenv.Eventually(t, 60*time.Second, "w1 to be ready", func() bool { return w1.logged("worker ready") })
+	testenv.Eventually(f.t, 30*time.Second, "the API to be ready", f.ready)
+	w1 := f.start("worker", "w1", w1Env...)
+	testenv.Eventually(f.t, 60*time.Second, "w1 to be ready", func() bool { return w1.logged("worker ready") })
 	f.builders(map[string]string{"long": secs})
-	return f, w1
+	return w1
 }
 
 // takeOver starts worker w2 once w1's lease of build id is recoverable,
@@ -170,40 +165,79 @@ func (f *fleet) checkFenced(id int64, c *copies, w1, w2 *proc) {
 	}
 }
 
+// partitions are the ways TestAPartitionedWorkerFencesItselfAndItsLateWritesAreRefused
+// cuts w1 alone off from Redis: each sets up the fleet with its Redis
+// serving and returns w1's settings and how to cut and heal its link.
+func partitions() []struct {
+	name  string
+	fleet func(t *testing.T) (f *fleet, w1Env []string, cut, heal func())
+} {
+	return []struct {
+		name  string
+		fleet func(t *testing.T) (f *fleet, w1Env []string, cut, heal func())
+	}{
+		// One redis-server: w1 reaches its socket through a relay process,
+		// frozen by SIGSTOP; w2 (started later) reaches it directly.
+		{"single", func(t *testing.T) (*fleet, []string, func(), func()) {
+			f := setup(t)
+			f.startRedis()
+			addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+			r := f.start("relay", "relay", relayListenEnv, addr, relayTargetEnv, f.sock)
+			testenv.Eventually(t, 30*time.Second, "the relay to listen", func() bool { return r.logged("relay ready") })
+			return f, []string{"PKGFLEET_REDIS_ADDRESS", addr},
+				func() { r.cmd.Process.Signal(syscall.SIGSTOP) }, func() { r.cmd.Process.Signal(syscall.SIGCONT) }
+		}},
+		// Through Sentinel (durability step on): w1 asks a sentinel of its
+		// own (testenv's CutOff), which names the master behind a relay
+		// only w1 uses; the rest of the fleet asks the set. Freezing that
+		// relay cuts w1 off from the master while the set, whose master
+		// stays up, has no failover to make.
+		{"sentinel", func(t *testing.T) (*fleet, []string, func(), func()) {
+			s := testenv.StartPartitionable(t)
+			f := sentinelSettings(t, s)
+			addr, r := s.CutOff(t)
+			return f, []string{"PKGFLEET_REDIS_SENTINELADDRESSES", addr, "PKGFLEET_REDIS_SENTINELMASTER", testenv.CutMaster}, r.Freeze, r.Thaw
+		}},
+	}
+}
+
 func TestAPartitionedWorkerFencesItselfAndItsLateWritesAreRefused(t *testing.T) {
 	t.Parallel()
-	const secs = "75.01"
-	// w1 reaches Redis through a relay; w2 (started later) directly.
-	var r *proc
-	f, w1 := fencedFleet(t, secs, func(f *fleet) []string {
-		addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-		r = f.start("relay", "relay", relayListenEnv, addr, relayTargetEnv, f.sock)
-		testenv.Eventually(t, 30*time.Second, "the relay to listen", func() bool { return r.logged("relay ready") })
-		return []string{"PKGFLEET_REDIS_ADDRESS", addr}
-	})
-	c := countCopies(t, secs)
-	id := f.run("long")
-	testenv.Eventually(t, time.Minute, "w1's copy of the build", func() bool { return c.now.Load() == 1 })
+	for i, p := range partitions() {
+		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
+			// Apart from the other fencing tests' and from each other's:
+			// copies are counted by their command line, host-wide.
+			secs := fmt.Sprintf("75.%02d", 11+i)
+			f, w1Env, cutLink, heal := p.fleet(t)
+			w1 := fencedFleet(f, secs, w1Env...)
+			c := countCopies(t, secs)
+			id := f.run("long")
+			testenv.Eventually(t, time.Minute, "w1's copy of the build", func() bool { return c.now.Load() == 1 })
 
-	// Cut w1 off: its connections hang. It must stop its copy by itself.
-	r.cmd.Process.Signal(syscall.SIGSTOP)
-	cut := time.Now()
-	testenv.Eventually(t, 30*time.Second, "w1 to stop its own copy", func() bool { return c.now.Load() == 0 })
-	t.Logf("w1 stopped its copy %s after the cut", time.Since(cut).Round(100*time.Millisecond))
-	testenv.Eventually(t, 10*time.Second, "w1's WARN line", func() bool {
-		return w1.logged(`msg="build stopped: its hold was lost"`) && w1.logged("hold unconfirmed for")
-	})
+			// Cut w1 off: its connections hang. It must stop its copy by itself.
+			cutLink()
+			cut := time.Now()
+			testenv.Eventually(t, 30*time.Second, "w1 to stop its own copy", func() bool { return c.now.Load() == 0 })
+			t.Logf("w1 stopped its copy %s after the cut", time.Since(cut).Round(100*time.Millisecond))
+			testenv.Eventually(t, 10*time.Second, "w1's WARN line", func() bool {
+				return w1.logged(`msg="build stopped: its hold was lost"`) && w1.logged("hold unconfirmed for")
+			})
 
-	w2 := f.takeOver(id, secs, c)
-	r.cmd.Process.Signal(syscall.SIGCONT) // heal while w2's copy runs
-	t.Logf("healed after %s", time.Since(cut).Round(time.Second))
-	f.checkFenced(id, c, w1, w2)
+			w2 := f.takeOver(id, secs, c)
+			heal() // while w2's copy runs
+			t.Logf("healed after %s", time.Since(cut).Round(time.Second))
+			f.checkFenced(id, c, w1, w2)
+		})
+	}
 }
 
 func TestAPausedWorkersBuildIsStoppedByItsSandboxAndItsLateWritesAreRefused(t *testing.T) {
 	t.Parallel()
 	const secs = "75.02"
-	f, w1 := fencedFleet(t, secs, nil)
+	f := setup(t)
+	f.startRedis()
+	w1 := fencedFleet(f, secs)
 	c := countCopies(t, secs)
 	id := f.run("long")
 	testenv.Eventually(t, time.Minute, "w1's copy of the build", func() bool { return c.now.Load() == 1 })

@@ -115,35 +115,40 @@ func TestWorkerKilledAfterItsUploadLeavesOrphansTheSweepRemoves(t *testing.T) {
 // TestChaosOnS3LosesNothingAndEveryArtifactIsReadable: two workers keep
 // their artifacts in a bucket while Redis, the API and one worker are
 // killed (SIGKILL) in turn during builds; every build succeeds, and every
-// artifact every record names downloads with its recorded sha256.
+// artifact every record names downloads with its recorded sha256. It runs
+// on one redis-server and through Sentinel, where Redis killed is the
+// master killed and a replica promoted.
 func TestChaosOnS3LosesNothingAndEveryArtifactIsReadable(t *testing.T) {
 	t.Parallel()
-	b := testenv.S3(t)
-	f := setup(t, s3Env(b)...)
-	f.startRedis()
-	apiProc := f.start("api", "api")
-	w1, w2 := f.start("worker", "w1"), f.start("worker", "w2")
-	testenv.Eventually(t, 30*time.Second, "the API to be ready", f.ready)
-	for _, w := range []*proc{w1, w2} {
-		testenv.Eventually(t, 60*time.Second, "the workers to be ready", func() bool { return w.logged("worker ready") })
-	}
-	names := []string{"c1", "c2", "c3", "c4", "c5", "c6"}
-	f.builders(map[string]string{"c1": "2.11", "c2": "2.12", "c3": "2.13", "c4": "1.14", "c5": "1.15", "c6": "1.16"})
-	var ids []int64
-	for _, n := range names {
-		ids = append(ids, f.run(n))
-	}
-	f.waitStatus(ids[0], time.Minute, running, "to run")
-	f.stopRedis(syscall.SIGKILL)
-	f.startRedis()
-	testenv.Eventually(t, 30*time.Second, "the API to be ready again", f.ready)
-	apiProc.stop(t, syscall.SIGKILL)
-	f.start("api", "api2")
-	testenv.Eventually(t, 30*time.Second, "the new API to be ready", f.ready)
-	w1.stop(t, syscall.SIGKILL)
-	f.checkNothingLost(names, ids)
-	for _, id := range ids {
-		f.checkArtifacts(f.build(id))
+	for _, rs := range redisSetups() {
+		t.Run(rs.name, func(t *testing.T) {
+			t.Parallel()
+			b := testenv.S3(t)
+			f, killRedis := rs.fleet(t, s3Env(b)...)
+			apiProc := f.start("api", "api")
+			w1, w2 := f.start("worker", "w1"), f.start("worker", "w2")
+			testenv.Eventually(t, 30*time.Second, "the API to be ready", f.ready)
+			for _, w := range []*proc{w1, w2} {
+				testenv.Eventually(t, 60*time.Second, "the workers to be ready", func() bool { return w.logged("worker ready") })
+			}
+			names := []string{"c1", "c2", "c3", "c4", "c5", "c6"}
+			f.builders(map[string]string{"c1": "2.11", "c2": "2.12", "c3": "2.13", "c4": "1.14", "c5": "1.15", "c6": "1.16"})
+			var ids []int64
+			for _, n := range names {
+				ids = append(ids, f.run(n))
+			}
+			f.waitStatus(ids[0], time.Minute, running, "to run")
+			killRedis()
+			testenv.Eventually(t, 30*time.Second, "the API to be ready again", f.ready)
+			apiProc.stop(t, syscall.SIGKILL)
+			f.start("api", "api2")
+			testenv.Eventually(t, 30*time.Second, "the new API to be ready", f.ready)
+			w1.stop(t, syscall.SIGKILL)
+			f.checkNothingLost(names, ids)
+			for _, id := range ids {
+				f.checkArtifacts(f.build(id))
+			}
+		})
 	}
 }
 

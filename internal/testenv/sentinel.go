@@ -48,6 +48,27 @@ const sentinelUserPassword = "sentinel-only"
 // Nodes[0].
 const MinorityMaster = "pkgfleet-minority"
 
+// CutMaster is the name under which the sentinel of Sentinel.CutOff
+// monitors Nodes[0].
+const CutMaster = "pkgfleet-cut"
+
+// CutOff starts, on a set of StartPartitionable, a sentinel of its own
+// for one client: it names Nodes[0] (the master) reached through a relay
+// of its own, under CutMaster, so freezing that relay cuts that client
+// off from Redis while the set and its other clients go on. Like
+// Minority it never fails over (down-after an hour) and the set never
+// hears of it; the set's ACL keeps it from repointing the replicas at
+// its relay. Returns the sentinel's address and the relay.
+func (s *Sentinel) CutOff(t testing.TB) (string, *Relay) {
+	t.Helper()
+	if s.Relay == nil {
+		t.Fatal("CutOff needs a set of StartPartitionable")
+	}
+	r := NewRelay(t, s.Nodes[0].Addr, 0)
+	n := s.startSentinel(filepath.Join(s.dir, "cut"), FreePort(t), CutMaster, r.Addr(), 1, time.Hour, false)
+	return n.Addr, r
+}
+
 // Node is one redis-server or redis-sentinel process.
 type Node struct {
 	Addr string
