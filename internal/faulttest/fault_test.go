@@ -280,8 +280,8 @@ func (f *fleet) must(method, path string, body any, want int) []byte {
 
 func (f *fleet) ready() bool { code, _ := f.do("GET", "/readyz", nil); return code == 200 }
 
-// pkg is a setuptools package whose build runs `sleep secs` once (secs is
-// also how the test finds that process).
+// pkg is a setuptools package whose build runs `sleep secs` once (secs,
+// marked by sleepArg, is also how the test finds that process).
 func pkg(name, secs string) map[string]string {
 	return map[string]string{
 		"setup.py": fmt.Sprintf(`import os, subprocess
@@ -291,7 +291,7 @@ if not os.path.exists(mark):
     subprocess.run(["sleep", %q], check=True)
 from setuptools import setup
 setup(name=%q, version="0.1.0", py_modules=[%q])
-`, secs, name, name),
+`, sleepArg(secs), name, name),
 		name + ".py": "def hello():\n    return 'hello'\n",
 	}
 }
@@ -394,10 +394,21 @@ func (f *fleet) checkNothingLost(names []string, ids []int64) {
 	})
 }
 
+// sleepArg is the argument of a build's `sleep` for secs: secs with this
+// test binary's pid appended to its decimals. Copies are found by command
+// line across the whole host, so another go test of this package running
+// at the same time (its builds sleep the same secs) is never counted.
+func sleepArg(secs string) string {
+	if !strings.Contains(secs, ".") {
+		secs += "."
+	}
+	return fmt.Sprintf("%s%07d", secs, os.Getpid())
+}
+
 // sleeping reports whether a process runs `sleep secs`, anywhere on the
 // host (builds run in PID namespaces of their own, but /proc shows all).
 func sleeping(secs string) bool {
-	want := "sleep\x00" + secs + "\x00"
+	want := "sleep\x00" + sleepArg(secs) + "\x00"
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))

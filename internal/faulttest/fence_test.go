@@ -66,7 +66,7 @@ type copies struct {
 
 func countCopies(t *testing.T, secs string) *copies {
 	c := &copies{}
-	want := "sleep\x00" + secs + "\x00"
+	want := "sleep\x00" + sleepArg(secs) + "\x00"
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
