@@ -45,6 +45,8 @@ go test -run '^$' -bench '^BenchmarkClone$' -benchtime 20x ./internal/git/ | gre
 
 run "Redis durability: push -> start and Redis commands per build with WAIT (Sentinel) and without (the master's address), then master death -> first new build start over 5 failovers" \
 	TestBenchDurability ./internal/faulttest/ PKGFLEET_BENCH=1 PKGFLEET_PUSHES=20
+run "Redis failover at the issue's size: 40 Python builds of 10s on 2 workers (4 slots), the master killed with SIGKILL mid-burst" \
+	TestMasterKilledMidBurstLosesNoAcknowledgedBuildAndRunsOneCopy ./internal/faulttest/ PKGFLEET_FAILOVER_BURST=40x10
 run "poller: 1000 builders of a local repository, one poller, 10s interval" \
 	TestManyBuildersAreAllPolled ./internal/poller/ PKGFLEET_POLL_BUILDERS=1000
 
