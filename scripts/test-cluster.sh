@@ -285,6 +285,9 @@ step "containerd (own config, socket, root, state) and the images"
 # are those of Docker's (by image id) imports nothing.
 images=${XDG_CACHE_HOME:-$HOME/.cache}/pkgfleet/cluster/containerd
 mkdir -p "$images"
+# The pod sandbox image (deploy/cluster/pause, built below) under a name of
+# its own: no registry is asked for it.
+pause_ref=localhost/pkgfleet-pause:3.10
 cat >"$run/containerd.toml" <<EOF
 version = 2
 root = "$images"
@@ -302,7 +305,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 [plugins."io.containerd.internal.v1.opt"]
   path = "$run/containerd/opt"
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "registry.k8s.io/pause:3.10"
+  sandbox_image = "$pause_ref"
   # This root lacks CAP_SYS_RESOURCE: without it every pod fails with runc's
   # "can't get final child's PID from pipe: EOF".
   restrict_oom_score_adj = true
@@ -336,7 +339,7 @@ layer_sha=$(sha256sum "$img/layer.tar" | cut -d' ' -f1)
 cat >"$img/config.json" <<EOF
 {"architecture":"amd64","os":"linux","config":{"Entrypoint":["/pause"],"User":"65535:65535"},"rootfs":{"type":"layers","diff_ids":["sha256:$layer_sha"]}}
 EOF
-echo '[{"Config":"config.json","RepoTags":["registry.k8s.io/pause:3.10"],"Layers":["layer.tar"]}]' >"$img/manifest.json"
+echo '[{"Config":"config.json","RepoTags":["'"$pause_ref"'"],"Layers":["layer.tar"]}]' >"$img/manifest.json"
 tar -C "$img" --owner=0 --group=0 --numeric-owner --mtime=@0 -cf "$run/pause.tar" manifest.json config.json layer.tar
 pause_id=$(sha256sum "$run/pause.tar" | cut -d' ' -f1)
 
@@ -345,16 +348,22 @@ pause_id=$(sha256sum "$run/pause.tar" | cut -d' ' -f1)
 app_version=$(sed -n 's/^appVersion: "\(.*\)"$/\1/p' charts/pkgfleet/Chart.yaml)
 redis_tag=$(sed -n '/^redis:/,/^[a-z]/s/^    tag: "\(.*\)"$/\1/p' charts/pkgfleet/values.yaml)
 local_images=(pkgfleet-api:local pkgfleet-worker:local pkgfleet-redis:local)
-want="pause $pause_id app $app_version redis $redis_tag $(docker image inspect -f '{{.Id}}' "${local_images[@]}" | tr '\n' ' ')"
+# The chart's default references, in the same order; ctr's import gives
+# them their registry's full names, as a kubelet asks for them.
+chart_images=("pkgfleet/pkgfleet-api:$app_version" "pkgfleet/pkgfleet-worker:$app_version" "redis:$redis_tag")
+want="pause $pause_ref $pause_id app $app_version redis $redis_tag $(docker image inspect -f '{{.Id}}' "${local_images[@]}" | tr '\n' ' ')"
 if [ "$(cat "$images/pkgfleet-imported" 2>/dev/null)" = "$want" ]; then
   echo "cluster: the images are those imported before (${local_images[*]}, pause)"
 else
   rm -f "$images/pkgfleet-imported"
   ctr_ images import "$run/pause.tar" >/dev/null
-  docker save "${local_images[@]}" | ctr_ images import - >/dev/null
-  ctr_ images tag --force docker.io/library/pkgfleet-api:local "docker.io/pkgfleet/pkgfleet-api:$app_version" >/dev/null
-  ctr_ images tag --force docker.io/library/pkgfleet-worker:local "docker.io/pkgfleet/pkgfleet-worker:$app_version" >/dev/null
-  ctr_ images tag --force docker.io/library/pkgfleet-redis:local "docker.io/library/redis:$redis_tag" >/dev/null
+  # Tagged under the chart's names in Docker only for the save, then
+  # untagged: the host's Docker keeps just make images' names.
+  for i in "${!local_images[@]}"; do docker tag "${local_images[$i]}" "${chart_images[$i]}"; done
+  rc=0
+  docker save "${chart_images[@]}" | ctr_ images import - >/dev/null || rc=$?
+  docker rmi "${chart_images[@]}" >/dev/null
+  [ "$rc" -eq 0 ] || { echo "cluster: importing the images failed" >&2; exit 1; }
   echo "$want" >"$images/pkgfleet-imported"
 fi
 ctr_ images ls -q | grep -v '^sha256:' | sed 's/^/cluster: image /'
