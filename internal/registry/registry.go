@@ -490,21 +490,12 @@ func (r *Registry) Builds(ctx context.Context, f Filter) ([]*Build, error) {
 	var out []*Build
 	const page = 200
 	for start := int64(0); len(out) < f.Limit; start += page {
-		ids, err := r.rdb.ZRevRange(ctx, key, start, start+page-1).Result()
+		vals, err := r.buildsPage(ctx, key, start, page)
 		if err != nil {
 			return nil, fmt.Errorf("list builds: %w", err)
 		}
-		if len(ids) == 0 {
+		if len(vals) == 0 {
 			break
-		}
-		keys := make([]string, len(ids))
-		for i, id := range ids {
-			n, _ := strconv.ParseInt(id, 10, 64)
-			keys[i] = keyBuild(n)
-		}
-		vals, err := r.rdb.MGet(ctx, keys...).Result()
-		if err != nil {
-			return nil, fmt.Errorf("list builds: %w", err)
 		}
 		for _, v := range vals {
 			s, ok := v.(string)
@@ -527,6 +518,22 @@ func (r *Registry) Builds(ctx context.Context, f Filter) ([]*Build, error) {
 		}
 	}
 	return out, nil
+}
+
+// buildsPage reads n build records of the sorted set key, newest first
+// from position start, in one MGET; a record gone since is nil. An empty
+// result means the set has no more.
+func (r *Registry) buildsPage(ctx context.Context, key string, start, n int64) ([]any, error) {
+	ids, err := r.rdb.ZRevRange(ctx, key, start, start+n-1).Result()
+	if err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		n, _ := strconv.ParseInt(id, 10, 64)
+		keys[i] = keyBuild(n)
+	}
+	return r.rdb.MGet(ctx, keys...).Result()
 }
 
 // TruncationMark ends a log that reached its cap.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -28,21 +27,12 @@ func (r *Registry) Unfinished(ctx context.Context) ([]*Build, error) {
 	var out []*Build
 	const page = 500
 	for start := int64(0); len(out) < want; start += page {
-		ids, err := r.rdb.ZRevRange(ctx, keyBuilds, start, start+page-1).Result()
+		vals, err := r.buildsPage(ctx, keyBuilds, start, page)
 		if err != nil {
 			return nil, fmt.Errorf("list unfinished builds: %w", err)
 		}
-		if len(ids) == 0 {
+		if len(vals) == 0 {
 			break
-		}
-		keys := make([]string, len(ids))
-		for i, id := range ids {
-			n, _ := strconv.ParseInt(id, 10, 64)
-			keys[i] = keyBuild(n)
-		}
-		vals, err := r.rdb.MGet(ctx, keys...).Result()
-		if err != nil {
-			return nil, fmt.Errorf("list unfinished builds: %w", err)
 		}
 		for _, v := range vals {
 			b, ok := decodeBuild(v)

@@ -281,21 +281,32 @@ func (s *Dir) pkgDir(source, pkg string) (string, error) {
 	return filepath.Join(s.Root, source, pkg), nil
 }
 
+// openRegular opens src, a build's output, for reading: a regular file,
+// never a symlink a build left to point elsewhere.
+func openRegular(src string) (*os.File, os.FileInfo, error) {
+	in, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := in.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = errors.New("not a regular file")
+	}
+	if err != nil {
+		in.Close()
+		return nil, nil, err
+	}
+	return in, st, nil
+}
+
 // copyIn copies the regular file src to the new file dst, synced, and
 // returns its size and digest.
 func copyIn(src, dst string) (registry.Artifact, error) {
-	in, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	in, _, err := openRegular(src)
 	if err != nil {
 		return registry.Artifact{}, err
 	}
 	defer in.Close()
-	st, err := in.Stat()
-	if err != nil {
-		return registry.Artifact{}, err
-	}
-	if !st.Mode().IsRegular() {
-		return registry.Artifact{}, errors.New("not a regular file")
-	}
 	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return registry.Artifact{}, err

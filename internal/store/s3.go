@@ -11,11 +11,9 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -136,18 +134,11 @@ func (b *Bucket) Put(ctx context.Context, source, pkg string, buildID, token int
 // the size and digest of the bytes sent: in one PUT up to partSize, in a
 // multipart upload above it.
 func (b *Bucket) upload(ctx context.Context, src, key string) (registry.Artifact, error) {
-	in, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	in, st, err := openRegular(src)
 	if err != nil {
 		return registry.Artifact{}, err
 	}
 	defer in.Close()
-	st, err := in.Stat()
-	if err != nil {
-		return registry.Artifact{}, err
-	}
-	if !st.Mode().IsRegular() {
-		return registry.Artifact{}, errors.New("not a regular file")
-	}
 	h := sha256.New()
 	var n int64
 	if st.Size() <= partSize {
