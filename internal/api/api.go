@@ -315,6 +315,8 @@ func (s *Server) statusOf(r *http.Request, err error) (int, string) {
 		return http.StatusNotFound, err.Error()
 	case errors.Is(err, registry.ErrExists), errors.Is(err, registry.ErrConflict):
 		return http.StatusConflict, err.Error()
+	case errors.Is(err, queue.ErrStillStopping):
+		return http.StatusServiceUnavailable, err.Error()
 	case errors.Is(err, context.Canceled):
 		return 0, "" // the client went away
 	case redisconn.Transient(err):

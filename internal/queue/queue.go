@@ -70,6 +70,9 @@ type Enqueuer struct {
 	// Durability makes a queued build survive a Redis failover before
 	// Enqueue acknowledges it (with Sentinel; needs Redis).
 	Durability redisconn.Durability
+	// StopWait is how long a new build of a commit waits for the task of
+	// the commit's previous build to end (0: 10s; see awaitStopped).
+	StopWait time.Duration
 }
 
 // slots is the builders' slot lines, nil without Redis.
@@ -205,9 +208,8 @@ func (e *Enqueuer) queue(ctx context.Context, b *registry.Build) (err error) {
 		// An earlier build of this commit left its task behind (archived
 		// after its last failed attempt, or finished but not yet deleted):
 		// the registry already decided a new build is due, so clear it.
-		info, ierr := e.Inspector.GetTaskInfo(queue, id)
-		if ierr == nil && info.State == asynq.TaskStateActive {
-			return fmt.Errorf("the previous build of this commit is still stopping; try again shortly")
+		if err := e.awaitStopped(ctx, queue, id); err != nil {
+			return err
 		}
 		if derr := e.Inspector.DeleteTask(queue, id); derr != nil && !errors.Is(derr, asynq.ErrTaskNotFound) {
 			return fmt.Errorf("clear previous task %s: %w", id, derr)
@@ -215,6 +217,42 @@ func (e *Enqueuer) queue(ctx context.Context, b *registry.Build) (err error) {
 		_, err = e.Client.EnqueueContext(ctx, task)
 	}
 	return err
+}
+
+// ErrStillStopping is a build that cannot be queued yet: the task of an
+// earlier build of the same commit is still active, although that build's
+// record is final (a worker writes the record a moment before asynq's task
+// ends, and a canceled build's sandbox may take seconds to go).
+var ErrStillStopping = errors.New("the previous build of this commit is still stopping; try again in a few seconds")
+
+// awaitStopped waits until task id is no longer active, for at most
+// StopWait: the task of a build whose record is final ends without any
+// help, so a rerun right after a build finishes (a second click, a
+// script) only waits for the worker to let go of it, and then just works.
+func (e *Enqueuer) awaitStopped(ctx context.Context, queue, id string) error {
+	wait := e.StopWait
+	if wait <= 0 {
+		wait = 10 * time.Second
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		info, err := e.Inspector.GetTaskInfo(queue, id)
+		switch {
+		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+			return nil
+		case err != nil:
+			return fmt.Errorf("look up previous task %s: %w", id, err)
+		case info.State != asynq.TaskStateActive:
+			return nil
+		case time.Now().After(deadline):
+			return ErrStillStopping
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // spareRetry is the asynq MaxRetry of a build of maxAttempts attempts:
