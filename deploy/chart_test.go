@@ -394,6 +394,12 @@ func render(t *testing.T, vs valueSet) *rendered {
 	if err != nil {
 		t.Fatalf("helm template: %v", err)
 	}
+	return parseRendered(t, out)
+}
+
+// parseRendered reads helm template's output by kind and name.
+func parseRendered(t *testing.T, out []byte) *rendered {
+	t.Helper()
 	r := &rendered{
 		kinds: map[string]int{}, configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{},
 		services: map[string]*corev1.Service{}, pvcs: map[string]*corev1.PersistentVolumeClaim{},
@@ -1177,6 +1183,39 @@ func TestChartSchemaConfigListsEverySetting(t *testing.T) {
 		if !declared(name) {
 			t.Errorf("the chart sets %s, which internal/config does not declare", name)
 		}
+	}
+}
+
+// Every section values.config accepts reaches pkgfleet.gcfg: the template
+// names no list of sections that a new one could be missing from.
+func TestChartConfigRendersEverySectionItAccepts(t *testing.T) {
+	t.Parallel()
+	want, tried := map[string]string{}, map[string]bool{}
+	var args []string
+	for _, st := range config.Settings() {
+		name := st.Name()
+		// --set-string splits at commas; one setting per section will do.
+		if slices.Contains(chartManaged, name) || st.Default == "" || strings.ContainsAny(st.Default, `,\=`) {
+			continue
+		}
+		if tried[st.Section] {
+			continue
+		}
+		tried[st.Section], want[name] = true, st.Default
+		args = append(args, "--set-string", "config."+name+"="+st.Default)
+	}
+	out, err := helmTemplate(t, args...)
+	if err != nil {
+		t.Fatalf("helm template: %v", err)
+	}
+	_, got := parseRendered(t, out).config(t)
+	for name, v := range want {
+		if got[name] != v {
+			t.Errorf("values.config.%s = %q renders as %q in pkgfleet.gcfg", name, v, got[name])
+		}
+	}
+	if !tried["Reconcile"] || len(want) < 5 {
+		t.Errorf("sections tried: %v; want Reconcile, which the chart does not set itself, among them", want)
 	}
 }
 

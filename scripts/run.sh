@@ -201,6 +201,14 @@ CFG
 # namespaces are not the cause.
 check_status=0
 check=$(bin/pkgfleet-worker -config "$var/pkgfleet.gcfg" sandbox check 2>&1) || check_status=$?
+# Exit status 2 is a configuration that does not load (an unknown section
+# or setting, a bad value): nothing was probed, so the sandbox is not blamed.
+if [ "$check_status" -eq 2 ]; then
+  echo "run: the configuration does not load, so nothing was started:" >&2
+  sed 's/^/run:   /' <<<"$check" >&2
+  echo "run: fix what it names: a PKGFLEET_ variable in your environment overrides $var/pkgfleet.gcfg" >&2
+  exit 1
+fi
 if [ "$check_status" -ne 0 ]; then
   echo "run: ==================================================================" >&2
   echo "run: THE BUILD SANDBOX DOES NOT WORK ON THIS MACHINE" >&2

@@ -67,6 +67,17 @@ func TestMakeRunWorksFromAClosedPathWithASpace(t *testing.T) {
 	if _, err := os.Stat(work); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the builds' work directory %s is still there: %v", work, err)
 	}
+
+	// A setting that does not load is named as such: the sandbox, which
+	// was never probed, is not blamed.
+	bad := exec.Command("bash", "scripts/run.sh")
+	bad.Dir = checkout
+	bad.Env = append(os.Environ(), fmt.Sprintf("PKGFLEET_PORT=%d", testenv.FreePort(t)), "PKGFLEET_GIT_BUILDTIMEOUT=soon")
+	out, err := bad.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "the configuration does not load") ||
+		!strings.Contains(string(out), "PKGFLEET_GIT_BUILDTIMEOUT") || strings.Contains(string(out), "SANDBOX DOES NOT WORK") {
+		t.Errorf("run.sh with an unloadable setting: %v\n%s", err, out)
+	}
 }
 
 // makeRun is scripts/run.sh (make run) running in a copy of the checkout.

@@ -279,7 +279,7 @@ capabilities:
   "S3Storage" (list "Bucket" "Region" "Prefix" "Endpoint" "EnablePathStyle") }}
 {{- range $section, $keys := .Values.config }}
 {{- range $key, $_ := $keys }}
-{{- if has $key (get $managed $section) }}
+{{- if has $key (default (list) (get $managed $section)) }}
 {{- fail (printf "config.%s.%s is set by the chart; use its own value instead (see values.yaml)" $section $key) }}
 {{- end }}
 {{- end }}
