@@ -78,6 +78,9 @@ type builderFields struct {
 	PythonIndexURL    *string            `json:"python_index_url"`
 	RRepositoryURL    *string            `json:"r_repository_url"`
 	BuildVignettes    *bool              `json:"build_vignettes"`
+	Check             *bool              `json:"check"`
+	CheckGates        *bool              `json:"check_gates"`
+	CheckCommand      *string            `json:"check_command"`
 	// WebhookSecret is write-only: stored apart, never returned.
 	WebhookSecret *string `json:"webhook_secret"`
 }
@@ -96,8 +99,14 @@ func (f *builderFields) apply(b *registry.Builder) {
 	set(&b.Credential, f.Credential)
 	set(&b.PythonIndexURL, f.PythonIndexURL)
 	set(&b.RRepositoryURL, f.RRepositoryURL)
-	if f.BuildVignettes != nil {
-		b.BuildVignettes = *f.BuildVignettes
+	set(&b.CheckCommand, f.CheckCommand)
+	for _, o := range []struct {
+		dst *bool
+		src *bool
+	}{{&b.BuildVignettes, f.BuildVignettes}, {&b.Check, f.Check}, {&b.CheckGates, f.CheckGates}} {
+		if o.src != nil {
+			*o.dst = *o.src
+		}
 	}
 	if f.CloneDepth != nil {
 		b.CloneDepth = *f.CloneDepth

@@ -92,9 +92,17 @@ type Builder struct {
 	RRepositoryURL string `json:"r_repository_url,omitempty"`
 	// BuildVignettes has R CMD build build the vignettes, with what they
 	// need installed from the R repository through the door.
-	BuildVignettes bool      `json:"build_vignettes,omitempty"`
-	CreatedAt      time.Time `json:"created_at"`
-	UpdatedAt      time.Time `json:"updated_at"`
+	BuildVignettes bool `json:"build_vignettes,omitempty"`
+	// Check runs the check stage after the build: R CMD check
+	// --no-manual --as-cran on an R builder's tarball, CheckCommand on a
+	// Python builder's checkout. CheckGates holds back the artifacts of a
+	// build whose check says WARNING or ERROR (or could not run); without
+	// it the verdict is only recorded.
+	Check        bool      `json:"check,omitempty"`
+	CheckGates   bool      `json:"check_gates,omitempty"`
+	CheckCommand string    `json:"check_command,omitempty"` // Python; empty = no Python check
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
 
 	// InitialTags is how many of the newest matching tags a new tag
 	// builder builds (nil: 1); older tags are only recorded as seen.
@@ -151,12 +159,45 @@ type Build struct {
 	// it waits (parked) for one.
 	WaitingSince *time.Time `json:"waiting_since,omitempty"`
 	// Phases is how long each phase of the build took, in the order
-	// queued, waiting, clone, sandbox_start, build, checks, store, record
+	// queued, waiting, clone, sandbox_start, build, check, checks, store, record
 	// (those that happened; PhaseOrder).
 	Phases []Phase `json:"phases,omitempty"`
 	// Warnings are what the package's metadata does that its own tools
 	// accept but warn of (internal/pkgmeta), one line each.
 	Warnings []string `json:"warnings,omitempty"`
+	// Check is the check stage's verdict, when the builder has one.
+	Check *Check `json:"check,omitempty"`
+}
+
+// Check verdicts: R CMD check's worst (OK, NOTE, WARNING, ERROR), or
+// CheckFailed when the check could not run to its end (a timeout, a
+// kill). A Python check command is OK or ERROR by its exit status.
+const (
+	CheckOK      = "OK"
+	CheckNote    = "NOTE"
+	CheckWarning = "WARNING"
+	CheckError   = "ERROR"
+	CheckFailed  = "failed"
+)
+
+// Check is the verdict of a build's check stage.
+type Check struct {
+	Verdict  string `json:"verdict"`
+	Notes    int    `json:"notes,omitempty"`
+	Warnings int    `json:"warnings,omitempty"`
+	Errors   int    `json:"errors,omitempty"`
+	// Gated says the verdict held the build back (check_gates): it
+	// failed and its artifacts were not published.
+	Gated bool `json:"gated,omitempty"`
+	// Summary is one line: the counts and the first problem.
+	Summary string `json:"summary,omitempty"`
+}
+
+// Gates reports whether the verdict holds a build back under
+// check_gates: WARNING, ERROR or failed, as CRAN takes a package with
+// NOTEs but not with WARNINGs.
+func (c *Check) Gates() bool {
+	return c != nil && (c.Verdict == CheckWarning || c.Verdict == CheckError || c.Verdict == CheckFailed)
 }
 
 // Phase is how long one phase of a build took.
@@ -172,13 +213,14 @@ const (
 	PhaseClone        = "clone"         // git clone and checkout
 	PhaseSandboxStart = "sandbox_start" // the sandbox until the build tool started
 	PhaseBuild        = "build"         // the build tool (R CMD build, python -m build)
+	PhaseCheck        = "check"         // the check stage (R CMD check, the check command)
 	PhaseChecks       = "checks"        // checks of the build's result
 	PhaseStore        = "store"         // copying artifacts into the store
 	PhaseRecord       = "record"        // writing the final record and log
 )
 
 // PhaseOrder lists the phases in the order of Build.Phases.
-var PhaseOrder = []string{PhaseQueued, PhaseWaiting, PhaseClone, PhaseSandboxStart, PhaseBuild, PhaseChecks, PhaseStore, PhaseRecord}
+var PhaseOrder = []string{PhaseQueued, PhaseWaiting, PhaseClone, PhaseSandboxStart, PhaseBuild, PhaseCheck, PhaseChecks, PhaseStore, PhaseRecord}
 
 // SetPhase records (or replaces) how long phase took, keeping PhaseOrder.
 func (b *Build) SetPhase(phase string, d time.Duration) {

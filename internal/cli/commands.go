@@ -55,9 +55,9 @@ func (app *App) deleteSource() *cobra.Command {
 // builderFlags are the git-builder settings shared by create and edit.
 type builderFlags struct {
 	url, branch, trigger, subDir, tagPattern, pollInterval, credential string
-	pythonIndexURL, rRepositoryURL                                     string
+	pythonIndexURL, rRepositoryURL, checkCommand                       string
 	cloneDepth, recurse                                                int
-	buildVignettes                                                     bool
+	buildVignettes, check, checkGates                                  bool
 
 	webhookSecret string
 	initialTags   int
@@ -75,6 +75,9 @@ func (f *builderFlags) register(cmd *cobra.Command, prefix string) {
 	fl.StringVar(&f.pythonIndexURL, "python-index-url", "", "PEP 503 index the build's requirements come from, through the door (default Git.PythonIndexURL; \"\" = the workers')")
 	fl.StringVar(&f.rRepositoryURL, "r-repository-url", "", "CRAN-like repository vignette dependencies come from, through the door (default Git.RRepositoryURL)")
 	fl.BoolVar(&f.buildVignettes, "build-vignettes", false, "R: build the vignettes, installing what they need from the R repository")
+	fl.BoolVar(&f.check, "check", false, "run the check stage after the build: R CMD check --no-manual --as-cran (R), --check-command (Python)")
+	fl.BoolVar(&f.checkGates, "check-gates", false, "with --check: a check verdict of WARNING or ERROR fails the build and publishes nothing")
+	fl.StringVar(&f.checkCommand, "check-command", "", "Python: the command that runs the tests in the checkout, e.g. \"python3 -m pytest -q\"")
 	fl.IntVar(&f.cloneDepth, "clone-depth", 1, "clone depth; 0 clones the full history")
 	fl.IntVar(&f.recurse, "recurse-submodules", 0, "submodule recursion depth")
 	fl.StringVar(&f.webhookSecret, "webhook-secret", "", "secret that webhooks of this repository must prove (16+ characters; \"\" removes it)")
@@ -99,6 +102,9 @@ func (f *builderFlags) body(cmd *cobra.Command, prefix string) map[string]any {
 	set("python-index-url", "python_index_url", f.pythonIndexURL)
 	set("r-repository-url", "r_repository_url", f.rRepositoryURL)
 	set("build-vignettes", "build_vignettes", f.buildVignettes)
+	set("check", "check", f.check)
+	set("check-gates", "check_gates", f.checkGates)
+	set("check-command", "check_command", f.checkCommand)
 	set("clone-depth", "clone_depth", f.cloneDepth)
 	set("recurse-submodules", "recurse_submodules", f.recurse)
 	set("webhook-secret", "webhook_secret", f.webhookSecret)
@@ -352,6 +358,9 @@ func progressLine(b *apiv1.Build, elapsed time.Duration) string {
 		default:
 			s += fmt.Sprintf(" (%d metadata warnings)", n)
 		}
+		if b.Check != nil {
+			s += ", check " + checkColumn(b.Check)
+		}
 	case apiv1.StatusFailed, apiv1.StatusCanceled:
 		if b.Detail != "" {
 			s += ": " + oneLine(b.Detail)
@@ -450,6 +459,9 @@ func (app *App) listBuilders() *cobra.Command {
 						fmt.Fprintf(w, "    Sub-directory: %s\n", b.SubDir)
 					}
 					fmt.Fprintf(w, "    Clone depth: %d\n", b.CloneDepth)
+					if c := checkSetting(b); c != "" {
+						fmt.Fprintf(w, "    Check: %s\n", c)
+					}
 				}
 			})
 			return nil
@@ -479,9 +491,9 @@ func (app *App) listBuilds() *cobra.Command {
 			}
 			app.print(res, func(w io.Writer) {
 				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tSOURCE\tBUILDER\tREF\tCOMMIT\tSTATUS\tVERSION\tATTEMPTS\tFETCHED\tPHASES")
+				fmt.Fprintln(tw, "ID\tSOURCE\tBUILDER\tREF\tCOMMIT\tSTATUS\tVERSION\tCHECK\tATTEMPTS\tFETCHED\tPHASES")
 				for _, b := range res.Builds {
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", b.ID, b.Source, b.Builder, b.Ref, short(b.SHA), b.Status, dash(versionOf(b)), b.Attempts, b.MaxAttempts,
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", b.ID, b.Source, b.Builder, b.Ref, short(b.SHA), b.Status, dash(versionOf(b)), dash(checkColumn(b.Check)), b.Attempts, b.MaxAttempts,
 						dash(strings.Join(fetched(b), ", ")), dash(phases(b.Phases)))
 				}
 				tw.Flush()
@@ -494,6 +506,43 @@ func (app *App) listBuilds() *cobra.Command {
 	cmd.Flags().StringVar(&status, "status", "", "only builds in this status")
 	cmd.Flags().IntVar(&count, "count", 100, "how many builds at most")
 	return cmd
+}
+
+// checkColumn is a build's check verdict in a few characters: the worst
+// verdict with R CMD check's counts ("WARNING 1W 2N"), and "gated" when it
+// held the build back.
+func checkColumn(c *apiv1.Check) string {
+	if c == nil {
+		return ""
+	}
+	s := c.Verdict
+	for _, n := range []struct {
+		count  int
+		letter string
+	}{{c.Errors, "E"}, {c.Warnings, "W"}, {c.Notes, "N"}} {
+		if n.count > 0 {
+			s += fmt.Sprintf(" %d%s", n.count, n.letter)
+		}
+	}
+	if c.Gated {
+		s += " gated"
+	}
+	return s
+}
+
+// checkSetting says what a builder's check stage does ("" when off).
+func checkSetting(b *apiv1.Builder) string {
+	if !b.Check {
+		return ""
+	}
+	s := "R CMD check --no-manual --as-cran"
+	if b.Language == apiv1.LangPython {
+		s = b.CheckCommand
+	}
+	if b.CheckGates {
+		return s + " (gates publishing: WARNING or ERROR fails the build)"
+	}
+	return s + " (recorded, does not gate)"
 }
 
 // phases says how long each phase of a build took, in one line.

@@ -73,8 +73,8 @@ func TestCLIDrivesTheAPI(t *testing.T) {
 		t.Fatalf("list git-builders:\n%s\nwant\n%s", got, wantList)
 	}
 	out, _, _ = f.pkgfleet("list", "git-builds", "--source", "cli-r", "--name", "hellofleet")
-	wantBuilds := "ID  SOURCE  BUILDER     REF   COMMIT        STATUS     VERSION  ATTEMPTS  FETCHED  PHASES\n" +
-		"1   cli-r   hellofleet  main  <commit-sha>  succeeded  0.2.0    1/2       -        queued "
+	wantBuilds := "ID  SOURCE  BUILDER     REF   COMMIT        STATUS     VERSION  CHECK  ATTEMPTS  FETCHED  PHASES\n" +
+		"1   cli-r   hellofleet  main  <commit-sha>  succeeded  0.2.0    -      1/2       -        queued "
 	if got := normalize(out); !strings.HasPrefix(got, wantBuilds) || !regexp.MustCompile(`, clone [0-9.]+(µs|ms|s), sandbox_start [0-9.]+(µs|ms|s), build [0-9.]+(µs|ms|s), checks [0-9.]+(µs|ms|s), store [0-9.]+(µs|ms|s), record [0-9.]+(µs|ms|s)\n$`).MatchString(got) {
 		t.Fatalf("list git-builds:\n%q\nwant it to start with\n%q and list the phases", got, wantBuilds)
 	}

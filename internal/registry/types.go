@@ -23,6 +23,7 @@ type (
 	Artifact = apiv1.Artifact
 	Duration = apiv1.Duration
 	Phase    = apiv1.Phase
+	Check    = apiv1.Check
 )
 
 // Source types, languages, build triggers, statuses and phases (see apiv1).
@@ -48,6 +49,7 @@ const (
 	PhaseClone        = apiv1.PhaseClone
 	PhaseSandboxStart = apiv1.PhaseSandboxStart
 	PhaseBuild        = apiv1.PhaseBuild
+	PhaseCheck        = apiv1.PhaseCheck
 	PhaseChecks       = apiv1.PhaseChecks
 	PhaseStore        = apiv1.PhaseStore
 	PhaseRecord       = apiv1.PhaseRecord

@@ -101,6 +101,28 @@ func (p Policy) ValidateBuilder(b *Builder) error {
 	if b.BuildVignettes && b.Language != "" && b.Language != LangR {
 		return invalid("build_vignettes applies to git (R) builders only")
 	}
+	return validateCheck(b)
+}
+
+// validateCheck checks the check stage's settings: check runs R CMD check
+// on an R builder, check_command on a Python builder, and check_gates
+// needs a check to gate on.
+func validateCheck(b *Builder) error {
+	cmd := b.CheckCommand
+	switch {
+	case cmd != "" && b.Language != "" && b.Language != LangPython:
+		return invalid("check_command applies to git-python builders only (R builders run R CMD check with check: true)")
+	case len(cmd) > 1000:
+		return invalid("check_command is longer than 1000 characters")
+	case strings.ContainsAny(cmd, "\x00\r\n"):
+		return invalid("check_command must be one line")
+	case cmd != "" && strings.TrimSpace(cmd) == "":
+		return invalid("check_command is blank")
+	case b.Check && b.Language == LangPython && cmd == "":
+		return invalid("check on a git-python builder needs check_command, the command that runs its tests (e.g. python3 -m pytest -q)")
+	case b.CheckGates && !b.Check:
+		return invalid("check_gates needs check: true (there is no check to gate on)")
+	}
 	return nil
 }
 
