@@ -16,13 +16,14 @@ import (
 
 func (app *App) createSource() *cobra.Command {
 	var name, typ string
+	var binary bool
 	cmd := &cobra.Command{
 		Use:   "source",
 		Short: "Create a source (--type git for R, git-python for Python)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var src apiv1.Source
-			if err := app.client.do(cmd.Context(), "POST", "/api/v1/sources", map[string]string{"name": name, "type": typ}, &src); err != nil {
+			if err := app.client.do(cmd.Context(), "POST", "/api/v1/sources", map[string]any{"name": name, "type": typ, "binary": binary}, &src); err != nil {
 				return err
 			}
 			app.print(src, func(w io.Writer) { fmt.Fprintf(w, "Source %s (%s) created.\n", src.Name, src.Type) })
@@ -31,6 +32,7 @@ func (app *App) createSource() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&name, "name", "", "source name")
 	cmd.Flags().StringVar(&typ, "type", "git", "git (R packages) or git-python (Python packages)")
+	cmd.Flags().BoolVar(&binary, "binary", false, "R: its builders build binary packages for the workers' platforms by default")
 	requireFlags(cmd, "name")
 	return cmd
 }
@@ -57,7 +59,7 @@ type builderFlags struct {
 	url, branch, trigger, subDir, tagPattern, pollInterval, credential string
 	pythonIndexURL, rRepositoryURL                                     string
 	cloneDepth, recurse                                                int
-	buildVignettes                                                     bool
+	buildVignettes, binary                                             bool
 
 	webhookSecret string
 	initialTags   int
@@ -75,6 +77,7 @@ func (f *builderFlags) register(cmd *cobra.Command, prefix string) {
 	fl.StringVar(&f.pythonIndexURL, "python-index-url", "", "PEP 503 index the build's requirements come from, through the door (default Git.PythonIndexURL; \"\" = the workers')")
 	fl.StringVar(&f.rRepositoryURL, "r-repository-url", "", "CRAN-like repository vignette dependencies come from, through the door (default Git.RRepositoryURL)")
 	fl.BoolVar(&f.buildVignettes, "build-vignettes", false, "R: build the vignettes, installing what they need from the R repository")
+	fl.BoolVar(&f.binary, "binary", false, "R: also build a binary package for the worker's platform (default: the source's setting)")
 	fl.IntVar(&f.cloneDepth, "clone-depth", 1, "clone depth; 0 clones the full history")
 	fl.IntVar(&f.recurse, "recurse-submodules", 0, "submodule recursion depth")
 	fl.StringVar(&f.webhookSecret, "webhook-secret", "", "secret that webhooks of this repository must prove (16+ characters; \"\" removes it)")
@@ -99,6 +102,7 @@ func (f *builderFlags) body(cmd *cobra.Command, prefix string) map[string]any {
 	set("python-index-url", "python_index_url", f.pythonIndexURL)
 	set("r-repository-url", "r_repository_url", f.rRepositoryURL)
 	set("build-vignettes", "build_vignettes", f.buildVignettes)
+	set("binary", "binary", f.binary)
 	set("clone-depth", "clone_depth", f.cloneDepth)
 	set("recurse-submodules", "recurse_submodules", f.recurse)
 	set("webhook-secret", "webhook_secret", f.webhookSecret)
