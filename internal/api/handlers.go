@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -22,13 +23,14 @@ import (
 
 func (s *Server) createSource(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		Name string `json:"name"`
-		Type string `json:"type"`
+		Name   string `json:"name"`
+		Type   string `json:"type"`
+		Binary bool   `json:"binary"`
 	}
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	src, err := s.Registry.CreateSource(r.Context(), registry.Source{Name: req.Name, Type: req.Type})
+	src, err := s.Registry.CreateSource(r.Context(), registry.Source{Name: req.Name, Type: req.Type, Binary: req.Binary})
 	if err != nil {
 		return err
 	}
@@ -81,6 +83,9 @@ type builderFields struct {
 	Check             *bool              `json:"check"`
 	CheckGates        *bool              `json:"check_gates"`
 	CheckCommand      *string            `json:"check_command"`
+	// Binary: true or false sets it; null (JSON) puts it back to the
+	// source's default, as does absent on create.
+	Binary optionalBool `json:"binary"`
 	// WebhookSecret is write-only: stored apart, never returned.
 	WebhookSecret *string `json:"webhook_secret"`
 }
@@ -108,6 +113,9 @@ func (f *builderFields) apply(b *registry.Builder) {
 			*o.dst = *o.src
 		}
 	}
+	if f.Binary.Set {
+		b.Binary = f.Binary.Value
+	}
 	if f.CloneDepth != nil {
 		b.CloneDepth = *f.CloneDepth
 	}
@@ -124,6 +132,18 @@ func (f *builderFields) apply(b *registry.Builder) {
 	if f.WebhookSecret != nil {
 		b.WebhookSecretSet = *f.WebhookSecret != ""
 	}
+}
+
+// optionalBool tells a field given as null (reset to the default) from
+// one not given at all.
+type optionalBool struct {
+	Set   bool
+	Value *bool
+}
+
+func (o *optionalBool) UnmarshalJSON(b []byte) error {
+	o.Set = true
+	return json.Unmarshal(b, &o.Value)
 }
 
 // storeWebhookSecret saves a secret given in a request, after the builder

@@ -52,8 +52,11 @@ func Terminal(s string) bool {
 
 // Source is a named group of builders of one type.
 type Source struct {
-	Name      string    `json:"name"`
-	Type      string    `json:"type"`
+	Name string `json:"name"`
+	Type string `json:"type"`
+	// Binary is the default of its builders' Binary: build R binary
+	// packages for the workers' platforms beside the source tarballs.
+	Binary    bool      `json:"binary,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 }
 
@@ -98,11 +101,14 @@ type Builder struct {
 	// Python builder's checkout. CheckGates holds back the artifacts of a
 	// build whose check says WARNING or ERROR (or could not run); without
 	// it the verdict is only recorded.
-	Check        bool      `json:"check,omitempty"`
-	CheckGates   bool      `json:"check_gates,omitempty"`
-	CheckCommand string    `json:"check_command,omitempty"` // Python; empty = no Python check
-	CreatedAt    time.Time `json:"created_at"`
-	UpdatedAt    time.Time `json:"updated_at"`
+	Check        bool   `json:"check,omitempty"`
+	CheckGates   bool   `json:"check_gates,omitempty"`
+	CheckCommand string `json:"check_command,omitempty"` // Python; empty = no Python check
+	// Binary has R builds also make a binary package for the worker's
+	// platform (R CMD INSTALL --build); nil: the source's Binary.
+	Binary    *bool     `json:"binary,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 
 	// InitialTags is how many of the newest matching tags a new tag
 	// builder builds (nil: 1); older tags are only recorded as seen.
@@ -119,6 +125,15 @@ type Builder struct {
 
 // Key is the builder's unique "source/name".
 func (b *Builder) Key() string { return b.Source + "/" + b.Name }
+
+// BuildsBinary says whether the builder's builds make an R binary
+// package: its own Binary, else its source's default.
+func (b *Builder) BuildsBinary(src Source) bool {
+	if b.Binary != nil {
+		return *b.Binary
+	}
+	return src.Binary
+}
 
 // Build is one attempt series at one (builder, ref, commit sha).
 type Build struct {
@@ -268,9 +283,17 @@ type Fetched struct {
 // Artifact is one file a build produced.
 type Artifact struct {
 	File   string `json:"file"`
-	Kind   string `json:"kind"` // "source" (R tarball), "sdist", "wheel"
+	Kind   string `json:"kind"` // "source" (R tarball), "binary" (R), "sdist", "wheel"
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256"`
+	// Platform and RVersion are what an R binary was built for: the
+	// worker's os-release ID-VERSION_ID ("debian-12") and R's x.y ("4.2").
+	// The index never serves it to another.
+	Platform string `json:"platform,omitempty"`
+	RVersion string `json:"r_version,omitempty"`
+	// Tags are a wheel's compatibility tags (PEP 425), from its file name:
+	// "cp311-cp311-linux_x86_64", "py3-none-any".
+	Tags []string `json:"tags,omitempty"`
 }
 
 // Duration is a time.Duration written as "5m" in JSON.

@@ -16,13 +16,14 @@ import (
 
 func (app *App) createSource() *cobra.Command {
 	var name, typ string
+	var binary bool
 	cmd := &cobra.Command{
 		Use:   "source",
 		Short: "Create a source (--type git for R, git-python for Python)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var src apiv1.Source
-			if err := app.client.do(cmd.Context(), "POST", "/api/v1/sources", map[string]string{"name": name, "type": typ}, &src); err != nil {
+			if err := app.client.do(cmd.Context(), "POST", "/api/v1/sources", map[string]any{"name": name, "type": typ, "binary": binary}, &src); err != nil {
 				return err
 			}
 			app.print(src, func(w io.Writer) { fmt.Fprintf(w, "Source %s (%s) created.\n", src.Name, src.Type) })
@@ -31,6 +32,7 @@ func (app *App) createSource() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&name, "name", "", "source name")
 	cmd.Flags().StringVar(&typ, "type", "git", "git (R packages) or git-python (Python packages)")
+	cmd.Flags().BoolVar(&binary, "binary", false, "R: its builders build binary packages for the workers' platforms by default")
 	requireFlags(cmd, "name")
 	return cmd
 }
@@ -57,7 +59,7 @@ type builderFlags struct {
 	url, branch, trigger, subDir, tagPattern, pollInterval, credential string
 	pythonIndexURL, rRepositoryURL, checkCommand                       string
 	cloneDepth, recurse                                                int
-	buildVignettes, check, checkGates                                  bool
+	buildVignettes, check, checkGates, binary                          bool
 
 	webhookSecret string
 	initialTags   int
@@ -78,6 +80,7 @@ func (f *builderFlags) register(cmd *cobra.Command, prefix string) {
 	fl.BoolVar(&f.check, "check", false, "run the check stage after the build: R CMD check --no-manual --as-cran (R), --check-command (Python)")
 	fl.BoolVar(&f.checkGates, "check-gates", false, "with --check: a check verdict of WARNING or ERROR fails the build and publishes nothing")
 	fl.StringVar(&f.checkCommand, "check-command", "", "Python: the command that runs the tests in the checkout, e.g. \"python3 -m pytest -q\"")
+	fl.BoolVar(&f.binary, "binary", false, "R: also build a binary package for the worker's platform (default: the source's setting)")
 	fl.IntVar(&f.cloneDepth, "clone-depth", 1, "clone depth; 0 clones the full history")
 	fl.IntVar(&f.recurse, "recurse-submodules", 0, "submodule recursion depth")
 	fl.StringVar(&f.webhookSecret, "webhook-secret", "", "secret that webhooks of this repository must prove (16+ characters; \"\" removes it)")
@@ -105,6 +108,7 @@ func (f *builderFlags) body(cmd *cobra.Command, prefix string) map[string]any {
 	set("check", "check", f.check)
 	set("check-gates", "check_gates", f.checkGates)
 	set("check-command", "check_command", f.checkCommand)
+	set("binary", "binary", f.binary)
 	set("clone-depth", "clone_depth", f.cloneDepth)
 	set("recurse-submodules", "recurse_submodules", f.recurse)
 	set("webhook-secret", "webhook_secret", f.webhookSecret)

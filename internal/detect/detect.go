@@ -29,6 +29,20 @@ type Tool struct {
 	Language string // "r" or "python"
 	Version  string // e.g. "4.4.1", "3.11.2"
 	Path     string // R: the installation directory (R_HOME); Python: the interpreter
+	// Platform is the worker's distribution as os-release names it,
+	// ID-VERSION_ID ("debian-12"): what an R binary built with this tool
+	// is for. Empty when /etc/os-release does not say.
+	Platform string
+}
+
+// Minor is the version's x.y ("4.2" of "4.2.2"): an R binary package
+// works with every R of the same x.y.
+func (t Tool) Minor() string {
+	parts := strings.SplitN(t.Version, ".", 3)
+	if len(parts) < 2 {
+		return t.Version
+	}
+	return parts[0] + "." + parts[1]
 }
 
 // Command is the program to run for this tool: R's bin/R or the Python
@@ -50,6 +64,9 @@ type Detector struct {
 	RSystem     []string
 	PythonRoots []string
 	PathEnv     string // PATH to scan; "" means $PATH
+	// OSRelease is the os-release file naming the platform; "" means
+	// /etc/os-release, which the sandbox binds in as it is.
+	OSRelease string
 }
 
 // ErrUnusable is returned when no candidate could be run.
@@ -83,6 +100,7 @@ func (d *Detector) R(ctx context.Context, configured string) (Tool, error) {
 		return Tool{}, err
 	}
 	d.Log.Info(fmt.Sprintf("Detected R version %s at %s", best.Version, best.Path))
+	best.Platform = d.platform()
 	return best, nil
 }
 
@@ -112,6 +130,7 @@ func (d *Detector) Python(ctx context.Context, configured string) (Tool, error) 
 		return Tool{}, err
 	}
 	d.Log.Info(fmt.Sprintf("Detected Python version %s at %s", best.Version, best.Path))
+	best.Platform = d.platform()
 	return best, nil
 }
 
@@ -295,4 +314,48 @@ func lastLine(s string) string {
 func isExecutable(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
+}
+
+// platform reads ID-VERSION_ID from os-release ("debian-12", "ubuntu-24.04").
+func (d *Detector) platform() string {
+	file := d.OSRelease
+	if file == "" {
+		file = "/etc/os-release"
+	}
+	p, err := Platform(file)
+	if err != nil {
+		d.Log.Warn("the platform is unknown: R binary packages will not be built", "error", err)
+	}
+	return p
+}
+
+// Platform returns ID-VERSION_ID of the os-release file ("debian-12"),
+// the name under which R binaries built here are served. A rolling
+// distribution with no VERSION_ID is named by its ID alone.
+func Platform(osRelease string) (string, error) {
+	b, err := os.ReadFile(osRelease)
+	if err != nil {
+		return "", fmt.Errorf("platform: %w", err)
+	}
+	var id, ver string
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if !ok {
+			continue
+		}
+		v = strings.Trim(v, `"'`)
+		switch k {
+		case "ID":
+			id = v
+		case "VERSION_ID":
+			ver = v
+		}
+	}
+	if id == "" || strings.ContainsAny(id+ver, "/ ") {
+		return "", fmt.Errorf("platform: %s names no usable ID", osRelease)
+	}
+	if ver == "" {
+		return id, nil
+	}
+	return id + "-" + ver, nil
 }

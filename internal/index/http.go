@@ -11,6 +11,7 @@ import (
 	"html"
 	"io"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -41,6 +42,7 @@ func (x *Index) Routes(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 	h("GET /cran/{source}/src/contrib/PACKAGES.gz", x.packages(true))
 	h("GET /cran/{source}/src/contrib/{file}", x.cranFile(false))
 	h("GET /cran/{source}/src/contrib/Archive/{pkg}/{file}", x.cranFile(true))
+	x.binaryRoutes(h)
 	h("GET /pypi/{source}/simple/", x.simpleRoot)
 	h("GET /pypi/{source}/simple/{project}/", x.simpleProject)
 	h("GET /pypi/{source}/simple/{project}", func(w http.ResponseWriter, r *http.Request) error {
@@ -75,6 +77,13 @@ func (x *Index) source(r *http.Request, typ string) (registry.Source, error) {
 // cranFields are the PACKAGES fields, in CRAN's order.
 var cranFields = []string{"Package", "Version", "Depends", "Imports", "LinkingTo", "Suggests", "License", "NeedsCompilation"}
 
+// cranEntry is one package of a PACKAGES file: the build and the
+// artifact (source tarball or binary) served for it.
+type cranEntry struct {
+	b *registry.Build
+	a registry.Artifact
+}
+
 func (x *Index) packages(gz bool) func(w http.ResponseWriter, r *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		src, err := x.source(r, registry.TypeGit)
@@ -85,45 +94,54 @@ func (x *Index) packages(gz bool) func(w http.ResponseWriter, r *http.Request) e
 		if err != nil {
 			return err
 		}
-		names := make([]string, 0, len(served))
-		for name := range served {
-			names = append(names, name)
+		var entries []cranEntry
+		for _, builds := range served {
+			b := builds[0] // the newest version
+			if a, ok := artifactOfKind(b, "source"); ok {
+				entries = append(entries, cranEntry{b, a})
+			}
 		}
-		sortFold(names)
-		var buf bytes.Buffer
-		for _, name := range names {
-			b := served[name][0] // the newest version
-			a, ok := artifactOfKind(b, "source")
-			if !ok {
-				continue
-			}
-			f, err := x.metadata(r.Context(), b, a)
-			if x.missing(b, a.File, err) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			if buf.Len() > 0 {
-				buf.WriteByte('\n')
-			}
-			for _, field := range cranFields {
-				if v := f[field]; v != "" {
-					fmt.Fprintf(&buf, "%s: %s\n", field, dcfValue(v))
-				}
-			}
-			fmt.Fprintf(&buf, "MD5sum: %s\n", f["MD5sum"])
-		}
-		if gz {
-			w.Header().Set("Content-Type", "application/x-gzip")
-			zw := gzip.NewWriter(w)
-			_, _ = zw.Write(buf.Bytes())
-			return zw.Close()
-		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write(buf.Bytes())
-		return nil
+		return x.writePACKAGES(w, r, gz, entries)
 	}
+}
+
+// writePACKAGES writes entries as a PACKAGES file (gzipped when gz), in
+// package order; a binary's entry carries R's Built field, which
+// install.packages reads to install it as a binary.
+func (x *Index) writePACKAGES(w http.ResponseWriter, r *http.Request, gz bool, entries []cranEntry) error {
+	sort.Slice(entries, func(i, j int) bool { return foldLess(entries[i].b.Package, entries[j].b.Package) })
+	var buf bytes.Buffer
+	for _, e := range entries {
+		f, err := x.metadata(r.Context(), e.b, e.a)
+		if x.missing(e.b, e.a.File, err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if buf.Len() > 0 {
+			buf.WriteByte('\n')
+		}
+		fields := cranFields
+		if e.a.Kind == "binary" {
+			fields = append(fields[:len(fields):len(fields)], "Built")
+		}
+		for _, field := range fields {
+			if v := f[field]; v != "" {
+				fmt.Fprintf(&buf, "%s: %s\n", field, dcfValue(v))
+			}
+		}
+		fmt.Fprintf(&buf, "MD5sum: %s\n", f["MD5sum"])
+	}
+	if gz {
+		w.Header().Set("Content-Type", "application/x-gzip")
+		zw := gzip.NewWriter(w)
+		_, _ = zw.Write(buf.Bytes())
+		return zw.Close()
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write(buf.Bytes())
+	return nil
 }
 
 func (x *Index) cranFile(archive bool) func(w http.ResponseWriter, r *http.Request) error {
@@ -314,14 +332,16 @@ func md5File(r io.Reader) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func sortFold(s []string) {
-	sortStrings(s, func(a, b string) bool {
-		la, lb := strings.ToLower(a), strings.ToLower(b)
-		if la != lb {
-			return la < lb
-		}
-		return a < b
-	})
+func sortFold(s []string) { sortStrings(s, foldLess) }
+
+// foldLess orders names as CRAN's PACKAGES does: case folded, then as
+// written.
+func foldLess(a, b string) bool {
+	la, lb := strings.ToLower(a), strings.ToLower(b)
+	if la != lb {
+		return la < lb
+	}
+	return a < b
 }
 
 // dcfValue writes a value read by read.dcf back as DCF: each further line

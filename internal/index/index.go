@@ -23,7 +23,6 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/pkgmeta"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/store"
-	"github.com/pkgfleet/pkgfleet/internal/version"
 )
 
 // Index reads builds from the registry and files from the store.
@@ -62,16 +61,34 @@ const maxBuilds = 100000
 // served returns, per package, the newest successful build of each
 // version, newest version first.
 func (x *Index) served(ctx context.Context, source string) (map[string][]*registry.Build, error) {
+	builds, err := x.succeeded(ctx, source)
+	if err != nil {
+		return nil, err
+	}
+	return newestPerVersion(builds), nil
+}
+
+// succeeded lists the source's successful builds that made a package.
+func (x *Index) succeeded(ctx context.Context, source string) ([]*registry.Build, error) {
 	builds, err := x.Registry.Builds(ctx, registry.Filter{Source: source, Status: registry.StatusSucceeded, Limit: maxBuilds})
 	if err != nil {
 		return nil, err
 	}
+	out := builds[:0]
+	for _, b := range builds {
+		if b.Package != "" && b.Version != "" && len(b.Artifacts) > 0 {
+			out = append(out, b)
+		}
+	}
+	return out, nil
+}
+
+// newestPerVersion keeps, per package, the newest build of each version,
+// newest version first.
+func newestPerVersion(builds []*registry.Build) map[string][]*registry.Build {
 	type key struct{ pkg, version string }
 	newest := map[key]*registry.Build{}
 	for _, b := range builds {
-		if b.Package == "" || b.Version == "" || len(b.Artifacts) == 0 {
-			continue
-		}
 		k := key{b.Package, b.Version}
 		if cur, ok := newest[k]; !ok || b.ID > cur.ID {
 			newest[k] = b
@@ -82,14 +99,9 @@ func (x *Index) served(ctx context.Context, source string) (map[string][]*regist
 		out[k.pkg] = append(out[k.pkg], b)
 	}
 	for _, list := range out {
-		sort.Slice(list, func(i, j int) bool {
-			if c := version.Compare(list[i].Version, list[j].Version); c != 0 {
-				return c > 0
-			}
-			return list[i].ID > list[j].ID
-		})
+		sortBuilds(list)
 	}
-	return out, nil
+	return out
 }
 
 // metadata reads (and caches) the package metadata inside an artifact.
@@ -107,7 +119,7 @@ func (x *Index) metadata(ctx context.Context, b *registry.Build, a registry.Arti
 	}
 	defer fh.Close()
 	switch a.Kind {
-	case "source":
+	case "source", "binary":
 		f, err = pkgmeta.ReadTarDESCRIPTION(fh, b.Package)
 		if err == nil {
 			if _, err = fh.Seek(0, 0); err == nil {
@@ -129,5 +141,9 @@ func (x *Index) metadata(ctx context.Context, b *registry.Build, a registry.Arti
 }
 
 func sortStrings(s []string, less func(a, b string) bool) {
+	sort.Slice(s, func(i, j int) bool { return less(s[i], s[j]) })
+}
+
+func sortBuildsBy(s []*registry.Build, less func(a, b *registry.Build) bool) {
 	sort.Slice(s, func(i, j int) bool { return less(s[i], s[j]) })
 }

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/url"
@@ -13,14 +14,15 @@ import (
 // r_repository_url, else to the workers' Git.PythonIndexURL or
 // Git.RRepositoryURL. It returns nil (offline, the default) when neither
 // is set, when the build has the host network anyway, and for R builds
-// that build no vignettes (nothing else in them fetches anything).
-func (p *Pipeline) doorFor(bl *registry.Builder, log io.Writer) (*door.Door, error) {
+// that build neither vignettes nor a binary (nothing else in them
+// fetches anything).
+func (p *Pipeline) doorFor(bl *registry.Builder, binary bool, log io.Writer) (*door.Door, error) {
 	if p.network {
 		return nil, nil
 	}
 	raw, setting, kind := bl.PythonIndexURL, p.pythonIndexURL, door.Python
 	if bl.Language == registry.LangR {
-		if !bl.BuildVignettes {
+		if !bl.BuildVignettes && !binary {
 			return nil, nil
 		}
 		raw, setting, kind = bl.RRepositoryURL, p.rRepositoryURL, door.R
@@ -52,4 +54,17 @@ func withCredentials(override, setting string) string {
 	}
 	o.User = s.User
 	return o.String()
+}
+
+// buildsBinary says whether a build of the R builder bl makes a binary:
+// the builder's binary, else its source's default.
+func (p *Pipeline) buildsBinary(ctx context.Context, bl *registry.Builder) (bool, error) {
+	if bl.Binary != nil {
+		return *bl.Binary, nil
+	}
+	src, err := p.registry.Source(ctx, bl.Source)
+	if err != nil {
+		return false, fmt.Errorf("builder %s: its source: %w", bl.Key(), err)
+	}
+	return bl.BuildsBinary(src), nil
 }

@@ -578,7 +578,20 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 		// then stops it after the same T.
 		DeadMan: p.fenceAfter,
 	}
-	d, err := p.doorFor(bl, logw)
+	if bl.Language == registry.LangR {
+		binary, err := p.buildsBinary(ctx, bl)
+		if err != nil {
+			return nil, err
+		}
+		in.Binary = binary
+		// The build's R library: beside the checkout and the results,
+		// removed with the work directory.
+		in.Library = filepath.Join(work, "library")
+		if err := os.Mkdir(in.Library, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	d, err := p.doorFor(bl, in.Binary, logw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}

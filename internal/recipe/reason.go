@@ -169,18 +169,24 @@ func (w *reasonWriter) pythonReason(res sandbox.Result, python, dir string) stri
 
 // rReason is the one line for a failed R CMD build.
 func (w *reasonWriter) rReason(res sandbox.Result, rHome string) string {
+	return w.rReasonOf("R CMD build", res, rHome)
+}
+
+// rReasonOf is the one line for a failed R command (R CMD build, R CMD
+// INSTALL --build).
+func (w *reasonWriter) rReasonOf(command string, res sandbox.Result, rHome string) string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch {
 	case res.Killed != "" || res.Signal != "":
-		return "R CMD build " + describe(res)
+		return command + " " + describe(res)
 	case len(w.rMissing) > 0:
 		return fmt.Sprintf("R packages %s needed by the build are not installed in the R at %s: %s",
 			strings.Join(w.rMissing, ", "), rHome, remedyR)
 	case w.compiler != "":
 		return "compiler error: " + w.compiler
 	}
-	return "R CMD build " + describe(res) + w.lastWords()
+	return command + " " + describe(res) + w.lastWords()
 }
 
 // lastWords is ": " and the last line of output that says something, or

@@ -41,6 +41,14 @@ type Input struct {
 	// BuildVignettes has R CMD build build the vignettes (the builder's
 	// build_vignettes); what they need comes through the door.
 	BuildVignettes bool
+	// Binary has an R build also make the binary package for the worker's
+	// platform (binary.go): the builder's binary, else its source's.
+	Binary bool
+	// Library is a directory of this build only, outside Dest, kept
+	// across the build's sandboxed runs, where R packages the build needs
+	// are installed (the pipeline makes it in the build's work directory
+	// and removes it with it). "": each run makes its own in its TMPDIR.
+	Library string
 	// SourceDate is the commit's time: SOURCE_DATE_EPOCH, and the time
 	// stamped into source tarballs (reproducible.go). Zero: 1980-01-01.
 	SourceDate time.Time
@@ -54,7 +62,8 @@ type Output struct {
 	Package string
 	Version string
 	// Artifacts are the files made in Input.Dest: File (the name) and
-	// Kind ("source", "sdist" or "wheel") set; the store adds the rest.
+	// Kind ("source", "binary", "sdist" or "wheel") set, with a binary's
+	// Platform and RVersion and a wheel's Tags; the store adds the rest.
 	Artifacts []registry.Artifact
 	// Warnings are what the package's metadata does that its own tools
 	// accept but should not be written so (pkgmeta.Metadata.Warnings).
@@ -136,8 +145,25 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 	if err != nil || f["Package"] != pkg || f["Version"] != version {
 		return nil, &Failure{Reason: fmt.Sprintf("%s: its DESCRIPTION does not say Package %s Version %s", filepath.Base(tarball), pkg, version), Result: res}
 	}
-	return &Output{Package: pkg, Version: version, Artifacts: []registry.Artifact{{File: filepath.Base(tarball), Kind: "source"}},
-		Warnings: desc.Warnings, Result: res, Timing: sw.timing()}, nil
+	out := &Output{Package: pkg, Version: version, Artifacts: []registry.Artifact{{File: filepath.Base(tarball), Kind: "source"}},
+		Warnings: desc.Warnings, Result: res, Timing: sw.timing()}
+	if !in.Binary {
+		return out, nil
+	}
+	// The binary's run counts as build time: it is the build tool again.
+	bw := startStopwatch(in.Log)
+	bin, bres, err := r.binary(ctx, in, pkg, version, tarball, bw)
+	bw.stopped()
+	if err != nil {
+		return nil, err
+	}
+	out.Artifacts = append(out.Artifacts, bin)
+	bres.OutputTruncated = bres.OutputTruncated || res.OutputTruncated
+	out.Result = bres
+	bt := bw.timing()
+	out.Timing.Build += bt.SandboxStart + bt.Build
+	out.Timing.Checks += bt.Checks
+	return out, nil
 }
 
 // Python runs python -m build.

@@ -8,16 +8,8 @@ lib <- file.path(Sys.getenv("TMPDIR"), "pkgfleet-vignette-library")
 dir.create(lib, showWarnings = FALSE)
 .libPaths(c(lib, .libPaths()))
 options(repos = c(CRAN = Sys.getenv("PKGFLEET_R_REPOSITORY")), warn = 1)
-d <- read.dcf(file.path(pkgdir, "DESCRIPTION"))
-fields <- intersect(c("Depends", "Imports", "LinkingTo", "Suggests", "VignetteBuilder"), colnames(d))
-need <- trimws(sub("\\(.*", "", unlist(strsplit(d[1, fields], ","))))
-need <- setdiff(unique(need[nzchar(need)]), c("R", rownames(installed.packages())))
-if (length(need) > 0) {
-  cat("==> installing into this build's library:", need, "\n")
-  # What is not in the repository is only a warning here: R CMD build says
-  # whether the vignettes needed it.
-  install.packages(need, lib = lib, dependencies = c("Depends", "Imports", "LinkingTo"), quiet = TRUE)
-}
+install_deps(read.dcf(file.path(pkgdir, "DESCRIPTION")),
+             c("Depends", "Imports", "LinkingTo", "Suggests", "VignetteBuilder"), lib)
 Sys.setenv(R_LIBS = paste(.libPaths(), collapse = .Platform$path.sep))
 status <- system2(file.path(R.home("bin"), "R"), c("CMD", "build", "--no-manual", shQuote(pkgdir)))
 quit(save = "no", status = status)

@@ -8,6 +8,11 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 )
 
+// rDeps is the R function both scripts below install dependencies with.
+//
+//go:embed rdeps.R
+var rDeps string
+
 // vignetteScript installs what vignettes need, then runs R CMD build.
 //
 //go:embed vignettes.R
@@ -30,5 +35,5 @@ func (r *R) rCommand(in Input, dir string, env []string) (args, outEnv []string,
 	fmt.Fprintf(in.Log, "==> building vignettes; what they need comes from %s through the door\n", in.IndexURL)
 	env = append(env, proxyEnv()...)
 	env = append(env, "PKGFLEET_R_REPOSITORY="+in.IndexURL)
-	return []string{filepath.Join(r.Tool.Path, "bin", "Rscript"), "-e", vignetteScript, dir}, env, in.Door
+	return []string{filepath.Join(r.Tool.Path, "bin", "Rscript"), "-e", rDeps + vignetteScript, dir}, env, in.Door
 }

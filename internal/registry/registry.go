@@ -60,6 +60,9 @@ func (r *Registry) CreateSource(ctx context.Context, s Source) (Source, error) {
 	if LanguageOf(s.Type) == "" {
 		return Source{}, invalid("source type %q is not supported (git for R, git-python for Python)", s.Type)
 	}
+	if s.Binary && s.Type != TypeGit {
+		return Source{}, invalid("binary applies to git (R) sources only: a wheel is already a binary")
+	}
 	s.CreatedAt = r.now()
 	b, _ := json.Marshal(s)
 	ok, err := r.rdb.HSetNX(ctx, keySources, s.Name, b).Result()

@@ -101,6 +101,9 @@ func (p Policy) ValidateBuilder(b *Builder) error {
 	if b.BuildVignettes && b.Language != "" && b.Language != LangR {
 		return invalid("build_vignettes applies to git (R) builders only")
 	}
+	if b.Binary != nil && *b.Binary && b.Language != "" && b.Language != LangR {
+		return invalid("binary applies to git (R) builders only: a wheel is already a binary")
+	}
 	return validateCheck(b)
 }
 

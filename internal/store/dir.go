@@ -72,8 +72,10 @@ func (s *Dir) Put(ctx context.Context, source, pkg string, buildID, token int64,
 		if err != nil {
 			return nil, fmt.Errorf("store %s: %w", a.File, err)
 		}
-		stored.File, stored.Kind = a.File, a.Kind
-		out = append(out, stored)
+		// The recipe's description (kind, platform, tags) stays; the
+		// store adds what it measured.
+		a.Size, a.SHA256 = stored.Size, stored.SHA256
+		out = append(out, a)
 	}
 	if len(out) > 0 {
 		changed = append(changed, dir)
