@@ -157,6 +157,19 @@ type Build struct {
 	// Warnings are what the package's metadata does that its own tools
 	// accept but warn of (internal/pkgmeta), one line each.
 	Warnings []string `json:"warnings,omitempty"`
+	// Check is the verdict of the build's check stage; nil when none ran.
+	Check *Check `json:"check,omitempty"`
+}
+
+// Check is the verdict of a build's check stage (R CMD check, or a
+// Python builder's check command).
+type Check struct {
+	Verdict  string `json:"verdict"` // OK, NOTE, WARNING, ERROR, or "failed" when the check could not run
+	Notes    int    `json:"notes"`
+	Warnings int    `json:"warnings"`
+	Errors   int    `json:"errors"`
+	Gated    bool   `json:"gated,omitempty"` // the verdict held the build back
+	Summary  string `json:"summary,omitempty"`
 }
 
 // Phase is how long one phase of a build took.
