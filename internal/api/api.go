@@ -165,6 +165,8 @@ func (s *Server) Handler() http.Handler {
 		}
 		s.Index.Routes(mux, wrap)
 	}
+	// Badges are seen by whoever may see the indexes (badges.go).
+	mux.HandleFunc("GET /badges/{source}/{file}", s.badge)
 	route("GET /api/v1/workers", auth.Read, s.listWorkers)
 	route("GET /api/v1/namespaces", auth.Read, s.namespaces)
 	// Webhooks carry their builder's secret instead of an API token.
