@@ -157,6 +157,21 @@ type Build struct {
 	// Warnings are what the package's metadata does that its own tools
 	// accept but warn of (internal/pkgmeta), one line each.
 	Warnings []string `json:"warnings,omitempty"`
+	// Log names the finished build's log once it moved from Redis into
+	// the artifact store (internal/buildlog); nil while Redis holds it.
+	Log *StoredLog `json:"log,omitempty"`
+}
+
+// StoredLog is a finished build's log in the artifact store: the file
+// File of attempt Token under <source>/<Package>/, gzip-compressed.
+type StoredLog struct {
+	// Package is the store's package element: the build's package, or
+	// its builder's name when it made none (it failed first).
+	Package string `json:"package"`
+	Token   int64  `json:"token"`
+	File    string `json:"file"`
+	Size    int64  `json:"size"`   // bytes of the log
+	Stored  int64  `json:"stored"` // bytes of its compressed file
 }
 
 // Phase is how long one phase of a build took.
