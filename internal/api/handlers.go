@@ -583,8 +583,9 @@ func (s *Server) getBuild(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// buildLog returns the log from ?offset= on; X-Build-Status and
-// X-Log-Offset let a client follow it.
+// buildLog returns the log from ?offset= on, Redis's live tail or the
+// stored log of a finished build alike; X-Build-Status and X-Log-Offset
+// let a client follow it.
 func (s *Server) buildLog(w http.ResponseWriter, r *http.Request) error {
 	b, err := s.build(r)
 	if err != nil {
@@ -596,7 +597,7 @@ func (s *Server) buildLog(w http.ResponseWriter, r *http.Request) error {
 			return errorf(http.StatusBadRequest, "offset must be a non-negative number")
 		}
 	}
-	data, err := s.Registry.Log(r.Context(), b.ID, offset)
+	data, err := s.logs().Read(r.Context(), b, offset)
 	if err != nil {
 		return err
 	}

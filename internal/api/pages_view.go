@@ -366,7 +366,7 @@ func (s *Server) buildPage(w http.ResponseWriter, r *http.Request, sess *session
 	if err := s.noWorkerDetail(r.Context(), b); err != nil {
 		return err
 	}
-	log, err := s.Registry.Log(r.Context(), b.ID, 0)
+	log, err := s.logs().Read(r.Context(), b, 0)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/pkgfleet/pkgfleet/internal/buildlog"
 	"github.com/pkgfleet/pkgfleet/internal/poller"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/store"
@@ -34,6 +35,11 @@ func (s *Server) Sweeper() *store.Sweeper {
 		Owner: owner(), Grace: s.Config.Storage.OrphanGrace,
 		Log: s.Log.With("component", "orphan-sweep"), Removed: s.Metrics.OrphansRemoved,
 	}
+}
+
+// logs reads build logs, live in Redis or stored once finished.
+func (s *Server) logs() *buildlog.Logs {
+	return &buildlog.Logs{Registry: s.Registry, Store: s.Store, TempDir: s.Config.Server.TempDir}
 }
 
 // withPollStatus fills in the poller's view of each builder, for output.

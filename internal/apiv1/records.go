@@ -182,6 +182,21 @@ type Build struct {
 	Warnings []string `json:"warnings,omitempty"`
 	// Check is the check stage's verdict, when the builder has one.
 	Check *Check `json:"check,omitempty"`
+	// Log names the finished build's log once it moved from Redis into
+	// the artifact store (internal/buildlog); nil while Redis holds it.
+	Log *StoredLog `json:"log,omitempty"`
+}
+
+// StoredLog is a finished build's log in the artifact store: the file
+// File of attempt Token under <source>/<Package>/, gzip-compressed.
+type StoredLog struct {
+	// Package is the store's package element: the build's package, or
+	// its builder's name when it made none (it failed first).
+	Package string `json:"package"`
+	Token   int64  `json:"token"`
+	File    string `json:"file"`
+	Size    int64  `json:"size"`   // bytes of the log
+	Stored  int64  `json:"stored"` // bytes of its compressed file
 }
 
 // Check verdicts: R CMD check's worst (OK, NOTE, WARNING, ERROR), or

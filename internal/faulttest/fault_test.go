@@ -278,6 +278,13 @@ func (f *fleet) must(method, path string, body any, want int) []byte {
 	return out
 }
 
+// buildLog reads build id's log through the API: Redis's while the
+// build runs, the artifact store's once it finished.
+func (f *fleet) buildLog(id int64) string {
+	f.t.Helper()
+	return string(f.must("GET", fmt.Sprintf("/api/v1/builds/%d/log", id), nil, 200))
+}
+
 func (f *fleet) ready() bool { code, _ := f.do("GET", "/readyz", nil); return code == 200 }
 
 // pkg is a setuptools package whose build runs `sleep secs` once (secs,

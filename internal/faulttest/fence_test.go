@@ -146,10 +146,7 @@ func (f *fleet) checkFenced(id int64, c *copies, w1, w2 *proc) {
 	testenv.Eventually(f.t, 3*time.Minute, "w1 to log its refused late write", func() bool {
 		return w1.logged("stale write refused") && w1.logged(fmt.Sprintf("superseded by attempt 2 (token %d) on worker w2", b.AttemptToken))
 	})
-	log, err := f.rdb.Get(context.Background(), fmt.Sprintf("pkgfleet:build:%d:log", id)).Result()
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	log := f.buildLog(id)
 	if n := strings.Count(log, "==> succeeded"); n != 1 || strings.Contains(log, "stopped on worker w1") {
 		f.t.Fatalf("the log has %d success lines, or w1's late lines:\n%s", n, log)
 	}

@@ -116,10 +116,7 @@ func TestTheJepsenPartitionCutsOffTheMasterWithAWorkerAndLosesNothingAcknowledge
 	if n := c.max.Load(); n != 1 {
 		t.Errorf("%d copies of the build ran at once, want 1", n)
 	}
-	log, err := f.rdb.Get(ctx, fmt.Sprintf("pkgfleet:build:%d:log", id)).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
+	log := f.buildLog(id)
 	if n := strings.Count(log, "==> succeeded"); n != 1 || strings.Contains(log, "stopped on worker w1") {
 		t.Errorf("the log has %d success lines, or w1's lines from the partition:\n%s", n, log)
 	}

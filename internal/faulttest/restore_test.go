@@ -1,9 +1,6 @@
 package faulttest
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,7 +12,6 @@ import (
 
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
-	"github.com/redis/go-redis/v9"
 )
 
 // snapshotAOF copies Redis's AOF directory as it is now.
@@ -45,10 +41,7 @@ func (f *fleet) restoreAOF(snap map[string]string) {
 // each attempt writes in its log.
 func (f *fleet) attemptTokens(id int64) []int64 {
 	f.t.Helper()
-	log, err := f.rdb.Get(context.Background(), fmt.Sprintf("pkgfleet:build:%d:log", id)).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		f.t.Fatalf("log of build %d: %v", id, err)
-	}
+	log := f.buildLog(id)
 	var out []int64
 	for _, m := range attemptHeader.FindAllStringSubmatch(log, -1) {
 		n, _ := strconv.ParseInt(m[1], 10, 64)

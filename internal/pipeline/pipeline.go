@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/pkgfleet/pkgfleet/internal/buildlog"
 	"github.com/pkgfleet/pkgfleet/internal/config"
 	"github.com/pkgfleet/pkgfleet/internal/credential"
 	"github.com/pkgfleet/pkgfleet/internal/door"
@@ -91,6 +92,7 @@ type Deps struct {
 type Pipeline struct {
 	registry   *registry.Registry
 	store      store.Artifacts
+	logs       *buildlog.Logs // moves a finished build's log into the store
 	git        *git.Client
 	creds      *credential.Store // opens the builder's credential for the clone only
 	languages  *Languages
@@ -168,6 +170,7 @@ func New(d Deps) (*Pipeline, error) {
 	return &Pipeline{
 		registry: reg,
 		store:    st,
+		logs:     &buildlog.Logs{Registry: reg, Store: st, TempDir: cfg.Server.TempDir},
 		git: &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs},
 			Net: outbound, MaxFetchSize: int64(cfg.Git.MaxCloneSize)},
 		creds:          creds,
@@ -399,6 +402,7 @@ func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, at registry.Att
 			}
 			p.metrics.Phases(b.Language, b.Phases)
 			log.Info("build succeeded", "package", out.pkg, "version", out.version)
+			p.moveLog(final, log, at.Build)
 		}
 		return err
 	}
@@ -446,11 +450,25 @@ func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, at registry.Att
 		return werr
 	}
 	log.Warn("build failed", "error", runErr, "final", last)
+	if last && werr == nil {
+		p.moveLog(final, log, at.Build)
+	}
 	if last && !permanent {
 		// asynq would retry once more on the spare retry.
 		return fmt.Errorf("%w: %w", runErr, asynq.SkipRetry)
 	}
 	return runErr
+}
+
+// moveLog moves a build's log, now that it finished, out of Redis into
+// the store. A failure costs only memory until the API's retention pass
+// moves it (internal/retention), so it is logged, not returned.
+func (p *Pipeline) moveLog(ctx context.Context, log *slog.Logger, id int64) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	if _, err := p.logs.Move(ctx, id); err != nil {
+		log.Warn("build log not moved into the store; the retention pass will", "error", err)
+	}
 }
 
 // shutdownAbort reports whether ctx ended because the worker is stopping

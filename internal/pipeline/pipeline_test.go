@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/pkgfleet/pkgfleet/internal/buildlog"
 	"github.com/pkgfleet/pkgfleet/internal/notify"
 	"github.com/pkgfleet/pkgfleet/internal/queue"
 	"github.com/pkgfleet/pkgfleet/internal/recipe"
@@ -144,10 +145,11 @@ func (b *bundle) get(id int64) *registry.Build {
 	return out
 }
 
-// log reads build id's log.
+// log reads build id's log, in Redis or, once it finished, in the store.
 func (b *bundle) log(id int64) string {
 	b.t.Helper()
-	out, err := b.reg.Log(context.Background(), id, 0)
+	logs := &buildlog.Logs{Registry: b.reg, Store: b.p.store}
+	out, err := logs.Read(context.Background(), b.get(id), 0)
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -208,6 +210,19 @@ func TestASucceededBuildRecordsItsStoredArtifacts(t *testing.T) {
 	if header != 0 || clone < header || end < clone {
 		t.Fatalf("log lacks its header, the clone or the end, or has them out of order:\n%s", l)
 	}
+	b.logMoved(id, l)
+}
+
+// logMoved checks that finished build id's log, text, left Redis for the
+// store.
+func (b *bundle) logMoved(id int64, text string) {
+	b.t.Helper()
+	if live, err := b.reg.Log(context.Background(), id, 0); err != nil || len(live) > 0 {
+		b.t.Fatalf("Redis still holds %d bytes of the finished build's log (%v)", len(live), err)
+	}
+	if l := b.get(id).Log; l == nil || l.Size != int64(len(text)) {
+		b.t.Fatalf("the record names the stored log %+v, want one of %d bytes", l, len(text))
+	}
 }
 
 func TestAFailedAttemptIsRetriedUntilTheLastOne(t *testing.T) {
@@ -238,6 +253,11 @@ func TestAFailedAttemptIsRetriedUntilTheLastOne(t *testing.T) {
 	if calls != 2 {
 		t.Fatalf("the recipe ran %d times, want 2", calls)
 	}
+	l := b.log(id)
+	if strings.Count(l, "==> failed: ") != 2 {
+		t.Fatalf("the failed build's log lacks its attempts' ends:\n%s", l)
+	}
+	b.logMoved(id, l)
 }
 
 func TestAPermanentFailureIsNotRetried(t *testing.T) {

@@ -1,6 +1,8 @@
 // Package registry keeps pkgfleet's state in Redis: sources, git-builders,
-// builds (with their logs and artifact lists) and the per-commit claim that
-// makes a poll, a webhook and a manual run of one sha build once.
+// builds (with their artifact lists, and their logs until they finished:
+// internal/buildlog moves a finished one into the artifact store) and the
+// per-commit claim that makes a poll, a webhook and a manual run of one
+// sha build once.
 //
 // It validates what it stores and guarantees that a rejected request
 // stores nothing. Its records have the API's shapes (internal/apiv1,
@@ -17,13 +19,14 @@ import (
 
 // The records, in the API's shapes.
 type (
-	Source   = apiv1.Source
-	Builder  = apiv1.Builder
-	Build    = apiv1.Build
-	Artifact = apiv1.Artifact
-	Duration = apiv1.Duration
-	Phase    = apiv1.Phase
-	Check    = apiv1.Check
+	Source    = apiv1.Source
+	Builder   = apiv1.Builder
+	Build     = apiv1.Build
+	Artifact  = apiv1.Artifact
+	StoredLog = apiv1.StoredLog
+	Duration  = apiv1.Duration
+	Phase     = apiv1.Phase
+	Check     = apiv1.Check
 )
 
 // Source types, languages, build triggers, statuses and phases (see apiv1).

@@ -126,15 +126,18 @@ func (s *Sweeper) Sweep(ctx context.Context, now time.Time) (int, error) {
 	return removed, nil
 }
 
-// names reports whether record b names the stored file f, or may still:
-// its attempt f.Token is under way (Put returns before the record is
-// written).
+// names reports whether record b names the stored file f (an artifact,
+// or its log), or may still: its attempt f.Token is under way (Put
+// returns before the record is written).
 func names(b *registry.Build, f Stored) bool {
 	if b == nil || b.Source != f.Source || b.AttemptToken != f.Token {
 		return false
 	}
 	if !registry.Terminal(b.Status) {
 		return true
+	}
+	if l := b.Log; l != nil && l.Package == f.Package && l.Token == f.Token && l.File == f.File {
+		return true // its log, moved out of Redis (internal/buildlog)
 	}
 	if b.Package != f.Package {
 		return false
