@@ -16,6 +16,7 @@ for target in \
   internal/git:FuzzValidateURL:50000x \
   internal/git:FuzzMatchTag:100000x \
   internal/git:FuzzHostPatternMatch:50000x \
+  internal/git:FuzzReadAdvertisement:100000x \
   internal/netpolicy:FuzzCheckHost:50000x \
   internal/version:FuzzCompare:300000x \
   internal/config:FuzzLoad:20000x \

@@ -29,6 +29,10 @@ func TestGitRedirectToARefusedAddressAnswersThePolicysLine(t *testing.T) {
 		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
 	}
 	h.srv.Git.Env = []string{"GIT_SSL_CAINFO=" + ca}
+	// git's way, which every clone takes: a listing without git refuses
+	// a redirect to another host before the policy is asked (internal/git's
+	// TestARedirectToARefusedAddressIsRefusedAtConnectTime).
+	h.srv.Git.ListWithGit = true
 	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
 
 	h.req("POST", "/api/v1/sources", `{"name":"src","type":"git"}`, "")

@@ -115,6 +115,7 @@ func (c *Client) WithAuth(a *Auth, tempDir string) (*Client, func(), error) {
 		hosts[i] = h.String()
 	}
 	nc.Env = append(nc.Env, "PKGFLEET_GIT_HOSTS="+strings.Join(hosts, " "))
+	nc.auth = a
 	if a.PrivateKey == "" {
 		nc.Env = append(nc.Env,
 			"GIT_CONFIG_COUNT=2",

@@ -1,6 +1,7 @@
 package git
 
 import (
+	"bytes"
 	"net/url"
 	"strings"
 	"testing"
@@ -78,6 +79,45 @@ func FuzzHostPatternMatch(f *testing.F) {
 		}
 		if label, ok := strings.CutSuffix(e.Host, "."+p.Host); p.Wildcard && (!ok || label == "" || strings.ContainsAny(label, ".:[]%")) {
 			t.Fatalf("%s matched %s", p, e)
+		}
+	})
+}
+
+// FuzzReadAdvertisement: whatever a server sends, reading its ref
+// advertisement (v0, or v2's capabilities and ls-refs answer) ends
+// without a panic, and every object name it keeps is a valid one.
+func FuzzReadAdvertisement(f *testing.F) {
+	sha := strings.Repeat("a", 40)
+	for _, s := range []string{
+		pktLine("# service=git-upload-pack\n") + "0000" + pktLine(sha+" HEAD\x00symref=HEAD:refs/heads/main agent=git\n") +
+			pktLine(sha+" refs/heads/main\n") + pktLine(sha+" refs/tags/v1\n") + pktLine(sha+" refs/tags/v1^{}\n") + "0000",
+		pktLine("version 2\n") + pktLine("ls-refs=unborn\n") + pktLine("object-format=sha1\n") + "0000",
+		pktLine(sha+" HEAD symref-target:refs/heads/main\n") + pktLine(sha+" refs/tags/v1 peeled:"+sha+"\n") + "0000",
+		pktLine(strings.Repeat("0", 40)+" capabilities^{}\x00side-band\n") + "0000",
+		"ffff", "0003", "0001", pktLine("ERR no\n"), "zzzz",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, read := range []func(*refCollector) error{
+			func(c *refCollector) error { _, err := readInfoRefs(bytes.NewReader(data), 1<<20, c); return err },
+			func(c *refCollector) error { return readLsRefs(bytes.NewReader(data), 1<<20, c) },
+		} {
+			c := newRefCollector()
+			if read(c) != nil {
+				continue
+			}
+			refs := c.done()
+			for name, sha := range refs.Branches {
+				if !validSHA([]byte(sha)) {
+					t.Fatalf("branch %q kept object name %q", name, sha)
+				}
+			}
+			for name, sha := range refs.Tags {
+				if !validSHA([]byte(sha)) {
+					t.Fatalf("tag %q kept object name %q", name, sha)
+				}
+			}
 		}
 	})
 }

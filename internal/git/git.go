@@ -1,10 +1,11 @@
 // Package git talks to Git remotes for pkgfleet: it validates repository
 // URLs and refs so that no user string can become a git option or a
-// transport helper, lists a remote's refs with ls-remote, and clones one
-// exact commit.
+// transport helper, lists a remote's refs, and clones one exact commit.
 //
 // It runs the git command-line client (what every admin already trusts for
-// transports, proxies and ssh), with prompts off and protocols allowlisted.
+// transports, proxies and ssh), with prompts off and protocols allowlisted;
+// a listing of an https remote or a local repository, the poller's every
+// poll, is read without a process where lsrefs.go can.
 // It does not decide what to build; the poller and the API do.
 package git
 
@@ -163,6 +164,12 @@ type Client struct {
 	// MaxFetchSize caps the bytes one operation (an ls-remote, a whole
 	// clone with its submodules) receives through that proxy; 0: no cap.
 	MaxFetchSize int64
+	// ListWithGit lists every remote with git ls-remote, never with this
+	// package's own readers (lsrefs.go): the way back, and the benchmark's
+	// before.
+	ListWithGit bool
+
+	auth *Auth // WithAuth's credential, for lsrefs.go's https listing
 }
 
 // ErrTooLarge is the error of a clone that received more than
@@ -250,11 +257,34 @@ type Refs struct {
 	Tags     map[string]string // name → commit sha (peeled)
 }
 
-// LsRemote lists the remote's HEAD, branches and tags.
+// LsRemote lists the remote's HEAD, branches and tags: an https remote
+// and a local repository without starting a process where lsrefs.go's
+// readers can, anything else with git ls-remote.
 func (c *Client) LsRemote(ctx context.Context, repoURL string) (*Refs, error) {
 	if err := c.Policy.ValidateURL(repoURL); err != nil {
 		return nil, err
 	}
+	if !c.ListWithGit {
+		var refs *Refs
+		err := errFallback
+		switch {
+		case strings.HasPrefix(repoURL, "https://"):
+			refs, err = c.lsRemoteHTTP(ctx, repoURL)
+		case strings.HasPrefix(repoURL, "file://"):
+			refs, err = c.lsRemoteFile(repoURL)
+		}
+		if !errors.Is(err, errFallback) {
+			if err != nil {
+				return nil, fmt.Errorf("list %s: %w", repoURL, err)
+			}
+			return refs, nil
+		}
+	}
+	return c.lsRemoteGit(ctx, repoURL)
+}
+
+// lsRemoteGit lists the remote with git ls-remote.
+func (c *Client) lsRemoteGit(ctx context.Context, repoURL string) (*Refs, error) {
 	w, err := c.outbound(repoURL)
 	if err != nil {
 		return nil, err
@@ -264,35 +294,21 @@ func (c *Client) LsRemote(ctx context.Context, repoURL string) (*Refs, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ls-remote %s: %w", repoURL, err)
 	}
-	refs := &Refs{Branches: map[string]string{}, Tags: map[string]string{}}
-	peeled := map[string]string{}
+	col := newRefCollector()
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
 		line := sc.Text()
 		if rest, ok := strings.CutPrefix(line, "ref: "); ok {
-			target, name, _ := strings.Cut(rest, "\t")
-			if name == "HEAD" {
-				refs.Head = strings.TrimPrefix(target, "refs/heads/")
+			if target, name, _ := strings.Cut(rest, "\t"); name == "HEAD" {
+				col.head(target)
 			}
 			continue
 		}
-		sha, name, ok := strings.Cut(line, "\t")
-		if !ok {
-			continue
-		}
-		switch {
-		case strings.HasPrefix(name, "refs/heads/"):
-			refs.Branches[strings.TrimPrefix(name, "refs/heads/")] = sha
-		case strings.HasSuffix(name, "^{}"):
-			peeled[strings.TrimSuffix(strings.TrimPrefix(name, "refs/tags/"), "^{}")] = sha
-		case strings.HasPrefix(name, "refs/tags/"):
-			refs.Tags[strings.TrimPrefix(name, "refs/tags/")] = sha
+		if sha, name, ok := strings.Cut(line, "\t"); ok {
+			col.ref(name, sha)
 		}
 	}
-	for tag, sha := range peeled {
-		refs.Tags[tag] = sha // annotated tags: the commit, not the tag object
-	}
-	return refs, nil
+	return col.done(), nil
 }
 
 // Branch resolves a branch name ("" = the remote's default branch).
@@ -843,6 +859,7 @@ var explanations = []struct {
 func Explain(err error) string {
 	var re *netpolicy.RefusedError
 	var ce *commandError
+	var le *listError
 	var dnsErr *net.DNSError
 	var opErr *net.OpError
 	switch {
@@ -852,6 +869,10 @@ func Explain(err error) string {
 		return "git remote " + re.Error()
 	case errors.Is(err, ErrTooLarge):
 		return ErrTooLarge.Error()
+	case errors.Is(err, errTooManyRefs):
+		return errTooManyRefs.Error()
+	case errors.As(err, &le):
+		return le.say
 	case errors.Is(err, context.DeadlineExceeded):
 		return "the git remote did not answer in time"
 	case errors.As(err, &dnsErr):

@@ -34,14 +34,16 @@ func exampleIsLoopback(t *testing.T) *netpolicy.Policy {
 // An https remote that git may reach redirects to a port of the same host
 // that the policy refuses: the redirect's connection goes through the
 // operation's proxy too, the refused port never sees a connection, and the
-// error is the policy's one line, none of git's or curl's text.
+// error is the policy's one line, none of git's or curl's text. The
+// process-free listing (lsrefs.go) follows no redirect to another port at
+// all, and says so.
 func TestARedirectToARefusedAddressIsRefusedAtConnectTime(t *testing.T) {
 	t.Parallel()
 	testenv.Require(t, "git")
 	inner, seen := testenv.Silent(t)
 	srv, ca, asked := testenv.Redirector(t, inner)
 	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
-	c := &Client{Net: exampleIsLoopback(t), Env: []string{"GIT_SSL_CAINFO=" + ca}}
+	c := &Client{Net: exampleIsLoopback(t), Env: []string{"GIT_SSL_CAINFO=" + ca}, ListWithGit: true}
 	_, err := c.LsRemote(context.Background(), "https://example.com:"+port+"/x.git")
 	var re *netpolicy.RefusedError
 	if !errors.As(err, &re) {
@@ -51,8 +53,13 @@ func TestARedirectToARefusedAddressIsRefusedAtConnectTime(t *testing.T) {
 	if got := Explain(err); got != want {
 		t.Errorf("Explain = %q, want %q", got, want)
 	}
-	if asked() == 0 {
-		t.Error("the allowed remote was never asked: the test proves nothing")
+	c.ListWithGit = false
+	_, err = c.LsRemote(context.Background(), "https://example.com:"+port+"/x.git")
+	if got := Explain(err); got != "the remote redirected to another host" {
+		t.Errorf("listing without git: Explain = %q (%v), want the redirect refused", got, err)
+	}
+	if asked() < 2 {
+		t.Errorf("the allowed remote was asked %d times, want one per listing: the test proves nothing", asked())
 	}
 	if n := seen(); n != 0 {
 		t.Errorf("the refused port saw %d connections", n)
