@@ -90,6 +90,7 @@ type Worker struct {
 	ReprobeInterval   time.Duration
 	FenceAfter        time.Duration
 	TaskCheckInterval time.Duration
+	ObjectCacheSize   Size
 }
 
 // Redis holds the [Redis] section.

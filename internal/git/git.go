@@ -375,6 +375,14 @@ type CloneOptions struct {
 	// History is the builder's history repository, kept across its
 	// builds (history.go); "" fetches the history afresh.
 	History string
+	// Cache, with FilesOnly, is the worker's object cache the files are
+	// checked out from (objcache.go); nil fetches them from the remote
+	// into the checkout.
+	Cache *ObjectCache
+	// CacheKey names who may read what Cache holds of URL: clones with
+	// the same key share the remote's cache (the pipeline passes the
+	// builder's credential name, "" for none).
+	CacheKey string
 	// fetchHistory fetches a kept History beside the files on every
 	// build, as before it served the checkout's own fetch (the
 	// benchmark's comparison).
@@ -410,6 +418,13 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 	}
 	fail := func(err error) (Checkout, error) {
 		return Checkout{}, fmt.Errorf("clone %s at %s: %w", opts.URL, opts.SHA[:12], err)
+	}
+	if opts.FilesOnly && opts.Cache != nil {
+		out, err := c.cloneFromCache(ctx, dir, opts)
+		if err != nil {
+			return fail(err)
+		}
+		return out, nil
 	}
 	// Every step is a git process (fetch starts more), and starting one
 	// costs milliseconds on a busy worker, so a build starts as few as it
@@ -483,14 +498,7 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 	fetchAt := len(steps)
 	steps = append(steps, fetch, []string{"-c", "advice.detachedHead=false", "checkout", "--quiet", opts.SHA})
 	if opts.RecurseSubmodules > 0 {
-		sub := []string{"submodule", "update", "--init", "--quiet"}
-		if opts.RecurseSubmodules > 1 {
-			sub = append(sub, "--recursive")
-		}
-		if opts.Depth > 0 {
-			sub = append(sub, "--depth", strconv.Itoa(opts.Depth))
-		}
-		steps = append(steps, sub)
+		steps = append(steps, submoduleUpdate(opts))
 	}
 	w, err := c.outbound(opts.URL)
 	if err != nil {
@@ -566,6 +574,19 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 		return fail(err)
 	}
 	return out, nil
+}
+
+// submoduleUpdate is the command that checks out a checkout's submodules
+// as opts asks.
+func submoduleUpdate(opts CloneOptions) []string {
+	sub := []string{"submodule", "update", "--init", "--quiet"}
+	if opts.RecurseSubmodules > 1 {
+		sub = append(sub, "--recursive")
+	}
+	if opts.Depth > 0 {
+		sub = append(sub, "--depth", strconv.Itoa(opts.Depth))
+	}
+	return sub
 }
 
 // describeIn is `git describe` of sha in the checkout at dir; "" when no

@@ -639,8 +639,15 @@ func lockDir(ctx context.Context, dir string) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
+	return flock(ctx, f, unix.LOCK_EX)
+}
+
+// flock takes a lock of kind how (unix.LOCK_SH or LOCK_EX) on f, waiting
+// for it as long as ctx allows; the returned func releases it and closes
+// f. On failure f is closed.
+func flock(ctx context.Context, f *os.File, how int) (func(), error) {
 	locked := make(chan error, 1)
-	go func() { locked <- unix.Flock(int(f.Fd()), unix.LOCK_EX) }()
+	go func() { locked <- unix.Flock(int(f.Fd()), how) }()
 	select {
 	case err := <-locked:
 		if err != nil {

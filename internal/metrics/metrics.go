@@ -54,6 +54,11 @@ type WorkerState struct {
 	Slots             func() int
 	NamespacesInUse   func() int
 	MaxUserNamespaces func() (int, error)
+	// ObjectCache reads the worker's git object cache: its bytes on disk
+	// (-1 before it was measured), its clones that found their commit
+	// there (hits) and those that fetched first (misses), and the
+	// remotes evicted. Nil: no cache.
+	ObjectCache func() (bytes, hits, misses, evictions int64)
 	// Tiers are the sandbox tiers pkgfleet_worker_sandbox_tier lists
 	// (the worker passes the sandbox's, so this package needs no sandbox).
 	Tiers []string
@@ -118,6 +123,24 @@ func NewWorker(st WorkerState) *Worker {
 			return float64(n)
 		}),
 	)
+	if oc := st.ObjectCache; oc != nil {
+		counter := func(name, help, result string, f func() float64) prometheus.Collector {
+			var labels prometheus.Labels
+			if result != "" {
+				labels = prometheus.Labels{"result": result}
+			}
+			return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels}, f)
+		}
+		const lookups = "Clones from the git object cache: hit when it had the commit, miss when it fetched from the remote first."
+		reg.MustRegister(
+			gauge("pkgfleet_git_object_cache_bytes", "Bytes on disk of the worker's git object cache (Worker.ObjectCacheSize bounds it), measured after each fetch into it; -1 before the first.",
+				func() float64 { b, _, _, _ := oc(); return float64(b) }),
+			counter("pkgfleet_git_object_cache_lookups_total", lookups, "hit", func() float64 { _, h, _, _ := oc(); return float64(h) }),
+			counter("pkgfleet_git_object_cache_lookups_total", lookups, "miss", func() float64 { _, _, m, _ := oc(); return float64(m) }),
+			counter("pkgfleet_git_object_cache_evictions_total", "Remotes' caches removed, least recently used first, to keep the git object cache within Worker.ObjectCacheSize.", "",
+				func() float64 { _, _, _, e := oc(); return float64(e) }),
+		)
+	}
 	return m
 }
 

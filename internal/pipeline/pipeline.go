@@ -94,6 +94,7 @@ type Pipeline struct {
 	store      store.Artifacts
 	logs       *buildlog.Logs // moves a finished build's log into the store
 	git        *git.Client
+	objects    *git.ObjectCache  // nil: Worker.ObjectCacheSize = 0
 	creds      *credential.Store // opens the builder's credential for the clone only
 	languages  *Languages
 	builderDir string
@@ -173,6 +174,7 @@ func New(d Deps) (*Pipeline, error) {
 		logs:     &buildlog.Logs{Registry: reg, Store: st, TempDir: cfg.Server.TempDir},
 		git: &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs},
 			Net: outbound, MaxFetchSize: int64(cfg.Git.MaxCloneSize)},
+		objects:        objectCache(cfg),
 		creds:          creds,
 		languages:      d.Languages,
 		builderDir:     cfg.Git.BuilderDir,
@@ -197,6 +199,18 @@ func New(d Deps) (*Pipeline, error) {
 		durability:  d.Durability,
 	}, nil
 }
+
+// objectCache is the worker's object cache (internal/git's objcache.go)
+// that the settings ask for, below Git.BuilderDir, which no build sees.
+func objectCache(cfg *config.Config) *git.ObjectCache {
+	if cfg.Worker.ObjectCacheSize <= 0 {
+		return nil
+	}
+	return git.NewObjectCache(filepath.Join(cfg.Git.BuilderDir, "objcache"), int64(cfg.Worker.ObjectCacheSize))
+}
+
+// ObjectCache reads the figures of the worker's object cache.
+func (p *Pipeline) ObjectCache() git.CacheStats { return p.objects.Stats() }
 
 // durable is the durability step (redisconn.Durability) after a write
 // that must survive a failover.
@@ -713,7 +727,9 @@ func (p *Pipeline) clone(ctx context.Context, bl *registry.Builder, dir string, 
 	if b.Language == registry.LangPython {
 		opts.History = p.historyDir(bl)
 	} else {
-		opts.FilesOnly = true
+		// From the worker's cache of the remote, shared by the builders
+		// that reach it with the same credential.
+		opts.FilesOnly, opts.Cache, opts.CacheKey = true, p.objects, bl.Credential
 	}
 	when, err := gc.Clone(ctx, dir, opts)
 	if err != nil {

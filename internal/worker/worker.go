@@ -174,6 +174,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 		Slots:             w.Slots,
 		NamespacesInUse:   w.namespacesInUse,
 		MaxUserNamespaces: sandbox.MaxUserNamespaces,
+		ObjectCache:       w.objectCache,
 		Tiers:             []string{string(sandbox.TierFull), string(sandbox.TierMaskedProc), string(sandbox.TierNone)},
 	})
 	if cfg.Git.AllowUnsandboxedGitBuilds {
@@ -204,6 +205,16 @@ func (w *Worker) Slots() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.slots
+}
+
+// objectCache reads the figures of the pipeline's git object cache.
+func (w *Worker) objectCache() (bytes, hits, misses, evictions int64) {
+	pl := w.pipeline.Load()
+	if pl == nil {
+		return -1, 0, 0, 0
+	}
+	st := pl.ObjectCache()
+	return st.Bytes, st.Hits, st.Misses, st.Evictions
 }
 
 func (w *Worker) namespacesInUse() int {
