@@ -17,7 +17,7 @@ import (
 )
 
 // The dead man's switch (Spec.DeadMan, issue 18 item 2): a build whose
-// worker stops renewing it is killed by the sandbox's helper, a separate
+// worker stops renewing it is killed by the sandbox's launcher, a separate
 // process, while the worker itself may be stopped.
 
 const deadMan = 2 * time.Second
@@ -87,7 +87,7 @@ func TestDeadManSwitchKillsTheBuildOfAStoppedWorker(t *testing.T) {
 	for _, pid := range waitGone(t, w.pids, time.Minute) {
 		t.Errorf("build process %d still runs a minute after its worker stopped", pid)
 	}
-	// The worker was stopped all along: the helper alone ended the build.
+	// The worker was stopped all along: the launcher alone ended the build.
 	if st := procState(t, w.cmd.Process.Pid); st != "T" {
 		t.Errorf("worker state %q, want T (stopped) while its build was killed", st)
 	}

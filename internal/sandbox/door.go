@@ -45,7 +45,7 @@ func openDoorway(spec Spec) (*doorway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: door socket pair: %w", err)
 	}
-	return &doorway{door: spec.Door, mine: os.NewFile(uintptr(fds[0]), "door"), theirs: os.NewFile(uintptr(fds[1]), "door-helper")}, nil
+	return &doorway{door: spec.Door, mine: os.NewFile(uintptr(fds[0]), "door"), theirs: os.NewFile(uintptr(fds[1]), "door-launcher")}, nil
 }
 
 // serve runs once the launcher has the build: it waits for the listener and

@@ -39,7 +39,7 @@ func TestBuildHoldsNoPrivilege(t *testing.T) {
 	for _, want := range []string{"CapInh:\t0000000000000000", "CapPrm:\t0000000000000000",
 		"CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "CapAmb:\t0000000000000000",
 		"NoNewPrivs:\t1", "Seccomp:\t2", "setgroups: deny",
-		"SigIgn:\t0000000000000000", "SigBlk:\t0000000000000000"} { // no disposition leaks from the helper
+		"SigIgn:\t0000000000000000", "SigBlk:\t0000000000000000"} { // no disposition leaks from the launcher
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q in\n%s", want, out)
 		}
@@ -225,14 +225,14 @@ func TestNoHostProcessesVisible(t *testing.T) {
 	host := os.Getpid()
 	res, out := e.sh(fmt.Sprintf(`ls /proc | grep -c '^[0-9]'; kill -0 %d && echo SIGNALLED; cat /proc/%d/environ && echo READ; cat /proc/1/environ && echo READ1; cat /proc/1/cmdline; echo; ls -l /proc/1/exe && echo EXE; ls /proc/1/root/ && echo ROOT`, host, host))
 	if strings.Contains(out, "SIGNALLED") || strings.Contains(out, "READ") || strings.Contains(out, "EXE") || strings.Contains(out, "ROOT") {
-		t.Errorf("host or helper process reachable: %+v\n%s", res, out)
+		t.Errorf("host or launcher process reachable: %+v\n%s", res, out)
 	}
 	n, _ := strconv.Atoi(strings.SplitN(out, "\n", 2)[0])
 	if n == 0 || n > 5 {
 		t.Errorf("sandbox sees %d processes, want only its own few:\n%s", n, out)
 	}
 	// PID 1's argv carries no settings.
-	if !strings.Contains(out, "pkgfleet-sandbox-helper") {
+	if !strings.Contains(out, "pkgfleet-sandbox-launcher") {
 		t.Errorf("unexpected PID 1 cmdline:\n%s", out)
 	}
 }

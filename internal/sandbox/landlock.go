@@ -31,7 +31,7 @@ func landlockABI() (int, unix.Errno) {
 // (stageC.enterLandlock); the domain keeps everything the build execs.
 // Any domain makes the kernel refuse ptrace-mode access from inside it to
 // every process outside it: /proc/<pid>/environ, mem, maps, fd, root and
-// cwd of the worker, the helpers and other builds.
+// cwd of the worker, the launchers and other builds.
 //
 // A domain must restrict something, and restricting files costs builds:
 // a rule set that handles any file access makes every rename or link

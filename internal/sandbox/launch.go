@@ -94,7 +94,7 @@ func (n *Namespaces) startLauncher() (*launcher, error) {
 		Path: n.selfPath,
 		// argv[0] marks the launcher; it carries nothing else, since builds
 		// can read /proc/1/cmdline (stage B is a clone of the launcher).
-		Args:       []string{helperArg0},
+		Args:       []string{launcherArg0},
 		Env:        []string{},
 		Dir:        "/",
 		Stderr:     os.Stderr, // the launcher's own failures, never a build's output
@@ -133,7 +133,7 @@ func (n *Namespaces) startLauncher() (*launcher, error) {
 }
 
 // launch hands the launcher a build: its end of the control socket, the
-// output pipe's write end and, with a door, the helper's end of its
+// output pipe's write end and, with a door, the launcher's end of its
 // socket pair. The worker's copies are closed afterwards by the caller.
 func (l *launcher) launch(files ...*os.File) error {
 	fds := make([]int, len(files))
@@ -210,7 +210,7 @@ func (c *control) started(pidfd int) {
 // send writes the settings. With a dead man's switch (hc.DeadMan) it then
 // writes a keepalive byte every DeadMan/4 until done, skipping those while
 // paused.
-func (c *control) send(hc *helperConfig, done <-chan struct{}, paused *atomic.Bool) {
+func (c *control) send(hc *launchSettings, done <-chan struct{}, paused *atomic.Bool) {
 	if err := json.NewEncoder(c.conn).Encode(hc); err != nil || hc.DeadMan <= 0 {
 		return
 	}

@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The launcher is the sandbox's long-lived helper process: /proc/self/exe
+// The launcher is the sandbox's long-lived launcher process: /proc/self/exe
 // re-executed once per runner (Namespaces) as the run-as user, dying with
 // the worker. For each build the worker hands it a control socket, the
 // output pipe and the door's socket pair over fd 3; the launcher clones
@@ -98,9 +98,9 @@ func closeFds(fds []int) {
 func serveBuild(host hostFacts, ctl, out, door int) {
 	f := os.NewFile(uintptr(ctl), "control")
 	defer f.Close()
-	var hc helperConfig
+	var hc launchSettings
 	dec := json.NewDecoder(f)
-	var res helperResult
+	var res launchReport
 	if err := dec.Decode(&hc); err != nil {
 		closeFds([]int{out, door})
 		res.Error = fmt.Sprintf("read settings: %v", err)
@@ -127,7 +127,7 @@ func serveBuild(host hostFacts, ctl, out, door int) {
 // settled yet (the probe of New) it tries a fresh /proc first, then one
 // with only processes (kernels that relax the check), then the masked-proc
 // tier.
-func supervise(hc *helperConfig, host hostFacts, ctl, out, door int) (helperResult, *sandbox) {
+func supervise(hc *launchSettings, host hostFacts, ctl, out, door int) (launchReport, *sandbox) {
 	defer func() { closeFds([]int{out, door}) }() // out and door change below
 	type try struct {
 		tier Tier
@@ -153,7 +153,7 @@ func supervise(hc *helperConfig, host hostFacts, ctl, out, door int) (helperResu
 			if res.procRefused && i+1 < len(tries) {
 				continue
 			}
-			return res.helperResult, nil
+			return res.launchReport, nil
 		}
 		closeFds([]int{out, door})
 		out, door = -1, -1
@@ -161,13 +161,13 @@ func supervise(hc *helperConfig, host hostFacts, ctl, out, door int) (helperResu
 		r.Tier = t.tier
 		return r, s
 	}
-	return helperResult{Error: "no tier to try"}, nil
+	return launchReport{Error: "no tier to try"}, nil
 }
 
 // fail is how a set-up step fails: the report names the step, and says
 // whether the kernel's namespace limit was the cause.
-func fail(step string, err error) helperResult {
-	return helperResult{Error: fmt.Sprintf("%s: %v", step, err), NamespaceLimit: errors.Is(err, unix.ENOSPC)}
+func fail(step string, err error) launchReport {
+	return launchReport{Error: fmt.Sprintf("%s: %v", step, err), NamespaceLimit: errors.Is(err, unix.ENOSPC)}
 }
 
 // sandbox is one running build as the launcher sees it: stage B.
@@ -179,13 +179,13 @@ type sandbox struct {
 }
 
 type startResult struct {
-	helperResult
+	launchReport
 	procRefused bool // the kernel refused a fresh /proc: try the next tier
 }
 
 // startSandbox clones stage B with its plan and waits until stage C has
 // exec'd the build (or failed to). A nil sandbox comes with the failure.
-func startSandbox(hc *helperConfig, host hostFacts, ctl, out, door int, tier Tier, procOpts string) (*sandbox, startResult) {
+func startSandbox(hc *launchSettings, host hostFacts, ctl, out, door int, tier Tier, procOpts string) (*sandbox, startResult) {
 	var ps []int // every pipe end; closed on return unless kept
 	defer func() { closeFds(ps) }()
 	pipe := func(flags int) (r, w int) {
@@ -203,18 +203,18 @@ func startSandbox(hc *helperConfig, host hostFacts, ctl, out, door int, tier Tie
 	mapR, mapW := pipe(0)
 	for _, fd := range ps {
 		if fd < 0 {
-			return nil, startResult{helperResult: helperResult{Error: "sandbox: pipes: too many open files"}}
+			return nil, startResult{launchReport: launchReport{Error: "sandbox: pipes: too many open files"}}
 		}
 	}
 	f := inherited{out: out, errW: errW, statusW: statusW, lifeR: lifeR, door: door,
 		c: stageCPipes{goR: goR, goW: goW, mapR: mapR, mapW: mapW, errW: errW}}
 	c, err := newStageC(hc, f.c, host)
 	if err != nil {
-		return nil, startResult{helperResult: fail("prepare the build", err)}
+		return nil, startResult{launchReport: fail("prepare the build", err)}
 	}
 	b, err := planSandbox(hc, c, f, tier, procOpts)
 	if err != nil {
-		return nil, startResult{helperResult: fail("plan the sandbox", err)}
+		return nil, startResult{launchReport: fail("plan the sandbox", err)}
 	}
 	flags := uintptr(unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS)
 	if !hc.Network {
@@ -222,7 +222,7 @@ func startSandbox(hc *helperConfig, host hostFacts, ctl, out, door int, tier Tie
 	}
 	pid, pidfd, errno := rawCloneB(b, flags)
 	if errno != 0 {
-		return nil, startResult{helperResult: helperResult{Error: "clone: " + errno.Error(),
+		return nil, startResult{launchReport: launchReport{Error: "clone: " + errno.Error(),
 			NamespaceLimit: errno == unix.ENOSPC, CloneErrno: int(errno)}}
 	}
 	// The worker kills through this on timeout or cancel.
@@ -266,12 +266,12 @@ func readFull(fd int, buf []byte) int {
 }
 
 // setupFailure names the step of stage B or C a failure report is about.
-func setupFailure(report [12]byte, hc *helperConfig, b *stageB) startResult {
+func setupFailure(report [12]byte, hc *launchSettings, b *stageB) startResult {
 	stage, step := binary.NativeEndian.Uint32(report[0:]), binary.NativeEndian.Uint32(report[4:])
 	errno := syscall.Errno(binary.NativeEndian.Uint32(report[8:]))
 	if stage == 1 && int(step) < len(b.names) {
 		name := b.names[step]
-		return startResult{helperResult: fail(name, errno), procRefused: name == stepMountProc && errno == unix.EPERM}
+		return startResult{launchReport: fail(name, errno), procRefused: name == stepMountProc && errno == unix.EPERM}
 	}
 	name := stepNames[step]
 	switch step {
@@ -280,9 +280,9 @@ func setupFailure(report [12]byte, hc *helperConfig, b *stageB) startResult {
 	case stepChdir:
 		name += " " + hc.Dir
 	case stepRootCheck:
-		return startResult{helperResult: helperResult{Error: "root check: / is not the sandbox root"}}
+		return startResult{launchReport: launchReport{Error: "root check: / is not the sandbox root"}}
 	}
-	return startResult{helperResult: fail(name, errno)}
+	return startResult{launchReport: fail(name, errno)}
 }
 
 // kill ends the sandbox: SIGKILL to its PID 1 makes the kernel kill every
@@ -307,7 +307,7 @@ func (s *sandbox) reap() {
 // watch and the dead man's switch, and reports how the build's main
 // process ended. Nothing outlives it: the namespace is killed before the
 // report goes out, so the output pipe is closed when the worker reads it.
-func (s *sandbox) wait(hc *helperConfig) helperResult {
+func (s *sandbox) wait(hc *launchSettings) launchReport {
 	w := newWatcher(hc, s)
 	// Both watchers are gone before the pidfd is closed: a kill must never
 	// reach a number reused by another build.
@@ -319,7 +319,7 @@ func (s *sandbox) wait(hc *helperConfig) helperResult {
 	if hc.DeadMan > 0 {
 		watching.Go(func() { w.deadMan(hc.keepalives, hc.DeadMan, stop) })
 	}
-	var res helperResult
+	var res launchReport
 	var status [4]byte
 	if readFull(s.statusR, status[:]) != len(status) {
 		// Stage B died before stage C ended: killed from outside.

@@ -64,7 +64,7 @@ func buildRlimits(l Limits) []rlimit {
 // watcher runs in the launcher and samples the build's processes through
 // its /proc.
 type watcher struct {
-	hc *helperConfig
+	hc *launchSettings
 	sb *sandbox // the build's stage B: its descendants are the build
 
 	mu      sync.Mutex
@@ -74,7 +74,7 @@ type watcher struct {
 	strikes int
 }
 
-func newWatcher(hc *helperConfig, sb *sandbox) *watcher {
+func newWatcher(hc *launchSettings, sb *sandbox) *watcher {
 	return &watcher{hc: hc, sb: sb}
 }
 
@@ -173,7 +173,7 @@ func (w *watcher) sample(disk bool) string {
 // verdict names the limit that ended the build, if one did, and why in
 // words where that needs saying: the watcher's or the dead man's kill,
 // or a limit the kernel enforced and the exit status betrays.
-func (w *watcher) verdict(res helperResult) (killed, detail string) {
+func (w *watcher) verdict(res launchReport) (killed, detail string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.killed != "" {

@@ -41,24 +41,24 @@ func reached(out string) (ok []string, visible bool) {
 	return ok, visible
 }
 
-// The worker (this test process) and the sandbox helpers are in view but
+// The worker (this test process) and the sandbox launchers are in view but
 // none of their environment, memory, fds, root or cwd is.
-func TestMaskedProcKeepsWorkerAndHelpersUnreadable(t *testing.T) {
+func TestMaskedProcKeepsWorkerAndLaunchersUnreadable(t *testing.T) {
 	e := setupMasked(t)
 	probe := e.probe()
-	// The helpers are found by argv (PID 1 of each build namespace is one,
+	// The launchers and stage Bs are found by argv (PID 1 of each build namespace is one,
 	// this build's included), in the same run that attacks them.
-	res, out := e.sh(fmt.Sprintf(`for d in /proc/[0-9]*; do grep -qa '^pkgfleet-sandbox-helper' $d/cmdline 2>/dev/null && echo HELPER ${d#/proc/} && %s reach ${d#/proc/}; done; %s reach %d`,
+	res, out := e.sh(fmt.Sprintf(`for d in /proc/[0-9]*; do grep -qa '^pkgfleet-sandbox-launcher' $d/cmdline 2>/dev/null && echo LAUNCHER ${d#/proc/} && %s reach ${d#/proc/}; done; %s reach %d`,
 		probe, probe, os.Getpid()))
-	if !strings.Contains(out, "HELPER") {
-		t.Fatalf("no helper visible in the masked /proc: %+v %q", res, out)
+	if !strings.Contains(out, "LAUNCHER") {
+		t.Fatalf("no launcher visible in the masked /proc: %+v %q", res, out)
 	}
 	ok, visible := reached(out)
 	if !visible {
 		t.Fatalf("the worker is not in view, so nothing was tried: %+v\n%s", res, out)
 	}
 	if len(ok) > 0 {
-		t.Errorf("a build reached the worker or a helper through /proc: %v\n%s", ok, out)
+		t.Errorf("a build reached the worker or a launcher through /proc: %v\n%s", ok, out)
 	}
 	// The same calls on itself succeed: the refusals above are the barrier, not breakage.
 	_, out = e.run([]string{probe, "reach", "self"})

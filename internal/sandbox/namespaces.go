@@ -64,7 +64,7 @@ func New(cfg Config) (*Namespaces, error) {
 	if n.cfg.TempDir == "" {
 		n.cfg.TempDir = os.TempDir()
 	}
-	// Canonical, symlink-free config paths: the helper refuses symlinks on
+	// Canonical, symlink-free config paths: stage B refuses symlinks on
 	// bind paths, and a mask must cover the directory a link points to.
 	if p, err := filepath.EvalSymlinks(n.cfg.TempDir); err == nil {
 		n.cfg.TempDir = p
@@ -132,7 +132,7 @@ func (n *Namespaces) Run(ctx context.Context, spec Spec) (Result, error) {
 // run is stage A, the worker's side of a build, as one sequence: prepare
 // the host side, hand the build to the launcher, which clones it into its
 // new namespaces, hand over the settings, and wait for the report. The
-// launcher (launcher.go) does the rest, planSandbox in helper.go is the
+// launcher (launcher.go) does the rest, planSandbox in plan.go is the
 // set-up, and the launcher reports how the build ended.
 func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, error) {
 	lim := withDefaults(spec.Limits, n.cfg.Defaults)
@@ -168,14 +168,14 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 	}
 	defer outR.Close()
 	defer outW.Close()
-	hc := helperConfig{
+	hc := launchSettings{
 		Args: spec.Args, Env: envWithTMPDIR(spec.Env, ws), Dir: dir,
 		Source: spec.Source, Dest: spec.Dest, TmpDir: ws, Network: spec.Network, Masks: n.masks,
 		Memory: lim.Memory, Processes: lim.Processes, Disk: lim.Disk,
 		UID: n.runUID, GID: n.runGID, Tier: n.tier, Probe: probe, MaxLandlockABI: n.cfg.MaxLandlockABI,
 		DeadMan: spec.DeadMan,
 	}
-	// With a door, the helper's end of its socket pair goes along (door.go).
+	// With a door, the launcher's end of its socket pair goes along (door.go).
 	door, err := openDoorway(spec)
 	if err != nil {
 		return Result{}, err
@@ -283,10 +283,10 @@ func buildDir(spec Spec, probe bool) (string, error) {
 	return dir, nil
 }
 
-// readReport decodes the helper's report into res. A set-up failure is an
+// readReport decodes the launcher's report into res. A set-up failure is an
 // error, named with the step that failed and, where one is known, the remedy.
 func readReport(body []byte, res *Result) error {
-	var hr helperResult
+	var hr launchReport
 	if err := json.Unmarshal(body, &hr); err != nil {
 		return fmt.Errorf("sandbox: the launcher ended without a report: %q", body)
 	}

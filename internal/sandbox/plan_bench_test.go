@@ -9,7 +9,7 @@ func BenchmarkPlanSandbox(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	hc := &helperConfig{Args: []string{"/bin/true"}, Dir: "/tmp", Source: "/tmp/a/src", Dest: "/tmp/a/dest", TmpDir: "/tmp/a/ws",
+	hc := &launchSettings{Args: []string{"/bin/true"}, Dir: "/tmp", Source: "/tmp/a/src", Dest: "/tmp/a/dest", TmpDir: "/tmp/a/ws",
 		Masks: []string{"/var/lib/x", "/etc/pkgfleet", "/tmp/y"}, UID: 1000, GID: 1000}
 	f := inherited{out: 5, errW: 6, statusW: 7, lifeR: 8, door: -1, c: stageCPipes{9, 10, 11, 12, 6}}
 	for b.Loop() {

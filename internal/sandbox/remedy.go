@@ -24,7 +24,7 @@ const (
 	kubeAppArmor = "Kubernetes: appArmorProfile Localhost pkgfleet-worker, or Unconfined"
 )
 
-// startRemedy explains a helper that could not even be cloned: the kernel
+// startRemedy explains a stage B that could not even be cloned: the kernel
 // or a seccomp profile refused the new namespaces.
 func startRemedy(err error) string {
 	if !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.EACCES) {
@@ -35,7 +35,7 @@ func startRemedy(err error) string {
 		"or an AppArmor profile with \"userns,\" (Ubuntu >= 23.10, see docs/sandbox.md)"
 }
 
-// setupRemedy explains a set-up step the helper could not take.
+// setupRemedy explains a set-up step stage B or C could not take.
 func setupRemedy(msg string) string {
 	switch {
 	case strings.Contains(msg, errNoLandlock.Error()):

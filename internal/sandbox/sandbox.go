@@ -12,7 +12,7 @@
 // tests run sandboxes), because each runner re-executes the running binary
 // once as its launcher, which clones every build's sandbox; call CleanStale
 // once at start; then New, and Run per command. The set-up sequence, with
-// what each step protects against, is planSandbox in helper.go; the threat
+// what each step protects against, is planSandbox in plan.go; the threat
 // model and operator guide are in docs/sandbox.md.
 package sandbox
 
@@ -99,7 +99,7 @@ type Spec struct {
 	Limits Limits
 	// DeadMan, when set, is the dead man's switch: the worker renews the
 	// build at least every DeadMan/4 from a goroutine of its own, and the
-	// sandbox's helper, a separate process, kills the whole build once it
+	// sandbox's launcher, a separate process, kills the whole build once it
 	// has seen no renewal for DeadMan on its own monotonic clock. So a
 	// worker that stalls (SIGSTOP, a frozen VM, a hung runtime) cannot
 	// leave its build running. Zero turns it off. Direct ignores it.

@@ -52,7 +52,7 @@ var enosysSyscalls = []uint32{
 	unix.SYS_FSMOUNT, unix.SYS_FSPICK, unix.SYS_MOUNT_SETATTR, unix.SYS_OPEN_TREE_ATTR,
 }
 
-// signalSyscalls may not target PID 1, the helper, whose death would end
+// signalSyscalls may not target PID 1, stage B, whose death would end
 // the build with a misleading report.
 var signalSyscalls = []uint32{
 	unix.SYS_KILL, unix.SYS_TKILL, unix.SYS_TGKILL, unix.SYS_RT_SIGQUEUEINFO,

@@ -19,7 +19,7 @@ import (
 // page tables are copied. Like stage C (stagec.go) it may only read memory
 // prepared before the clone and make raw system calls until it ends, so
 // its whole set-up is a plan: a list of system calls with every argument
-// computed beforehand by planSandbox (helper.go), which reads top to
+// computed beforehand by planSandbox (plan.go), which reads top to
 // bottom as the security argument. Fds the plan opens go to numbers it
 // chose (slots), so later steps can name them, and /proc/self/fd/N paths
 // can be written out in advance. After the plan, stage B stays PID 1 and

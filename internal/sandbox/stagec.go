@@ -132,7 +132,7 @@ func readHostFacts() (hostFacts, error) {
 }
 
 // newStageC prepares stage C for hc's build.
-func newStageC(hc *helperConfig, p stageCPipes, host hostFacts) (*stageC, error) {
+func newStageC(hc *launchSettings, p stageCPipes, host hostFacts) (*stageC, error) {
 	c := &stageC{probe: hc.Probe, slash: [2]byte{'/', 0}, filter: host.filter,
 		goR: uintptr(p.goR), goW: uintptr(p.goW), mapR: uintptr(p.mapR), mapW: uintptr(p.mapW), errW: uintptr(p.errW)}
 	c.fprog = unix.SockFprog{Len: uint16(len(c.filter)), Filter: &c.filter[0]}

@@ -21,7 +21,7 @@ import (
 // Nothing secret is in argv or the environment: builds can read
 // /proc/1/cmdline, and stage B, PID 1 of every build, is a clone of the
 // launcher and shows its argv.
-const helperArg0 = "pkgfleet-sandbox-helper"
+const launcherArg0 = "pkgfleet-sandbox-launcher"
 
 // initCalled guards New: without Init in main, the re-exec'd launcher
 // would run the worker (or the whole test suite) again instead.
@@ -35,7 +35,7 @@ var initCalled atomic.Bool
 // namespaces and clones stage C, which drops everything and execs the
 // build command, and it supervises the build from outside.
 func Init() {
-	if filepath.Base(os.Args[0]) == helperArg0 {
+	if filepath.Base(os.Args[0]) == launcherArg0 {
 		// exit_group directly: no deferred runtime work (and under -race no
 		// one-second atexit sleep).
 		unix.Exit(launcherMain())
@@ -43,9 +43,9 @@ func Init() {
 	initCalled.Store(true)
 }
 
-// helperConfig travels from stage A to the launcher at the start of each
+// launchSettings travels from stage A to the launcher at the start of each
 // build's control socket.
-type helperConfig struct {
+type launchSettings struct {
 	Args    []string
 	Env     []string
 	Dir     string
@@ -72,9 +72,9 @@ type helperConfig struct {
 	keepalives io.Reader
 }
 
-// helperResult travels back from the launcher to stage A, last on the
+// launchReport travels back from the launcher to stage A, last on the
 // control socket.
-type helperResult struct {
+type launchReport struct {
 	ExitCode       int
 	Signal         string
 	Killed         string
@@ -114,7 +114,7 @@ func (f inherited) list() []int {
 // The clone is PID 1 of new PID, mount, IPC, UTS (and network) namespaces,
 // with full capabilities in its new user namespace and none on the host.
 // procOpts are the options of a fresh /proc (TierFull).
-func planSandbox(hc *helperConfig, c *stageC, f inherited, tier Tier, procOpts string) (*stageB, error) {
+func planSandbox(hc *launchSettings, c *stageC, f inherited, tier Tier, procOpts string) (*stageB, error) {
 	firstSlot := 3
 	for _, fd := range f.list() {
 		firstSlot = max(firstSlot, fd+1)
