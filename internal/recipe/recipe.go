@@ -47,6 +47,14 @@ type Input struct {
 	// DeadMan is the sandbox's dead man's switch (sandbox.Spec.DeadMan):
 	// the build is killed when the worker stalls this long.
 	DeadMan time.Duration
+	// Library is a directory of this build only, outside Dest, kept
+	// across the build's sandboxed runs, where the R packages the build
+	// needs are installed; the pipeline makes and removes it.
+	Library string
+	// Check runs the check stage after a successful build (check.go): R
+	// CMD check for R, CheckCommand for Python (none when empty).
+	Check        bool
+	CheckCommand string
 }
 
 // Output is what a successful build made.
@@ -61,6 +69,8 @@ type Output struct {
 	Warnings []string
 	Result   sandbox.Result
 	Timing   Timing
+	// Check is the check stage's verdict; nil when there was none.
+	Check *registry.Check
 }
 
 // Failure is a build that ran and failed; Error() is the reason shown on
@@ -136,8 +146,14 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 	if err != nil || f["Package"] != pkg || f["Version"] != version {
 		return nil, &Failure{Reason: fmt.Sprintf("%s: its DESCRIPTION does not say Package %s Version %s", filepath.Base(tarball), pkg, version), Result: res}
 	}
-	return &Output{Package: pkg, Version: version, Artifacts: []registry.Artifact{{File: filepath.Base(tarball), Kind: "source"}},
-		Warnings: desc.Warnings, Result: res, Timing: sw.timing()}, nil
+	out := &Output{Package: pkg, Version: version, Artifacts: []registry.Artifact{{File: filepath.Base(tarball), Kind: "source"}},
+		Warnings: desc.Warnings, Result: res, Timing: sw.timing()}
+	if in.Check {
+		if out.Check, out.Timing.Check, err = r.check(ctx, in, pkg, tarball); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // Python runs python -m build.
@@ -198,6 +214,11 @@ func (p *Python) Build(ctx context.Context, in Input) (*Output, error) {
 	}
 	warn(in.Log, out.Warnings)
 	out.Timing = sw.timing()
+	if in.Check && in.CheckCommand != "" {
+		if out.Check, out.Timing.Check, err = p.checkCommand(ctx, in, dir); err != nil {
+			return nil, err
+		}
+	}
 	return out, nil
 }
 

@@ -8,10 +8,18 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 )
 
-// vignetteScript installs what vignettes need, then runs R CMD build.
+// depsScript is the install step the R scripts run in the sandbox share
+// (pkgfleet_install_deps); each script is run after it.
+//
+//go:embed deps.R
+var depsScript string
+
+// vignettesR installs what vignettes need, then runs R CMD build.
 //
 //go:embed vignettes.R
-var vignetteScript string
+var vignettesR string
+
+var vignetteScript = depsScript + "\n" + vignettesR
 
 // rCommand is how an R build of the package in dir runs: R CMD build
 // without vignettes (the default, as PPM builds); with build_vignettes,
