@@ -645,7 +645,7 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 		fmt.Fprintf(logw, "==> stored %s (%d bytes, sha256 %s)\n", a.File, a.Size, a.SHA256)
 	}
 	return &result{source: b.Source, pkg: out.Package, version: out.Version, describe: co.Describe, artifacts: arts, fetched: fetched,
-		warnings: out.Warnings, phases: phases.Phases, recordStart: stored}, nil
+		warnings: out.Warnings, check: out.Check, phases: phases.Phases, recordStart: stored}, nil
 }
 
 // gated marks check c as holding its build back (check_gates) and says
