@@ -37,6 +37,7 @@ var contractMetrics = []string{
 	"pkgfleet_build_phase_seconds_bucket",
 	"pkgfleet_build_phase_seconds_sum",
 	"pkgfleet_build_phase_seconds_count",
+	"pkgfleet_build_checks_total",
 	// API
 	"pkgfleet_user_namespaces_required",
 	"pkgfleet_git_builders",

@@ -76,7 +76,7 @@ func TestBuildsPageFollowsTokenScopes(t *testing.T) {
 	ctx := context.Background()
 	reg := registry.New(h.rdb)
 	if err := reg.CreateBuilder(ctx, &registry.Builder{Source: "r-src", Name: "pkg", Language: "r",
-		URL: "https://git.invalid/pkg.git", BuildTrigger: registry.TriggerCommits, CloneDepth: 1}); err != nil {
+		URL: "https://git.invalid/pkg.git", BuildTrigger: registry.TriggerCommits, CloneDepth: 1, Check: true, CheckGates: true}); err != nil {
 		t.Fatal(err)
 	}
 	b, _, err := reg.CreateBuild(ctx, &registry.Build{Source: "r-src", Builder: "pkg", Language: "r",
@@ -92,6 +92,8 @@ func TestBuildsPageFollowsTokenScopes(t *testing.T) {
 			Environments: []string{"sdist", "wheel"}}}
 		b.Describe = "v1.1.0-55-g0123abc"
 		b.Warnings = []string{"DESCRIPTION: line 3: Version repeated (first at line 2); R's read.dcf keeps the last"}
+		b.Check = &registry.Check{Verdict: registry.CheckWarning, Warnings: 1, Notes: 2, Gated: true,
+			Summary: "R CMD check: 1 WARNING, 2 NOTEs; checking for missing documentation entries ... WARNING"}
 		return nil
 	})
 	if err != nil {
@@ -136,7 +138,8 @@ func TestBuildsPageFollowsTokenScopes(t *testing.T) {
 
 	// A read token sees the builds, the reason and the phases, and no buttons.
 	code, body, _ = h.page("GET", "/", h.tok["read"], nil)
-	for _, want := range []string{"r-src", "#" + itoa(b.ID), "R CMD build failed: no DESCRIPTION", "clone 800ms", `repos = "http://`, "1 metadata warning<"} {
+	for _, want := range []string{"r-src", "#" + itoa(b.ID), "R CMD build failed: no DESCRIPTION", "clone 800ms", `repos = "http://`, "1 metadata warning<",
+		`class="check check-WARNING"`, "WARNING 1W 2N · gated", "check, gates publishing"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("index with a read token lacks %q", want)
 		}
@@ -152,8 +155,9 @@ func TestBuildsPageFollowsTokenScopes(t *testing.T) {
 	// The build's own page shows its phases too.
 	if code, body, _ = h.page("GET", buildPath, h.tok["read"], nil); code != 200 || !strings.Contains(body, "queued 12ms · clone 800ms") ||
 		!strings.Contains(body, "setuptools 68.1.2") || !strings.Contains(body, "for the sdist and wheel") ||
-		!strings.Contains(body, "git describe: v1.1.0-55-g0123abc") || !strings.Contains(body, "line 3: Version repeated (first at line 2)") {
-		t.Errorf("build page: %d, want its phases, what came through the door for which environment, its git describe and its warnings", code)
+		!strings.Contains(body, "git describe: v1.1.0-55-g0123abc") || !strings.Contains(body, "line 3: Version repeated (first at line 2)") ||
+		!strings.Contains(body, "checking for missing documentation entries ... WARNING") {
+		t.Errorf("build page: %d, want its phases, what came through the door for which environment, its git describe, its warnings and its check", code)
 	}
 	// The poller's last error shows under its builder.
 	pctx, stopPoller := context.WithCancel(ctx)

@@ -69,3 +69,16 @@ func TestRunShowsTheBuildsMetadataWarnings(t *testing.T) {
 		}
 	}
 }
+
+// When a build with a check ends, run shows the verdict on its line.
+func TestRunShowsTheBuildsCheckVerdict(t *testing.T) {
+	done := apiv1.Build{ID: 7, Builder: "app", Ref: "main", SHA: strings.Repeat("a", 40), Status: apiv1.StatusSucceeded,
+		Package: "app", Version: "1.0", Check: &apiv1.Check{Verdict: apiv1.CheckWarning, Warnings: 1, Notes: 2}}
+	out, code := runOnce(t, done)
+	if want := "app 1.0 → , check WARNING 1W 2N\n"; code != 0 || !strings.Contains(out, want) {
+		t.Errorf("run (exit %d) output lacks %q:\n%s", code, want, out)
+	}
+	if got := checkColumn(&apiv1.Check{Verdict: apiv1.CheckError, Errors: 1, Gated: true}); got != "ERROR 1E gated" {
+		t.Errorf("CHECK column of a gated ERROR = %q", got)
+	}
+}

@@ -183,3 +183,55 @@ func largePythonPackage() map[string]string {
 	}
 	return files
 }
+
+// TestBenchRCheckCost is what check: true costs an R build: the example
+// package built through the fleet without and with the check stage, and,
+// as the anchor, R CMD check --no-manual --as-cran run directly on the
+// fleet's tarball with the same settings (check.go's rCheckEnv). It runs
+// only from scripts/bench.sh (PKGFLEET_BENCH=1).
+func TestBenchRCheckCost(t *testing.T) {
+	if os.Getenv("PKGFLEET_BENCH") == "" {
+		t.Skip("a benchmark: scripts/bench.sh runs it")
+	}
+	f := setup(t, nil, func(o *worker.Options) { o.TaskCheckInterval, o.DelayedTaskCheckInterval = 0, 0 })
+	tool := f.wkr.Info().Languages[registry.LangR]
+	f.do("POST", "/api/v1/sources", map[string]string{"name": "bench", "type": registry.TypeGit}, 201)
+	const runs = 2
+	var plain, checked, phase, direct, plainCPU, checkedCPU, directCPU time.Duration
+	for i := range runs {
+		for _, check := range []bool{false, true} {
+			name := fmt.Sprintf("plain%d", i)
+			if check {
+				name = fmt.Sprintf("checked%d", i)
+			}
+			f.do("POST", "/api/v1/sources/bench/git-builders", map[string]any{"name": name, "check": check,
+				"url": "file://" + versionedRepo(t, "r/hellofleet", "DESCRIPTION")}, 201)
+			start, cpu := time.Now(), cpuTime()
+			b := f.mustSucceed(f.run("/api/v1/sources/bench/git-builders/"+name+"/run", nil))
+			if !check {
+				plain += time.Since(start)
+				plainCPU += cpuTime() - cpu
+				continue
+			}
+			checked += time.Since(start)
+			checkedCPU += cpuTime() - cpu
+			for _, p := range b.Phases {
+				if p.Phase == registry.PhaseCheck {
+					phase += time.Duration(p.MS * float64(time.Millisecond))
+				}
+			}
+			cmd := exec.Command(tool.Path+"/bin/R", "CMD", "check", "--no-manual", "--as-cran", f.artifact(b.ID, b.Artifacts[0].File))
+			cmd.Dir = t.TempDir()
+			cmd.Env = append(os.Environ(), "_R_CHECK_CRAN_INCOMING_REMOTE_=false", "_R_CHECK_SYSTEM_CLOCK_=false", "_R_CHECK_FORCE_SUGGESTS_=false")
+			start, cpu = time.Now(), cpuTime()
+			if out, err := cmd.CombinedOutput(); err != nil && !strings.Contains(string(out), "Status: ") {
+				t.Fatalf("R CMD check: %v\n%s", err, out)
+			}
+			direct += time.Since(start)
+			directCPU += cpuTime() - cpu
+		}
+	}
+	ms := func(d time.Duration) time.Duration { return (d / runs).Round(time.Millisecond) }
+	t.Logf("BENCH r-check runs=%d wall per build: without check=%s with check=%s added=%s (check phase %s) vs R CMD check direct=%s | CPU: without=%s with=%s added=%s vs direct=%s",
+		runs, ms(plain), ms(checked), ms(checked-plain), ms(phase), ms(direct), ms(plainCPU), ms(checkedCPU), ms(checkedCPU-plainCPU), ms(directCPU))
+}

@@ -77,6 +77,7 @@ func TestMetricsOfAPIAndWorkerFollowTheContract(t *testing.T) {
 		"pkgfleet_user_namespaces_in_use 0",
 		"pkgfleet_user_namespaces_max ",
 		`pkgfleet_sandbox_start_failures_total{reason="namespace_limit"} 0`,
+		`pkgfleet_build_checks_total{verdict="WARNING"} 0`,
 		`pkgfleet_language_usable{language="python"} 1`,
 		"pkgfleet_sandbox_usable 1",
 		fmt.Sprintf("pkgfleet_worker_sandbox_tier{tier=%q} 1", f.wkr.Info().SandboxTier),

@@ -45,6 +45,7 @@ type Worker struct {
 	sandboxUsable   prometheus.Gauge
 	fenced          *prometheus.CounterVec
 	phases          *prometheus.HistogramVec
+	checks          *prometheus.CounterVec
 	name            string
 }
 
@@ -96,8 +97,11 @@ func NewWorker(st WorkerState) *Worker {
 			Help: "Builds this worker stopped because their hold was lost, by reason (fenced: the worker could not confirm its hold in time, as when Redis is unreachable from it; superseded: a newer attempt of the build took over).",
 		}, []string{"worker", "reason"}),
 		phases: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "pkgfleet_build_phase_seconds", Help: "Time of each phase of a build (queued, waiting, clone, sandbox_start, build, checks, store, record), by language.", Buckets: phaseBuckets,
+			Name: "pkgfleet_build_phase_seconds", Help: "Time of each phase of a build (queued, waiting, clone, sandbox_start, build, check, checks, store, record), by language.", Buckets: phaseBuckets,
 		}, []string{"phase", "language"}),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pkgfleet_build_checks_total", Help: "Check stages (R CMD check, a Python check command) this worker ran, by verdict (OK, NOTE, WARNING, ERROR, failed: could not run to its end).",
+		}, []string{"verdict"}),
 		name: st.Name,
 	}
 	m.fenced.WithLabelValues(st.Name, "fenced")
@@ -105,10 +109,13 @@ func NewWorker(st WorkerState) *Worker {
 	// Start at 0 so that increase() sees the first failure.
 	m.sandboxFailures.WithLabelValues("namespace_limit")
 	m.sandboxFailures.WithLabelValues("unavailable")
+	for _, v := range []string{apiv1.CheckOK, apiv1.CheckNote, apiv1.CheckWarning, apiv1.CheckError, apiv1.CheckFailed} {
+		m.checks.WithLabelValues(v)
+	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	reg.MustRegister(m.builds, m.duration, m.fenced, m.phases, m.running, m.sandboxFailures, m.languageUsable, m.sandboxTier, m.sandboxUsable,
+	reg.MustRegister(m.builds, m.duration, m.fenced, m.phases, m.checks, m.running, m.sandboxFailures, m.languageUsable, m.sandboxTier, m.sandboxUsable,
 		gauge("pkgfleet_worker_build_slots", "Build slots of this worker.", func() float64 { return float64(call(st.Slots)) }),
 		gauge("pkgfleet_user_namespaces_in_use", "User namespaces held by this worker's running sandboxes.", func() float64 { return float64(call(st.NamespacesInUse)) }),
 		gauge("pkgfleet_user_namespaces_needed", "User namespaces this worker's slots need at most (2 per build).", func() float64 { return float64(2 * call(st.Slots)) }),
@@ -214,6 +221,14 @@ func (m *Worker) Phases(lang string, phases []apiv1.Phase) {
 	for _, p := range phases {
 		m.phases.WithLabelValues(p.Phase, lang).Observe(p.MS / 1000)
 	}
+}
+
+// Check counts a check stage that ended with verdict (apiv1.Check).
+func (m *Worker) Check(verdict string) {
+	if m == nil {
+		return
+	}
+	m.checks.WithLabelValues(verdict).Inc()
 }
 
 // SandboxFailure counts a sandbox that could not start.

@@ -14,15 +14,15 @@ import (
 // r_repository_url, else to the workers' Git.PythonIndexURL or
 // Git.RRepositoryURL. It returns nil (offline, the default) when neither
 // is set, when the build has the host network anyway, and for R builds
-// that build neither vignettes nor a binary (nothing else in them
-// fetches anything).
+// that build no vignettes, no binary and run no check (nothing else in
+// them fetches anything).
 func (p *Pipeline) doorFor(bl *registry.Builder, binary bool, log io.Writer) (*door.Door, error) {
 	if p.network {
 		return nil, nil
 	}
 	raw, setting, kind := bl.PythonIndexURL, p.pythonIndexURL, door.Python
 	if bl.Language == registry.LangR {
-		if !bl.BuildVignettes && !binary {
+		if !bl.BuildVignettes && !binary && !bl.Check {
 			return nil, nil
 		}
 		raw, setting, kind = bl.RRepositoryURL, p.rRepositoryURL, door.R

@@ -390,6 +390,7 @@ func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, at registry.Att
 			b.Package, b.Version, b.Artifacts, b.Fetched = out.pkg, out.version, out.artifacts, out.fetched
 			b.Describe = out.describe
 			b.Warnings = out.warnings
+			b.Check = out.check
 			b.Phases = out.phases
 			b.SetPhase(registry.PhaseRecord, time.Since(recordStart))
 			return nil
@@ -450,6 +451,7 @@ func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, at registry.Att
 		// This attempt's fetches, even though it failed: nil when it
 		// failed before its door opened.
 		b.Fetched = out.fetchedOrNil()
+		b.Check = out.checkOrNil()
 		if last {
 			now := time.Now().UTC()
 			b.Status, b.FinishedAt = registry.StatusFailed, &now
@@ -549,8 +551,17 @@ type result struct {
 	artifacts            []registry.Artifact
 	fetched              []door.Fetched
 	warnings             []string
+	check                *registry.Check
 	phases               []registry.Phase // the record's, with this attempt's added
 	recordStart          time.Time
+}
+
+// checkOrNil is the attempt's check verdict; r may be nil.
+func (r *result) checkOrNil() *registry.Check {
+	if r == nil {
+		return nil
+	}
+	return r.check
 }
 
 // fetchedOrNil is what the attempt fetched through its door; r may be nil
@@ -609,6 +620,7 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 		// A stalled worker cannot fence its build; the sandbox's helper
 		// then stops it after the same T.
 		DeadMan: p.fenceAfter,
+		Check:   bl.Check, CheckCommand: bl.CheckCommand,
 	}
 	if bl.Language == registry.LangR {
 		binary, err := p.buildsBinary(ctx, bl)
@@ -616,8 +628,9 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 			return nil, err
 		}
 		in.Binary = binary
-		// The build's R library: beside the checkout and the results,
-		// removed with the work directory.
+		// The build's R library, where the binary's and the check's runs
+		// install the package's dependencies: beside the checkout and the
+		// results, removed with the work directory.
 		in.Library = filepath.Join(work, "library")
 		if err := os.Mkdir(in.Library, 0o755); err != nil {
 			return nil, err
@@ -649,6 +662,13 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 	phases.SetPhase(registry.PhaseSandboxStart, out.Timing.SandboxStart)
 	phases.SetPhase(registry.PhaseBuild, out.Timing.Build)
 	phases.SetPhase(registry.PhaseChecks, out.Timing.Checks)
+	if out.Check != nil {
+		phases.SetPhase(registry.PhaseCheck, out.Timing.Check)
+		p.metrics.Check(out.Check.Verdict)
+		if bl.CheckGates && out.Check.Gates() {
+			return &result{fetched: fetched, check: out.Check}, gated(out.Check)
+		}
+	}
 	if out.Result.OutputTruncated {
 		fmt.Fprintln(logw, "==> note: build output exceeded the output limit and was cut")
 	}
@@ -664,7 +684,19 @@ func (p *Pipeline) run(ctx context.Context, b *registry.Build, bl *registry.Buil
 		fmt.Fprintf(logw, "==> stored %s (%d bytes, sha256 %s)\n", a.File, a.Size, a.SHA256)
 	}
 	return &result{source: b.Source, pkg: out.Package, version: out.Version, describe: co.Describe, artifacts: arts, fetched: fetched,
-		warnings: out.Warnings, phases: phases.Phases, recordStart: stored}, nil
+		warnings: out.Warnings, check: out.Check, phases: phases.Phases, recordStart: stored}, nil
+}
+
+// gated marks check c as holding its build back (check_gates) and says
+// why in one line. A WARNING or ERROR would say the same on every attempt,
+// so it is final; a check that could not run to its end may run again.
+func gated(c *registry.Check) error {
+	c.Gated = true
+	err := fmt.Errorf("%s (check_gates: not published)", c.Summary)
+	if c.Verdict != registry.CheckFailed {
+		err = fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	return err
 }
 
 // mkdirFresh makes dir, empty: mkdir first, as dir is almost always new

@@ -18,7 +18,9 @@ import (
 // R CMD INSTALL --build.
 //
 //go:embed binary.R
-var binaryScript string
+var binaryR string
+
+var binaryScript = depsScript + "\n" + binaryR
 
 // binary makes the R binary package of the source tarball in in.Dest: a
 // second sandboxed run, with the same limits and door as R CMD build, of
@@ -52,7 +54,7 @@ func (r *R) binary(ctx context.Context, in Input, pkg, version, tarball string, 
 	}
 	why := &reasonWriter{}
 	res, err := r.Runner.Run(ctx, sandbox.Spec{
-		Args:    []string{filepath.Join(r.Tool.Path, "bin", "Rscript"), "-e", rDeps + binaryScript, tarball, in.Library},
+		Args:    []string{filepath.Join(r.Tool.Path, "bin", "Rscript"), "-e", binaryScript, tarball, in.Library},
 		Env:     env,
 		Door:    door,
 		Dir:     in.Dest,

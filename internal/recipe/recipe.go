@@ -55,6 +55,10 @@ type Input struct {
 	// DeadMan is the sandbox's dead man's switch (sandbox.Spec.DeadMan):
 	// the build is killed when the worker stalls this long.
 	DeadMan time.Duration
+	// Check runs the check stage after a successful build (check.go): R
+	// CMD check for R, CheckCommand for Python (none when empty).
+	Check        bool
+	CheckCommand string
 }
 
 // Output is what a successful build made.
@@ -70,6 +74,8 @@ type Output struct {
 	Warnings []string
 	Result   sandbox.Result
 	Timing   Timing
+	// Check is the check stage's verdict; nil when there was none.
+	Check *registry.Check
 }
 
 // Failure is a build that ran and failed; Error() is the reason shown on
@@ -147,22 +153,26 @@ func (r *R) Build(ctx context.Context, in Input) (*Output, error) {
 	}
 	out := &Output{Package: pkg, Version: version, Artifacts: []registry.Artifact{{File: filepath.Base(tarball), Kind: "source"}},
 		Warnings: desc.Warnings, Result: res, Timing: sw.timing()}
-	if !in.Binary {
-		return out, nil
+	if in.Binary {
+		// The binary's run counts as build time: it is the build tool again.
+		bw := startStopwatch(in.Log)
+		bin, bres, err := r.binary(ctx, in, pkg, version, tarball, bw)
+		bw.stopped()
+		if err != nil {
+			return nil, err
+		}
+		out.Artifacts = append(out.Artifacts, bin)
+		bres.OutputTruncated = bres.OutputTruncated || res.OutputTruncated
+		out.Result = bres
+		bt := bw.timing()
+		out.Timing.Build += bt.SandboxStart + bt.Build
+		out.Timing.Checks += bt.Checks
 	}
-	// The binary's run counts as build time: it is the build tool again.
-	bw := startStopwatch(in.Log)
-	bin, bres, err := r.binary(ctx, in, pkg, version, tarball, bw)
-	bw.stopped()
-	if err != nil {
-		return nil, err
+	if in.Check {
+		if out.Check, out.Timing.Check, err = r.check(ctx, in, pkg, tarball); err != nil {
+			return nil, err
+		}
 	}
-	out.Artifacts = append(out.Artifacts, bin)
-	bres.OutputTruncated = bres.OutputTruncated || res.OutputTruncated
-	out.Result = bres
-	bt := bw.timing()
-	out.Timing.Build += bt.SandboxStart + bt.Build
-	out.Timing.Checks += bt.Checks
 	return out, nil
 }
 
@@ -224,6 +234,11 @@ func (p *Python) Build(ctx context.Context, in Input) (*Output, error) {
 	}
 	warn(in.Log, out.Warnings)
 	out.Timing = sw.timing()
+	if in.Check && in.CheckCommand != "" {
+		if out.Check, out.Timing.Check, err = p.checkCommand(ctx, in, dir); err != nil {
+			return nil, err
+		}
+	}
 	return out, nil
 }
 

@@ -15,6 +15,8 @@ type Timing struct {
 	Build time.Duration
 	// Checks is the check of the results against the package's metadata.
 	Checks time.Duration
+	// Check is the check stage's own sandboxed run (check.go), whole.
+	Check time.Duration
 }
 
 // stopwatch times one runner call and the checks after it; the first

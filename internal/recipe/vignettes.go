@@ -8,15 +8,19 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 )
 
-// rDeps is the R function both scripts below install dependencies with.
+// depsScript is the install step the R scripts run in the sandbox share
+// (pkgfleet_install_deps: vignettes.R, binary.R, check.R); each script
+// is run after it.
 //
-//go:embed rdeps.R
-var rDeps string
+//go:embed deps.R
+var depsScript string
 
-// vignetteScript installs what vignettes need, then runs R CMD build.
+// vignettesR installs what vignettes need, then runs R CMD build.
 //
 //go:embed vignettes.R
-var vignetteScript string
+var vignettesR string
+
+var vignetteScript = depsScript + "\n" + vignettesR
 
 // rCommand is how an R build of the package in dir runs: R CMD build
 // without vignettes (the default, as PPM builds); with build_vignettes,
@@ -35,5 +39,5 @@ func (r *R) rCommand(in Input, dir string, env []string) (args, outEnv []string,
 	fmt.Fprintf(in.Log, "==> building vignettes; what they need comes from %s through the door\n", in.IndexURL)
 	env = append(env, proxyEnv()...)
 	env = append(env, "PKGFLEET_R_REPOSITORY="+in.IndexURL)
-	return []string{filepath.Join(r.Tool.Path, "bin", "Rscript"), "-e", rDeps + vignetteScript, dir}, env, in.Door
+	return []string{filepath.Join(r.Tool.Path, "bin", "Rscript"), "-e", vignetteScript, dir}, env, in.Door
 }

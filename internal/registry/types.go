@@ -29,7 +29,8 @@ type (
 	Check     = apiv1.Check
 )
 
-// Source types, languages, build triggers, statuses and phases (see apiv1).
+// Source types, languages, build triggers, statuses, phases and check
+// verdicts (see apiv1).
 const (
 	TypeGit       = apiv1.TypeGit
 	TypeGitPython = apiv1.TypeGitPython
@@ -56,6 +57,12 @@ const (
 	PhaseChecks       = apiv1.PhaseChecks
 	PhaseStore        = apiv1.PhaseStore
 	PhaseRecord       = apiv1.PhaseRecord
+
+	CheckOK      = apiv1.CheckOK
+	CheckNote    = apiv1.CheckNote
+	CheckWarning = apiv1.CheckWarning
+	CheckError   = apiv1.CheckError
+	CheckFailed  = apiv1.CheckFailed
 )
 
 // Terminal reports whether a build in status s will not change again.

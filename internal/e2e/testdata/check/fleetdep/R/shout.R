@@ -1,0 +1,1 @@
+shout <- function(x) toupper(x)

@@ -1,0 +1,1 @@
+greet <- function(who) shout(paste0("hello, ", who))
