@@ -25,7 +25,7 @@ func TestCompiledWheelKeepsItsLinuxTagAndIsServedOnlyForItsPlatform(t *testing.T
 	repo := versionedRepoFrom(t, map[string]string{
 		"pyproject.toml": "[build-system]\nrequires = [\"setuptools>=61\"]\nbuild-backend = \"setuptools.build_meta\"\n\n" +
 			"[project]\nname = \"cdemo\"\nversion = \"1.0.0\"\n",
-		"setup.py": "from setuptools import Extension, setup\nsetup(packages=[\"cdemo\"], ext_modules=[Extension(\"cdemo._c\", [\"cdemo/_c.c\"])])\n",
+		"setup.py":          "from setuptools import Extension, setup\nsetup(packages=[\"cdemo\"], ext_modules=[Extension(\"cdemo._c\", [\"cdemo/_c.c\"])])\n",
 		"cdemo/__init__.py": "from cdemo._c import answer\n",
 		"cdemo/_c.c": "#include <Python.h>\nstatic PyObject *answer(PyObject *s, PyObject *a) { return PyLong_FromLong(42); }\n" +
 			"static PyMethodDef m[] = {{\"answer\", answer, METH_NOARGS, NULL}, {NULL}};\n" +
