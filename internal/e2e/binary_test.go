@@ -3,6 +3,7 @@ package e2e
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -32,10 +33,18 @@ func TestRBinaryInstallsWithoutACompilerFromTheLinuxRepository(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := setup(t, testenv.AllowLoopback(map[string]string{})) // the door leads to the fleet's own repository
-	f.do("POST", "/api/v1/sources", map[string]any{"name": "rbin", "type": "git", "binary": true}, 201)
+	if out, errs, code := f.pkgfleet("create", "source", "--name", "rbin", "--binary", "-o", "json"); code != 0 || !strings.Contains(out, `"binary": true`) {
+		t.Fatalf("create source --binary: %d %s %s", code, out, errs)
+	}
 	cran := f.api.URL + "/cran/rbin"
 	f.do("POST", "/api/v1/sources/rbin/git-builders", map[string]any{"url": "file://" + versionedRepo(t, "r/hellofleet")}, 201)
-	dep := f.mustSucceed(f.run("/api/v1/sources/rbin/git-builders/hellofleet/run", nil))
+	f.mustSucceed(f.run("/api/v1/sources/rbin/git-builders/hellofleet/run", nil))
+	// A builder's own binary: false wins over its source's default.
+	f.do("POST", "/api/v1/sources/rbin/git-builders", map[string]any{"name": "plain", "url": "file://" + versionedRepo(t, "r/hellofleet"), "binary": false}, 201)
+	plain := f.mustSucceed(f.run("/api/v1/sources/rbin/git-builders/plain/run", nil))
+	if len(plain.Artifacts) != 1 || plain.Artifacts[0].Kind != "source" {
+		t.Fatalf("binary: false built %+v", plain.Artifacts)
+	}
 
 	files := cRPackage("cfleet", 4, 2, 1)
 	files["DESCRIPTION"] += "Imports: hellofleet\n"
@@ -57,14 +66,22 @@ func TestRBinaryInstallsWithoutACompilerFromTheLinuxRepository(t *testing.T) {
 		!strings.Contains(log, "==> R CMD INSTALL --build") {
 		t.Fatalf("binary artifact %+v, want R's own name for %s, R %s\n%s", bin, platform, rxy, log)
 	}
-	// The dependency came through the door: the very tarball the fleet built.
-	depSource, _ := artifactKind(dep, "source")
-	if len(b.Fetched) != 1 || b.Fetched[0].Name != "hellofleet" || b.Fetched[0].SHA256 != depSource.SHA256 {
-		t.Fatalf("fetched %+v, want hellofleet with sha256 %s\n%s", b.Fetched, depSource.SHA256, log)
+	// The dependency came through the door: the very tarball the fleet
+	// built and serves (of the newest build of hellofleet 0.1.0, plain's).
+	if len(b.Fetched) != 1 || b.Fetched[0].Name != "hellofleet" || b.Fetched[0].SHA256 != plain.Artifacts[0].SHA256 {
+		t.Fatalf("fetched %+v, want hellofleet with sha256 %s\n%s", b.Fetched, plain.Artifacts[0].SHA256, log)
 	}
 	// The source repository is as it was: source tarballs, no Built.
 	if p := string(f.do("GET", "/cran/rbin/src/contrib/PACKAGES", nil, 200)); strings.Contains(p, "Built:") || !strings.Contains(p, "Package: cfleet") {
 		t.Fatalf("source PACKAGES:\n%s", p)
+	}
+
+	// The builds page shows the binary and its install line.
+	if page := string(f.do("GET", "/", nil, 200)); !strings.Contains(page, "Binaries for "+platform) || !strings.Contains(page, "/cran/rbin/__linux__/"+platform+"/latest") {
+		t.Fatalf("the builds page lacks the binary install line")
+	}
+	if page := string(f.do("GET", fmt.Sprintf("/builds/%d", b.ID), nil, 200)); !strings.Contains(page, "binary for "+platform+", R "+rxy) {
+		t.Fatalf("the build's page lacks the binary")
 	}
 
 	// Plain install.packages() from the __linux__ URL, no compiler on PATH.
