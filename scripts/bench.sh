@@ -31,6 +31,8 @@ run "example R package: API -> queue -> worker -> sandbox vs R CMD build (with t
 	TestBenchRPackageAgainstRCMDBuild ./internal/e2e/ PKGFLEET_BENCH=1
 run "a generated R package with C code (300 R files, 150 C sources and headers, 100 Rd pages) vs R CMD build" \
 	TestBenchLargeRPackageAgainstRCMDBuild ./internal/e2e/ PKGFLEET_BENCH=1
+run "R binaries: install.packages() of the generated C package from __linux__ (binary) vs from the source repository (compiling), and what binary: true costs its build" \
+	TestBenchRBinaryInstallAgainstSource ./internal/e2e/ PKGFLEET_BENCH=1
 run "example Python package: API -> queue -> worker -> sandbox vs python -m build (sdist and wheel, same interpreter)" \
 	TestBenchPythonPackageAgainstPythonBuild ./internal/e2e/ PKGFLEET_BENCH=1
 run "a generated Python package (300 modules in 10 subpackages, package data) vs python -m build" \

@@ -202,3 +202,58 @@ func pathWithoutCompilers(t *testing.T) string {
 	}
 	return dir
 }
+
+// TestBenchRBinaryInstallAgainstSource times install.packages() of the
+// generated package with C code (largeRPackage) from the source's
+// __linux__ repository, as a binary, against from its source repository,
+// compiling, in the same run; and what binary: true costs a build of it
+// (the build phase with and without). It runs only from scripts/bench.sh
+// (PKGFLEET_BENCH=1).
+func TestBenchRBinaryInstallAgainstSource(t *testing.T) {
+	if os.Getenv("PKGFLEET_BENCH") == "" {
+		t.Skip("a benchmark: scripts/bench.sh runs it")
+	}
+	platform, err := detect.Platform("/etc/os-release")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := setup(t, nil)
+	f.do("POST", "/api/v1/sources", map[string]any{"name": "bench", "type": "git"}, 201)
+	buildMS := map[bool]float64{}
+	var bin *registry.Build
+	for _, binary := range []bool{false, true} {
+		name := fmt.Sprintf("binary-%v", binary)
+		f.do("POST", "/api/v1/sources/bench/git-builders", map[string]any{"name": name, "url": "file://" + versionedRepoFrom(t, largeRPackage()), "binary": binary}, 201)
+		b := f.mustSucceed(f.run("/api/v1/sources/bench/git-builders/"+name+"/run", nil))
+		for _, p := range b.Phases {
+			if p.Phase == registry.PhaseBuild {
+				buildMS[binary] = p.MS
+			}
+		}
+		bin = b
+	}
+	if _, ok := artifactKind(bin, "binary"); !ok {
+		t.Fatalf("no binary: %+v", bin.Artifacts)
+	}
+	const runs = 3
+	install := func(repos string) time.Duration {
+		var total time.Duration
+		for range runs {
+			lib := t.TempDir()
+			script := `options(HTTPUserAgent = sprintf("R/%s R (%s)", getRversion(), paste(getRversion(), R.version["platform"], R.version["arch"], R.version["os"])))
+install.packages("bigfleet", repos = "` + repos + `", lib = "` + lib + `", quiet = TRUE)
+library(bigfleet, lib.loc = "` + lib + `")`
+			start := time.Now()
+			if out, err := exec.Command("Rscript", "-e", script).CombinedOutput(); err != nil {
+				t.Fatalf("install from %s: %v\n%s", repos, err, out)
+			}
+			total += time.Since(start)
+		}
+		return (total / runs).Round(time.Millisecond)
+	}
+	cran := f.api.URL + "/cran/bench"
+	fromBinary := install(cran + "/__linux__/" + platform + "/latest")
+	fromSource := install(cran)
+	t.Logf("BENCH r-binary-install runs=%d install.packages(bigfleet): binary=%s source=%s ratio=%.1fx | build phase: binary=false %.0fms binary=true %.0fms (+%.0fms per build)",
+		runs, fromBinary, fromSource, fromSource.Seconds()/fromBinary.Seconds(), buildMS[false], buildMS[true], buildMS[true]-buildMS[false])
+}
