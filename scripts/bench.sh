@@ -33,6 +33,8 @@ run "a generated R package with C code (300 R files, 150 C sources and headers, 
 	TestBenchLargeRPackageAgainstRCMDBuild ./internal/e2e/ PKGFLEET_BENCH=1
 run "check: true on the example R package: a build without and with the check stage vs R CMD check --as-cran run directly" \
 	TestBenchRCheckCost ./internal/e2e/ PKGFLEET_BENCH=1
+run "R binaries: install.packages() of the generated C package from __linux__ (binary) vs from the source repository (compiling), and what binary: true costs its build" \
+	TestBenchRBinaryInstallAgainstSource ./internal/e2e/ PKGFLEET_BENCH=1
 run "example Python package: API -> queue -> worker -> sandbox vs python -m build (sdist and wheel, same interpreter)" \
 	TestBenchPythonPackageAgainstPythonBuild ./internal/e2e/ PKGFLEET_BENCH=1
 run "a generated Python package (300 modules in 10 subpackages, package data) vs python -m build" \

@@ -126,10 +126,13 @@ type builderView struct {
 
 type sourceView struct {
 	registry.Source
-	Install     string // the line that installs from this source
-	Builders    []builderView
-	NeedsToken  bool // the indexes need a read token
-	PackageHint string
+	Install string // the line that installs from this source
+	// BinaryInstalls are the lines that install its binaries (R) or
+	// platform wheels (Python), one per platform its builds made them for.
+	BinaryInstalls []binaryInstall
+	Builders       []builderView
+	NeedsToken     bool // the indexes need a read token
+	PackageHint    string
 }
 
 type workerView struct {
@@ -185,6 +188,7 @@ func (s *Server) indexPage(w http.ResponseWriter, r *http.Request, sess *session
 	}
 	for _, src := range sources {
 		sv := sourceView{Source: src, NeedsToken: !s.Config.HTTP.PublicIndexes}
+		var platforms []string // those its builds made binaries for
 		if !slices.ContainsFunc(page, func(b *registry.Builder) bool { return b.Source == src.Name }) {
 			// Shown without builders on the first page only if it has none.
 			if n, err := s.Registry.CountBuilders(ctx, src.Name); err != nil || n > 0 || after != "" {
@@ -215,6 +219,11 @@ func (s *Server) indexPage(w http.ResponseWriter, r *http.Request, sess *session
 				if sv.PackageHint == "" && x.Package != "" {
 					sv.PackageHint = x.Package
 				}
+				for _, a := range x.Artifacts {
+					if a.Platform != "" && !slices.Contains(platforms, a.Platform) {
+						platforms = append(platforms, a.Platform)
+					}
+				}
 			}
 			if sv.PackageHint == "" {
 				sv.PackageHint = b.Name
@@ -222,6 +231,10 @@ func (s *Server) indexPage(w http.ResponseWriter, r *http.Request, sess *session
 			sv.Builders = append(sv.Builders, bv)
 		}
 		sv.Install = installLine(baseURL(r), src, sv.PackageHint)
+		slices.Sort(platforms)
+		for _, p := range platforms {
+			sv.BinaryInstalls = append(sv.BinaryInstalls, binaryInstall{p, binaryInstallLine(baseURL(r), src, p, sv.PackageHint)})
+		}
 		view.Sources = append(view.Sources, sv)
 	}
 	if err := s.fleetView(ctx, &view); err != nil {
@@ -229,6 +242,23 @@ func (s *Server) indexPage(w http.ResponseWriter, r *http.Request, sess *session
 	}
 	s.render(w, r, http.StatusOK, "index", view)
 	return nil
+}
+
+type binaryInstall struct{ Platform, Line string }
+
+// binaryInstallLine is how a person on platform installs a package's
+// binary from src (internal/index serves them). R sends the User-Agent
+// that names its version only when the option is set in the session, as
+// PPM's documentation also says for Linux.
+func binaryInstallLine(base string, src registry.Source, platform, pkg string) string {
+	if pkg == "" {
+		pkg = "PACKAGE"
+	}
+	if src.Language() == registry.LangPython {
+		return fmt.Sprintf("pip install --index-url %s/pypi/%s/__linux__/%s/simple/ %s", base, src.Name, platform, pkg)
+	}
+	return fmt.Sprintf(`options(HTTPUserAgent = sprintf("R/%%s R (%%s)", getRversion(), paste(getRversion(), R.version["platform"], R.version["arch"], R.version["os"]))); `+
+		`install.packages("%s", repos = "%s/cran/%s/__linux__/%s/latest")`, pkg, base, src.Name, platform)
 }
 
 // installLine is how a person installs a package from src.

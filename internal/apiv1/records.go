@@ -303,7 +303,8 @@ type Artifact struct {
 	SHA256 string `json:"sha256"`
 	// Platform and RVersion are what an R binary was built for: the
 	// worker's os-release ID-VERSION_ID ("debian-12") and R's x.y ("4.2").
-	// The index never serves it to another.
+	// A linux_<arch> wheel has the Platform too. The index never serves
+	// either to another.
 	Platform string `json:"platform,omitempty"`
 	RVersion string `json:"r_version,omitempty"`
 	// Tags are a wheel's compatibility tags (PEP 425), from its file name:

@@ -88,3 +88,25 @@ func TestPythonWithoutTheBuildModuleIsSkipped(t *testing.T) {
 		t.Fatalf("log:\n%s", logs.String())
 	}
 }
+
+// The platform is os-release's ID-VERSION_ID, quoted or not; a rolling
+// distribution is its ID; a file that names no ID is an error.
+func TestPlatformIsOSReleaseIDAndVersion(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, c := range []struct{ text, want string }{
+		{"PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n", "debian-12"},
+		{"ID=ubuntu\nVERSION_ID=\"24.04\"\nID_LIKE=debian\n", "ubuntu-24.04"},
+		{"ID=arch\nBUILD_ID=rolling\n", "arch"},
+		{"NAME=nothing\n", ""},
+	} {
+		p := filepath.Join(dir, "os-release")
+		if err := os.WriteFile(p, []byte(c.text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := Platform(p)
+		if got != c.want || (err != nil) != (c.want == "") {
+			t.Errorf("%q: %q, %v; want %q", c.text, got, err, c.want)
+		}
+	}
+}

@@ -140,22 +140,26 @@ func cpuTime() time.Duration { return testenv.TreeCPU("redis-server") }
 
 // largeRPackage is an R package with C code, of the size of a middling
 // CRAN package: 300 R files, 150 C files and headers, 100 Rd pages.
-func largeRPackage() map[string]string {
+func largeRPackage() map[string]string { return cRPackage("bigfleet", 300, 150, 100) }
+
+// cRPackage generates the R package name with C code: nR R files calling
+// nC C functions (each with its header), and nRd help pages.
+func cRPackage(name string, nR, nC, nRd int) map[string]string {
 	files := map[string]string{
-		"DESCRIPTION": "Package: bigfleet\nVersion: 1.0.0\nTitle: A Generated Package\nDescription: Many files, some C.\n" +
+		"DESCRIPTION": "Package: " + name + "\nVersion: 1.0.0\nTitle: A Generated Package\nDescription: Many files, some C.\n" +
 			"License: MIT\nAuthor: pkgfleet\nMaintainer: pkgfleet <pkgfleet@example.org>\nEncoding: UTF-8\n",
-		"NAMESPACE": "useDynLib(bigfleet, .registration = TRUE)\nexportPattern(\"^f[0-9]+$\")\n",
+		"NAMESPACE": "useDynLib(" + name + ", .registration = TRUE)\nexportPattern(\"^f[0-9]+$\")\n",
 	}
-	for i := range 300 {
-		files[fmt.Sprintf("R/f%03d.R", i)] = fmt.Sprintf("#' f%d\nf%d <- function(x) {\n  .Call(\"c%03d\", as.numeric(x))\n}\n", i, i, i%150)
+	for i := range nR {
+		files[fmt.Sprintf("R/f%03d.R", i)] = fmt.Sprintf("#' f%d\nf%d <- function(x) {\n  .Call(\"c%03d\", as.numeric(x))\n}\n", i, i, i%nC)
 	}
-	for i := range 150 {
+	for i := range nC {
 		files[fmt.Sprintf("src/c%03d.h", i)] = fmt.Sprintf("#include <Rinternals.h>\nSEXP c%03d(SEXP x);\n", i)
 		files[fmt.Sprintf("src/c%03d.c", i)] = fmt.Sprintf("#include \"c%03d.h\"\n\nSEXP c%03d(SEXP x) {\n"+
 			"  SEXP out = PROTECT(Rf_duplicate(x));\n  double *p = REAL(out);\n"+
 			"  for (R_xlen_t i = 0; i < XLENGTH(out); i++) p[i] = p[i] * %d + 1;\n  UNPROTECT(1);\n  return out;\n}\n", i, i, i+1)
 	}
-	for i := range 100 {
+	for i := range nRd {
 		files[fmt.Sprintf("man/f%03d.Rd", i)] = fmt.Sprintf("\\name{f%d}\n\\alias{f%d}\n\\title{f%d}\n\\usage{f%d(x)}\n"+
 			"\\arguments{\\item{x}{a number}}\n\\value{a number}\n\\description{Generated.}\n", i, i, i, i)
 	}

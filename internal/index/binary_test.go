@@ -94,3 +94,26 @@ func TestWantReadsTheRVersionFromTheUserAgent(t *testing.T) {
 		}
 	}
 }
+
+// A linux_<arch> wheel (compiled, not repaired to manylinux) is listed
+// only under the platform it was built on; portable wheels everywhere.
+func TestLocalLinuxWheelIsListedOnlyUnderItsPlatform(t *testing.T) {
+	t.Parallel()
+	local := registry.Artifact{Kind: "wheel", File: "demo-1.0-cp311-cp311-linux_x86_64.whl", Platform: "debian-12",
+		Tags: []string{"cp311-cp311-linux_x86_64"}}
+	old := registry.Artifact{Kind: "wheel", File: "demo-1.0-cp311-cp311-linux_x86_64.whl"} // no tags recorded
+	pure := registry.Artifact{Kind: "wheel", File: "demo-1.0-py3-none-any.whl", Tags: []string{"py3-none-any"}}
+	for _, c := range []struct {
+		a        registry.Artifact
+		platform string
+		served   bool
+	}{
+		{local, "", false}, {local, "debian-12", true}, {local, "ubuntu-24.04", false},
+		{old, "", false}, {old, "debian-12", false},
+		{pure, "", true}, {pure, "debian-12", true},
+	} {
+		if got := wheelServed(c.a, c.platform); got != c.served {
+			t.Errorf("%s (platform %q) under %q: served %v, want %v", c.a.File, c.a.Platform, c.platform, got, c.served)
+		}
+	}
+}

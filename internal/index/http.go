@@ -43,13 +43,17 @@ func (x *Index) Routes(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 	h("GET /cran/{source}/src/contrib/{file}", x.cranFile(false))
 	h("GET /cran/{source}/src/contrib/Archive/{pkg}/{file}", x.cranFile(true))
 	x.binaryRoutes(h)
-	h("GET /pypi/{source}/simple/", x.simpleRoot)
-	h("GET /pypi/{source}/simple/{project}/", x.simpleProject)
-	h("GET /pypi/{source}/simple/{project}", func(w http.ResponseWriter, r *http.Request) error {
-		http.Redirect(w, r, r.URL.Path+"/", http.StatusMovedPermanently)
-		return nil
-	})
-	h("GET /pypi/{source}/files/{id}/{file}", x.pypiFile)
+	// The simple index of a source; under __linux__/<platform>, the same
+	// with the wheels of that platform's own tag (wheelServed).
+	for _, root := range []string{"/pypi/{source}/", "/pypi/{source}/__linux__/{platform}/"} {
+		h("GET "+root+"simple/", x.simpleRoot)
+		h("GET "+root+"simple/{project}/", x.simpleProject)
+		h("GET "+root+"simple/{project}", func(w http.ResponseWriter, r *http.Request) error {
+			http.Redirect(w, r, r.URL.Path+"/", http.StatusMovedPermanently)
+			return nil
+		})
+		h("GET "+root+"files/{id}/{file}", x.pypiFile)
+	}
 }
 
 type httpError struct {
@@ -261,6 +265,9 @@ func (x *Index) simpleProject(w http.ResponseWriter, r *http.Request) error {
 		}
 		for _, b := range builds {
 			for _, a := range b.Artifacts {
+				if a.Kind == "wheel" && !wheelServed(a, r.PathValue("platform")) {
+					continue
+				}
 				f, err := x.metadata(r.Context(), b, a)
 				if x.missing(b, a.File, err) {
 					continue
@@ -294,6 +301,22 @@ func (x *Index) simpleProject(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	_, _ = w.Write(buf.Bytes())
 	return nil
+}
+
+// wheelServed says whether the simple index under platform ("" = the
+// source's plain index) lists wheel a. pip on any Linux of a wheel's
+// architecture takes a linux_<arch> wheel, which may need libraries of
+// the distribution it was built on: such a wheel is listed only under the
+// platform it was built on, never beside portable (manylinux, any) ones.
+func wheelServed(a registry.Artifact, platform string) bool {
+	tags := a.Tags
+	if len(tags) == 0 { // a record from before tags were recorded
+		tags, _ = pkgmeta.WheelTags(a.File)
+	}
+	if !pkgmeta.LocalLinuxOnly(tags) {
+		return true
+	}
+	return platform != "" && a.Platform == platform
 }
 
 func writeSimpleJSON(w http.ResponseWriter, v any) error {

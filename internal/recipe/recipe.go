@@ -232,6 +232,7 @@ func (p *Python) Build(ctx context.Context, in Input) (*Output, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.tagWheels(in.Log, out.Artifacts)
 	warn(in.Log, out.Warnings)
 	out.Timing = sw.timing()
 	if in.Check && in.CheckCommand != "" {
@@ -240,6 +241,30 @@ func (p *Python) Build(ctx context.Context, in Input) (*Output, error) {
 		}
 	}
 	return out, nil
+}
+
+// tagWheels records each wheel's tags. A wheel of this machine's own
+// platform (linux_<arch>: compiled code, not repaired) also records the
+// worker's platform, and the index serves it only under that platform's
+// URL. auditwheel, which would repair it to a manylinux tag, is not
+// available here (Debian has no package of it, and workers have no PyPI),
+// so the wheel keeps its honest tag, and the log says so.
+func (p *Python) tagWheels(log io.Writer, arts []registry.Artifact) {
+	for i, a := range arts {
+		if a.Kind != "wheel" {
+			continue
+		}
+		tags, err := pkgmeta.WheelTags(a.File)
+		if err != nil {
+			continue // checkPython has read its METADATA: a name python -m build made
+		}
+		arts[i].Tags = tags
+		if pkgmeta.LocalLinuxOnly(tags) {
+			arts[i].Platform = p.Tool.Platform
+			fmt.Fprintf(log, "==> %s is tagged %s: no auditwheel on this worker to repair it to manylinux, so it keeps its own tag and is served for %s only\n",
+				a.File, strings.Join(tags, "."), p.Tool.Platform)
+		}
+	}
 }
 
 // checkPython checks that the build made one sdist and one wheel of the
