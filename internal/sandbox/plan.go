@@ -55,9 +55,10 @@ type launchSettings struct {
 	Network bool
 	Masks   []string // host paths to cover wherever they are visible
 
-	Memory    int64
-	Processes int
-	Disk      int64
+	// Limits travel whole: stage C sets the per-process rlimits from them,
+	// the launcher watches Memory, Processes and Disk, and stage A keeps
+	// Timeout and Output.
+	Limits Limits
 
 	UID, GID int  // host ids; the build gets the same numbers in namespace 2
 	Tier     Tier // the tier to set up; empty: full if the kernel allows it, else masked-proc

@@ -158,7 +158,7 @@ func newStageC(hc *launchSettings, p stageCPipes, host hostFacts) (*stageC, erro
 			c.paths = append(c.paths, b)
 		}
 	}
-	c.rlimits = buildRlimits(Limits{Memory: hc.Memory, Processes: hc.Processes, Disk: hc.Disk})
+	c.rlimits = buildRlimits(hc.Limits)
 	c.lastCap = uintptr(host.lastCap)
 	c.capHdr = unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	c.landlock = planLandlock(host.landlockABI, hc.MaxLandlockABI)
