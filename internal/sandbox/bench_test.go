@@ -183,3 +183,71 @@ func BenchmarkToolSlowdown(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkWatcherCost measures the CPU the launcher's limit watch
+// (limits.go: a /proc walk every 50 ms, a walk of Dest and TMPDIR every
+// 500 ms) adds to a build, which the package-build comparisons count
+// against the sandbox: one second of `sleep` with 2,000 files in Dest,
+// with the limits set and without. cpu-ms/op covers this process, the
+// launcher and the build.
+func BenchmarkWatcherCost(b *testing.B) {
+	cfg, source, dest := benchDirs(b)
+	for i := range 2000 {
+		dir := filepath.Join(dest, strconv.Itoa(i%20))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, strconv.Itoa(i)), []byte("x"), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	r, err := sandbox.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		lim  sandbox.Limits
+	}{
+		{"none", sandbox.Limits{}},
+		{"procs", sandbox.Limits{Memory: 2 << 30, Processes: 512}},
+		{"disk", sandbox.Limits{Disk: 4 << 30}},
+		{"limits", sandbox.Limits{Memory: 2 << 30, Processes: 512, Disk: 4 << 30}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			spec := sandbox.Spec{Args: []string{"/bin/sleep", "1"}, Source: source, Dest: dest, Limits: c.lim}
+			defer reportCPU(b, cpuTime())
+			for b.Loop() {
+				res, err := r.Run(context.Background(), spec)
+				if err != nil || !res.Success() {
+					b.Fatalf("%+v %v", res, err)
+				}
+			}
+		})
+	}
+}
+
+// TestSlowdownConfinementsApply keeps BenchmarkToolSlowdown honest in an
+// ordinary run: its "seccomp" run is under a filter (Seccomp: 2 in
+// /proc/self/status) and its "landlock" run in a domain that scopes
+// signals (a kill of the test process outside it is refused, from
+// Landlock ABI 6 on).
+func TestSlowdownConfinementsApply(t *testing.T) {
+	run := func(what, script string) string {
+		cmd := exec.Command(os.Args[0], "/bin/sh", "-c", script)
+		cmd.Env = []string{"PKGFLEET_BENCH_CONFINE=" + what, "PATH=/usr/bin:/bin"}
+		out, _ := cmd.CombinedOutput()
+		return string(out)
+	}
+	if out := run("seccomp", "grep '^Seccomp:' /proc/self/status"); !strings.Contains(out, "Seccomp:\t2") {
+		t.Errorf("the seccomp run is not filtered: %q", out)
+	}
+	out := run("landlock", fmt.Sprintf("kill -0 %d && echo SIGNALLED; echo RAN", os.Getpid()))
+	if !strings.Contains(out, "RAN") {
+		t.Fatalf("the landlock run did not run: %q", out)
+	}
+	// Signals are scoped from Landlock ABI 6 (Linux 6.12) on.
+	if sandbox.KernelLandlockABI() >= 6 && strings.Contains(out, "SIGNALLED") {
+		t.Errorf("the landlock run signalled the test process from its domain: %q", out)
+	}
+}

@@ -60,3 +60,9 @@ func ConfineAndExec(what string, argv []string) error {
 	}
 	return unix.Exec(argv[0], argv, os.Environ())
 }
+
+// KernelLandlockABI is the kernel's Landlock ABI version (0: none).
+func KernelLandlockABI() int {
+	abi, _ := landlockABI()
+	return abi
+}
