@@ -217,6 +217,7 @@ func cloneOnStack(flags, stack uintptr, c *stageC) (pid, errno uintptr)
 
 // runStageC is where cloneOnStack's child starts.
 //
+//lint:ignore U1000 called from clone_linux_*.s
 //go:nosplit
 //go:norace
 func runStageC(c *stageC) { c.run() }
