@@ -18,6 +18,9 @@ run() {
 
 echo "== sandbox launch: bare exec vs pkgfleet sandbox vs bwrap"
 bash scripts/bench-sandbox.sh
+echo
+echo "== the tool inside the sandbox: CPU per operation bare, under the seccomp filter alone, Landlock alone, the whole sandbox; the launcher's limit watch"
+go test -count 1 -run '^$' -bench 'ToolSlowdown|WatcherCost' -benchtime 3x ./internal/sandbox/ | grep '^Benchmark'
 
 run "no-op builds without git: CPU and Redis commands per build, API and worker processes apart, vs raw asynq" \
 	TestNoopBuildCost ./internal/fleettest/ PKGFLEET_LOAD_BUILDS="$builds"

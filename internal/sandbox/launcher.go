@@ -199,16 +199,13 @@ func startSandbox(hc *launchSettings, host hostFacts, ctl, out, door int, tier T
 	errR, errW := pipe(0)
 	statusR, statusW := pipe(0)
 	lifeR, lifeW := pipe(unix.O_NONBLOCK)
-	goR, goW := pipe(0)
-	mapR, mapW := pipe(0)
 	for _, fd := range ps {
 		if fd < 0 {
 			return nil, startResult{launchReport: launchReport{Error: "sandbox: pipes: too many open files"}}
 		}
 	}
-	f := inherited{out: out, errW: errW, statusW: statusW, lifeR: lifeR, door: door,
-		c: stageCPipes{goR: goR, goW: goW, mapR: mapR, mapW: mapW, errW: errW}}
-	c, err := newStageC(hc, f.c, host)
+	f := inherited{out: out, errW: errW, statusW: statusW, lifeR: lifeR, door: door}
+	c, err := newStageC(hc, errW, host)
 	if err != nil {
 		return nil, startResult{launchReport: fail("prepare the build", err)}
 	}

@@ -79,7 +79,9 @@ func newWatcher(hc *launchSettings, sb *sandbox) *watcher {
 }
 
 // limited says whether the build has a limit run watches.
-func (w *watcher) limited() bool { return w.hc.Memory > 0 || w.hc.Processes > 0 || w.hc.Disk > 0 }
+func (w *watcher) limited() bool {
+	return w.hc.Limits.Memory > 0 || w.hc.Limits.Processes > 0 || w.hc.Limits.Disk > 0
+}
 
 func (w *watcher) run(stop <-chan struct{}) {
 	if !w.limited() {
@@ -148,11 +150,11 @@ func (w *watcher) deadMan(keepalives io.Reader, d time.Duration, stop <-chan str
 // sample returns the limit exceeded, if any.
 func (w *watcher) sample(disk bool) string {
 	mem, tasks := procTotals(w.sb.pid)
-	if w.hc.Memory > 0 && mem > w.hc.Memory {
-		return "memory limit " + formatBytes(w.hc.Memory)
+	if w.hc.Limits.Memory > 0 && mem > w.hc.Limits.Memory {
+		return "memory limit " + formatBytes(w.hc.Limits.Memory)
 	}
-	if w.hc.Processes > 0 {
-		if tasks >= w.hc.Processes {
+	if w.hc.Limits.Processes > 0 {
+		if tasks >= w.hc.Limits.Processes {
 			w.mu.Lock()
 			w.procHit = true
 			w.mu.Unlock()
@@ -161,11 +163,11 @@ func (w *watcher) sample(disk bool) string {
 			w.strikes = 0
 		}
 		if w.strikes >= procStrikes {
-			return fmt.Sprintf("process limit %d", w.hc.Processes)
+			return fmt.Sprintf("process limit %d", w.hc.Limits.Processes)
 		}
 	}
-	if disk && w.hc.Disk > 0 && w.diskUsed() > w.hc.Disk {
-		return "disk limit " + formatBytes(w.hc.Disk)
+	if disk && w.hc.Limits.Disk > 0 && w.diskUsed() > w.hc.Limits.Disk {
+		return "disk limit " + formatBytes(w.hc.Limits.Disk)
 	}
 	return ""
 }
@@ -179,15 +181,15 @@ func (w *watcher) verdict(res launchReport) (killed, detail string) {
 	if w.killed != "" {
 		return w.killed, w.detail
 	}
-	if w.hc.Disk > 0 && (res.Signal == "SIGXFSZ" || res.ExitCode == 128+int(unix.SIGXFSZ) || w.diskUsed() >= w.hc.Disk) {
-		return "disk limit " + formatBytes(w.hc.Disk), ""
+	if w.hc.Limits.Disk > 0 && (res.Signal == "SIGXFSZ" || res.ExitCode == 128+int(unix.SIGXFSZ) || w.diskUsed() >= w.hc.Limits.Disk) {
+		return "disk limit " + formatBytes(w.hc.Limits.Disk), ""
 	}
 	// A failed build that sat at its process limit failed because of it:
 	// fork returned EAGAIN. The main process is reaped already, so it
 	// counts as one more task than the orphans still alive.
-	if failed := res.ExitCode != 0 || res.Signal != ""; failed && w.hc.Processes > 0 {
-		if _, tasks := procTotals(w.sb.pid); w.procHit || tasks+1 >= w.hc.Processes {
-			return fmt.Sprintf("process limit %d", w.hc.Processes), ""
+	if failed := res.ExitCode != 0 || res.Signal != ""; failed && w.hc.Limits.Processes > 0 {
+		if _, tasks := procTotals(w.sb.pid); w.procHit || tasks+1 >= w.hc.Limits.Processes {
+			return fmt.Sprintf("process limit %d", w.hc.Limits.Processes), ""
 		}
 	}
 	return "", ""

@@ -26,6 +26,13 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// BenchmarkToolSlowdown's confined runs: this binary re-executed to
+	// exec a tool under one confinement alone.
+	if what := os.Getenv("PKGFLEET_BENCH_CONFINE"); what != "" {
+		os.Unsetenv("PKGFLEET_BENCH_CONFINE")
+		fmt.Fprintln(os.Stderr, sandbox.ConfineAndExec(what, os.Args[1:]))
+		os.Exit(2)
+	}
 	sandbox.Init()
 	code := m.Run()
 	if probeDir != "" {

@@ -170,8 +170,7 @@ func (n *Namespaces) run(ctx context.Context, spec Spec, probe bool) (Result, er
 	defer outW.Close()
 	hc := launchSettings{
 		Args: spec.Args, Env: envWithTMPDIR(spec.Env, ws), Dir: dir,
-		Source: spec.Source, Dest: spec.Dest, TmpDir: ws, Network: spec.Network, Masks: n.masks,
-		Memory: lim.Memory, Processes: lim.Processes, Disk: lim.Disk,
+		Source: spec.Source, Dest: spec.Dest, TmpDir: ws, Network: spec.Network, Masks: n.masks, Limits: lim,
 		UID: n.runUID, GID: n.runGID, Tier: n.tier, Probe: probe, MaxLandlockABI: n.cfg.MaxLandlockABI,
 		DeadMan: spec.DeadMan,
 	}

@@ -55,9 +55,10 @@ type launchSettings struct {
 	Network bool
 	Masks   []string // host paths to cover wherever they are visible
 
-	Memory    int64
-	Processes int
-	Disk      int64
+	// Limits travel whole: stage C sets the per-process rlimits from them,
+	// the launcher watches Memory, Processes and Disk, and stage A keeps
+	// Timeout and Output.
+	Limits Limits
 
 	UID, GID int  // host ids; the build gets the same numbers in namespace 2
 	Tier     Tier // the tier to set up; empty: full if the kernel allows it, else masked-proc
@@ -98,11 +99,10 @@ type inherited struct {
 	statusW int // stage C's wait status, to the launcher
 	lifeR   int // EOF once the launcher is gone
 	door    int // the door's socket pair (door.go); -1: none
-	c       stageCPipes
 }
 
 func (f inherited) list() []int {
-	l := []int{f.out, f.errW, f.statusW, f.lifeR, f.c.goR, f.c.goW, f.c.mapR, f.c.mapW}
+	l := []int{f.out, f.errW, f.statusW, f.lifeR}
 	if f.door >= 0 {
 		l = append(l, f.door)
 	}
@@ -145,6 +145,11 @@ func planSandbox(hc *launchSettings, c *stageC, f inherited, tier Tier, procOpts
 	b.writeFile("map sandbox ids", "/proc/self/gid_map", "0 "+strconv.Itoa(hc.GID)+" 1\n")
 	// Builds must not ptrace this process or read its /proc files (CVE-2016-9962 class).
 	b.sys("prctl dumpable", unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, 0)
+	// Stage C writes its own id maps through this /proc, which the new root's may not allow
+	// (a read-only bind in the masked-proc tier); it is closed before the build runs.
+	how, size := b.how(howHost)
+	c.proc = b.slot()
+	b.sys("open /proc", unix.SYS_OPENAT2, atFDCWD, b.str("/proc"), how, size).into(c.proc)
 	// Mounts made below must never propagate back to the host, nor host mounts in.
 	b.mount("make / private", "", b.str("/"), "", unix.MS_REC|unix.MS_PRIVATE, "")
 	// Open the build's directories before anything covers their host paths;
@@ -159,7 +164,6 @@ func planSandbox(hc *launchSettings, c *stageC, f inherited, tier Tier, procOpts
 			continue
 		}
 		fd := b.slot()
-		how, size := b.how(howHost)
 		b.sys("open "+p+" without following symlinks", unix.SYS_OPENAT2, atFDCWD, b.str(p), how, size).into(fd)
 		exposures = append(exposures, exposure{p, fd})
 	}
@@ -172,11 +176,6 @@ func planSandbox(hc *launchSettings, c *stageC, f inherited, tier Tier, procOpts
 		unix.O_WRONLY|unix.O_CLOEXEC).into(nested).allow(2, unix.EROFS, unix.EACCES)
 	b.sys("limit nested user namespaces", unix.SYS_WRITE, nested, b.str("1"), 1)
 	b.close(nested)
-	// Stage C starts now and maps its ids while the mounts below are made; it waits for the
-	// go-ahead, after pivot_root, before anything else, and checks that pivot_root moved it along.
-	b.special("start build namespace", opCloneC)
-	b.close(uintptr(f.c.goR))
-	b.close(uintptr(f.c.mapW))
 	// A fresh tmpfs becomes the root: nothing of the host is visible unless bound below.
 	b.mount("mount root tmpfs", "tmpfs", b.str("/tmp"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=16m")
 	root := b.slot()
@@ -224,18 +223,17 @@ func planSandbox(hc *launchSettings, c *stageC, f inherited, tier Tier, procOpts
 	}
 	// A neutral hostname in the private UTS namespace.
 	b.sys("sethostname", unix.SYS_SETHOSTNAME, b.str("pkgfleet-build"), uintptr(len("pkgfleet-build")))
-	// Stage C's id maps are written through the visible /proc, which goes away below.
-	b.sys("map build ids", unix.SYS_READ, uintptr(f.c.mapR), uintptr(unsafe.Pointer(&b.one[0])), 1).data = true
 	// Switch root and detach the old one, so no host path stays reachable.
 	b.sys("chdir new root", unix.SYS_FCHDIR, root)
 	b.sys("pivot_root", unix.SYS_PIVOT_ROOT, b.str("."), b.str("."))
 	b.sys("detach old root", unix.SYS_UMOUNT2, b.str("."), unix.MNT_DETACH)
 	b.sys("chdir /", unix.SYS_CHDIR, b.str("/"))
-	// Release the build into the finished root with the root's identity; it execs next,
-	// and the failure pipe's EOF tells the launcher so.
-	b.sys("stat new root", unix.SYS_STATX, atFDCWD, b.str("/"), 0, unix.STATX_INO, uintptr(unsafe.Pointer(&b.stat[2])))
-	b.sys("release the build", unix.SYS_WRITE, uintptr(f.c.goW), uintptr(unsafe.Pointer(&b.stat[2])), unsafe.Sizeof(b.stat[2]))
-	b.close(uintptr(f.c.goW))
+	// Stage C starts in the finished root, in user namespace 2, and checks the root is this
+	// one; this process sleeps until it has exec'd the build (or failed), and the failure
+	// pipe's EOF then tells the launcher so.
+	b.sys("stat new root", unix.SYS_STATX, atFDCWD, b.str("/"), 0, unix.STATX_INO, uintptr(unsafe.Pointer(&c.want)))
+	b.special("start build namespace", opCloneC)
+	b.close(c.proc)
 	b.close(uintptr(f.errW))
 	return b, b.err
 }

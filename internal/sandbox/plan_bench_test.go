@@ -11,9 +11,9 @@ func BenchmarkPlanSandbox(b *testing.B) {
 	}
 	hc := &launchSettings{Args: []string{"/bin/true"}, Dir: "/tmp", Source: "/tmp/a/src", Dest: "/tmp/a/dest", TmpDir: "/tmp/a/ws",
 		Masks: []string{"/var/lib/x", "/etc/pkgfleet", "/tmp/y"}, UID: 1000, GID: 1000}
-	f := inherited{out: 5, errW: 6, statusW: 7, lifeR: 8, door: -1, c: stageCPipes{9, 10, 11, 12, 6}}
+	f := inherited{out: 5, errW: 6, statusW: 7, lifeR: 8, door: -1}
 	for b.Loop() {
-		c, err := newStageC(hc, f.c, host)
+		c, err := newStageC(hc, f.errW, host)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -30,7 +30,7 @@ type opKind uint8
 
 const (
 	opSys       opKind = iota // one system call
-	opCloneC                  // clone stage C into user namespace 2
+	opCloneC                  // clone stage C into user namespace 2 and wait for its execve
 	opSameInode               // stat[0] and stat[1] name the same inode
 	opIfUp                    // set IFF_UP in ifr's flags
 )
@@ -65,7 +65,7 @@ type stageB struct {
 	cpid     uintptr
 	status   int32
 	pidfd    int32
-	stat     [3]unix.Statx_t // 0, 1: the inode check; 2: the new root, for the go-ahead
+	stat     [2]unix.Statx_t // the inode check
 	one      [1]byte
 	ifr      struct{ b [40]byte } // struct ifreq: name, then flags at offset 16
 	addr     unix.RawSockaddrInet4
@@ -215,20 +215,16 @@ func rawCloneB(b *stageB, flags uintptr) (pid, pidfd int, errno syscall.Errno) {
 		syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&b.sigSaved)), 0, 8, 0, 0)
 		return int(r), int(b.pidfd), e
 	}
-	// Stage C is cloned inside the plan; the child of that clone comes back
-	// here, so that its own set-up starts low on the stack.
-	if b.run() {
-		b.c.run()
-	}
+	b.run()
 	return 0, 0, 0 // not reached
 }
 
-// run is stage B: the plan, step by step, then PID 1's reaping. It
-// returns only in the child of the plan's clone of stage C, with true.
+// run is stage B: the plan, step by step, then PID 1's reaping. It does
+// not return.
 //
 //go:nosplit
 //go:norace
-func (b *stageB) run() bool {
+func (b *stageB) run() {
 	for i := 0; i < len(b.ops); i++ {
 		o := &b.ops[i]
 		switch o.kind {
@@ -251,12 +247,11 @@ func (b *stageB) run() bool {
 				syscall.RawSyscall(syscall.SYS_CLOSE, r, 0, 0)
 			}
 		case opCloneC:
-			r, _, e := syscall.RawSyscall6(syscall.SYS_CLONE, uintptr(syscall.CLONE_NEWUSER|syscall.SIGCHLD), 0, 0, 0, 0, 0)
+			// No copy of this address space: stage C borrows it, on a stack of its own,
+			// until its execve, while this process sleeps (CLONE_VFORK).
+			r, e := cloneOnStack(uintptr(syscall.CLONE_NEWUSER|syscall.CLONE_VM|syscall.CLONE_VFORK|syscall.SIGCHLD), b.c.stack, b.c)
 			if e != 0 {
-				b.fail(i, e)
-			}
-			if r == 0 {
-				return true
+				b.fail(i, syscall.Errno(e))
 			}
 			b.cpid = r
 		case opSameInode:
@@ -269,7 +264,6 @@ func (b *stageB) run() bool {
 		}
 	}
 	b.reap()
-	return false
 }
 
 // reap is PID 1 once the build runs: it reaps every process of the

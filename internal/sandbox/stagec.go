@@ -15,28 +15,29 @@ import (
 )
 
 // Stage C, the build's own set-up, runs in a raw clone of stage B, not in
-// a re-executed binary. Like stage B (stageb.go) it is a copy of one
-// thread of the launcher's Go program, so until execve it may only read
-// memory prepared before the clone and make raw system calls: every
-// function it runs is go:nosplit (no stack growth) and go:norace (no race
-// detector), allocates nothing and writes no pointer. Everything stage C
-// needs is therefore laid out in a stageC before the launcher clones stage
-// B; what it learns later (the new root's identity) comes through the
-// go-ahead pipe.
+// a re-executed binary. Stage B clones it once the new root is in place,
+// with CLONE_VM|CLONE_VFORK on a stack of its own (cloneOnStack): no
+// address space is copied, and stage B sleeps until stage C has exec'd
+// the build (or failed), so the two never run at once in the memory they
+// share. Like stage B (stageb.go) it runs in memory of the launcher's Go
+// program, so until execve it may only read memory prepared before the
+// clone and make raw system calls: every function it runs is go:nosplit
+// (no stack growth, and the stack is not a goroutine's) and go:norace (no
+// race detector), allocates nothing and writes no pointer. Everything
+// stage C needs is therefore laid out in a stageC before the launcher
+// clones stage B; stage B writes the new root's identity into want.
 
 // stageC is stage C's plan, read by the child.
 type stageC struct {
-	// Pipes, all made by the launcher: the go-ahead from stage B, sent
-	// after pivot_root, and its write end (B's); "ids mapped" to B and its
-	// read end (B's); failure reports to the launcher (step and errno),
-	// whose EOF means execve happened.
-	goR, goW   uintptr
-	mapR, mapW uintptr
-	errW       uintptr
+	// Failure reports to the launcher (step and errno), whose EOF means
+	// execve happened; and stage B's fd of the /proc it saw before the new
+	// root, where stage C's own id maps are written.
+	errW, proc uintptr
+	stack      uintptr // the top of the stack stage C runs on
 
 	// One-line id maps of user namespace 2, written by the child itself:
 	// its unprivileged id onto stage B's root.
-	idFiles [3]idFile // setgroups, uid_map, gid_map
+	idFiles [3]idFile // setgroups, uid_map, gid_map, below proc
 
 	slash      [2]byte  // "/"
 	dir        []byte   // working directory, NUL-terminated
@@ -54,9 +55,8 @@ type stageC struct {
 	filter   []unix.SockFilter
 	fprog    unix.SockFprog
 
-	// Scratch space for the child.
+	// Scratch space for the child; want is stage B's.
 	want, root unix.Statx_t
-	one        [1]byte
 	denied     bool      // an execve candidate was refused (EACCES)
 	report     [3]uint32 // stage (2), step, errno
 }
@@ -89,7 +89,6 @@ const atFDCWD = ^uintptr(99) // AT_FDCWD, -100, as a system call argument
 const (
 	stepSetsid = iota + 1
 	stepIDMaps
-	stepGoAhead
 	stepRootCheck
 	stepRlimits
 	stepChdir
@@ -105,14 +104,11 @@ const (
 )
 
 var stepNames = map[uint32]string{
-	stepSetsid: "setsid", stepIDMaps: "map ids", stepGoAhead: "read settings", stepRootCheck: "root check",
+	stepSetsid: "setsid", stepIDMaps: "map ids", stepRootCheck: "root check",
 	stepRlimits: "rlimits", stepChdir: "chdir", stepCloseRange: "close_range", stepBoundingSet: "drop bounding set",
 	stepAmbient: "clear ambient capabilities", stepCapset: "capset", stepNoNewPrivs: "no_new_privs",
 	stepLandlock: "landlock", stepSignals: "reset signals", stepSeccomp: "seccomp", stepExec: "exec",
 }
-
-// stageCPipes are the fds of stage C's pipes, as stage B holds them.
-type stageCPipes struct{ goR, goW, mapR, mapW, errW int }
 
 // hostFacts are what every stage C plan needs of the kernel, read once
 // per launcher.
@@ -120,6 +116,7 @@ type hostFacts struct {
 	filter      []unix.SockFilter // seccompProgram
 	lastCap     int               // /proc/sys/kernel/cap_last_cap
 	landlockABI int               // landlockABI
+	stack       uintptr           // top of stage C's stack (newStack)
 }
 
 func readHostFacts() (hostFacts, error) {
@@ -128,17 +125,40 @@ func readHostFacts() (hostFacts, error) {
 		return hostFacts{}, fmt.Errorf("cap_last_cap: %w", err)
 	}
 	abi, _ := landlockABI()
-	return hostFacts{filter: seccompProgram(), lastCap: last, landlockABI: abi}, nil
+	stack, err := newStack()
+	if err != nil {
+		return hostFacts{}, fmt.Errorf("stage C's stack: %w", err)
+	}
+	return hostFacts{filter: seccompProgram(), lastCap: last, landlockABI: abi, stack: stack}, nil
+}
+
+// stackSize is stage C's stack: go:nosplit frames, checked by the linker
+// to stay within a few hundred bytes, and one system call at a time.
+const stackSize = 64 << 10
+
+// newStack maps the launcher's one stage C stack, with an unmapped guard
+// page below it. The launcher never touches it: each stage B has its own
+// copy of the mapping, and its stage C's writes fault in fresh pages there.
+func newStack() (top uintptr, err error) {
+	page := os.Getpagesize()
+	mem, err := unix.Mmap(-1, 0, stackSize+page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_STACK)
+	if err != nil {
+		return 0, err
+	}
+	if err := unix.Mprotect(mem[:page], unix.PROT_NONE); err != nil {
+		return 0, err
+	}
+	return uintptr(unsafe.Pointer(&mem[0])) + uintptr(len(mem)), nil
 }
 
 // newStageC prepares stage C for hc's build.
-func newStageC(hc *launchSettings, p stageCPipes, host hostFacts) (*stageC, error) {
-	c := &stageC{probe: hc.Probe, slash: [2]byte{'/', 0}, filter: host.filter,
-		goR: uintptr(p.goR), goW: uintptr(p.goW), mapR: uintptr(p.mapR), mapW: uintptr(p.mapW), errW: uintptr(p.errW)}
+// errW is the failure pipe; stage B's plan sets proc.
+func newStageC(hc *launchSettings, errW int, host hostFacts) (*stageC, error) {
+	c := &stageC{probe: hc.Probe, slash: [2]byte{'/', 0}, filter: host.filter, errW: uintptr(errW), stack: host.stack}
 	c.fprog = unix.SockFprog{Len: uint16(len(c.filter)), Filter: &c.filter[0]}
-	c.idFiles = [3]idFile{newIDFile("/proc/self/setgroups", "deny"),
-		newIDFile("/proc/self/uid_map", strconv.Itoa(hc.UID)+" 0 1\n"),
-		newIDFile("/proc/self/gid_map", strconv.Itoa(hc.GID)+" 0 1\n")}
+	c.idFiles = [3]idFile{newIDFile("self/setgroups", "deny"),
+		newIDFile("self/uid_map", strconv.Itoa(hc.UID)+" 0 1\n"),
+		newIDFile("self/gid_map", strconv.Itoa(hc.GID)+" 0 1\n")}
 	var err error
 	if c.dir, err = cString(hc.Dir); err != nil {
 		return nil, err
@@ -158,7 +178,7 @@ func newStageC(hc *launchSettings, p stageCPipes, host hostFacts) (*stageC, erro
 			c.paths = append(c.paths, b)
 		}
 	}
-	c.rlimits = buildRlimits(Limits{Memory: hc.Memory, Processes: hc.Processes, Disk: hc.Disk})
+	c.rlimits = buildRlimits(hc.Limits)
 	c.lastCap = uintptr(host.lastCap)
 	c.capHdr = unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	c.landlock = planLandlock(host.landlockABI, hc.MaxLandlockABI)
@@ -188,6 +208,20 @@ func execCandidates(name string, env []string) []string {
 	return out
 }
 
+// cloneOnStack is clone(2) with flags whose child runs runStageC(c) on
+// the stack whose top is stack (clone_linux_*.s); in the parent it
+// returns the child's PID or the clone's errno.
+//
+//go:noescape
+func cloneOnStack(flags, stack uintptr, c *stageC) (pid, errno uintptr)
+
+// runStageC is where cloneOnStack's child starts.
+//
+//lint:ignore U1000 called from clone_linux_*.s
+//go:nosplit
+//go:norace
+func runStageC(c *stageC) { c.run() }
+
 // run is stage C: an unprivileged id in user namespace 2 with every
 // capability there and none above, which removes every privilege and
 // becomes the build. One step per line, each failure through fail.
@@ -195,36 +229,28 @@ func execCandidates(name string, env []string) []string {
 //go:nosplit
 //go:norace
 func (c *stageC) run() {
-	// Stage B's ends of the pipes: its closing the go-ahead, or its death,
-	// must be seen as EOF.
-	syscall.RawSyscall(syscall.SYS_CLOSE, c.goW, 0, 0)
-	syscall.RawSyscall(syscall.SYS_CLOSE, c.mapR, 0, 0)
 	// A new session: no controlling terminal to push input into (CVE-2017-5226).
 	if _, _, e := syscall.RawSyscall(syscall.SYS_SETSID, 0, 0, 0); e != 0 {
 		c.fail(stepSetsid, e)
 	}
 	// One line each: the build's id is an unprivileged id that is root only
 	// in the namespace above, which owns all the mounts; it can never drop
-	// into, or out of, a group. Written through the visible /proc before
-	// stage B detaches it, which waits for the byte on mapW.
-	// (The kernel lets a process write its own maps only while it is
-	// dumpable; execve decides that anew for the build.)
+	// into, or out of, a group. Written through the /proc stage B opened
+	// before the new root (whose /proc may be read-only), then closed.
+	// The kernel lets a process write its own maps only while it is
+	// dumpable, and that flag belongs to the memory shared with stage B:
+	// set back at once (fail does too); execve decides it anew for the build.
 	if _, _, e := syscall.RawSyscall6(syscall.SYS_PRCTL, unix.PR_SET_DUMPABLE, 1, 0, 0, 0, 0); e != 0 {
 		c.fail(stepIDMaps, e)
 	}
 	for i := range c.idFiles {
 		c.writeFile(&c.idFiles[i])
 	}
-	if _, _, e := syscall.RawSyscall(syscall.SYS_WRITE, c.mapW, uintptr(unsafe.Pointer(&c.one[0])), 1); e != 0 {
+	if _, _, e := syscall.RawSyscall6(syscall.SYS_PRCTL, unix.PR_SET_DUMPABLE, 0, 0, 0, 0, 0); e != 0 {
 		c.fail(stepIDMaps, e)
 	}
-	syscall.RawSyscall(syscall.SYS_CLOSE, c.mapW, 0, 0)
-	// Nothing happens before stage B's go-ahead, which comes after pivot_root.
-	n, _, e := syscall.RawSyscall(syscall.SYS_READ, c.goR, uintptr(unsafe.Pointer(&c.want)), unsafe.Sizeof(c.want))
-	if e != 0 || n != unsafe.Sizeof(c.want) {
-		c.fail(stepGoAhead, e)
-	}
-	// The root must now be the new one: pivot_root moved this process along.
+	syscall.RawSyscall(syscall.SYS_CLOSE, c.proc, 0, 0)
+	// The root must be the new one: stage B cloned this process after pivot_root.
 	if _, _, e := syscall.RawSyscall6(unix.SYS_STATX, atFDCWD, uintptr(unsafe.Pointer(&c.slash[0])),
 		0, unix.STATX_INO, uintptr(unsafe.Pointer(&c.root)), 0); e != 0 {
 		c.fail(stepRootCheck, e)
@@ -324,7 +350,7 @@ func newIDFile(path, data string) idFile {
 //go:nosplit
 //go:norace
 func (c *stageC) writeFile(f *idFile) {
-	fd, _, e := syscall.RawSyscall6(syscall.SYS_OPENAT, atFDCWD, f.path, unix.O_WRONLY|unix.O_CLOEXEC, 0, 0, 0)
+	fd, _, e := syscall.RawSyscall6(syscall.SYS_OPENAT, c.proc, f.path, unix.O_WRONLY|unix.O_CLOEXEC, 0, 0, 0)
 	if e != 0 {
 		c.fail(stepIDMaps, e)
 	}
@@ -364,11 +390,13 @@ func (c *stageC) enterLandlock() {
 	syscall.RawSyscall(syscall.SYS_CLOSE, fd, 0, 0)
 }
 
-// fail reports the step that failed to the launcher and exits.
+// fail reports the step that failed to the launcher and exits, leaving
+// the memory it shares with stage B not dumpable.
 //
 //go:nosplit
 //go:norace
 func (c *stageC) fail(step uint32, e syscall.Errno) {
+	syscall.RawSyscall6(syscall.SYS_PRCTL, unix.PR_SET_DUMPABLE, 0, 0, 0, 0, 0)
 	c.report[0], c.report[1], c.report[2] = 2, step, uint32(e)
 	syscall.RawSyscall6(syscall.SYS_WRITE, c.errW, uintptr(unsafe.Pointer(&c.report[0])), 12, 0, 0, 0)
 	for {
