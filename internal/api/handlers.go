@@ -160,7 +160,7 @@ func (s *Server) createBuilder(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if req.WebhookSecret != nil {
-		if err := validWebhookSecret(*req.WebhookSecret); err != nil {
+		if err := validSecret("webhook_secret", *req.WebhookSecret); err != nil {
 			return err
 		}
 	}
@@ -382,7 +382,7 @@ func (s *Server) editBuilder(w http.ResponseWriter, r *http.Request) error {
 			b.TagPattern = "" // switching to commits drops the tag filter
 		}
 		if req.WebhookSecret != nil {
-			if err := validWebhookSecret(*req.WebhookSecret); err != nil {
+			if err := validSecret("webhook_secret", *req.WebhookSecret); err != nil {
 				return err
 			}
 		}
