@@ -226,7 +226,13 @@ func TestOutboundWebhookIsSignedAndToldOfFailureAndRecovery(t *testing.T) {
 		return len(ds) == 3 && ds[0].Result == apiv1.DeliveryDelivered && ds[0].Build == again.ID && ds[0].Status == 200
 	})
 	out, _ := deliveries(t, h, hook)
-	for what, s := range map[string]string{"the listing": list, "the delivery log": out, "the log": log.String()} {
+	// The builds page shows the hook and its last deliveries.
+	code, page, _ := h.page("GET", "/", h.tok["read"], nil)
+	if code != 200 || !strings.Contains(page, `id="hook-`+hook.ID+`"`) || !strings.Contains(page, `<tr class="delivery-delivered">`) ||
+		!strings.Contains(page, "git-builder pkg") {
+		t.Errorf("the builds page (%d) does not show the hook and its deliveries", code)
+	}
+	for what, s := range map[string]string{"the listing": list, "the delivery log": out, "the log": log.String(), "the page": page} {
 		if strings.Contains(s, outSecret) || strings.Contains(s, "path-secret") {
 			t.Errorf("%s shows the hook's secret or its URL's path:\n%s", what, s)
 		}

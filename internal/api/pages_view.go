@@ -128,6 +128,7 @@ type sourceView struct {
 	registry.Source
 	Install     string // the line that installs from this source
 	Builders    []builderView
+	Hooks       []hookView // its outbound webhooks, its builders' too
 	NeedsToken  bool // the indexes need a read token
 	PackageHint string
 }
@@ -221,6 +222,9 @@ func (s *Server) indexPage(w http.ResponseWriter, r *http.Request, sess *session
 			}
 			sv.Builders = append(sv.Builders, bv)
 		}
+		if sv.Hooks, err = s.hookViews(ctx, src.Name); err != nil {
+			return err
+		}
 		sv.Install = installLine(baseURL(r), src, sv.PackageHint)
 		view.Sources = append(view.Sources, sv)
 	}
@@ -229,6 +233,31 @@ func (s *Server) indexPage(w http.ResponseWriter, r *http.Request, sess *session
 	}
 	s.render(w, r, http.StatusOK, "index", view)
 	return nil
+}
+
+// hookView is an outbound webhook with its last delivery attempts.
+type hookView struct {
+	apiv1.Hook
+	Deliveries []apiv1.HookDelivery
+}
+
+// hookDeliveriesShown is how many of a hook's last attempts the page shows.
+const hookDeliveriesShown = 5
+
+func (s *Server) hookViews(ctx context.Context, source string) ([]hookView, error) {
+	hooks, err := s.Hooks.ListAll(ctx, source)
+	if err != nil {
+		return nil, err
+	}
+	var out []hookView
+	for _, h := range hooks {
+		ds, err := s.Hooks.Deliveries(ctx, source, h.ID)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, hookView{Hook: h, Deliveries: ds[:min(len(ds), hookDeliveriesShown)]})
+	}
+	return out, nil
 }
 
 // installLine is how a person installs a package from src.

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -106,16 +107,27 @@ func (s *Store) Create(ctx context.Context, source, builder string, in apiv1.New
 // List returns the hooks of source: those of the whole source when
 // builder is "", else those of that builder, as they may be shown.
 func (s *Store) List(ctx context.Context, source, builder string) ([]apiv1.Hook, error) {
+	return s.list(ctx, source, func(h apiv1.Hook) bool { return h.Builder == builder })
+}
+
+// ListAll returns every hook of source, its builders' too, as they may be
+// shown, in the order they were made.
+func (s *Store) ListAll(ctx context.Context, source string) ([]apiv1.Hook, error) {
+	return s.list(ctx, source, func(apiv1.Hook) bool { return true })
+}
+
+func (s *Store) list(ctx context.Context, source string, keep func(apiv1.Hook) bool) ([]apiv1.Hook, error) {
 	hooks, err := s.of(ctx, source)
 	if err != nil {
 		return nil, err
 	}
 	out := []apiv1.Hook{}
 	for _, h := range hooks {
-		if h.Builder == builder {
+		if keep(h) {
 			out = append(out, Shown(h))
 		}
 	}
+	slices.SortFunc(out, func(a, b apiv1.Hook) int { return a.CreatedAt.Compare(b.CreatedAt) })
 	return out, nil
 }
 
