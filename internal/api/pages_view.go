@@ -129,7 +129,7 @@ type sourceView struct {
 	Install     string // the line that installs from this source
 	Builders    []builderView
 	Hooks       []hookView // its outbound webhooks, its builders' too
-	NeedsToken  bool // the indexes need a read token
+	NeedsToken  bool       // the indexes need a read token
 	PackageHint string
 }
 
