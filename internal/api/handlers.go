@@ -58,6 +58,9 @@ func (s *Server) deleteSource(w http.ResponseWriter, r *http.Request) error {
 	if err := s.Registry.DeleteSource(r.Context(), r.PathValue("source")); err != nil {
 		return err
 	}
+	if err := s.Hooks.DeleteOf(r.Context(), r.PathValue("source"), ""); err != nil {
+		return fmt.Errorf("delete the hooks of the deleted source: %w", err)
+	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -404,6 +407,9 @@ func (s *Server) editBuilder(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) deleteBuilder(w http.ResponseWriter, r *http.Request) error {
 	if err := s.Registry.DeleteBuilder(r.Context(), r.PathValue("source"), r.PathValue("name")); err != nil {
 		return err
+	}
+	if err := s.Hooks.DeleteOf(r.Context(), r.PathValue("source"), r.PathValue("name")); err != nil {
+		return fmt.Errorf("delete the hooks of the deleted git-builder: %w", err)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

@@ -181,6 +181,8 @@ func TestOutboundWebhookIsSignedAndToldOfFailureAndRecovery(t *testing.T) {
 	h := hookFixture(t, map[string]string{"PKGFLEET_HTTP_PUBLICURL": "https://pkgfleet.example"})
 	rc := newReceiver(t)
 	hook := createHook(t, h, "/api/v1/sources/src/git-builders/pkg/hooks", apiv1.NewHook{URL: rc.URL + "/in/path-secret", Secret: outSecret})
+	slack := newReceiver(t)
+	createHook(t, h, "/api/v1/sources/src/hooks", apiv1.NewHook{URL: slack.URL + "/services/T0/B0/XXXX", Slack: true})
 	var log lockedBuffer
 	startDispatcher(t, h.srv, &log)
 
@@ -205,6 +207,13 @@ func TestOutboundWebhookIsSignedAndToldOfFailureAndRecovery(t *testing.T) {
 	}
 	failed := finish(t, h, "a", registry.StatusFailed)
 	check(rc.waitFor(t, 1)[0], apiv1.EventFailure, failed)
+	// The source's Slack hook hears of its builder too, in Slack's shape.
+	var text map[string]string
+	if r := slack.waitFor(t, 1)[0]; json.Unmarshal(r.body, &text) != nil || len(text) != 1 ||
+		text["text"] != "pkgfleet: src/pkg 1.0.a failed: R CMD build failed: no DESCRIPTION https://pkgfleet.example/builds/"+itoa(failed.ID) ||
+		r.header.Get("X-Hub-Signature-256") != "" {
+		t.Errorf("the Slack hook got %s (signature %q), want {\"text\"} alone, unsigned", r.body, r.header.Get("X-Hub-Signature-256"))
+	}
 	recovered := finish(t, h, "b", registry.StatusSucceeded)
 	check(rc.waitFor(t, 2)[1], apiv1.EventRecovery, recovered)
 	finish(t, h, "c", registry.StatusSucceeded) // not a recovery: not sent
@@ -226,6 +235,11 @@ func TestOutboundWebhookIsSignedAndToldOfFailureAndRecovery(t *testing.T) {
 		return len(ds) == 3 && ds[0].Result == apiv1.DeliveryDelivered && ds[0].Build == again.ID && ds[0].Status == 200
 	})
 	out, _ := deliveries(t, h, hook)
+	// 3 to the builder's hook, 3 to the source's.
+	testenv.Eventually(t, 30*time.Second, "/metrics to count 6 delivered attempts", func() bool {
+		_, metrics := h.req("GET", "/metrics", "", "")
+		return strings.Contains(metrics, `pkgfleet_webhook_outbound_deliveries_total{result="delivered"} 6`)
+	})
 	// The builds page shows the hook and its last deliveries.
 	code, page, _ := h.page("GET", "/", h.tok["read"], nil)
 	if code != 200 || !strings.Contains(page, `id="hook-`+hook.ID+`"`) || !strings.Contains(page, `<tr class="delivery-delivered">`) ||
@@ -337,5 +351,61 @@ func TestOutboundWebhookURLsKeepToTheOutboundPolicy(t *testing.T) {
 	})
 	if n := len(rc.requests()); n != 0 {
 		t.Errorf("the receiver behind a rebound name got %d requests", n)
+	}
+}
+
+// TestHooksGoWithTheirBuilderOrSource: deleting a builder deletes its
+// hooks (not its source's), and a builder made again under the same name
+// starts without them.
+func TestHooksGoWithTheirBuilderOrSource(t *testing.T) {
+	t.Parallel()
+	h := hookFixture(t, nil)
+	createHook(t, h, "/api/v1/sources/src/git-builders/pkg/hooks", apiv1.NewHook{URL: "https://hooks.example/a"})
+	createHook(t, h, "/api/v1/sources/src/hooks", apiv1.NewHook{URL: "https://hooks.example/b"})
+	if code, msg := h.req("DELETE", "/api/v1/sources/src/git-builders/pkg", "", h.tok["write"]); code != 204 {
+		t.Fatalf("delete builder: %d %s", code, msg)
+	}
+	if err := h.srv.Registry.CreateBuilder(context.Background(), &registry.Builder{Source: "src", Name: "pkg", Language: "r",
+		URL: "https://git.invalid/pkg.git", BuildTrigger: registry.TriggerCommits, CloneDepth: 1}); err != nil {
+		t.Fatal(err)
+	}
+	_, builder := h.req("GET", "/api/v1/sources/src/git-builders/pkg/hooks", "", h.tok["read"])
+	_, source := h.req("GET", "/api/v1/sources/src/hooks", "", h.tok["read"])
+	if !strings.Contains(builder, `"hooks": []`) || strings.Count(source, `"id"`) != 1 {
+		t.Errorf("after the builder was deleted and made again: its hooks %s, the source's %s", builder, source)
+	}
+}
+
+// TestTwoAPIReplicasSendEachDeliveryOnce: two API replicas on one Redis
+// both run their dispatcher; each finished build reaches the receiver
+// once.
+func TestTwoAPIReplicasSendEachDeliveryOnce(t *testing.T) {
+	t.Parallel()
+	h := hookFixture(t, nil)
+	rc := newReceiver(t)
+	hook := createHook(t, h, "/api/v1/sources/src/hooks", apiv1.NewHook{URL: rc.URL, EveryBuild: true})
+	other, err := NewServer(h.srv.Config, h.rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log lockedBuffer
+	startDispatcher(t, h.srv, &log)
+	startDispatcher(t, other, &log)
+	const n = 6
+	for i := range n {
+		finish(t, h, string(rune('a'+i)), registry.StatusSucceeded)
+	}
+	testenv.Eventually(t, 30*time.Second, "every delivery to be settled", func() bool {
+		_, ds := deliveries(t, h, hook)
+		due, _ := h.rdb.ZCard(context.Background(), "pkgfleet:outhooks:due").Result()
+		finished, _ := h.rdb.LLen(context.Background(), registry.KeyFinished).Result()
+		return len(ds) == n && due == 0 && finished == 0
+	})
+	seen := map[string]int{}
+	for _, r := range rc.requests() {
+		seen[r.header.Get("Idempotency-Key")]++
+	}
+	if len(seen) != n || len(rc.requests()) != n {
+		t.Errorf("the receiver got %d requests for %d deliveries, want %d once each", len(rc.requests()), len(seen), n)
 	}
 }

@@ -62,7 +62,7 @@ type (
 	Hooks struct {
 		Hooks []Hook `json:"hooks"`
 	}
-	// HookDeliveries answers GET /api/v1/hooks-outbound/{id}/deliveries.
+	// HookDeliveries answers GET …/hooks/{id}/deliveries.
 	HookDeliveries struct {
 		Deliveries []HookDelivery `json:"deliveries"`
 	}

@@ -191,6 +191,24 @@ func (s *Store) Delete(ctx context.Context, source, id string) error {
 	return wrap("delete hook", err)
 }
 
+// DeleteOf removes the hooks of a builder of source that is being
+// deleted, or with builder "" every hook of a deleted source, so that a
+// later builder or source of the same name does not inherit them.
+func (s *Store) DeleteOf(ctx context.Context, source, builder string) error {
+	hooks, err := s.of(ctx, source)
+	if err != nil {
+		return err
+	}
+	for _, h := range hooks {
+		if builder == "" || h.Builder == builder {
+			if err := s.Delete(ctx, source, h.ID); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // Deliveries returns the delivery log of a hook of source, newest first.
 func (s *Store) Deliveries(ctx context.Context, source, id string) ([]apiv1.HookDelivery, error) {
 	if _, err := s.Get(ctx, source, id); err != nil {
