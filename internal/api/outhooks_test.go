@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -88,11 +89,16 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+var replicas atomic.Int64
+
 // startDispatcher runs srv's webhook dispatcher with quick passes and
 // retries, logging into log; stop ends it and waits.
 func startDispatcher(t *testing.T, srv *Server, log io.Writer) (stop func()) {
 	t.Helper()
 	d := srv.Dispatcher()
+	// Each dispatcher of a test is its own replica (in production the
+	// owner is host:pid, one per API process).
+	d.Owner += fmt.Sprintf(":%d", replicas.Add(1))
 	d.Every, d.RetryBase = 20*time.Millisecond, 200*time.Millisecond
 	d.Log = slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	d.Lease = func(e *leader.Elector) { e.TTL = 3 * time.Second }
