@@ -23,6 +23,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/leader"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
+	"github.com/pkgfleet/pkgfleet/internal/webhook"
 )
 
 const outSecret = "hook-secret-0123456789abcdef"
@@ -413,5 +414,22 @@ func TestTwoAPIReplicasSendEachDeliveryOnce(t *testing.T) {
 	}
 	if len(seen) != n || len(rc.requests()) != n {
 		t.Errorf("the receiver got %d requests for %d deliveries, want %d once each", len(rc.requests()), len(seen), n)
+	}
+}
+
+// TestASourceHoldsAtMostMaxPerSourceHooks: one more is 409, so a write
+// token cannot make one failure a flood of requests.
+func TestASourceHoldsAtMostMaxPerSourceHooks(t *testing.T) {
+	t.Parallel()
+	h := hookFixture(t, map[string]string{"PKGFLEET_HTTP_WRITEBURST": "100"})
+	for i := range webhook.MaxPerSource {
+		path := "/api/v1/sources/src/hooks"
+		if i%2 == 1 {
+			path = "/api/v1/sources/src/git-builders/pkg/hooks" // a builder's count towards its source's
+		}
+		createHook(t, h, path, apiv1.NewHook{URL: fmt.Sprintf("https://93.184.216.34/%d", i)})
+	}
+	if code, msg := h.req("POST", "/api/v1/sources/src/hooks", `{"url":"https://93.184.216.34/one-more"}`, h.tok["write"]); code != 409 {
+		t.Errorf("hook %d: %d %s, want 409", webhook.MaxPerSource+1, code, msg)
 	}
 }

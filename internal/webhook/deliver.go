@@ -127,8 +127,12 @@ func (d *Dispatcher) Pass(ctx context.Context, term *leader.Term) error {
 			return err
 		}
 		for _, id := range ids {
-			if err := d.enqueue(ctx, term, id); err != nil {
+			took, err := d.enqueue(ctx, term, id)
+			if err != nil {
 				return err
+			}
+			if !took {
+				return nil // the term ended: the next leader goes on
 			}
 		}
 		if len(ids) < 100 {
@@ -157,12 +161,13 @@ end
 return 1
 `)
 
-// enqueue schedules the deliveries of one finished build.
-func (d *Dispatcher) enqueue(ctx context.Context, term *leader.Term, id int64) error {
+// enqueue schedules the deliveries of one finished build; took is false
+// when it did not, because term no longer leads (or another took it).
+func (d *Dispatcher) enqueue(ctx context.Context, term *leader.Term, id int64) (took bool, err error) {
 	rdb := d.Hooks.Redis
 	b, err := d.Hooks.Registry.Build(ctx, id)
 	if err != nil && !errors.Is(err, registry.ErrNotFound) {
-		return err
+		return false, err
 	}
 	leaseKey, leaseValue := term.Fence()
 	args := []any{leaseValue, strconv.FormatInt(id, 10), "", "", time.Now().UnixMilli()}
@@ -170,7 +175,7 @@ func (d *Dispatcher) enqueue(ctx context.Context, term *leader.Term, id int64) e
 		key := b.Source + "/" + b.Builder
 		last, err := rdb.HGet(ctx, keyLast, key).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
-			return fmt.Errorf("last outcome of %s: %w", key, err)
+			return false, fmt.Errorf("last outcome of %s: %w", key, err)
 		}
 		event := eventOf(last, b.Status)
 		args[2] = key
@@ -179,7 +184,7 @@ func (d *Dispatcher) enqueue(ctx context.Context, term *leader.Term, id int64) e
 		}
 		hooks, err := d.Hooks.of(ctx, b.Source)
 		if err != nil {
-			return err
+			return false, err
 		}
 		for _, h := range hooks {
 			if (h.Builder != "" && h.Builder != b.Builder) || (event == apiv1.EventBuild && !h.EveryBuild) {
@@ -191,10 +196,11 @@ func (d *Dispatcher) enqueue(ctx context.Context, term *leader.Term, id int64) e
 		}
 	}
 	keys := []string{leaseKey, registry.KeyFinished, keyLast, keyDue, keyDeliveries}
-	if err := enqueueScript.Run(ctx, rdb, keys, args...).Err(); err != nil {
-		return fmt.Errorf("schedule the webhooks of build %d: %w", id, err)
+	n, err := enqueueScript.Run(ctx, rdb, keys, args...).Int()
+	if err != nil {
+		return false, fmt.Errorf("schedule the webhooks of build %d: %w", id, err)
 	}
-	return nil
+	return n == 1, nil
 }
 
 // eventOf names what a build that finished with status, after the

@@ -68,11 +68,21 @@ func sealPurpose(id string) string { return "outbound-webhook-secret\x00" + id }
 // ErrNotFound is a hook that does not exist (in that source).
 var ErrNotFound = registry.ErrNotFound
 
+// MaxPerSource bounds the hooks of a source, its builders' included: each
+// is a request per failure, and a write token must not turn one build
+// into a flood at someone's server.
+const MaxPerSource = 50
+
 // Create stores a new hook of source (and builder, if not ""), whose URL
 // the caller has checked (CheckURL).
 func (s *Store) Create(ctx context.Context, source, builder string, in apiv1.NewHook) (apiv1.Hook, error) {
 	if _, err := s.Registry.Source(ctx, source); err != nil {
 		return apiv1.Hook{}, err
+	}
+	if n, err := s.Redis.SCard(ctx, keyOfSource(source)).Result(); err != nil {
+		return apiv1.Hook{}, wrap("count hooks", err)
+	} else if n >= MaxPerSource {
+		return apiv1.Hook{}, fmt.Errorf("source %s has %d hooks, the most it may have: %w", source, n, registry.ErrConflict)
 	}
 	if builder != "" {
 		if _, err := s.Registry.Builder(ctx, source, builder); err != nil {
@@ -205,6 +215,9 @@ func (s *Store) DeleteOf(ctx context.Context, source, builder string) error {
 				return err
 			}
 		}
+	}
+	if builder != "" { // a new builder of the name starts with no last outcome
+		return wrap("forget the last outcome", s.Redis.HDel(ctx, keyLast, source+"/"+builder).Err())
 	}
 	return nil
 }
