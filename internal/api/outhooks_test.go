@@ -34,6 +34,7 @@ type receiver struct {
 	*httptest.Server
 	mu      sync.Mutex
 	got     []received
+	at      []time.Time // when each came
 	answers []int
 }
 
@@ -48,6 +49,7 @@ func newReceiver(t *testing.T, answers ...int) *receiver {
 		body, _ := io.ReadAll(r.Body)
 		rc.mu.Lock()
 		rc.got = append(rc.got, received{r.Header.Clone(), body})
+		rc.at = append(rc.at, time.Now())
 		status := 200
 		if len(rc.answers) > 0 {
 			status, rc.answers = rc.answers[0], rc.answers[1:]

@@ -281,12 +281,28 @@ return 1
 // hangs delays the others by no more than one Timeout.
 const sendConcurrency = 8
 
+// duePage is how many due attempts one read takes; a pass reads up to
+// dueReads pages (a burst is not held to one page a pass, and a pass
+// still ends).
+const duePage, dueReads = 100, 20
+
 // sendDue makes the attempts that are due.
 func (d *Dispatcher) sendDue(ctx context.Context, term *leader.Term) error {
+	for range dueReads {
+		n, err := d.sendDuePage(ctx, term)
+		if err != nil || n < duePage {
+			return err
+		}
+	}
+	return nil
+}
+
+// sendDuePage makes up to duePage due attempts and says how many.
+func (d *Dispatcher) sendDuePage(ctx context.Context, term *leader.Term) (int, error) {
 	rdb := d.Hooks.Redis
-	ids, err := rdb.ZRangeByScore(ctx, keyDue, &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(time.Now().UnixMilli(), 10), Count: 100}).Result()
+	ids, err := rdb.ZRangeByScore(ctx, keyDue, &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(time.Now().UnixMilli(), 10), Count: duePage}).Result()
 	if err != nil {
-		return fmt.Errorf("due webhook deliveries: %w", err)
+		return 0, fmt.Errorf("due webhook deliveries: %w", err)
 	}
 	sem := make(chan struct{}, sendConcurrency)
 	var wg sync.WaitGroup
@@ -299,7 +315,7 @@ func (d *Dispatcher) sendDue(ctx context.Context, term *leader.Term) error {
 		})
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return len(ids), errors.Join(errs...)
 }
 
 // attempt makes one attempt of delivery did and settles it.
