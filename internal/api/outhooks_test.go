@@ -435,3 +435,24 @@ func TestASourceHoldsAtMostMaxPerSourceHooks(t *testing.T) {
 		t.Errorf("hook %d: %d %s, want 409", webhook.MaxPerSource+1, code, msg)
 	}
 }
+
+// TestAnUnreadableFinishedRecordDoesNotHoldUpTheOthers: a finished build
+// whose record no longer parses is skipped, and the builds after it are
+// delivered.
+func TestAnUnreadableFinishedRecordDoesNotHoldUpTheOthers(t *testing.T) {
+	t.Parallel()
+	h := hookFixture(t, nil)
+	rc := newReceiver(t)
+	createHook(t, h, "/api/v1/sources/src/hooks", apiv1.NewHook{URL: rc.URL, EveryBuild: true})
+	bad := finish(t, h, "a", registry.StatusFailed)
+	if err := h.rdb.Set(context.Background(), "pkgfleet:build:"+itoa(bad.ID), "{not json", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	good := finish(t, h, "b", registry.StatusSucceeded)
+	var log lockedBuffer
+	startDispatcher(t, h.srv, &log)
+	var p apiv1.Payload
+	if r := rc.waitFor(t, 1)[0]; json.Unmarshal(r.body, &p) != nil || p.Build.ID != good.ID {
+		t.Errorf("the receiver got %s, want build %d's delivery", r.body, good.ID)
+	}
+}

@@ -166,7 +166,15 @@ return 1
 func (d *Dispatcher) enqueue(ctx context.Context, term *leader.Term, id int64) (took bool, err error) {
 	rdb := d.Hooks.Redis
 	b, err := d.Hooks.Registry.Build(ctx, id)
-	if err != nil && !errors.Is(err, registry.ErrNotFound) {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax) || errors.As(err, &typ):
+		// A record that cannot be read would hold up every build behind
+		// it: it is taken off the list, with nothing sent.
+		d.Log.Error("webhooks: a finished build's record cannot be read; no hook hears of it", "build", id, "error", err)
+		b = nil
+	case err != nil && !errors.Is(err, registry.ErrNotFound):
 		return false, err
 	}
 	leaseKey, leaseValue := term.Fence()
