@@ -54,6 +54,8 @@ run "Redis durability: push -> start and Redis commands per build with WAIT (Sen
 	TestBenchDurability ./internal/faulttest/ PKGFLEET_BENCH=1 PKGFLEET_PUSHES=20
 run "Redis failover at the issue's size: 40 Python builds of 10s on 2 workers (4 slots), the master killed with SIGKILL mid-burst" \
 	TestMasterKilledMidBurstLosesNoAcknowledgedBuildAndRunsOneCopy ./internal/faulttest/ PKGFLEET_FAILOVER_BURST=40x10
+run "outbound webhooks: 200 builds finished at once, one hook: finish -> delivery and Redis commands per delivery vs plain POSTs" \
+	TestBenchOutboundWebhooks ./internal/api/ PKGFLEET_BENCH=1
 run "poller: 1000 builders of a local repository, one poller, 10s interval" \
 	TestManyBuildersAreAllPolled ./internal/poller/ PKGFLEET_POLL_BUILDERS=1000
 

@@ -34,6 +34,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/redisconn"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/store"
+	"github.com/pkgfleet/pkgfleet/internal/webhook"
 )
 
 // Server holds what the handlers need.
@@ -49,6 +50,7 @@ type Server struct {
 	Creds    *credential.Store
 	Metrics  *metrics.API
 	Writes   *ratelimit.Limiter // per-token limit on writes
+	Hooks    *webhook.Store     // outbound webhooks
 	Log      *slog.Logger
 
 	pageKey pageKey // signs the builds page's CSRF tokens when there are no API tokens
@@ -164,6 +166,13 @@ func (s *Server) Handler() http.Handler {
 			}
 		}
 		s.Index.Routes(mux, wrap)
+	}
+	// Outbound webhooks (outhooks.go), of a source or of one builder.
+	for _, base := range []string{"/api/v1/sources/{source}", "/api/v1/sources/{source}/git-builders/{name}"} {
+		route("POST "+base+"/hooks", auth.Write, s.createHook)
+		route("GET "+base+"/hooks", auth.Read, s.listHooks)
+		route("DELETE "+base+"/hooks/{id}", auth.Write, s.deleteHook)
+		route("GET "+base+"/hooks/{id}/deliveries", auth.Read, s.hookDeliveries)
 	}
 	// Badges are seen by whoever may see the indexes (badges.go).
 	mux.HandleFunc("GET /badges/{source}/{file}", s.badge)

@@ -60,6 +60,9 @@ func (s *Server) deleteSource(w http.ResponseWriter, r *http.Request) error {
 	if err := s.Registry.DeleteSource(r.Context(), r.PathValue("source")); err != nil {
 		return err
 	}
+	if err := s.Hooks.DeleteOf(r.Context(), r.PathValue("source"), ""); err != nil {
+		return fmt.Errorf("delete the hooks of the deleted source: %w", err)
+	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -189,7 +192,7 @@ func (s *Server) createBuilder(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if req.WebhookSecret != nil {
-		if err := validWebhookSecret(*req.WebhookSecret); err != nil {
+		if err := validSecret("webhook_secret", *req.WebhookSecret); err != nil {
 			return err
 		}
 	}
@@ -411,7 +414,7 @@ func (s *Server) editBuilder(w http.ResponseWriter, r *http.Request) error {
 			b.TagPattern = "" // switching to commits drops the tag filter
 		}
 		if req.WebhookSecret != nil {
-			if err := validWebhookSecret(*req.WebhookSecret); err != nil {
+			if err := validSecret("webhook_secret", *req.WebhookSecret); err != nil {
 				return err
 			}
 		}
@@ -433,6 +436,9 @@ func (s *Server) editBuilder(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) deleteBuilder(w http.ResponseWriter, r *http.Request) error {
 	if err := s.Registry.DeleteBuilder(r.Context(), r.PathValue("source"), r.PathValue("name")); err != nil {
 		return err
+	}
+	if err := s.Hooks.DeleteOf(r.Context(), r.PathValue("source"), r.PathValue("name")); err != nil {
+		return fmt.Errorf("delete the hooks of the deleted git-builder: %w", err)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

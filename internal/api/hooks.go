@@ -164,17 +164,18 @@ func legacyWebhook(provider string) func(w http.ResponseWriter, r *http.Request)
 	}
 }
 
-// validWebhookSecret checks a new secret ("" removes it).
-func validWebhookSecret(secret string) error {
+// validSecret checks a new secret of the named field ("" removes it or
+// sets none): a builder's webhook_secret, an outbound hook's secret.
+func validSecret(field, secret string) error {
 	if secret == "" {
 		return nil
 	}
 	if len(secret) < 16 || len(secret) > 1024 {
-		return &registry.ValidationError{Msg: "webhook_secret must be 16 to 1024 characters (use a random string)"}
+		return &registry.ValidationError{Msg: field + " must be 16 to 1024 characters (use a random string)"}
 	}
 	for _, c := range secret {
 		if c < 0x21 || c == 0x7f {
-			return &registry.ValidationError{Msg: "webhook_secret must not contain spaces or control characters"}
+			return &registry.ValidationError{Msg: field + " must not contain spaces or control characters"}
 		}
 	}
 	return nil

@@ -131,7 +131,8 @@ type sourceView struct {
 	// platform wheels (Python), one per platform its builds made them for.
 	BinaryInstalls []binaryInstall
 	Builders       []builderView
-	NeedsToken     bool // the indexes need a read token
+	Hooks          []hookView // its outbound webhooks, its builders' too
+	NeedsToken     bool       // the indexes need a read token
 	PackageHint    string
 }
 
@@ -230,6 +231,9 @@ func (s *Server) indexPage(w http.ResponseWriter, r *http.Request, sess *session
 			}
 			sv.Builders = append(sv.Builders, bv)
 		}
+		if sv.Hooks, err = s.hookViews(ctx, src.Name); err != nil {
+			return err
+		}
 		sv.Install = installLine(baseURL(r), src, sv.PackageHint)
 		slices.Sort(platforms)
 		for _, p := range platforms {
@@ -259,6 +263,31 @@ func binaryInstallLine(base string, src registry.Source, platform, pkg string) s
 	}
 	return fmt.Sprintf(`options(HTTPUserAgent = sprintf("R/%%s R (%%s)", getRversion(), paste(getRversion(), R.version["platform"], R.version["arch"], R.version["os"]))); `+
 		`install.packages("%s", repos = "%s/cran/%s/__linux__/%s/latest")`, pkg, base, src.Name, platform)
+}
+
+// hookView is an outbound webhook with its last delivery attempts.
+type hookView struct {
+	apiv1.Hook
+	Deliveries []apiv1.HookDelivery
+}
+
+// hookDeliveriesShown is how many of a hook's last attempts the page shows.
+const hookDeliveriesShown = 5
+
+func (s *Server) hookViews(ctx context.Context, source string) ([]hookView, error) {
+	hooks, err := s.Hooks.ListAll(ctx, source)
+	if err != nil {
+		return nil, err
+	}
+	var out []hookView
+	for _, h := range hooks {
+		ds, err := s.Hooks.Deliveries(ctx, source, h.ID)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, hookView{Hook: h, Deliveries: ds[:min(len(ds), hookDeliveriesShown)]})
+	}
+	return out, nil
 }
 
 // installLine is how a person installs a package from src.

@@ -21,6 +21,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/redisconn"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/store"
+	"github.com/pkgfleet/pkgfleet/internal/webhook"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -69,6 +70,7 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 		Index:   index.New(reg, st, log),
 		Creds:   creds,
 		Writes:  &ratelimit.Limiter{Redis: rdb, PerMinute: cfg.HTTP.WriteRate, Burst: cfg.HTTP.WriteBurst},
+		Hooks:   &webhook.Store{Redis: rdb, Registry: reg, Secrets: creds},
 		Log:     log,
 	}
 	s.Index.Redirect = cfg.Storage.S3Redirect
@@ -131,10 +133,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	log.Info("pkgfleet-api listening", "address", ln.Addr().String(), "auth", auth, "redis", redisconn.Describe(cfg.Redis))
 	// Every replica campaigns; only the leader of each polls, sweeps the
-	// store's orphans, and reconciles.
+	// store's orphans, reconciles, and delivers outbound webhooks.
 	pollCtx, stopPolling := context.WithCancel(ctx)
 	var leaders sync.WaitGroup
-	for _, run := range []func(context.Context) error{s.Poller().Run, s.Sweeper().Run, s.Reconciler().Run} {
+	for _, run := range []func(context.Context) error{s.Poller().Run, s.Sweeper().Run, s.Reconciler().Run, s.Dispatcher().Run} {
 		leaders.Go(func() { _ = run(pollCtx) })
 	}
 	defer func() { stopPolling(); leaders.Wait() }()

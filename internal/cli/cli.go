@@ -102,17 +102,17 @@ func (app *App) root() *cobra.Command {
 	pf.StringVarP(&app.output, "output-format", "o", "human", "output format: human or json")
 
 	create := &cobra.Command{Use: "create", Short: "Create a source or a git-builder"}
-	create.AddCommand(app.createSource(), app.createBuilder(), app.createCredential())
+	create.AddCommand(app.createSource(), app.createBuilder(), app.createCredential(), app.createHook())
 	edit := &cobra.Command{Use: "edit", Short: "Edit a git-builder, or where a git credential may be sent"}
 	edit.AddCommand(app.editBuilder(), app.editCredential())
 	del := &cobra.Command{Use: "delete", Short: "Delete a source or a git-builder"}
-	del.AddCommand(app.deleteSource(), app.deleteBuilder(), app.deleteCredential())
+	del.AddCommand(app.deleteSource(), app.deleteBuilder(), app.deleteCredential(), app.deleteHook())
 	run := &cobra.Command{Use: "run", Short: "Build a git-builder's branch head or newest tag"}
 	run.AddCommand(app.runBuilder())
 	rerun := &cobra.Command{Use: "rerun", Short: "Build a tag or commit of a git-builder again"}
 	rerun.AddCommand(app.rerunBuilder())
-	list := &cobra.Command{Use: "list", Short: "List sources, git-builders, builds, workers"}
-	list.AddCommand(app.listSources(), app.listBuilders(), app.listBuilds(), app.listWorkers(), app.listCredentials())
+	list := &cobra.Command{Use: "list", Short: "List sources, git-builders, builds, workers, hooks and their deliveries"}
+	list.AddCommand(app.listSources(), app.listBuilders(), app.listBuilds(), app.listWorkers(), app.listCredentials(), app.listHooks(), app.listDeliveries())
 	root.AddCommand(create, edit, del, run, rerun, list, app.logs(), app.cancel(), app.namespaces())
 	return root
 }

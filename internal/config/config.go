@@ -15,6 +15,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -141,6 +142,7 @@ type HTTP struct {
 	WebhookReplayWindow time.Duration
 	WriteRate           int
 	WriteBurst          int
+	PublicURL           string
 }
 
 // FileStorage holds the [FileStorage] section.
@@ -361,6 +363,11 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.SessionTimeout < time.Minute {
 		errs = append(errs, fmt.Errorf("HTTP.SessionTimeout must be at least 1m, got %s", c.HTTP.SessionTimeout))
+	}
+	if u := c.HTTP.PublicURL; u != "" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || pu.User != nil || pu.RawQuery != "" {
+			errs = append(errs, fmt.Errorf("HTTP.PublicURL must be an http:// or https:// URL without user or query, got %q", u))
+		}
 	}
 	if c.Git.PollTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("Git.PollTimeout must be at least 1s, got %s", c.Git.PollTimeout))

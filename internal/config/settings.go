@@ -189,6 +189,7 @@ var settings = []*Setting{
 	size("HTTP", "WebhookMaxBodySize", "4MiB", "Largest webhook body accepted; webhook bodies are streamed through the signature check and never held, and GitHub's push payloads of many commits outgrow MaxBodySize (a webhook refused as too large leaves the push to the next poll).", func(c *Config) *Size { return &c.HTTP.WebhookMaxBodySize }),
 	integer("HTTP", "WriteRate", "120", "Writes (POST, PUT, PATCH, DELETE on /api/v1 and the page's forms) a minute that one API token may make, or one client address without tokens, after WriteBurst; counted in Redis, so across API replicas; over it is 429 with Retry-After. 0: no limit.", func(c *Config) *int { return &c.HTTP.WriteRate }),
 	integer("HTTP", "WriteBurst", "60", "Writes one API token may make at once before WriteRate applies.", func(c *Config) *int { return &c.HTTP.WriteBurst }),
+	str("HTTP", "PublicURL", "", "The API's address as its users reach it (https://pkgfleet.example.com), the base of the links in outbound webhooks' payloads; empty: payloads carry no links.", func(c *Config) *string { return &c.HTTP.PublicURL }),
 	duration("HTTP", "WebhookReplayWindow", "24h", "How long a webhook's delivery id (X-GitHub-Delivery, Idempotency-Key, …) is remembered; the same id again within it is refused with 409.", func(c *Config) *time.Duration { return &c.HTTP.WebhookReplayWindow }),
 
 	str("FileStorage", "Location", "", "Artifacts (default: DataDir/packages); masked in the sandbox.", func(c *Config) *string { return &c.FileStorage.Location }),

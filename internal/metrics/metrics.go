@@ -250,6 +250,7 @@ type API struct {
 	polls    *prometheus.CounterVec
 	pollTime prometheus.Histogram
 	webhooks *prometheus.CounterVec
+	outbound *prometheus.CounterVec
 	orphans  prometheus.Counter
 	repairs  *prometheus.CounterVec
 	idJumps  *prometheus.CounterVec
@@ -281,6 +282,11 @@ func NewAPI(fleet func() (FleetState, error), refresh time.Duration, extra ...pr
 		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pkgfleet_webhook_deliveries_total", Help: "Webhook deliveries, by provider and outcome (accepted, rejected, replayed, error).",
 		}, []string{"provider", "outcome"}),
+		// pkgfleet_webhook_deliveries_total is the inbound webhooks'
+		// (provider, outcome) already; the outbound ones count apart.
+		outbound: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pkgfleet_webhook_outbound_deliveries_total", Help: "Attempts to deliver outbound webhooks (internal/webhook), by result (delivered, retrying, failed: given up, refused: by the outbound policy).",
+		}, []string{"result"}),
 		orphans: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pkgfleet_store_orphans_removed_total", Help: "Artifact files no build record named, removed by the orphan sweep after Storage.OrphanGrace.",
 		}),
@@ -293,7 +299,10 @@ func NewAPI(fleet func() (FleetState, error), refresh time.Duration, extra ...pr
 	}
 	m.polls.WithLabelValues("ok")
 	m.polls.WithLabelValues("error")
-	reg.MustRegister(m.polls, m.pollTime, m.webhooks, m.orphans, m.repairs, m.idJumps, &fleetCollector{fleet: fleet, refresh: refresh})
+	for _, r := range []string{apiv1.DeliveryDelivered, apiv1.DeliveryRetrying, apiv1.DeliveryFailed, apiv1.DeliveryRefused} {
+		m.outbound.WithLabelValues(r)
+	}
+	reg.MustRegister(m.polls, m.pollTime, m.webhooks, m.outbound, m.orphans, m.repairs, m.idJumps, &fleetCollector{fleet: fleet, refresh: refresh})
 	reg.MustRegister(extra...)
 	return m
 }
@@ -313,6 +322,14 @@ func (m *API) Webhook(provider, outcome string) {
 		return
 	}
 	m.webhooks.WithLabelValues(provider, outcome).Inc()
+}
+
+// OutboundWebhook counts an attempt to deliver an outbound webhook.
+func (m *API) OutboundWebhook(result string) {
+	if m == nil {
+		return
+	}
+	m.outbound.WithLabelValues(result).Inc()
 }
 
 // OrphansRemoved counts files the orphan sweep removed.

@@ -206,16 +206,17 @@ func (r *Registry) ConfirmAttempt(ctx context.Context, a Attempt, leaseKey, memb
 	return nil
 }
 
-// casBuild: KEYS attempt hash, build, build counts[, log]; ARGV token,
+// casBuild: KEYS attempt hash, build, build counts, finished[, log]; ARGV token,
 // old JSON, new JSON[, log text, log cap, truncation mark]. {1}: written
 // (and counted by status), and the text appended to the log; {2,
 // current}: the record changed meanwhile (no current: it is gone).
-var casBuild = redis.NewScript(cappedAppend + countBuild + fenceCheck + `
+var casBuild = redis.NewScript(cappedAppend + countBuild + noteFinished + fenceCheck + `
 local cur = redis.call('GET', KEYS[2])
 if cur ~= ARGV[2] then return {2, cur} end
 redis.call('SET', KEYS[2], ARGV[3])
 countBuild(KEYS[3], cur, ARGV[3])
-if KEYS[4] then append_capped(KEYS[4], ARGV[4], ARGV[5], ARGV[6]) end
+noteFinished(KEYS[4], cur, ARGV[3])
+if KEYS[5] then append_capped(KEYS[5], ARGV[4], ARGV[5], ARGV[6]) end
 return {1}
 `)
 
@@ -243,7 +244,7 @@ func (r *Registry) UpdateBuildWithLogAs(ctx context.Context, a Attempt, p []byte
 		return b, err
 	}
 	key := keyBuild(a.Build)
-	keys := []string{keyAttempt(a.Build), key, keyBuildCounts}
+	keys := []string{keyAttempt(a.Build), key, keyBuildCounts, KeyFinished}
 	var logArgs []any
 	if len(p) > 0 {
 		keys = append(keys, keyBuildLog(a.Build))

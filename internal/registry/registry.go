@@ -457,7 +457,7 @@ func (r *Registry) UpdateBuild(ctx context.Context, id int64, edit func(*Build) 
 		data, _ := json.Marshal(&b)
 		// Written only over the record edit started from, and recounted
 		// by status in the same step.
-		res, err := putBuild.Run(ctx, r.rdb, []string{key, keyBuildCounts}, raw, data).Slice()
+		res, err := putBuild.Run(ctx, r.rdb, []string{key, keyBuildCounts, KeyFinished}, raw, data).Slice()
 		if err != nil {
 			return nil, fmt.Errorf("update build %d: %w", id, err)
 		}
