@@ -351,6 +351,26 @@ func (c *Client) checkoutFrom(ctx context.Context, cacheDir, dir string, opts Cl
 	if err := initRepo(dir); err != nil {
 		return Checkout{}, err
 	}
+	if opts.RecurseSubmodules == 0 { // submodules need git's index
+		when, err := writeCheckout(cacheDir, opts.SHA, dir)
+		switch {
+		case err == nil:
+			// HEAD detached at the commit, as git's checkout leaves it.
+			if err := os.WriteFile(filepath.Join(dir, ".git", "HEAD"), []byte(opts.SHA+"\n"), 0o644); err != nil {
+				return Checkout{}, err
+			}
+			return finishCheckout(dir, opts, Checkout{Time: when})
+		case !errors.Is(err, errNotPlain):
+			return Checkout{}, fmt.Errorf("%w: %w", errCacheBroken, err)
+		}
+		// git's own checkout, into an empty directory.
+		if err := os.RemoveAll(dir); err != nil {
+			return Checkout{}, err
+		}
+		if err := initRepo(dir); err != nil {
+			return Checkout{}, err
+		}
+	}
 	// The cache's objects, for git on this side only: removed below,
 	// before the build sees the checkout.
 	alternates := filepath.Join(dir, ".git", "objects", "info", "alternates")
@@ -396,6 +416,12 @@ func (c *Client) checkoutFrom(ctx context.Context, cacheDir, dir string, opts Cl
 	if err := os.Remove(alternates); err != nil {
 		return Checkout{}, err
 	}
+	return finishCheckout(dir, opts, out)
+}
+
+// finishCheckout writes the tag the build is of and sets every file's
+// time to the commit's.
+func finishCheckout(dir string, opts CloneOptions, out Checkout) (Checkout, error) {
 	if opts.RefIsTag && opts.Ref != "" && opts.Ref != opts.SHA {
 		if err := writeTag(dir, opts.Ref, opts.SHA); err != nil {
 			return Checkout{}, err

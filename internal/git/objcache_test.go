@@ -437,3 +437,52 @@ echo done
 		t.Errorf("the next build's DESCRIPTION = %q", b)
 	}
 }
+
+// The checkout written without git (checkout.go) resolves the packs'
+// deltas: a file changed line by line over 40 commits, packed as deltas,
+// comes out as git has it at each commit.
+func TestACachedCheckoutResolvesDeltas(t *testing.T) {
+	t.Parallel()
+	lines := make([]string, 300)
+	for i := range lines {
+		lines[i] = fmt.Sprintf("line %d of a file long enough to be stored as deltas", i)
+	}
+	s, first := setupCache(t, map[string]string{"big.txt": strings.Join(lines, "\n"), "dir/sub/x.txt": "x"}, 1<<30)
+	shas := []string{first}
+	for i := range 40 {
+		lines[i*7] = fmt.Sprintf("changed in commit %d", i)
+		shas = append(shas, testenv.Commit(t, s.dir, map[string]string{"big.txt": strings.Join(lines, "\n"), fmt.Sprintf("dir/sub/f%d.txt", i): "f"}, "edit"))
+	}
+	testenv.Git(t, s.dir, "repack", "-adfq", "--depth=50", "--window=50")
+	if out := testenv.Git(t, s.dir, "verify-pack", "-v", mustGlob(t, filepath.Join(s.dir, ".git", "objects", "pack", "*.idx"))); !strings.Contains(out, "chain length = 2") {
+		t.Fatalf("the remote's pack has no delta chains:\n%s", out)
+	}
+	for _, sha := range []string{shas[40], shas[0], shas[17]} {
+		co := s.clone(sha)
+		want := t.TempDir()
+		testenv.Git(t, s.dir, "--work-tree="+want, "checkout", sha, "--", ".")
+		if got, w := tree(t, co), tree(t, want); fmt.Sprint(got) != fmt.Sprint(w) {
+			t.Fatalf("checkout of %s differs from git's", sha[:8])
+		}
+	}
+}
+
+func mustGlob(t *testing.T, pattern string) string {
+	t.Helper()
+	m, _ := filepath.Glob(pattern)
+	if len(m) != 1 {
+		t.Fatalf("%s: %v, want one", pattern, m)
+	}
+	return m[0]
+}
+
+// A tree with a .gitattributes is git's to check out: its line endings
+// (and filters) apply as without the cache.
+func TestACachedCheckoutAppliesGitattributes(t *testing.T) {
+	t.Parallel()
+	s, sha := setupCache(t, map[string]string{".gitattributes": "*.txt eol=crlf\n", "a.txt": "one\ntwo\n"}, 1<<30)
+	co := s.clone(sha)
+	if b, _ := os.ReadFile(filepath.Join(co, "a.txt")); string(b) != "one\r\ntwo\r\n" {
+		t.Fatalf("a.txt = %q, want git's CRLF", b)
+	}
+}
