@@ -421,10 +421,18 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 	}
 	if opts.FilesOnly && opts.Cache != nil {
 		out, err := c.cloneFromCache(ctx, dir, opts)
-		if err != nil {
+		if !errors.Is(err, ErrTooLarge) {
+			if err != nil {
+				return fail(err)
+			}
+			return out, nil
+		}
+		// The remote's branches and tags are more than MaxFetchSize
+		// where the commit's files alone may not be: those, as without
+		// the cache.
+		if err := os.RemoveAll(dir); err != nil {
 			return fail(err)
 		}
-		return out, nil
 	}
 	// Every step is a git process (fetch starts more), and starting one
 	// costs milliseconds on a busy worker, so a build starts as few as it

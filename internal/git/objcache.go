@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pkgfleet/pkgfleet/internal/netpolicy"
 )
 
 // The object cache keeps, on a worker, a bare repository per remote (and
@@ -139,7 +141,8 @@ func (oc *ObjectCache) open(ctx context.Context, c *Client, key, url, sha string
 	oc.misses.Add(1)
 	_, statErr := os.Stat(filepath.Join(dir, "HEAD"))
 	err = c.fetchIntoCache(ctx, dir, url, sha)
-	if err != nil && statErr == nil && ctx.Err() == nil {
+	var refused *netpolicy.RefusedError
+	if err != nil && statErr == nil && ctx.Err() == nil && !errors.Is(err, ErrTooLarge) && !errors.As(err, &refused) {
 		// A cache that a crash left half-written fails its fetch: anew.
 		if err = os.RemoveAll(dir); err == nil {
 			err = c.fetchIntoCache(ctx, dir, url, sha)

@@ -3,9 +3,11 @@ package git
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -484,5 +486,33 @@ func TestACachedCheckoutAppliesGitattributes(t *testing.T) {
 	co := s.clone(sha)
 	if b, _ := os.ReadFile(filepath.Join(co, "a.txt")); string(b) != "one\r\ntwo\r\n" {
 		t.Fatalf("a.txt = %q, want git's CRLF", b)
+	}
+}
+
+// A remote whose branches and tags are more than the clone size limit
+// is cloned as without the cache when the commit's files fit; the
+// cache's fetch went through the same way out (its cap stopped it).
+func TestARemoteTooLargeForTheCacheIsClonedWithoutIt(t *testing.T) {
+	t.Parallel()
+	work, small := testenv.Repo(t, map[string]string{"DESCRIPTION": "Package: small\n"})
+	big := make([]byte, 3<<20) // incompressible: the pack is as large
+	_, _ = rand.Read(big)
+	testenv.Git(t, work, "checkout", "--quiet", "-b", "big")
+	testenv.Commit(t, work, map[string]string{"blob.bin": string(big)}, "big")
+	root := t.TempDir()
+	testenv.Git(t, root, "clone", "--quiet", "--bare", work, "r.git")
+	srv, ca := testenv.GitHTTPS(t, root)
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	c := &Client{Net: exampleIsLoopback(t), Env: []string{"GIT_SSL_CAINFO=" + ca}, MaxFetchSize: 1 << 20}
+	oc := NewObjectCache(filepath.Join(t.TempDir(), "objcache"), 1<<30)
+	dir := filepath.Join(t.TempDir(), "co")
+	if _, err := c.Clone(context.Background(), dir, CloneOptions{URL: "https://example.com:" + port + "/r.git", SHA: small, Depth: 1, FilesOnly: true, Cache: oc}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "DESCRIPTION")); string(b) != "Package: small\n" {
+		t.Fatalf("DESCRIPTION = %q", b)
+	}
+	if st := oc.Stats(); st.Misses != 1 || hasObject(onlyRepo(t, oc), small) {
+		t.Errorf("stats %+v: the cache's fetch was not the one cut at the cap", st)
 	}
 }
