@@ -52,6 +52,9 @@ type ObjectCache struct {
 	evicted  atomic.Int64
 	bytes    atomic.Int64
 	evicting sync.Mutex // one eviction pass at a time
+	// measured runs the first eviction pass at the first clone: a bound
+	// lowered since the last start applies, and Bytes is known.
+	measured sync.Once
 }
 
 // NewObjectCache is a cache in dir (made when missing) of at most
@@ -110,6 +113,7 @@ type remote struct {
 // commit sha in it, locked shared (or exclusively after a fetch) until
 // unlock. A cache git cannot fetch into is made anew once.
 func (oc *ObjectCache) open(ctx context.Context, c *Client, key, url, sha string) (*remote, error) {
+	oc.measured.Do(oc.evict)
 	sum := sha256.Sum256([]byte(key + "\n" + url))
 	name := hex.EncodeToString(sum[:12])
 	dir := filepath.Join(oc.dir, "repos", name)

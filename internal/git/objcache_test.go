@@ -516,3 +516,30 @@ func TestARemoteTooLargeForTheCacheIsClonedWithoutIt(t *testing.T) {
 		t.Errorf("stats %+v: the cache's fetch was not the one cut at the cap", st)
 	}
 }
+
+// Builders of one remote with other credentials (CacheKey) do not share
+// its cache: each reads only what its own credential fetched.
+func TestCachesAreApartPerCredential(t *testing.T) {
+	t.Parallel()
+	s, sha := setupCache(t, map[string]string{"a.txt": "a"}, 1<<30)
+	s.clone(sha, func(o *CloneOptions) { o.CacheKey = "team-a" })
+	s.clone(sha, func(o *CloneOptions) { o.CacheKey = "team-b" })
+	s.clone(sha, func(o *CloneOptions) { o.CacheKey = "team-a" })
+	repos, _ := filepath.Glob(filepath.Join(s.cache.dir, "repos", "*"))
+	if st := s.cache.Stats(); st.Misses != 2 || st.Hits != 1 || len(repos) != 2 {
+		t.Errorf("stats %+v, %d caches; want 2 misses, 1 hit, 2 caches", st, len(repos))
+	}
+}
+
+// A bound lowered since the cache was filled applies at the first clone.
+func TestALoweredBoundAppliesAtTheFirstClone(t *testing.T) {
+	t.Parallel()
+	s, sha := setupCache(t, map[string]string{"a.txt": "a"}, 1<<30)
+	s.clone(sha)
+	restarted := NewObjectCache(s.cache.dir, 1) // nothing fits
+	s.cache = restarted
+	s.clone(sha) // a hit, but for the first pass: no fetch would evict
+	if st := restarted.Stats(); st.Evictions < 1 || st.Bytes < 0 {
+		t.Errorf("stats %+v: the remote cached before the restart was kept over the bound", st)
+	}
+}
