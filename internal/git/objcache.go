@@ -164,8 +164,8 @@ func (oc *ObjectCache) open(ctx context.Context, c *Client, key, url, sha string
 	return r, nil
 }
 
-// discard removes the cache r, whose exclusive lock the caller holds
-// (discardLocked) or takes here: a checkout from it failed.
+// discard removes the cache r, from which a checkout failed: it gives up
+// r's lock and removes the cache under the exclusive one.
 func (oc *ObjectCache) discard(ctx context.Context, r *remote) error {
 	r.unlock()
 	lockFile := filepath.Join(oc.dir, "locks", filepath.Base(r.dir))
