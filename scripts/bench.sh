@@ -28,7 +28,7 @@ run "push (run) -> build process start on an idle fleet, one push at a time" \
 	TestPushToBuildProcessStart ./internal/fleettest/ PKGFLEET_PUSHES=100
 run "an idle worker: Redis commands and CPU per second at the default task-check interval vs the old 50 ms" \
 	TestIdleWorkerCost ./internal/fleettest/ PKGFLEET_BENCH=1
-run "no-op builds through pkgfleet (API, registry, queue, slots, clone, record) vs raw asynq" \
+run "no-op builds through pkgfleet (API, registry, queue, slots, clone from the worker's object cache, record), then without the object cache (the before-figure), vs raw asynq" \
 	TestNoopBuildLoad ./internal/fleettest/ PKGFLEET_LOAD_BUILDS="$builds"
 run "example R package: API -> queue -> worker -> sandbox vs R CMD build (with the phases of the fleet's builds)" \
 	TestBenchRPackageAgainstRCMDBuild ./internal/e2e/ PKGFLEET_BENCH=1
@@ -49,6 +49,9 @@ run "artifact store: a build's store phase on the directory vs S3 (versitygw on 
 echo
 echo "== clone of one commit (4 and 700 files), as a build's checkout: wall and CPU with git's processes"
 go test -run '^$' -bench '^BenchmarkClone$' -benchtime 20x ./internal/git/ | grep '^Benchmark'
+echo
+echo "== files-only clone of one commit (4 and 700 files) from a warm object cache vs fetched from the remote, same rounds: p50 wall and CPU with git's processes"
+go test -run '^$' -bench '^BenchmarkCloneCached$' -benchtime 30x ./internal/git/ | grep '^Benchmark'
 
 run "Redis durability: push -> start and Redis commands per build with WAIT (Sentinel) and without (the master's address), then master death -> first new build start over 5 failovers" \
 	TestBenchDurability ./internal/faulttest/ PKGFLEET_BENCH=1 PKGFLEET_PUSHES=20

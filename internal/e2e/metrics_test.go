@@ -82,10 +82,17 @@ func TestMetricsOfAPIAndWorkerFollowTheContract(t *testing.T) {
 		"pkgfleet_sandbox_usable 1",
 		fmt.Sprintf("pkgfleet_worker_sandbox_tier{tier=%q} 1", f.wkr.Info().SandboxTier),
 		`pkgfleet_worker_sandbox_tier{tier="none"} 0`,
+		// The R build's checkout came from the object cache, fetched first.
+		`pkgfleet_git_object_cache_lookups_total{result="miss"} `,
+		`pkgfleet_git_object_cache_lookups_total{result="hit"} `,
+		"pkgfleet_git_object_cache_evictions_total 0",
 	} {
 		if !strings.Contains(worker, want) {
 			t.Errorf("worker metrics lack %q", want)
 		}
+	}
+	if strings.Contains(worker, `pkgfleet_git_object_cache_lookups_total{result="miss"} 0`) {
+		t.Error("the R build's clone did not go through the object cache")
 	}
 	promtoolCheck(t, "worker", worker)
 	scrape(t, "http://"+ops+"/healthz")

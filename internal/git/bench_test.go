@@ -161,3 +161,51 @@ func historyRepo(b *testing.B, commits, files, tagEvery int) string {
 	testenv.Git(b, dir, "repack", "-adq")
 	return dir
 }
+
+// BenchmarkCloneCached clones one commit of a remote from a warm object
+// cache, as an R build's checkout does (FilesOnly, Worker.ObjectCacheSize
+// set), and the same clone without the cache (the remote fetched into
+// the checkout): a small package (4 files) and a large one (700 files).
+// <way>-p50-ms is the clone's wall time, <way>-cpu-ms its CPU with git's
+// processes.
+func BenchmarkCloneCached(b *testing.B) {
+	for _, n := range []int{4, 700} {
+		b.Run(fmt.Sprintf("files=%d", n), func(b *testing.B) {
+			files := map[string]string{}
+			for i := range n {
+				files[fmt.Sprintf("d%d/f%03d.txt", i%10, i)] = fmt.Sprintf("file %d\n", i)
+			}
+			dir, sha := testenv.Repo(b, files)
+			testenv.Git(b, dir, "repack", "-adq")
+			c := &Client{Policy: URLPolicy{AllowFile: true}}
+			tmp := b.TempDir()
+			oc := NewObjectCache(filepath.Join(tmp, "objcache"), 1<<30)
+			ways := []struct {
+				name  string
+				cache *ObjectCache
+			}{{"cached", oc}, {"direct", nil}}
+			i := 0
+			clone := func(cache *ObjectCache) {
+				i++
+				if _, err := c.Clone(context.Background(), filepath.Join(tmp, fmt.Sprint(i)), CloneOptions{URL: "file://" + dir, SHA: sha, Depth: 1, FilesOnly: true, Cache: cache}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			clone(oc) // warm
+			walls := map[string][]time.Duration{}
+			cpus := map[string]time.Duration{}
+			for b.Loop() {
+				for _, w := range ways {
+					cpu, start := cpuTime(), time.Now()
+					clone(w.cache)
+					walls[w.name] = append(walls[w.name], time.Since(start))
+					cpus[w.name] += cpuTime() - cpu
+				}
+			}
+			for _, w := range ways {
+				b.ReportMetric(p50ms(walls[w.name]), w.name+"-p50-ms")
+				b.ReportMetric(float64(cpus[w.name])/float64(time.Millisecond)/float64(b.N), w.name+"-cpu-ms")
+			}
+		})
+	}
+}

@@ -1,6 +1,8 @@
 // Package git talks to Git remotes for pkgfleet: it validates repository
 // URLs and refs so that no user string can become a git option or a
-// transport helper, lists a remote's refs, and clones one exact commit.
+// transport helper, lists a remote's refs, and clones one exact commit,
+// from a worker's cache of the remote's objects when it has one
+// (objcache.go).
 //
 // It runs the git command-line client (what every admin already trusts for
 // transports, proxies and ssh), with prompts off and protocols allowlisted;
@@ -377,7 +379,9 @@ type CloneOptions struct {
 	History string
 	// Cache, with FilesOnly, is the worker's object cache the files are
 	// checked out from (objcache.go); nil fetches them from the remote
-	// into the checkout.
+	// into the checkout. From the cache, the checkout's .git holds no
+	// objects (Depth shapes nothing the build sees) and the build sees
+	// no path of the cache.
 	Cache *ObjectCache
 	// CacheKey names who may read what Cache holds of URL: clones with
 	// the same key share the remote's cache (the pipeline passes the
@@ -421,10 +425,18 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 	}
 	if opts.FilesOnly && opts.Cache != nil {
 		out, err := c.cloneFromCache(ctx, dir, opts)
-		if err != nil {
+		if !errors.Is(err, ErrTooLarge) {
+			if err != nil {
+				return fail(err)
+			}
+			return out, nil
+		}
+		// The remote's branches and tags are more than MaxFetchSize
+		// where the commit's files alone may not be: those, as without
+		// the cache.
+		if err := os.RemoveAll(dir); err != nil {
 			return fail(err)
 		}
-		return out, nil
 	}
 	// Every step is a git process (fetch starts more), and starting one
 	// costs milliseconds on a busy worker, so a build starts as few as it

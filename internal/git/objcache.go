@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pkgfleet/pkgfleet/internal/netpolicy"
 )
 
 // The object cache keeps, on a worker, a bare repository per remote (and
@@ -50,6 +52,9 @@ type ObjectCache struct {
 	evicted  atomic.Int64
 	bytes    atomic.Int64
 	evicting sync.Mutex // one eviction pass at a time
+	// measured runs the first eviction pass at the first clone: a bound
+	// lowered since the last start applies, and Bytes is known.
+	measured sync.Once
 }
 
 // NewObjectCache is a cache in dir (made when missing) of at most
@@ -108,6 +113,7 @@ type remote struct {
 // commit sha in it, locked shared (or exclusively after a fetch) until
 // unlock. A cache git cannot fetch into is made anew once.
 func (oc *ObjectCache) open(ctx context.Context, c *Client, key, url, sha string) (*remote, error) {
+	oc.measured.Do(oc.evict)
 	sum := sha256.Sum256([]byte(key + "\n" + url))
 	name := hex.EncodeToString(sum[:12])
 	dir := filepath.Join(oc.dir, "repos", name)
@@ -139,7 +145,8 @@ func (oc *ObjectCache) open(ctx context.Context, c *Client, key, url, sha string
 	oc.misses.Add(1)
 	_, statErr := os.Stat(filepath.Join(dir, "HEAD"))
 	err = c.fetchIntoCache(ctx, dir, url, sha)
-	if err != nil && statErr == nil && ctx.Err() == nil {
+	var refused *netpolicy.RefusedError
+	if err != nil && statErr == nil && ctx.Err() == nil && !errors.Is(err, ErrTooLarge) && !errors.As(err, &refused) {
 		// A cache that a crash left half-written fails its fetch: anew.
 		if err = os.RemoveAll(dir); err == nil {
 			err = c.fetchIntoCache(ctx, dir, url, sha)
@@ -157,8 +164,8 @@ func (oc *ObjectCache) open(ctx context.Context, c *Client, key, url, sha string
 	return r, nil
 }
 
-// discard removes the cache r, whose exclusive lock the caller holds
-// (discardLocked) or takes here: a checkout from it failed.
+// discard removes the cache r, from which a checkout failed: it gives up
+// r's lock and removes the cache under the exclusive one.
 func (oc *ObjectCache) discard(ctx context.Context, r *remote) error {
 	r.unlock()
 	lockFile := filepath.Join(oc.dir, "locks", filepath.Base(r.dir))
@@ -351,6 +358,26 @@ func (c *Client) checkoutFrom(ctx context.Context, cacheDir, dir string, opts Cl
 	if err := initRepo(dir); err != nil {
 		return Checkout{}, err
 	}
+	if opts.RecurseSubmodules == 0 { // submodules need git's index
+		when, err := writeCheckout(cacheDir, opts.SHA, dir)
+		switch {
+		case err == nil:
+			// HEAD detached at the commit, as git's checkout leaves it.
+			if err := os.WriteFile(filepath.Join(dir, ".git", "HEAD"), []byte(opts.SHA+"\n"), 0o644); err != nil {
+				return Checkout{}, err
+			}
+			return finishCheckout(dir, opts, Checkout{Time: when})
+		case !errors.Is(err, errNotPlain):
+			return Checkout{}, fmt.Errorf("%w: %w", errCacheBroken, err)
+		}
+		// git's own checkout, into an empty directory.
+		if err := os.RemoveAll(dir); err != nil {
+			return Checkout{}, err
+		}
+		if err := initRepo(dir); err != nil {
+			return Checkout{}, err
+		}
+	}
 	// The cache's objects, for git on this side only: removed below,
 	// before the build sees the checkout.
 	alternates := filepath.Join(dir, ".git", "objects", "info", "alternates")
@@ -396,6 +423,12 @@ func (c *Client) checkoutFrom(ctx context.Context, cacheDir, dir string, opts Cl
 	if err := os.Remove(alternates); err != nil {
 		return Checkout{}, err
 	}
+	return finishCheckout(dir, opts, out)
+}
+
+// finishCheckout writes the tag the build is of and sets every file's
+// time to the commit's.
+func finishCheckout(dir string, opts CloneOptions, out Checkout) (Checkout, error) {
 	if opts.RefIsTag && opts.Ref != "" && opts.Ref != opts.SHA {
 		if err := writeTag(dir, opts.Ref, opts.SHA); err != nil {
 			return Checkout{}, err
