@@ -78,6 +78,9 @@ type Poller struct {
 	// polled, when set (tests), is told that a builder's poll has ended
 	// and the builder is no longer in flight.
 	polled func(key string)
+	// listEach lists each builder's remote on its own, as before remotes
+	// were shared (the benchmark's before).
+	listEach bool
 }
 
 // state is what the poller remembers of one builder: its schedule
@@ -187,6 +190,7 @@ func (p *Poller) lead(ctx context.Context, term *leader.Term) {
 	inFlight := map[string]bool{}
 	t := time.NewTicker(p.tick())
 	defer t.Stop()
+	rec := p.newRecords()
 	for {
 		// A builder in flight when due reads the poll state is never due:
 		// its poll may save between that read and the check below, and a
@@ -197,7 +201,7 @@ func (p *Poller) lead(ctx context.Context, term *leader.Term) {
 		mu.Lock()
 		wasBusy := maps.Clone(inFlight)
 		mu.Unlock()
-		due, err := p.due(ctx)
+		due, err := p.due(ctx, rec)
 		if err != nil && ctx.Err() == nil {
 			p.Log.Warn("poller: cannot list builders", "error", err)
 		}
@@ -221,7 +225,7 @@ func (p *Poller) lead(ctx context.Context, term *leader.Term) {
 				}
 				continue
 			}
-			r := remote(d.builder)
+			r := p.remote(d.builder)
 			if groups[r] == nil {
 				remotes = append(remotes, r)
 			}
@@ -264,9 +268,28 @@ type dueBuilder struct {
 	trigger string // "poll" or "webhook"
 }
 
+// records keeps, across one term's ticks, the builders and schedules
+// due decoded: with 10,000 builders, decoding every record each tick
+// was most of the poller's CPU.
+type records struct {
+	builders *registry.BuilderCache
+	scheds   map[string]cachedSchedule // by builder key
+}
+
+type cachedSchedule struct {
+	raw         string // as stored
+	sched       schedule
+	builder     *registry.Builder // whose fingerprint is fingerprint
+	fingerprint string
+}
+
+func (p *Poller) newRecords() *records {
+	return &records{builders: p.Registry.NewBuilderCache(), scheds: map[string]cachedSchedule{}}
+}
+
 // due lists the builders to poll now, and forgets builders that are gone.
-func (p *Poller) due(ctx context.Context) ([]dueBuilder, error) {
-	builders, err := p.Registry.Builders(ctx, "")
+func (p *Poller) due(ctx context.Context, rec *records) ([]dueBuilder, error) {
+	builders, err := rec.builders.Builders(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -287,25 +310,43 @@ func (p *Poller) due(ctx context.Context) ([]dueBuilder, error) {
 	}
 	var out []dueBuilder
 	seen := map[string]bool{}
+	scheds := make(map[string]cachedSchedule, len(raw))
+	// One instant for the whole list: builders of one remote, which share
+	// a slot, are all due or all not.
+	at := time.Now()
 	for _, b := range builders {
 		key := b.Key()
 		seen[key] = true
 		d := dueBuilder{builder: b, trigger: "poll"}
 		if v, ok := raw[key]; ok {
-			var st state
-			if json.Unmarshal([]byte(v), &st.schedule) == nil && st.Fingerprint == fingerprint(b) {
-				d.state = &st
+			c, decoded := rec.scheds[key]
+			if decoded && c.raw != v {
+				decoded = false
+			}
+			if !decoded {
+				c = cachedSchedule{raw: v}
+				decoded = json.Unmarshal([]byte(v), &c.sched) == nil
+			}
+			if c.builder != b { // the BuilderCache's: the same while the record is
+				c.builder, c.fingerprint = b, fingerprint(b)
+			}
+			if decoded {
+				scheds[key] = c
+				if c.sched.Fingerprint == c.fingerprint {
+					d.state = &state{schedule: c.sched}
+				}
 			}
 		}
 		switch {
 		case slices.Contains(now, key):
 			d.trigger = "webhook"
-		case d.state == nil, !time.Now().Before(d.state.NextPollAt):
+		case d.state == nil, !at.Before(d.state.NextPollAt):
 		default:
 			continue
 		}
 		out = append(out, d)
 	}
+	rec.scheds = scheds
 	for key := range raw {
 		if !seen[key] {
 			p.Redis.HDel(ctx, keySched, key)
@@ -317,7 +358,12 @@ func (p *Poller) due(ctx context.Context) ([]dueBuilder, error) {
 
 // remote is what one listing may serve: builders of one URL with one
 // credential. The outbound policy is the poller's for every builder.
-func remote(b *registry.Builder) string { return b.URL + "\x00" + b.Credential }
+func (p *Poller) remote(b *registry.Builder) string {
+	if p.listEach {
+		return b.Key()
+	}
+	return b.URL + "\x00" + b.Credential
+}
 
 // pollRemote lists one remote once for the builders of group, all of that
 // remote, and queues what is new for each.

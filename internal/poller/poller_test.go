@@ -21,7 +21,12 @@ import (
 
 var redisServer *testenv.Redis
 
-func TestMain(m *testing.M) { os.Exit(testenv.MainWithRedis(m, &redisServer)) }
+func TestMain(m *testing.M) {
+	if root := os.Getenv(gitServerEnv); root != "" {
+		serveGit(root) // the load test's server process
+	}
+	os.Exit(testenv.MainWithRedis(m, &redisServer))
+}
 
 type env struct {
 	t   *testing.T
