@@ -153,7 +153,8 @@ func runPollFleet(t *testing.T, f pollFleet, urls []string, client *git.Client, 
 		return func() bool { mu.Lock(); defer mu.Unlock(); return reached[n] == f.builders }
 	}
 	start := time.Now()
-	e.start(p, rdb)
+	stop := e.start(p, rdb)
+	defer stop() // before the next case is measured
 	wait := 3*f.interval + time.Duration(f.builders)*50*time.Millisecond // the before case's first round is slow
 	testenv.Eventually(t, wait, "every builder polled once", rounds(1))
 	firstRound := time.Since(start)
