@@ -61,6 +61,14 @@ run "outbound webhooks: 200 builds finished at once, one hook: finish -> deliver
 	TestBenchOutboundWebhooks ./internal/api/ PKGFLEET_BENCH=1
 run "poller: 1000 builders of a local repository, one poller, 10s interval" \
 	TestManyBuildersAreAllPolled ./internal/poller/ PKGFLEET_POLL_BUILDERS=1000
+# About 9 minutes: 10,000 builders take three 60 s rounds (the steady one
+# is measured), after 1000 builders polled the way it was before (git
+# ls-remote per builder) for the comparison.
+run "poller: 10,000 builders over 1000 remotes (half local, half a loopback smart-HTTP server), 60s interval; before: 1000 builders over 100 remotes with git ls-remote per builder" \
+	TestPollingManyBuildersListsEachRemoteOncePerRound ./internal/poller/ PKGFLEET_POLL_BUILDERS=10000 PKGFLEET_POLL_REMOTES=1000 PKGFLEET_POLL_INTERVAL=60 PKGFLEET_POLL_BEFORE=1000
+echo
+echo "== listing one local repository: git ls-remote vs reading its ref files vs a persistent git upload-pack (fresh=0: it misses a branch created after it started)"
+go test -run '^$' -bench '^BenchmarkListRefs$' -benchtime 200x ./internal/git/ | grep '^Benchmark'
 
 echo
 echo "== head of line: 4 worker slots, builder A (limit 1) with 50 builds queued ahead of builder B's 20"

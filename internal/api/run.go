@@ -64,7 +64,7 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 		},
 		Store: st,
 		Git: &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs},
-			Net: outbound, MaxFetchSize: int64(cfg.Git.MaxCloneSize)},
+			Net: outbound, MaxFetchSize: int64(cfg.Git.MaxCloneSize), ListWithGit: cfg.Git.ListRemotesWithGit},
 		remotes: make(chan struct{}, cfg.Git.RemoteConcurrency),
 		Tokens:  tokens,
 		Index:   index.New(reg, st, log),

@@ -75,6 +75,7 @@ type Git struct {
 	BuildLogSize              Size
 	MaxSlotWait               time.Duration
 	PollConcurrency           int
+	ListRemotesWithGit        bool
 	MaxBuildersPerSource      int
 	PollTimeout               time.Duration
 	AllowedHosts              []string

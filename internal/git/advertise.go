@@ -52,10 +52,29 @@ func (c *refCollector) done() *Refs {
 
 // listError is a listing's failure as an API client may see it (say), and
 // as the operator's log has it (detail). A server's own words are never
-// in say.
-type listError struct{ say, detail string }
+// in say. err, when set, is the cause (a time-out, a cancellation).
+type listError struct {
+	say, detail string
+	err         error
+}
 
 func (e *listError) Error() string { return e.say + ": " + e.detail }
+func (e *listError) Unwrap() error { return e.err }
+
+const sayRead = "could not read the remote (the server's log has the error)"
+
+// readFailed is a failure to read an advertisement: its format's
+// (malformed), its size's, or the connection's (a time-out, a reset).
+func readFailed(err error) error {
+	var fe *formatError
+	switch {
+	case errors.Is(err, errTooManyRefs):
+		return err
+	case errors.As(err, &fe), errors.Is(err, io.ErrUnexpectedEOF):
+		return malformed("%v", err)
+	}
+	return &listError{say: sayRead, detail: err.Error(), err: err}
+}
 
 const (
 	sayNotAdvertisement = "the remote's answer is not a git ref advertisement"
@@ -95,7 +114,7 @@ func readInfoRefs(r io.Reader, budget int64, c *refCollector) (advertisement, er
 	pr := &pktReader{r: r, budget: budget}
 	kind, line, err := pr.next()
 	if err != nil {
-		return advertisement{}, malformed("%v", err)
+		return advertisement{}, readFailed(err)
 	}
 	// The smart-HTTP answer starts with "# service=git-upload-pack" and a
 	// flush; a v2 server may leave them out.
@@ -107,7 +126,7 @@ func readInfoRefs(r io.Reader, budget int64, c *refCollector) (advertisement, er
 			return advertisement{}, malformed("no flush after the service line")
 		}
 		if kind, line, err = pr.next(); err != nil {
-			return advertisement{}, malformed("%v", err)
+			return advertisement{}, readFailed(err)
 		}
 	}
 	if kind == pktData && string(line) == "version 2" {
@@ -123,10 +142,7 @@ func readV0(pr *pktReader, kind int, line []byte, c *refCollector) error {
 	next := func() error {
 		var err error
 		if kind, line, err = pr.next(); err != nil {
-			if errors.Is(err, errTooManyRefs) {
-				return err
-			}
-			return malformed("%v", err)
+			return readFailed(err)
 		}
 		return nil
 	}
@@ -192,10 +208,7 @@ func readV2Capabilities(pr *pktReader) (advertisement, error) {
 	for {
 		kind, line, err := pr.next()
 		if err != nil {
-			if errors.Is(err, errTooManyRefs) {
-				return ad, err
-			}
-			return ad, malformed("%v", err)
+			return ad, readFailed(err)
 		}
 		if kind == pktFlush {
 			break
@@ -240,10 +253,7 @@ func readLsRefs(r io.Reader, budget int64, c *refCollector) error {
 	for {
 		kind, line, err := pr.next()
 		if err != nil {
-			if errors.Is(err, errTooManyRefs) {
-				return err
-			}
-			return malformed("%v", err)
+			return readFailed(err)
 		}
 		if kind == pktFlush {
 			return nil

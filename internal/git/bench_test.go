@@ -3,6 +3,7 @@ package git
 import (
 	"context"
 	"fmt"
+	"io"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -208,4 +209,79 @@ func BenchmarkCloneCached(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkListRefs lists a local repository (two branches, 20 tags, 10
+// of them annotated) each way the poller could, and reports the CPU it
+// took, git's processes included:
+//
+//   - ls-remote: git ls-remote, as every poll did before (two processes);
+//   - files: lsrefs.go's reading of the repository's ref files;
+//   - persistent: one long-lived `git upload-pack` (protocol v2) per
+//     remote, asked ls-refs again each time; it reports, as fresh=, whether
+//     it sees a branch created after it started (git's loose-ref cache
+//     lives as long as the process).
+func BenchmarkListRefs(b *testing.B) {
+	work, _ := testenv.Repo(b, map[string]string{"f": "1"})
+	testenv.Git(b, work, "branch", "dev")
+	for i := range 20 {
+		if i%2 == 0 {
+			testenv.Git(b, work, "tag", fmt.Sprintf("v%d", i))
+		} else {
+			testenv.Git(b, work, "tag", "-a", "-m", "t", fmt.Sprintf("v%d", i))
+		}
+	}
+	root := b.TempDir()
+	testenv.Git(b, root, "clone", "--quiet", "--bare", "--no-local", work, "r.git")
+	repo := filepath.Join(root, "r.git")
+	url := "file://" + repo
+	run := func(b *testing.B, list func() error) {
+		cpu := cpuTime()
+		for b.Loop() {
+			if err := list(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(cpuTime()-cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
+	}
+	b.Run("ls-remote", func(b *testing.B) {
+		c := &Client{Policy: URLPolicy{AllowFile: true}, ListWithGit: true}
+		run(b, func() error { _, err := c.LsRemote(context.Background(), url); return err })
+	})
+	b.Run("files", func(b *testing.B) {
+		c := &Client{Policy: URLPolicy{AllowFile: true}}
+		run(b, func() error { _, err := c.LsRemote(context.Background(), url); return err })
+	})
+	b.Run("persistent", func(b *testing.B) {
+		cmd := exec.Command("git", "upload-pack", repo)
+		cmd.Env = append(cmd.Environ(), "GIT_PROTOCOL=version=2")
+		in, _ := cmd.StdinPipe()
+		out, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { in.Close(); _ = cmd.Wait() }()
+		if _, err := readInfoRefs(out, listingLimit, newRefCollector()); err != nil {
+			b.Fatal(err)
+		}
+		list := func() (*Refs, error) {
+			if _, err := io.WriteString(in, lsRefsRequest(advertisement{v2: true})); err != nil {
+				return nil, err
+			}
+			c := newRefCollector()
+			return c.done(), readLsRefs(out, listingLimit, c)
+		}
+		if _, err := list(); err != nil {
+			b.Fatal(err)
+		}
+		name := fmt.Sprintf("fresh-%d", b.N)
+		testenv.Git(b, repo, "branch", name, "dev")
+		refs, err := list()
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, fresh := refs.Branches[name]
+		run(b, func() error { _, err := list(); return err })
+		b.ReportMetric(map[bool]float64{true: 1}[fresh], "fresh")
+	})
 }

@@ -10,12 +10,15 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/pkgfleet/pkgfleet/internal/netpolicy"
 )
 
 // Listing a remote without starting a process. A poll is a listing, and
@@ -154,7 +157,7 @@ func (c *Client) lsRemoteHTTP(ctx context.Context, repoURL string) (*Refs, error
 	req.Header.Set("Pragma", "no-cache")
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, unwrapURLError(err)
+		return nil, requestFailed(err)
 	}
 	defer resp.Body.Close()
 	if err := statusError(resp); err != nil {
@@ -181,7 +184,7 @@ func (c *Client) lsRemoteHTTP(ctx context.Context, repoURL string) (*Refs, error
 	req.Header.Set("Accept", "application/x-git-upload-pack-result")
 	resp, err = hc.Do(req)
 	if err != nil {
-		return nil, unwrapURLError(err)
+		return nil, requestFailed(err)
 	}
 	defer resp.Body.Close()
 	if err := statusError(resp); err != nil {
@@ -193,15 +196,32 @@ func (c *Client) lsRemoteHTTP(ctx context.Context, repoURL string) (*Refs, error
 	return col.done(), nil
 }
 
-// unwrapURLError keeps a redirect's refusal, the policy's, or the
-// network's error without the url.Error's "Get <url>:" prefix, so that
-// Explain sees it.
-func unwrapURLError(err error) error {
+// requestFailed is a request's failure as Explain may show it: the
+// redirect's refusal, the policy's, a name that does not resolve, a
+// connection refused or a time-out as they are (Explain names them), a
+// certificate refused in those words; anything else (an HTTP answer that
+// is none, carrying the server's bytes) as a fixed message, its text for
+// the log only.
+func requestFailed(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return ue.Err
+		err = ue.Err // without "Get <url>:"
 	}
-	return err
+	var (
+		le   *listError
+		re   *netpolicy.RefusedError
+		dns  *net.DNSError
+		op   *net.OpError
+		cert *tls.CertificateVerificationError
+	)
+	switch {
+	case errors.As(err, &le), errors.As(err, &re), errors.As(err, &dns), errors.As(err, &op),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return err
+	case errors.As(err, &cert):
+		return &listError{say: "the remote's TLS certificate was not accepted", detail: err.Error(), err: err}
+	}
+	return &listError{say: sayRead, detail: err.Error(), err: err}
 }
 
 // statusError is an HTTP answer other than 200, as git would explain it.

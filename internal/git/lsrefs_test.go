@@ -212,6 +212,12 @@ func TestAHostileAdvertisementIsAClearErrorInBoundedMemory(t *testing.T) {
 	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
 		t.Errorf("listing a 4 MiB-capped advertisement allocated %d MiB", grew>>20)
 	}
+	// Without the test's CA: Go's text (the certificate's names) stays in
+	// the log.
+	untrusting := &Client{Net: loopbackAllowed(t)}
+	if _, err := untrusting.LsRemote(context.Background(), "https://127.0.0.1:"+port+"/garbage"); Explain(err) != "the remote's TLS certificate was not accepted" {
+		t.Errorf("an untrusted certificate: %q (%v)", Explain(err), err)
+	}
 	for _, path := range []string{"garbage", "huge-line"} {
 		_, err := c.LsRemote(context.Background(), "https://127.0.0.1:"+port+"/"+path)
 		if Explain(err) != sayNotAdvertisement {

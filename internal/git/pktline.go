@@ -25,6 +25,11 @@ const maxPktData = 65516
 // far more refs than any package's.
 var errTooManyRefs = errors.New("the remote's ref advertisement is larger than the listing limit")
 
+// formatError is a pkt-line length that is none.
+type formatError struct{ length [4]byte }
+
+func (e *formatError) Error() string { return fmt.Sprintf("malformed pkt-line length %q", e.length[:]) }
+
 // pktReader reads pkt-lines from r, at most budget bytes in all, into one
 // reused buffer: a listing's memory is its budget at most, whatever a
 // server sends.
@@ -55,7 +60,7 @@ func (p *pktReader) next() (kind int, line []byte, err error) {
 		case c >= 'A' && c <= 'F':
 			v = c - 'A' + 10
 		default:
-			return 0, nil, fmt.Errorf("malformed pkt-line length %q", hdr[:])
+			return 0, nil, &formatError{hdr}
 		}
 		n = n<<4 | int(v)
 	}
@@ -67,7 +72,7 @@ func (p *pktReader) next() (kind int, line []byte, err error) {
 	case n == 2:
 		return pktEnd, nil, nil
 	case n < 4 || n-4 > maxPktData:
-		return 0, nil, fmt.Errorf("malformed pkt-line length %q", hdr[:])
+		return 0, nil, &formatError{hdr}
 	}
 	line = p.buf[:n-4]
 	if err := p.read(line); err != nil {

@@ -8,10 +8,17 @@
 // It runs in every API replica, but only the leader (internal/leader)
 // polls, and its record of what it has seen is written under the leader's
 // fencing token. Each builder is polled on its own interval (poll_interval,
-// default Git.PollInterval) with jitter, at most Concurrency remotes at
-// once, each within Timeout; a remote that fails is retried with backoff
-// and its error is shown on the builder. Webhooks ask for an immediate
-// poll with PollNow.
+// default Git.PollInterval), at most Concurrency remotes at once, each
+// within Timeout; a remote that fails is retried with backoff and its
+// error is shown on the builder. Webhooks ask for an immediate poll with
+// PollNow.
+//
+// A round lists each remote once: builders that share a remote URL and a
+// credential (never across credentials; the outbound policy is the
+// poller's one) poll at the same instants, a slot of the interval chosen
+// by the remote, and the builders due together share one listing. The
+// slots of different remotes spread evenly over the interval, so a round
+// is a steady trickle, not a burst.
 //
 // Builds are queued through queue.Enqueuer.Enqueue with registry.ReuseUnlessFailed,
 // so a poll, a webhook and a manual run of one commit build it once.
@@ -22,9 +29,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -71,6 +78,9 @@ type Poller struct {
 	// polled, when set (tests), is told that a builder's poll has ended
 	// and the builder is no longer in flight.
 	polled func(key string)
+	// listEach lists each builder's remote on its own, as before remotes
+	// were shared (the benchmark's before).
+	listEach bool
 }
 
 // state is what the poller remembers of one builder: its schedule
@@ -180,6 +190,7 @@ func (p *Poller) lead(ctx context.Context, term *leader.Term) {
 	inFlight := map[string]bool{}
 	t := time.NewTicker(p.tick())
 	defer t.Stop()
+	rec := p.newRecords()
 	for {
 		// A builder in flight when due reads the poll state is never due:
 		// its poll may save between that read and the check below, and a
@@ -190,10 +201,12 @@ func (p *Poller) lead(ctx context.Context, term *leader.Term) {
 		mu.Lock()
 		wasBusy := maps.Clone(inFlight)
 		mu.Unlock()
-		due, err := p.due(ctx)
+		due, err := p.due(ctx, rec)
 		if err != nil && ctx.Err() == nil {
 			p.Log.Warn("poller: cannot list builders", "error", err)
 		}
+		groups := map[string][]dueBuilder{}
+		var remotes []string
 		for _, d := range due {
 			key := d.builder.Key()
 			mu.Lock()
@@ -212,6 +225,14 @@ func (p *Poller) lead(ctx context.Context, term *leader.Term) {
 				}
 				continue
 			}
+			r := p.remote(d.builder)
+			if groups[r] == nil {
+				remotes = append(remotes, r)
+			}
+			groups[r] = append(groups[r], d)
+		}
+		for _, r := range remotes {
+			group := groups[r]
 			select {
 			case slots <- struct{}{}:
 			case <-ctx.Done():
@@ -221,12 +242,15 @@ func (p *Poller) lead(ctx context.Context, term *leader.Term) {
 			go func() {
 				defer wg.Done()
 				defer func() { <-slots }()
-				p.poll(ctx, term, d)
-				mu.Lock()
-				delete(inFlight, key)
-				mu.Unlock()
-				if p.polled != nil {
-					p.polled(key)
+				p.pollRemote(ctx, term, r, group)
+				for _, d := range group {
+					key := d.builder.Key()
+					mu.Lock()
+					delete(inFlight, key)
+					mu.Unlock()
+					if p.polled != nil {
+						p.polled(key)
+					}
 				}
 			}()
 		}
@@ -244,9 +268,28 @@ type dueBuilder struct {
 	trigger string // "poll" or "webhook"
 }
 
+// records keeps, across one term's ticks, the builders and schedules
+// due decoded: with 10,000 builders, decoding every record each tick
+// was most of the poller's CPU.
+type records struct {
+	builders *registry.BuilderCache
+	scheds   map[string]cachedSchedule // by builder key
+}
+
+type cachedSchedule struct {
+	raw         string // as stored
+	sched       schedule
+	builder     *registry.Builder // whose fingerprint is fingerprint
+	fingerprint string
+}
+
+func (p *Poller) newRecords() *records {
+	return &records{builders: p.Registry.NewBuilderCache(), scheds: map[string]cachedSchedule{}}
+}
+
 // due lists the builders to poll now, and forgets builders that are gone.
-func (p *Poller) due(ctx context.Context) ([]dueBuilder, error) {
-	builders, err := p.Registry.Builders(ctx, "")
+func (p *Poller) due(ctx context.Context, rec *records) ([]dueBuilder, error) {
+	builders, err := rec.builders.Builders(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -267,25 +310,43 @@ func (p *Poller) due(ctx context.Context) ([]dueBuilder, error) {
 	}
 	var out []dueBuilder
 	seen := map[string]bool{}
+	scheds := make(map[string]cachedSchedule, len(raw))
+	// One instant for the whole list: builders of one remote, which share
+	// a slot, are all due or all not.
+	at := time.Now()
 	for _, b := range builders {
 		key := b.Key()
 		seen[key] = true
 		d := dueBuilder{builder: b, trigger: "poll"}
 		if v, ok := raw[key]; ok {
-			var st state
-			if json.Unmarshal([]byte(v), &st.schedule) == nil && st.Fingerprint == fingerprint(b) {
-				d.state = &st
+			c, decoded := rec.scheds[key]
+			if decoded && c.raw != v {
+				decoded = false
+			}
+			if !decoded {
+				c = cachedSchedule{raw: v}
+				decoded = json.Unmarshal([]byte(v), &c.sched) == nil
+			}
+			if c.builder != b { // the BuilderCache's: the same while the record is
+				c.builder, c.fingerprint = b, fingerprint(b)
+			}
+			if decoded {
+				scheds[key] = c
+				if c.sched.Fingerprint == c.fingerprint {
+					d.state = &state{schedule: c.sched}
+				}
 			}
 		}
 		switch {
 		case slices.Contains(now, key):
 			d.trigger = "webhook"
-		case d.state == nil, !time.Now().Before(d.state.NextPollAt):
+		case d.state == nil, !at.Before(d.state.NextPollAt):
 		default:
 			continue
 		}
 		out = append(out, d)
 	}
+	rec.scheds = scheds
 	for key := range raw {
 		if !seen[key] {
 			p.Redis.HDel(ctx, keySched, key)
@@ -295,8 +356,42 @@ func (p *Poller) due(ctx context.Context) ([]dueBuilder, error) {
 	return out, nil
 }
 
-// poll queries one remote and queues what is new.
-func (p *Poller) poll(ctx context.Context, term *leader.Term, d dueBuilder) {
+// remote is what one listing may serve: builders of one URL with one
+// credential. The outbound policy is the poller's for every builder.
+func (p *Poller) remote(b *registry.Builder) string {
+	if p.listEach {
+		return b.Key()
+	}
+	return b.URL + "\x00" + b.Credential
+}
+
+// pollRemote lists one remote once for the builders of group, all of that
+// remote, and queues what is new for each.
+func (p *Poller) pollRemote(ctx context.Context, term *leader.Term, remote string, group []dueBuilder) {
+	started := time.Now()
+	pctx, cancel := context.WithTimeout(ctx, p.Timeout)
+	refs, err := p.lsRemote(pctx, group[0].builder) // one credential: the group's
+	cancel()
+	if ctx.Err() != nil {
+		return // the term ended: leave the state to the next leader
+	}
+	listed := listing{remote: remote, refs: refs, err: err, took: time.Since(started), at: time.Now().UTC()}
+	for _, d := range group {
+		p.poll(ctx, term, d, listed)
+	}
+}
+
+// listing is one remote's listing, shared by the builders polled with it.
+type listing struct {
+	remote string
+	refs   *git.Refs
+	err    error
+	took   time.Duration
+	at     time.Time
+}
+
+// poll queues what is new for one builder in its remote's listing.
+func (p *Poller) poll(ctx context.Context, term *leader.Term, d dueBuilder, l listing) {
 	b := d.builder
 	log := p.Log.With("source", b.Source, "builder", b.Name)
 	st := d.state
@@ -320,24 +415,18 @@ func (p *Poller) poll(ctx context.Context, term *leader.Term, d dueBuilder) {
 	if b.PollInterval > 0 {
 		interval = time.Duration(b.PollInterval)
 	}
-	started := time.Now()
-	pctx, cancel := context.WithTimeout(ctx, p.Timeout)
-	refs, err := p.lsRemote(pctx, b)
-	cancel()
-	if ctx.Err() != nil {
-		return // the term ended: leave the state to the next leader
-	}
-	now := time.Now().UTC()
+	now := l.at
 	st.LastPollAt = &now
+	err := l.err
 	if err == nil {
-		err = p.queueNew(ctx, log, b, st, first, refs, d.trigger)
+		err = p.queueNew(ctx, log, b, st, first, l.refs, d.trigger)
 	}
 	if p.Observe != nil {
 		outcome := "ok"
 		if err != nil {
 			outcome = "error"
 		}
-		p.Observe(outcome, time.Since(started))
+		p.Observe(outcome, l.took)
 	}
 	// A remote is logged when it starts failing and when it recovers, not
 	// at each poll between: a fleet of failing builders (or one created
@@ -347,7 +436,10 @@ func (p *Poller) poll(ctx context.Context, term *leader.Term, d dueBuilder) {
 	if err != nil {
 		st.Failures++
 		st.LastError = git.Explain(err) // shown to API clients: never git's own text
-		st.NextPollAt = now.Add(jitter(backoff(st.Failures, interval)))
+		// Within ±10% of the backoff, at the remote's own place there: the
+		// builders that failed together retry together, on one listing.
+		wait := backoff(st.Failures, interval)
+		st.NextPollAt = slot(l.remote, now.Add(wait-wait/10), wait/5)
 		level := slog.LevelWarn
 		if wasFailing {
 			level = slog.LevelDebug
@@ -358,7 +450,9 @@ func (p *Poller) poll(ctx context.Context, term *leader.Term, d dueBuilder) {
 			log.Info("poll succeeds again", "failures", st.Failures)
 		}
 		st.Failures, st.LastError = 0, ""
-		st.NextPollAt = now.Add(jitter(interval))
+		// The remote's slot at least half an interval away: the first poll
+		// moves onto it, every later one is a whole interval apart.
+		st.NextPollAt = slot(l.remote, now.Add(interval/2), interval)
 	}
 	if err := p.save(ctx, term, b.Key(), st); err != nil && ctx.Err() == nil {
 		log.Warn("poll state not saved", "error", err)
@@ -483,8 +577,23 @@ func backoff(n int, interval time.Duration) time.Duration {
 	return min(d, max(interval, time.Hour))
 }
 
-// jitter spreads polls by ±10% so builders created together do not poll
-// together forever.
-func jitter(d time.Duration) time.Duration {
-	return d - d/10 + rand.N(d/5+1)
+// slot is the first instant from after on that falls at remote's place
+// in a period: a place fixed by the remote (a hash of it), so that
+// different remotes spread evenly over the period and one remote's
+// builders meet.
+func slot(remote string, after time.Time, period time.Duration) time.Time {
+	if period <= 0 {
+		return after
+	}
+	h := fnv.New64a()
+	h.Write([]byte(remote))
+	phase := int64(h.Sum64() % uint64(period))
+	off := (after.UnixNano() - phase) % int64(period)
+	if off < 0 {
+		off += int64(period)
+	}
+	if off == 0 {
+		return after
+	}
+	return after.Add(period - time.Duration(off))
 }

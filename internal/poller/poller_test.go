@@ -2,6 +2,7 @@ package poller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -20,7 +21,12 @@ import (
 
 var redisServer *testenv.Redis
 
-func TestMain(m *testing.M) { os.Exit(testenv.MainWithRedis(m, &redisServer)) }
+func TestMain(m *testing.M) {
+	if root := os.Getenv(gitServerEnv); root != "" {
+		serveGit(root) // the load test's server process
+	}
+	os.Exit(testenv.MainWithRedis(m, &redisServer))
+}
 
 type env struct {
 	t   *testing.T
@@ -288,11 +294,28 @@ func TestStaleLeaderCannotOverwritePollState(t *testing.T) {
 	}
 }
 
-func TestJitterAndBackoffStayInBounds(t *testing.T) {
+// A remote's slot is within one period of the time asked, the same for
+// every builder of the remote, and the slots of many remotes fill the
+// period evenly: a round is no burst.
+func TestSlotsSpreadRemotesOverTheIntervalAndGatherEachRemotesBuilders(t *testing.T) {
 	t.Parallel()
-	for range 1000 {
-		if d := jitter(time.Minute); d < 54*time.Second || d > 66*time.Second {
-			t.Fatalf("jitter(1m) = %s", d)
+	const period = time.Minute
+	after := time.Date(2026, 12, 7, 3, 0, 0, 123, time.UTC)
+	tenths := make([]int, 10)
+	for i := range 1000 {
+		r := fmt.Sprintf("https://git.example.com/r%d.git\x00", i)
+		s := slot(r, after, period)
+		if s.Before(after) || !s.Before(after.Add(period)) {
+			t.Fatalf("slot %s not within a period of %s", s, after)
+		}
+		if again := slot(r, after.Add(17*time.Second), period); again != s && again != s.Add(period) {
+			t.Fatalf("the remote's slot moved: %s, then %s", s, again)
+		}
+		tenths[int(s.Sub(after)/(period/10))]++
+	}
+	for i, n := range tenths {
+		if n < 70 || n > 130 { // 100 each when even
+			t.Fatalf("tenth %d of the period holds %d of 1000 remotes' slots: %v", i, n, tenths)
 		}
 	}
 	got := []time.Duration{backoff(1, 5*time.Minute), backoff(2, 5*time.Minute), backoff(20, 5*time.Minute)}
@@ -467,5 +490,66 @@ func TestAPollEndingWhileTheLoopReadsTheScheduleIsNotRepeatedFromStaleState(t *t
 	}
 	if st, _ := Statuses(context.Background(), e.rdb, b.Key()); st[b.Key()].LastError == "" {
 		t.Fatal("the failed poll's state was not saved")
+	}
+}
+
+// Builders of one remote and one credential are listed once for all of
+// them each round; builders of the same URL with another credential are
+// never served that listing (nor it theirs): a credential that fails
+// fails its own builders only.
+func TestBuildersSharingARemoteAndCredentialShareOneListing(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	repo, _ := testenv.Repo(t, map[string]string{"f": "1"})
+	for i := range 5 {
+		e.builder(registry.Builder{Name: fmt.Sprintf("open%d", i), URL: "file://" + repo, BuildTrigger: registry.TriggerTags, TagPattern: "never-*"})
+	}
+	for i := range 2 {
+		e.builder(registry.Builder{Name: fmt.Sprintf("locked%d", i), URL: "file://" + repo, Credential: "revoked", BuildTrigger: registry.TriggerTags, TagPattern: "never-*"})
+	}
+	p, rdb := e.poller("a")
+	var mu sync.Mutex
+	listings, polls := map[string]int{}, map[string]int{}
+	p.GitFor = func(ctx context.Context, b *registry.Builder) (*git.Client, func(), error) {
+		mu.Lock()
+		listings[b.Credential]++
+		mu.Unlock()
+		if b.Credential == "revoked" {
+			return nil, nil, errors.New("credential revoked")
+		}
+		return p.Git, func() {}, nil
+	}
+	p.polled = func(key string) {
+		mu.Lock()
+		polls[key]++
+		mu.Unlock()
+	}
+	e.start(p, rdb)
+	testenv.Eventually(t, 20*time.Second, "the open builders polled 5 times, the locked ones once (then backing off)", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return polls["src/open0"] >= 5 && polls["src/open4"] >= 5 && polls["src/locked0"] >= 1 && polls["src/locked1"] >= 1
+	})
+	mu.Lock()
+	openPolls, open := 0, listings[""]
+	for k, n := range polls {
+		if strings.HasPrefix(k, "src/open") {
+			openPolls += n
+		}
+	}
+	mu.Unlock()
+	// One listing per round serves all five; a tick that catches a round
+	// half done may list twice, never once per builder.
+	if open*2 >= openPolls {
+		t.Fatalf("%d listings of the shared remote for %d polls of its 5 builders", open, openPolls)
+	}
+	st, err := Statuses(context.Background(), e.rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, s := range st {
+		if failing := s.LastError != ""; failing != strings.HasPrefix(k, "src/locked") {
+			t.Errorf("%s: last error %q: a listing crossed credentials", k, s.LastError)
+		}
 	}
 }
