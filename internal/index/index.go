@@ -56,7 +56,8 @@ func (x *Index) missing(b *registry.Build, file string, err error) bool {
 	return true
 }
 
-// maxBuilds bounds how many successful builds one listing considers.
+// maxBuilds bounds how many successful builds of one source a listing
+// considers.
 const maxBuilds = 100000
 
 // served returns, per package, the newest successful build of each
@@ -66,30 +67,50 @@ func (x *Index) served(ctx context.Context, source string) (map[string][]*regist
 	if err != nil {
 		return nil, err
 	}
-	type key struct{ pkg, version string }
+	return Served(builds)[source], nil
+}
+
+// Served is the one rule of which builds the index serves, for the
+// listings and for what retention must keep (internal/retention): of
+// builds (successful ones, newest first), per source the newest
+// maxBuilds, and of those per package the newest build of each version
+// that has artifacts, newest version first. It returns source → package
+// → builds.
+func Served(builds []*registry.Build) map[string]map[string][]*registry.Build {
+	type key struct{ source, pkg, version string }
 	newest := map[key]*registry.Build{}
+	considered := map[string]int{}
 	for _, b := range builds {
+		if b.Status != registry.StatusSucceeded || considered[b.Source] == maxBuilds {
+			continue
+		}
+		considered[b.Source]++
 		if b.Package == "" || b.Version == "" || len(b.Artifacts) == 0 {
 			continue
 		}
-		k := key{b.Package, b.Version}
+		k := key{b.Source, b.Package, b.Version}
 		if cur, ok := newest[k]; !ok || b.ID > cur.ID {
 			newest[k] = b
 		}
 	}
-	out := map[string][]*registry.Build{}
+	out := map[string]map[string][]*registry.Build{}
 	for k, b := range newest {
-		out[k.pkg] = append(out[k.pkg], b)
+		if out[k.source] == nil {
+			out[k.source] = map[string][]*registry.Build{}
+		}
+		out[k.source][k.pkg] = append(out[k.source][k.pkg], b)
 	}
-	for _, list := range out {
-		sort.Slice(list, func(i, j int) bool {
-			if c := version.Compare(list[i].Version, list[j].Version); c != 0 {
-				return c > 0
-			}
-			return list[i].ID > list[j].ID
-		})
+	for _, pkgs := range out {
+		for _, list := range pkgs {
+			sort.Slice(list, func(i, j int) bool {
+				if c := version.Compare(list[i].Version, list[j].Version); c != 0 {
+					return c > 0
+				}
+				return list[i].ID > list[j].ID
+			})
+		}
 	}
-	return out, nil
+	return out
 }
 
 // metadata reads (and caches) the package metadata inside an artifact.
