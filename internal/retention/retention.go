@@ -261,4 +261,3 @@ func (r *Retainer) count(kind string, n int) {
 		r.Removed(kind, n)
 	}
 }
-
