@@ -10,50 +10,51 @@ import (
 
 // What retention reads and drops (internal/retention decides which).
 
-// BuildsAfter returns at most n build records with ids above after,
-// oldest first, each as read (for DropBuilds).
-func (r *Registry) BuildsAfter(ctx context.Context, after int64, n int) ([]Record, error) {
+// BuildsAfter returns the build records with the n ids above after,
+// oldest first, each as read, and the last of those ids (0: there were
+// none) to pass as after for the next ones.
+func (r *Registry) BuildsAfter(ctx context.Context, after int64, n int) (recs []Record, next int64, err error) {
 	ids, err := r.rdb.ZRangeByScore(ctx, keyBuilds, &redis.ZRangeBy{Min: "(" + strconv.FormatInt(after, 10), Max: "+inf", Count: int64(n)}).Result()
 	if err != nil || len(ids) == 0 {
-		return nil, err
+		return nil, 0, err
 	}
 	keys := make([]string, len(ids))
 	for i, id := range ids {
-		n, _ := strconv.ParseInt(id, 10, 64)
-		keys[i] = keyBuild(n)
+		next, _ = strconv.ParseInt(id, 10, 64)
+		keys[i] = keyBuild(next)
 	}
 	vals, err := r.rdb.MGet(ctx, keys...).Result()
 	if err != nil {
-		return nil, fmt.Errorf("list builds: %w", err)
+		return nil, 0, fmt.Errorf("list builds: %w", err)
 	}
+	return records(vals), next, nil
+}
+
+// Records reads the builds ids as they are now (those that exist), for
+// DropBuilds.
+func (r *Registry) Records(ctx context.Context, ids []int64) ([]Record, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = keyBuild(id)
+	}
+	vals, err := r.rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read builds: %w", err)
+	}
+	return records(vals), nil
+}
+
+func records(vals []any) []Record {
 	out := make([]Record, 0, len(vals))
 	for _, v := range vals {
 		if b, ok := decodeBuild(v); ok {
 			out = append(out, Record{Build: b, raw: v.(string)})
 		}
 	}
-	return out, nil
-}
-
-// NewestOf returns the ids of the newest n builds of each builder
-// ("source/name"), in one round trip.
-func (r *Registry) NewestOf(ctx context.Context, builders []string, n int) (map[string][]int64, error) {
-	pipe := r.rdb.Pipeline()
-	cmds := make([]*redis.StringSliceCmd, len(builders))
-	for i, k := range builders {
-		cmds[i] = pipe.ZRevRange(ctx, keyBuilderBuilds(k), 0, int64(n)-1)
-	}
-	if _, err := pipe.Exec(ctx); err != nil && len(builders) > 0 {
-		return nil, fmt.Errorf("newest builds: %w", err)
-	}
-	out := make(map[string][]int64, len(builders))
-	for i, k := range builders {
-		for _, id := range cmds[i].Val() {
-			v, _ := strconv.ParseInt(id, 10, 64)
-			out[k] = append(out[k], v)
-		}
-	}
-	return out, nil
+	return out
 }
 
 // dropBuilds removes builds whose records are still as read: KEYS builds,

@@ -16,7 +16,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math"
 	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/buildlog"
@@ -116,9 +115,11 @@ func (r *Retainer) Run(ctx context.Context) error {
 	})
 }
 
-// Pass walks every build once, oldest first, in batches: it moves the
-// logs of kept finished builds still in Redis into the store, and drops
-// the finished builds the policy does not keep, then their files.
+// Pass reads every build once, oldest first, in batches, and decides
+// from what it read: it moves the logs of kept finished builds still in
+// Redis into the store, then drops the finished builds the policy does
+// not keep, a batch at a time (each only while its record is as it is
+// then), then their files.
 func (r *Retainer) Pass(ctx context.Context, now time.Time) (Result, error) {
 	var res Result
 	batch := r.Batch
@@ -129,30 +130,18 @@ func (r *Retainer) Pass(ctx context.Context, now time.Time) (Result, error) {
 	if moveAfter <= 0 {
 		moveAfter = time.Minute
 	}
-	served, err := r.served(ctx)
+	all, err := r.read(ctx, batch)
 	if err != nil {
 		return res, err
 	}
-	newest := map[string]map[int64]bool{} // builder → its last KeepBuilds builds
-	for after := int64(0); ; {
-		recs, err := r.Registry.BuildsAfter(ctx, after, batch)
-		if err != nil || len(recs) == 0 {
-			return res, err
-		}
-		after = recs[len(recs)-1].Build.ID
-		if err := r.newest(ctx, recs, newest); err != nil {
-			return res, err
-		}
-		var drop []registry.Record
-		for _, rec := range recs {
-			b := rec.Build
-			if !registry.Terminal(b.Status) {
-				continue
-			}
-			if !r.keep(b, now, served, newest) {
-				drop = append(drop, rec)
-				continue
-			}
+	keep := r.kept(all, now)
+	var drop []int64
+	for _, b := range all {
+		switch {
+		case !registry.Terminal(b.Status):
+		case !keep[b.ID]:
+			drop = append(drop, b.ID)
+		default:
 			res.Kept++
 			if b.Log == nil && b.AttemptToken != 0 && now.Sub(finished(b)) >= moveAfter {
 				moved, err := r.Logs.Move(ctx, b.ID)
@@ -164,7 +153,15 @@ func (r *Retainer) Pass(ctx context.Context, now time.Time) (Result, error) {
 				}
 			}
 		}
-		dropped, err := r.Registry.DropBuilds(ctx, drop)
+	}
+	for len(drop) > 0 {
+		ids := drop[:min(batch, len(drop))]
+		drop = drop[len(ids):]
+		recs, err := r.Registry.Records(ctx, ids)
+		if err != nil {
+			return res, err
+		}
+		dropped, err := r.Registry.DropBuilds(ctx, recs)
 		if err != nil {
 			return res, err
 		}
@@ -174,54 +171,57 @@ func (r *Retainer) Pass(ctx context.Context, now time.Time) (Result, error) {
 		res.Files += n
 		r.count(KindFile, n)
 	}
+	return res, nil
 }
 
-// served returns the ids of the builds whose artifacts the index serves.
-func (r *Retainer) served(ctx context.Context) (map[int64]bool, error) {
-	ok, err := r.Registry.Builds(ctx, registry.Filter{Status: registry.StatusSucceeded, Limit: math.MaxInt})
-	if err != nil {
-		return nil, err
+// read returns every build, oldest first, with only what the policy
+// and the moves need (not phases, fetches, warnings, details).
+func (r *Retainer) read(ctx context.Context, batch int) ([]*registry.Build, error) {
+	var all []*registry.Build
+	for after := int64(0); ; {
+		recs, next, err := r.Registry.BuildsAfter(ctx, after, batch)
+		if err != nil || next == 0 {
+			return all, err
+		}
+		after = next
+		for _, rec := range recs {
+			b := rec.Build
+			all = append(all, &registry.Build{ID: b.ID, Source: b.Source, Builder: b.Builder, Status: b.Status,
+				Package: b.Package, Version: b.Version, Artifacts: b.Artifacts, CreatedAt: b.CreatedAt,
+				FinishedAt: b.FinishedAt, AttemptToken: b.AttemptToken, Log: b.Log})
+		}
 	}
-	out := map[int64]bool{}
-	for _, pkgs := range index.Served(ok) {
+}
+
+// kept applies the policy to all (oldest first) and returns the ids it
+// keeps: the builds whose artifacts the index serves, the last
+// KeepBuilds of each builder, those that finished within KeepFor.
+func (r *Retainer) kept(all []*registry.Build, now time.Time) map[int64]bool {
+	keep := map[int64]bool{}
+	var succeeded []*registry.Build // newest first, as index.Served reads them
+	last := map[string]int{}        // builder → how many of its newest were seen
+	for i := len(all) - 1; i >= 0; i-- {
+		b := all[i]
+		if b.Status == registry.StatusSucceeded {
+			succeeded = append(succeeded, b)
+		}
+		k := b.Source + "/" + b.Builder
+		if last[k] < r.Policy.KeepBuilds {
+			last[k]++
+			keep[b.ID] = true
+		}
+		if r.Policy.KeepFor > 0 && now.Sub(finished(b)) < r.Policy.KeepFor {
+			keep[b.ID] = true
+		}
+	}
+	for _, pkgs := range index.Served(succeeded) {
 		for _, list := range pkgs {
 			for _, b := range list {
-				out[b.ID] = true
+				keep[b.ID] = true
 			}
 		}
 	}
-	return out, nil
-}
-
-// newest reads the last KeepBuilds builds of the builders of recs that
-// newest does not hold yet.
-func (r *Retainer) newest(ctx context.Context, recs []registry.Record, newest map[string]map[int64]bool) error {
-	var missing []string
-	for _, rec := range recs {
-		k := rec.Build.Source + "/" + rec.Build.Builder
-		if _, ok := newest[k]; !ok {
-			newest[k] = nil
-			missing = append(missing, k)
-		}
-	}
-	ids, err := r.Registry.NewestOf(ctx, missing, r.Policy.KeepBuilds)
-	if err != nil {
-		return err
-	}
-	for _, k := range missing {
-		set := make(map[int64]bool, len(ids[k]))
-		for _, id := range ids[k] {
-			set[id] = true
-		}
-		newest[k] = set
-	}
-	return nil
-}
-
-// keep applies the policy to finished build b.
-func (r *Retainer) keep(b *registry.Build, now time.Time, served map[int64]bool, newest map[string]map[int64]bool) bool {
-	return served[b.ID] || newest[b.Source+"/"+b.Builder][b.ID] ||
-		(r.Policy.KeepFor > 0 && now.Sub(finished(b)) < r.Policy.KeepFor)
+	return keep
 }
 
 // finished is when b finished (its creation when no end was recorded).
