@@ -2,18 +2,38 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
 // What retention reads and drops (internal/retention decides which).
 
-// BuildsAfter returns the build records with the n ids above after,
-// oldest first, each as read, and the last of those ids (0: there were
-// none) to pass as after for the next ones.
-func (r *Registry) BuildsAfter(ctx context.Context, after int64, n int) (recs []Record, next int64, err error) {
+// summary is what BuildSummaries decodes of a record: what retention
+// decides on, not the phases, fetches, warnings or details.
+type summary struct {
+	ID           int64      `json:"id"`
+	Source       string     `json:"source"`
+	Builder      string     `json:"builder"`
+	Status       string     `json:"status"`
+	Package      string     `json:"package"`
+	Version      string     `json:"version"`
+	Artifacts    []Artifact `json:"artifacts"`
+	CreatedAt    time.Time  `json:"created_at"`
+	FinishedAt   *time.Time `json:"finished_at"`
+	AttemptToken int64      `json:"attempt_token"`
+	Log          *StoredLog `json:"log"`
+}
+
+// BuildSummaries returns the builds with the n ids above after, oldest
+// first, and the last of those ids (0: there were none) to pass as after
+// for the next ones. Each has only its identity, status, package,
+// version, artifacts, times, attempt token and stored log: a walk of
+// every build decodes no more.
+func (r *Registry) BuildSummaries(ctx context.Context, after int64, n int) (builds []*Build, next int64, err error) {
 	ids, err := r.rdb.ZRangeByScore(ctx, keyBuilds, &redis.ZRangeBy{Min: "(" + strconv.FormatInt(after, 10), Max: "+inf", Count: int64(n)}).Result()
 	if err != nil || len(ids) == 0 {
 		return nil, 0, err
@@ -27,7 +47,16 @@ func (r *Registry) BuildsAfter(ctx context.Context, after int64, n int) (recs []
 	if err != nil {
 		return nil, 0, fmt.Errorf("list builds: %w", err)
 	}
-	return records(vals), next, nil
+	for _, v := range vals {
+		raw, ok := v.(string)
+		var s summary
+		if !ok || json.Unmarshal([]byte(raw), &s) != nil {
+			continue
+		}
+		builds = append(builds, &Build{ID: s.ID, Source: s.Source, Builder: s.Builder, Status: s.Status, Package: s.Package,
+			Version: s.Version, Artifacts: s.Artifacts, CreatedAt: s.CreatedAt, FinishedAt: s.FinishedAt, AttemptToken: s.AttemptToken, Log: s.Log})
+	}
+	return builds, next, nil
 }
 
 // Records reads the builds ids as they are now (those that exist), for

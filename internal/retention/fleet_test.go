@@ -152,7 +152,7 @@ func TestFleetMemoryStaysFlatAfterTheRetentionHorizon(t *testing.T) {
 		}
 		used := usedMemory(t, rdb) - base
 		if d%10 == 9 || d == horizon {
-			t.Logf("BENCH retention day=%d builds=%d records=%d redis_used_delta=%.1fMiB bytes_per_record=%.0f", d+1, s.seq, records, float64(used)/(1<<20), float64(used)/float64(records))
+			t.Logf("BENCH retention day=%d builds=%d records=%d redis_used_delta=%.1fMiB bytes_per_record=%.0f elapsed=%s passes=%s", d+1, s.seq, records, float64(used)/(1<<20), float64(used)/float64(records), time.Since(began).Round(time.Second), passTime.Round(time.Second))
 		}
 		if d > horizon {
 			after = append(after, point{records, used})

@@ -179,17 +179,12 @@ func (r *Retainer) Pass(ctx context.Context, now time.Time) (Result, error) {
 func (r *Retainer) read(ctx context.Context, batch int) ([]*registry.Build, error) {
 	var all []*registry.Build
 	for after := int64(0); ; {
-		recs, next, err := r.Registry.BuildsAfter(ctx, after, batch)
+		builds, next, err := r.Registry.BuildSummaries(ctx, after, batch)
 		if err != nil || next == 0 {
 			return all, err
 		}
 		after = next
-		for _, rec := range recs {
-			b := rec.Build
-			all = append(all, &registry.Build{ID: b.ID, Source: b.Source, Builder: b.Builder, Status: b.Status,
-				Package: b.Package, Version: b.Version, Artifacts: b.Artifacts, CreatedAt: b.CreatedAt,
-				FinishedAt: b.FinishedAt, AttemptToken: b.AttemptToken, Log: b.Log})
-		}
+		all = append(all, builds...)
 	}
 }
 
