@@ -50,6 +50,11 @@ var contractMetrics = []string{
 	"pkgfleet_poll_duration_seconds_sum",
 	"pkgfleet_poll_duration_seconds_count",
 	"pkgfleet_webhook_deliveries_total",
+	"pkgfleet_redis_memory_used_bytes",
+	"pkgfleet_redis_memory_max_bytes",
+	"pkgfleet_redis_bytes_per_build",
+	"pkgfleet_redis_builds",
+	"pkgfleet_retention_removed_total",
 	// asynq's x/metrics QueueMetricsCollector, on the API
 	"asynq_queue_size",
 	"asynq_queue_latency_seconds",

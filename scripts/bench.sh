@@ -13,7 +13,7 @@ run() {
 	shift 3
 	echo
 	echo "== $title"
-	env "$@" go test -count 1 -timeout 30m -run "^$test\$" -v "$pkg" | sed -n 's/.*BENCH //p'
+	env "$@" go test -count 1 -timeout 90m -run "^$test\$" -v "$pkg" | sed -n 's/.*BENCH //p'
 }
 
 echo "== sandbox launch: bare exec vs pkgfleet sandbox vs bwrap"
@@ -69,6 +69,10 @@ run "poller: 10,000 builders over 1000 remotes (half local, half a loopback smar
 echo
 echo "== listing one local repository: git ls-remote vs reading its ref files vs a persistent git upload-pack (fresh=0: it misses a branch created after it started)"
 go test -run '^$' -bench '^BenchmarkListRefs$' -benchtime 200x ./internal/git/ | grep '^Benchmark'
+run "Redis memory per finished build: its log in Redis (before) vs moved into the store (after), 200 builds with a 16 KiB log" \
+	TestAFinishedBuildCostsARecordNotItsLog ./internal/retention/
+run "Redis memory of a fleet through 1,000,000 builds (generated records, 1000 builders, 100 days, a retention pass a day; about 20-40 min on 2 cores), flat after the horizon" \
+	TestFleetMemoryStaysFlatAfterTheRetentionHorizon ./internal/retention/ PKGFLEET_RETENTION_BUILDS=1000000
 
 echo
 echo "== head of line: 4 worker slots, builder A (limit 1) with 50 builds queued ahead of builder B's 20"

@@ -12,6 +12,7 @@ import (
 	"github.com/hibiken/asynqmon"
 	"github.com/pkgfleet/pkgfleet/internal/auth"
 	"github.com/pkgfleet/pkgfleet/internal/metrics"
+	"github.com/pkgfleet/pkgfleet/internal/redisconn"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/roster"
 	"github.com/redis/go-redis/v9"
@@ -22,6 +23,14 @@ import (
 // scrapes in between are answered from the last reading. Prometheus
 // scrapes every 15-60s, so gauges are at most one scrape old.
 const fleetRefresh = 15 * time.Second
+
+// bytesSample is how many of the newest finished builds
+// pkgfleet_redis_bytes_per_build measures: MEMORY USAGE of their keys
+// (three a build, one pipeline) measures exactly what retention bounds,
+// where INFO's used_memory over the record count would also count
+// asynq's queues and Redis's fixed overhead, and so swing with the queue
+// and overstate a small fleet's builds.
+const bytesSample = 20
 
 // newMetrics builds the API's metrics: its own counters, the fleet's state
 // read from Redis at most once per fleetRefresh, and asynq's queue
@@ -53,6 +62,17 @@ func (s *Server) newMetrics() *metrics.API {
 			return st, err
 		}
 		st.Waiting = byStatus[registry.StatusWaiting]
+		for _, n := range byStatus {
+			st.Builds += n
+		}
+		if s.Enqueuer.Redis != nil {
+			if st.RedisUsed, st.RedisMax, err = redisconn.Memory(ctx, s.Enqueuer.Redis); err != nil {
+				return st, err
+			}
+		}
+		if st.BytesPerBuild, _, err = s.Registry.BytesPerBuild(ctx, bytesSample); err != nil {
+			return st, err
+		}
 		return st, nil
 	}
 	return metrics.NewAPI(fleet, fleetRefresh, asynqmetrics.NewQueueMetricsCollector(s.Enqueuer.Inspector))

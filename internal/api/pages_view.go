@@ -154,6 +154,7 @@ type indexView struct {
 	Now        string
 	Next       string // the next page's cursor, "" on the last
 	Later      bool   // not the first page
+	Retention  string // the retention policy, in words
 }
 
 // baseURL is how the visitor reached the API, for the install lines.
@@ -378,6 +379,7 @@ func (s *Server) fleetView(ctx context.Context, view *indexView) error {
 		return err
 	}
 	view.Budget = roster.NewBudget(builders, s.Config.Git.BuildConcurrency, workers)
+	view.Retention = s.RetentionPolicy().String()
 	b := view.Budget
 	view.BudgetMath = fmt.Sprintf("((%d × %d) + %d) × %d = %d", b.TagBuilders, b.BuildConcurrency, b.CommitBuilders, roster.NamespacesPerBuild, b.Required)
 	for _, wk := range workers {

@@ -8,6 +8,7 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/buildlog"
 	"github.com/pkgfleet/pkgfleet/internal/poller"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/retention"
 	"github.com/pkgfleet/pkgfleet/internal/store"
 )
 
@@ -35,6 +36,21 @@ func (s *Server) Sweeper() *store.Sweeper {
 		Owner: owner(), Grace: s.Config.Storage.OrphanGrace,
 		Log: s.Log.With("component", "orphan-sweep"), Removed: s.Metrics.OrphansRemoved,
 	}
+}
+
+// Retainer is the retention pass (one per fleet): it bounds what Redis
+// holds by the policy in Retention.*.
+func (s *Server) Retainer() *retention.Retainer {
+	return &retention.Retainer{
+		Registry: s.Registry, Logs: s.logs(), Redis: s.Enqueuer.Redis,
+		Policy: s.RetentionPolicy(), Every: s.Config.Retention.Interval,
+		Owner: owner(), Log: s.Log.With("component", "retention"), Removed: s.Metrics.Retention(retention.Kinds),
+	}
+}
+
+// RetentionPolicy is the settings' retention policy.
+func (s *Server) RetentionPolicy() retention.Policy {
+	return retention.Policy{KeepBuilds: s.Config.Retention.KeepBuilds, KeepFor: s.Config.Retention.KeepFor}
 }
 
 // logs reads build logs, live in Redis or stored once finished.

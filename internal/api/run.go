@@ -133,10 +133,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	log.Info("pkgfleet-api listening", "address", ln.Addr().String(), "auth", auth, "redis", redisconn.Describe(cfg.Redis))
 	// Every replica campaigns; only the leader of each polls, sweeps the
-	// store's orphans, reconciles, and delivers outbound webhooks.
+	// store's orphans, reconciles, delivers outbound webhooks and applies
+	// the retention policy.
 	pollCtx, stopPolling := context.WithCancel(ctx)
 	var leaders sync.WaitGroup
-	for _, run := range []func(context.Context) error{s.Poller().Run, s.Sweeper().Run, s.Reconciler().Run, s.Dispatcher().Run} {
+	for _, run := range []func(context.Context) error{s.Poller().Run, s.Sweeper().Run, s.Reconciler().Run, s.Dispatcher().Run, s.Retainer().Run} {
 		leaders.Go(func() { _ = run(pollCtx) })
 	}
 	defer func() { stopPolling(); leaders.Wait() }()

@@ -197,6 +197,7 @@ type StoredLog struct {
 	File    string `json:"file"`
 	Size    int64  `json:"size"`   // bytes of the log
 	Stored  int64  `json:"stored"` // bytes of its compressed file
+	SHA256  string `json:"sha256"` // of its compressed file
 }
 
 // Check verdicts: R CMD check's worst (OK, NOTE, WARNING, ERROR), or

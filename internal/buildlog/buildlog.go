@@ -55,7 +55,7 @@ func (l *Logs) Move(ctx context.Context, id int64) (moved bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	sl.Stored = stored
+	sl.Stored, sl.SHA256 = stored.Size, stored.SHA256
 	if _, err := l.Registry.NameLog(ctx, rec, int64(len(text)), sl); err != nil {
 		if errors.Is(err, registry.ErrConflict) {
 			_ = l.Store.Discard(context.WithoutCancel(ctx), b.Source, sl.Package, b.ID, sl.Token, []registry.Artifact{{File: sl.File}})
@@ -66,33 +66,33 @@ func (l *Logs) Move(ctx context.Context, id int64) (moved bool, err error) {
 }
 
 // put compresses text into a file of its own and has the store copy it
-// in; it returns the stored size.
-func (l *Logs) put(ctx context.Context, b *registry.Build, sl registry.StoredLog, text []byte) (int64, error) {
+// in; it returns the stored file's size and sha256.
+func (l *Logs) put(ctx context.Context, b *registry.Build, sl registry.StoredLog, text []byte) (registry.Artifact, error) {
 	if l.TempDir != "" {
 		if err := os.MkdirAll(l.TempDir, 0o700); err != nil {
-			return 0, fmt.Errorf("build %d log: %w", b.ID, err)
+			return registry.Artifact{}, fmt.Errorf("build %d log: %w", b.ID, err)
 		}
 	}
 	dir, err := os.MkdirTemp(l.TempDir, "pkgfleet-log-")
 	if err != nil {
-		return 0, fmt.Errorf("build %d log: %w", b.ID, err)
+		return registry.Artifact{}, fmt.Errorf("build %d log: %w", b.ID, err)
 	}
 	defer os.RemoveAll(dir)
 	f, err := os.Create(filepath.Join(dir, sl.File))
 	if err != nil {
-		return 0, fmt.Errorf("build %d log: %w", b.ID, err)
+		return registry.Artifact{}, fmt.Errorf("build %d log: %w", b.ID, err)
 	}
 	zw := gzip.NewWriter(f)
 	_, err = zw.Write(text)
 	err = errors.Join(err, zw.Close(), f.Close())
 	if err != nil {
-		return 0, fmt.Errorf("build %d log: compress: %w", b.ID, err)
+		return registry.Artifact{}, fmt.Errorf("build %d log: compress: %w", b.ID, err)
 	}
 	arts, err := l.Store.Put(ctx, b.Source, sl.Package, b.ID, sl.Token, dir, []registry.Artifact{{File: sl.File, Kind: "log"}})
 	if err != nil {
-		return 0, fmt.Errorf("build %d log: %w", b.ID, err)
+		return registry.Artifact{}, fmt.Errorf("build %d log: %w", b.ID, err)
 	}
-	return arts[0].Size, nil
+	return arts[0], nil
 }
 
 // Read returns build b's log from byte offset on, from Redis while it

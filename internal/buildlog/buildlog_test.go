@@ -137,7 +137,7 @@ func TestFinishedLogReadsBackIdenticallyFromTheStore(t *testing.T) {
 				t.Fatal(err)
 			}
 			l := after.Log
-			if l == nil || l.Package != "pkg" || l.Token != 5 || l.File != registry.LogFile || l.Size != int64(len(text)) || l.Stored <= 0 || l.Stored*4 > l.Size {
+			if l == nil || l.Package != "pkg" || l.Token != 5 || l.File != registry.LogFile || l.Size != int64(len(text)) || l.Stored <= 0 || l.Stored*4 > l.Size || len(l.SHA256) != 64 {
 				t.Fatalf("the record names %+v; want the log of pkg, token 5, %d bytes, compressed at least 4×", l, len(text))
 			}
 			for _, off := range []int64{0, 1, 12345, int64(len(text)) - 1, int64(len(text)), int64(len(text)) + 10} {

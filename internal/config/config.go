@@ -40,6 +40,7 @@ type Config struct {
 	Storage     Storage
 	S3Storage   S3Storage
 	Reconcile   Reconcile
+	Retention   Retention
 
 	// File is the config file the settings were read from ("" if none).
 	File string
@@ -129,6 +130,14 @@ func (r Redis) Sentinels() []string {
 type Reconcile struct {
 	Interval time.Duration
 	Grace    time.Duration
+}
+
+// Retention holds the [Retention] section: which finished builds Redis
+// keeps (internal/retention).
+type Retention struct {
+	KeepBuilds int
+	KeepFor    time.Duration
+	Interval   time.Duration
 }
 
 // HTTP holds the [HTTP] section.
@@ -405,6 +414,15 @@ func (c *Config) Validate() error {
 	// work in flight, which a repair could race.
 	if least := c.Worker.FenceAfter + lease.Task; c.Reconcile.Grace <= least {
 		errs = append(errs, fmt.Errorf("Reconcile.Grace must exceed Worker.FenceAfter + asynq's task lease (%s + %s = %s): a worker whose build lost its task or slot is still stopping it until then, got %s", c.Worker.FenceAfter, lease.Task, least, c.Reconcile.Grace))
+	}
+	if c.Retention.KeepBuilds < 1 {
+		errs = append(errs, fmt.Errorf("Retention.KeepBuilds must be at least 1 (a git-builder's last build is always kept), got %d", c.Retention.KeepBuilds))
+	}
+	if c.Retention.KeepFor < 0 {
+		errs = append(errs, fmt.Errorf("Retention.KeepFor must not be negative, got %s", c.Retention.KeepFor))
+	}
+	if c.Retention.Interval < time.Second {
+		errs = append(errs, fmt.Errorf("Retention.Interval must be at least 1s, got %s", c.Retention.Interval))
 	}
 	if c.Reconcile.Interval < time.Second {
 		errs = append(errs, fmt.Errorf("Reconcile.Interval must be at least 1s, got %s", c.Reconcile.Interval))

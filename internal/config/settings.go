@@ -182,6 +182,10 @@ var settings = []*Setting{
 	duration("Reconcile", "Interval", "1m", "Time between the reconciler's passes (one API replica, the leader, runs them): it repairs builds whose task Redis lost, active tasks with no lease, build slots held by superseded attempts and tasks whose build is gone.", func(c *Config) *time.Duration { return &c.Reconcile.Interval }),
 	duration("Reconcile", "Grace", "2m", "How long the reconciler must see an inconsistency unchanged before it repairs it, so that work in flight (a task being queued, a task between dequeue and its attempt) is never taken for a loss; must exceed Worker.FenceAfter + 30s (asynq's task lease).", func(c *Config) *time.Duration { return &c.Reconcile.Grace }),
 
+	integer("Retention", "KeepBuilds", "100", "Redis keeps the last this many builds of each git-builder; older finished builds go (record, stored log, artifacts no index serves) unless the index serves their artifacts or they are newer than Retention.KeepFor.", func(c *Config) *int { return &c.Retention.KeepBuilds }),
+	duration("Retention", "KeepFor", "720h", "Every build that finished within this long is kept, whatever Retention.KeepBuilds says; 0: only the last Retention.KeepBuilds and the served ones.", func(c *Config) *time.Duration { return &c.Retention.KeepFor }),
+	duration("Retention", "Interval", "10m", "Time between retention passes (one API replica, the leader, runs them, in batches): each moves finished builds' logs still in Redis into the artifact store and drops the builds the policy no longer keeps.", func(c *Config) *time.Duration { return &c.Retention.Interval }),
+
 	str("HTTP", "Listen", "127.0.0.1:4242", "API listen address; without TokensFile only loopback is allowed.", func(c *Config) *string { return &c.HTTP.Listen }),
 	str("HTTP", "TokensFile", "", "File of API tokens with scopes read, write, admin.", func(c *Config) *string { return &c.HTTP.TokensFile }),
 	boolean("HTTP", "PublicIndexes", "true", "Serve the CRAN-like and PyPI-like package indexes without a token (false: they need a read token).", func(c *Config) *bool { return &c.HTTP.PublicIndexes }),

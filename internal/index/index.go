@@ -55,7 +55,8 @@ func (x *Index) missing(b *registry.Build, file string, err error) bool {
 	return true
 }
 
-// maxBuilds bounds how many successful builds one listing considers.
+// maxBuilds bounds how many successful builds of one source a listing
+// considers.
 const maxBuilds = 100000
 
 // served returns, per package, the newest successful build of each
@@ -65,41 +66,94 @@ func (x *Index) served(ctx context.Context, source string) (map[string][]*regist
 	if err != nil {
 		return nil, err
 	}
-	return newestPerVersion(builds), nil
+	return Served(builds)[source], nil
 }
 
-// succeeded lists the source's successful builds that made a package.
+// succeeded lists the source's successful builds, newest first.
 func (x *Index) succeeded(ctx context.Context, source string) ([]*registry.Build, error) {
-	builds, err := x.Registry.Builds(ctx, registry.Filter{Source: source, Status: registry.StatusSucceeded, Limit: maxBuilds})
-	if err != nil {
-		return nil, err
-	}
-	out := builds[:0]
-	for _, b := range builds {
-		if b.Package != "" && b.Version != "" && len(b.Artifacts) > 0 {
-			out = append(out, b)
-		}
-	}
-	return out, nil
+	return x.Registry.Builds(ctx, registry.Filter{Source: source, Status: registry.StatusSucceeded, Limit: maxBuilds})
 }
 
-// newestPerVersion keeps, per package, the newest build of each version,
-// newest version first.
-func newestPerVersion(builds []*registry.Build) map[string][]*registry.Build {
-	type key struct{ pkg, version string }
+// made reports whether b is a successful build that made a package.
+func made(b *registry.Build) bool {
+	return b.Status == registry.StatusSucceeded && b.Package != "" && b.Version != "" && len(b.Artifacts) > 0
+}
+
+// Served is the one rule of which builds the source listings serve: of
+// builds (successful ones, newest first), per source the newest
+// maxBuilds, and of those per package the newest build of each version
+// that has artifacts, newest version first. It returns source → package
+// → builds. Needed adds what the binary layouts serve.
+func Served(builds []*registry.Build) map[string]map[string][]*registry.Build {
+	type key struct{ source, pkg, version string }
 	newest := map[key]*registry.Build{}
-	for _, b := range builds {
-		k := key{b.Package, b.Version}
+	for _, b := range considered(builds) {
+		k := key{b.Source, b.Package, b.Version}
 		if cur, ok := newest[k]; !ok || b.ID > cur.ID {
 			newest[k] = b
 		}
 	}
-	out := map[string][]*registry.Build{}
+	out := map[string]map[string][]*registry.Build{}
 	for k, b := range newest {
-		out[k.pkg] = append(out[k.pkg], b)
+		if out[k.source] == nil {
+			out[k.source] = map[string][]*registry.Build{}
+		}
+		out[k.source][k.pkg] = append(out[k.source][k.pkg], b)
 	}
-	for _, list := range out {
-		sortBuilds(list)
+	for _, pkgs := range out {
+		for _, list := range pkgs {
+			sortBuilds(list)
+		}
+	}
+	return out
+}
+
+// Needed is every build of builds (successful ones, newest first) that
+// the index may serve, for what retention must keep (internal/retention):
+// Served's, and per package version the newest build with each binary
+// (platform, R x.y, file name), which the binary layouts pick from even
+// when a newer build of the version made none for that R (binary.go).
+func Needed(builds []*registry.Build) map[int64]bool {
+	need := map[int64]bool{}
+	for _, pkgs := range Served(builds) {
+		for _, list := range pkgs {
+			for _, b := range list {
+				need[b.ID] = true
+			}
+		}
+	}
+	type key struct{ source, pkg, version, platform, rversion, file string }
+	newest := map[key]*registry.Build{}
+	for _, b := range considered(builds) {
+		for _, a := range b.Artifacts {
+			if a.Kind != "binary" {
+				continue
+			}
+			k := key{b.Source, b.Package, b.Version, a.Platform, a.RVersion, a.File}
+			if cur, ok := newest[k]; !ok || b.ID > cur.ID {
+				newest[k] = b
+			}
+		}
+	}
+	for _, b := range newest {
+		need[b.ID] = true
+	}
+	return need
+}
+
+// considered are the builds of builds a listing looks at: per source the
+// newest maxBuilds successful ones, of those the ones that made a package.
+func considered(builds []*registry.Build) []*registry.Build {
+	var out []*registry.Build
+	seen := map[string]int{}
+	for _, b := range builds {
+		if b.Status != registry.StatusSucceeded || seen[b.Source] == maxBuilds {
+			continue
+		}
+		seen[b.Source]++
+		if made(b) {
+			out = append(out, b)
+		}
 	}
 	return out
 }

@@ -254,6 +254,7 @@ type API struct {
 	orphans  prometheus.Counter
 	repairs  *prometheus.CounterVec
 	idJumps  *prometheus.CounterVec
+	retained *prometheus.CounterVec
 }
 
 // FleetState is read from Redis, at most once per refresh (see NewAPI).
@@ -262,6 +263,12 @@ type FleetState struct {
 	Builders        map[[2]string]int // (language, trigger) → count
 	LanguageWorkers map[string]int    // language → live workers able to build it
 	Waiting         int               // builds waiting for a slot
+	Builds          int               // build records in Redis
+	// Redis's memory: used and maxmemory (0: no limit), from INFO; and
+	// what one finished build costs, from MEMORY USAGE of a sample (0:
+	// no finished build yet).
+	RedisUsed, RedisMax int64
+	BytesPerBuild       float64
 }
 
 // NewAPI registers the API's metrics; fleet is called at most once per
@@ -296,13 +303,16 @@ func NewAPI(fleet func() (FleetState, error), refresh time.Duration, extra ...pr
 		idJumps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pkgfleet_build_id_jumps_total", Help: "Jumps of the build-id counter past ids Redis may have lost, by reason.",
 		}, []string{"reason"}),
+		retained: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pkgfleet_retention_removed_total", Help: "What the retention pass removed, by kind: build (records dropped from Redis), file (their stored logs and unserved artifacts), redis_log (finished builds' logs moved out of Redis into the store).",
+		}, []string{"kind"}),
 	}
 	m.polls.WithLabelValues("ok")
 	m.polls.WithLabelValues("error")
 	for _, r := range []string{apiv1.DeliveryDelivered, apiv1.DeliveryRetrying, apiv1.DeliveryFailed, apiv1.DeliveryRefused} {
 		m.outbound.WithLabelValues(r)
 	}
-	reg.MustRegister(m.polls, m.pollTime, m.webhooks, m.outbound, m.orphans, m.repairs, m.idJumps, &fleetCollector{fleet: fleet, refresh: refresh})
+	reg.MustRegister(m.polls, m.pollTime, m.webhooks, m.outbound, m.orphans, m.repairs, m.idJumps, m.retained, &fleetCollector{fleet: fleet, refresh: refresh})
 	reg.MustRegister(extra...)
 	return m
 }
@@ -340,6 +350,18 @@ func (m *API) OrphansRemoved(n int) {
 	m.orphans.Add(float64(n))
 }
 
+// Retention shows each of kinds at 0 and returns what counts n removed
+// of a kind.
+func (m *API) Retention(kinds []string) func(kind string, n int) {
+	if m == nil {
+		return nil
+	}
+	for _, k := range kinds {
+		m.retained.WithLabelValues(k)
+	}
+	return func(kind string, n int) { m.retained.WithLabelValues(kind).Add(float64(n)) }
+}
+
 // Repairs shows each of kinds at 0 and returns what counts one repair.
 func (m *API) Repairs(kinds []string) func(kind string) {
 	if m == nil {
@@ -370,6 +392,11 @@ var (
 	descBuilders = prometheus.NewDesc("pkgfleet_git_builders", "Git-builders, by language and trigger.", []string{"language", "trigger"}, nil)
 	descWorkers  = prometheus.NewDesc("pkgfleet_language_workers", "Live workers able to build the language.", []string{"language"}, nil)
 	descWaiting  = prometheus.NewDesc("pkgfleet_builds_waiting", "Builds waiting for a build slot.", nil, nil)
+	descBuilds   = prometheus.NewDesc("pkgfleet_redis_builds", "Build records in Redis (what retention bounds).", nil, nil)
+	descPerBuild = prometheus.NewDesc("pkgfleet_redis_bytes_per_build",
+		"Bytes of Redis memory one finished build costs: MEMORY USAGE of the keys of a sample of the newest finished builds (record, log while Redis holds it, attempt), averaged.", nil, nil)
+	descRedisUsed = prometheus.NewDesc("pkgfleet_redis_memory_used_bytes", "Redis's used_memory (INFO memory).", nil, nil)
+	descRedisMax  = prometheus.NewDesc("pkgfleet_redis_memory_max_bytes", "Redis's maxmemory (INFO memory); 0: no limit set.", nil, nil)
 )
 
 // fleetCollector reads the fleet's state from Redis at most once per
@@ -402,6 +429,10 @@ func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descBuilders
 	ch <- descWorkers
 	ch <- descWaiting
+	ch <- descBuilds
+	ch <- descPerBuild
+	ch <- descRedisUsed
+	ch <- descRedisMax
 }
 
 func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
@@ -412,6 +443,10 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descRequired, prometheus.GaugeValue, float64(st.Required))
 	ch <- prometheus.MustNewConstMetric(descWaiting, prometheus.GaugeValue, float64(st.Waiting))
+	ch <- prometheus.MustNewConstMetric(descBuilds, prometheus.GaugeValue, float64(st.Builds))
+	ch <- prometheus.MustNewConstMetric(descPerBuild, prometheus.GaugeValue, st.BytesPerBuild)
+	ch <- prometheus.MustNewConstMetric(descRedisUsed, prometheus.GaugeValue, float64(st.RedisUsed))
+	ch <- prometheus.MustNewConstMetric(descRedisMax, prometheus.GaugeValue, float64(st.RedisMax))
 	for k, n := range st.Builders {
 		ch <- prometheus.MustNewConstMetric(descBuilders, prometheus.GaugeValue, float64(n), k[0], k[1])
 	}

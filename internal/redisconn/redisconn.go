@@ -15,6 +15,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -133,4 +134,29 @@ func WaitReady(ctx context.Context, rdb redis.UniversalClient, log *slog.Logger,
 		}
 		delay = min(delay*2, 10*time.Second)
 	}
+}
+
+// Memory reads Redis's INFO memory: the bytes it uses (used_memory) and
+// its maxmemory (0: no limit set).
+func Memory(ctx context.Context, rdb redis.UniversalClient) (used, limit int64, err error) {
+	info, err := rdb.Info(ctx, "memory").Result()
+	if err != nil {
+		return 0, 0, fmt.Errorf("redis memory: %w", err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "used_memory":
+			used, err = strconv.ParseInt(v, 10, 64)
+		case "maxmemory":
+			limit, err = strconv.ParseInt(v, 10, 64)
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("redis memory: %s: %w", k, err)
+		}
+	}
+	return used, limit, nil
 }

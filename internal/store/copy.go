@@ -31,44 +31,68 @@ type Copied struct {
 // staging directory under tmp, one build at a time.
 func Copy(ctx context.Context, from, to Artifacts, builds []*registry.Build, tmp string, progress func(b *registry.Build, a registry.Artifact, present bool)) (Copied, error) {
 	var n Copied
-	for _, b := range builds {
-		if len(b.Artifacts) == 0 {
-			continue
-		}
-		var put []registry.Artifact
-		for _, a := range b.Artifacts {
-			f, err := to.Open(ctx, b.Source, b.Package, b.ID, b.AttemptToken, a.File)
-			if err == nil {
-				size := f.Size()
-				f.Close()
-				if size != a.Size {
-					return n, fmt.Errorf("build %d: %s is already in the %s with %d bytes, not the recorded %d", b.ID, a.File, to, size, a.Size)
-				}
-				n.Present++
-				if progress != nil {
-					progress(b, a, true)
-				}
-				continue
-			}
-			if !errors.Is(err, fs.ErrNotExist) {
-				return n, fmt.Errorf("build %d: %w", b.ID, err)
-			}
-			put = append(put, a)
-		}
-		if len(put) == 0 {
-			continue
-		}
-		if err := copyBuild(ctx, from, to, b, put, tmp); err != nil {
-			return n, err
-		}
-		n.Copied += len(put)
-		if progress != nil {
-			for _, a := range put {
-				progress(b, a, false)
+	for _, whole := range builds {
+		for _, b := range byAttempt(whole) {
+			if err := copyAttempt(ctx, from, to, b, tmp, progress, &n); err != nil {
+				return n, err
 			}
 		}
 	}
 	return n, nil
+}
+
+// byAttempt lists b's stored files by the attempt's names they have: its
+// artifacts, then its log (a finished build's, under the log's package
+// element and token), each as a build of its own.
+func byAttempt(b *registry.Build) []*registry.Build {
+	out := []*registry.Build{b}
+	if l := b.Log; l != nil {
+		v := *b
+		v.Package, v.AttemptToken = l.Package, l.Token
+		v.Artifacts = []registry.Artifact{{File: l.File, Kind: "log", Size: l.Stored, SHA256: l.SHA256}}
+		out = append(out, &v)
+	}
+	return out
+}
+
+// copyAttempt copies the artifacts of b that to lacks, counting in n.
+func copyAttempt(ctx context.Context, from, to Artifacts, b *registry.Build, tmp string, progress func(b *registry.Build, a registry.Artifact, present bool), n *Copied) error {
+	if len(b.Artifacts) == 0 {
+		return nil
+	}
+	var put []registry.Artifact
+	for _, a := range b.Artifacts {
+		f, err := to.Open(ctx, b.Source, b.Package, b.ID, b.AttemptToken, a.File)
+		if err == nil {
+			size := f.Size()
+			f.Close()
+			if size != a.Size {
+				return fmt.Errorf("build %d: %s is already in the %s with %d bytes, not the recorded %d", b.ID, a.File, to, size, a.Size)
+			}
+			n.Present++
+			if progress != nil {
+				progress(b, a, true)
+			}
+			continue
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("build %d: %w", b.ID, err)
+		}
+		put = append(put, a)
+	}
+	if len(put) == 0 {
+		return nil
+	}
+	if err := copyBuild(ctx, from, to, b, put, tmp); err != nil {
+		return err
+	}
+	n.Copied += len(put)
+	if progress != nil {
+		for _, a := range put {
+			progress(b, a, false)
+		}
+	}
+	return nil
 }
 
 // copyBuild stages arts of b from `from`, verified, and puts them in to.

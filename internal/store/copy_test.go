@@ -42,13 +42,27 @@ func TestCopyMovesADirectoryIntoABucketVerifiedAndResumable(t *testing.T) {
 	os.MkdirAll(filepath.Join(dir.Root, "src", "pkg", "3"), 0o755)
 	os.WriteFile(filepath.Join(dir.Root, "src", "pkg", "3", "a_0.9.tar.gz"), old, 0o644)
 	sum := sha256.Sum256(old)
+	// A failed build's log, moved out of Redis (internal/buildlog) under
+	// its builder's name.
+	os.WriteFile(filepath.Join(src, registry.LogFile), []byte("a compressed log"), 0o600)
+	logs, err := dir.Put(ctx, "src", "bld", 5, 3, src, []registry.Artifact{{File: registry.LogFile, Kind: "log"}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	builds := []*registry.Build{
 		{ID: 1, Source: "src", Package: "pkg", AttemptToken: 2, Artifacts: arts},
 		{ID: 3, Source: "src", Package: "pkg", Artifacts: []registry.Artifact{{File: "a_0.9.tar.gz", Size: int64(len(old)), SHA256: hex.EncodeToString(sum[:])}}},
+		{ID: 5, Source: "src", Builder: "bld", AttemptToken: 3, Status: registry.StatusFailed,
+			Log: &registry.StoredLog{Package: "bld", Token: 3, File: registry.LogFile, Stored: logs[0].Size, SHA256: logs[0].SHA256}},
 	}
 	n, err := Copy(ctx, dir, bucket, builds, t.TempDir(), nil)
-	if err != nil || n.Copied != 3 || n.Present != 0 {
+	if err != nil || n.Copied != 4 || n.Present != 0 {
 		t.Fatalf("first copy: %+v, %v", n, err)
+	}
+	if lf, err := bucket.Open(ctx, "src", "bld", 5, 3, registry.LogFile); err != nil || lf.Size() != logs[0].Size {
+		t.Fatalf("the log did not reach the bucket: %v", err)
+	} else {
+		lf.Close()
 	}
 	if got := readAll(t, bucket, 1, 2, "a-1.whl"); got != "bytes of a-1.whl" {
 		t.Fatalf("the bucket's wheel reads %q", got)
@@ -58,13 +72,13 @@ func TestCopyMovesADirectoryIntoABucketVerifiedAndResumable(t *testing.T) {
 		t.Fatalf("the earlier layout's file: %v", err)
 	}
 	f.Close()
-	if n, err := Copy(ctx, dir, bucket, builds, t.TempDir(), nil); err != nil || n.Copied != 0 || n.Present != 3 {
+	if n, err := Copy(ctx, dir, bucket, builds, t.TempDir(), nil); err != nil || n.Copied != 0 || n.Present != 4 {
 		t.Fatalf("second copy: %+v, %v", n, err)
 	}
 	if _, err := b.Client().DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.Bucket), Key: aws.String("src/pkg/1-2-a_1.tar.gz")}); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := Copy(ctx, dir, bucket, builds, t.TempDir(), nil); err != nil || n.Copied != 1 || n.Present != 2 {
+	if n, err := Copy(ctx, dir, bucket, builds, t.TempDir(), nil); err != nil || n.Copied != 1 || n.Present != 3 {
 		t.Fatalf("copy after a loss: %+v, %v", n, err)
 	}
 
