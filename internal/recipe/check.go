@@ -77,7 +77,9 @@ func (r *R) check(ctx context.Context, in Input, pkg, tarball string) (*registry
 		env = append(env, "PKGFLEET_R_REPOSITORY="+in.IndexURL)
 		spec.Door = in.Door
 	} else {
-		fmt.Fprintf(in.Log, "==> R CMD check --no-manual --as-cran %s, with the R packages installed on the worker (no Git.RRepositoryURL)\n", file)
+		// No door: no Git.RRepositoryURL (or the builder's), or the host
+		// network, where nothing names a repository either.
+		fmt.Fprintf(in.Log, "==> R CMD check --no-manual --as-cran %s, with the R packages installed on the worker (no R repository behind a door)\n", file)
 	}
 	spec.Env = env
 	tail := &tailWriter{max: 256 << 10}

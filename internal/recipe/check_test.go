@@ -1,11 +1,16 @@
 package recipe
 
 import (
+	"context"
+	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/pkgfleet/pkgfleet/internal/detect"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 )
 
 func TestRCheckVerdictIsTheWorstOfItsStatusLine(t *testing.T) {
@@ -66,4 +71,40 @@ func FuzzParseRCheck(f *testing.F) {
 			t.Fatalf("summary is not one line: %q", c.Summary)
 		}
 	})
+}
+
+// killedRunner is a runner whose command is always killed by a limit, and
+// which records what it was asked to expose.
+type killedRunner struct{ spec sandbox.Spec }
+
+func (k *killedRunner) Mode() string { return "unsandboxed" }
+
+func (k *killedRunner) Run(_ context.Context, spec sandbox.Spec) (sandbox.Result, error) {
+	k.spec = spec
+	io.WriteString(spec.Output, "* checking tests ...\n")
+	return sandbox.Result{ExitCode: -1, Killed: "timeout 1h0m0s"}, nil
+}
+
+// A check that a limit ended is "failed", whatever it printed before, and
+// it never had the build's results directory, only a copy of the tarball.
+func TestACheckEndedByALimitIsFailedAndNeverSeesTheResults(t *testing.T) {
+	t.Parallel()
+	work := t.TempDir()
+	dest, lib := filepath.Join(work, "out"), filepath.Join(work, "library")
+	os.Mkdir(dest, 0o755)
+	os.Mkdir(lib, 0o755)
+	tarball := filepath.Join(dest, "p_1.0.tar.gz")
+	os.WriteFile(tarball, []byte("tarball"), 0o644)
+	k := &killedRunner{}
+	r := &R{Runner: k, Tool: detect.Tool{Path: "/usr/lib/R"}}
+	c, _, err := r.check(context.Background(), Input{Dest: dest, Library: lib, Log: io.Discard}, "p", tarball)
+	if err != nil || c.Verdict != registry.CheckFailed || c.Summary != "R CMD check was killed: timeout 1h0m0s" {
+		t.Fatalf("check = %+v, %v; want failed, killed by the timeout", c, err)
+	}
+	if k.spec.Dest == dest || k.spec.Source != lib || filepath.Dir(k.spec.Dest) != work || k.spec.Dir != k.spec.Dest {
+		t.Fatalf("the check ran with Source %q, Dest %q, Dir %q; want the library and a scratch directory beside %q", k.spec.Source, k.spec.Dest, k.spec.Dir, dest)
+	}
+	if _, err := os.Stat(k.spec.Dest); !os.IsNotExist(err) {
+		t.Fatalf("the scratch directory %s is left behind: %v", k.spec.Dest, err)
+	}
 }
