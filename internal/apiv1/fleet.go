@@ -37,6 +37,9 @@ type WorkerLanguage struct {
 	Version string `json:"version"`
 	Path    string `json:"path"`
 	Sandbox string `json:"sandbox"` // the runner's Mode: "user-namespace" or "unsandboxed"
+	// Platform is what the worker's R binaries and platform wheels are
+	// built for: its os-release ID-VERSION_ID ("debian-12").
+	Platform string `json:"platform,omitempty"`
 }
 
 // Sandboxed reports whether any of w's languages builds in the sandbox.

@@ -346,13 +346,25 @@ func (app *App) follow(cmd *cobra.Command, builds []*apiv1.Build) ([]*apiv1.Buil
 	}
 }
 
+// builtFor says what a binary or platform wheel was built for:
+// " (debian-12, R 4.2)"; "" for what is for any platform.
+func builtFor(a apiv1.Artifact) string {
+	switch {
+	case a.Platform == "":
+		return ""
+	case a.RVersion != "":
+		return " (" + a.Platform + ", R " + a.RVersion + ")"
+	}
+	return " (" + a.Platform + ")"
+}
+
 func progressLine(b *apiv1.Build, elapsed time.Duration) string {
 	s := fmt.Sprintf("Build %d %s@%s (%s): %s", b.ID, b.Builder, b.Ref, short(b.SHA), b.Status)
 	switch b.Status {
 	case apiv1.StatusSucceeded:
 		files := make([]string, len(b.Artifacts))
 		for i, a := range b.Artifacts {
-			files[i] = a.File
+			files[i] = a.File + builtFor(a)
 		}
 		s += fmt.Sprintf(" %s %s → %s", b.Package, versionOf(b), strings.Join(files, ", "))
 		switch n := len(b.Warnings); n {
@@ -465,6 +477,9 @@ func (app *App) listBuilders() *cobra.Command {
 					fmt.Fprintf(w, "    Clone depth: %d\n", b.CloneDepth)
 					if c := checkSetting(b); c != "" {
 						fmt.Fprintf(w, "    Check: %s\n", c)
+					}
+					if b.Binary != nil {
+						fmt.Fprintf(w, "    Binary: %t\n", *b.Binary) // absent: the source's default
 					}
 				}
 			})

@@ -82,3 +82,14 @@ func TestRunShowsTheBuildsCheckVerdict(t *testing.T) {
 		t.Errorf("CHECK column of a gated ERROR = %q", got)
 	}
 }
+
+// A finished build's line says what its binary was built for.
+func TestProgressLineNamesTheBinarysPlatformAndR(t *testing.T) {
+	t.Parallel()
+	b := &apiv1.Build{ID: 7, Builder: "cfleet", Ref: "main", SHA: "0123456789abcdef", Status: apiv1.StatusSucceeded, Package: "cfleet", Version: "1.0.0",
+		Artifacts: []apiv1.Artifact{{File: "cfleet_1.0.0.tar.gz", Kind: "source"},
+			{File: "cfleet_1.0.0_R_x86_64-pc-linux-gnu.tar.gz", Kind: "binary", Platform: "debian-12", RVersion: "4.2"}}}
+	if got, want := progressLine(b, 0), "cfleet_1.0.0.tar.gz, cfleet_1.0.0_R_x86_64-pc-linux-gnu.tar.gz (debian-12, R 4.2)"; !strings.Contains(got, want) {
+		t.Errorf("%q lacks %q", got, want)
+	}
+}

@@ -55,6 +55,9 @@ func TestRBinaryInstallsWithoutACompilerFromTheLinuxRepository(t *testing.T) {
 	log := f.log(b.ID)
 
 	rversion := f.wkr.Info().Languages["r"].Version
+	if p := f.wkr.Info().Languages["r"].Platform; p != platform {
+		t.Fatalf("the worker reports platform %q, want %q", p, platform)
+	}
 	rxy := rversion[:strings.LastIndex(rversion, ".")]
 	var bin registry.Artifact
 	for _, a := range b.Artifacts {

@@ -1,8 +1,9 @@
 // Package index serves what pkgfleet built the way package managers read
 // it: a CRAN-like repository per `git` source (src/contrib/PACKAGES,
-// PACKAGES.gz, the tarballs, Archive/) for R's install.packages, and a
-// PEP 503 simple index (with the PEP 691 JSON form) per `git-python`
-// source for pip.
+// PACKAGES.gz, the tarballs, Archive/) for R's install.packages, with its
+// R binaries beside it per platform (binary.go), and a PEP 503 simple
+// index (with the PEP 691 JSON form) per `git-python` source for pip,
+// with the wheels of one platform's own tag under that platform's URL.
 //
 // Which builds are served: for each package version, the newest successful
 // build (for commit builders the newest commit wins); older builds stay

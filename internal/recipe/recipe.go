@@ -1,7 +1,8 @@
 // Package recipe holds pkgfleet's build recipes: how an R package becomes a
-// source tarball (R CMD build) and a Python package an sdist and a wheel
-// (python -m build), and how the results are checked against the package's
-// own metadata.
+// source tarball (R CMD build) and, when asked, a binary for the worker's
+// platform (R CMD INSTALL --build, binary.go), and a Python package an
+// sdist and a wheel (python -m build) with its tags, and how the results
+// are checked against the package's own metadata.
 //
 // Every command goes through a sandbox.Runner, so a recipe never knows
 // whether it runs sandboxed. Cloning, storing artifacts and retrying are

@@ -347,7 +347,7 @@ func (w *Worker) Info() roster.Worker {
 	sandboxed := false
 	for lang, t := range w.tools {
 		mode := w.runners[lang].Mode()
-		info.Languages[lang] = roster.Language{Version: t.Version, Path: t.Path, Sandbox: mode}
+		info.Languages[lang] = roster.Language{Version: t.Version, Path: t.Path, Sandbox: mode, Platform: t.Platform}
 		sandboxed = sandboxed || mode == "user-namespace"
 	}
 	if pl := w.pipeline.Load(); pl != nil {
