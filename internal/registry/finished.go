@@ -15,13 +15,18 @@ import (
 // next. internal/webhook consumes it; nothing else reads it.
 const KeyFinished = "pkgfleet:builds-finished"
 
+// FinishedChannel is the pub/sub channel on which the same scripts publish
+// the id, so that a consumer need not wait for its next look at the list
+// (a message lost with a connection only leaves it to that look).
+const FinishedChannel = "pkgfleet:builds-finished"
+
 // maxFinished bounds the list should nothing consume it (an API that
 // never started): the oldest are dropped first.
 const maxFinished = 100000
 
-// noteFinished is Lua that pushes the build's id onto the list when its
-// record goes from old (not finished) to record (finished). It needs
-// statusOf (countBuild).
+// noteFinished is Lua that pushes the build's id onto the list, and
+// publishes it, when its record goes from old (not finished) to record
+// (finished). It needs statusOf (countBuild).
 var noteFinished = `
 local function finished(s) return ` + func() string {
 	var or []string
@@ -33,8 +38,10 @@ local function finished(s) return ` + func() string {
 local function noteFinished(list, old, record)
   if not old or finished(statusOf(old)) or not finished(statusOf(record)) then return end
   local b = cjson.decode(record)
-  redis.call('RPUSH', list, string.format('%.0f', b.id))
+  local id = string.format('%.0f', b.id)
+  redis.call('RPUSH', list, id)
   redis.call('LTRIM', list, -` + strconv.Itoa(maxFinished) + `, -1)
+  redis.call('PUBLISH', '` + FinishedChannel + `', id)
 end
 `
 

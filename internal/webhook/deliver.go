@@ -103,6 +103,12 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		d.Lease(e)
 	}
 	return e.Run(ctx, func(ctx context.Context, term *leader.Term) {
+		// A finished build is published as well as listed: the leader
+		// passes at once, and every d.every() anyway (for the retries, and
+		// for what a lost pub/sub message leaves on the list).
+		ps := d.Hooks.Redis.Subscribe(ctx, registry.FinishedChannel)
+		defer ps.Close()
+		finished := ps.Channel()
 		t := time.NewTicker(d.every())
 		defer t.Stop()
 		for {
@@ -113,6 +119,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+			case <-finished:
+				for len(finished) > 0 { // one pass for the builds finished meanwhile
+					<-finished
+				}
 			}
 		}
 	})
