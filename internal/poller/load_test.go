@@ -155,7 +155,8 @@ func runPollFleet(t *testing.T, f pollFleet, urls []string, client *git.Client, 
 	start := time.Now()
 	stop := e.start(p, rdb)
 	defer stop() // before the next case is measured
-	wait := 3*f.interval + time.Duration(f.builders)*50*time.Millisecond // the before case's first round is slow
+	// The before case's first round is slow.
+	wait := 3*f.interval + time.Duration(f.builders)*50*time.Millisecond
 	testenv.Eventually(t, wait, "every builder polled once", rounds(1))
 	firstRound := time.Since(start)
 	testenv.Eventually(t, wait, "every builder polled twice", rounds(2))
