@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log"
 	"net/http/cgi"
 	"net/http/httptest"
 	"os"
@@ -36,6 +37,9 @@ const gitServerEnv = "PKGFLEET_POLL_GITSERVER"
 func serveGit(root string) {
 	srv := httptest.NewUnstartedServer(&cgi.Handler{Path: "/usr/lib/git-core/git-http-backend",
 		Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}})
+	// A client that goes mid-handshake (a poller stopped between cases)
+	// is no news.
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	srv.StartTLS()
 	ca := filepath.Join(root, "ca.pem")
 	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
