@@ -70,7 +70,10 @@ func (p *sentinelPod) start(t *testing.T) {
 		cmd := exec.Command("sh", repoPath(chartDir, "files", "redis", script))
 		cmd.Env = append(os.Environ(), p.env...)
 		cmd.Stdout, cmd.Stderr = log, log
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		// A group of its own: the pod's death also kills what redis-server
+		// forked (an AOF rewrite or RDB save), which would otherwise go on
+		// writing into the data directory the test removes.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -84,7 +87,7 @@ func (p *sentinelPod) start(t *testing.T) {
 // kill is the pod's death: both containers, SIGKILL.
 func (p *sentinelPod) kill() {
 	for i, c := range p.procs {
-		_ = c.Process.Kill()
+		_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
 		<-p.exited[i]
 	}
 	p.procs = nil
