@@ -468,6 +468,25 @@ func TestLimitsEndBuildsAndNameTheLimit(t *testing.T) {
 			sandbox.Limits{Disk: 8 << 20, Timeout: 20 * time.Second}, "disk limit 8MiB"},
 		{"disk fill many files", []string{"/bin/sh", "-c", `i=0; while :; do i=$((i+1)); head -c 1048576 /dev/zero > "$TMPDIR/f$i" || exit 0; done`},
 			sandbox.Limits{Disk: 8 << 20, Timeout: 20 * time.Second}, "disk limit 8MiB"},
+		// What the disk watch must still see: a directory its owner made
+		// unreadable (wx only), and files deeper than PATH_MAX.
+		{"disk fill behind an unreadable directory", []string{"/bin/sh", "-c",
+			`mkdir "$TMPDIR/h" && chmod 300 "$TMPDIR/h" && for i in $(seq 40); do head -c 1048576 /dev/zero > "$TMPDIR/h/f$i" || exit 0; done; sleep 60`},
+			sandbox.Limits{Disk: 8 << 20, Timeout: 20 * time.Second}, "disk limit 8MiB"},
+		{"disk fill deeper than PATH_MAX", []string{"/usr/bin/python3", "-c",
+			`import os, time
+os.chdir(os.environ["TMPDIR"])
+for _ in range(30):
+    os.mkdir("d" * 200)
+    os.chdir("d" * 200)
+try:
+    for i in range(40):
+        with open("f%d" % i, "wb") as f:
+            f.write(bytes(1 << 20))
+except OSError:
+    raise SystemExit(0)
+time.sleep(60)`},
+			sandbox.Limits{Disk: 8 << 20, Timeout: 20 * time.Second}, "disk limit 8MiB"},
 		{"endless loop", []string{"/bin/sh", "-c", "while :; do :; done"},
 			sandbox.Limits{Timeout: time.Second}, "timeout 1s"},
 	}

@@ -5,9 +5,8 @@ package sandbox
 import (
 	"fmt"
 	"io"
-	"io/fs"
+	"math"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -195,25 +194,110 @@ func (w *watcher) verdict(res launchReport) (killed, detail string) {
 	return "", ""
 }
 
-// diskUsed sums the blocks allocated below Dest and TMPDIR.
+// diskUsed sums the blocks allocated below Dest and TMPDIR. A hostile
+// build must not hide files from it, so it walks by file descriptor
+// (openat: no path grows past PATH_MAX however deep the build nests), it
+// opens a directory the build made unreadable to its owner (diskDir), and
+// a tree nested deeper than maxDiskDepth counts as over any limit.
 func (w *watcher) diskUsed() int64 {
 	var total int64
 	for _, dir := range []string{w.hc.Dest, w.hc.TmpDir} {
 		if dir == "" {
 			continue
 		}
-		_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return nil
-			}
-			var st unix.Stat_t
-			if unix.Lstat(p, &st) == nil {
-				total += st.Blocks * 512
-			}
-			return nil
-		})
+		fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		n, ok := blocksBelow(fd, maxDiskDepth)
+		if !ok {
+			return math.MaxInt64
+		}
+		total += n
 	}
 	return total
+}
+
+// maxDiskDepth bounds how deep the disk watch follows directories (and
+// how many descriptors it holds at once); no package build nests this
+// deep, so one that does is stopped rather than half counted.
+const maxDiskDepth = 256
+
+// blocksBelow sums the bytes allocated to what directory dirfd holds, and
+// closes it; false when the tree is deeper than depth.
+func blocksBelow(dirfd, depth int) (int64, bool) {
+	dir := os.NewFile(uintptr(dirfd), "")
+	defer dir.Close()
+	var total int64
+	for {
+		names, err := dir.Readdirnames(512)
+		for _, name := range names {
+			var st unix.Stat_t
+			if unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+				continue
+			}
+			total += st.Blocks * 512
+			if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+				continue
+			}
+			if depth == 0 {
+				return total, false
+			}
+			fd, restore, err := diskDir(dirfd, name)
+			if err != nil {
+				continue
+			}
+			n, ok := blocksBelow(fd, depth-1)
+			restore()
+			total += n
+			if !ok {
+				return total, false
+			}
+		}
+		if err != nil {
+			return total, true
+		}
+	}
+}
+
+// diskDir opens directory name of parent for reading. Where a build runs
+// as the launcher's own user (the unprivileged tier), mode bits bind the
+// launcher too, and a build could hide files behind a directory without
+// its owner's read or search bit: such a directory gets u+rx while the
+// watch reads it, and restore gives its mode back. The mode is changed
+// through an O_PATH descriptor of the directory itself, never by name, so
+// a build that swaps the directory for a symlink cannot point the change
+// elsewhere.
+func diskDir(parent int, name string) (fd int, restore func(), err error) {
+	const flags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	nothing := func() {}
+	var st unix.Stat_t
+	if unix.Fstatat(parent, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&0o500 == 0o500 {
+		fd, err = unix.Openat(parent, name, flags, 0)
+		return fd, nothing, err
+	}
+	pfd, err := unix.Openat(parent, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, nothing, err
+	}
+	if err := unix.Fstat(pfd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		unix.Close(pfd)
+		return -1, nothing, fmt.Errorf("%s: not a directory any more", name)
+	}
+	self := "/proc/self/fd/" + strconv.Itoa(pfd)
+	if err := unix.Chmod(self, st.Mode&0o7777|0o500); err != nil {
+		unix.Close(pfd)
+		return -1, nothing, err
+	}
+	restore = func() {
+		_ = unix.Chmod(self, st.Mode&0o7777)
+		unix.Close(pfd)
+	}
+	if fd, err = unix.Openat(pfd, ".", flags, 0); err != nil {
+		restore()
+		return -1, nothing, err
+	}
+	return fd, restore, nil
 }
 
 // procTotals sums the private resident memory (RssAnon: heap and stacks,
