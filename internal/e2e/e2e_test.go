@@ -139,6 +139,20 @@ func (f *fleet) wait(id int64) *registry.Build {
 	return &b
 }
 
+// logStored waits until build id's finished log has left Redis for the
+// artifact store (internal/buildlog) and returns the build.
+func (f *fleet) logStored(id int64) *registry.Build {
+	f.t.Helper()
+	var b registry.Build
+	testenv.Eventually(f.t, time.Minute, fmt.Sprintf("build %d's log to move into the store", id), func() bool {
+		if err := json.Unmarshal(f.do("GET", fmt.Sprintf("/api/v1/builds/%d", id), nil, 200), &b); err != nil {
+			f.t.Fatal(err)
+		}
+		return b.Log != nil
+	})
+	return &b
+}
+
 func (f *fleet) log(id int64) string {
 	return string(f.do("GET", fmt.Sprintf("/api/v1/builds/%d/log", id), nil, 200))
 }

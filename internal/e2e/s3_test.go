@@ -194,9 +194,13 @@ func TestABuildWhoseS3DiesMidUploadRetries(t *testing.T) {
 	if sum := sha256.Sum256(body); hex.EncodeToString(sum[:]) != a.SHA256 || int64(len(body)) != a.Size {
 		t.Fatal("the artifact served is not the one recorded")
 	}
-	// The failed attempt's upload never completed: no object of it.
-	if keys := objects(t, b); len(keys) != 1 || !strings.HasSuffix(keys[0], fmt.Sprintf("/%d-%d-%s", id, got.AttemptToken, a.File)) {
-		t.Fatalf("the bucket holds %v, want only the recorded attempt's file", keys)
+	// The failed attempt's upload never completed: no object of it. The
+	// recorded attempt's artifact and, once moved, its log are all there is.
+	f.logStored(id)
+	want := []string{fmt.Sprintf("/%d-%d-%s", id, got.AttemptToken, a.File), fmt.Sprintf("/%d-%d-build.log.gz", id, got.AttemptToken)}
+	if keys := objects(t, b); len(keys) != 2 || !strings.HasSuffix(keys[0], want[0]) && !strings.HasSuffix(keys[1], want[0]) ||
+		!strings.HasSuffix(keys[0], want[1]) && !strings.HasSuffix(keys[1], want[1]) {
+		t.Fatalf("the bucket holds %v, want only the recorded attempt's file and log (%v)", keys, want)
 	}
 }
 
@@ -267,6 +271,7 @@ func TestStorageCopyMovesAFleetToS3(t *testing.T) {
 	f.do("POST", "/api/v1/sources", map[string]string{"name": "s", "type": "git"}, 201)
 	f.do("POST", "/api/v1/sources/s/git-builders", map[string]any{"url": "file://" + versionedRepo(t, "r/hellofleet", "DESCRIPTION")}, 201)
 	b := f.mustSucceed(f.run("/api/v1/sources/s/git-builders/hellofleet/run", nil))
+	f.logStored(b.ID) // the copy takes the build's log too
 
 	bucket := testenv.S3(t)
 	for _, kv := range bucket.Env() {
@@ -275,7 +280,7 @@ func TestStorageCopyMovesAFleetToS3(t *testing.T) {
 	}
 	cfg := *f.cfg
 	cfg.S3Storage.Bucket, cfg.S3Storage.Region, cfg.S3Storage.Endpoint, cfg.S3Storage.EnablePathStyle = bucket.Bucket, bucket.Region, bucket.Endpoint, true
-	for run, want := range []string{"1 files copied, 0 already there", "0 files copied, 1 already there"} {
+	for run, want := range []string{"2 files copied, 0 already there", "0 files copied, 2 already there"} {
 		var out, errs bytes.Buffer
 		if code := api.StorageCommand(context.Background(), &cfg, []string{"copy", "--to", "s3"}, &out, &errs); code != 0 || !strings.Contains(out.String(), want) {
 			t.Fatalf("run %d: exit %d, %q, %s", run+1, code, out.String(), errs.String())
