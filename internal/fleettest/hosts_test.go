@@ -45,6 +45,10 @@ func hostsSize(t *testing.T) (builders, builds int, delays []time.Duration) {
 	return builders, builds, delays
 }
 
+// The idle fleet's Redis CPU is measured over idleWindow before each
+// burst; the sampler reads a page every sampleEvery during it.
+const idleWindow, sampleEvery = 3 * time.Second, 50 * time.Millisecond
+
 // Each worker host runs workersPerHost worker processes of slotsPerWorker
 // build slots.
 const workersPerHost, slotsPerWorker = 4, 2
@@ -64,11 +68,16 @@ const workersPerHost, slotsPerWorker = 4, 2
 // Builders are made in the registry directly (setup, not measured); the
 // burst is POSTed through the API replicas, 8 at a time. For each delay it
 // reports pickup (created_at → started_at) p50/p99, Redis CPU per build
-// (INFO cpu over the burst, everything Redis did in it), slot use (the
+// (INFO cpu over the burst, everything Redis did in it, and the share of
+// the idle fleet's rate, measured before), slot use (the
 // slots' busy time over the burst's wall time), and the API's p99 for GET
-// /api/v1/builds and an index page, sampled one at a time during the
-// burst. It asserts that every build succeeded in one attempt, that both
-// worker hosts took builds, and that the namespaces are gone afterwards.
+// /api/v1/builds and an index page, sampled one at a time (20 a second)
+// during the burst (every build is of package noop, so the index has one entry to
+// pick from all the source's builds). It asserts that every build
+// succeeded in one attempt, that both worker hosts took builds, and that
+// the namespaces are gone afterwards. A run killed before its cleanup
+// leaves its namespaces and their processes to the next run, which
+// removes them (testenv.RemoveStaleNetns).
 func TestFleetOfHostsTakesABurst(t *testing.T) {
 	testenv.RequireRoot(t, "network namespaces as hosts")
 	testenv.Require(t, "ip", "redis-server")
@@ -162,20 +171,30 @@ func (h *hostFleet) burst(t *testing.T, round, n int, delay time.Duration) {
 		l.SetLatency(delay)
 	}
 	ctx := context.Background()
+	// What Redis spends on the idle fleet (asynq's polls and heartbeats of
+	// 8 processes over the link), over a window before the burst.
+	idle0, idleStart := redisCPU(t, h.redis), time.Now()
+	time.Sleep(idleWindow) // the measurement window, not a synchronisation
+	idleRate := float64(redisCPU(t, h.redis)-idle0) / float64(time.Since(idleStart))
+
 	cpu0 := redisCPU(t, h.redis)
 	start := time.Now()
 
-	// The sampler: one request at a time, alternating the two pages and
-	// the two replicas, until the burst has finished.
+	// The sampler: a user reading at a steady rate, alternating the two
+	// pages and the two replicas, until the burst has finished.
 	var list, index []time.Duration
 	stop, sampled := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(sampled)
+		tick := time.NewTicker(sampleEvery)
+		defer tick.Stop()
 		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
+			if i >= 2 { // at least one of each page, however short the burst
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
 			}
 			path, into := "/api/v1/builds", &list
 			if i%2 == 1 {
@@ -233,8 +252,9 @@ func (h *hostFleet) burst(t *testing.T, round, n int, delay time.Duration) {
 	close(stop)
 	<-sampled
 	cpu := redisCPU(t, h.redis) - cpu0
+	idleShare := time.Duration(idleRate * float64(time.Since(start)))
 
-	var pickup []time.Duration
+	var pickup, held []time.Duration
 	var busy time.Duration
 	last := start
 	hosts := map[string]int{}
@@ -243,7 +263,8 @@ func (h *hostFleet) burst(t *testing.T, round, n int, delay time.Duration) {
 			t.Fatalf("build %d: %s after %d attempts (%s)", b.ID, b.Status, b.Attempts, b.Detail)
 		}
 		pickup = append(pickup, b.StartedAt.Sub(b.CreatedAt))
-		busy += b.FinishedAt.Sub(*b.StartedAt)
+		held = append(held, b.FinishedAt.Sub(*b.StartedAt))
+		busy += held[len(held)-1]
 		if b.FinishedAt.After(last) {
 			last = *b.FinishedAt
 		}
@@ -260,12 +281,13 @@ func (h *hostFleet) burst(t *testing.T, round, n int, delay time.Duration) {
 	slots := 2 * workersPerHost * slotsPerWorker
 	load, _ := os.ReadFile("/proc/loadavg")
 	t.Logf("BENCH hosts delay=%s (one-way, user-space relay) builders=%d builds=%d workers=%dx%d slots=%d | "+
-		"burst %.1f builds/s (POSTed in %s) | pickup p50=%s p99=%s | redis cpu/build=%.3f ms | slot use=%.1f%% | "+
+		"burst %.1f builds/s (POSTed in %s) | pickup p50=%s p99=%s | started->finished p50=%s | redis cpu/build=%.3f ms (of which the idle fleet's rate %.3f; idle fleet %.1f%% of a CPU) | slot use=%.1f%% | "+
 		"API p99 GET /api/v1/builds=%s (n=%d) index PACKAGES=%s (n=%d) | builds per host %v | load %s",
 		delay, h.builders, n, 2, workersPerHost, slots,
 		float64(n)/wall.Seconds(), posted.Round(time.Millisecond),
 		quantile(pickup, 0.5).Round(100*time.Microsecond), quantile(pickup, 0.99).Round(100*time.Microsecond),
-		float64(cpu.Microseconds())/1000/float64(n),
+		quantile(held, 0.5).Round(100*time.Microsecond),
+		float64(cpu.Microseconds())/1000/float64(n), float64(idleShare.Microseconds())/1000/float64(n), 100*idleRate,
 		100*busy.Seconds()/(float64(slots)*wall.Seconds()),
 		quantile(list, 0.99).Round(100*time.Microsecond), len(list), quantile(index, 0.99).Round(100*time.Microsecond), len(index),
 		hosts, strings.Join(strings.Fields(string(load))[:3], " "))
