@@ -45,9 +45,10 @@ func hostsSize(t *testing.T) (builders, builds int, delays []time.Duration) {
 	return builders, builds, delays
 }
 
-// The idle fleet's Redis CPU is measured over idleWindow before each
-// burst; the sampler reads a page every sampleEvery during it.
-const idleWindow, sampleEvery = 3 * time.Second, 50 * time.Millisecond
+// The idle fleet's Redis CPU, and the sampler's, are measured over
+// idleWindow each before a burst; the sampler reads a page every
+// sampleEvery.
+const idleWindow, sampleEvery = 2 * time.Second, 50 * time.Millisecond
 
 // Each worker host runs workersPerHost worker processes of slotsPerWorker
 // build slots.
@@ -68,8 +69,9 @@ const workersPerHost, slotsPerWorker = 4, 2
 // Builders are made in the registry directly (setup, not measured); the
 // burst is POSTed through the API replicas, 8 at a time. For each delay it
 // reports pickup (created_at → started_at) p50/p99, Redis CPU per build
-// (INFO cpu over the burst, everything Redis did in it, and the share of
-// the idle fleet's rate, measured before), slot use (the
+// (INFO cpu over the burst: everything Redis did in it, split into the
+// idle fleet's and the sampler's rates, measured before it, and the
+// rest, the builds' own), slot use (the
 // slots' busy time over the burst's wall time), and the API's p99 for GET
 // /api/v1/builds and an index page, sampled one at a time (20 a second)
 // during the burst (every build is of package noop, so the index has one entry to
@@ -171,43 +173,23 @@ func (h *hostFleet) burst(t *testing.T, round, n int, delay time.Duration) {
 		l.SetLatency(delay)
 	}
 	ctx := context.Background()
-	// What Redis spends on the idle fleet (asynq's polls and heartbeats of
-	// 8 processes over the link), over a window before the burst.
-	idle0, idleStart := redisCPU(t, h.redis), time.Now()
-	time.Sleep(idleWindow) // the measurement window, not a synchronisation
-	idleRate := float64(redisCPU(t, h.redis)-idle0) / float64(time.Since(idleStart))
+	// What Redis spends all along, measured before the burst: the idle
+	// fleet (asynq's polls and heartbeats of 8 processes over the link),
+	// then the same with the sampler reading (the index reads the
+	// source's builds, so its cost grows with them).
+	rate := func() float64 {
+		c0, t0 := redisCPU(t, h.redis), time.Now()
+		time.Sleep(idleWindow) // the measurement window, not a synchronisation
+		return float64(redisCPU(t, h.redis)-c0) / float64(time.Since(t0))
+	}
+	idleRate := rate()
+	stopSampler := h.sample(t)
+	samplerRate := max(0, rate()-idleRate)
+	stopSampler()
 
 	cpu0 := redisCPU(t, h.redis)
 	start := time.Now()
-
-	// The sampler: a user reading at a steady rate, alternating the two
-	// pages and the two replicas, until the burst has finished.
-	var list, index []time.Duration
-	stop, sampled := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(sampled)
-		tick := time.NewTicker(sampleEvery)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			if i >= 2 { // at least one of each page, however short the burst
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-				}
-			}
-			path, into := "/api/v1/builds", &list
-			if i%2 == 1 {
-				path, into = "/cran/src/src/contrib/PACKAGES", &index
-			}
-			began := time.Now()
-			if _, err := h.get(h.apis[(i/2)%len(h.apis)] + path); err != nil {
-				t.Error(err)
-				return
-			}
-			*into = append(*into, time.Since(began))
-		}
-	}()
+	stopSampler = h.sample(t)
 
 	ids := make([]int64, n)
 	var next atomic.Int64
@@ -228,8 +210,7 @@ func (h *hostFleet) burst(t *testing.T, round, n int, delay time.Duration) {
 	}
 	wg.Wait()
 	if t.Failed() {
-		close(stop)
-		<-sampled
+		stopSampler()
 		t.FailNow()
 	}
 	posted := time.Since(start)
@@ -249,10 +230,10 @@ func (h *hostFleet) burst(t *testing.T, round, n int, delay time.Duration) {
 		}
 		return true
 	})
-	close(stop)
-	<-sampled
+	list, index := stopSampler()
 	cpu := redisCPU(t, h.redis) - cpu0
-	idleShare := time.Duration(idleRate * float64(time.Since(start)))
+	took := float64(time.Since(start))
+	idleShare, samplerShare := time.Duration(idleRate*took), time.Duration(samplerRate*took)
 
 	var pickup, held []time.Duration
 	var busy time.Duration
@@ -278,19 +259,57 @@ func (h *hostFleet) burst(t *testing.T, round, n int, delay time.Duration) {
 		t.Fatalf("the sampler made %d list and %d index requests during the burst", len(list), len(index))
 	}
 	wall := last.Sub(start)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(n) }
 	slots := 2 * workersPerHost * slotsPerWorker
 	load, _ := os.ReadFile("/proc/loadavg")
 	t.Logf("BENCH hosts delay=%s (one-way, user-space relay) builders=%d builds=%d workers=%dx%d slots=%d | "+
-		"burst %.1f builds/s (POSTed in %s) | pickup p50=%s p99=%s | started->finished p50=%s | redis cpu/build=%.3f ms (of which the idle fleet's rate %.3f; idle fleet %.1f%% of a CPU) | slot use=%.1f%% | "+
+		"burst %.1f builds/s (POSTed in %s) | pickup p50=%s p99=%s | started->finished p50=%s | redis cpu/build=%.3f ms (the idle fleet's rate %.3f, the sampler's %.3f, the builds' own %.3f; idle fleet %.1f%% of a CPU, sampler %.1f%%) | slot use=%.1f%% | "+
 		"API p99 GET /api/v1/builds=%s (n=%d) index PACKAGES=%s (n=%d) | builds per host %v | load %s",
 		delay, h.builders, n, 2, workersPerHost, slots,
 		float64(n)/wall.Seconds(), posted.Round(time.Millisecond),
 		quantile(pickup, 0.5).Round(100*time.Microsecond), quantile(pickup, 0.99).Round(100*time.Microsecond),
 		quantile(held, 0.5).Round(100*time.Microsecond),
-		float64(cpu.Microseconds())/1000/float64(n), float64(idleShare.Microseconds())/1000/float64(n), 100*idleRate,
+		ms(cpu), ms(idleShare), ms(samplerShare), ms(cpu-idleShare-samplerShare), 100*idleRate, 100*samplerRate,
 		100*busy.Seconds()/(float64(slots)*wall.Seconds()),
 		quantile(list, 0.99).Round(100*time.Microsecond), len(list), quantile(index, 0.99).Round(100*time.Microsecond), len(index),
 		hosts, strings.Join(strings.Fields(string(load))[:3], " "))
+}
+
+// sample reads the two pages at a steady rate, as a user would,
+// alternating them and the two replicas, until stop; stop returns the
+// latencies.
+func (h *hostFleet) sample(t *testing.T) (stop func() (list, index []time.Duration)) {
+	var list, index []time.Duration
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(sampleEvery)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			if i >= 2 { // at least one of each page, however short the burst
+				select {
+				case <-quit:
+					return
+				case <-tick.C:
+				}
+			}
+			path, into := "/api/v1/builds", &list
+			if i%2 == 1 {
+				path, into = "/cran/src/src/contrib/PACKAGES", &index
+			}
+			began := time.Now()
+			if _, err := h.get(h.apis[(i/2)%len(h.apis)] + path); err != nil {
+				t.Error(err)
+				return
+			}
+			*into = append(*into, time.Since(began))
+		}
+	}()
+	return func() ([]time.Duration, []time.Duration) {
+		close(quit)
+		<-done
+		return list, index
+	}
 }
 
 // redisCPU is the CPU redis-server has used so far (INFO cpu: user and
