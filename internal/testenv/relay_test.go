@@ -73,12 +73,27 @@ func TestLinkHoldsEachWayForItsLatencyAndKeepsTheBytes(t *testing.T) {
 	}
 }
 
-// The S3 tests' relay (a delay on answers) still passes bytes unchanged.
-func TestRelayPassesBytesUnchanged(t *testing.T) {
+// The S3 and Sentinel tests' relay (a delay on answers) passes bytes
+// unchanged, and delivers what it held while frozen once thawed.
+func TestRelayPassesBytesUnchangedAndDeliversWhatItHeldOnThaw(t *testing.T) {
 	r := testenv.NewRelay(t, echo(t), time.Millisecond)
 	payload := make([]byte, 1<<20)
 	rand.Read(payload)
 	if got := roundTrip(t, r.Addr(), payload); !bytes.Equal(got, payload) {
 		t.Fatal("a megabyte through the relay came back changed")
+	}
+	c, err := net.Dial("tcp", r.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r.Freeze()
+	if _, err := c.Write([]byte("held")); err != nil {
+		t.Fatal(err)
+	}
+	r.Thaw()
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "held" {
+		t.Fatalf("after the thaw: %q, %v", got, err)
 	}
 }
