@@ -74,6 +74,11 @@ run "Redis memory per finished build: its log in Redis (before) vs moved into th
 run "Redis memory of a fleet through 1,000,000 builds (generated records, 1000 builders, 100 days, a retention pass a day; about 20-40 min on 2 cores), flat after the horizon" \
 	TestFleetMemoryStaysFlatAfterTheRetentionHorizon ./internal/retention/ PKGFLEET_RETENTION_BUILDS=1000000
 
+# About 1.5 minutes: three network namespaces (needs root), 10,000 builders, a
+# burst of 2000 no-op builds at 1 ms and then at 20 ms one-way between hosts
+# (a user-space relay: this kernel has no netem).
+run "a fleet of hosts simulated: Redis and 2 API replicas on one network namespace, 2x4 worker processes on two others, 10,000 builders, a burst of 2000 no-op builds at 1 ms then 20 ms one-way" \
+	TestFleetOfHostsTakesABurst ./internal/fleettest/ PKGFLEET_HOSTS_BUILDERS=10000 PKGFLEET_HOSTS_BUILDS=2000 PKGFLEET_HOSTS_DELAYS=1ms,20ms
 echo
 echo "== head of line: 4 worker slots, builder A (limit 1) with 50 builds queued ahead of builder B's 20"
 go test -count 1 -run '^$' -bench '^BenchmarkHeadOfLine$' -benchtime 1x ./internal/fleettest/ |

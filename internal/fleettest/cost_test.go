@@ -1,6 +1,9 @@
 package fleettest_test
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -48,10 +51,14 @@ func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 	}
 }
 
-// counted returns a client on Redis database db at socket whose commands
-// c counts.
-func counted(socket string, db int, c *commandCounter) *redis.Client {
-	rdb := redis.NewClient(&redis.Options{Network: "unix", Addr: socket, DB: db})
+// counted returns a client on Redis database db at addr (a unix socket's
+// path or host:port) whose commands c counts.
+func counted(addr string, db int, c *commandCounter) *redis.Client {
+	network := "tcp"
+	if strings.HasPrefix(addr, "/") {
+		network = "unix"
+	}
+	rdb := redis.NewClient(&redis.Options{Network: network, Addr: addr, DB: db})
 	rdb.AddHook(c)
 	return rdb
 }
@@ -153,7 +160,7 @@ func childAPI(spec childSpec) error {
 	if err != nil {
 		return err
 	}
-	srv, err := api.NewServer(cfg, counted(spec.Socket, spec.DB, c), slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	srv, err := api.NewServer(cfg, counted(spec.Redis, spec.DB, c), slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if err != nil {
 		return err
 	}
@@ -167,18 +174,32 @@ func childAPI(spec childSpec) error {
 	return http.Serve(ln, srv.Handler())
 }
 
-// noopRecipe "builds" without a checkout or a process: it writes an
-// artifact, so what a no-op build costs is the pipeline's own work.
-type noopRecipe struct{}
+// noopRecipe "builds" without a checkout or a process: it writes its
+// artifact, a source tarball made once (noopTarball), so what a no-op
+// build costs is the pipeline's own work, and an index can serve it.
+type noopRecipe struct{ tarball []byte }
 
 func (noopRecipe) NoCheckout() bool { return true }
 
-func (noopRecipe) Build(_ context.Context, in recipe.Input) (*recipe.Output, error) {
+func (r noopRecipe) Build(_ context.Context, in recipe.Input) (*recipe.Output, error) {
 	file := filepath.Join(in.Dest, "noop_1.tar.gz")
-	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+	if err := os.WriteFile(file, r.tarball, 0o644); err != nil {
 		return nil, err
 	}
 	return &recipe.Output{Package: "noop", Version: "1", Artifacts: []registry.Artifact{{File: filepath.Base(file), Kind: "source"}}}, nil
+}
+
+// noopTarball is the R source tarball of package noop 1: its DESCRIPTION.
+func noopTarball() []byte {
+	desc := []byte("Package: noop\nVersion: 1\nTitle: A No-Op Build\nLicense: MIT\n")
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	tw.WriteHeader(&tar.Header{Name: "noop/DESCRIPTION", Mode: 0o644, Size: int64(len(desc)), Typeflag: tar.TypeReg})
+	tw.Write(desc)
+	tw.Close()
+	zw.Close()
+	return buf.Bytes()
 }
 
 // TestNoopBuildCost measures what a build costs the fleet's own processes

@@ -47,6 +47,7 @@ func TestMain(m *testing.M) {
 // the workers build with a fake recipe that records what runs at once.
 type fleet struct {
 	t      testing.TB
+	redis  *testenv.Redis
 	db     int
 	rdb    *redis.Client
 	env    map[string]string // the settings cfg was loaded from
@@ -60,10 +61,16 @@ type fleet struct {
 
 func setup(t testing.TB, buildConcurrency int, settings ...string) *fleet {
 	t.Helper()
+	return setupOn(t, redisServer, buildConcurrency, settings...)
+}
+
+// setupOn is setup on a redis-server of the test's own.
+func setupOn(t testing.TB, r *testenv.Redis, buildConcurrency int, settings ...string) *fleet {
+	t.Helper()
 	testenv.Require(t, "git")
-	rdb, db := redisServer.DB(t)
+	rdb, db := r.DB(t)
 	dir := t.TempDir()
-	env := redisServer.Settings(dir, db)
+	env := r.Settings(dir, db)
 	env["PKGFLEET_GIT_BUILDRETRIES"] = "2"
 	env["PKGFLEET_GIT_BUILDCONCURRENCY"] = strconv.Itoa(buildConcurrency)
 	for i := 0; i+1 < len(settings); i += 2 {
@@ -81,7 +88,7 @@ func setup(t testing.TB, buildConcurrency int, settings ...string) *fleet {
 	}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	return &fleet{t: t, db: db, rdb: rdb, env: env, cfg: cfg, reg: registry.New(rdb), api: hs, srv: srv, dir: dir,
+	return &fleet{t: t, redis: r, db: db, rdb: rdb, env: env, cfg: cfg, reg: registry.New(rdb), api: hs, srv: srv, dir: dir,
 		recipe: &fakeRecipe{runner: sandbox.NewDirect(sandbox.Config{TempDir: cfg.Server.TempDir}), peak: map[string]int32{}}}
 }
 
@@ -93,8 +100,8 @@ func (f *fleet) worker(name string, slots int, tune ...func(*pipeline.Deps)) (st
 	f.t.Helper()
 	// asynq and the pipeline get connections of their own, so a test can
 	// count what the pipeline sends.
-	rdb := redis.NewClient(&redis.Options{Network: "unix", Addr: redisServer.Socket, DB: f.db})
-	hrdb := redis.NewClient(&redis.Options{Network: "unix", Addr: redisServer.Socket, DB: f.db})
+	rdb := redis.NewClient(&redis.Options{Network: "unix", Addr: f.redis.Socket, DB: f.db})
+	hrdb := redis.NewClient(&redis.Options{Network: "unix", Addr: f.redis.Socket, DB: f.db})
 	log := testenv.Logger(f.t).With("worker", name)
 	hub := notify.New(hrdb, log, semaphore.WakeChannel, queue.CancelChannel)
 	stopping := make(chan struct{})

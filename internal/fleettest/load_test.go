@@ -85,11 +85,14 @@ func noopLoad(t *testing.T, n int, settings ...string) loadFigures {
 	if len(clone) != n {
 		t.Fatalf("%d of %d builds have a clone phase", len(clone), n)
 	}
-	p := func(ds []time.Duration, q float64) time.Duration {
-		slices.Sort(ds)
-		return ds[min(len(ds)-1, int(q*float64(len(ds))))]
-	}
+	p := quantile
 	return loadFigures{rate: float64(n) / elapsed.Seconds(),
 		cloneP50: p(clone, 0.50).Round(100 * time.Microsecond), startP50: p(lat, 0.50).Round(time.Millisecond), startP99: p(lat, 0.99).Round(time.Millisecond),
 		cpu: cpu, cpuPerBuild: float64(cpu.Microseconds()) / 1000 / float64(n), maxRSS: ru1.Maxrss / 1024}
+}
+
+// quantile is the q-quantile (0.5, 0.99) of ds, which it sorts.
+func quantile(ds []time.Duration, q float64) time.Duration {
+	slices.Sort(ds)
+	return ds[min(len(ds)-1, int(q*float64(len(ds))))]
 }

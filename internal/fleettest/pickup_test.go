@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -74,8 +73,7 @@ func TestPushToBuildProcessStart(t *testing.T) {
 		t.Fatalf("%d of %d builds recorded a clone phase", len(clone), n)
 	}
 	q := func(d []time.Duration, p float64) string {
-		slices.Sort(d)
-		return fmt.Sprint(d[min(len(d)-1, int(p*float64(len(d))))].Round(100 * time.Microsecond))
+		return fmt.Sprint(quantile(d, p).Round(100 * time.Microsecond))
 	}
 	t.Logf("BENCH push->build process start pushes=%d p50=%s p99=%s | push->worker took it (record started_at) p50=%s p99=%s | started_at->process (clone, launch) p50=%s p99=%s, of which the clone phase p50=%s p99=%s",
 		n, q(total, 0.5), q(total, 0.99), q(pickup, 0.5), q(pickup, 0.99), q(launch, 0.5), q(launch, 0.99), q(clone, 0.5), q(clone, 0.99))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,9 +30,14 @@ import (
 const childWorkerEnv = "PKGFLEET_FLEETTEST_WORKER"
 
 type childSpec struct {
-	Env                                        map[string]string // the fleet's settings
-	Socket, Name, BuilderDir, TempDir, Command string
-	DB, Slots                                  int
+	Env map[string]string // the fleet's settings
+	// Redis is the address of the fleet's Redis, its unix socket unless
+	// the spec gave one (a relay's host:port in another namespace).
+	Redis                              string
+	Name, BuilderDir, TempDir, Command string
+	DB, Slots                          int
+	// Netns is the network namespace the child runs in ("": the test's).
+	Netns *testenv.Netns `json:"-"`
 	// API makes the child serve the API (on a port it writes to Addr)
 	// instead of builds.
 	API  bool
@@ -69,7 +75,7 @@ func childWorker(raw string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("worker", spec.Name)
 	c := &commandCounter{}
 	serveStats(spec.Stats, c)
-	rdb := counted(spec.Socket, spec.DB, c)
+	rdb := counted(spec.Redis, spec.DB, c)
 	hub := notify.New(rdb, log, semaphore.WakeChannel, queue.CancelChannel)
 	recipe := &fakeRecipe{runner: sandbox.NewDirect(sandbox.Config{TempDir: spec.TempDir}), peak: map[string]int32{}}
 	recipe.command.Store(spec.Command)
@@ -79,7 +85,7 @@ func childWorker(raw string) int {
 		acfg.TaskCheckInterval = spec.TaskCheck
 	}
 	if spec.Noop {
-		d.Languages = pipeline.NewLanguages(map[string]pipeline.Language{registry.LangR: {Recipe: noopRecipe{}, Sandbox: "unsandboxed", Tier: "unsandboxed"}})
+		d.Languages = pipeline.NewLanguages(map[string]pipeline.Language{registry.LangR: {Recipe: noopRecipe{tarball: noopTarball()}, Sandbox: "unsandboxed", Tier: "unsandboxed"}})
 		d.Slots, d.FenceAfter, d.ParkRecheck, d.SweepEvery = nil, 0, 0, 0
 		acfg.DelayedTaskCheckInterval = 0
 	}
@@ -111,10 +117,17 @@ func (f *fleet) process(name string, slots int, command string) *exec.Cmd {
 func (f *fleet) child(spec childSpec) *exec.Cmd {
 	f.t.Helper()
 	name := spec.Name
-	spec.Env, spec.Socket, spec.DB = f.env, redisServer.Socket, f.db
+	spec.Env, spec.DB = maps.Clone(f.env), f.db
+	if spec.Redis == "" {
+		spec.Redis = f.redis.Socket
+	}
+	spec.Env["PKGFLEET_REDIS_ADDRESS"] = spec.Redis
 	spec.BuilderDir, spec.TempDir = filepath.Join(f.dir, "builder-"+name), f.cfg.Server.TempDir
 	raw, _ := json.Marshal(spec)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	if spec.Netns != nil {
+		cmd = spec.Netns.Command(os.Args[0], "-test.run=^$")
+	}
 	cmd.Env = append(os.Environ(), childWorkerEnv+"="+string(raw))
 	logf, err := os.Create(filepath.Join(f.dir, name+".log"))
 	if err != nil {
