@@ -424,6 +424,15 @@ func (c *Client) Clone(ctx context.Context, dir string, opts CloneOptions) (Chec
 		return Checkout{}, fmt.Errorf("clone %s at %s: %w", opts.URL, opts.SHA[:12], err)
 	}
 	if opts.FilesOnly && opts.Cache != nil {
+		// A checkout from the cache may not contact the remote at all, so
+		// the outbound policy judges the remote's host here, as the fetch
+		// would: a host taken off Git.AllowedHosts is not built from what
+		// the cache kept of it.
+		if host, port := RemoteHost(opts.URL); host != "" {
+			if _, err := c.Net.Resolve(ctx, host, port); err != nil {
+				return fail(err)
+			}
+		}
 		out, err := c.cloneFromCache(ctx, dir, opts)
 		if !errors.Is(err, ErrTooLarge) {
 			if err != nil {

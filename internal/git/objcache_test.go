@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pkgfleet/pkgfleet/internal/netpolicy"
 	"github.com/pkgfleet/pkgfleet/internal/sandbox"
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
 )
@@ -541,5 +543,47 @@ func TestALoweredBoundAppliesAtTheFirstClone(t *testing.T) {
 	s.clone(sha) // a hit, but for the first pass: no fetch would evict
 	if st := restarted.Stats(); st.Evictions < 1 || st.Bytes < 0 {
 		t.Errorf("stats %+v: the remote cached before the restart was kept over the bound", st)
+	}
+}
+
+// A remote's host taken off the outbound policy is not built from what
+// the cache kept of it: a checkout that would be a hit is refused, as its
+// fetch would be, and served again once the host is allowed.
+func TestACachedRemoteWhoseHostIsNoLongerAllowedIsRefused(t *testing.T) {
+	t.Parallel()
+	work, sha := testenv.Repo(t, map[string]string{"DESCRIPTION": "Package: kept\n"})
+	root := t.TempDir()
+	testenv.Git(t, root, "clone", "--quiet", "--bare", work, "r.git")
+	srv, ca := testenv.GitHTTPS(t, root)
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	url := "https://example.com:" + port + "/r.git"
+	oc := NewObjectCache(filepath.Join(t.TempDir(), "objcache"), 1<<30)
+	clone := func(p *netpolicy.Policy) (string, error) {
+		dir := filepath.Join(t.TempDir(), "co")
+		c := &Client{Net: p, Env: []string{"GIT_SSL_CAINFO=" + ca}}
+		_, err := c.Clone(context.Background(), dir, CloneOptions{URL: url, SHA: sha, Depth: 1, FilesOnly: true, Cache: oc})
+		return dir, err
+	}
+	if _, err := clone(exampleIsLoopback(t)); err != nil {
+		t.Fatal(err)
+	}
+	// The same name, no longer allowed: it still resolves to loopback.
+	revoked := &netpolicy.Policy{Lookup: exampleIsLoopback(t).Lookup}
+	dir, err := clone(revoked)
+	var re *netpolicy.RefusedError
+	if !errors.As(err, &re) {
+		t.Fatalf("clone after the host was taken off the policy: %v, want the policy's refusal", err)
+	}
+	if _, serr := os.Stat(filepath.Join(dir, "DESCRIPTION")); serr == nil {
+		t.Error("the refused clone wrote the commit's files")
+	}
+	if st := oc.Stats(); st.Hits != 0 || st.Misses != 1 {
+		t.Errorf("stats %+v: the refused clone used the cache", st)
+	}
+	if _, err := clone(exampleIsLoopback(t)); err != nil {
+		t.Fatalf("allowed again: %v", err)
+	}
+	if st := oc.Stats(); st.Hits != 1 {
+		t.Errorf("stats %+v: allowed again, want a hit", st)
 	}
 }
