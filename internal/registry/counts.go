@@ -151,15 +151,17 @@ end
 `
 
 // putBuild replaces a build's record if it is still the one the edit
-// started from, recounts it and lists it if it finished: KEYS build,
+// started from, recounts it, lists it if it finished and moves it in its
+// source's served keys (served.go): KEYS build,
 // counts, finished; ARGV old, new.
 // {1}: written; {0, current}: changed meanwhile (no current: gone).
-var putBuild = redis.NewScript(countBuild + noteFinished + `
+var putBuild = redis.NewScript(countBuild + noteFinished + servedLua + `
 local cur = redis.call('GET', KEYS[1])
 if cur ~= ARGV[1] then return {0, cur} end
 redis.call('SET', KEYS[1], ARGV[2])
 countBuild(KEYS[2], cur, ARGV[2])
 noteFinished(KEYS[3], cur, ARGV[2])
+servedMove(cur, ARGV[2])
 return {1}
 `)
 

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -38,6 +39,8 @@ type Registry struct {
 	rdb redis.UniversalClient
 	now func() time.Time
 	ids highWater // the highest build id this process handed out or read
+
+	fillMu sync.Mutex // one fill of the served keys at a time (served.go)
 
 	// OnIDJump, when set, hears of each jump of the build-id counter (to
 	// log and count it).

@@ -1,0 +1,257 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// What the index can serve of a source, kept per source so that a listing
+// reads what its source serves, not every build in Redis.
+//
+// The index (internal/index) serves, per package version, the newest
+// successful build that made a package; PPM's binary layout also the
+// newest build of the version with a source tarball, and, per binary
+// (platform, R x.y, file name), the newest build of the version with it.
+// Each of those is a slot, and the newest build in a slot is its top: a
+// listing picks only tops, so a source's tops hold everything it can pick,
+// whatever the order in which builds finished. Of a source, Redis keeps
+//
+//   - keyServed(s, "succeeded"): a sorted set of the ids of its
+//     successful builds, scored by id, for the bound on how many of the
+//     newest a listing considers;
+//   - keyServed(s, "made"): a sorted set of the successful builds that
+//     made a package, one member "<package><version><id, 20 digits>" each
+//     (strings length-prefixed), all scored 0, so that one version's are a
+//     lexical range, newest last: where a slot finds its next top when its
+//     top goes;
+//   - keyServed(s, "tops"): a hash slot → the id of its top.
+//
+// The scripts that write build records (putBuild, casBuild) and the one
+// that drops them (dropBuilds) move a build in and out in the same step
+// as its record changes; a store written before these keys existed is
+// filled once, a batch at a time, by the first listing (fillServed).
+// Deleting a source or builder keeps its builds, so it keeps them here
+// too, as the listings did when they read every build.
+
+const keyServedPrefix = "pkgfleet:served:"
+
+// keyServed is one of a source's keys; names never hold ':' (ValidateName).
+func keyServed(source, kind string) string { return keyServedPrefix + source + ":" + kind }
+
+// keyServedFilled says that every build stored before the served keys
+// existed has been added to them.
+const keyServedFilled = keyServedPrefix + "filled"
+
+// servedLua defines servedMove(old, record) for the record-writing
+// scripts: it takes the build whose record was old (false: none) out of
+// its source's served keys and puts it back as record (false: dropped).
+const servedLua = `
+local function sstr(v) if type(v) == 'string' then return v end return '' end
+local function enc(s) return #s .. ':' .. s end
+local function pad(id) return string.format('%020.0f', id) end
+local function skey(source, kind) return '` + keyServedPrefix + `' .. source .. ':' .. kind end
+-- servedOf is the decoded build of a successful record, else nil.
+local function servedOf(raw)
+  if not raw or not string.find(raw, 'succeeded', 1, true) then return nil end
+  local ok, b = pcall(cjson.decode, raw)
+  if not ok or type(b) ~= 'table' or b.status ~= 'succeeded' or type(b.id) ~= 'number' then return nil end
+  if type(b.source) ~= 'string' or b.source == '' then return nil end
+  return b
+end
+-- version is the build's "<package><version>", nil when it made no package
+-- (index.made).
+local function version(b)
+  local p, v = sstr(b.package), sstr(b.version)
+  if p == '' or v == '' or type(b.artifacts) ~= 'table' or #b.artifacts == 0 then return nil end
+  return enc(p) .. enc(v)
+end
+-- slots lists the slots the build is in, each once, in a fixed order.
+local function slots(b)
+  local pv = version(b)
+  if not pv then return {} end
+  local out, seen, src = {pv .. 'v'}, {}, false
+  for _, a in ipairs(b.artifacts) do
+    if type(a) == 'table' then
+      if a.kind == 'source' then src = true end
+      if a.kind == 'binary' then
+        local f = pv .. 'b' .. enc(sstr(a.platform)) .. enc(sstr(a.r_version)) .. enc(sstr(a.file))
+        if not seen[f] then seen[f] = true; out[#out + 1] = f end
+      end
+    end
+  end
+  if src then out[#out + 1] = pv .. 's' end
+  table.sort(out)
+  return out
+end
+local function sameSlots(a, b)
+  if a.id ~= b.id or a.source ~= b.source then return false end
+  local x, y = slots(a), slots(b)
+  if #x ~= #y then return false end
+  for i = 1, #x do if x[i] ~= y[i] then return false end end
+  return true
+end
+local function servedAdd(b)
+  local id = string.format('%.0f', b.id)
+  redis.call('ZADD', skey(b.source, 'succeeded'), b.id, id)
+  local pv = version(b)
+  if not pv then return end
+  redis.call('ZADD', skey(b.source, 'made'), 0, pv .. pad(b.id))
+  local tops = skey(b.source, 'tops')
+  for _, f in ipairs(slots(b)) do
+    local cur = redis.call('HGET', tops, f)
+    if not cur or tonumber(cur) < b.id then redis.call('HSET', tops, f, id) end
+  end
+end
+-- servedRemove takes the build out; each slot it topped gets the newest
+-- of the version's other builds in it, or goes.
+local function servedRemove(b)
+  local id = string.format('%.0f', b.id)
+  redis.call('ZREM', skey(b.source, 'succeeded'), id)
+  local pv = version(b)
+  if not pv then return end
+  local made, tops = skey(b.source, 'made'), skey(b.source, 'tops')
+  redis.call('ZREM', made, pv .. pad(b.id))
+  local lost, n = {}, 0
+  for _, f in ipairs(slots(b)) do
+    if redis.call('HGET', tops, f) == id then lost[f] = true; n = n + 1 end
+  end
+  local off = 0
+  while n > 0 do
+    local page = redis.call('ZREVRANGEBYLEX', made, '(' .. pv .. '\255', '[' .. pv, 'LIMIT', off, 50)
+    if #page == 0 then break end
+    off = off + #page
+    for _, m in ipairs(page) do
+      local cid = tonumber(string.sub(m, #pv + 1))
+      local c = servedOf(redis.call('GET', '` + keyBuildPrefix + `' .. string.format('%.0f', cid)))
+      if c then
+        for _, f in ipairs(slots(c)) do
+          if lost[f] then
+            redis.call('HSET', tops, f, string.format('%.0f', cid))
+            lost[f] = nil; n = n - 1
+          end
+        end
+      end
+      if n == 0 then break end
+    end
+  end
+  for f in pairs(lost) do redis.call('HDEL', tops, f) end
+end
+local function servedMove(old, record)
+  local o, r = servedOf(old), servedOf(record)
+  if not o and not r then return end
+  if o and r and sameSlots(o, r) then return end
+  if o then servedRemove(o) end
+  if r then servedAdd(r) end
+end
+`
+
+// fillServed adds the builds with the n ids above after (in the sorted set
+// of every build, KEYS[2]) to the served keys, reading each record in the
+// script, so that a build that changed or went since the caller began is
+// taken as it is now; it returns the last id read, and with none left it
+// marks the store filled (KEYS[1]). Adding is idempotent, so any number
+// of processes may fill at once: a slot's top is the newest build added
+// to it whichever added it first, and a build's later writes move it
+// whether it was added yet or not.
+var fillServed = redis.NewScript(servedLua + `
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]))
+if #ids == 0 then
+  redis.call('SET', KEYS[1], '1')
+  return 0
+end
+for _, id in ipairs(ids) do
+  local b = servedOf(redis.call('GET', '` + keyBuildPrefix + `' .. id))
+  if b then servedAdd(b) end
+end
+return tonumber(ids[#ids])
+`)
+
+// readServed returns {0} while the store is not filled (KEYS[1]), else
+// {1, records...}: the records of the tops of the source's slots (KEYS[3])
+// among its newest ARGV[1] successful builds (KEYS[2]), read in one step.
+// A slot whose top is older than those has no build among them: its top
+// is the newest it has.
+var readServed = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+local newest = tonumber(ARGV[1])
+local cutoff = 0
+if redis.call('ZCARD', KEYS[2]) > newest then
+  local at = redis.call('ZREVRANGE', KEYS[2], newest - 1, newest - 1, 'WITHSCORES')
+  cutoff = tonumber(at[2])
+end
+local out, seen = {1}, {}
+for _, id in ipairs(redis.call('HVALS', KEYS[3])) do
+  if not seen[id] and tonumber(id) >= cutoff then
+    seen[id] = true
+    local raw = redis.call('GET', '` + keyBuildPrefix + `' .. id)
+    if raw then out[#out + 1] = raw end
+  end
+end
+return out
+`)
+
+// fillBatch is how many records one fillServed call reads.
+const fillBatch = 500
+
+// Servable returns, of source's newest `newest` successful builds, every
+// build a listing of the source can pick (per package version the
+// newest, the newest with a source tarball and the newest with each
+// binary), newest first: index.Served and the binary layouts' picks
+// applied to them give what they give applied to all of the source's
+// successful builds. It reads only those builds' records.
+func (r *Registry) Servable(ctx context.Context, source string, newest int) ([]*Build, error) {
+	keys := []string{keyServedFilled, keyServed(source, "succeeded"), keyServed(source, "tops")}
+	for range 2 {
+		res, err := readServed.Run(ctx, r.rdb, keys, newest).Slice()
+		if err != nil {
+			return nil, fmt.Errorf("list builds of %s: %w", source, err)
+		}
+		if res[0].(int64) == 0 {
+			if err := r.fillServed(ctx); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		out := make([]*Build, 0, len(res)-1)
+		for _, v := range res[1:] {
+			b, ok := decodeBuild(v)
+			// The scripts keep only the source's successful builds here;
+			// a record another writer put behind their back is left out.
+			if !ok || b.Source != source || b.Status != StatusSucceeded {
+				continue
+			}
+			r.ids.see(b.ID)
+			out = append(out, b)
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].ID > out[j].ID })
+		return out, nil
+	}
+	return nil, fmt.Errorf("list builds of %s: the served keys were not marked filled", source)
+}
+
+// fillServed walks every build once, a batch per script, adding it to the
+// served keys; the last batch marks the store filled. A process fills
+// once at a time (fillMu): its other listings wait for it rather than
+// walk too.
+func (r *Registry) fillServed(ctx context.Context) error {
+	r.fillMu.Lock()
+	defer r.fillMu.Unlock()
+	if n, err := r.rdb.Exists(ctx, keyServedFilled).Result(); err != nil {
+		return fmt.Errorf("fill the served builds: %w", err)
+	} else if n == 1 {
+		return nil
+	}
+	for after := int64(0); ; {
+		next, err := fillServed.Run(ctx, r.rdb, []string{keyServedFilled, keyBuilds}, after, fillBatch).Int64()
+		if err != nil {
+			return fmt.Errorf("fill the served builds after build %d: %w", after, err)
+		}
+		if next == 0 {
+			return nil
+		}
+		after = next
+	}
+}

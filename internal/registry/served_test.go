@@ -1,0 +1,411 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+)
+
+// servedFixture writes builds of sources through the registry's own
+// write paths and says what Servable must return, computed the way the
+// listings did before the served keys: from every build in Redis.
+type servedFixture struct {
+	t   *testing.T
+	r   *Registry
+	ctx context.Context
+	seq int
+}
+
+func newServedFixture(t *testing.T) *servedFixture {
+	return &servedFixture{t: t, r: setup(t), ctx: context.Background()}
+}
+
+// create makes a queued build of builder bl in source src.
+func (f *servedFixture) create(src, bl string) *Build {
+	f.t.Helper()
+	f.seq++
+	b, _, err := f.r.CreateBuild(f.ctx, &Build{Source: src, Builder: bl, Language: LangR, Ref: "main", SHA: fmt.Sprintf("%040x", f.seq)}, ReuseActive)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return b
+}
+
+// finish writes b's last record: status, and when it made one, the
+// package version and artifacts; fenced (casBuild) or not (putBuild).
+func (f *servedFixture) finish(id int64, fenced bool, status, pkg, ver string, arts ...Artifact) {
+	f.t.Helper()
+	edit := func(b *Build) error {
+		b.Status, b.Package, b.Version, b.Artifacts = status, pkg, ver, arts
+		return nil
+	}
+	if !fenced {
+		if _, err := f.r.UpdateBuild(f.ctx, id, edit); err != nil {
+			f.t.Fatal(err)
+		}
+		return
+	}
+	_, _, a, err := f.r.BeginAttempt(f.ctx, id, 1, "w")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if a.Token == 0 { // finished already: edit it as a cancel or an operator would
+		if _, err := f.r.UpdateBuild(f.ctx, id, edit); err != nil {
+			f.t.Fatal(err)
+		}
+		return
+	}
+	if _, err := f.r.UpdateBuildAs(f.ctx, a, edit); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *servedFixture) drop(ids ...int64) {
+	f.t.Helper()
+	recs, err := f.r.Records(f.ctx, ids)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if _, err := f.r.DropBuilds(f.ctx, recs); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func src(pkg, ver string) Artifact {
+	return Artifact{Kind: "source", File: pkg + "_" + ver + ".tar.gz"}
+}
+func bin(pkg, ver, platform, rv string) Artifact {
+	return Artifact{Kind: "binary", File: pkg + "_" + ver + "_R_x86_64-pc-linux-gnu.tar.gz", Platform: platform, RVersion: rv}
+}
+
+// want is what Servable(source, newest) must return, by the rule it
+// keeps: of the newest `newest` successful builds of the source (read by
+// the full scan of every build), per package version the newest that
+// made a package, the newest with a source tarball and the newest with
+// each binary; ids, newest first.
+func (f *servedFixture) want(source string, newest int) []int64 {
+	f.t.Helper()
+	all, err := f.r.Builds(f.ctx, Filter{Source: source, Status: StatusSucceeded, Limit: 1 << 30})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if len(all) > newest {
+		all = all[:newest]
+	}
+	top := map[string]int64{}
+	for _, b := range all {
+		if b.Package == "" || b.Version == "" || len(b.Artifacts) == 0 {
+			continue
+		}
+		slots := []string{"v"}
+		for _, a := range b.Artifacts {
+			switch a.Kind {
+			case "source":
+				slots = append(slots, "s")
+			case "binary":
+				slots = append(slots, "b\x00"+a.Platform+"\x00"+a.RVersion+"\x00"+a.File)
+			}
+		}
+		for _, s := range slots {
+			k := b.Package + "\x00" + b.Version + "\x00" + s
+			top[k] = max(top[k], b.ID)
+		}
+	}
+	var ids []int64
+	for _, id := range top {
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	slices.Reverse(ids)
+	return ids
+}
+
+func (f *servedFixture) got(r *Registry, source string, newest int) []int64 {
+	f.t.Helper()
+	builds, err := r.Servable(f.ctx, source, newest)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	ids := []int64{}
+	for _, b := range builds {
+		ids = append(ids, b.ID)
+	}
+	return ids
+}
+
+func (f *servedFixture) check(step, source string, newest int, explicit ...int64) {
+	f.t.Helper()
+	got, want := f.got(f.r, source, newest), f.want(source, newest)
+	if want == nil {
+		want = []int64{}
+	}
+	if !slices.Equal(got, want) {
+		f.t.Fatalf("%s: Servable(%s, %d) = %v, the full scan gives %v", step, source, newest, got, want)
+	}
+	if explicit != nil && !slices.Equal(got, explicit) {
+		f.t.Fatalf("%s: Servable(%s, %d) = %v, want %v", step, source, newest, got, explicit)
+	}
+}
+
+// wipeServed makes the store one written before the served keys existed.
+func (f *servedFixture) wipeServed() {
+	f.t.Helper()
+	keys, err := f.r.rdb.Keys(f.ctx, keyServedPrefix+"*").Result()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if len(keys) > 0 {
+		if err := f.r.rdb.Del(f.ctx, keys...).Err(); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+}
+
+// A source's servable builds follow builds that succeed (in any order of
+// their ids), fail, are rerun, are edited after they finished and are
+// dropped: a slot whose top goes gets the newest of the rest.
+func TestServableFollowsSucceededFailedRetriedEditedAndDroppedBuilds(t *testing.T) {
+	t.Parallel()
+	f := newServedFixture(t)
+	b1, b2, b3 := f.create("s", "a"), f.create("s", "a"), f.create("s", "a")
+	other := f.create("t", "a")
+	f.check("nothing finished", "s", 100, []int64{}...)
+
+	// b3 finishes first, b1 after it: the version's top stays b3.
+	f.finish(b3.ID, true, StatusSucceeded, "p", "1.0", src("p", "1.0"))
+	f.finish(b1.ID, false, StatusSucceeded, "p", "1.0", src("p", "1.0"))
+	f.finish(b2.ID, true, StatusFailed, "", "")
+	f.finish(other.ID, true, StatusSucceeded, "p", "9.0", src("p", "9.0"))
+	f.check("b3 then b1 of 1.0, b2 failed", "s", 100, b3.ID)
+	f.check("the other source", "t", 100, other.ID)
+
+	// A binary in an older build of the version stays servable beside the
+	// version's newest build, which has none for that R.
+	b4 := f.create("s", "a")
+	f.finish(b4.ID, true, StatusSucceeded, "p", "1.0", src("p", "1.0"), bin("p", "1.0", "debian-12", "4.2"))
+	b5 := f.create("s", "a")
+	f.finish(b5.ID, true, StatusSucceeded, "p", "1.0", src("p", "1.0"), bin("p", "1.0", "debian-12", "4.4"))
+	f.check("binaries for two Rs", "s", 100, b5.ID, b4.ID)
+
+	// Rerun of b5's commit: a new build replaces it when it succeeds.
+	rerun := f.create("s", "a")
+	f.check("rerun queued", "s", 100, b5.ID, b4.ID)
+	f.finish(rerun.ID, true, StatusRunning, "", "")
+	f.finish(rerun.ID, true, StatusSucceeded, "p", "1.0", src("p", "1.0"), bin("p", "1.0", "debian-12", "4.4"))
+	f.check("rerun succeeded", "s", 100, rerun.ID, b4.ID)
+
+	// Dropping a top hands its slots to the newest of the rest.
+	f.drop(rerun.ID)
+	f.check("rerun dropped", "s", 100, b5.ID, b4.ID)
+	f.drop(b4.ID, b5.ID)
+	f.check("both binaries dropped", "s", 100, b3.ID)
+
+	// A successful build edited to failed leaves; edited back, returns.
+	f.finish(b3.ID, false, StatusFailed, "p", "1.0", src("p", "1.0"))
+	f.check("b3 edited to failed", "s", 100, b1.ID)
+	f.finish(b1.ID, false, StatusSucceeded, "p", "2.0", src("p", "2.0"))
+	f.check("b1 edited to another version", "s", 100, b1.ID)
+	f.finish(b3.ID, false, StatusSucceeded, "p", "1.0", src("p", "1.0"))
+	f.check("b3 succeeded again", "s", 100, b3.ID, b1.ID)
+	f.finish(b3.ID, false, StatusSucceeded, "", "")
+	f.check("b3 made nothing", "s", 100, b1.ID)
+
+	// Deleting the builder and the source keeps their builds, as the
+	// builds listing does.
+	if _, err := f.r.CreateSource(f.ctx, Source{Name: "u", Type: TypeGit}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.r.CreateBuilder(f.ctx, &Builder{Source: "u", Name: "a", URL: "https://h/x"}); err != nil {
+		t.Fatal(err)
+	}
+	u := f.create("u", "a")
+	f.finish(u.ID, true, StatusSucceeded, "q", "1.0", src("q", "1.0"))
+	if err := f.r.DeleteBuilder(f.ctx, "u", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.r.DeleteSource(f.ctx, "u"); err != nil {
+		t.Fatal(err)
+	}
+	f.check("builder and source deleted", "u", 100, u.ID)
+}
+
+// Only the newest `newest` successful builds of a source count, made a
+// package or not, as the listings' bound (index.maxBuilds) says: a
+// version whose builds are all older is not listed.
+func TestServableConsidersOnlyTheNewestSuccessfulBuilds(t *testing.T) {
+	t.Parallel()
+	f := newServedFixture(t)
+	old := f.create("s", "a")
+	f.finish(old.ID, true, StatusSucceeded, "p", "1.0", src("p", "1.0"))
+	mid := f.create("s", "a")
+	f.finish(mid.ID, true, StatusSucceeded, "p", "2.0", src("p", "2.0"))
+	nothing := f.create("s", "a")
+	f.finish(nothing.ID, true, StatusSucceeded, "", "")
+	failed := f.create("s", "a")
+	f.finish(failed.ID, true, StatusFailed, "", "")
+	f.check("all", "s", 3, mid.ID, old.ID)
+	f.check("newest 2", "s", 2, mid.ID)
+	f.check("newest 1", "s", 1, []int64{}...)
+}
+
+// Random builds across sources, finished out of order through both write
+// paths, edited, rerun and dropped: after every few steps Servable is what
+// the full scan of every build gives, with and without the bound.
+func TestServableEqualsTheFullScanUnderRandomWrites(t *testing.T) {
+	t.Parallel()
+	f := newServedFixture(t)
+	rng := rand.New(rand.NewPCG(27, 7))
+	sources := []string{"s", "t"}
+	var open, done []int64
+	for step := range 600 {
+		switch n := rng.IntN(10); {
+		case n < 4 || len(open) == 0:
+			open = append(open, f.create(sources[rng.IntN(2)], "a").ID)
+		case n < 8:
+			i := rng.IntN(len(open)) // finish any open build: out of order
+			id := open[i]
+			open = slices.Delete(open, i, i+1)
+			f.finishRandom(rng, id)
+			done = append(done, id)
+		case n < 9 && len(done) > 0:
+			f.finishRandom(rng, done[rng.IntN(len(done))]) // edited after it finished
+		case len(done) > 0:
+			i := rng.IntN(len(done))
+			f.drop(done[i])
+			done = slices.Delete(done, i, i+1)
+		}
+		if step%25 == 24 {
+			for _, s := range sources {
+				for _, newest := range []int{1 << 20, 20, 3} {
+					f.check(fmt.Sprintf("step %d", step), s, newest)
+				}
+			}
+		}
+	}
+	if got := f.got(f.r, "s", 1<<20); len(got) < 5 {
+		t.Fatalf("the random writes served only %v: the comparison tested little", got)
+	}
+}
+
+// finishRandom gives build id a random last record: one of two packages,
+// three versions, a source tarball or not, binaries for two Rs on two
+// platforms, or a failure.
+func (f *servedFixture) finishRandom(rng *rand.Rand, id int64) {
+	f.t.Helper()
+	if rng.IntN(4) == 0 {
+		f.finish(id, rng.IntN(2) == 0, StatusFailed, "", "")
+		return
+	}
+	pkg := []string{"p", "q"}[rng.IntN(2)]
+	ver := []string{"1.0", "1.1", "2.0"}[rng.IntN(3)]
+	var arts []Artifact
+	if rng.IntN(5) != 0 {
+		arts = append(arts, src(pkg, ver))
+	}
+	for _, platform := range []string{"debian-12", "ubuntu-24.04"} {
+		for _, rv := range []string{"4.2", "4.4"} {
+			if rng.IntN(3) == 0 {
+				arts = append(arts, bin(pkg, ver, platform, rv))
+			}
+		}
+	}
+	f.finish(id, rng.IntN(2) == 0, StatusSucceeded, pkg, ver, arts...)
+}
+
+// A store written before the served keys existed is filled by the first
+// listing, in batches, while builds keep finishing and being dropped
+// between the batches.
+func TestServableFillsAStoreWrittenBeforeItsKeys(t *testing.T) {
+	t.Parallel()
+	f := newServedFixture(t)
+	rng := rand.New(rand.NewPCG(1, 2))
+	var ids []int64
+	for range 3*fillBatch + 17 {
+		b := f.create("s", "a")
+		f.finishRandom(rng, b.ID)
+		ids = append(ids, b.ID)
+	}
+	f.wipeServed()
+
+	// Fill half, then write: a top of a filled version dropped, a filled
+	// build failed, an unfilled one edited, a new one succeeded.
+	next, err := fillServed.Run(f.ctx, f.r.rdb, []string{keyServedFilled, keyBuilds}, 0, fillBatch).Int64()
+	if err != nil || next == 0 {
+		t.Fatalf("first batch: %d %v", next, err)
+	}
+	if got, _ := f.r.rdb.Exists(f.ctx, keyServedFilled).Result(); got != 0 {
+		t.Fatal("marked filled after one batch")
+	}
+	f.drop(ids[fillBatch-1], ids[10])
+	f.finish(ids[20], false, StatusFailed, "", "")
+	f.finish(ids[2*fillBatch], false, StatusSucceeded, "p", "1.0", src("p", "1.0"))
+	late := f.create("s", "a")
+	f.finish(late.ID, true, StatusSucceeded, "q", "2.0", src("q", "2.0"))
+
+	f.check("filled by the first listing", "s", 1<<20)
+	if got, _ := f.r.rdb.Exists(f.ctx, keyServedFilled).Result(); got != 1 {
+		t.Fatal("not marked filled after the listing")
+	}
+	f.check("filled, newest 40", "s", 40)
+}
+
+// Two API replicas listing at once on a store without the served keys
+// both fill it; neither corrupts the other's work, also while builds
+// finish meanwhile.
+func TestTwoReplicasFillingAtOnceAgree(t *testing.T) {
+	t.Parallel()
+	f := newServedFixture(t)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 2*fillBatch + 100 {
+		b := f.create("s", "a")
+		f.finishRandom(rng, b.ID)
+	}
+	f.wipeServed()
+	replicas := []*Registry{New(f.r.rdb), New(f.r.rdb)}
+	var extra []*Build
+	for range 20 {
+		extra = append(extra, f.create("s", "a"))
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	start := make(chan struct{})
+	for _, r := range replicas {
+		wg.Go(func() {
+			<-start
+			if _, err := r.Servable(f.ctx, "s", 1<<20); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Go(func() {
+		<-start
+		for i, b := range extra {
+			edit := func(x *Build) error {
+				x.Status, x.Package, x.Version = StatusSucceeded, "p", "1.0"
+				x.Artifacts = []Artifact{src("p", "1.0"), bin("p", "1.0", "debian-12", fmt.Sprint("4.", i%3))}
+				return nil
+			}
+			if _, err := f.r.UpdateBuild(f.ctx, b.ID, edit); err != nil {
+				errs <- err
+				return
+			}
+		}
+	})
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	want := f.want("s", 1<<20)
+	for i, r := range replicas {
+		if got := f.got(r, "s", 1<<20); !slices.Equal(got, want) {
+			t.Fatalf("replica %d lists %v, the full scan gives %v", i, got, want)
+		}
+	}
+}
