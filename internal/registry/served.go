@@ -182,19 +182,27 @@ if redis.call('ZCARD', KEYS[2]) > newest then
   local at = redis.call('ZREVRANGE', KEYS[2], newest - 1, newest - 1, 'WITHSCORES')
   cutoff = tonumber(at[2])
 end
-local out, seen = {1}, {}
+local out, seen, keys = {1}, {}, {}
+local function read()
+  if #keys == 0 then return end
+  for _, raw in ipairs(redis.call('MGET', unpack(keys))) do
+    if raw then out[#out + 1] = raw end
+  end
+  keys = {}
+end
 for _, id in ipairs(redis.call('HVALS', KEYS[3])) do
   if not seen[id] and tonumber(id) >= cutoff then
     seen[id] = true
-    local raw = redis.call('GET', '` + keyBuildPrefix + `' .. id)
-    if raw then out[#out + 1] = raw end
+    keys[#keys + 1] = '` + keyBuildPrefix + `' .. id
+    if #keys == 500 then read() end
   end
 end
+read()
 return out
 `)
 
 // fillBatch is how many records one fillServed call reads.
-const fillBatch = 500
+const fillBatch = 200
 
 // Servable returns, of source's newest `newest` successful builds, every
 // build a listing of the source can pick (per package version the
