@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -40,7 +39,7 @@ type Registry struct {
 	now func() time.Time
 	ids highWater // the highest build id this process handed out or read
 
-	fillMu sync.Mutex // one fill of the served keys at a time (served.go)
+	filling chan struct{} // held by this process's fill of the served keys (served.go)
 
 	// OnIDJump, when set, hears of each jump of the build-id counter (to
 	// log and count it).
@@ -49,7 +48,7 @@ type Registry struct {
 
 // New returns a registry on rdb.
 func New(rdb redis.UniversalClient) *Registry {
-	return &Registry{rdb: rdb, now: func() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }}
+	return &Registry{rdb: rdb, now: func() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }, filling: make(chan struct{}, 1)}
 }
 
 // Ping checks that Redis answers.

@@ -242,11 +242,15 @@ func (r *Registry) Servable(ctx context.Context, source string, newest int) ([]*
 
 // fillServed walks every build once, a batch per script, adding it to the
 // served keys; the last batch marks the store filled. A process fills
-// once at a time (fillMu): its other listings wait for it rather than
-// walk too.
+// once at a time (r.filling): its other listings wait for that fill, or
+// for their context, rather than walk too.
 func (r *Registry) fillServed(ctx context.Context) error {
-	r.fillMu.Lock()
-	defer r.fillMu.Unlock()
+	select {
+	case r.filling <- struct{}{}:
+		defer func() { <-r.filling }()
+	case <-ctx.Done():
+		return fmt.Errorf("fill the served builds: %w", ctx.Err())
+	}
 	if n, err := r.rdb.Exists(ctx, keyServedFilled).Result(); err != nil {
 		return fmt.Errorf("fill the served builds: %w", err)
 	} else if n == 1 {

@@ -355,8 +355,8 @@ func TestServableFillsAStoreWrittenBeforeItsKeys(t *testing.T) {
 }
 
 // Two API replicas listing at once on a store without the served keys
-// both fill it; neither corrupts the other's work, also while builds
-// finish meanwhile.
+// both fill it, each once however many of its listings ask; neither
+// corrupts the other's work, also while builds finish meanwhile.
 func TestTwoReplicasFillingAtOnceAgree(t *testing.T) {
 	t.Parallel()
 	f := newServedFixture(t)
@@ -372,15 +372,17 @@ func TestTwoReplicasFillingAtOnceAgree(t *testing.T) {
 		extra = append(extra, f.create("s", "a"))
 	}
 	var wg sync.WaitGroup
-	errs := make(chan error, 3)
+	errs := make(chan error, 7)
 	start := make(chan struct{})
 	for _, r := range replicas {
-		wg.Go(func() {
-			<-start
-			if _, err := r.Servable(f.ctx, "s", 1<<20); err != nil {
-				errs <- err
-			}
-		})
+		for range 3 { // listings of one replica wait for its one fill
+			wg.Go(func() {
+				<-start
+				if _, err := r.Servable(f.ctx, "s", 1<<20); err != nil {
+					errs <- err
+				}
+			})
+		}
 	}
 	wg.Go(func() {
 		<-start
