@@ -31,10 +31,15 @@ import (
 //
 // The scripts that write build records (putBuild, casBuild) and the one
 // that drops them (dropBuilds) move a build in and out in the same step
-// as its record changes; a store written before these keys existed is
-// filled once, a batch at a time, by the first listing (fillServed).
-// Deleting a source or builder keeps its builds, so it keeps them here
-// too, as the listings did when they read every build.
+// as its record changes (createBuild writes a queued record and nameLog
+// only names the stored log: neither moves one); a store written before
+// these keys existed is filled once, a batch at a time, by the first
+// listing (fillServed). Deleting a source or builder keeps its builds, so
+// it keeps them here too, as the listings did when they read every build.
+//
+// The slots are index's rule written again in Lua (the registry cannot
+// import the index): internal/index's
+// TestListingsOfServableBuildsEqualTheFullScan holds the two in step.
 
 const keyServedPrefix = "pkgfleet:served:"
 
