@@ -123,7 +123,9 @@ func servedOf(builds []*registry.Build, limit int) map[string]map[string][]*regi
 // the index may serve, for what retention must keep (internal/retention):
 // Served's, and per package version the newest build with each binary
 // (platform, R x.y, file name), which the binary layouts pick from even
-// when a newer build of the version made none for that R (binary.go).
+// when a newer build of the version made none for that R, and the newest
+// with a source tarball, which PPM's layout falls back to even when a
+// newer build of the version made only binaries (binary.go).
 func Needed(builds []*registry.Build) map[int64]bool {
 	return neededOf(builds, maxBuilds)
 }
@@ -138,14 +140,19 @@ func neededOf(builds []*registry.Build, limit int) map[int64]bool {
 			}
 		}
 	}
-	type key struct{ source, pkg, version, platform, rversion, file string }
+	type key struct{ source, pkg, version, kind, platform, rversion, file string }
 	newest := map[key]*registry.Build{}
 	for _, b := range considered(builds, limit) {
 		for _, a := range b.Artifacts {
-			if a.Kind != "binary" {
+			var k key
+			switch a.Kind {
+			case "binary":
+				k = key{b.Source, b.Package, b.Version, a.Kind, a.Platform, a.RVersion, a.File}
+			case "source": // any tarball of the version: pick takes the first
+				k = key{source: b.Source, pkg: b.Package, version: b.Version, kind: a.Kind}
+			default:
 				continue
 			}
-			k := key{b.Source, b.Package, b.Version, a.Platform, a.RVersion, a.File}
 			if cur, ok := newest[k]; !ok || b.ID > cur.ID {
 				newest[k] = b
 			}

@@ -189,16 +189,30 @@ func TestListingsOfServableBuildsEqualTheFullScan(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(exp) {
 			t.Errorf("%s: served\n%v\nthe full scan serves\n%v", src, got, exp)
 		}
-		if got, exp := ids(Needed(servable)), ids(Needed(all)); !slices.Equal(got, exp) {
+		needed := Needed(all)
+		if got, exp := ids(Needed(servable)), ids(needed); !slices.Equal(got, exp) {
 			t.Errorf("%s: needed %v, the full scan needs %v", src, got, exp)
+		}
+		for _, list := range Served(all)[src] {
+			for _, b := range list {
+				if !needed[b.ID] {
+					t.Errorf("%s: build %d is served but retention may drop it", src, b.ID)
+				}
+			}
 		}
 		for _, w := range wants {
 			for _, fallback := range []bool{true, false} {
 				// A successful build that made nothing is no package to
 				// pick: the binary layouts consider what Served does.
-				got, exp := pickedIDs(pick(servable, w, fallback)), pickedIDs(pick(considered(all, maxBuilds), w, fallback))
+				picked := pick(considered(all, maxBuilds), w, fallback)
+				got, exp := pickedIDs(pick(servable, w, fallback)), pickedIDs(picked)
 				if fmt.Sprint(got) != fmt.Sprint(exp) {
 					t.Errorf("%s %+v fallback %v: picked\n%v\nthe full scan picks\n%v", src, w, fallback, got, exp)
+				}
+				for pkg, e := range picked {
+					if !needed[e.b.ID] {
+						t.Errorf("%s %+v fallback %v: %s is served from build %d, which retention may drop", src, w, fallback, pkg, e.b.ID)
+					}
 				}
 				compared += len(exp)
 			}
@@ -226,7 +240,7 @@ func TestListingsOfServableBuildsEqualTheFullScan(t *testing.T) {
 // PPM's layout falls back to the newest source tarball of the newest
 // version, which need not be in the version's newest build: one that
 // made only a binary for another R leaves an older build's tarball to
-// serve.
+// serve, which the listing reads and retention keeps.
 func TestTheFallbackTarballOfAnOlderBuildIsServable(t *testing.T) {
 	t.Parallel()
 	x, _ := setup(t)
@@ -255,7 +269,11 @@ func TestTheFallbackTarballOfAnOlderBuildIsServable(t *testing.T) {
 	if !ok || e.b.ID != withSource || e.a.File != "p_1.0.tar.gz" {
 		t.Fatalf("R 4.4 is served %+v, want build %d's p_1.0.tar.gz", e, withSource)
 	}
-	if all := pickedIDs(pick(everySucceeded(t, x.Registry, "r"), want{"debian-12", "4.4", ""}, true)); fmt.Sprint(all) != fmt.Sprint(pickedIDs(map[string]cranEntry{"p": e})) {
-		t.Fatalf("the full scan picks %v", all)
+	all := everySucceeded(t, x.Registry, "r")
+	if picked := pickedIDs(pick(all, want{"debian-12", "4.4", ""}, true)); fmt.Sprint(picked) != fmt.Sprint(pickedIDs(map[string]cranEntry{"p": e})) {
+		t.Fatalf("the full scan picks %v", picked)
+	}
+	if !Needed(all)[withSource] {
+		t.Fatalf("retention may drop build %d, whose tarball R 4.4 is served", withSource)
 	}
 }
