@@ -217,7 +217,7 @@ if cur ~= ARGV[2] then return {2, cur} end
 redis.call('SET', KEYS[2], ARGV[3])
 countBuild(KEYS[3], cur, ARGV[3])
 noteFinished(KEYS[4], cur, ARGV[3])
-servedMove(cur, ARGV[3])
+servedMove(KEYS[2], cur, ARGV[3])
 if KEYS[5] then append_capped(KEYS[5], ARGV[4], ARGV[5], ARGV[6]) end
 return {1}
 `)

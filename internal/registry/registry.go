@@ -44,6 +44,9 @@ type Registry struct {
 	// OnIDJump, when set, hears of each jump of the build-id counter (to
 	// log and count it).
 	OnIDJump func(IDJump)
+	// OnServedRebuild, when set, hears that this process began a rebuild
+	// of the served keys (served.go), found behind the builds (to log it).
+	OnServedRebuild func()
 }
 
 // New returns a registry on rdb.

@@ -104,8 +104,8 @@ for i = 4, #ARGV, 4 do
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', ARGV[2] .. bk, id)
     if redis.call('HGET', ARGV[3] .. bk, sha) == id then redis.call('HDEL', ARGV[3] .. bk, sha) end
-    if counted then redis.call('HINCRBY', KEYS[2], statusOf(raw), -1) end
-    servedMove(raw, false)
+    if counted then countStatus(KEYS[2], statusOf(raw), -1) end
+    servedMove(key, raw, false)
     dropped[#dropped + 1] = id
   end
 end

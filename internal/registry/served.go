@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -46,24 +47,50 @@ const keyServedPrefix = "pkgfleet:served:"
 // keyServed is one of a source's keys; names never hold ':' (ValidateName).
 func keyServed(source, kind string) string { return keyServedPrefix + source + ":" + kind }
 
-// keyServedFilled says that every build stored before the served keys
-// existed has been added to them.
-const keyServedFilled = keyServedPrefix + "filled"
+// The keys about all sources' served keys.
+const (
+	// keyServedSources is a set of the sources that have served keys.
+	keyServedSources = keyServedPrefix + "sources"
+	// keyServedCounts is a copy of the build counts (keyBuildCounts)
+	// taken when the served keys were emptied, which the scripts that
+	// keep the served keys keep in step with the counts (countBuild).
+	// Every version of pkgfleet keeps the counts, so a difference says
+	// that a version without the served keys (a worker or API replica not
+	// yet upgraded, or after a rollback) wrote builds they missed.
+	keyServedCounts = keyServedPrefix + "counts"
+	// keyServedGen is the generation of the served keys: a rebuild
+	// empties them and takes the next (keyServedEpoch, never deleted).
+	keyServedGen   = keyServedPrefix + "gen"
+	keyServedEpoch = keyServedPrefix + "epoch"
+	// keyServedFilled holds the generation whose fill walked every build.
+	keyServedFilled = keyServedPrefix + "filled"
+	// keyServedRebuilt is set for rebuildPause after a rebuild began.
+	keyServedRebuilt = keyServedPrefix + "rebuilt"
+)
 
-// servedLua defines servedMove(old, record) for the record-writing
-// scripts: it takes the build whose record was old (false: none) out of
-// its source's served keys and puts it back as record (false: dropped).
-const servedLua = `
+// rebuildPause is the least time between rebuilds of the served keys:
+// while a version without them still writes (a rolling upgrade), every
+// listing would find them behind; until the pause ends they read every
+// build instead, as before the served keys.
+const rebuildPause = 5 * time.Minute
+
+// servedLua defines servedMove(key, old, record) for the record-writing
+// scripts: it takes the build whose record (at key) was old (false:
+// none) out of its source's served keys and puts it back as record
+// (false: dropped).
+var servedLua = `
 local function sstr(v) if type(v) == 'string' then return v end return '' end
 local function enc(s) return #s .. ':' .. s end
 local function pad(id) return string.format('%020.0f', id) end
 local function skey(source, kind) return '` + keyServedPrefix + `' .. source .. ':' .. kind end
--- servedOf is the decoded build of a successful record, else nil.
-local function servedOf(raw)
+local function idOf(key) return tonumber(string.sub(key, ` + fmt.Sprint(len(keyBuildPrefix)+1) + `)) end
+-- servedOf is the decoded record of build id when it is successful (as
+-- the build counts' statusOf says), else nil.
+local function servedOf(id, raw)
   if not raw or not string.find(raw, 'succeeded', 1, true) then return nil end
   local ok, b = pcall(cjson.decode, raw)
-  if not ok or type(b) ~= 'table' or b.status ~= 'succeeded' or type(b.id) ~= 'number' then return nil end
-  if type(b.source) ~= 'string' or b.source == '' then return nil end
+  if not ok or type(b) ~= 'table' or b.status ~= 'succeeded' then return nil end
+  b.id, b.source = id, sstr(b.source)
   return b
 end
 -- version is the build's "<package><version>", nil when it made no package
@@ -92,7 +119,7 @@ local function slots(b)
   return out
 end
 local function sameSlots(a, b)
-  if a.id ~= b.id or a.source ~= b.source then return false end
+  if a.source ~= b.source then return false end
   local x, y = slots(a), slots(b)
   if #x ~= #y then return false end
   for i = 1, #x do if x[i] ~= y[i] then return false end end
@@ -100,7 +127,9 @@ local function sameSlots(a, b)
 end
 local function servedAdd(b)
   local id = string.format('%.0f', b.id)
-  redis.call('ZADD', skey(b.source, 'succeeded'), b.id, id)
+  if redis.call('ZADD', skey(b.source, 'succeeded'), b.id, id) == 1 then
+    redis.call('SADD', '` + keyServedSources + `', b.source)
+  end
   local pv = version(b)
   if not pv then return end
   redis.call('ZADD', skey(b.source, 'made'), 0, pv .. pad(b.id))
@@ -130,7 +159,7 @@ local function servedRemove(b)
     off = off + #page
     for _, m in ipairs(page) do
       local cid = tonumber(string.sub(m, #pv + 1))
-      local c = servedOf(redis.call('GET', '` + keyBuildPrefix + `' .. string.format('%.0f', cid)))
+      local c = servedOf(cid, redis.call('GET', '` + keyBuildPrefix + `' .. string.format('%.0f', cid)))
       if c then
         for _, f in ipairs(slots(c)) do
           if lost[f] then
@@ -144,8 +173,9 @@ local function servedRemove(b)
   end
   for f in pairs(lost) do redis.call('HDEL', tops, f) end
 end
-local function servedMove(old, record)
-  local o, r = servedOf(old), servedOf(record)
+local function servedMove(key, old, record)
+  local id = idOf(key)
+  local o, r = servedOf(id, old), servedOf(id, record)
   if not o and not r then return end
   if o and r and sameSlots(o, r) then return end
   if o then servedRemove(o) end
@@ -153,49 +183,89 @@ local function servedMove(old, record)
 end
 `
 
+// wipeServed empties the served keys and starts their next generation,
+// which it returns, with a copy of the build counts as they are now:
+// KEYS sources, served counts, filled, gen, epoch, rebuilt, build counts;
+// ARGV "first" or "rebuild", the pause in ms. The first generation only
+// when there is none yet (else the current one is returned); a rebuild
+// only when none began within the pause (else 0).
+var wipeServed = redis.NewScript(`
+if ARGV[1] == 'first' then
+  local gen = redis.call('GET', KEYS[4])
+  if gen then return tonumber(gen) end
+elseif redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[2]) == false then
+  return 0
+end
+for _, s in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  redis.call('UNLINK', '` + keyServedPrefix + `' .. s .. ':succeeded', '` + keyServedPrefix + `' .. s .. ':made', '` + keyServedPrefix + `' .. s .. ':tops')
+end
+redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3])
+local counts = redis.call('HGETALL', KEYS[7])
+if #counts > 0 then redis.call('HSET', KEYS[2], unpack(counts)) end
+local gen = redis.call('INCR', KEYS[5])
+redis.call('SET', KEYS[4], gen)
+return gen
+`)
+
 // fillServed adds the builds with the n ids above after (in the sorted set
-// of every build, KEYS[2]) to the served keys, reading each record in the
-// script, so that a build that changed or went since the caller began is
-// taken as it is now; it returns the last id read, and with none left it
-// marks the store filled (KEYS[1]). Adding is idempotent, so any number
-// of processes may fill at once: a slot's top is the newest build added
-// to it whichever added it first, and a build's later writes move it
-// whether it was added yet or not.
+// of every build, KEYS[2]) to the served keys of generation gen (KEYS[1]
+// must still hold it, else -1: a rebuild began since), reading each
+// record in the script, so that a build that changed or went since the
+// caller began is taken as it is now; it returns the last id read, and
+// with none left it marks gen filled (KEYS[3]). Adding is idempotent, so
+// any number of processes may fill at once: a slot's top is the newest
+// build added to it whichever added it first, and a build's later writes
+// move it whether it was added yet or not. ARGV gen, after, n.
 var fillServed = redis.NewScript(servedLua + `
-local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]))
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[2], '+inf', 'LIMIT', 0, tonumber(ARGV[3]))
 if #ids == 0 then
-  redis.call('SET', KEYS[1], '1')
+  redis.call('SET', KEYS[3], ARGV[1])
   return 0
 end
 for _, id in ipairs(ids) do
-  local b = servedOf(redis.call('GET', '` + keyBuildPrefix + `' .. id))
+  local b = servedOf(tonumber(id), redis.call('GET', '` + keyBuildPrefix + `' .. id))
   if b then servedAdd(b) end
 end
 return tonumber(ids[#ids])
 `)
 
-// readServed returns {0} while the store is not filled (KEYS[1]), else
-// {1, records...}: the records of the tops of the source's slots (KEYS[3])
-// among its newest ARGV[1] successful builds (KEYS[2]), read in one step.
-// A slot whose top is older than those has no build among them: its top
-// is the newest it has.
+// readServed returns, KEYS gen, filled, build counts, served counts, the
+// source's succeeded, tops: {0, gen} while the generation gen (0: none)
+// is not filled; {2} when the served keys are behind the builds: the
+// build counts are not their copy (a version without the served keys
+// wrote), or a top's record is gone (deleted behind the scripts' back);
+// else {1, records...}: the records of the tops of the source's slots
+// among its newest ARGV[1] successful builds, read in one step. A slot
+// whose top is older than those has no build among them: its top is the
+// newest it has.
 var readServed = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+local gen = redis.call('GET', KEYS[1])
+if not gen or redis.call('GET', KEYS[2]) ~= gen then return {0, tonumber(gen or '0')} end
+local counts, copy = redis.call('HGETALL', KEYS[3]), {}
+local c = redis.call('HGETALL', KEYS[4])
+for i = 1, #c, 2 do copy[c[i]] = tonumber(c[i + 1]) end
+for i = 1, #counts, 2 do
+  local n = tonumber(counts[i + 1])
+  if n ~= (copy[counts[i]] or 0) then return {2} end
+  copy[counts[i]] = nil
+end
+for _, n in pairs(copy) do if n ~= 0 then return {2} end end
 local newest = tonumber(ARGV[1])
 local cutoff = 0
-if redis.call('ZCARD', KEYS[2]) > newest then
-  local at = redis.call('ZREVRANGE', KEYS[2], newest - 1, newest - 1, 'WITHSCORES')
+if redis.call('ZCARD', KEYS[5]) > newest then
+  local at = redis.call('ZREVRANGE', KEYS[5], newest - 1, newest - 1, 'WITHSCORES')
   cutoff = tonumber(at[2])
 end
-local out, seen, keys = {1}, {}, {}
+local out, seen, keys, gone = {1}, {}, {}, false
 local function read()
   if #keys == 0 then return end
   for _, raw in ipairs(redis.call('MGET', unpack(keys))) do
-    if raw then out[#out + 1] = raw end
+    if raw then out[#out + 1] = raw else gone = true end
   end
   keys = {}
 end
-for _, id in ipairs(redis.call('HVALS', KEYS[3])) do
+for _, id in ipairs(redis.call('HVALS', KEYS[6])) do
   if not seen[id] and tonumber(id) >= cutoff then
     seen[id] = true
     keys[#keys + 1] = '` + keyBuildPrefix + `' .. id
@@ -203,6 +273,7 @@ for _, id in ipairs(redis.call('HVALS', KEYS[3])) do
   end
 end
 read()
+if gone then return {2} end
 return out
 `)
 
@@ -214,17 +285,30 @@ const fillBatch = 200
 // newest, the newest with a source tarball and the newest with each
 // binary), newest first: index.Served and the binary layouts' picks
 // applied to them give what they give applied to all of the source's
-// successful builds. It reads only those builds' records.
+// successful builds. It reads only those builds' records, unless the
+// served keys are behind the builds (a version without them wrote) and
+// were rebuilt within rebuildPause: then it reads every build, as the
+// listings did before.
 func (r *Registry) Servable(ctx context.Context, source string, newest int) ([]*Build, error) {
-	keys := []string{keyServedFilled, keyServed(source, "succeeded"), keyServed(source, "tops")}
-	for range 2 {
+	keys := []string{keyServedGen, keyServedFilled, keyBuildCounts, keyServedCounts, keyServed(source, "succeeded"), keyServed(source, "tops")}
+	for range 3 {
 		res, err := readServed.Run(ctx, r.rdb, keys, newest).Slice()
 		if err != nil {
 			return nil, fmt.Errorf("list builds of %s: %w", source, err)
 		}
-		if res[0].(int64) == 0 {
-			if err := r.fillServed(ctx); err != nil {
+		switch res[0].(int64) {
+		case 0: // not filled: fill the generation, or start the first
+			if err := r.fillServed(ctx, res[1].(int64)); err != nil {
 				return nil, err
+			}
+			continue
+		case 2:
+			began, err := r.rebuildServed(ctx)
+			if err != nil {
+				return nil, err
+			}
+			if !began {
+				return r.Builds(ctx, Filter{Source: source, Status: StatusSucceeded, Limit: newest})
 			}
 			continue
 		}
@@ -242,31 +326,63 @@ func (r *Registry) Servable(ctx context.Context, source string, newest int) ([]*
 		sort.Slice(out, func(i, j int) bool { return out[i].ID > out[j].ID })
 		return out, nil
 	}
-	return nil, fmt.Errorf("list builds of %s: the served keys were not marked filled", source)
+	// Rebuilt and found behind again at once: a version without the
+	// served keys is writing.
+	return r.Builds(ctx, Filter{Source: source, Status: StatusSucceeded, Limit: newest})
+}
+
+var wipeKeys = []string{keyServedSources, keyServedCounts, keyServedFilled, keyServedGen, keyServedEpoch, keyServedRebuilt, keyBuildCounts}
+
+// rebuildServed empties the served keys and fills them again, unless a
+// rebuild began within rebuildPause (began false).
+func (r *Registry) rebuildServed(ctx context.Context) (began bool, err error) {
+	gen, err := wipeServed.Run(ctx, r.rdb, wipeKeys, "rebuild", rebuildPause.Milliseconds()).Int64()
+	if err != nil {
+		return false, fmt.Errorf("rebuild the served builds: %w", err)
+	}
+	if gen == 0 {
+		return false, nil
+	}
+	if r.OnServedRebuild != nil {
+		r.OnServedRebuild()
+	}
+	return true, r.fillServed(ctx, gen)
 }
 
 // fillServed walks every build once, a batch per script, adding it to the
-// served keys; the last batch marks the store filled. A process fills
-// once at a time (r.filling): its other listings wait for that fill, or
-// for their context, rather than walk too.
-func (r *Registry) fillServed(ctx context.Context) error {
+// served keys of generation gen (0: there is none yet, so it starts the
+// first); the last batch marks gen filled. A process fills once at a
+// time (r.filling): its other listings wait for that fill, or for their
+// context, rather than walk too. A rebuild that begins meanwhile ends
+// this walk: the listing reads the state again.
+func (r *Registry) fillServed(ctx context.Context, gen int64) error {
 	select {
 	case r.filling <- struct{}{}:
 		defer func() { <-r.filling }()
 	case <-ctx.Done():
 		return fmt.Errorf("fill the served builds: %w", ctx.Err())
 	}
-	if n, err := r.rdb.Exists(ctx, keyServedFilled).Result(); err != nil {
-		return fmt.Errorf("fill the served builds: %w", err)
-	} else if n == 1 {
-		return nil
+	if gen == 0 {
+		// The first generation empties what the scripts wrote before it
+		// (right, but maybe beside a version that did not write it); a
+		// process that began it first is joined. Its copy of the build
+		// counts needs the counts: a store that never counted them counts
+		// them now, once.
+		if _, err := r.CountBuildsByStatus(ctx); err != nil {
+			return fmt.Errorf("fill the served builds: %w", err)
+		}
+		var err error
+		if gen, err = wipeServed.Run(ctx, r.rdb, wipeKeys, "first", 0).Int64(); err != nil {
+			return fmt.Errorf("fill the served builds: %w", err)
+		}
 	}
+	keys := []string{keyServedGen, keyBuilds, keyServedFilled}
 	for after := int64(0); ; {
-		next, err := fillServed.Run(ctx, r.rdb, []string{keyServedFilled, keyBuilds}, after, fillBatch).Int64()
+		next, err := fillServed.Run(ctx, r.rdb, keys, gen, after, fillBatch).Int64()
 		if err != nil {
 			return fmt.Errorf("fill the served builds after build %d: %w", after, err)
 		}
-		if next == 0 {
+		if next <= 0 {
 			return nil
 		}
 		after = next

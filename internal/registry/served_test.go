@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -152,6 +153,16 @@ func (f *servedFixture) check(step, source string, newest int, explicit ...int64
 	}
 }
 
+// countBuilds makes the build counts exist, as the API's first look at
+// them does once there are builds: the served keys are checked against
+// them.
+func (f *servedFixture) countBuilds() {
+	f.t.Helper()
+	if _, err := f.r.CountBuildsByStatus(f.ctx); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
 // wipeServed makes the store one written before the served keys existed.
 func (f *servedFixture) wipeServed() {
 	f.t.Helper()
@@ -261,7 +272,10 @@ func TestServableEqualsTheFullScanUnderRandomWrites(t *testing.T) {
 	f := newServedFixture(t)
 	rng := rand.New(rand.NewPCG(27, 7))
 	sources := []string{"s", "t"}
-	var open, done []int64
+	open := []int64{f.create("s", "a").ID}
+	var done []int64
+	f.countBuilds()
+	f.r.OnServedRebuild = func() { t.Error("the served keys were found behind builds only this version wrote") }
 	for step := range 600 {
 		switch n := rng.IntN(10); {
 		case n < 4 || len(open) == 0:
@@ -334,9 +348,13 @@ func TestServableFillsAStoreWrittenBeforeItsKeys(t *testing.T) {
 
 	// Fill half, then write: a top of a filled version dropped, a filled
 	// build failed, an unfilled one edited, a new one succeeded.
-	next, err := fillServed.Run(f.ctx, f.r.rdb, []string{keyServedFilled, keyBuilds}, 0, fillBatch).Int64()
-	if err != nil || next == 0 {
-		t.Fatalf("first batch: %d %v", next, err)
+	gen, err := wipeServed.Run(f.ctx, f.r.rdb, wipeKeys, "first", 0).Int64()
+	if err != nil || gen == 0 {
+		t.Fatalf("first generation: %d %v", gen, err)
+	}
+	next, err := fillServed.Run(f.ctx, f.r.rdb, []string{keyServedGen, keyBuilds, keyServedFilled}, gen, 0, fillBatch).Int64()
+	if err != nil || next != ids[fillBatch-1] {
+		t.Fatalf("first batch: %d %v, want it to end at build %d", next, err, ids[fillBatch-1])
 	}
 	if got, _ := f.r.rdb.Exists(f.ctx, keyServedFilled).Result(); got != 0 {
 		t.Fatal("marked filled after one batch")
@@ -409,5 +427,112 @@ func TestTwoReplicasFillingAtOnceAgree(t *testing.T) {
 		if got := f.got(r, "s", 1<<20); !slices.Equal(got, want) {
 			t.Fatalf("replica %d lists %v, the full scan gives %v", i, got, want)
 		}
+	}
+}
+
+// oldWrite writes a build's record as a version of pkgfleet without the
+// served keys did: the record and its status count, nothing else (raw
+// "": dropped, as its retention did).
+func (f *servedFixture) oldWrite(id int64, edit func(*Build)) {
+	f.t.Helper()
+	b, err := f.r.Build(f.ctx, id)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	from := b.Status
+	pipe := f.r.rdb.TxPipeline()
+	pipe.HIncrBy(f.ctx, keyBuildCounts, from, -1)
+	if edit == nil {
+		pipe.Del(f.ctx, keyBuild(id))
+		pipe.ZRem(f.ctx, keyBuilds, id)
+	} else {
+		edit(b)
+		data, _ := json.Marshal(b)
+		pipe.Set(f.ctx, keyBuild(id), data, 0)
+		pipe.HIncrBy(f.ctx, keyBuildCounts, b.Status, 1)
+	}
+	if _, err := pipe.Exec(f.ctx); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// A worker or API replica of a version without the served keys (a rolling
+// upgrade, a rollback) writes builds they miss: the next listing finds
+// them behind the build counts and rebuilds them, and while that version
+// keeps writing within the pause between rebuilds, listings read every
+// build instead. Either way they list what the full scan does.
+func TestServableRebuildsAfterAVersionWithoutItWrote(t *testing.T) {
+	t.Parallel()
+	f := newServedFixture(t)
+	rebuilds := 0
+	f.r.OnServedRebuild = func() { rebuilds++ }
+	old := f.create("s", "a")
+	f.countBuilds()
+	f.finish(old.ID, true, StatusSucceeded, "p", "1.0", src("p", "1.0"))
+	top := f.create("s", "a")
+	f.finish(top.ID, true, StatusSucceeded, "p", "1.0", src("p", "1.0"))
+	queued := f.create("s", "a")
+	f.check("filled", "s", 100, top.ID)
+	if rebuilds != 0 {
+		t.Fatalf("%d rebuilds of keys this version kept", rebuilds)
+	}
+
+	// The old version finishes a build (a new version) and drops 1.0's top.
+	f.oldWrite(queued.ID, func(b *Build) {
+		b.Status, b.Package, b.Version, b.Artifacts = StatusSucceeded, "p", "2.0", []Artifact{src("p", "2.0")}
+	})
+	f.oldWrite(top.ID, nil)
+	f.check("after the old version wrote", "s", 100, queued.ID, old.ID)
+	if rebuilds != 1 {
+		t.Fatalf("%d rebuilds, want 1", rebuilds)
+	}
+	f.check("rebuilt", "s", 100, queued.ID, old.ID)
+
+	// It writes again within the pause: every build is read instead.
+	another := f.create("s", "a")
+	f.oldWrite(another.ID, func(b *Build) {
+		b.Status, b.Package, b.Version, b.Artifacts = StatusSucceeded, "q", "1.0", []Artifact{src("q", "1.0")}
+	})
+	f.check("behind within the pause", "s", 100, another.ID, queued.ID, old.ID)
+	if rebuilds != 1 {
+		t.Fatalf("%d rebuilds within the pause, want 1", rebuilds)
+	}
+
+	// The pause over (its key gone), the next listing rebuilds.
+	if err := f.r.rdb.Del(f.ctx, keyServedRebuilt).Err(); err != nil {
+		t.Fatal(err)
+	}
+	f.check("after the pause", "s", 100, another.ID, queued.ID, old.ID)
+	if rebuilds != 2 {
+		t.Fatalf("%d rebuilds after the pause, want 2", rebuilds)
+	}
+	copied, counts := f.r.rdb.HGetAll(f.ctx, keyServedCounts).Val(), f.r.rdb.HGetAll(f.ctx, keyBuildCounts).Val()
+	if fmt.Sprint(copied) != fmt.Sprint(counts) || len(counts) == 0 {
+		t.Fatalf("the served keys' copy of the build counts %v, the counts %v", copied, counts)
+	}
+	f.check("rebuilt again, nothing behind", "s", 100, another.ID, queued.ID, old.ID)
+	if rebuilds != 2 {
+		t.Fatalf("%d rebuilds with nothing behind, want 2", rebuilds)
+	}
+}
+
+// A top's record deleted behind the scripts' back (by hand, not by
+// retention) is found at the next listing, which rebuilds.
+func TestServableRebuildsWhenATopsRecordIsGone(t *testing.T) {
+	t.Parallel()
+	f := newServedFixture(t)
+	rebuilds := 0
+	f.r.OnServedRebuild = func() { rebuilds++ }
+	old := f.create("s", "a")
+	f.finish(old.ID, true, StatusSucceeded, "p", "1.0", src("p", "1.0"))
+	top := f.create("s", "a")
+	f.finish(top.ID, true, StatusSucceeded, "p", "1.0", src("p", "1.0"))
+	f.check("filled", "s", 100, top.ID)
+	if err := f.r.rdb.Del(f.ctx, keyBuild(top.ID)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	f.check("its top deleted by hand", "s", 100, old.ID)
+	if rebuilds != 1 {
+		t.Fatalf("%d rebuilds, want 1", rebuilds)
 	}
 }
