@@ -38,6 +38,16 @@ import (
 // listing (fillServed). Deleting a source or builder keeps its builds, so
 // it keeps them here too, as the listings did when they read every build.
 //
+// A pkgfleet without these keys (a worker or API replica not yet upgraded
+// in a rolling upgrade, or all of them after a rollback) writes builds
+// without them. Each listing checks, in the script that reads, that the
+// build counts, which every version keeps, still equal the copy the
+// scripts here keep in step with them (keyServedCounts), and that no top's
+// record is gone; if not, the keys are emptied and filled again, a new
+// generation, at most once in rebuildPause (reading every build
+// meanwhile). The check misses only what such a version wrote while no
+// listing looked and that left every status count as it was.
+//
 // The slots are index's rule written again in Lua (the registry cannot
 // import the index): internal/index's
 // TestListingsOfServableBuildsEqualTheFullScan holds the two in step.
