@@ -45,8 +45,9 @@ import (
 // scripts here keep in step with them (keyServedCounts), and that no top's
 // record is gone; if not, the keys are emptied and filled again, a new
 // generation, at most once in rebuildPause (reading every build
-// meanwhile). The check misses only what such a version wrote while no
-// listing looked and that left every status count as it was.
+// meanwhile). The check misses only such a version's writes that cancel
+// out in every status count before a listing looks (one build finishing
+// and another of the same status dropped, no listing between).
 //
 // The slots are index's rule written again in Lua (the registry cannot
 // import the index): internal/index's
