@@ -46,8 +46,9 @@ import (
 // record is gone; if not, the keys are emptied and filled again, a new
 // generation, at most once in rebuildPause (reading every build
 // meanwhile). The check misses only such a version's writes that cancel
-// out in every status count before a listing looks (one build finishing
-// and another of the same status dropped, no listing between).
+// out in every status count before a listing looks (a build created,
+// run and made to succeed, and another successful one dropped, with no
+// listing between).
 //
 // The slots are index's rule written again in Lua (the registry cannot
 // import the index): internal/index's
