@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -243,8 +244,8 @@ return tonumber(ids[#ids])
 `)
 
 // readServed returns, KEYS gen, filled, build counts, served counts, the
-// source's succeeded, tops: {0, gen} while the generation gen (0: none)
-// is not filled; {2} when the served keys are behind the builds: the
+// source's succeeded, tops: {0} while there is no generation or it is
+// not filled; {2} when the served keys are behind the builds: the
 // build counts are not their copy (a version without the served keys
 // wrote), or a top's record is gone (deleted behind the scripts' back);
 // else {1, records...}: the records of the tops of the source's slots
@@ -253,7 +254,7 @@ return tonumber(ids[#ids])
 // newest it has.
 var readServed = redis.NewScript(`
 local gen = redis.call('GET', KEYS[1])
-if not gen or redis.call('GET', KEYS[2]) ~= gen then return {0, tonumber(gen or '0')} end
+if not gen or redis.call('GET', KEYS[2]) ~= gen then return {0} end
 local counts, copy = redis.call('HGETALL', KEYS[3]), {}
 local c = redis.call('HGETALL', KEYS[4])
 for i = 1, #c, 2 do copy[c[i]] = tonumber(c[i + 1]) end
@@ -310,7 +311,7 @@ func (r *Registry) Servable(ctx context.Context, source string, newest int) ([]*
 		}
 		switch res[0].(int64) {
 		case 0: // not filled: fill the generation, or start the first
-			if err := r.fillServed(ctx, res[1].(int64)); err != nil {
+			if err := r.fillServed(ctx); err != nil {
 				return nil, err
 			}
 			continue
@@ -358,23 +359,31 @@ func (r *Registry) rebuildServed(ctx context.Context) (began bool, err error) {
 	if r.OnServedRebuild != nil {
 		r.OnServedRebuild()
 	}
-	return true, r.fillServed(ctx, gen)
+	return true, r.fillServed(ctx)
 }
 
 // fillServed walks every build once, a batch per script, adding it to the
-// served keys of generation gen (0: there is none yet, so it starts the
-// first); the last batch marks gen filled. A process fills once at a
-// time (r.filling): its other listings wait for that fill, or for their
-// context, rather than walk too. A rebuild that begins meanwhile ends
-// this walk: the listing reads the state again.
-func (r *Registry) fillServed(ctx context.Context, gen int64) error {
+// served keys of their generation (when there is none yet, it starts the
+// first); the last batch marks the generation filled. A process fills
+// once at a time (r.filling): its other listings wait for that fill, or
+// for their context, and then find it done. A rebuild that begins
+// meanwhile ends this walk: the listing reads the state again.
+func (r *Registry) fillServed(ctx context.Context) error {
 	select {
 	case r.filling <- struct{}{}:
 		defer func() { <-r.filling }()
 	case <-ctx.Done():
 		return fmt.Errorf("fill the served builds: %w", ctx.Err())
 	}
-	if gen == 0 {
+	vals, err := r.rdb.MGet(ctx, keyServedGen, keyServedFilled).Result()
+	if err != nil {
+		return fmt.Errorf("fill the served builds: %w", err)
+	}
+	gen, _ := vals[0].(string)
+	if filled, _ := vals[1].(string); gen != "" && filled == gen {
+		return nil
+	}
+	if gen == "" {
 		// The first generation empties what the scripts wrote before it
 		// (right, but maybe beside a version that did not write it); a
 		// process that began it first is joined. Its copy of the build
@@ -383,10 +392,11 @@ func (r *Registry) fillServed(ctx context.Context, gen int64) error {
 		if _, err := r.CountBuildsByStatus(ctx); err != nil {
 			return fmt.Errorf("fill the served builds: %w", err)
 		}
-		var err error
-		if gen, err = wipeServed.Run(ctx, r.rdb, wipeKeys, "first", 0).Int64(); err != nil {
+		g, err := wipeServed.Run(ctx, r.rdb, wipeKeys, "first", 0).Int64()
+		if err != nil {
 			return fmt.Errorf("fill the served builds: %w", err)
 		}
+		gen = strconv.FormatInt(g, 10)
 	}
 	keys := []string{keyServedGen, keyBuilds, keyServedFilled}
 	for after := int64(0); ; {

@@ -7,7 +7,10 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // servedFixture writes builds of sources through the registry's own
@@ -384,7 +387,16 @@ func TestTwoReplicasFillingAtOnceAgree(t *testing.T) {
 		f.finishRandom(rng, b.ID)
 	}
 	f.wipeServed()
-	replicas := []*Registry{New(f.r.rdb), New(f.r.rdb)}
+	// Each replica its own client, which counts the walks it begins.
+	var replicas []*Registry
+	var walks []*atomic.Int64
+	for range 2 {
+		c := redis.NewClient(f.r.rdb.(*redis.Client).Options())
+		t.Cleanup(func() { c.Close() })
+		n := &atomic.Int64{}
+		c.AddHook(walkCounter{n})
+		replicas, walks = append(replicas, New(c)), append(walks, n)
+	}
 	var extra []*Build
 	for range 20 {
 		extra = append(extra, f.create("s", "a"))
@@ -427,7 +439,32 @@ func TestTwoReplicasFillingAtOnceAgree(t *testing.T) {
 		if got := f.got(r, "s", 1<<20); !slices.Equal(got, want) {
 			t.Fatalf("replica %d lists %v, the full scan gives %v", i, got, want)
 		}
+		if n := walks[i].Load(); n > 1 {
+			t.Errorf("replica %d began %d walks of every build for its 3 listings, want at most 1", i, n)
+		}
 	}
+	if walks[0].Load()+walks[1].Load() == 0 {
+		t.Fatal("no replica walked the builds")
+	}
+}
+
+// walkCounter counts the fill walks a client begins: fillServed scripts
+// from the first build on (EVALSHA's, once per walk even when the
+// script is then loaded).
+type walkCounter struct{ n *atomic.Int64 }
+
+func (w walkCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (w walkCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		a := cmd.Args()
+		if cmd.Name() == "evalsha" && len(a) == 9 && a[1] == fillServed.Hash() && fmt.Sprint(a[7]) == "0" {
+			w.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (w walkCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
 
 // oldWrite writes a build's record as a version of pkgfleet without the
