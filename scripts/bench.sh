@@ -73,6 +73,11 @@ run "Redis memory per finished build: its log in Redis (before) vs moved into th
 	TestAFinishedBuildCostsARecordNotItsLog ./internal/retention/
 run "Redis memory of a fleet through 1,000,000 builds (generated records, 1000 builders, 100 days, a retention pass a day; about 20-40 min on 2 cores), flat after the horizon" \
 	TestFleetMemoryStaysFlatAfterTheRetentionHorizon ./internal/retention/ PKGFLEET_RETENTION_BUILDS=1000000
+# About 20 s: 100,000 records written, five listings read them all.
+run "an index listing of one source (500 served) among 100,000 build records: before (every build read and filtered) and after (the source's servable builds), and the first listing's one-time fill of a store written before" \
+	TestBenchIndexListingPerSource ./internal/index/ PKGFLEET_BENCH=1 PKGFLEET_INDEX_BUILDS=100000
+run "Redis CPU per build record write (running, succeeded, dropped) with the served keys kept in the same scripts (run the same test on a tree before them for the anchor)" \
+	TestBenchBuildWriteCost ./internal/registry/ PKGFLEET_BENCH=1
 
 # About 1.5 minutes: three network namespaces (needs root), 10,000 builders, a
 # burst of 2000 no-op builds at 1 ms and then at 20 ms one-way between hosts

@@ -334,9 +334,11 @@ func (s *Server) builderView(ctx context.Context, b *registry.Builder, releases 
 }
 
 // newestReleases is the newest release (no dev, pre-release or local
-// part) of each package that source's successful builds made.
+// part) of each package that source's newest 1000 successful builds made.
+// It reads the builds the source's index can serve (one per version at
+// least), not every build in Redis.
 func (s *Server) newestReleases(ctx context.Context, source string) (map[string]string, error) {
-	builds, err := s.Registry.Builds(ctx, registry.Filter{Source: source, Status: registry.StatusSucceeded, Limit: 1000})
+	builds, err := s.Registry.Servable(ctx, source, 1000)
 	if err != nil {
 		return nil, err
 	}

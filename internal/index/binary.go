@@ -125,7 +125,7 @@ func (x *Index) binaryEntries(r *http.Request, fallback bool) (map[string]cranEn
 	if err != nil {
 		return nil, want{}, err
 	}
-	builds, err := x.succeeded(r.Context(), src.Name)
+	builds, err := x.servable(r.Context(), src.Name)
 	if err != nil {
 		return nil, want{}, err
 	}

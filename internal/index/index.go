@@ -9,7 +9,8 @@
 // build (for commit builders the newest commit wins); older builds stay
 // reachable through the API by build id; a failed build never replaces a
 // good artifact. The index is computed from the registry on each request,
-// with artifact metadata cached by pkgmeta.
+// from the builds of the source it can serve (Registry.Servable, which
+// keeps them per source), with artifact metadata cached by pkgmeta.
 package index
 
 import (
@@ -63,16 +64,20 @@ const maxBuilds = 100000
 // served returns, per package, the newest successful build of each
 // version, newest version first.
 func (x *Index) served(ctx context.Context, source string) (map[string][]*registry.Build, error) {
-	builds, err := x.succeeded(ctx, source)
+	builds, err := x.servable(ctx, source)
 	if err != nil {
 		return nil, err
 	}
 	return Served(builds)[source], nil
 }
 
-// succeeded lists the source's successful builds, newest first.
-func (x *Index) succeeded(ctx context.Context, source string) ([]*registry.Build, error) {
-	return x.Registry.Builds(ctx, registry.Filter{Source: source, Status: registry.StatusSucceeded, Limit: maxBuilds})
+// servable lists, newest first, the successful builds of the source that
+// a listing can pick (Registry.Servable): Served, Needed and the binary
+// layouts' picks of them are those of all the source's successful builds,
+// and reading them costs what the source serves, not every build in
+// Redis.
+func (x *Index) servable(ctx context.Context, source string) ([]*registry.Build, error) {
+	return x.Registry.Servable(ctx, source, maxBuilds)
 }
 
 // made reports whether b is a successful build that made a package.
@@ -86,9 +91,14 @@ func made(b *registry.Build) bool {
 // that has artifacts, newest version first. It returns source → package
 // → builds. Needed adds what the binary layouts serve.
 func Served(builds []*registry.Build) map[string]map[string][]*registry.Build {
+	return servedOf(builds, maxBuilds)
+}
+
+// servedOf is Served considering the newest limit builds of each source.
+func servedOf(builds []*registry.Build, limit int) map[string]map[string][]*registry.Build {
 	type key struct{ source, pkg, version string }
 	newest := map[key]*registry.Build{}
-	for _, b := range considered(builds) {
+	for _, b := range considered(builds, limit) {
 		k := key{b.Source, b.Package, b.Version}
 		if cur, ok := newest[k]; !ok || b.ID > cur.ID {
 			newest[k] = b
@@ -113,24 +123,36 @@ func Served(builds []*registry.Build) map[string]map[string][]*registry.Build {
 // the index may serve, for what retention must keep (internal/retention):
 // Served's, and per package version the newest build with each binary
 // (platform, R x.y, file name), which the binary layouts pick from even
-// when a newer build of the version made none for that R (binary.go).
+// when a newer build of the version made none for that R, and the newest
+// with a source tarball, which PPM's layout falls back to even when a
+// newer build of the version made only binaries (binary.go).
 func Needed(builds []*registry.Build) map[int64]bool {
+	return neededOf(builds, maxBuilds)
+}
+
+// neededOf is Needed considering the newest limit builds of each source.
+func neededOf(builds []*registry.Build, limit int) map[int64]bool {
 	need := map[int64]bool{}
-	for _, pkgs := range Served(builds) {
+	for _, pkgs := range servedOf(builds, limit) {
 		for _, list := range pkgs {
 			for _, b := range list {
 				need[b.ID] = true
 			}
 		}
 	}
-	type key struct{ source, pkg, version, platform, rversion, file string }
+	type key struct{ source, pkg, version, kind, platform, rversion, file string }
 	newest := map[key]*registry.Build{}
-	for _, b := range considered(builds) {
+	for _, b := range considered(builds, limit) {
 		for _, a := range b.Artifacts {
-			if a.Kind != "binary" {
+			var k key
+			switch a.Kind {
+			case "binary":
+				k = key{b.Source, b.Package, b.Version, a.Kind, a.Platform, a.RVersion, a.File}
+			case "source": // any tarball of the version: pick takes the first
+				k = key{source: b.Source, pkg: b.Package, version: b.Version, kind: a.Kind}
+			default:
 				continue
 			}
-			k := key{b.Source, b.Package, b.Version, a.Platform, a.RVersion, a.File}
 			if cur, ok := newest[k]; !ok || b.ID > cur.ID {
 				newest[k] = b
 			}
@@ -143,12 +165,13 @@ func Needed(builds []*registry.Build) map[int64]bool {
 }
 
 // considered are the builds of builds a listing looks at: per source the
-// newest maxBuilds successful ones, of those the ones that made a package.
-func considered(builds []*registry.Build) []*registry.Build {
+// newest limit (maxBuilds) successful ones, of those the ones that made a
+// package.
+func considered(builds []*registry.Build, limit int) []*registry.Build {
 	var out []*registry.Build
 	seen := map[string]int{}
 	for _, b := range builds {
-		if b.Status != registry.StatusSucceeded || seen[b.Source] == maxBuilds {
+		if b.Status != registry.StatusSucceeded || seen[b.Source] == limit {
 			continue
 		}
 		seen[b.Source]++

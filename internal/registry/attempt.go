@@ -209,13 +209,15 @@ func (r *Registry) ConfirmAttempt(ctx context.Context, a Attempt, leaseKey, memb
 // casBuild: KEYS attempt hash, build, build counts, finished[, log]; ARGV token,
 // old JSON, new JSON[, log text, log cap, truncation mark]. {1}: written
 // (and counted by status), and the text appended to the log; {2,
-// current}: the record changed meanwhile (no current: it is gone).
-var casBuild = redis.NewScript(cappedAppend + countBuild + noteFinished + fenceCheck + `
+// current}: the record changed meanwhile (no current: it is gone). The
+// build moves in its source's served keys (served.go) in the same step.
+var casBuild = redis.NewScript(cappedAppend + countBuild + noteFinished + servedLua + fenceCheck + `
 local cur = redis.call('GET', KEYS[2])
 if cur ~= ARGV[2] then return {2, cur} end
 redis.call('SET', KEYS[2], ARGV[3])
 countBuild(KEYS[3], cur, ARGV[3])
 noteFinished(KEYS[4], cur, ARGV[3])
+servedMove(KEYS[2], cur, ARGV[3])
 if KEYS[5] then append_capped(KEYS[5], ARGV[4], ARGV[5], ARGV[6]) end
 return {1}
 `)

@@ -132,11 +132,19 @@ const keyBuildCounts = "pkgfleet:counts:builds"
 // countBuild is Lua that moves a build between status counts as its
 // record goes from old (false: new build) to record, while the counts
 // exist.
+//
+// It keeps the served keys' copy of the counts (keyServedCounts) in the
+// same step: a version of pkgfleet without the served keys keeps only
+// the counts, so the two differ once such a version wrote a build.
 const countBuild = `
 local function statusOf(record)
   local ok, b = pcall(cjson.decode, record)
   if ok and type(b) == 'table' and type(b.status) == 'string' then return b.status end
   return ''
+end
+local function countStatus(counts, status, by)
+  redis.call('HINCRBY', counts, status, by)
+  redis.call('HINCRBY', '` + keyServedCounts + `', status, by)
 end
 local function countBuild(counts, old, record)
   if redis.call('EXISTS', counts) == 0 then return end
@@ -144,28 +152,30 @@ local function countBuild(counts, old, record)
   if old then
     local from = statusOf(old)
     if from == to then return end
-    redis.call('HINCRBY', counts, from, -1)
+    countStatus(counts, from, -1)
   end
-  redis.call('HINCRBY', counts, to, 1)
+  countStatus(counts, to, 1)
 end
 `
 
 // putBuild replaces a build's record if it is still the one the edit
-// started from, recounts it and lists it if it finished: KEYS build,
+// started from, recounts it, lists it if it finished and moves it in its
+// source's served keys (served.go): KEYS build,
 // counts, finished; ARGV old, new.
 // {1}: written; {0, current}: changed meanwhile (no current: gone).
-var putBuild = redis.NewScript(countBuild + noteFinished + `
+var putBuild = redis.NewScript(countBuild + noteFinished + servedLua + `
 local cur = redis.call('GET', KEYS[1])
 if cur ~= ARGV[1] then return {0, cur} end
 redis.call('SET', KEYS[1], ARGV[2])
 countBuild(KEYS[2], cur, ARGV[2])
 noteFinished(KEYS[3], cur, ARGV[2])
+servedMove(KEYS[1], cur, ARGV[2])
 return {1}
 `)
 
 // readBuildCounts returns the counts (KEYS[1]), counting every build
 // (KEYS[2], ids; ARGV[1] the records' key prefix) first when there are
-// none.
+// none, into the served keys' copy too.
 var readBuildCounts = redis.NewScript(countBuild + `
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local n = {}
@@ -176,7 +186,11 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
       n[s] = (n[s] or 0) + 1
     end
   end
-  for k, v in pairs(n) do redis.call('HSET', KEYS[1], k, v) end
+  redis.call('DEL', '` + keyServedCounts + `')
+  for k, v in pairs(n) do
+    redis.call('HSET', KEYS[1], k, v)
+    redis.call('HSET', '` + keyServedCounts + `', k, v)
+  end
 end
 return redis.call('HGETALL', KEYS[1])
 `)

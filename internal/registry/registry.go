@@ -39,14 +39,19 @@ type Registry struct {
 	now func() time.Time
 	ids highWater // the highest build id this process handed out or read
 
+	filling chan struct{} // held by this process's fill of the served keys (served.go)
+
 	// OnIDJump, when set, hears of each jump of the build-id counter (to
 	// log and count it).
 	OnIDJump func(IDJump)
+	// OnServedRebuild, when set, hears that this process began a rebuild
+	// of the served keys (served.go), found behind the builds (to log it).
+	OnServedRebuild func()
 }
 
 // New returns a registry on rdb.
 func New(rdb redis.UniversalClient) *Registry {
-	return &Registry{rdb: rdb, now: func() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }}
+	return &Registry{rdb: rdb, now: func() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }, filling: make(chan struct{}, 1)}
 }
 
 // Ping checks that Redis answers.

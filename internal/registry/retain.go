@@ -89,10 +89,11 @@ func records(vals []any) []Record {
 // dropBuilds removes builds whose records are still as read: KEYS builds,
 // build counts; ARGV the build keys' prefix, the builder-builds prefix,
 // the claims prefix, then per build its id, record, builder key and sha.
-// Each goes with its log, its attempt hash, its place in the listings,
-// its commit's claim (while the claim names it) and its status count.
+// Each goes with its log, its attempt hash, its place in the listings
+// and its source's served keys, its commit's claim (while the claim names
+// it) and its status count.
 // It returns the ids dropped.
-var dropBuilds = redis.NewScript(countBuild + `
+var dropBuilds = redis.NewScript(countBuild + servedLua + `
 local dropped = {}
 local counted = redis.call('EXISTS', KEYS[2]) == 1
 for i = 4, #ARGV, 4 do
@@ -103,7 +104,8 @@ for i = 4, #ARGV, 4 do
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', ARGV[2] .. bk, id)
     if redis.call('HGET', ARGV[3] .. bk, sha) == id then redis.call('HDEL', ARGV[3] .. bk, sha) end
-    if counted then redis.call('HINCRBY', KEYS[2], statusOf(raw), -1) end
+    if counted then countStatus(KEYS[2], statusOf(raw), -1) end
+    servedMove(key, raw, false)
     dropped[#dropped + 1] = id
   end
 end

@@ -1,8 +1,9 @@
 // Package registry keeps pkgfleet's state in Redis: sources, git-builders,
 // builds (with their artifact lists, and their logs until they finished:
-// internal/buildlog moves a finished one into the artifact store) and the
-// per-commit claim that makes a poll, a webhook and a manual run of one
-// sha build once.
+// internal/buildlog moves a finished one into the artifact store), per
+// source the builds its index can serve (served.go), and the per-commit
+// claim that makes a poll, a webhook and a manual run of one sha build
+// once.
 //
 // It validates what it stores and guarantees that a rejected request
 // stores nothing. Its records have the API's shapes (internal/apiv1,
