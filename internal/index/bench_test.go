@@ -8,26 +8,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/apiv1"
 	"github.com/pkgfleet/pkgfleet/internal/registry"
+	"github.com/pkgfleet/pkgfleet/internal/testenv"
 	"github.com/redis/go-redis/v9"
 )
-
-// clientCommands counts the commands a client sends (a pipeline's each),
-// not those a script runs inside Redis.
-type clientCommands struct{ n atomic.Int64 }
-
-func (c *clientCommands) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *clientCommands) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { c.n.Add(1); return next(ctx, cmd) }
-}
-func (c *clientCommands) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { c.n.Add(int64(len(cmds))); return next(ctx, cmds) }
-}
 
 // redisStats is what INFO says of the server's work so far.
 type redisStats struct {
@@ -107,7 +95,8 @@ func TestBenchIndexListingPerSource(t *testing.T) {
 		}
 	}
 	x, rdb := setup(t)
-	sent := &clientCommands{}
+	sent := &testenv.CommandCounter{}
+	sentN := func() int64 { n, _ := sent.Total(); return int64(n) }
 	rdb.(*redis.Client).AddHook(sent)
 	ctx := context.Background()
 	const mine, mineBuilds, sources = "mine", 1000, 1000
@@ -151,7 +140,7 @@ func TestBenchIndexListingPerSource(t *testing.T) {
 	measure := func(name string, n int, list func() ([]*registry.Build, error)) map[string][]int64 {
 		var walls []time.Duration
 		var served map[string][]int64
-		s0, c0 := readRedisStats(t, rdb), sent.n.Load()
+		s0, c0 := readRedisStats(t, rdb), sentN()
 		for range n {
 			t0 := time.Now()
 			builds, err := list()
@@ -161,7 +150,7 @@ func TestBenchIndexListingPerSource(t *testing.T) {
 			served = servedIDs(Served(builds)[mine])
 			walls = append(walls, time.Since(t0))
 		}
-		c1, s1 := sent.n.Load(), readRedisStats(t, rdb)
+		c1, s1 := sentN(), readRedisStats(t, rdb)
 		slices.Sort(walls)
 		// One INFO is counted in the server's commands and bytes (its
 		// reply a few KB), none in the client's.
@@ -173,11 +162,11 @@ func TestBenchIndexListingPerSource(t *testing.T) {
 	}
 	old := measure("before (every build read, Registry.Builds)", 5, before)
 
-	s0, c0, t0 := readRedisStats(t, rdb), sent.n.Load(), time.Now()
+	s0, c0, t0 := readRedisStats(t, rdb), sentN(), time.Now()
 	if _, err := after(); err != nil {
 		t.Fatal(err)
 	}
-	c1, s1 := sent.n.Load(), readRedisStats(t, rdb)
+	c1, s1 := sentN(), readRedisStats(t, rdb)
 	// Sent: the listing twice, the count of builds (one script, the
 	// counts exist), the first generation's script, the fill's scripts.
 	scripts := c1 - c0 - 4
