@@ -647,20 +647,44 @@ const gitConfig = `[core]
 	auto = 0
 `
 
+// bareConfig is the configuration of the repositories kept across builds
+// (a builder's history, a remote's object cache): git's own upkeep stays
+// off (it would run in the background of a build's clone; each repacks
+// itself, maxHistoryPacks and maxCachePacks), and fetched objects stay in
+// the packs they came in, which a checkout copies or reads.
+const bareConfig = `[core]
+	repositoryformatversion = 0
+	bare = true
+	logallrefupdates = false
+[fetch]
+	unpackLimit = 1
+[maintenance]
+	auto = false
+[gc]
+	auto = 0
+`
+
 // initRepo lays out an empty repository in dir as `git init` would, less
 // the hook samples and other template files (gitrepository-layout(5)).
 func initRepo(dir string) error {
-	gitDir := filepath.Join(dir, ".git")
+	return layoutRepo(filepath.Join(dir, ".git"), gitConfig, 0o755)
+}
+
+// layoutRepo writes the git directory gitDir of an empty repository with
+// configuration config, its directories of mode dirMode and its files
+// readable as far as they are. Its HEAD names an unborn branch until a
+// checkout detaches it or a fetch writes the branch.
+func layoutRepo(gitDir, config string, dirMode os.FileMode) error {
 	for _, d := range []string{"objects/pack", "refs/heads", "refs/tags"} {
-		if err := os.MkdirAll(filepath.Join(gitDir, d), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Join(gitDir, d), dirMode); err != nil {
 			return err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(gitDir, "config"), []byte(gitConfig), 0o644); err != nil {
+	fileMode := dirMode &^ 0o111
+	if err := os.WriteFile(filepath.Join(gitDir, "config"), []byte(config), fileMode); err != nil {
 		return err
 	}
-	// The checkout detaches HEAD; until then it names an unborn branch.
-	return os.WriteFile(filepath.Join(gitDir, "HEAD"), []byte("ref: refs/heads/main\n"), 0o644)
+	return os.WriteFile(filepath.Join(gitDir, "HEAD"), []byte("ref: refs/heads/main\n"), fileMode)
 }
 
 // commitTime asks git for the committer time of commit sha in dir.

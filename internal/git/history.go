@@ -60,8 +60,6 @@ type history struct {
 	shaIsNew bool
 }
 
-// historyConfig is a history repository's configuration: kept across
-// builds, so git's own upkeep stays off (the clone repacks it, see
 // maxHistoryPacks) and fetched objects stay in packs, which the checkout
 // copies.
 const historyConfig = `[core]
@@ -121,15 +119,7 @@ func (c *Client) fetchHistoryOnce(ctx context.Context, dir, remote, sha string) 
 // history repository at dir, whose lock the caller holds.
 func (c *Client) fetchLocked(ctx context.Context, dir, remote, sha string) error {
 	if _, err := os.Stat(filepath.Join(dir, "HEAD")); err != nil {
-		for _, d := range []string{"refs/heads", "refs/tags"} {
-			if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-				return err
-			}
-		}
-		if err := os.WriteFile(filepath.Join(dir, "config"), []byte(historyConfig), 0o644); err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dir, "HEAD"), []byte("ref: refs/heads/main\n"), 0o644); err != nil {
+		if err := layoutRepo(dir, bareConfig, 0o755); err != nil {
 			return err
 		}
 	}

@@ -81,22 +81,6 @@ func (oc *ObjectCache) Stats() CacheStats {
 	return CacheStats{Bytes: oc.bytes.Load(), Hits: oc.hits.Load(), Misses: oc.misses.Load(), Evictions: oc.evicted.Load()}
 }
 
-// cacheConfig is a remote's cache repository's configuration: git's own
-// upkeep stays off (it would run in the background of a build's clone;
-// the cache repacks itself, maxCachePacks), and fetched objects stay in
-// the packs they came in.
-const cacheConfig = `[core]
-	repositoryformatversion = 0
-	bare = true
-	logallrefupdates = false
-[fetch]
-	unpackLimit = 1
-[maintenance]
-	auto = false
-[gc]
-	auto = 0
-`
-
 // maxCachePacks is how many packs a remote's cache may hold before a
 // fetch repacks it: each fetch adds one, and a lookup reads every index.
 const maxCachePacks = 16
@@ -182,15 +166,7 @@ func (oc *ObjectCache) discard(ctx context.Context, r *remote) error {
 // (made when missing), through the same way out as a clone's fetch.
 func (c *Client) fetchIntoCache(ctx context.Context, dir, url, sha string) error {
 	if _, err := os.Stat(filepath.Join(dir, "HEAD")); err != nil {
-		for _, d := range []string{"objects/pack", "refs/heads", "refs/tags"} {
-			if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
-				return err
-			}
-		}
-		if err := os.WriteFile(filepath.Join(dir, "config"), []byte(cacheConfig), 0o600); err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dir, "HEAD"), []byte("ref: refs/heads/main\n"), 0o600); err != nil {
+		if err := layoutRepo(dir, bareConfig, 0o700); err != nil {
 			return err
 		}
 	}
