@@ -16,6 +16,18 @@ import (
 	"github.com/pkgfleet/pkgfleet/internal/testenv"
 )
 
+// packedRepo is a repository of one commit of n small files in ten
+// directories, packed as a forge's would be.
+func packedRepo(b *testing.B, n int) (dir, sha string) {
+	files := map[string]string{}
+	for i := range n {
+		files[fmt.Sprintf("d%d/f%03d.txt", i%10, i)] = fmt.Sprintf("file %d\n", i)
+	}
+	dir, sha = testenv.Repo(b, files)
+	testenv.Git(b, dir, "repack", "-adq")
+	return dir, sha
+}
+
 // BenchmarkClone clones one commit of a packed repository, as a build's
 // checkout does, and reports the CPU it took (this process and the git
 // processes it started) beside the wall time: a small package (4 files)
@@ -23,12 +35,7 @@ import (
 func BenchmarkClone(b *testing.B) {
 	for _, n := range []int{4, 700} {
 		b.Run(fmt.Sprintf("files=%d", n), func(b *testing.B) {
-			files := map[string]string{}
-			for i := range n {
-				files[fmt.Sprintf("d%d/f%03d.txt", i%10, i)] = fmt.Sprintf("file %d\n", i)
-			}
-			dir, sha := testenv.Repo(b, files)
-			testenv.Git(b, dir, "repack", "-adq")
+			dir, sha := packedRepo(b, n)
 			c := &Client{Policy: URLPolicy{AllowFile: true}}
 			tmp := b.TempDir()
 			cpu := cpuTime()
@@ -172,12 +179,7 @@ func historyRepo(b *testing.B, commits, files, tagEvery int) string {
 func BenchmarkCloneCached(b *testing.B) {
 	for _, n := range []int{4, 700} {
 		b.Run(fmt.Sprintf("files=%d", n), func(b *testing.B) {
-			files := map[string]string{}
-			for i := range n {
-				files[fmt.Sprintf("d%d/f%03d.txt", i%10, i)] = fmt.Sprintf("file %d\n", i)
-			}
-			dir, sha := testenv.Repo(b, files)
-			testenv.Git(b, dir, "repack", "-adq")
+			dir, sha := packedRepo(b, n)
 			c := &Client{Policy: URLPolicy{AllowFile: true}}
 			tmp := b.TempDir()
 			oc := NewObjectCache(filepath.Join(tmp, "objcache"), 1<<30)
