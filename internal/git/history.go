@@ -60,20 +60,6 @@ type history struct {
 	shaIsNew bool
 }
 
-// maxHistoryPacks) and fetched objects stay in packs, which the checkout
-// copies.
-const historyConfig = `[core]
-	repositoryformatversion = 0
-	bare = true
-	logallrefupdates = false
-[fetch]
-	unpackLimit = 1
-[maintenance]
-	auto = false
-[gc]
-	auto = 0
-`
-
 // maxHistoryPacks is how many packs a history repository may hold before
 // a clone repacks it: each fetch adds one, and each build copies them all.
 const maxHistoryPacks = 16
