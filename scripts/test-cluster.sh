@@ -85,13 +85,54 @@ subnet=10.229.0.0/24
 host_ip=10.229.0.1
 service_cidr=10.230.0.0/24
 cgroup_root=/pkgfleet-cluster
+run_parent=${TMPDIR:-/tmp}
+
+# One cluster phase at a time on a host: two would share the bridge's
+# subnet and the kept containerd root. A second one waits for the first.
+# The lock is on an open file, so it ends with this script however it ends
+# (kill -9 included); the daemons below do not inherit it.
+lock=/run/lock/pkgfleet-cluster.lock
+[ -d /run/lock ] || lock=$run_parent/pkgfleet-cluster.lock
+exec {lock_fd}>"$lock"
+if ! flock -n "$lock_fd"; then
+  echo "cluster: another cluster phase is running on this host ($lock); waiting for it, at most 30 min"
+  flock -w 1800 "$lock_fd" || { echo "cluster: another cluster phase still holds $lock after 30 min" >&2; exit 1; }
+fi
+
+# Holding the lock, whatever an earlier run left is stale: a run killed
+# with -9 (or with its session) never reached its trap's teardown. Its
+# processes, mounts, cgroups, run directory and bridge go now; a host
+# address in the subnet that is not that bridge is someone else's and
+# stops the phase below.
+sweep_stale() {
+  local old m c p
+  for old in "$run_parent"/pkgfleet-cluster-*; do
+    [ -d "$old" ] || continue
+    echo "cluster: removing what a run that did not end left: $old"
+    for p in $(pgrep -f -- "$old/" || true); do
+      pkill -KILL -P "$p" 2>/dev/null || true
+      kill -KILL "$p" 2>/dev/null || true
+    done
+    { grep -o " $old/[^ ]*" /proc/self/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    rm -rf "$old" 2>/dev/null || true
+  done
+  for c in /sys/fs/cgroup/*/; do
+    [ -d "$c${cgroup_root#/}" ] || continue
+    find "$c${cgroup_root#/}" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  done
+  if ip link show "$bridge" >/dev/null 2>&1; then
+    echo "cluster: removing the bridge $bridge a run that did not end left"
+    ip link delete "$bridge" 2>/dev/null || true
+  fi
+}
+sweep_stale
 if ip -o addr show | grep -q " ${host_ip%.*}\."; then
-  echo "cluster: ${subnet} is in use on this host (another cluster phase running, or leftovers):" >&2
+  echo "cluster: ${subnet} is in use on this host, not by a cluster phase:" >&2
   ip -o addr show | grep " ${host_ip%.*}\." >&2
   exit 1
 fi
 
-run=$(mktemp -d "${TMPDIR:-/tmp}/pkgfleet-cluster-XXXXXX")
+run=$(mktemp -d "$run_parent/pkgfleet-cluster-XXXXXX")
 chmod 0755 "$run"
 mkdir -p "$run/logs"
 echo "cluster: state in $run"
@@ -234,7 +275,7 @@ trap 'exit 130' INT TERM
 start() {
   local name=$1
   shift
-  "$@" >"$run/logs/$name.log" 2>&1 </dev/null &
+  "$@" >"$run/logs/$name.log" 2>&1 </dev/null {lock_fd}>&- &
   pids+=($!)
   last_pid=$!
 }
@@ -253,7 +294,7 @@ wait_for() {
 # to this script reaches its trap at once (bash runs traps only between
 # foreground commands) and the trap's teardown ends the step's processes.
 fg() {
-  "$@" &
+  "$@" {lock_fd}>&- &
   fg_pid=$!
   wait "$fg_pid"
 }
@@ -323,9 +364,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
 EOF
+# What a run that did not end left in the kept root: the CRI plugin's
+# records now, its containers once containerd answers (a run that ends
+# removes both at its teardown).
+rm -rf "$images"/io.containerd.grpc.v1.cri/sandboxes/* "$images"/io.containerd.grpc.v1.cri/containers/*
 start containerd containerd --config "$run/containerd.toml"
 wait_for "containerd answers" 30 ctr --address "$run/containerd.sock" version
 ctr_() { ctr --address "$run/containerd.sock" -n k8s.io "$@"; }
+stale=$(ctr_ containers ls -q)
+# shellcheck disable=SC2086 # one id a word
+[ -z "$stale" ] || { echo "cluster: removing containers a run that did not end left"; ctr_ containers rm $stale >/dev/null; }
 
 # The pause image: a static Go binary in a one-layer image in docker save's
 # format, which ctr imports.
