@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pkgfleet/pkgfleet/internal/apiv1"
@@ -57,6 +58,9 @@ type Server struct {
 	// remotes holds a token per git remote query an API request is making
 	// (Git.RemoteConcurrency); nil: no cap.
 	remotes chan struct{}
+	// unreadable holds the keys of records a listing left out that were
+	// logged, so each is said once per process, not on every listing.
+	unreadable sync.Map
 }
 
 // CheckListen refuses a non-loopback address when there are no tokens.

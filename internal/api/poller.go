@@ -55,7 +55,7 @@ func (s *Server) RetentionPolicy() retention.Policy {
 
 // logs reads build logs, live in Redis or stored once finished.
 func (s *Server) logs() *buildlog.Logs {
-	return &buildlog.Logs{Registry: s.Registry, Store: s.Store, TempDir: s.Config.Server.TempDir}
+	return &buildlog.Logs{Registry: s.Registry, Store: s.Store}
 }
 
 // withPollStatus fills in the poller's view of each builder, for output.

@@ -28,3 +28,11 @@ func (s *Server) idJumped(j registry.IDJump) {
 		"reason", j.Reason, "counter", j.Counter, "high_water_mark", j.HighMark, "next_id", j.ID)
 	s.Metrics.IDJump(j.Reason)
 }
+
+// unreadableRecord logs, once per record in this process, a record a
+// listing left out because it could not be read.
+func (s *Server) unreadableRecord(key string, err error) {
+	if _, said := s.unreadable.LoadOrStore(key, struct{}{}); !said {
+		s.Log.Warn("a record in Redis could not be read and is left out of listings; inspect, repair or delete it", "key", key, "error", err)
+	}
+}

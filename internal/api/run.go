@@ -79,6 +79,7 @@ func NewServer(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) 
 	}
 	s.Metrics = s.newMetrics()
 	reg.OnIDJump = s.idJumped
+	reg.OnUnreadable = s.unreadableRecord
 	reg.OnServedRebuild = func() {
 		log.Warn("index listings: the per-source keys of served builds were behind the builds (a pkgfleet without them wrote, as in a rolling upgrade or after a rollback, or a record was deleted by hand); rebuilding them from every build")
 	}

@@ -17,8 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
+	"sync"
 
 	"github.com/pkgfleet/pkgfleet/internal/registry"
 	"github.com/pkgfleet/pkgfleet/internal/store"
@@ -28,9 +27,6 @@ import (
 type Logs struct {
 	Registry *registry.Registry
 	Store    store.Artifacts
-	// TempDir is where a log is compressed before the store copies it in
-	// ("": os.TempDir()).
-	TempDir string
 }
 
 // Move moves build id's log into the store, if the build finished and
@@ -41,6 +37,9 @@ type Logs struct {
 // Redis for a later Move; when the naming's outcome is unknown (Redis
 // unreachable), the copy is left for the orphan sweep, never discarded
 // under a record that may name it.
+//
+// A worker stores a build's log as it records the build's end (Put, with
+// registry.UpdateBuildDroppingLogAs); Move is for the logs it could not.
 func (l *Logs) Move(ctx context.Context, id int64) (moved bool, err error) {
 	rec, text, err := l.Registry.FinishedLog(ctx, id)
 	if err != nil {
@@ -50,50 +49,52 @@ func (l *Logs) Move(ctx context.Context, id int64) (moved bool, err error) {
 	if !registry.Terminal(b.Status) || b.Log != nil || b.AttemptToken == 0 || len(text) == 0 {
 		return false, nil
 	}
-	sl := registry.StoredLog{Package: cmp.Or(b.Package, b.Builder), Token: b.AttemptToken, File: registry.LogFile, Size: int64(len(text))}
-	stored, err := l.put(ctx, b, sl, text)
+	sl, err := l.Put(ctx, b.Source, cmp.Or(b.Package, b.Builder), b.ID, b.AttemptToken, text)
 	if err != nil {
 		return false, err
 	}
-	sl.Stored, sl.SHA256 = stored.Size, stored.SHA256
 	if _, err := l.Registry.NameLog(ctx, rec, int64(len(text)), sl); err != nil {
 		if errors.Is(err, registry.ErrConflict) {
-			_ = l.Store.Discard(context.WithoutCancel(ctx), b.Source, sl.Package, b.ID, sl.Token, []registry.Artifact{{File: sl.File}})
+			l.Discard(context.WithoutCancel(ctx), b.Source, b.ID, sl)
 		}
 		return false, err
 	}
 	return true, nil
 }
 
-// put compresses text into a file of its own and has the store copy it
-// in; it returns the stored file's size and sha256.
-func (l *Logs) put(ctx context.Context, b *registry.Build, sl registry.StoredLog, text []byte) (registry.Artifact, error) {
-	if l.TempDir != "" {
-		if err := os.MkdirAll(l.TempDir, 0o700); err != nil {
-			return registry.Artifact{}, fmt.Errorf("build %d log: %w", b.ID, err)
-		}
+// Put stores text, the whole log of attempt token of build id, compressed
+// beside that attempt's artifacts (under package element pkg), and returns
+// what a record names it by. The stored copy is durable when Put returns.
+func (l *Logs) Put(ctx context.Context, source, pkg string, id, token int64, text []byte) (registry.StoredLog, error) {
+	var buf bytes.Buffer
+	zw := gzips.Get().(*gzip.Writer)
+	zw.Reset(&buf)
+	_, err := zw.Write(text)
+	if cerr := zw.Close(); err == nil {
+		err = cerr
 	}
-	dir, err := os.MkdirTemp(l.TempDir, "pkgfleet-log-")
+	gzips.Put(zw)
 	if err != nil {
-		return registry.Artifact{}, fmt.Errorf("build %d log: %w", b.ID, err)
+		return registry.StoredLog{}, fmt.Errorf("build %d log: compress: %w", id, err)
 	}
-	defer os.RemoveAll(dir)
-	f, err := os.Create(filepath.Join(dir, sl.File))
+	sl := registry.StoredLog{Package: pkg, Token: token, File: registry.LogFile, Size: int64(len(text))}
+	a, err := l.Store.PutBytes(ctx, source, pkg, id, token, registry.Artifact{File: sl.File, Kind: "log"}, buf.Bytes())
 	if err != nil {
-		return registry.Artifact{}, fmt.Errorf("build %d log: %w", b.ID, err)
+		return registry.StoredLog{}, fmt.Errorf("build %d log: %w", id, err)
 	}
-	zw := gzip.NewWriter(f)
-	_, err = zw.Write(text)
-	err = errors.Join(err, zw.Close(), f.Close())
-	if err != nil {
-		return registry.Artifact{}, fmt.Errorf("build %d log: compress: %w", b.ID, err)
-	}
-	arts, err := l.Store.Put(ctx, b.Source, sl.Package, b.ID, sl.Token, dir, []registry.Artifact{{File: sl.File, Kind: "log"}})
-	if err != nil {
-		return registry.Artifact{}, fmt.Errorf("build %d log: %w", b.ID, err)
-	}
-	return arts[0], nil
+	sl.Stored, sl.SHA256 = a.Size, a.SHA256
+	return sl, nil
 }
+
+// Discard removes a stored log of build id that no record names (its
+// naming was refused).
+func (l *Logs) Discard(ctx context.Context, source string, id int64, sl registry.StoredLog) {
+	_ = l.Store.Discard(ctx, source, sl.Package, id, sl.Token, []registry.Artifact{{File: sl.File}})
+}
+
+// gzips keeps gzip writers between logs: a new one allocates its
+// compressor's state (about 800 KB) each time.
+var gzips = sync.Pool{New: func() any { return gzip.NewWriter(nil) }}
 
 // Read returns build b's log from byte offset on, from Redis while it
 // holds it, else from the store. b is the record as the caller read it;

@@ -56,7 +56,7 @@ type fixture struct {
 func setup(t *testing.T, st store.Artifacts) *fixture {
 	rdb, _ := rds.DB(t)
 	reg := registry.New(rdb)
-	return &fixture{t: t, reg: reg, logs: &Logs{Registry: reg, Store: st, TempDir: t.TempDir()}}
+	return &fixture{t: t, reg: reg, logs: &Logs{Registry: reg, Store: st}}
 }
 
 // running records a build running under attempt token 5 whose log holds
@@ -176,8 +176,8 @@ func TestCrashBetweenPutAndRecordLeavesAnOrphanTheSweepRemoves(t *testing.T) {
 
 	// The crash: the log is put (under the builder's name, as the build
 	// made no package), the record is not written.
-	sl := registry.StoredLog{Package: "b", Token: 5, File: registry.LogFile}
-	if _, err := f.logs.put(ctx, b, sl, text); err != nil {
+	sl, err := f.logs.Put(ctx, b.Source, "b", b.ID, 5, text)
+	if err != nil {
 		t.Fatal(err)
 	}
 	files := func() []string {

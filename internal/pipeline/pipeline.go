@@ -171,7 +171,7 @@ func New(d Deps) (*Pipeline, error) {
 	return &Pipeline{
 		registry: reg,
 		store:    st,
-		logs:     &buildlog.Logs{Registry: reg, Store: st, TempDir: cfg.Server.TempDir},
+		logs:     &buildlog.Logs{Registry: reg, Store: st},
 		git: &git.Client{Policy: git.URLPolicy{AllowFile: cfg.Git.AllowFileURLs},
 			Net: outbound, MaxFetchSize: int64(cfg.Git.MaxCloneSize)},
 		objects:        objectCache(cfg),
@@ -381,7 +381,7 @@ func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, at registry.Att
 	}
 	if runErr == nil {
 		recordStart := out.recordStart
-		b, err := p.writeEnd(final, log, at, tail, func(b *registry.Build) error {
+		b, err := p.writeLast(final, log, at, out.source, out.pkg, tail, func(b *registry.Build) error {
 			if b.Status == registry.StatusCanceled {
 				return errSkip
 			}
@@ -417,7 +417,9 @@ func (p *Pipeline) finish(ctx context.Context, log *slog.Logger, at registry.Att
 			}
 			p.metrics.Phases(b.Language, b.Phases)
 			log.Info("build succeeded", "package", out.pkg, "version", out.version)
-			p.moveLog(final, log, at.Build)
+			if b.Log == nil {
+				p.moveLog(final, log, at.Build)
+			}
 		}
 		return err
 	}

@@ -225,6 +225,28 @@ func (b *bundle) logMoved(id int64, text string) {
 	}
 }
 
+func TestALogPastItsCapIsCutAndStillLeavesRedis(t *testing.T) {
+	// The log is stored with the build's end only below the cap; past
+	// it, the registry's append cuts it and the log is moved after.
+	b := setupWith(t, registry.TriggerCommits, func(d *Deps) { d.Config.Git.BuildLogSize = 600 })
+	b.build = func(ctx context.Context, in recipe.Input) (*recipe.Output, error) {
+		fmt.Fprint(in.Log, strings.Repeat("noisy output\n", 100))
+		return succeed(ctx, in)
+	}
+	id := b.queued(1)
+	if err := b.p.process(context.Background(), id, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.get(id); got.Status != registry.StatusSucceeded {
+		t.Fatalf("build = %+v", got)
+	}
+	l := b.log(id)
+	if !strings.Contains(l, "log truncated here") || strings.Contains(l, "==> succeeded") || len(l) != 600+len(fmt.Sprintf(registry.TruncationMark, "600B")) {
+		t.Fatalf("a %d-byte log past a 600-byte cap:\n%s", len(l), l)
+	}
+	b.logMoved(id, l)
+}
+
 func TestAFailedAttemptIsRetriedUntilTheLastOne(t *testing.T) {
 	b := setup(t, registry.TriggerCommits)
 	calls := 0

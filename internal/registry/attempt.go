@@ -206,19 +206,23 @@ func (r *Registry) ConfirmAttempt(ctx context.Context, a Attempt, leaseKey, memb
 	return nil
 }
 
-// casBuild: KEYS attempt hash, build, build counts, finished[, log]; ARGV token,
-// old JSON, new JSON[, log text, log cap, truncation mark]. {1}: written
-// (and counted by status), and the text appended to the log; {2,
-// current}: the record changed meanwhile (no current: it is gone). The
-// build moves in its source's served keys (served.go) in the same step.
+// casBuild: KEYS attempt hash, build, build counts, finished[, log]; ARGV
+// token, old JSON, new JSON[, "append", log text, log cap, truncation
+// mark | "drop", the log's length]. {1}: written (and counted by status),
+// and the text appended to the log, or the log dropped; {2, current}: the
+// record changed meanwhile (no current: it is gone); {3}: the log to drop
+// is no longer the length given (nothing written). The build moves in its
+// source's served keys (served.go) in the same step.
 var casBuild = redis.NewScript(cappedAppend + countBuild + noteFinished + servedLua + fenceCheck + `
 local cur = redis.call('GET', KEYS[2])
 if cur ~= ARGV[2] then return {2, cur} end
+if ARGV[4] == 'drop' and redis.call('STRLEN', KEYS[5]) ~= tonumber(ARGV[5]) then return {3} end
 redis.call('SET', KEYS[2], ARGV[3])
 countBuild(KEYS[3], cur, ARGV[3])
 noteFinished(KEYS[4], cur, ARGV[3])
 servedMove(KEYS[2], cur, ARGV[3])
-if KEYS[5] then append_capped(KEYS[5], ARGV[4], ARGV[5], ARGV[6]) end
+if ARGV[4] == 'append' then append_capped(KEYS[5], ARGV[5], ARGV[6], ARGV[7])
+elseif ARGV[4] == 'drop' then redis.call('DEL', KEYS[5]) end
 return {1}
 `)
 
@@ -245,12 +249,36 @@ func (r *Registry) UpdateBuildWithLogAs(ctx context.Context, a Attempt, p []byte
 		}
 		return b, err
 	}
-	key := keyBuild(a.Build)
-	keys := []string{keyAttempt(a.Build), key, keyBuildCounts, KeyFinished}
 	var logArgs []any
 	if len(p) > 0 {
+		logArgs = []any{"append", p, limit, fmt.Sprintf(TruncationMark, limitName)}
+	}
+	return r.casAs(ctx, a, logArgs, edit)
+}
+
+// UpdateBuildDroppingLogAs is UpdateBuildAs whose record names the
+// build's log as stored (edit sets Build.Log) and drops Redis's copy in
+// the same script: only while that copy is still logLen bytes long, the
+// length the stored copy was made from. Else nothing is written and the
+// error matches ErrLogChanged. It needs an attempt's token.
+func (r *Registry) UpdateBuildDroppingLogAs(ctx context.Context, a Attempt, logLen int64, edit func(*Build) error) (*Build, error) {
+	if a.Token == 0 {
+		return nil, fmt.Errorf("build %d: a stored log is named only by an attempt", a.Build)
+	}
+	return r.casAs(ctx, a, []any{"drop", logLen}, edit)
+}
+
+// ErrLogChanged means a build's log in Redis changed after it was read to
+// be stored (UpdateBuildDroppingLogAs); it matches ErrConflict too.
+var ErrLogChanged = fmt.Errorf("its log changed while it was stored: %w", ErrConflict)
+
+// casAs writes edit's record as attempt a with casBuild, doing logArgs
+// to the build's log in the same script.
+func (r *Registry) casAs(ctx context.Context, a Attempt, logArgs []any, edit func(*Build) error) (*Build, error) {
+	key := keyBuild(a.Build)
+	keys := []string{keyAttempt(a.Build), key, keyBuildCounts, KeyFinished}
+	if len(logArgs) > 0 {
 		keys = append(keys, keyBuildLog(a.Build))
-		logArgs = []any{p, limit, fmt.Sprintf(TruncationMark, limitName)}
 	}
 	raw := a.lastSeen()
 	if raw == nil {
@@ -281,6 +309,8 @@ func (r *Registry) UpdateBuildWithLogAs(ctx context.Context, a Attempt, p []byte
 		case 1:
 			a.see(data)
 			return &b, nil
+		case 3:
+			return nil, fmt.Errorf("build %d: %w", a.Build, ErrLogChanged)
 		}
 		cur, ok := res[1].(string)
 		if !ok {

@@ -211,3 +211,75 @@ func TestARecordWriteAndItsLogLandTogetherOrNotAtAll(t *testing.T) {
 		t.Fatalf("record %+v, log %q", got, log)
 	}
 }
+
+func TestARecordNamingItsStoredLogDropsRedisCopyOnlyAsLongAsItWasStored(t *testing.T) {
+	t.Parallel()
+	r, ctx := setup(t), context.Background()
+	b := newBuild(t, r)
+	_, _, a, _ := r.BeginAttempt(ctx, b.ID, 1, "A")
+	if _, err := r.UpdateBuildWithLogAs(ctx, a, []byte("started\n"), 1<<20, "1MiB", func(b *Build) error { b.Status = StatusRunning; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	stored := &StoredLog{Package: "p", Token: a.Token, File: LogFile, Size: 8}
+	finish := func(b *Build) error { b.Status, b.Log = StatusSucceeded, stored; return nil }
+	// Stored from 8 bytes; a line appended since makes the copy stale.
+	if err := r.AppendLog(ctx, b.ID, []byte("late\n"), 1<<20, "1MiB"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.UpdateBuildDroppingLogAs(ctx, a, 8, finish); !errors.Is(err, ErrLogChanged) || !errors.Is(err, ErrConflict) {
+		t.Fatalf("naming a stored copy of a log that grew since: %v, want ErrLogChanged", err)
+	}
+	got, _ := r.Build(ctx, b.ID)
+	log, _ := r.Log(ctx, b.ID, 0)
+	if got.Status != StatusRunning || got.Log != nil || string(log) != "started\nlate\n" {
+		t.Fatalf("a refused write changed the record %+v or the log %q", got, log)
+	}
+	// As long as it was stored: the record names it, Redis's copy goes.
+	stored.Size = 13
+	if _, err := r.UpdateBuildDroppingLogAs(ctx, a, 13, finish); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = r.Build(ctx, b.ID)
+	log, _ = r.Log(ctx, b.ID, 0)
+	if got.Status != StatusSucceeded || got.Log == nil || got.Log.Size != 13 || len(log) != 0 {
+		t.Fatalf("record %+v (log %+v), Redis's log %q", got, got.Log, log)
+	}
+	if n, _ := r.CountBuildsByStatus(ctx); n[StatusSucceeded] != 1 {
+		t.Errorf("build counts %v: the finishing write was not counted", n)
+	}
+	// Without an attempt there is nothing to name it by.
+	if _, err := r.UpdateBuildDroppingLogAs(ctx, Attempt{Build: b.ID}, 0, finish); err == nil {
+		t.Error("an unfenced write named a stored log")
+	}
+}
+
+func TestAnUnreadableBuildRecordIsLeftOutOfListingsAndSaid(t *testing.T) {
+	t.Parallel()
+	r, ctx := setup(t), context.Background()
+	var ids []int64
+	for range 3 {
+		b, _, err := r.CreateBuild(ctx, &Build{Source: "s", Builder: "b", Language: LangPython, Ref: "main", SHA: fmt.Sprint(len(ids))}, ReuseUnlessFailed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, b.ID)
+	}
+	if err := r.rdb.Set(ctx, keyBuild(ids[1]), `{"id":`, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	var said []string
+	r.OnUnreadable = func(key string, err error) { said = append(said, key) }
+	for _, f := range []Filter{{}, {Source: "s", Builder: "b"}} {
+		said = nil
+		got, err := r.Builds(ctx, f)
+		if err != nil {
+			t.Fatalf("listing %+v with one unreadable record: %v", f, err)
+		}
+		if len(got) != 2 || got[0].ID != ids[2] || got[1].ID != ids[0] {
+			t.Fatalf("listing %+v = %d builds, want the two readable ones, newest first", f, len(got))
+		}
+		if len(said) != 1 || said[0] != keyBuild(ids[1]) {
+			t.Fatalf("OnUnreadable heard %v, want %s", said, keyBuild(ids[1]))
+		}
+	}
+}

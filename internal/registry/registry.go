@@ -44,6 +44,9 @@ type Registry struct {
 	// OnIDJump, when set, hears of each jump of the build-id counter (to
 	// log and count it).
 	OnIDJump func(IDJump)
+	// OnUnreadable, when set, hears of each record a listing left out
+	// because it could not be read (to log it), by its Redis key.
+	OnUnreadable func(key string, err error)
 	// OnServedRebuild, when set, hears that this process began a rebuild
 	// of the served keys (served.go), found behind the builds (to log it).
 	OnServedRebuild func()
@@ -498,21 +501,25 @@ func (r *Registry) Builds(ctx context.Context, f Filter) ([]*Build, error) {
 	var out []*Build
 	const page = 200
 	for start := int64(0); len(out) < f.Limit; start += page {
-		vals, err := r.buildsPage(ctx, key, start, page)
+		ids, vals, err := r.buildsPage(ctx, key, start, page)
 		if err != nil {
 			return nil, fmt.Errorf("list builds: %w", err)
 		}
 		if len(vals) == 0 {
 			break
 		}
-		for _, v := range vals {
+		for i, v := range vals {
 			s, ok := v.(string)
 			if !ok {
-				continue
+				continue // gone since the set was read
 			}
 			var b Build
 			if err := json.Unmarshal([]byte(s), &b); err != nil {
-				return nil, fmt.Errorf("list builds: %w", err)
+				// One unreadable record (written by hand, or by a
+				// broken release) is left out, said, and does not take
+				// the whole listing down with it.
+				r.unreadable(keyBuild(ids[i]), err)
+				continue
 			}
 			if (f.Source != "" && b.Source != f.Source) || (f.Builder != "" && b.Builder != f.Builder) ||
 				(f.Status != "" && b.Status != f.Status) {
@@ -529,19 +536,28 @@ func (r *Registry) Builds(ctx context.Context, f Filter) ([]*Build, error) {
 }
 
 // buildsPage reads n build records of the sorted set key, newest first
-// from position start, in one MGET; a record gone since is nil. An empty
-// result means the set has no more.
-func (r *Registry) buildsPage(ctx context.Context, key string, start, n int64) ([]any, error) {
-	ids, err := r.rdb.ZRevRange(ctx, key, start, start+n-1).Result()
-	if err != nil || len(ids) == 0 {
-		return nil, err
+// from position start, in one MGET, with their ids; a record gone since is
+// nil. An empty result means the set has no more.
+func (r *Registry) buildsPage(ctx context.Context, key string, start, n int64) ([]int64, []any, error) {
+	members, err := r.rdb.ZRevRange(ctx, key, start, start+n-1).Result()
+	if err != nil || len(members) == 0 {
+		return nil, nil, err
 	}
-	keys := make([]string, len(ids))
-	for i, id := range ids {
-		n, _ := strconv.ParseInt(id, 10, 64)
-		keys[i] = keyBuild(n)
+	ids := make([]int64, len(members))
+	keys := make([]string, len(members))
+	for i, m := range members {
+		ids[i], _ = strconv.ParseInt(m, 10, 64)
+		keys[i] = keyBuild(ids[i])
 	}
-	return r.rdb.MGet(ctx, keys...).Result()
+	vals, err := r.rdb.MGet(ctx, keys...).Result()
+	return ids, vals, err
+}
+
+// unreadable tells OnUnreadable of a record a listing left out.
+func (r *Registry) unreadable(key string, err error) {
+	if r.OnUnreadable != nil {
+		r.OnUnreadable(key, err)
+	}
 }
 
 // TruncationMark ends a log that reached its cap.

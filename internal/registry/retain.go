@@ -146,7 +146,7 @@ func (r *Registry) DropBuilds(ctx context.Context, recs []Record) ([]*Build, err
 // listings and claims (a few sorted-set and hash members, about 100
 // bytes) are left out: MEMORY USAGE can only measure whole keys.
 func (r *Registry) BytesPerBuild(ctx context.Context, sample int) (perBuild float64, ok bool, err error) {
-	vals, err := r.buildsPage(ctx, keyBuilds, 0, int64(4*sample))
+	_, vals, err := r.buildsPage(ctx, keyBuilds, 0, int64(4*sample))
 	if err != nil {
 		return 0, false, fmt.Errorf("measure builds: %w", err)
 	}

@@ -27,7 +27,7 @@ func (r *Registry) Unfinished(ctx context.Context) ([]*Build, error) {
 	var out []*Build
 	const page = 500
 	for start := int64(0); len(out) < want; start += page {
-		vals, err := r.buildsPage(ctx, keyBuilds, start, page)
+		_, vals, err := r.buildsPage(ctx, keyBuilds, start, page)
 		if err != nil {
 			return nil, fmt.Errorf("list unfinished builds: %w", err)
 		}

@@ -194,7 +194,7 @@ func TestAFinishedBuildCostsARecordNotItsLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &buildlog.Logs{Registry: reg, Store: st, TempDir: t.TempDir()}
+	logs := &buildlog.Logs{Registry: reg, Store: st}
 	s := &sim{t: t, rdb: rdb, reg: reg, builders: 10}
 	var text bytes.Buffer
 	for i := 0; text.Len() < 16<<10; i++ {

@@ -48,7 +48,7 @@ func setup(t *testing.T) *fixture {
 	if _, err := reg.CreateSource(context.Background(), registry.Source{Name: "src", Type: registry.TypeGit}); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{t: t, rdb: rdb, reg: reg, store: st, logs: &buildlog.Logs{Registry: reg, Store: st, TempDir: t.TempDir()},
+	return &fixture{t: t, rdb: rdb, reg: reg, store: st, logs: &buildlog.Logs{Registry: reg, Store: st},
 		base: time.Now().UTC().Add(-48 * time.Hour).Truncate(time.Second)}
 }
 

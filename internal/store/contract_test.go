@@ -148,6 +148,31 @@ func testContract(t *testing.T, open func(t *testing.T) Artifacts) {
 		}
 	})
 
+	t.Run("PutBytesStoresMemoryAsPutStoresAFileAndNeverOverwrites", func(t *testing.T) {
+		s := open(t)
+		data := []byte("a compressed log")
+		a, err := s.PutBytes(ctx, "src", "pkg", 9, 2, registry.Artifact{File: "build.log.gz", Kind: "log"}, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(data)
+		if a.File != "build.log.gz" || a.Kind != "log" || a.Size != int64(len(data)) || a.SHA256 != hex.EncodeToString(sum[:]) {
+			t.Fatalf("artifact = %+v", a)
+		}
+		if got := readAll(t, s, 9, 2, "build.log.gz"); got != string(data) {
+			t.Fatalf("read %q", got)
+		}
+		if _, err := s.PutBytes(ctx, "src", "pkg", 9, 2, registry.Artifact{File: "build.log.gz"}, []byte("other")); err == nil {
+			t.Fatal("a second PutBytes of one attempt's file succeeded")
+		}
+		if got := readAll(t, s, 9, 2, "build.log.gz"); got != string(data) {
+			t.Fatalf("the first PutBytes's file now reads %q", got)
+		}
+		if _, err := s.PutBytes(ctx, "src", "pkg", 9, 2, registry.Artifact{File: "../x"}, data); err == nil {
+			t.Error("PutBytes of a path succeeded")
+		}
+	})
+
 	t.Run("AFailedPutLeavesNothing", func(t *testing.T) {
 		s := open(t)
 		_, err := s.Put(ctx, "src", "pkg", 8, 1, src, []registry.Artifact{tarball, bigFile, {File: "absent.tar.gz"}})

@@ -45,7 +45,20 @@ func (s *Dir) String() string { return "directory " + s.Root }
 // own (a later attempt gets another token) and nobody reads them before a
 // build record names the attempt, which happens only after Put. A Put
 // that fails removes what it wrote.
-func (s *Dir) Put(ctx context.Context, source, pkg string, buildID, token int64, from string, arts []registry.Artifact) (_ []registry.Artifact, err error) {
+func (s *Dir) Put(ctx context.Context, source, pkg string, buildID, token int64, from string, arts []registry.Artifact) ([]registry.Artifact, error) {
+	return s.put(ctx, source, pkg, buildID, token, arts, fromDir(from))
+}
+
+// PutBytes implements Artifacts, as Put does.
+func (s *Dir) PutBytes(ctx context.Context, source, pkg string, buildID, token int64, a registry.Artifact, data []byte) (registry.Artifact, error) {
+	out, err := s.put(ctx, source, pkg, buildID, token, []registry.Artifact{a}, inMemory(data))
+	if err != nil {
+		return registry.Artifact{}, err
+	}
+	return out[0], nil
+}
+
+func (s *Dir) put(ctx context.Context, source, pkg string, buildID, token int64, arts []registry.Artifact, src func(registry.Artifact) content) (_ []registry.Artifact, err error) {
 	dir, err := s.pkgDir(source, pkg)
 	if err != nil {
 		return nil, err
@@ -68,7 +81,7 @@ func (s *Dir) Put(ctx context.Context, source, pkg string, buildID, token int64,
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		stored, err := copyIn(filepath.Join(from, a.File), filepath.Join(dir, prefix+a.File))
+		stored, err := copyIn(src(a), filepath.Join(dir, prefix+a.File))
 		if err != nil {
 			return nil, fmt.Errorf("store %s: %w", a.File, err)
 		}
@@ -301,10 +314,10 @@ func openRegular(src string) (*os.File, os.FileInfo, error) {
 	return in, st, nil
 }
 
-// copyIn copies the regular file src to the new file dst, synced, and
-// returns its size and digest.
-func copyIn(src, dst string) (registry.Artifact, error) {
-	in, _, err := openRegular(src)
+// copyIn copies src to the new file dst, synced, and returns its size and
+// digest.
+func copyIn(src content, dst string) (registry.Artifact, error) {
+	in, _, err := src.open()
 	if err != nil {
 		return registry.Artifact{}, err
 	}

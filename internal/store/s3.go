@@ -105,7 +105,20 @@ func (b *Bucket) key(source, pkg string, buildID, token int64, file string) stri
 
 // Put implements Artifacts: each file is durable once its PUT (or its
 // multipart upload's completion) succeeded.
-func (b *Bucket) Put(ctx context.Context, source, pkg string, buildID, token int64, from string, arts []registry.Artifact) (_ []registry.Artifact, err error) {
+func (b *Bucket) Put(ctx context.Context, source, pkg string, buildID, token int64, from string, arts []registry.Artifact) ([]registry.Artifact, error) {
+	return b.put(ctx, source, pkg, buildID, token, arts, fromDir(from))
+}
+
+// PutBytes implements Artifacts, as Put does.
+func (b *Bucket) PutBytes(ctx context.Context, source, pkg string, buildID, token int64, a registry.Artifact, data []byte) (registry.Artifact, error) {
+	out, err := b.put(ctx, source, pkg, buildID, token, []registry.Artifact{a}, inMemory(data))
+	if err != nil {
+		return registry.Artifact{}, err
+	}
+	return out[0], nil
+}
+
+func (b *Bucket) put(ctx context.Context, source, pkg string, buildID, token int64, arts []registry.Artifact, src func(registry.Artifact) content) (_ []registry.Artifact, err error) {
 	if err := checkElems(source, pkg); err != nil {
 		return nil, err
 	}
@@ -120,7 +133,7 @@ func (b *Bucket) Put(ctx context.Context, source, pkg string, buildID, token int
 		if !plainName(a.File) {
 			return nil, fmt.Errorf("artifact store: bad artifact name %q", a.File)
 		}
-		stored, err := b.upload(ctx, from+"/"+a.File, b.key(source, pkg, buildID, token, a.File))
+		stored, err := b.upload(ctx, src(a), b.key(source, pkg, buildID, token, a.File))
 		if err != nil {
 			return nil, fmt.Errorf("store %s: %w", a.File, err)
 		}
@@ -132,18 +145,18 @@ func (b *Bucket) Put(ctx context.Context, source, pkg string, buildID, token int
 	return out, nil
 }
 
-// upload sends the regular file src to the new object key, and returns
-// the size and digest of the bytes sent: in one PUT up to partSize, in a
-// multipart upload above it.
-func (b *Bucket) upload(ctx context.Context, src, key string) (registry.Artifact, error) {
-	in, st, err := openRegular(src)
+// upload sends src to the new object key, and returns the size and
+// digest of the bytes sent: in one PUT up to partSize, in a multipart
+// upload above it.
+func (b *Bucket) upload(ctx context.Context, src content, key string) (registry.Artifact, error) {
+	in, size, err := src.open()
 	if err != nil {
 		return registry.Artifact{}, err
 	}
 	defer in.Close()
 	h := sha256.New()
 	var n int64
-	if st.Size() <= partSize {
+	if size <= partSize {
 		data, err := io.ReadAll(io.LimitReader(in, partSize+1))
 		if err != nil {
 			return registry.Artifact{}, err
@@ -160,8 +173,8 @@ func (b *Bucket) upload(ctx context.Context, src, key string) (registry.Artifact
 	} else if n, err = b.multipart(ctx, io.TeeReader(in, h), key); err != nil {
 		return registry.Artifact{}, err
 	}
-	if n != st.Size() {
-		return registry.Artifact{}, fmt.Errorf("s3://%s/%s: sent %d bytes of %d", b.bucket, key, n, st.Size())
+	if n != size {
+		return registry.Artifact{}, fmt.Errorf("s3://%s/%s: sent %d bytes of %d", b.bucket, key, n, size)
 	}
 	return registry.Artifact{Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
 }

@@ -13,6 +13,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"path/filepath"
@@ -33,6 +34,9 @@ type Artifacts interface {
 	// stored. When it returns they are durable, so a record that names
 	// them may be written. A Put that fails removes what it wrote.
 	Put(ctx context.Context, source, pkg string, buildID, token int64, from string, arts []registry.Artifact) ([]registry.Artifact, error)
+	// PutBytes is Put for one file whose bytes are in memory (a finished
+	// build's compressed log): no file to copy them from.
+	PutBytes(ctx context.Context, source, pkg string, buildID, token int64, a registry.Artifact, data []byte) (registry.Artifact, error)
 	// Open returns an artifact of the attempt (token) a build record
 	// names; a missing one is an error matching fs.ErrNotExist.
 	Open(ctx context.Context, source, pkg string, buildID, token int64, file string) (File, error)
@@ -127,4 +131,33 @@ type badNameError struct{ elem string }
 
 func (e *badNameError) Error() string {
 	return "artifact store: bad path element " + strconv.Quote(e.elem)
+}
+
+// content is where the bytes of a file Put stores come from: a regular
+// file among the build's results (path), or memory (data, for PutBytes).
+type content struct {
+	path string
+	data []byte
+}
+
+// open returns the content's reader and its size.
+func (c content) open() (io.ReadCloser, int64, error) {
+	if c.path == "" {
+		return io.NopCloser(bytes.NewReader(c.data)), int64(len(c.data)), nil
+	}
+	in, st, err := openRegular(c.path)
+	if err != nil {
+		return nil, 0, err
+	}
+	return in, st.Size(), nil
+}
+
+// fromDir names the contents of arts in directory from.
+func fromDir(from string) func(registry.Artifact) content {
+	return func(a registry.Artifact) content { return content{path: filepath.Join(from, a.File)} }
+}
+
+// inMemory names data as the content of every artifact asked for (one).
+func inMemory(data []byte) func(registry.Artifact) content {
+	return func(registry.Artifact) content { return content{data: data} }
 }
