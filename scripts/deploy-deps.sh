@@ -14,7 +14,9 @@
 # the plugins it uses (deploy/tools/coredns), and Debian's containerd, runc,
 # containernetworking-plugins and iptables. Safe to run again: it does nothing when all
 # are there.
-# With --print-helm it prints that helm's path on stdout (for PKGFLEET_HELM).
+# With --print-helm it prints that helm's path on stdout (for PKGFLEET_HELM);
+# with --packages it installs only the Debian packages and the AppArmor 4
+# parser, the quick part, and builds none of the Go tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/apt.sh
@@ -76,12 +78,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt_install deploy-deps "${missing[@]}"
 fi
 
-helm_version=$(sed -n 's/^const helmVersion = "\(v[0-9.]*\)"$/\1/p' deploy/tools_test.go)
-if [ -z "$helm_version" ]; then
-  echo "deploy-deps: no helmVersion in deploy/tools_test.go" >&2
-  exit 1
-fi
-
 if ! command -v promtool >/dev/null; then
   apt_install deploy-deps prometheus # for promtool
   # Only the binaries are wanted: keep the packaged service from starting
@@ -89,6 +85,18 @@ if ! command -v promtool >/dev/null; then
   if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
     $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
   fi
+fi
+
+# --packages: the Debian packages (and the AppArmor 4 parser) only, not
+# the Go tools below (make test builds those in the background).
+if [ "${1:-}" = --packages ]; then
+  exit 0
+fi
+
+helm_version=$(sed -n 's/^const helmVersion = "\(v[0-9.]*\)"$/\1/p' deploy/tools_test.go)
+if [ -z "$helm_version" ]; then
+  echo "deploy-deps: no helmVersion in deploy/tools_test.go" >&2
+  exit 1
 fi
 
 helm_dir=$cache/pkgfleet/tools/helm-$helm_version
