@@ -76,6 +76,8 @@ run "Redis memory of a fleet through 1,000,000 builds (generated records, 1000 b
 # About 20 s: 100,000 records written, five listings read them all.
 run "an index listing of one source (500 served) among 100,000 build records: before (every build read and filtered) and after (the source's servable builds), and the first listing's one-time fill of a store written before" \
 	TestBenchIndexListingPerSource ./internal/index/ PKGFLEET_BENCH=1 PKGFLEET_INDEX_BUILDS=100000
+run "builds listing of one source (GET /api/v1/builds?source=, 100 builds) among 100,000 records: from the source's own list (a tree without it reads every build)" \
+	TestBenchSourceBuildsListing ./internal/registry/ PKGFLEET_BENCH=1 PKGFLEET_LIST_BUILDS=100000
 run "Redis CPU per build record write (running, succeeded, dropped) with the served keys kept in the same scripts (run the same test on a tree before them for the anchor)" \
 	TestBenchBuildWriteCost ./internal/registry/ PKGFLEET_BENCH=1
 

@@ -339,10 +339,11 @@ const (
 
 // createBuild claims a commit for a new build, or returns the build that
 // already has it, in one script: KEYS claims, build-seq, builds,
-// builder-builds, build counts, build-seq's run; ARGV sha, the build keys'
-// prefix, the new record's JSON after its leading `{"id":0,`, the
-// caller's high-water mark of ids, IDGap, then the statuses in which an
-// existing build is reused.
+// builder-builds, build counts, build-seq's run, the source's served
+// "all" and the served keys' sources (served.go); ARGV sha, the build
+// keys' prefix, the new record's JSON after its leading `{"id":0,`, the
+// caller's high-water mark of ids, IDGap, the source, then the statuses
+// in which an existing build is reused.
 // {0, record}: reused; {1, id, jump, counter before}: created (see
 // nextBuildID).
 var createBuild = redis.NewScript(countBuild + `
@@ -352,7 +353,7 @@ if id then
   if raw then
     local ok, prev = pcall(cjson.decode, raw)
     if ok and type(prev) == 'table' then
-      for i = 6, #ARGV do
+      for i = 7, #ARGV do
         if prev.status == ARGV[i] then return {0, raw} end
       end
     end
@@ -365,6 +366,7 @@ countBuild(KEYS[5], false, record)
 redis.call('HSET', KEYS[1], ARGV[1], id)
 redis.call('ZADD', KEYS[3], id, id)
 redis.call('ZADD', KEYS[4], id, id)
+if redis.call('ZADD', KEYS[7], id, id) == 1 then redis.call('SADD', KEYS[8], ARGV[6]) end
 return {1, id, jump, before}
 `)
 
@@ -391,13 +393,14 @@ func (r *Registry) CreateBuild(ctx context.Context, b *Build, mode ClaimMode) (o
 	if !bytes.HasPrefix(data, []byte(idZero)) {
 		return nil, false, fmt.Errorf("create build: a record's JSON must start with %s", idZero)
 	}
-	args := []any{b.SHA, keyBuildPrefix, data[len(idZero):], r.ids.get(), IDGap}
+	args := []any{b.SHA, keyBuildPrefix, data[len(idZero):], r.ids.get(), IDGap, b.Source}
 	for _, s := range statuses {
 		if reuse(&Build{Status: s}, mode) {
 			args = append(args, s)
 		}
 	}
-	keys := []string{keyClaims(builderKey), keyBuildSeq, keyBuilds, keyBuilderBuilds(builderKey), keyBuildCounts, keyBuildSeqRun}
+	keys := []string{keyClaims(builderKey), keyBuildSeq, keyBuilds, keyBuilderBuilds(builderKey), keyBuildCounts, keyBuildSeqRun,
+		keyServed(b.Source, "all"), keyServedSources}
 	res, err := createBuild.Run(ctx, r.rdb, keys, args...).Slice()
 	if err != nil {
 		return nil, false, fmt.Errorf("create build: %w", err)
@@ -491,12 +494,34 @@ type Filter struct {
 
 // Builds lists builds, newest first.
 func (r *Registry) Builds(ctx context.Context, f Filter) ([]*Build, error) {
-	if f.Limit <= 0 {
-		f.Limit = 100
+	if f.Source != "" && f.Builder == "" {
+		// A source's builds are listed in its served keys (served.go),
+		// while those are current; else every build is read.
+		listed, err := r.sourceListed(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if listed {
+			return r.listBuilds(ctx, keyServed(f.Source, "all"), f)
+		}
 	}
+	return r.scanBuilds(ctx, f)
+}
+
+// scanBuilds is Builds from the list of every build, or of its builder's
+// when f names one.
+func (r *Registry) scanBuilds(ctx context.Context, f Filter) ([]*Build, error) {
 	key := keyBuilds
 	if f.Source != "" && f.Builder != "" {
 		key = keyBuilderBuilds(f.Source + "/" + f.Builder)
+	}
+	return r.listBuilds(ctx, key, f)
+}
+
+// listBuilds is Builds from the sorted set of build ids key, newest first.
+func (r *Registry) listBuilds(ctx context.Context, key string, f Filter) ([]*Build, error) {
+	if f.Limit <= 0 {
+		f.Limit = 100
 	}
 	var out []*Build
 	const page = 200

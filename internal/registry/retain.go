@@ -90,7 +90,7 @@ func records(vals []any) []Record {
 // build counts; ARGV the build keys' prefix, the builder-builds prefix,
 // the claims prefix, then per build its id, record, builder key and sha.
 // Each goes with its log, its attempt hash, its place in the listings
-// and its source's served keys, its commit's claim (while the claim names
+// and its source's served keys (its "all" among them), its commit's claim (while the claim names
 // it) and its status count.
 // It returns the ids dropped.
 var dropBuilds = redis.NewScript(countBuild + servedLua + `
@@ -103,6 +103,7 @@ for i = 4, #ARGV, 4 do
     redis.call('DEL', key, key .. ':log', key .. ':attempt')
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', ARGV[2] .. bk, id)
+    redis.call('ZREM', skey(string.match(bk, '^[^/]*'), 'all'), id)
     if redis.call('HGET', ARGV[3] .. bk, sha) == id then redis.call('HDEL', ARGV[3] .. bk, sha) end
     if counted then countStatus(KEYS[2], statusOf(raw), -1) end
     servedMove(key, raw, false)

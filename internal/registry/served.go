@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -29,7 +30,11 @@ import (
 //     (strings length-prefixed), all scored 0, so that one version's are a
 //     lexical range, newest last: where a slot finds its next top when its
 //     top goes;
-//   - keyServed(s, "tops"): a hash slot → the id of its top.
+//   - keyServed(s, "tops"): a hash slot → the id of its top;
+//   - keyServed(s, "all"): a sorted set of the ids of all its builds,
+//     whatever their status, scored by id, for the builds listing of a
+//     source (Builds with a Source and no Builder): createBuild adds a
+//     build, dropBuilds removes it, a source never changes.
 //
 // The scripts that write build records (putBuild, casBuild) and the one
 // that drops them (dropBuilds) move a build in and out in the same step
@@ -186,6 +191,12 @@ local function servedRemove(b)
   end
   for f in pairs(lost) do redis.call('HDEL', tops, f) end
 end
+-- servedList lists build id among all of its source's builds.
+local function servedList(source, id)
+  if redis.call('ZADD', skey(source, 'all'), tonumber(id), id) == 1 then
+    redis.call('SADD', '` + keyServedSources + `', source)
+  end
+end
 local function servedMove(key, old, record)
   local id = idOf(key)
   local o, r = servedOf(id, old), servedOf(id, record)
@@ -210,7 +221,9 @@ elseif redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[2]) == false then
   return 0
 end
 for _, s in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  redis.call('UNLINK', '` + keyServedPrefix + `' .. s .. ':succeeded', '` + keyServedPrefix + `' .. s .. ':made', '` + keyServedPrefix + `' .. s .. ':tops')
+  for _, kind in ipairs({'succeeded', 'made', 'tops', 'all'}) do
+    redis.call('UNLINK', '` + keyServedPrefix + `' .. s .. ':' .. kind)
+  end
 end
 redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3])
 local counts = redis.call('HGETALL', KEYS[7])
@@ -237,8 +250,13 @@ if #ids == 0 then
   return 0
 end
 for _, id in ipairs(ids) do
-  local b = servedOf(tonumber(id), redis.call('GET', '` + keyBuildPrefix + `' .. id))
+  local raw = redis.call('GET', '` + keyBuildPrefix + `' .. id)
+  local b = servedOf(tonumber(id), raw)
   if b then servedAdd(b) end
+  if raw then
+    local ok, rec = pcall(cjson.decode, raw)
+    if ok and type(rec) == 'table' then servedList(sstr(rec.source), id) end
+  end
 end
 return tonumber(ids[#ids])
 `)
@@ -252,18 +270,9 @@ return tonumber(ids[#ids])
 // among its newest ARGV[1] successful builds, read in one step. A slot
 // whose top is older than those has no build among them: its top is the
 // newest it has.
-var readServed = redis.NewScript(`
-local gen = redis.call('GET', KEYS[1])
-if not gen or redis.call('GET', KEYS[2]) ~= gen then return {0} end
-local counts, copy = redis.call('HGETALL', KEYS[3]), {}
-local c = redis.call('HGETALL', KEYS[4])
-for i = 1, #c, 2 do copy[c[i]] = tonumber(c[i + 1]) end
-for i = 1, #counts, 2 do
-  local n = tonumber(counts[i + 1])
-  if n ~= (copy[counts[i]] or 0) then return {2} end
-  copy[counts[i]] = nil
-end
-for _, n in pairs(copy) do if n ~= 0 then return {2} end end
+var readServed = redis.NewScript(servedStateLua + `
+local state = servedState()
+if state ~= 1 then return {state} end
 local newest = tonumber(ARGV[1])
 local cutoff = 0
 if redis.call('ZCARD', KEYS[5]) > newest then
@@ -290,6 +299,65 @@ if gone then return {2} end
 return out
 `)
 
+// servedStateLua defines servedState() for a script whose KEYS begin
+// gen, filled, build counts, served counts: 0 while there is no
+// generation or it is not filled, 2 when the build counts are not the
+// served keys' copy of them (a version without the served keys wrote),
+// else 1.
+const servedStateLua = `
+local function servedState()
+  local gen = redis.call('GET', KEYS[1])
+  if not gen or redis.call('GET', KEYS[2]) ~= gen then return 0 end
+  local counts, copy = redis.call('HGETALL', KEYS[3]), {}
+  local c = redis.call('HGETALL', KEYS[4])
+  for i = 1, #c, 2 do copy[c[i]] = tonumber(c[i + 1]) end
+  for i = 1, #counts, 2 do
+    local n = tonumber(counts[i + 1])
+    if n ~= (copy[counts[i]] or 0) then return 2 end
+    copy[counts[i]] = nil
+  end
+  for _, n in pairs(copy) do if n ~= 0 then return 2 end end
+  return 1
+end
+`
+
+var checkServed = redis.NewScript(servedStateLua + `return servedState()`)
+
+var stateKeys = []string{keyServedGen, keyServedFilled, keyBuildCounts, keyServedCounts}
+
+// sourceListed reports whether keyServed(source, "all") lists every build
+// of the source now, filling the served keys first when they were never
+// filled, or rebuilding them when they are behind (false when a rebuild
+// began within rebuildPause: the caller reads every build instead).
+func (r *Registry) sourceListed(ctx context.Context) (bool, error) {
+	for range 3 {
+		state, err := checkServed.Run(ctx, r.rdb, stateKeys).Int64()
+		if err != nil {
+			return false, fmt.Errorf("list builds: %w", err)
+		}
+		if ok, err := r.repairServed(ctx, state); err != nil || !ok {
+			return false, err
+		}
+		if state == 1 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// repairServed acts on a state servedState reported: 0 fills the served
+// keys, 2 rebuilds them, unless a rebuild began within rebuildPause (ok
+// false: read every build meanwhile).
+func (r *Registry) repairServed(ctx context.Context, state int64) (ok bool, err error) {
+	switch state {
+	case 0:
+		return true, r.fillServed(ctx)
+	case 2:
+		return r.rebuildServed(ctx)
+	}
+	return true, nil
+}
+
 // fillBatch is how many records one fillServed call reads.
 const fillBatch = 200
 
@@ -303,25 +371,19 @@ const fillBatch = 200
 // were rebuilt within rebuildPause: then it reads every build, as the
 // listings did before.
 func (r *Registry) Servable(ctx context.Context, source string, newest int) ([]*Build, error) {
-	keys := []string{keyServedGen, keyServedFilled, keyBuildCounts, keyServedCounts, keyServed(source, "succeeded"), keyServed(source, "tops")}
+	keys := append(slices.Clip(stateKeys), keyServed(source, "succeeded"), keyServed(source, "tops"))
 	for range 3 {
 		res, err := readServed.Run(ctx, r.rdb, keys, newest).Slice()
 		if err != nil {
 			return nil, fmt.Errorf("list builds of %s: %w", source, err)
 		}
-		switch res[0].(int64) {
-		case 0: // not filled: fill the generation, or start the first
-			if err := r.fillServed(ctx); err != nil {
-				return nil, err
-			}
-			continue
-		case 2:
-			began, err := r.rebuildServed(ctx)
+		if state := res[0].(int64); state != 1 {
+			ok, err := r.repairServed(ctx, state)
 			if err != nil {
 				return nil, err
 			}
-			if !began {
-				return r.Builds(ctx, Filter{Source: source, Status: StatusSucceeded, Limit: newest})
+			if !ok {
+				return r.scanBuilds(ctx, Filter{Source: source, Status: StatusSucceeded, Limit: newest})
 			}
 			continue
 		}
@@ -341,7 +403,7 @@ func (r *Registry) Servable(ctx context.Context, source string, newest int) ([]*
 	}
 	// Rebuilt and found behind again at once: a version without the
 	// served keys is writing.
-	return r.Builds(ctx, Filter{Source: source, Status: StatusSucceeded, Limit: newest})
+	return r.scanBuilds(ctx, Filter{Source: source, Status: StatusSucceeded, Limit: newest})
 }
 
 var wipeKeys = []string{keyServedSources, keyServedCounts, keyServedFilled, keyServedGen, keyServedEpoch, keyServedRebuilt, keyBuildCounts}

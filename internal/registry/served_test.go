@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -92,7 +93,7 @@ func bin(pkg, ver, platform, rv string) Artifact {
 // each binary; ids, newest first.
 func (f *servedFixture) want(source string, newest int) []int64 {
 	f.t.Helper()
-	all, err := f.r.Builds(f.ctx, Filter{Source: source, Status: StatusSucceeded, Limit: 1 << 30})
+	all, err := f.r.scanBuilds(f.ctx, Filter{Source: source, Status: StatusSucceeded, Limit: 1 << 30})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -572,4 +573,122 @@ func TestServableRebuildsWhenATopsRecordIsGone(t *testing.T) {
 	if rebuilds != 1 {
 		t.Fatalf("%d rebuilds, want 1", rebuilds)
 	}
+}
+
+// checkListing compares the builds listing of each source (Builds with a
+// Source and no Builder, from its served "all") with the full scan of
+// every build, for a few limits and statuses.
+func (f *servedFixture) checkListing(step string, sources ...string) {
+	f.t.Helper()
+	ids := func(bs []*Build) []int64 {
+		out := []int64{}
+		for _, b := range bs {
+			out = append(out, b.ID)
+		}
+		return out
+	}
+	for _, s := range sources {
+		for _, flt := range []Filter{{Source: s, Limit: 1 << 20}, {Source: s, Limit: 7}, {Source: s, Status: StatusFailed, Limit: 1 << 20}} {
+			got, err := f.r.Builds(f.ctx, flt)
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			want, err := f.r.scanBuilds(f.ctx, flt)
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			if !slices.Equal(ids(got), ids(want)) {
+				f.t.Fatalf("%s: Builds(%+v) = %v, the full scan gives %v", step, flt, ids(got), ids(want))
+			}
+		}
+	}
+}
+
+// A source's builds listing reads its served "all", not every build, and
+// lists what the full scan does: under creates in several sources and
+// builders (one of them deleted, its builds kept as history), finishes
+// and drops; on a store written before the key (filled by the first
+// listing); and after a version without it wrote (rebuilt).
+func TestASourcesBuildsListingEqualsTheFullScan(t *testing.T) {
+	t.Parallel()
+	f := newServedFixture(t)
+	rng := rand.New(rand.NewPCG(9, 9))
+	sources, builders := []string{"s", "t", "u"}, []string{"a", "b"}
+	var all []int64
+	f.countBuilds()
+	f.r.OnServedRebuild = func() { t.Error("the served keys were found behind builds only this version wrote") }
+	for step := range 300 {
+		switch n := rng.IntN(10); {
+		case n < 6 || len(all) == 0:
+			all = append(all, f.create(sources[rng.IntN(2)], builders[rng.IntN(2)]).ID)
+		case n < 9:
+			f.finishRandom(rng, all[rng.IntN(len(all))])
+		default:
+			i := rng.IntN(len(all))
+			f.drop(all[i])
+			all = slices.Delete(all, i, i+1)
+		}
+		if step%50 == 49 {
+			f.checkListing(fmt.Sprintf("step %d", step), sources...)
+		}
+	}
+	if err := f.r.DeleteBuilder(f.ctx, "s", "b"); err != nil && !errors.Is(err, ErrNotFound) {
+		t.Fatal(err)
+	}
+	f.checkListing("a builder deleted", sources...)
+	if n, _ := f.r.rdb.ZCard(f.ctx, keyServed("s", "all")).Result(); n < 50 {
+		t.Fatalf("source s lists %d builds in its served keys: the comparison tested little", n)
+	}
+	// Listing a source with no builds reads no record at all.
+	c := redis.NewClient(f.r.rdb.(*redis.Client).Options())
+	t.Cleanup(func() { c.Close() })
+	var reads atomic.Int64
+	c.AddHook(commandCounter{"mget", &reads})
+	if got, err := New(c).Builds(f.ctx, Filter{Source: "u"}); err != nil || len(got) != 0 || reads.Load() != 0 {
+		t.Fatalf("listing a source without builds: %d builds, %v, %d MGETs of records; want none", len(got), err, reads.Load())
+	}
+	listed := func() int64 { n, _ := f.r.rdb.Exists(f.ctx, keyServed("s", "all")).Result(); return n }
+
+	// A store written before the key: the first listing fills it.
+	f.wipeServed()
+	f.r.OnServedRebuild = nil
+	f.checkListing("filled by the first listing", sources...)
+	if listed() != 1 {
+		t.Fatal("the first listing did not fill the source's served builds")
+	}
+
+	// A version without the key creates a build and drops one: the next
+	// listing rebuilds, and lists them as the full scan does.
+	rebuilds := 0
+	f.r.OnServedRebuild = func() { rebuilds++ }
+	old := f.create("s", "a")
+	f.r.rdb.ZRem(f.ctx, keyServed("s", "all"), old.ID) // as that version's createBuild: not listed
+	f.r.rdb.HIncrBy(f.ctx, keyServedCounts, StatusQueued, -1)
+	f.oldWrite(all[0], nil)
+	f.checkListing("after a version without the key wrote", sources...)
+	if rebuilds != 1 {
+		t.Fatalf("%d rebuilds, want 1", rebuilds)
+	}
+	if got, _ := f.r.rdb.ZScore(f.ctx, keyServed("s", "all"), fmt.Sprint(old.ID)).Result(); got != float64(old.ID) {
+		t.Fatalf("the rebuild did not list build %d", old.ID)
+	}
+}
+
+// commandCounter counts the commands named name a client sends.
+type commandCounter struct {
+	name string
+	n    *atomic.Int64
+}
+
+func (c commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == c.name {
+			c.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (c commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
