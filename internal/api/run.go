@@ -130,6 +130,15 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		if err := s.migrateCredentials(ctx); err != nil {
 			log.Error("git credentials stored without hosts were not migrated; they stay unusable until the API restarts or an admin sets their hosts", "error", err)
 		}
+		// The per-source keys the index and the builds listings read
+		// are filled now (once per store, or after a version without
+		// them wrote), not by the first request that needs them.
+		began := time.Now()
+		if prepared, err := s.Registry.PrepareListings(ctx); err != nil {
+			log.Warn("listings: the per-source keys were not filled; the first listing fills them", "error", err)
+		} else if prepared {
+			log.Info("listings: filled the per-source keys of the builds", "took", time.Since(began).Round(time.Millisecond).String())
+		}
 	}()
 	auth := "tokens from " + cfg.HTTP.TokensFile
 	if s.Tokens == nil {

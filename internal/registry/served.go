@@ -345,6 +345,20 @@ func (r *Registry) sourceListed(ctx context.Context) (bool, error) {
 	return false, nil
 }
 
+// PrepareListings fills the served keys when they were never filled (a
+// store written before them) or rebuilds them when they are behind the
+// builds, as the first listing would, so that an API can do it as it
+// starts instead of in a user's request: seconds for a million builds.
+// prepared says whether there was anything to do.
+func (r *Registry) PrepareListings(ctx context.Context) (prepared bool, err error) {
+	state, err := checkServed.Run(ctx, r.rdb, stateKeys).Int64()
+	if err != nil || state == 1 {
+		return false, err
+	}
+	_, err = r.sourceListed(ctx)
+	return true, err
+}
+
 // repairServed acts on a state servedState reported: 0 fills the served
 // keys, 2 rebuilds them, unless a rebuild began within rebuildPause (ok
 // false: read every build meanwhile).

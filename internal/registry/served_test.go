@@ -692,3 +692,24 @@ func (c commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (c commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
 }
+
+// An API prepares the listings as it starts: a store written before the
+// served keys is filled then, once, and a listing then finds them ready.
+func TestPrepareListingsFillsAStoreWrittenBeforeTheKeysOnce(t *testing.T) {
+	t.Parallel()
+	f := newServedFixture(t)
+	for range 30 {
+		f.finish(f.create("s", "a").ID, false, StatusSucceeded, "p", "1.0", src("p", "1.0"))
+	}
+	f.wipeServed()
+	if prepared, err := f.r.PrepareListings(f.ctx); err != nil || !prepared {
+		t.Fatalf("PrepareListings on a store without the served keys: %v, %v; want it filled", prepared, err)
+	}
+	if n, _ := f.r.rdb.ZCard(f.ctx, keyServed("s", "all")).Result(); n != 30 {
+		t.Fatalf("the source's list holds %d builds after the fill, want 30", n)
+	}
+	if prepared, err := f.r.PrepareListings(f.ctx); err != nil || prepared {
+		t.Fatalf("PrepareListings again: %v, %v; want nothing to do", prepared, err)
+	}
+	f.checkListing("after PrepareListings", "s")
+}
