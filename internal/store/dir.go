@@ -51,11 +51,7 @@ func (s *Dir) Put(ctx context.Context, source, pkg string, buildID, token int64,
 
 // PutBytes implements Artifacts, as Put does.
 func (s *Dir) PutBytes(ctx context.Context, source, pkg string, buildID, token int64, a registry.Artifact, data []byte) (registry.Artifact, error) {
-	out, err := s.put(ctx, source, pkg, buildID, token, []registry.Artifact{a}, inMemory(data))
-	if err != nil {
-		return registry.Artifact{}, err
-	}
-	return out[0], nil
+	return one(s.put(ctx, source, pkg, buildID, token, []registry.Artifact{a}, inMemory(data)))
 }
 
 func (s *Dir) put(ctx context.Context, source, pkg string, buildID, token int64, arts []registry.Artifact, src func(registry.Artifact) content) (_ []registry.Artifact, err error) {

@@ -111,11 +111,7 @@ func (b *Bucket) Put(ctx context.Context, source, pkg string, buildID, token int
 
 // PutBytes implements Artifacts, as Put does.
 func (b *Bucket) PutBytes(ctx context.Context, source, pkg string, buildID, token int64, a registry.Artifact, data []byte) (registry.Artifact, error) {
-	out, err := b.put(ctx, source, pkg, buildID, token, []registry.Artifact{a}, inMemory(data))
-	if err != nil {
-		return registry.Artifact{}, err
-	}
-	return out[0], nil
+	return one(b.put(ctx, source, pkg, buildID, token, []registry.Artifact{a}, inMemory(data)))
 }
 
 func (b *Bucket) put(ctx context.Context, source, pkg string, buildID, token int64, arts []registry.Artifact, src func(registry.Artifact) content) (_ []registry.Artifact, err error) {

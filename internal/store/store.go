@@ -161,3 +161,11 @@ func fromDir(from string) func(registry.Artifact) content {
 func inMemory(data []byte) func(registry.Artifact) content {
 	return func(registry.Artifact) content { return content{data: data} }
 }
+
+// one is the single artifact a put of one stored, or its error.
+func one(out []registry.Artifact, err error) (registry.Artifact, error) {
+	if err != nil {
+		return registry.Artifact{}, err
+	}
+	return out[0], nil
+}
