@@ -5,10 +5,12 @@ package sandbox_test
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -250,4 +252,131 @@ func TestSlowdownConfinementsApply(t *testing.T) {
 	if sandbox.KernelLandlockABI() >= 6 && strings.Contains(out, "SIGNALLED") {
 		t.Errorf("the landlock run signalled the test process from its domain: %q", out)
 	}
+}
+
+// BenchmarkToolBuild is issue 27 item 5's goal measured on real builds:
+// python -m build (sdist and wheel, without isolation) and R CMD build of
+// the example packages, bare and in the sandbox, without limits and with
+// the worker's default ones (whose watch costs CPU), each on a fresh copy
+// of the package. tool-cpu-ms/op is the CPU of the tool's own processes,
+// as the shell that ran it counts its children (`times`): what the
+// sandbox makes the tool itself spend. cpu-ms/op is everything the run
+// took, the launch and the launcher's watch included, read once the
+// launcher has reaped the build (its count stops moving: it reaps the
+// last processes a moment after the run returns).
+func BenchmarkToolBuild(b *testing.B) {
+	python := need(b, "python3")
+	if p, err := exec.LookPath("/usr/bin/python3"); err == nil {
+		python = p
+	}
+	rBin := need(b, "R")
+	tools := []struct {
+		name, example string
+		args          func(src, dest string) []string
+	}{
+		{"python", "../../examples/python/hellofleet-py", func(src, dest string) []string {
+			return []string{python, "-m", "build", "--sdist", "--wheel", "--no-isolation", "--outdir", dest, src}
+		}},
+		{"r", "../../examples/r/hellofleet", func(src, _ string) []string {
+			return []string{rBin, "CMD", "build", "--no-build-vignettes", "--no-manual", src}
+		}},
+	}
+	defaults := sandbox.Limits{Timeout: time.Hour, Memory: 4 << 30, Processes: 1024, Disk: 8 << 30, Output: 4 << 20}
+	for _, tool := range tools {
+		cfg, source, dest := benchDirs(b)
+		r, err := sandbox.New(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		env := []string{"PATH=/usr/bin:/bin", "HOME=" + dest, "SOURCE_DATE_EPOCH=1700000000"}
+		// The tool under a shell that says, last, what its children spent.
+		timed := func(src string) []string {
+			return append([]string{"/bin/sh", "-c", `"$@"; rc=$?; times; exit $rc`, "sh"}, tool.args(src, dest)...)
+		}
+		fresh := func(b *testing.B) string {
+			src := filepath.Join(source, "pkg")
+			if err := errors.Join(os.RemoveAll(src), os.RemoveAll(dest), os.CopyFS(src, os.DirFS(tool.example))); err != nil {
+				b.Fatal(err)
+			}
+			mkdirOpen(b, dest)
+			return src
+		}
+		variants := []struct {
+			name string
+			run  func(src string) (string, error)
+		}{
+			{"bare", func(src string) (string, error) {
+				args := timed(src)
+				cmd := exec.Command(args[0], args[1:]...)
+				cmd.Env, cmd.Dir = env, dest
+				out, err := cmd.CombinedOutput()
+				return string(out), err
+			}},
+			{"sandbox", nil},
+			{"sandbox-limits", nil},
+		}
+		for i, lim := range []sandbox.Limits{{Timeout: time.Hour}, defaults} {
+			variants[i+1].run = func(src string) (string, error) {
+				var out strings.Builder
+				res, err := r.Run(context.Background(), sandbox.Spec{Args: timed(src), Env: env, Dir: dest,
+					Source: source, Dest: dest, Output: &out, Limits: lim})
+				if err == nil && !res.Success() {
+					err = fmt.Errorf("%+v", res)
+				}
+				return out.String(), err
+			}
+		}
+		for _, v := range variants {
+			b.Run(tool.name+"/"+v.name, func(b *testing.B) {
+				var cpu, toolCPU time.Duration
+				for b.Loop() {
+					src := fresh(b)
+					start := cpuTime()
+					out, err := v.run(src)
+					cpu += settledCPU() - start
+					if err != nil {
+						b.Fatalf("%v\n%s", err, out)
+					}
+					toolCPU += childrenTimes(b, out)
+				}
+				b.ReportMetric(float64(cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
+				b.ReportMetric(float64(toolCPU)/float64(time.Millisecond)/float64(b.N), "tool-cpu-ms/op")
+			})
+		}
+	}
+}
+
+// timesLine is a line of the shell's `times`: user and system time.
+var timesLine = regexp.MustCompile(`^(\d+)m([\d.]+)s (\d+)m([\d.]+)s$`)
+
+// childrenTimes reads the CPU of a shell's children from the last line of
+// out, its `times` (the line before is the shell's own).
+func childrenTimes(b *testing.B, out string) time.Duration {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	m := timesLine.FindStringSubmatch(strings.TrimSpace(lines[len(lines)-1]))
+	if m == nil {
+		b.Fatalf("no times line at the end of\n%s", out)
+	}
+	var d time.Duration
+	for _, mins := range []int{1, 3} {
+		min, _ := strconv.Atoi(m[mins])
+		sec, _ := strconv.ParseFloat(m[mins+1], 64)
+		d += time.Duration(min)*time.Minute + time.Duration(sec*float64(time.Second))
+	}
+	return d
+}
+
+// settledCPU is cpuTime once it has moved less than 2 ms in 50 ms (at
+// most 2 s): its own reads of /proc are all that moves it then.
+func settledCPU() time.Duration {
+	last := cpuTime()
+	for range 40 {
+		time.Sleep(50 * time.Millisecond)
+		now := cpuTime()
+		if now-last < 2*time.Millisecond {
+			return now
+		}
+		last = now
+	}
+	return last
 }
