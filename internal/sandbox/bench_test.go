@@ -190,7 +190,8 @@ func BenchmarkToolSlowdown(b *testing.B) {
 // (limits.go: a /proc walk every 50 ms, a walk of Dest and TMPDIR every
 // 500 ms) adds to a build, which the package-build comparisons count
 // against the sandbox: one second of `sleep` with 2,000 files in Dest,
-// with the limits set and without. cpu-ms/op covers this process, the
+// with the limits set and without, and twenty `sleep`s under a shell
+// (-20: the /proc walk grows with the processes). cpu-ms/op covers this process, the
 // launcher and the build.
 func BenchmarkWatcherCost(b *testing.B) {
 	cfg, source, dest := benchDirs(b)
@@ -215,9 +216,15 @@ func BenchmarkWatcherCost(b *testing.B) {
 		{"procs", sandbox.Limits{Memory: 2 << 30, Processes: 512}},
 		{"disk", sandbox.Limits{Disk: 4 << 30}},
 		{"limits", sandbox.Limits{Memory: 2 << 30, Processes: 512, Disk: 4 << 30}},
+		{"procs-20", sandbox.Limits{Memory: 2 << 30, Processes: 512}},
+		{"none-20", sandbox.Limits{}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			spec := sandbox.Spec{Args: []string{"/bin/sleep", "1"}, Source: source, Dest: dest, Limits: c.lim}
+			args := []string{"/bin/sleep", "1"}
+			if strings.HasSuffix(c.name, "-20") { // a build of 21 processes
+				args = []string{"/bin/sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do sleep 1 & done; wait"}
+			}
+			spec := sandbox.Spec{Args: args, Source: source, Dest: dest, Limits: c.lim}
 			defer reportCPU(b, cpuTime())
 			for b.Loop() {
 				res, err := r.Run(context.Background(), spec)

@@ -300,56 +300,70 @@ func diskDir(parent int, name string) (fd int, restore func(), err error) {
 	return fd, restore, nil
 }
 
-// procTotals sums the private resident memory (RssAnon: heap and stacks,
-// not the shared libraries every process maps) and the tasks of every
-// build process, from /proc/<pid>/status.
+// procTotals sums the private resident memory (anonymous pages: heap and
+// stacks, not the shared libraries every process maps) and the tasks of
+// every build process: every descendant of root (stage B, PID 1 of the
+// namespace, which inherits every orphan, so none escapes the walk), root
+// excluded, as the launcher's /proc numbers them. Per process it lists
+// /proc/<pid>/task (its threads, each with the children it forked) and
+// reads /proc/<pid>/statm, whose resident less shared pages are exactly
+// status's RssAnon: the kernel writes statm as seven numbers where
+// status is fifty lines, and this walk runs every 50 ms of every build.
 func procTotals(root int) (anonBytes int64, tasks int) {
-	for _, pid := range buildPids(root) {
-		b, err := os.ReadFile("/proc/" + pid + "/status")
-		if err != nil {
-			continue
+	self := strconv.Itoa(root)
+	var buf [128]byte
+	queue := []string{self}
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		threads := dirNames("/proc/" + pid + "/task")
+		if pid != self && len(threads) > 0 {
+			tasks += len(threads)
+			anonBytes += anonOf(pid, buf[:])
 		}
-		for _, line := range strings.Split(string(b), "\n") {
-			k, v, ok := strings.Cut(line, ":")
-			if !ok {
-				continue
-			}
-			switch k {
-			case "Threads":
-				n, _ := strconv.Atoi(strings.TrimSpace(v))
-				tasks += n
-			case "RssAnon":
-				kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-				anonBytes += kb << 10
+		for _, t := range threads {
+			b, err := os.ReadFile("/proc/" + pid + "/task/" + t + "/children")
+			if err == nil {
+				queue = append(queue, strings.Fields(string(b))...)
 			}
 		}
 	}
 	return anonBytes, tasks
 }
 
-// buildPids names the build's processes, as the launcher's /proc numbers
-// them: every descendant of root (stage B, PID 1 of the namespace, which
-// inherits every orphan, so none escapes the walk), root excluded.
-func buildPids(root int) []string {
-	self := strconv.Itoa(root)
-	var pids []string
-	queue := []string{self}
-	for len(queue) > 0 {
-		pid := queue[0]
-		queue = queue[1:]
-		if pid != self {
-			pids = append(pids, pid)
-		}
-		// Children are listed per thread that forked them.
-		threads, _ := os.ReadDir("/proc/" + pid + "/task")
-		for _, t := range threads {
-			b, err := os.ReadFile("/proc/" + pid + "/task/" + t.Name() + "/children")
-			if err == nil {
-				queue = append(queue, strings.Fields(string(b))...)
-			}
-		}
+// dirNames lists dir's entries, unsorted; none when it is gone.
+func dirNames(dir string) []string {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil
 	}
-	return pids
+	defer f.Close()
+	names, _ := f.Readdirnames(-1)
+	return names
+}
+
+// anonOf is process pid's anonymous resident memory in bytes, from its
+// statm ("size resident shared ..." in pages); 0 when it is gone.
+func anonOf(pid string, buf []byte) int64 {
+	fd, err := unix.Open("/proc/"+pid+"/statm", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0
+	}
+	n, err := unix.Read(fd, buf)
+	unix.Close(fd)
+	if err != nil || n <= 0 {
+		return 0
+	}
+	f := strings.Fields(string(buf[:n]))
+	if len(f) < 3 {
+		return 0
+	}
+	resident, err1 := strconv.ParseInt(f[1], 10, 64)
+	shared, err2 := strconv.ParseInt(f[2], 10, 64)
+	if err1 != nil || err2 != nil || resident < shared {
+		return 0
+	}
+	return (resident - shared) * int64(os.Getpagesize())
 }
 
 // withDefaults fills the zero fields of l from the runner's defaults d.
