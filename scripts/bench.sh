@@ -22,7 +22,7 @@ echo
 echo "== the tool inside the sandbox: CPU per operation bare, under the seccomp filter alone, Landlock alone, the whole sandbox; the launcher's limit watch"
 go test -count 1 -run '^$' -bench 'ToolSlowdown|WatcherCost' -benchtime 3x ./internal/sandbox/ | grep '^Benchmark'
 echo
-echo "== real builds bare and in the sandbox (python -m build, R CMD build of the examples): the tool's own CPU (tool-cpu-ms) and the whole run's, counts interleaved"
+echo "== real builds bare and in the sandbox (python -m build, R CMD build of the examples): the tool's own CPU (tool-cpu-ms) and the whole run's, five counts of five builds per variant"
 go test -count 5 -run '^$' -bench 'ToolBuild' -benchtime 5x ./internal/sandbox/ | grep '^Benchmark'
 
 run "no-op builds without git: CPU and Redis commands per build, API and worker processes apart, vs raw asynq" \
