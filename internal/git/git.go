@@ -639,13 +639,7 @@ const gitConfig = `[core]
 	bare = false
 	logallrefupdates = false
 	fsync = none
-[fetch]
-	unpackLimit = 1
-[maintenance]
-	auto = false
-[gc]
-	auto = 0
-`
+` + noUpkeep
 
 // bareConfig is the configuration of the repositories kept across builds
 // (a builder's history, a remote's object cache): git's own upkeep stays
@@ -656,7 +650,11 @@ const bareConfig = `[core]
 	repositoryformatversion = 0
 	bare = true
 	logallrefupdates = false
-[fetch]
+` + noUpkeep
+
+// noUpkeep ends every configuration pkgfleet writes: fetched objects stay
+// in the pack they came in, and git runs no maintenance of its own.
+const noUpkeep = `[fetch]
 	unpackLimit = 1
 [maintenance]
 	auto = false

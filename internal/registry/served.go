@@ -355,7 +355,7 @@ func (r *Registry) PrepareListings(ctx context.Context) (prepared bool, err erro
 	if err != nil || state == 1 {
 		return false, err
 	}
-	_, err = r.sourceListed(ctx)
+	_, err = r.repairServed(ctx, state)
 	return true, err
 }
 
